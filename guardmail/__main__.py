@@ -1,0 +1,5 @@
+import sys
+
+from guardmail.cli import main
+
+sys.exit(main())

@@ -1,0 +1,287 @@
+"""Offenders and their alias patterns compiled into a RuleSet; ``decide`` judges an item.
+
+Contracts:
+- ``decide`` is pure: the same identities, rules and ``now`` give the same Verdict.
+- Every identity is compared in its normalised and confusable-folded forms (core/identity.py), so
+  case, sub-address tags, Gmail dots, punycode, trailing dots, quoting, comments, invisible
+  characters and homoglyphs do not let an offender through.
+- Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
+  display names are hash lookups; globs and regexes sit behind a trigram prefilter (patterns.py).
+- When several offenders match, the strongest action wins (block over quarantine); the Verdict
+  names the first identity (in header order) that produced that action, and keeps every match.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from guardmail.core.identity import (
+    domain_suffixes,
+    fold,
+    normalize_address,
+    normalize_display_name,
+    normalize_domain,
+    normalize_jid,
+)
+from guardmail.core.item import Identity
+from guardmail.core.patterns import (
+    Entry,
+    PatternIndex,
+    glob_literal,
+    glob_regex,
+    lookup_grams,
+    regex_literal,
+)
+
+REGEX_PREFIX = "re:"
+_GLOB_CHARS = frozenset("*?[")
+
+
+class Action(enum.StrEnum):
+    PASS = "pass"
+    QUARANTINE = "quarantine"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.PASS: 0, Action.QUARANTINE: 1, Action.BLOCK: 2}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OffenderRule:
+    """One offender as the rules see it (built from settings at the config edge)."""
+
+    name: str
+    addresses: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    display_names: tuple[str, ...] = ()
+    jids: tuple[str, ...] = ()
+    action: Action = Action.QUARANTINE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    """One rule of one offender that matched one identity.
+
+    ``rule`` reads like the config (``patterns[1]: re:^st[a4]lker[0-9]*@``); ``header`` is where
+    the identity came from; ``value`` the identity as found; ``normalized`` the form that matched.
+    """
+
+    offender: str
+    action: Action
+    rule: str
+    header: str
+    value: str
+    normalized: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    action: Action
+    decided_at: datetime
+    matches: tuple[Match, ...] = ()
+
+    @property
+    def primary(self) -> Match | None:
+        """The match that explains the action (first in header order with the strongest action)."""
+        for m in self.matches:
+            if m.action is self.action:
+                return m
+        return None
+
+    @property
+    def offender(self) -> str | None:
+        return self.primary.offender if self.primary else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    offender: int
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Forms:
+    """The strings an identity is compared in: as found, normalised, and confusable-folded."""
+
+    texts: tuple[str, ...]
+    grams: frozenset[str]
+    folded: str
+    normalized: str
+    domain_keys: tuple[str, ...]
+
+
+class RuleSet:
+    """Compiled offender rules. Immutable; build a new one when the offender list changes."""
+
+    __slots__ = ("offenders", "_exact", "_domains", "_names", "_addr_patterns", "_name_patterns")
+
+    def __init__(self, offenders: Sequence[OffenderRule]) -> None:
+        self.offenders = tuple(offenders)
+        self._exact: dict[str, list[_Ref]] = {}
+        self._domains: dict[str, list[_Ref]] = {}
+        self._names: dict[str, list[_Ref]] = {}
+        addr_entries: list[Entry[_Ref]] = []
+        name_entries: list[Entry[_Ref]] = []
+        for i, off in enumerate(self.offenders):
+            for n, addr in enumerate(off.addresses):
+                self._add_exact(addr, _Ref(i, f"addresses[{n}]: {addr}"))
+            for n, jid in enumerate(off.jids):
+                self._add_exact(jid, _Ref(i, f"jids[{n}]: {jid}"))
+            for n, dom in enumerate(off.domains):
+                key = fold(normalize_domain(dom))
+                if key:
+                    self._domains.setdefault(key, []).append(_Ref(i, f"domains[{n}]: {dom}"))
+            for n, pat in enumerate(off.patterns):
+                addr_entries.extend(_pattern_entries(pat, _Ref(i, f"patterns[{n}]: {pat}")))
+            for n, name in enumerate(off.display_names):
+                ref = _Ref(i, f"display_names[{n}]: {name}")
+                if _GLOB_CHARS.isdisjoint(name):
+                    key = fold(normalize_display_name(name))
+                    self._names.setdefault(key, []).append(ref)
+                else:
+                    name_entries.extend(_glob_entries(normalize_display_name(name), ref))
+        self._addr_patterns = PatternIndex.from_entries(addr_entries)
+        self._name_patterns = PatternIndex.from_entries(name_entries)
+
+    def _add_exact(self, value: str, ref: _Ref) -> None:
+        keys = {n.key for n in (normalize_address(value), normalize_jid(value)) if n is not None}
+        for key in keys:
+            self._exact.setdefault(key, []).append(ref)
+
+    def matches(self, identity: Identity) -> list[tuple[_Ref, str, str]]:
+        """(rule, value as found, normalised form) for every rule this identity matches."""
+        out: list[tuple[_Ref, str, str]] = []
+        if identity.address:
+            forms = _address_forms(identity)
+            if forms is not None:
+                refs = list(self._exact.get(forms.folded, ()))
+                for suffix in forms.domain_keys:
+                    refs.extend(self._domains.get(suffix, ()))
+                refs.extend(
+                    e.payload for e in self._addr_patterns.matching(forms.texts, forms.grams)
+                )
+                out.extend((r, identity.address, forms.normalized) for r in _ordered(refs))
+        if identity.display_name:
+            name, folded, texts, grams = _name_forms(identity.display_name)
+            refs = list(self._names.get(folded, ()))
+            refs.extend(e.payload for e in self._name_patterns.matching(texts, grams))
+            out.extend((r, identity.display_name, name) for r in _ordered(refs))
+        return out
+
+
+def _ordered(refs: list[_Ref]) -> list[_Ref]:
+    """Config order (offender, then rule), so a verdict does not depend on hash order."""
+    return sorted(set(refs), key=lambda r: (r.offender, r.rule))
+
+
+def _address_forms(identity: Identity) -> _Forms | None:
+    assert identity.address is not None
+    return _forms_of(identity.address, identity.source == "jid")
+
+
+# Senders repeat (From and Reply-To, the same offender all day): normalising is the bulk of a
+# decision's cost, and it depends on the string alone, so it is memoised (bounded).
+@lru_cache(maxsize=16384)
+def _forms_of(address: str, is_jid: bool) -> _Forms | None:
+    found = address.strip().casefold()
+    norm = normalize_jid(found) if is_jid else normalize_address(found)
+    if norm is None:
+        return None
+    key = norm.key
+    texts = tuple(dict.fromkeys((found, norm.address, key)))
+    return _Forms(
+        texts=texts,
+        grams=lookup_grams(texts),
+        folded=key,
+        normalized=norm.address,
+        domain_keys=domain_suffixes(fold(norm.domain)),
+    )
+
+
+def clear_caches() -> None:
+    """Forget memoised normal forms (benchmarks measure first sightings with this)."""
+    _forms_of.cache_clear()
+    _name_forms.cache_clear()
+
+
+@lru_cache(maxsize=16384)
+def _name_forms(display_name: str) -> tuple[str, str, tuple[str, ...], frozenset[str]]:
+    name = normalize_display_name(display_name)
+    folded = fold(name)
+    texts = (name, folded) if folded != name else (name,)
+    return name, folded, texts, lookup_grams(texts)
+
+
+def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
+    """A glob matches the identity as found or normalised, and (folded) its folded form."""
+    plain = glob.casefold()
+    folded = _fold_glob(plain)
+    globs = dict.fromkeys((plain, folded))
+    return [Entry(glob_regex(g), glob_literal(g), ref) for g in globs]
+
+
+def _fold_glob(glob: str) -> str:
+    """Fold the literal parts of a glob, leaving wildcards and bracket sets as written."""
+    out: list[str] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(glob):
+        ch = glob[i]
+        if ch in "*?[":
+            out.append(fold("".join(literal)))
+            literal = []
+            if ch == "[":
+                end = glob.find("]", i + 2)
+                end = len(glob) - 1 if end < 0 else end
+                out.append(glob[i : end + 1])
+                i = end + 1
+                continue
+            out.append(ch)
+        else:
+            literal.append(ch)
+        i += 1
+    out.append(fold("".join(literal)))
+    return "".join(out)
+
+
+def _pattern_entries(pattern: str, ref: _Ref) -> list[Entry[_Ref]]:
+    if pattern.startswith(REGEX_PREFIX):
+        source = pattern[len(REGEX_PREFIX) :]
+        regex = re.compile(source, re.IGNORECASE)
+        return [Entry(regex, regex_literal(source), ref)]
+    return _glob_entries(pattern, ref)
+
+
+def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> Verdict:
+    """Judge an item by the identities it claims. Pure; ``now`` is recorded in the Verdict."""
+    found: list[Match] = []
+    seen: set[tuple[int, str, str]] = set()
+    for identity in identities:
+        for ref, value, normalized in rules.matches(identity):
+            key = (ref.offender, ref.rule, identity.source)
+            if key in seen:
+                continue
+            seen.add(key)
+            off = rules.offenders[ref.offender]
+            found.append(
+                Match(
+                    offender=off.name,
+                    action=off.action,
+                    rule=ref.rule,
+                    header=identity.source,
+                    value=value,
+                    normalized=normalized,
+                )
+            )
+    action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)
+    return Verdict(action=action, decided_at=now, matches=tuple(found))

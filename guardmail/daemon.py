@@ -1,0 +1,116 @@
+"""``guardmail run``: wires the tenant, its sources and the pipeline under one supervisor.
+
+Every long-lived task runs in one ``asyncio.TaskGroup``: a crashed watcher stops the daemon loudly
+(systemd restarts it) instead of vanishing. SIGTERM and SIGINT stop cleanly; SIGHUP reloads the
+configuration, and a configuration that does not load is logged while the last good one keeps
+running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from guardmail import logs
+from guardmail.errors import ConfigError
+from guardmail.logs import event
+from guardmail.settings import LoadedConfig, load_config
+from guardmail.sources.maildir import MaildirSource
+from guardmail.tenant import Tenant, build_rules, open_tenant
+
+
+class _Shutdown(Exception):
+    """Raised inside the task group to stop every task."""
+
+
+class Daemon:
+    def __init__(self, config: LoadedConfig) -> None:
+        self.config = config
+        self.tenant: Tenant = open_tenant(config.settings)
+        self.sources = [
+            MaildirSource(
+                path=m.path,
+                account=m.name or str(m.path),
+                tenant=self.tenant.name,
+                pipeline=self.tenant.pipeline,
+                quarantine_folder=m.quarantine_folder,
+                rescan_seconds=m.rescan_seconds,
+            )
+            for m in config.settings.sources.maildir
+        ]
+        self._stop = asyncio.Event()
+
+    def reload(self) -> bool:
+        """Load the config again; apply it if valid, else keep the last good one.
+
+        Returns True when the new configuration was applied.
+        """
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                event("config.reload_rejected", level=logging.ERROR, issue=str(issue))
+            return False
+        old = self.config.settings
+        if (new.settings.sources, new.settings.state_dir, new.settings.tenant) != (
+            old.sources,
+            old.state_dir,
+            old.tenant,
+        ):
+            event(
+                "config.restart_needed",
+                level=logging.WARNING,
+                detail="sources, state_dir or tenant changed; restart to apply those",
+            )
+        self.tenant.pipeline.rules = build_rules(new.settings)
+        self.config = new
+        for source in self.sources:
+            source.rejudge()
+        event("config.reloaded", offenders=len(new.settings.offenders))
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _wait_for_stop(self) -> None:
+        await self._stop.wait()
+        raise _Shutdown
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        event(
+            "daemon.started",
+            config=str(self.config.path),
+            tenant=self.tenant.name,
+            offenders=len(self.config.settings.offenders),
+            sources=len(self.sources),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                for source in self.sources:
+                    group.create_task(source.run())
+                group.create_task(self._wait_for_stop())
+        except* _Shutdown:
+            pass
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.tenant.close()
+        event("daemon.stopped")
+
+
+def run(config_path: Path) -> int:
+    """Run the daemon in the foreground until SIGTERM. ConfigError propagates to the CLI."""
+    config = load_config(config_path)
+    logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
+
+    async def main() -> None:
+        await Daemon(config).run()
+
+    asyncio.run(main())
+    return 0

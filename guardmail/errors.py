@@ -1,0 +1,51 @@
+"""The one exception tree of guardmail.
+
+    GuardmailError
+     ├── ConfigError        the operator's input is wrong (config, offender files, CLI arguments)
+     ├── PeerError          a server or client we talk to misbehaved
+     └── VaultUnavailable   the evidence vault cannot durably take an item right now
+
+Anything else is a bug and propagates. Messages are sentences that carry the bad value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GuardmailError(Exception):
+    """Base of every error guardmail raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigIssue:
+    """One problem in a configuration file, located for a human.
+
+    ``path`` is the dotted key path (``offenders.0.patterns.1``); ``line`` and ``column`` are
+    1-based and point at the offending key or value in ``file``.
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.path}: {self.message}"
+
+
+class ConfigError(GuardmailError):
+    """The configuration cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues) or "invalid configuration")
+
+
+class PeerError(GuardmailError):
+    """A server or client we talk to broke its protocol or refused us."""
+
+
+class VaultUnavailable(GuardmailError):
+    """The vault could not durably store an item; nothing destructive may happen to it."""

@@ -1,0 +1,370 @@
+"""YAML -> typed, validated settings; every error names its file, line and key.
+
+Contracts:
+- ``load_config`` returns frozen pydantic models (``extra="forbid"``): nothing past this module
+  sees a YAML dict. It raises ConfigError listing *every* issue found in the main file and in
+  the offender files, sorted by (file, line, column), each printed as
+  ``FILE:LINE:COL: key.path: message``.
+- Relative paths (the config file itself, ``state_dir``, Maildir ``path``, ``offenders_files``)
+  resolve against ``cwd``: the directory guardmail was started in unless the caller says.
+  ``LoadedConfig.settings`` holds them absolute.
+- ``offenders_files`` entries holding ``*``, ``?`` or ``[`` are globs (matching nothing is
+  fine); any other entry must name a readable file. Their offenders are appended, in order, to
+  ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
+- Offender names are unique ignoring case, across all files.
+- YAML is parsed with the safe loader only (see ``guardmail.yamlsource``).
+- ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.settings``
+  prints it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from guardmail.errors import ConfigError, ConfigIssue
+from guardmail.yamlsource import STR_TAG, Source, load_source, validate
+
+SCHEMA_ID = "urn:guardmail:config"
+REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns
+TENANT_PATTERN = r"^[a-z0-9_.-]+$"
+_GLOB_CHARS = frozenset("*?[")
+
+Action = Literal["quarantine", "block"]
+
+
+def _stripped(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError(f"{value!r} is empty; write a value or leave the key out")
+    return stripped
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.strip().rpartition("@")
+    if not (at and local and domain):
+        raise ValueError(
+            f"{value!r} is not an e-mail address (local@domain); "
+            "a whole domain goes under 'domains', a glob under 'patterns'"
+        )
+    return value.strip()
+
+
+def _glob(value: str) -> str:
+    """Refuse a ``[`` that fnmatch would quietly read as a literal for want of its ``]``."""
+    _stripped(value)
+    start = value.find("[")
+    while start >= 0:
+        end = start + 1
+        end += value.startswith("!", end)
+        end += value.startswith("]", end)
+        close = value.find("]", end)
+        if close < 0:
+            raise ValueError(
+                f"glob {value!r} opens '[' at position {start} without a closing ']' "
+                "(write '[[]' for a literal '[')"
+            )
+        start = value.find("[", close + 1)
+    return value
+
+
+def _pattern(value: str) -> str:
+    if not value.startswith(REGEX_PREFIX):
+        return _glob(value)
+    source = value[len(REGEX_PREFIX) :]
+    if not source:
+        raise ValueError(f"{value!r} has no regex after {REGEX_PREFIX!r}")
+    try:
+        re.compile(source, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueError(f"regex {source!r} does not compile: {exc}") from None
+    return value
+
+
+def _domain(value: str) -> str:
+    domain = _stripped(value)
+    if "@" in domain or any(ch in _GLOB_CHARS or ch.isspace() for ch in domain):
+        raise ValueError(
+            f"{value!r} is not a domain name; write it bare, like 'harass.example' "
+            "(its subdomains are included; globs go under 'patterns')"
+        )
+    return domain
+
+
+def _folder(value: str) -> str:
+    if not value or "/" in value or value.startswith("."):
+        raise ValueError(
+            f"{value!r} is not a Maildir++ folder name (no '/', no leading '.'; "
+            "'Quarantine' is stored as .Quarantine)"
+        )
+    return value
+
+
+def _tenant(value: str) -> str:
+    if not re.fullmatch(TENANT_PATTERN, value) or value in {".", ".."}:
+        raise ValueError(
+            f"tenant {value!r} must be lower-case letters, digits, '_', '.' or '-' "
+            "(and not '.' or '..'): it names a directory"
+        )
+    return value
+
+
+NonEmpty = Annotated[str, AfterValidator(_stripped)]
+Address = Annotated[str, AfterValidator(_address)]
+Pattern = Annotated[str, AfterValidator(_pattern)]
+Glob = Annotated[str, AfterValidator(_glob)]
+Domain = Annotated[str, AfterValidator(_domain)]
+
+
+class OffenderConfig(BaseModel):
+    """One person to block: the identities they write from, and what to do with their items."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: NonEmpty
+    """Shown in reports and in the warning; unique ignoring case."""
+    addresses: list[Address] = []
+    """Exact e-mail addresses (local@domain)."""
+    patterns: list[Pattern] = []
+    """Address globs (fnmatch: * ? [...]) or Python regexes written after "re:"."""
+    domains: list[Domain] = []
+    """Sender domains; each covers its subdomains too."""
+    display_names: list[Glob] = []
+    """Globs on the decoded display name."""
+    jids: list[NonEmpty] = []
+    """XMPP addresses (JIDs)."""
+    action: Action = "quarantine"
+    """quarantine (move aside, keep) or block (archive, then delete or refuse)."""
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> OffenderConfig:
+        if not any((self.addresses, self.patterns, self.domains, self.display_names, self.jids)):
+            raise ValueError(
+                f"offender {self.name!r} has no addresses, patterns, domains, "
+                "display_names or jids, so nothing of theirs would be blocked"
+            )
+        return self
+
+
+class MaildirSourceConfig(BaseModel):
+    """A local Maildir watched for offenders' mail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    path: Path
+    """The Maildir (holding cur/, new/, tmp/); relative paths are under the start directory."""
+    name: NonEmpty | None = None
+    """Account name recorded in evidence; default: the path."""
+    quarantine_folder: Annotated[str, AfterValidator(_folder)] = "Quarantine"
+    """Maildir++ folder quarantined mail is moved to."""
+    rescan_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """Seconds between full rescans, which retry items the vault could not take."""
+
+
+class SourcesConfig(BaseModel):
+    """Where mail and messages come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    maildir: list[MaildirSourceConfig] = []
+    """Local Maildirs."""
+
+
+class Settings(BaseModel):
+    """guardmail configuration: one protected person (tenant), their offenders and accounts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    state_dir: Path = Path("./var")
+    """Evidence vault and state; relative paths are under the start directory."""
+    tenant: Annotated[str, AfterValidator(_tenant)] = Field(
+        default="default", json_schema_extra={"pattern": TENANT_PATTERN}
+    )
+    """Name of the protected person."""
+    offenders: list[OffenderConfig] = []
+    """The people to block."""
+    offenders_files: list[NonEmpty] = []
+    """More YAML files, each with a top-level offenders: list; entries with * ? [ are globs."""
+    sources: SourcesConfig = SourcesConfig()
+    """Where mail and messages come from."""
+    log_format: Literal["json", "logfmt"] = "logfmt"
+    """Log line format."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe level logged."""
+
+
+class OffenderFile(BaseModel):
+    """A file named by ``offenders_files``: a top-level ``offenders:`` list and nothing else."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    offenders: list[OffenderConfig]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedConfig:
+    """A configuration as loaded: the main file, its settings, and every file read."""
+
+    path: Path
+    """The main config file (absolute)."""
+    settings: Settings
+    """With offenders from offenders_files appended and relative paths resolved."""
+    files: tuple[Path, ...]
+    """Every file read (the main file first, then offender files), for hot reload."""
+
+
+def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> LoadedConfig:
+    """Load and validate the config at ``path``; ConfigError lists every issue found."""
+    base = Path.cwd() if cwd is None else Path(cwd).absolute()
+    main_path = base / path
+    try:
+        main = load_source(main_path, _display(main_path, base))
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"cannot read {main_path}: {_why(exc)}"
+        issue = ConfigIssue(
+            file=_display(main_path, base), line=1, column=1, path="(file)", message=message
+        )
+        raise ConfigError([issue]) from None
+    settings, issues = validate(Settings, main)
+    entries = list(enumerate(settings.offenders_files)) if settings else _written_entries(main)
+    loaded = _OffenderFiles(main=main, base=base, files=[main_path])
+    for index, entry in entries:
+        loaded.add(index, entry)
+    issues += loaded.issues
+    issues += _duplicate_offenders([main, *loaded.sources])
+    if issues or settings is None:
+        unique = dict.fromkeys(issues)
+        raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
+    maildirs = [m.model_copy(update={"path": base / m.path}) for m in settings.sources.maildir]
+    final = settings.model_copy(
+        update={
+            "state_dir": base / settings.state_dir,
+            "offenders": [*settings.offenders, *loaded.offenders],
+            "offenders_files": loaded.patterns,
+            "sources": settings.sources.model_copy(update={"maildir": maildirs}),
+        }
+    )
+    return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))
+
+
+def settings_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the main config file."""
+    schema = Settings.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+        "title": "guardmail configuration",
+    }
+
+
+def render_schema() -> str:
+    """The schema as ``config/guardmail.schema.json`` holds it."""
+    return json.dumps(settings_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def _display(path: Path, base: Path) -> str:
+    """How issues name a file: relative to the start directory when under it, else absolute."""
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def _why(exc: OSError | UnicodeDecodeError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+    return exc.strerror or str(exc)
+
+
+def _written_entries(main: Source) -> list[tuple[int, str]]:
+    """offenders_files as written, when the rest of the main file did not validate."""
+    data = main.data
+    entries = data.get("offenders_files") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return []
+    return [(i, e) for i, e in enumerate(entries) if isinstance(e, str) and e.strip()]
+
+
+@dataclass(slots=True, kw_only=True)
+class _OffenderFiles:
+    """Offender files being read for one main file: what they held, and what went wrong."""
+
+    main: Source
+    base: Path
+    files: list[Path]  # every file read, the main file first
+    patterns: list[str] = field(default_factory=list)  # each entry made absolute
+    sources: list[Source] = field(default_factory=list)
+    offenders: list[OffenderConfig] = field(default_factory=list)
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def add(self, index: int, entry: str) -> None:
+        """Read the file(s) named by ``offenders_files[index]``; problems go to ``issues``."""
+        loc = ("offenders_files", index)
+        if not _GLOB_CHARS.intersection(entry):
+            path = self.base / entry
+            self.patterns.append(str(path))
+            if not path.exists():
+                message = f"offenders file {path} does not exist (relative to {self.base})"
+                self.issues.append(self.main.issue(loc, message))
+                return
+            paths = [path]
+        elif os.path.isabs(entry):
+            self.patterns.append(entry)
+            paths = sorted(Path(p) for p in glob.glob(entry) if os.path.isfile(p))
+        else:
+            self.patterns.append(os.path.join(glob.escape(str(self.base)), entry))
+            found = glob.glob(entry, root_dir=self.base)
+            paths = sorted(self.base / p for p in found if (self.base / p).is_file())
+        for path in paths:
+            if path not in self.files:
+                self.files.append(path)
+                self._read(loc, path)
+
+    def _read(self, loc: tuple[str, int], path: Path) -> None:
+        try:
+            source = load_source(path, _display(path, self.base))
+        except (OSError, UnicodeDecodeError) as exc:
+            self.issues.append(self.main.issue(loc, f"cannot read {path}: {_why(exc)}"))
+            return
+        except ConfigError as exc:
+            self.issues += exc.issues
+            return
+        self.sources.append(source)
+        offender_file, issues = validate(OffenderFile, source)
+        self.issues += issues
+        self.offenders += offender_file.offenders if offender_file else []
+
+
+def _duplicate_offenders(sources: list[Source]) -> list[ConfigIssue]:
+    """Offenders whose names match ignoring case, placed at the second one's ``name``."""
+    first: dict[str, tuple[Source, int, yaml.Node]] = {}
+    issues: list[ConfigIssue] = []
+    for source in sources:
+        for index in range(source.count(("offenders",))):
+            loc = ("offenders", index, "name")
+            node = source.find(loc)
+            if node is None or node.tag != STR_TAG or not node.value.strip():
+                continue  # not a usable name: validation reports it
+            name = node.value.strip()
+            there, there_index, there_node = first.setdefault(
+                name.casefold(), (source, index, node)
+            )
+            if there is not source or there_index != index:
+                first_at = f"{there.file}:{there_node.start_mark.line + 1}"
+                message = (
+                    f"offender {name!r} is already defined at {first_at} "
+                    "(names are compared ignoring case)"
+                )
+                issues.append(source.issue(loc, message))
+    return issues
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_schema())

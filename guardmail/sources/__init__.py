@@ -1,0 +1,1 @@
+"""One adapter per channel: protocol I/O only (items in, actions out)."""

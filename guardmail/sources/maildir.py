@@ -1,0 +1,216 @@
+"""Maildir source: watches ``new/`` and ``cur/`` of a local Maildir and carries out verdicts.
+
+Contracts:
+- Protocol I/O only: files become Items, verdicts become renames or unlinks. Deciding and archiving
+  happen in the pipeline, which calls ``act`` only after the vault holds the bytes.
+- Quarantine renames the file, unchanged and under the same name (so its flags survive), into
+  the Maildir++ folder ``.<quarantine_folder>`` (created if missing, owned like the Maildir), into
+  ``new/`` or ``cur/`` as it was.
+  Block unlinks it. Both fsync the directories involved. Clean mail is never touched.
+- A file the vault could not take stays where it is and is retried at the next full rescan.
+- Every file present at start-up is judged, as is every file that appears later (watchdog events,
+  plus a periodic rescan in case an event is missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from guardmail.core.item import Item, mail_item
+from guardmail.core.rules import Action, Verdict
+from guardmail.errors import VaultUnavailable
+from guardmail.logs import event
+from guardmail.pipeline import Pipeline
+
+_SUBDIRS = ("new", "cur")
+
+
+def unique_name(name: str) -> str:
+    """The part of a Maildir file name that stays when a client changes its flags."""
+    return name.split(":", 1)[0]
+
+
+def ensure_maildir(path: Path, *, like: Path | None = None) -> None:
+    """Create ``path`` with tmp/new/cur if missing, owned and moded like ``like`` if given.
+
+    A folder we create inside someone's Maildir must be usable by their mail server: when we
+    run as root, it gets the Maildir owner's uid/gid and permissions instead of root's.
+    """
+    ref = like.stat() if like is not None else None
+    for d in (path, path / "tmp", path / "new", path / "cur"):
+        if d.is_dir():
+            continue
+        d.mkdir(mode=ref.st_mode & 0o777 if ref else 0o700, parents=True, exist_ok=True)
+        if ref is not None and os.geteuid() == 0 and (ref.st_uid, ref.st_gid) != (0, 0):
+            os.chown(d, ref.st_uid, ref.st_gid)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Events(FileSystemEventHandler):
+    """Hands paths that appear in new/ or cur/ to the asyncio loop (watchdog runs in a thread)."""
+
+    def __init__(self, root: Path, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Path]):
+        self._dirs = {str(root / sub) for sub in _SUBDIRS}
+        self._loop = loop
+        self._queue = queue
+
+    def _offer(self, raw_path: bytes | str) -> None:
+        path = os.fsdecode(raw_path)
+        if os.path.dirname(path) in self._dirs:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, Path(path))
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._offer(event.src_path)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._offer(event.dest_path)
+
+
+class MaildirSource:
+    def __init__(
+        self,
+        *,
+        path: Path,
+        account: str,
+        tenant: str,
+        pipeline: Pipeline,
+        quarantine_folder: str = "Quarantine",
+        rescan_seconds: float = 30.0,
+    ) -> None:
+        self.root = path
+        self.account = account
+        self.tenant = tenant
+        self.pipeline = pipeline
+        self.quarantine = path / f".{quarantine_folder}"
+        self.rescan_seconds = rescan_seconds
+        self._passed: set[str] = set()
+        self._queue: asyncio.Queue[Path] = asyncio.Queue()
+
+    async def run(self) -> None:
+        ensure_maildir(self.root)
+        observer = Observer()
+        observer.schedule(
+            _Events(self.root, asyncio.get_running_loop(), self._queue),
+            str(self.root),
+            recursive=True,
+        )
+        observer.start()
+        event("maildir.watching", account=self.account, path=str(self.root))
+        try:
+            await self.scan()
+            while True:
+                try:
+                    path = await asyncio.wait_for(self._queue.get(), timeout=self.rescan_seconds)
+                except TimeoutError:
+                    await self.scan()
+                    continue
+                await self.handle(path)
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join)
+
+    def rejudge(self) -> None:
+        """Forget which files were clean, so the next scan judges them by the current rules."""
+        self._passed.clear()
+        self._queue.put_nowait(self.root / "new")  # wakes the loop; not a file, so ignored
+
+    async def scan(self) -> None:
+        for sub in _SUBDIRS:
+            try:
+                names = sorted(e.name for e in os.scandir(self.root / sub) if e.is_file())
+            except FileNotFoundError:
+                ensure_maildir(self.root)
+                continue
+            for name in names:
+                await self.handle(self.root / sub / name)
+
+    async def handle(self, path: Path) -> None:
+        if path.name.startswith(".") or path.parent.name not in _SUBDIRS:
+            return
+        key = unique_name(path.name)
+        if key in self._passed:
+            return
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, IsADirectoryError):
+            return  # moved or removed meanwhile: its new name, if any, comes as its own event
+        item = mail_item(
+            raw,
+            tenant=self.tenant,
+            account=self.account,
+            source_ref=f"{path.parent.name}/{path.name}",
+            received_at=datetime.now(UTC),
+            meta=(("maildir", str(self.root)), ("file", f"{path.parent.name}/{path.name}")),
+        )
+        try:
+            outcome = await self.pipeline.process(item, self)
+        except VaultUnavailable as exc:
+            event(
+                "maildir.vault_unavailable",
+                level=logging.WARNING,
+                account=self.account,
+                file=item.source_ref,
+                retry_in=self.rescan_seconds,
+                error=str(exc),
+            )
+            return
+        except OSError as exc:
+            event("maildir.act_failed", level=logging.ERROR, file=item.source_ref, error=str(exc))
+            return
+        if outcome.verdict.action is Action.PASS:
+            self._passed.add(key)
+
+    def _locate(self, source_ref: str) -> Path | None:
+        """The file now, even if a client renamed it (flags) or moved it from new/ to cur/."""
+        sub, _, name = source_ref.partition("/")
+        path = self.root / sub / name
+        if path.exists():
+            return path
+        key = unique_name(name)
+        for s in _SUBDIRS:
+            for entry in os.scandir(self.root / s):
+                if unique_name(entry.name) == key:
+                    return Path(entry.path)
+        return None
+
+    async def act(self, item: Item, verdict: Verdict) -> str:
+        return await asyncio.to_thread(self._act, item, verdict)
+
+    def _act(self, item: Item, verdict: Verdict) -> str:
+        path = self._locate(item.source_ref)
+        if path is None:
+            return "already gone from the Maildir"
+        sub = path.parent.name
+        if verdict.action is Action.BLOCK:
+            path.unlink()
+            _fsync_dir(path.parent)
+            return f"deleted {sub}/{path.name}"
+        ensure_maildir(self.quarantine, like=self.root)
+        marker = self.quarantine / "maildirfolder"
+        if not marker.exists():
+            marker.touch(mode=0o600)
+            st = self.root.stat()
+            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+                os.chown(marker, st.st_uid, st.st_gid)
+            _fsync_dir(self.root)
+        target = self.quarantine / sub / path.name
+        os.rename(path, target)
+        _fsync_dir(target.parent)
+        _fsync_dir(path.parent)
+        return f"moved to {self.quarantine.name}/{sub}/{path.name}"

@@ -1,0 +1,64 @@
+"""The storage seam: checkpoints, the evidence journal and (later) the warning ledger.
+
+One small interface with two backends: SQLite (embedded default) and PostgreSQL (several nodes).
+Transactions are owned by the caller: every read and write goes through a ``Transaction`` obtained
+from ``Storage.transaction()``, which commits durably on a clean exit and rolls back on an
+exception. No SQL lives outside ``guardmail/storage/``.
+
+Rows are keyed by tenant: one tenant never reads another's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from guardmail.errors import GuardmailError
+
+
+class StorageUnavailable(GuardmailError):
+    """The database could not complete a transaction (locked too long, disk full, I/O error)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalRow:
+    """One journal entry as stored. ``body`` is the canonical JSON that ``hash`` covers."""
+
+    tenant: str
+    seq: int
+    kind: str
+    body: str
+    prev_hash: str
+    hash: str
+    sha256: str | None = None
+    source_ref: str | None = None
+
+
+class Transaction(Protocol):
+    def journal_head(self, tenant: str) -> JournalRow | None:
+        """The last entry of the tenant's journal, locked against concurrent appends."""
+        ...
+
+    def journal_insert(self, row: JournalRow) -> None: ...
+
+    def journal_rows(
+        self, tenant: str, *, kind: str | None = None, after_seq: int = 0
+    ) -> Iterator[JournalRow]:
+        """The tenant's entries in seq order (only ``kind`` when given)."""
+        ...
+
+    def journal_row(self, tenant: str, seq: int) -> JournalRow | None: ...
+
+    def find_archived(self, tenant: str, sha256: str, source_ref: str) -> JournalRow | None:
+        """The ``archived`` entry for these bytes from this source reference, if any."""
+        ...
+
+    def tenants(self) -> list[str]: ...
+
+
+class Storage(Protocol):
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,150 @@
+"""SQLite backend of the storage seam: WAL, synchronous=FULL, one writer at a time.
+
+A committed transaction is on disk (fsync'd) when ``transaction()`` returns. ``BEGIN IMMEDIATE``
+takes the write lock at the start, so reading the journal head and appending after it cannot
+interleave with another process doing the same: the hash chain never forks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from guardmail.storage.base import JournalRow, StorageUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    tenant     TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    kind       TEXT    NOT NULL,
+    body       TEXT    NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL,
+    sha256     TEXT,
+    source_ref TEXT,
+    PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX IF NOT EXISTS journal_archived
+    ON journal (tenant, sha256, source_ref) WHERE kind = 'archived';
+"""
+
+_COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref"
+
+
+def _row(r: tuple[str, int, str, str, str, str, str | None, str | None]) -> JournalRow:
+    return JournalRow(
+        tenant=r[0],
+        seq=r[1],
+        kind=r[2],
+        body=r[3],
+        prev_hash=r[4],
+        hash=r[5],
+        sha256=r[6],
+        source_ref=r[7],
+    )
+
+
+class SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def journal_head(self, tenant: str) -> JournalRow | None:
+        cur = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? ORDER BY seq DESC LIMIT 1", (tenant,)
+        )
+        r = cur.fetchone()
+        return _row(r) if r else None
+
+    def journal_insert(self, row: JournalRow) -> None:
+        self._conn.execute(
+            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.tenant,
+                row.seq,
+                row.kind,
+                row.body,
+                row.prev_hash,
+                row.hash,
+                row.sha256,
+                row.source_ref,
+            ),
+        )
+
+    def journal_rows(
+        self, tenant: str, *, kind: str | None = None, after_seq: int = 0
+    ) -> Iterator[JournalRow]:
+        if kind is None:
+            cur = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq > ? ORDER BY seq",
+                (tenant, after_seq),
+            )
+        else:
+            cur = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq > ? AND kind = ? "
+                "ORDER BY seq",
+                (tenant, after_seq, kind),
+            )
+        for r in cur:
+            yield _row(r)
+
+    def journal_row(self, tenant: str, seq: int) -> JournalRow | None:
+        cur = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq = ?", (tenant, seq)
+        )
+        r = cur.fetchone()
+        return _row(r) if r else None
+
+    def find_archived(self, tenant: str, sha256: str, source_ref: str) -> JournalRow | None:
+        cur = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? AND source_ref = ? "
+            "AND kind = 'archived' ORDER BY seq LIMIT 1",
+            (tenant, sha256, source_ref),
+        )
+        r = cur.fetchone()
+        return _row(r) if r else None
+
+    def tenants(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]
+
+
+class SQLiteStorage:
+    """Storage in one SQLite file. Safe to share between threads; one transaction at a time."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        path.chmod(0o600)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.execute("PRAGMA busy_timeout = 10000")
+        self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteTransaction]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailable(
+                    f"cannot start a transaction on {self.path}: {exc}"
+                ) from exc
+            try:
+                yield SQLiteTransaction(self._conn)
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and not isinstance(
+                    exc, sqlite3.IntegrityError
+                ):
+                    raise StorageUnavailable(f"transaction on {self.path} failed: {exc}") from exc
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,64 @@
+"""A tenant's state opened from settings: storage, vault, rules and pipeline.
+
+The conversion from settings (pydantic, the config edge) to the pure core's OffenderRule lives
+here, so core/ never imports settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from guardmail.core.rules import Action, OffenderRule, RuleSet
+from guardmail.pipeline import Pipeline
+from guardmail.settings import Settings
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.store import Vault
+
+DB_FILE = "guardmail.sqlite3"
+
+
+def build_rules(settings: Settings) -> RuleSet:
+    return RuleSet(
+        [
+            OffenderRule(
+                name=o.name,
+                addresses=tuple(o.addresses),
+                patterns=tuple(o.patterns),
+                domains=tuple(o.domains),
+                display_names=tuple(o.display_names),
+                jids=tuple(o.jids),
+                action=Action(o.action),
+            )
+            for o in settings.offenders
+        ]
+    )
+
+
+def vault_dir(state_dir: Path, tenant: str) -> Path:
+    return state_dir / "vault" / tenant
+
+
+@dataclass(slots=True)
+class Tenant:
+    name: str
+    storage: SQLiteStorage
+    vault: Vault
+    pipeline: Pipeline
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def open_tenant(settings: Settings) -> Tenant:
+    """Open (creating if needed) the tenant's state under ``settings.state_dir``."""
+    state = settings.state_dir
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    storage = SQLiteStorage(state / DB_FILE)
+    vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)
+    return Tenant(
+        name=settings.tenant,
+        storage=storage,
+        vault=vault,
+        pipeline=Pipeline(vault=vault, rules=build_rules(settings)),
+    )

@@ -1,0 +1,129 @@
+"""The guardmail command: exit codes and output a person or a script relies on."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guardmail.cli import main
+
+CONFIG = """\
+state_dir: {root}/var
+offenders:
+  - name: Example Offender
+    addresses: [stalker@example.net]
+    patterns: ["*@burner.example", "re:^st[a4]lker[0-9]*@"]
+    display_names: ["Stalker*"]
+    action: quarantine
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "guardmail.yaml"
+    path.write_text(CONFIG.format(root=tmp_path))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_config_accepts_a_valid_file(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "-c", str(config), "check-config")
+    assert code == 0 and "OK (1 offenders" in out
+
+
+def test_check_config_exits_2_with_file_line_col_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("offenders:\n  - name: X\n    patterns: ['re:(']\n    colour: red\n")
+    code, _, err = run(capsys, "-c", str(bad), "check-config")
+    assert code == 2
+    lines = err.splitlines()
+    assert any(line.startswith(f"{bad}:3:") and "offenders.0.patterns.0" in line for line in lines)
+    assert any(line.startswith(f"{bad}:4:5: offenders.0.colour") for line in lines)
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "-c", str(tmp_path / "nope.yaml"), "check-config")
+    assert code == 2 and "nope.yaml" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            b"From: Someone <st4lker12@new.example>\r\n\r\n",
+            {
+                "action": "quarantine",
+                "offender": "Example Offender",
+                "rule": "patterns[1]: re:^st[a4]lker[0-9]*@",
+                "header": "From",
+            },
+        ),
+        (
+            b"From: friend@x.example\r\nReply-To: a@burner.example\r\n\r\n",
+            {
+                "action": "quarantine",
+                "offender": "Example Offender",
+                "rule": "patterns[0]: *@burner.example",
+                "header": "Reply-To",
+            },
+        ),
+        (
+            b"From: friend@x.example\r\n\r\n",
+            {"action": "pass", "offender": None, "rule": None, "header": None},
+        ),
+    ],
+)
+def test_explain_json_names_action_offender_rule_and_header(
+    config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    message: bytes,
+    expected: dict[str, str | None],
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(message)
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert {k: data[k] for k in expected} == expected
+
+
+def test_explain_in_words_shows_the_normalised_identity(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes("From: STAL\u200bKER+x@Example.NET.\r\n\r\n".encode())
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml))
+    assert code == 0
+    assert "action:   quarantine" in out and "as:     stalker@example.net" in out
+
+
+def test_explain_unreadable_message_exits_2(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "-c", str(config), "explain", str(tmp_path / "missing.eml"))
+    assert code == 2 and "missing.eml" in err
+
+
+def test_evidence_commands_on_an_empty_vault(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "-c", str(config), "evidence", "list", "--json")[:2] == (0, "")
+    code, out, _ = run(capsys, "-c", str(config), "evidence", "verify")
+    assert code == 0 and "0 entries intact" in out
+    assert run(capsys, "-c", str(config), "evidence", "show", "1")[0] == 2
+
+
+def test_schema_command_prints_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    committed = Path(__file__).parents[2] / "config" / "guardmail.schema.json"
+    assert code == 0 and out == committed.read_text()

@@ -1,0 +1,116 @@
+"""Reading sender identities from raw mail: every header that names a sender, never a crash."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from guardmail.core.item import (
+    HEADER_SCAN_LIMIT,
+    Channel,
+    Identity,
+    header_fields,
+    mail_identities,
+    mail_item,
+    mail_summary,
+)
+
+
+def ids(raw: bytes, **kw: str) -> list[tuple[str, str | None, str | None]]:
+    return [(i.source, i.address, i.display_name) for i in mail_identities(raw, **kw)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"From: a@example.net\r\n\r\nbody", [("From", "a@example.net", None)]),
+        (
+            b"From: Bob <bob@example.net>, carol@example.org\r\n\r\n",
+            [("From", "bob@example.net", "Bob"), ("From", "carol@example.org", None)],
+        ),
+        (
+            b"Sender: s@x.example\nReply-To: r@y.example\nReturn-Path: <p@z.example>\n"
+            b"Resent-From: q@w.example\n\n",
+            [
+                ("Sender", "s@x.example", None),
+                ("Reply-To", "r@y.example", None),
+                ("Return-Path", "p@z.example", None),
+                ("Resent-From", "q@w.example", None),
+            ],
+        ),
+        (
+            b"From: =?utf-8?q?St=C3=A4lker_Joe?= <j@example.net>\n\n",
+            [("From", "j@example.net", "Stälker Joe")],
+        ),
+        (
+            b"from: folded\r\n name <f@example.net>\r\n\r\n",
+            [("From", "f@example.net", "folded name")],
+        ),
+        (b"Subject: no sender at all\r\n\r\nhi", []),
+        (b'From: "Bob" <bob@\xc3\xa9xample.net>\n\n', [("From", "bob@éxample.net", "Bob")]),
+        (b"From: nul\x00 <n@example.net>\n\n", [("From", "n@example.net", "nul")]),
+        (b"From: <weird@@example.net>\n\n", [("From", "weird@@example.net", None)]),
+        (
+            b"From: broken <<x@example.net\n\n",
+            [("From", None, "broken"), ("From", "x@example.net", None)],
+        ),
+    ],
+    ids=[
+        "plain",
+        "two-from-addresses",
+        "every-identity-header",
+        "rfc2047-display-name",
+        "folded-header-lowercase-name",
+        "no-from",
+        "8bit-utf8-domain",
+        "nul-in-header",
+        "double-at",
+        "broken-angle-brackets",
+    ],
+)
+def test_identities_are_read_from_every_sender_header(
+    raw: bytes, expected: list[tuple[str, str | None, str | None]]
+) -> None:
+    assert ids(raw) == expected
+
+
+def test_envelope_sender_is_an_identity_too() -> None:
+    assert ids(b"From: a@b.example\n\n", envelope_sender="env@c.example") == [
+        ("From", "a@b.example", None),
+        ("envelope", "env@c.example", None),
+    ]
+
+
+def test_headers_in_the_body_are_not_identities() -> None:
+    raw = b"From: a@b.example\r\n\r\nFrom: hidden@c.example\r\n"
+    assert ids(raw) == [("From", "a@b.example", None)]
+
+
+def test_only_the_header_section_is_scanned_in_a_huge_message() -> None:
+    raw = b"From: a@b.example\r\n\r\n" + b"x" * (50 * 1024 * 1024)
+    assert ids(raw) == [("From", "a@b.example", None)]
+
+
+def test_message_without_blank_line_is_all_headers_up_to_the_limit() -> None:
+    raw = b"From: a@b.example\r\n" + b"X-Pad: y\r\n" * (HEADER_SCAN_LIMIT // 8)
+    assert ("From", "a@b.example", None) in ids(raw)
+
+
+def test_garbage_lines_are_skipped_not_fatal() -> None:
+    raw = b"\xff\xfe garbage\r\n: no name\r\nFrom: a@b.example\r\n\r\n"
+    assert header_fields(raw) == [("From", "a@b.example")]
+
+
+def test_summary_decodes_subject_and_keeps_message_id() -> None:
+    raw = b"Subject: =?utf-8?b?w5xiZXI=?= you\r\nMessage-ID: <m1@x>\r\nDate: today\r\n\r\n"
+    s = mail_summary(raw)
+    assert (s.subject, s.message_id, s.date) == ("Über you", "<m1@x>", "today")
+
+
+def test_mail_item_keeps_the_raw_bytes() -> None:
+    raw = b"From: a@b.example\n\n\x00\xff binary"
+    item = mail_item(
+        raw, tenant="t", account="a", source_ref="new/1", received_at=datetime.now(UTC)
+    )
+    assert item.raw is raw
+    assert item.channel is Channel.MAIL
+    assert item.identities == (Identity(source="From", address="a@b.example"),)

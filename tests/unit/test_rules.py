@@ -1,0 +1,150 @@
+"""Deciding on an item: which offender, which rule, which header, and what to do."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from guardmail.core.item import Identity, mail_identities
+from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+EXAMPLE = OffenderRule(
+    name="Example Offender",
+    addresses=("stalker@example.net",),
+    patterns=("*@burner.example", "re:^st[a4]lker[0-9]*@"),
+    domains=("harass.example",),
+    display_names=("Stalker*",),
+    jids=("stalker@xmpp.example.net",),
+    action=Action.QUARANTINE,
+)
+BLOCKED = OffenderRule(name="Blocked One", addresses=("worse@example.org",), action=Action.BLOCK)
+RULES = RuleSet([EXAMPLE, BLOCKED])
+
+
+def verdict_of(raw: bytes, **kw: str) -> tuple[str, str | None, str | None, str | None]:
+    v = decide(mail_identities(raw, **kw), RULES, now=NOW)
+    p = v.primary
+    return (str(v.action), v.offender, p.rule if p else None, p.header if p else None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"From: stalker@example.net\n\n",
+            ("quarantine", "Example Offender", "addresses[0]: stalker@example.net", "From"),
+        ),
+        (
+            b"From: STALKER+love@Example.NET.\n\n",
+            ("quarantine", "Example Offender", "addresses[0]: stalker@example.net", "From"),
+        ),
+        (
+            b"From: anyone@burner.example\n\n",
+            ("quarantine", "Example Offender", "patterns[0]: *@burner.example", "From"),
+        ),
+        (
+            b"From: st4lker99@fresh.example\n\n",
+            ("quarantine", "Example Offender", "patterns[1]: re:^st[a4]lker[0-9]*@", "From"),
+        ),
+        (
+            b"From: x@mail.harass.example\n\n",
+            ("quarantine", "Example Offender", "domains[0]: harass.example", "From"),
+        ),
+        (
+            b"From: =?utf-8?q?stalker_Bob?= <nice@innocent.example>\n\n",
+            ("quarantine", "Example Offender", "display_names[0]: Stalker*", "From"),
+        ),
+        (
+            b"From: friend@innocent.example\nReply-To: stalker@example.net\n\n",
+            ("quarantine", "Example Offender", "addresses[0]: stalker@example.net", "Reply-To"),
+        ),
+        (
+            b"From: friend@innocent.example\nReturn-Path: <x@burner.example>\n\n",
+            ("quarantine", "Example Offender", "patterns[0]: *@burner.example", "Return-Path"),
+        ),
+        (
+            "From: st\u0430lker@example.net\n\n".encode(),
+            ("quarantine", "Example Offender", "addresses[0]: stalker@example.net", "From"),
+        ),
+        (
+            b"From: stalker@xmpp.example.net\n\n",
+            ("quarantine", "Example Offender", "jids[0]: stalker@xmpp.example.net", "From"),
+        ),
+        (
+            b"From: stalker@example.net\nSender: worse@example.org\n\n",
+            ("block", "Blocked One", "addresses[0]: worse@example.org", "Sender"),
+        ),
+        (b"From: friend@innocent.example\n\n", ("pass", None, None, None)),
+        (b"From: Stalk Free <friend@notharass.example>\n\n", ("pass", None, None, None)),
+        (b"Subject: no sender\n\n", ("pass", None, None, None)),
+    ],
+    ids=[
+        "exact-address",
+        "case-tag-trailing-dot",
+        "glob",
+        "regex",
+        "subdomain",
+        "display-name-glob-rfc2047",
+        "reply-to",
+        "return-path",
+        "cyrillic-a",
+        "jid-as-mail-address",
+        "block-beats-quarantine",
+        "clean",
+        "similar-but-clean-domain",
+        "no-identity",
+    ],
+)
+def test_verdict_names_offender_rule_and_header(
+    raw: bytes, expected: tuple[str, str | None, str | None, str | None]
+) -> None:
+    assert verdict_of(raw) == expected
+
+
+def test_envelope_sender_alone_is_enough_to_match() -> None:
+    assert verdict_of(b"From: friend@innocent.example\n\n", envelope_sender="x@burner.example")[
+        :2
+    ] == ("quarantine", "Example Offender")
+
+
+def test_xmpp_jid_identity_drops_the_resource() -> None:
+    v = decide([Identity(source="jid", address="Stalker@XMPP.example.net/phone")], RULES, now=NOW)
+    assert v.action is Action.QUARANTINE
+    assert v.primary is not None and v.primary.rule == "jids[0]: stalker@xmpp.example.net"
+
+
+def test_every_match_is_kept_and_the_time_is_the_one_given() -> None:
+    v = decide(mail_identities(b"From: Stalker <stalker@burner.example>\n\n"), RULES, now=NOW)
+    assert v.decided_at == NOW
+    assert {m.rule for m in v.matches} == {
+        "patterns[0]: *@burner.example",
+        "patterns[1]: re:^st[a4]lker[0-9]*@",
+        "display_names[0]: Stalker*",
+    }
+
+
+def test_empty_ruleset_passes_everything() -> None:
+    v = decide(mail_identities(b"From: stalker@example.net\n\n"), RuleSet([]), now=NOW)
+    assert v.action is Action.PASS and v.primary is None and v.offender is None
+
+
+def test_many_rules_still_find_the_right_offender() -> None:
+    offenders = [
+        OffenderRule(
+            name=f"o{i}",
+            addresses=(f"user{i}@example{i % 97}.net",),
+            patterns=(f"*@burner{i}.example", f"re:^alias{i}x[0-9]*@"),
+            domains=(f"harass{i}.example",),
+        )
+        for i in range(5000)
+    ]
+    rules = RuleSet(offenders)
+    for raw, name in [
+        (b"From: user4321@example53.net\n\n", "o4321"),
+        (b"From: x@burner777.example\n\n", "o777"),
+        (b"From: alias1234x5@anywhere.example\n\n", "o1234"),
+        (b"From: a@mx.harass4999.example\n\n", "o4999"),
+    ]:
+        assert decide(mail_identities(raw), rules, now=NOW).offender == name
+    assert decide(mail_identities(b"From: a@b.example\n\n"), rules, now=NOW).offender is None

@@ -1,0 +1,148 @@
+"""The evidence vault keeps exact bytes durably and detects any tampering, naming the entry."""
+
+import hashlib
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from guardmail.errors import VaultUnavailable
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.journal import check_chain
+from guardmail.vault.store import Vault
+from guardmail.vault.verify import verify_vault
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[SQLiteStorage]:
+    s = SQLiteStorage(tmp_path / "state" / "guardmail.sqlite3")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def vault(tmp_path: Path, storage: SQLiteStorage) -> Vault:
+    return Vault(tmp_path / "state" / "vault" / "jane", storage, "jane")
+
+
+def fill(vault: Vault, n: int = 4) -> list[bytes]:
+    raws = [f"From: s{i}@x.example\r\n\r\nbody {i}\x00\xff".encode("latin-1") for i in range(n)]
+    for i, raw in enumerate(raws):
+        vault.put(raw, source_ref=f"new/{i}", metadata={"offender": "X"}, now=NOW)
+    return raws
+
+
+def sql(storage: SQLiteStorage, statement: str) -> None:
+    # Tampering from outside, as an attacker with file access would.
+    storage._conn.execute(statement)
+
+
+def test_put_stores_exact_bytes_under_their_sha256(vault: Vault) -> None:
+    raw = b"From: a@b\r\n\r\n\x00\x80\xff\r\n.\r\n"
+    receipt = vault.put(raw, source_ref="new/1", metadata={}, now=NOW)
+    assert receipt.sha256 == hashlib.sha256(raw).hexdigest()
+    assert receipt.seq == 1 and not receipt.duplicate
+    assert vault.blobs.get(receipt.sha256) == raw
+
+
+def test_blob_files_are_0600_and_directories_0700(vault: Vault) -> None:
+    receipt = vault.put(b"x", source_ref="new/1", metadata={}, now=NOW)
+    path = vault.blobs.path(receipt.sha256)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(vault.blobs.root.stat().st_mode) == 0o700
+
+
+def test_same_bytes_from_same_source_archive_once(vault: Vault) -> None:
+    first = vault.put(b"same", source_ref="new/1", metadata={}, now=NOW)
+    again = vault.put(b"same", source_ref="new/1", metadata={}, now=NOW)
+    other = vault.put(b"same", source_ref="new/2", metadata={}, now=NOW)
+    assert again.duplicate and again.seq == first.seq
+    assert not other.duplicate and other.seq == 2
+
+
+def test_journal_entries_chain_and_verify_clean(vault: Vault) -> None:
+    fill(vault)
+    vault.record("action", {"archived_seq": 1}, now=NOW)
+    assert check_chain(vault.rows()) == []
+    assert verify_vault(vault) == []
+
+
+def test_flipped_blob_byte_is_named(vault: Vault) -> None:
+    fill(vault)
+    row = vault.row(3)
+    assert row is not None and row.sha256
+    path = vault.blobs.path(row.sha256)
+    data = bytearray(path.read_bytes())
+    data[5] ^= 0x01
+    path.write_bytes(bytes(data))
+    problems = [str(p) for p in verify_vault(vault)]
+    assert problems == [f"entry 3: blob {row.sha256} altered (SHA-256 mismatch)"]
+
+
+def test_missing_blob_is_named(vault: Vault) -> None:
+    fill(vault)
+    row = vault.row(2)
+    assert row is not None and row.sha256
+    vault.blobs.path(row.sha256).unlink()
+    assert [p.seq for p in verify_vault(vault)] == [2]
+
+
+def test_altered_journal_entry_is_named(vault: Vault, storage: SQLiteStorage) -> None:
+    fill(vault)
+    sql(storage, "UPDATE journal SET body = replace(body, '\"X\"', '\"Y\"') WHERE seq = 2")
+    assert [str(p) for p in verify_vault(vault)] == ["entry 2: content altered (hash mismatch)"]
+
+
+def test_removed_journal_entry_is_named(vault: Vault, storage: SQLiteStorage) -> None:
+    fill(vault)
+    sql(storage, "DELETE FROM journal WHERE seq = 2")
+    problems = verify_vault(vault)
+    assert problems and problems[0].seq == 3
+    assert "removed or reordered" in str(problems[0])
+
+
+def test_reordered_journal_entries_are_named(vault: Vault, storage: SQLiteStorage) -> None:
+    fill(vault)
+    # Swap entries 2 and 3 wholesale, keeping their seq numbers in place.
+    sql(storage, "UPDATE journal SET seq = -2 WHERE seq = 2")
+    sql(storage, "UPDATE journal SET seq = 2 WHERE seq = 3")
+    sql(storage, "UPDATE journal SET seq = 3 WHERE seq = -2")
+    problems = verify_vault(vault)
+    assert {p.seq for p in problems} >= {2, 3}
+
+
+def test_entries_cut_from_the_end_are_detected_by_the_head_witness(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    fill(vault)
+    sql(storage, "DELETE FROM journal WHERE seq = 4")
+    assert [str(p) for p in verify_vault(vault)] == [
+        "entry 4: missing: HEAD names it but the journal ends at entry 3"
+    ]
+
+
+def test_tenants_do_not_see_each_others_entries(tmp_path: Path, storage: SQLiteStorage) -> None:
+    jane = Vault(tmp_path / "v" / "jane", storage, "jane")
+    joe = Vault(tmp_path / "v" / "joe", storage, "joe")
+    jane.put(b"jane's", source_ref="a", metadata={}, now=NOW)
+    receipt = joe.put(b"joe's", source_ref="a", metadata={}, now=NOW)
+    assert receipt.seq == 1
+    assert [r.sha256 for r in jane.rows()] == [hashlib.sha256(b"jane's").hexdigest()]
+    assert not jane.blobs.path(receipt.sha256).exists()
+    assert verify_vault(jane) == [] and verify_vault(joe) == []
+
+
+def test_unwritable_vault_raises_vault_unavailable_and_journals_nothing(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    blocked = tmp_path / "notadir"
+    blocked.write_text("a file where the vault directory should be")
+    vault = Vault(blocked, storage, "jane")
+    with pytest.raises(VaultUnavailable, match="cannot archive"):
+        vault.put(b"evidence", source_ref="new/1", metadata={}, now=NOW)
+    assert vault.rows() == []
