@@ -157,14 +157,22 @@ def _indexable(literal: str) -> bool:
 
 
 class PatternIndex(Generic[T]):
-    """An immutable set of patterns with an n-gram prefilter. Build with ``from_entries``."""
+    """An immutable set of patterns with an n-gram prefilter. Build with ``from_entries``.
 
-    __slots__ = ("_by_gram", "_residue", "size")
+    Each bucket entry carries every gram of its literal: a candidate whose literal grams are not
+    all among the text's grams cannot contain the literal, so it is dropped by a set comparison
+    before any regex runs.
+    """
+
+    __slots__ = ("_by_gram", "_gram_keys", "_residue", "size")
 
     def __init__(
-        self, by_gram: dict[str, tuple[Entry[T], ...]], residue: tuple[Entry[T], ...]
+        self,
+        by_gram: dict[str, tuple[tuple[frozenset[str], Entry[T]], ...]],
+        residue: tuple[tuple[str, Entry[T]], ...],
     ) -> None:
         self._by_gram = by_gram
+        self._gram_keys = frozenset(by_gram)
         self._residue = residue
         self.size = len(residue) + sum(len(v) for v in by_gram.values())
 
@@ -176,15 +184,17 @@ class PatternIndex(Generic[T]):
         for e in items:
             if _indexable(e.literal):
                 counts.update(grams(e.literal.lower(), GRAM))
-        by_gram: dict[str, list[Entry[T]]] = {}
-        residue: list[Entry[T]] = []
+        by_gram: dict[str, list[tuple[frozenset[str], Entry[T]]]] = {}
+        residue: list[tuple[str, Entry[T]]] = []
         for e in items:
             if not _indexable(e.literal):
-                residue.append(e)
+                # Too short to index, but a substring test still spares most regex runs.
+                residue.append((e.literal.lower() if e.literal.isascii() else "", e))
                 continue
+            need = frozenset(grams(e.literal.lower(), GRAM))
             # File it under its rarest gram: the bucket an input has to look at stays small.
-            best = min(sorted(grams(e.literal.lower(), GRAM)), key=counts.__getitem__)
-            by_gram.setdefault(best, []).append(e)
+            best = min(sorted(need), key=counts.__getitem__)
+            by_gram.setdefault(best, []).append((need, e))
         return cls({k: tuple(v) for k, v in by_gram.items()}, tuple(residue))
 
     def candidates(
@@ -195,14 +205,16 @@ class PatternIndex(Generic[T]):
         ``text_grams``, if given, must be ``lookup_grams(texts)``: callers that see the same
         text often compute it once.
         """
-        out: list[Entry[T]] = list(self._residue)
+        out: list[Entry[T]] = []
+        if self._residue:
+            joined = "\x00".join(texts).lower()  # NUL: no literal spans two texts
+            out.extend(e for lit, e in self._residue if lit in joined)
         if not self._by_gram:
             return out
-        get = self._by_gram.get
-        for gram in lookup_grams(texts) if text_grams is None else text_grams:
-            bucket = get(gram)
-            if bucket:
-                out.extend(bucket)
+        have = lookup_grams(texts) if text_grams is None else text_grams
+        # The intersection runs in C over the text's few grams, not over the index.
+        for gram in self._gram_keys.intersection(have):
+            out += [e for need, e in self._by_gram[gram] if need <= have]
         return out
 
     def matching(self, texts: Sequence[str], text_grams: Set[str] | None = None) -> list[Entry[T]]:

@@ -133,7 +133,7 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "") -> Dovecot:
         wait_for_banner(imap_port)
         wait_for_banner(lmtp_port)
     except AssertionError:
-        out = (root / "dovecot.stdout").read_text(errors="replace")
+        printed = (root / "dovecot.stdout").read_text(errors="replace")
         server.stop()
-        raise AssertionError(f"dovecot did not start: {out}") from None
+        raise AssertionError(f"dovecot did not start: {printed}") from None
     return server
