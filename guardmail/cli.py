@@ -150,7 +150,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                     print(
                         f"{rec['seq']:>6}  {rec['time']}  {rec['channel']:<4}  "
                         f"{rec['action']:<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
-                        f"{rec['subject']!r}"
+                        f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
                     )
             return EXIT_OK
         if args.evidence_command == "show":

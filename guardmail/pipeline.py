@@ -23,6 +23,8 @@ from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.vault.store import Receipt, Vault
 
+_DONE_EVENT = {Action.QUARANTINE: "item.quarantined", Action.BLOCK: "item.blocked"}
+
 
 class Actor(Protocol):
     """What a source implements: carry out a verdict on an item it produced."""
@@ -121,7 +123,7 @@ class Pipeline:
             # The action happened and cannot be undone; the archived entry stands. Say so loudly.
             event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
         event(
-            f"item.{verdict.action}",
+            _DONE_EVENT[verdict.action],
             tenant=item.tenant,
             seq=receipt.seq,
             offender=verdict.offender,

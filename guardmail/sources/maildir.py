@@ -173,6 +173,13 @@ class MaildirSource:
         except OSError as exc:
             event("maildir.act_failed", level=logging.ERROR, file=item.source_ref, error=str(exc))
             return
+        except Exception:
+            # A bug must not stop the watching of everything else: the file stays where it is,
+            # is retried at the next rescan, and the traceback is logged (never the content).
+            logging.getLogger("guardmail").exception(
+                "maildir.item_failed", extra={"gm_fields": {"file": item.source_ref}}
+            )
+            return
         if outcome.verdict.action is Action.PASS:
             self._passed.add(key)
 

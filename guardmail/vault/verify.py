@@ -36,11 +36,12 @@ def verify_vault(vault: Vault) -> list[Problem]:
             continue
         path = vault.blobs.path(row.sha256)
         try:
-            data = path.read_bytes()
+            with path.open("rb") as blob:
+                digest = hashlib.file_digest(blob, "sha256").hexdigest()
         except OSError as exc:
             problems.append(Problem(seq=row.seq, message=f"blob {row.sha256} unreadable: {exc}"))
             continue
-        if hashlib.sha256(data).hexdigest() != row.sha256:
+        if digest != row.sha256:
             problems.append(
                 Problem(seq=row.seq, message=f"blob {row.sha256} altered (SHA-256 mismatch)")
             )

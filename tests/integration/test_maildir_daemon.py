@@ -100,6 +100,19 @@ def test_daemon_quarantines_blocks_and_archives_exact_bytes(
     verify = guardmail(config, "evidence", "verify")
     assert verify.returncode == 0, verify.stderr
 
+    # One flipped bit in the second item's blob: verify fails and names that entry.
+    blob = tmp_path / "var" / "vault" / "default" / "blobs" / entries[1]["sha256"][:2]
+    blob = blob / entries[1]["sha256"]
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0x20
+    blob.write_bytes(bytes(data))
+    tampered = guardmail(config, "evidence", "verify")
+    assert tampered.returncode == 1
+    assert (
+        f"entry {entries[1]['seq']}: blob {entries[1]['sha256']} altered"
+        in tampered.stderr.decode()
+    )
+
 
 def test_item_stays_until_the_vault_can_take_it(setup: tuple[Path, Path], tmp_path: Path) -> None:
     config, maildir = setup

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardmail.core.item import Identity, mail_identities
 from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
@@ -148,3 +150,18 @@ def test_many_rules_still_find_the_right_offender() -> None:
     ]:
         assert decide(mail_identities(raw), rules, now=NOW).offender == name
     assert decide(mail_identities(b"From: a@b.example\n\n"), rules, now=NOW).offender is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400)
+    | st.builds(
+        lambda name, value, rest: b"%s: %s\r\n\r\n%s" % (name, value, rest),
+        st.sampled_from([b"From", b"Reply-To", b"Sender", b"Return-Path", b"Resent-From"]),
+        st.binary(max_size=200),
+        st.binary(max_size=50),
+    )
+)
+def test_any_bytes_are_decided_without_raising(raw: bytes) -> None:
+    verdict = decide(mail_identities(raw), RULES, now=NOW)
+    assert verdict.action in set(Action)
