@@ -1,0 +1,103 @@
+"""run, check-config, schema, explain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.core.item import mail_item
+from guardmail.core.rules import Verdict, decide
+from guardmail.settings import render_schema
+from guardmail.tenant import build_rules
+
+
+def register(sub: Subparsers) -> None:
+    sub.add_parser("run", help="run the daemon in the foreground").set_defaults(handler=cmd_run)
+    sub.add_parser(
+        "check-config", help="validate the configuration (exit 2 on errors)"
+    ).set_defaults(handler=cmd_check_config)
+    sub.add_parser("schema", help="print the JSON Schema of the configuration").set_defaults(
+        handler=cmd_schema
+    )
+    ex = sub.add_parser("explain", help="show what guardmail would do with a message file")
+    ex.add_argument("message", type=Path)
+    ex.add_argument("--json", action="store_true", help="one JSON object")
+    ex.set_defaults(handler=cmd_explain)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from guardmail.daemon import run
+
+    return run(Path(args.config))
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_schema())
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    s = loaded.settings
+    print(
+        f"{loaded.path}: OK ({len(s.offenders)} offenders, "
+        f"{len(s.sources.maildir)} Maildir sources, state in {s.state_dir})"
+    )
+    return EXIT_OK
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    p = verdict.primary
+    return {
+        "action": str(verdict.action),
+        "offender": p.offender if p else None,
+        "rule": p.rule if p else None,
+        "header": p.header if p else None,
+        "value": p.value if p else None,
+        "normalized": p.normalized if p else None,
+        "matches": [
+            {
+                "offender": m.offender,
+                "action": str(m.action),
+                "rule": m.rule,
+                "header": m.header,
+                "value": m.value,
+                "normalized": m.normalized,
+            }
+            for m in verdict.matches
+        ],
+    }
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    loaded = load(args)
+    try:
+        raw = args.message.read_bytes()
+    except OSError as exc:
+        print(f"guardmail: cannot read {args.message}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    now = datetime.now(UTC)
+    item = mail_item(raw, tenant="", account="", source_ref=str(args.message), received_at=now)
+    verdict = decide(item.identities, build_rules(loaded.settings), now=now)
+    data = _verdict_json(verdict)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return EXIT_OK
+    print(f"action:   {data['action']}")
+    if verdict.primary is None:
+        print("why:      no offender rule matches any sender identity")
+    for m in verdict.matches:
+        print(f"offender: {m.offender} ({m.action})")
+        print(f"  rule:   {m.rule}")
+        print(f"  header: {m.header}: {m.value}")
+        print(f"  as:     {m.normalized}")
+    print("identities read:")
+    for ident in item.identities:
+        name = f'"{ident.display_name}" ' if ident.display_name else ""
+        print(f"  {ident.source}: {name}<{ident.address or ''}>")
+    return EXIT_OK
