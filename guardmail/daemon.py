@@ -17,6 +17,7 @@ from guardmail import logs
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.settings import LoadedConfig, load_config
+from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
 from guardmail.tenant import Tenant, build_rules, open_tenant
 
@@ -29,7 +30,7 @@ class Daemon:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         self.tenant: Tenant = open_tenant(config.settings)
-        self.sources = [
+        self.sources: list[MaildirSource | ImapSource] = [
             MaildirSource(
                 path=m.path,
                 account=m.name or str(m.path),
@@ -39,6 +40,15 @@ class Daemon:
                 rescan_seconds=m.rescan_seconds,
             )
             for m in config.settings.sources.maildir
+        ]
+        self.sources += [
+            ImapSource(
+                cfg=i,
+                tenant=self.tenant.name,
+                pipeline=self.tenant.pipeline,
+                storage=self.tenant.storage,
+            )
+            for i in config.settings.sources.imap
         ]
         self._stop = asyncio.Event()
 
@@ -67,7 +77,8 @@ class Daemon:
         self.tenant.pipeline.rules = build_rules(new.settings)
         self.config = new
         for source in self.sources:
-            source.rejudge()
+            if isinstance(source, MaildirSource):
+                source.rejudge()
         event("config.reloaded", offenders=len(new.settings.offenders))
         return True
 

@@ -2,6 +2,7 @@
 
     GuardmailError
      ├── ConfigError        the operator's input is wrong (config, offender files, CLI arguments)
+     ├── SecretError        a password file or command named in the config cannot be read
      ├── PeerError          a server or client we talk to misbehaved
      └── VaultUnavailable   the evidence vault cannot durably take an item right now
 
@@ -41,6 +42,13 @@ class ConfigError(GuardmailError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = list(issues)
         super().__init__("\n".join(str(i) for i in self.issues) or "invalid configuration")
+
+
+class SecretError(GuardmailError):
+    """A secret named in the config (password file, password command) cannot be read.
+
+    The message names the file or command, never the secret.
+    """
 
 
 class PeerError(GuardmailError):

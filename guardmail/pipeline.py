@@ -99,6 +99,7 @@ class Pipeline:
             source_ref=item.source_ref,
             metadata=evidence_metadata(item, verdict),
             now=self.clock(),
+            scope=item.dedupe_scope,
         )
         event(
             "item.archived",

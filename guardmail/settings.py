@@ -32,6 +32,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.errors import ConfigError, ConfigIssue
+from guardmail.sourceconfig import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
 from guardmail.yamlsource import STR_TAG, Source, load_source, validate
 
 SCHEMA_ID = "urn:guardmail:config"
@@ -40,6 +41,19 @@ TENANT_PATTERN = r"^[a-z0-9_.-]+$"
 _GLOB_CHARS = frozenset("*?[")
 
 Action = Literal["quarantine", "block"]
+
+__all__ = [
+    "Action",
+    "ImapSourceConfig",
+    "LoadedConfig",
+    "MaildirSourceConfig",
+    "OffenderConfig",
+    "Settings",
+    "SourcesConfig",
+    "load_config",
+    "render_schema",
+    "settings_json_schema",
+]
 
 
 def _stripped(value: str) -> str:
@@ -100,15 +114,6 @@ def _domain(value: str) -> str:
     return domain
 
 
-def _folder(value: str) -> str:
-    if not value or "/" in value or value.startswith("."):
-        raise ValueError(
-            f"{value!r} is not a Maildir++ folder name (no '/', no leading '.'; "
-            "'Quarantine' is stored as .Quarantine)"
-        )
-    return value
-
-
 def _tenant(value: str) -> str:
     if not re.fullmatch(TENANT_PATTERN, value) or value in {".", ".."}:
         raise ValueError(
@@ -153,30 +158,6 @@ class OffenderConfig(BaseModel):
                 "display_names or jids, so nothing of theirs would be blocked"
             )
         return self
-
-
-class MaildirSourceConfig(BaseModel):
-    """A local Maildir watched for offenders' mail."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    path: Path
-    """The Maildir (holding cur/, new/, tmp/); relative paths are under the start directory."""
-    name: NonEmpty | None = None
-    """Account name recorded in evidence; default: the path."""
-    quarantine_folder: Annotated[str, AfterValidator(_folder)] = "Quarantine"
-    """Maildir++ folder quarantined mail is moved to."""
-    rescan_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    """Seconds between full rescans, which retry items the vault could not take."""
-
-
-class SourcesConfig(BaseModel):
-    """Where mail and messages come from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    maildir: list[MaildirSourceConfig] = []
-    """Local Maildirs."""
 
 
 class Settings(BaseModel):
@@ -245,12 +226,13 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     maildirs = [m.model_copy(update={"path": base / m.path}) for m in settings.sources.maildir]
+    imaps = [i.resolved(base) for i in settings.sources.imap]
     final = settings.model_copy(
         update={
             "state_dir": base / settings.state_dir,
             "offenders": [*settings.offenders, *loaded.offenders],
             "offenders_files": loaded.patterns,
-            "sources": settings.sources.model_copy(update={"maildir": maildirs}),
+            "sources": settings.sources.model_copy(update={"maildir": maildirs, "imap": imaps}),
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))

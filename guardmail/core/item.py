@@ -77,6 +77,7 @@ class Item:
     identities: tuple[Identity, ...]
     summary: Summary = field(default_factory=Summary)
     meta: tuple[tuple[str, str], ...] = ()
+    dedupe_scope: str | None = None  # the same bytes archive once per scope (default: source_ref)
 
 
 def header_section(raw: bytes) -> bytes:
@@ -175,6 +176,7 @@ def mail_item(
     received_at: datetime,
     envelope_sender: str | None = None,
     meta: tuple[tuple[str, str], ...] = (),
+    dedupe_scope: str | None = None,
 ) -> Item:
     """An Item for a mail message, with its identities and summary read from ``raw``."""
     return Item(
@@ -187,4 +189,5 @@ def mail_item(
         identities=mail_identities(raw, envelope_sender=envelope_sender),
         summary=mail_summary(raw),
         meta=meta,
+        dedupe_scope=dedupe_scope,
     )

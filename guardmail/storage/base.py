@@ -34,6 +34,15 @@ class JournalRow:
     hash: str
     sha256: str | None = None
     source_ref: str | None = None
+    scope: str | None = None  # dedupe scope: the same bytes archive once per scope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """How far a source has handled a folder: every UID up to ``last_uid`` is done."""
+
+    uidvalidity: int
+    last_uid: int
 
 
 class Transaction(Protocol):
@@ -51,9 +60,13 @@ class Transaction(Protocol):
 
     def journal_row(self, tenant: str, seq: int) -> JournalRow | None: ...
 
-    def find_archived(self, tenant: str, sha256: str, source_ref: str) -> JournalRow | None:
-        """The ``archived`` entry for these bytes from this source reference, if any."""
+    def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
+        """The ``archived`` entry for these bytes within this dedupe scope, if any."""
         ...
+
+    def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None: ...
+
+    def set_checkpoint(self, tenant: str, source: str, folder: str, point: Checkpoint) -> None: ...
 
     def tenants(self) -> list[str]: ...
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from guardmail.storage.base import JournalRow, StorageUnavailable
+from guardmail.storage.base import Checkpoint, JournalRow, StorageUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -25,16 +25,27 @@ CREATE TABLE IF NOT EXISTS journal (
     hash       TEXT    NOT NULL,
     sha256     TEXT,
     source_ref TEXT,
+    scope      TEXT,
     PRIMARY KEY (tenant, seq)
 );
 CREATE INDEX IF NOT EXISTS journal_archived
-    ON journal (tenant, sha256, source_ref) WHERE kind = 'archived';
+    ON journal (tenant, sha256, scope) WHERE kind = 'archived';
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tenant      TEXT    NOT NULL,
+    source      TEXT    NOT NULL,
+    folder      TEXT    NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    last_uid    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, source, folder)
+);
 """
 
-_COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref"
+_COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref, scope"
+
+_Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
 
-def _row(r: tuple[str, int, str, str, str, str, str | None, str | None]) -> JournalRow:
+def _row(r: _Row) -> JournalRow:
     return JournalRow(
         tenant=r[0],
         seq=r[1],
@@ -44,6 +55,7 @@ def _row(r: tuple[str, int, str, str, str, str, str | None, str | None]) -> Jour
         hash=r[5],
         sha256=r[6],
         source_ref=r[7],
+        scope=r[8],
     )
 
 
@@ -60,7 +72,7 @@ class SQLiteTransaction:
 
     def journal_insert(self, row: JournalRow) -> None:
         self._conn.execute(
-            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.tenant,
                 row.seq,
@@ -70,6 +82,7 @@ class SQLiteTransaction:
                 row.hash,
                 row.sha256,
                 row.source_ref,
+                row.scope,
             ),
         )
 
@@ -97,14 +110,30 @@ class SQLiteTransaction:
         r = cur.fetchone()
         return _row(r) if r else None
 
-    def find_archived(self, tenant: str, sha256: str, source_ref: str) -> JournalRow | None:
+    def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? AND source_ref = ? "
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? AND scope = ? "
             "AND kind = 'archived' ORDER BY seq LIMIT 1",
-            (tenant, sha256, source_ref),
+            (tenant, sha256, scope),
         )
         r = cur.fetchone()
         return _row(r) if r else None
+
+    def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None:
+        r = self._conn.execute(
+            "SELECT uidvalidity, last_uid FROM checkpoints "
+            "WHERE tenant = ? AND source = ? AND folder = ?",
+            (tenant, source, folder),
+        ).fetchone()
+        return Checkpoint(uidvalidity=r[0], last_uid=r[1]) if r else None
+
+    def set_checkpoint(self, tenant: str, source: str, folder: str, point: Checkpoint) -> None:
+        self._conn.execute(
+            "INSERT INTO checkpoints (tenant, source, folder, uidvalidity, last_uid) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, source, folder) "
+            "DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
+            (tenant, source, folder, point.uidvalidity, point.last_uid),
+        )
 
     def tenants(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]

@@ -37,6 +37,7 @@ def append(
     now: datetime,
     sha256: str | None = None,
     source_ref: str | None = None,
+    scope: str | None = None,
 ) -> JournalRow:
     """Append one entry after the tenant's current head, inside the caller's transaction."""
     head = tx.journal_head(tenant)
@@ -58,6 +59,7 @@ def append(
         hash=chain_hash(prev, body),
         sha256=sha256,
         source_ref=source_ref,
+        scope=scope,
     )
     tx.journal_insert(row)
     return row

@@ -6,8 +6,9 @@ Contracts:
   (SQLite synchronous=FULL). Any failure raises ``VaultUnavailable`` and leaves nothing half-done
   that a retry would trip over.
 - The bytes are never transformed: the blob is exactly ``raw`` and its name is its SHA-256.
-- The same bytes from the same source reference archive once: a retry after a crash between
-  archive and action returns the first receipt (``duplicate=True``).
+- The same bytes within the same dedupe scope archive once: a retry after a crash between archive
+  and action, or an IMAP rescan after a UIDVALIDITY change, returns the first receipt
+  (``duplicate=True``). The scope defaults to the source reference.
 - Files are 0600 and directories 0700. One tenant, one directory: tenants never share blobs.
 """
 
@@ -92,14 +93,21 @@ class Vault:
         self.blobs = BlobStore(root / "blobs")
 
     def put(
-        self, raw: bytes, *, source_ref: str, metadata: Mapping[str, Any], now: datetime
+        self,
+        raw: bytes,
+        *,
+        source_ref: str,
+        metadata: Mapping[str, Any],
+        now: datetime,
+        scope: str | None = None,
     ) -> Receipt:
         """Archive ``raw`` durably and journal it; see the module contract."""
         sha = hashlib.sha256(raw).hexdigest()
+        scope = source_ref if scope is None else scope
         try:
             self.blobs.put(raw, sha)
             with self.storage.transaction() as tx:
-                earlier = tx.find_archived(self.tenant, sha, source_ref)
+                earlier = tx.find_archived(self.tenant, sha, scope)
                 if earlier is not None:
                     return Receipt(sha256=sha, seq=earlier.seq, duplicate=True)
                 fields = dict(metadata)
@@ -112,6 +120,7 @@ class Vault:
                     now=now,
                     sha256=sha,
                     source_ref=source_ref,
+                    scope=scope,
                 )
             self._write_head(row)
         except (OSError, StorageUnavailable) as exc:

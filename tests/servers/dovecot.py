@@ -15,9 +15,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers.ports import free_ports, wait_for_banner
+import trustme
+
+from tests.servers.ports import free_ports, wait_for_banner, wait_for_port
 
 DOVECOT = "/usr/sbin/dovecot"
+DH_FILE = "/usr/share/dovecot/dh.pem"
 
 CONF = """\
 instance_name = gmtest-{name}
@@ -26,7 +29,7 @@ listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/run/state
 log_path = {root}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Ln
@@ -49,7 +52,8 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service lmtp {{
@@ -69,6 +73,8 @@ class Dovecot:
     lmtp_port: int
     proc: subprocess.Popen[bytes]
     users: dict[str, str] = field(default_factory=dict)
+    imaps_port: int = 0
+    ca_file: Path | None = None  # PEM of the CA that signed the server certificate
 
     def maildir(self, user: str) -> Path:
         return self.root / "mail" / user
@@ -87,7 +93,17 @@ class Dovecot:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop(self) -> None:
+    def doveadm(self, *args: str) -> str:
+        done = subprocess.run(
+            ["doveadm", "-c", str(self.root / "dovecot.conf"), *args],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout.decode()
+
+    def halt(self) -> None:
+        """Stop the server process (its files stay, for a restart)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -95,10 +111,42 @@ class Dovecot:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports with the same mail."""
+        self.halt()
+        self.proc = _spawn(self.root)
+        _wait_ready(self)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_dovecot(users: dict[str, str], *, extra_conf: str = "") -> Dovecot:
+def _spawn(root: Path) -> subprocess.Popen[bytes]:
+    with (root / "dovecot.stdout").open("ab") as out:
+        return subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(server: Dovecot) -> None:
+    try:
+        wait_for_banner(server.imap_port)
+        wait_for_banner(server.lmtp_port)
+        if server.imaps_port:
+            wait_for_port(server.imaps_port)
+    except AssertionError:
+        printed = (server.root / "dovecot.stdout").read_text(errors="replace")
+        server.stop()
+        raise AssertionError(f"dovecot did not start: {printed}") from None
+
+
+def start_dovecot(users: dict[str, str], *, extra_conf: str = "", tls: bool = False) -> Dovecot:
+    """Dovecot with IMAP and LMTP on loopback; with ``tls``, also IMAPS with a test CA."""
     if not Path(DOVECOT).exists():
         raise AssertionError(f"{DOVECOT} missing: run scripts/system-packages.sh as root")
     root = Path(tempfile.mkdtemp(prefix="gm-dc-"))
@@ -109,7 +157,19 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "") -> Dovecot:
     for sub in ("home", "mail"):
         shutil.chown(root / sub, "dovecot", "dovecot")
     (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
-    imap_port, lmtp_port = free_ports(2)
+    imap_port, lmtp_port, imaps_port = free_ports(3)
+    ssl_conf, ca_file = "ssl = no", None
+    if tls:
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
+        ca_file = root / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        ssl_conf = f"ssl = yes\nssl_cert = <{root}/server.pem\nssl_key = <{root}/server.pem\n" + (
+            f"ssl_dh = <{DH_FILE}\n" if Path(DH_FILE).exists() else ""
+        )
+    else:
+        imaps_port = 0
     conf = root / "dovecot.conf"
     conf.write_text(
         CONF.format(
@@ -117,23 +177,20 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "") -> Dovecot:
             root=root,
             uid=dovecot_user.pw_uid,
             imap_port=imap_port,
+            imaps_port=imaps_port,
             lmtp_port=lmtp_port,
             extra=extra_conf,
+            ssl=ssl_conf,
         )
     )
-    with (root / "dovecot.stdout").open("wb") as out:
-        proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Dovecot(root=root, imap_port=imap_port, lmtp_port=lmtp_port, proc=proc, users=users)
-    try:
-        wait_for_banner(imap_port)
-        wait_for_banner(lmtp_port)
-    except AssertionError:
-        printed = (root / "dovecot.stdout").read_text(errors="replace")
-        server.stop()
-        raise AssertionError(f"dovecot did not start: {printed}") from None
+    server = Dovecot(
+        root=root,
+        imap_port=imap_port,
+        lmtp_port=lmtp_port,
+        proc=_spawn(root),
+        users=users,
+        imaps_port=imaps_port,
+        ca_file=ca_file,
+    )
+    _wait_ready(server)
     return server

@@ -15,6 +15,18 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def wait_for_port(port: int, *, timeout: float = 15.0) -> None:
+    """Until something accepts TCP connections on the port (TLS ports send no banner)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
 def wait_for_banner(port: int, *, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,0 +1,248 @@
+"""The real daemon watching a real Dovecot over IMAPS (certificate from a CA made for the test):
+quarantine, aliases, clean mail untouched, outages, UIDVALIDITY, no MOVE, vault failure, errors."""
+
+import imaplib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.guardmail_proc import Daemon, guardmail
+from tests.servers.dovecot import Dovecot, start_dovecot
+
+pytestmark = pytest.mark.integration
+
+# Dovecot's default capability list (2.3.19) without MOVE.
+NO_MOVE = """\
+protocol imap {
+  imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY \
+THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT \
+CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES \
+WITHIN CONTEXT=SEARCH LIST-STATUS BINARY SPECIAL-USE
+}
+"""
+
+OFFENDER = b"From: Stalker <stalker+love@Example.NET>\r\nSubject: you\r\n\r\nI see you\r\n"
+REPLY_TO = b"From: new@fresh.example\r\nReply-To: stalker@example.net\r\nSubject: hi\r\n\r\nx\r\n"
+CLEAN = b"From: friend@innocent.example\r\nSubject: lunch\r\n\r\nsee you\r\n"
+
+
+def config_text(tmp: Path, server: Dovecot, *, password: str = "secret", ca: bool = True) -> str:
+    (tmp / "password").write_text(password + "\n")
+    ca_line = f"      ca_file: {server.ca_file}\n" if ca else ""
+    return f"""\
+state_dir: {tmp}/var
+offenders:
+  - name: Example Offender
+    addresses: [stalker@example.net]
+sources:
+  imap:
+    - name: alice
+      host: 127.0.0.1
+      port: {server.imaps_port}
+      tls: implicit
+{ca_line}      username: alice
+      password_file: {tmp}/password
+      poll_seconds: 0.5
+"""
+
+
+class Mailbox:
+    """The victim's other mail client: appends and looks, on the plain loopback port."""
+
+    def __init__(self, server: Dovecot) -> None:
+        self.server = server
+
+    def _conn(self) -> imaplib.IMAP4:
+        return self.server.imap("alice")
+
+    def append(self, raw: bytes, flags: str = "") -> None:
+        conn = self._conn()
+        try:
+            typ, _ = conn.append("INBOX", flags or None, None, raw)
+            assert typ == "OK"
+        finally:
+            conn.logout()
+
+    def messages(self, folder: str) -> list[tuple[bytes, bytes]]:
+        """(flags, exact bytes) of every message in ``folder``; [] if it does not exist."""
+        conn = self._conn()
+        try:
+            typ, _ = conn.select(f'"{folder}"', readonly=True)
+            if typ != "OK":
+                return []
+            typ, data = conn.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
+            out = []
+            for part in data:
+                if isinstance(part, tuple):
+                    flags = part[0].split(b"FLAGS (")[1].split(b")")[0]
+                    out.append((flags, part[1]))
+            return out
+        finally:
+            conn.logout()
+
+    def count(self, folder: str) -> int:
+        return len(self.messages(folder))
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    server = start_dovecot({"alice": "secret"}, tls=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.stop()
+
+
+def start(tmp_path: Path, started: list[Daemon], name: str = "daemon") -> Daemon:
+    d = Daemon(tmp_path / "guardmail.yaml", tmp_path / f"{name}.log")
+    started.append(d)
+    wait_for(lambda: "imap.connected" in d.log_text() or d.proc.poll() is not None, what=name)
+    return d
+
+
+def evidence(config: Path) -> list[dict[str, object]]:
+    listing = guardmail(config, "evidence", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    return [json.loads(line) for line in listing.stdout.splitlines()]
+
+
+def test_offender_and_aliases_quarantined_clean_mail_untouched_and_unread(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    box.append(OFFENDER)  # there before the first start: scan_existing judges it
+    start(tmp_path, daemon_factory)
+    box.append(REPLY_TO)
+    box.append(CLEAN)
+    wait_for(lambda: box.count("Quarantine") == 2, what="two quarantined")
+    quarantined = [raw for _, raw in box.messages("Quarantine")]
+    assert quarantined == [OFFENDER, REPLY_TO]
+    assert box.messages("INBOX") == [(b"", CLEAN)]  # no \Seen, no other flag, same bytes
+    daemon_factory[0].stop()
+    items = evidence(config)
+    assert [i["offender"] for i in items] == ["Example Offender", "Example Offender"]
+    shown = [guardmail(config, "evidence", "show", str(i["seq"])).stdout for i in items]
+    assert shown == [OFFENDER, REPLY_TO]  # the exact BODY.PEEK[] bytes
+
+
+def test_mail_arriving_while_stopped_is_caught_on_start_and_not_archived_twice(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    first = start(tmp_path, daemon_factory, "first")
+    box.append(OFFENDER)
+    wait_for(lambda: box.count("Quarantine") == 1, what="live quarantine")
+    assert first.stop() == 0
+    box.append(REPLY_TO)
+    box.append(CLEAN)
+    start(tmp_path, daemon_factory, "second")
+    wait_for(lambda: box.count("Quarantine") == 2, what="caught up after restart")
+    daemon_factory[-1].stop()
+    assert len(evidence(config)) == 2
+    assert [raw for _, raw in box.messages("INBOX")] == [CLEAN]
+
+
+def test_dovecot_restart_during_idle_is_survived(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    daemon = start(tmp_path, daemon_factory)
+    dovecot.restart()
+    wait_for(lambda: "imap.disconnected" in daemon.log_text(), what="disconnect noticed")
+    box.append(OFFENDER)
+    wait_for(lambda: box.count("Quarantine") == 1, timeout=30, what="quarantine after reconnect")
+    assert daemon.log_text().count("imap.connected") >= 2
+
+
+def test_uidvalidity_change_rescans_without_archiving_twice(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    box.append(CLEAN)
+    first = start(tmp_path, daemon_factory, "first")
+    box.append(OFFENDER)
+    wait_for(lambda: box.count("Quarantine") == 1, what="quarantine")
+    assert first.stop() == 0
+    dovecot.doveadm("mailbox", "update", "-u", "alice", "--uid-validity", "424242", "INBOX")
+    box.append(REPLY_TO)
+    second = start(tmp_path, daemon_factory, "second")
+    wait_for(lambda: box.count("Quarantine") == 2, what="rescan after UIDVALIDITY change")
+    assert "imap.uidvalidity_changed" in second.log_text()
+    second.stop()
+    assert len(evidence(config)) == 2
+    assert [raw for _, raw in box.messages("INBOX")] == [CLEAN]
+
+
+def test_without_move_copy_and_uid_expunge_spare_other_deleted_mail(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    server = start_dovecot({"alice": "secret"}, tls=True, extra_conf=NO_MOVE)
+    try:
+        (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, server))
+        box = Mailbox(server)
+        box.append(CLEAN, flags="(\\Deleted)")  # the user's own pending deletion
+        start(tmp_path, daemon_factory)
+        box.append(OFFENDER)
+        wait_for(lambda: box.count("Quarantine") == 1, what="copy to quarantine")
+        wait_for(lambda: box.count("INBOX") == 1, what="offender expunged from INBOX")
+        assert box.messages("INBOX") == [(b"\\Deleted", CLEAN)]
+    finally:
+        server.stop()
+
+
+def test_vault_failure_leaves_mail_in_inbox_until_the_vault_recovers(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot))
+    blobs = tmp_path / "var" / "vault" / "default" / "blobs"
+    blobs.parent.mkdir(parents=True)
+    box = Mailbox(dovecot)
+    daemon = start(tmp_path, daemon_factory)
+    blobs.write_text("a file where the blob directory should be")
+    box.append(OFFENDER)
+    wait_for(lambda: "imap.vault_unavailable" in daemon.log_text(), what="vault failure")
+    assert [raw for _, raw in box.messages("INBOX")] == [OFFENDER]
+    assert box.count("Quarantine") == 0
+    blobs.unlink()
+    wait_for(lambda: box.count("Quarantine") == 1, timeout=30, what="handled after recovery")
+    assert box.count("INBOX") == 0
+
+
+def test_wrong_password_is_a_clear_error_and_no_crash(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot, password="nope"))
+    daemon = Daemon(tmp_path / "guardmail.yaml", tmp_path / "daemon.log")
+    daemon_factory.append(daemon)
+    wait_for(lambda: "imap.login_failed" in daemon.log_text(), what="login failure logged")
+    text = daemon.log_text()
+    assert "login as 'alice' refused" in text and "retry_in=" in text
+    assert "nope" not in text  # the password never reaches the log
+    assert daemon.proc.poll() is None
+
+
+def test_untrusted_certificate_is_a_clear_error(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot, ca=False))
+    daemon = Daemon(tmp_path / "guardmail.yaml", tmp_path / "daemon.log")
+    daemon_factory.append(daemon)
+    wait_for(lambda: "imap.tls_failed" in daemon.log_text(), what="TLS failure logged")
+    assert "certificate of 127.0.0.1 not trusted" in daemon.log_text()
+    assert daemon.proc.poll() is None
