@@ -198,6 +198,14 @@ class FolderWatcher:
                     self._handle(client, uidvalidity, uid, headers[uid].get(b"BODY[HEADER]", b""))
                 last = uid
             self._save(uidvalidity, last)
+        if uids:
+            event(
+                "imap.caught_up",
+                account=self.cfg.name,
+                folder=self.folder,
+                judged=len(uids),
+                last_uid=last,
+            )
         return last
 
     def _handle(self, client: IMAPClient, uidvalidity: int, uid: int, header: bytes) -> None:
