@@ -19,7 +19,7 @@ from guardmail.logs import event
 from guardmail.settings import LoadedConfig, load_config
 from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
-from guardmail.tenant import Tenant, build_rules, open_tenant
+from guardmail.tenant import Tenant, open_tenant
 
 
 class _Shutdown(Exception):
@@ -74,7 +74,7 @@ class Daemon:
                 level=logging.WARNING,
                 detail="sources, state_dir or tenant changed; restart to apply those",
             )
-        self.tenant.pipeline.rules = build_rules(new.settings)
+        self.tenant.apply(new.settings)
         self.config = new
         for source in self.sources:
             if isinstance(source, MaildirSource):

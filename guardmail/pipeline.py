@@ -80,10 +80,14 @@ class Pipeline:
         vault: Vault,
         rules: RuleSet,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        after_block: Callable[[Item, Verdict], None] | None = None,
     ) -> None:
         self.vault = vault
         self.rules = rules
         self.clock = clock
+        # The warning step (Warner.on_block): runs in a thread after the action; it decides
+        # itself whether a warning is due and records it at most once.
+        self.after_block = after_block
 
     def judge(self, item: Item) -> Verdict:
         return decide(item.identities, self.rules, now=self.clock())
@@ -130,4 +134,12 @@ class Pipeline:
             offender=verdict.offender,
             done=done,
         )
+        if self.after_block is not None:
+            try:
+                await asyncio.to_thread(self.after_block, item, verdict)
+            except Exception:
+                # A failed warning must not undo or repeat the item's handling; it is logged.
+                logging.getLogger("guardmail").exception(
+                    "warning.error", extra={"gm_fields": {"offender": verdict.offender}}
+                )
         return Outcome(verdict=verdict, receipt=receipt, done=done)

@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from guardmail.errors import ConfigError, ConfigIssue
 from guardmail.sourceconfig import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
+from guardmail.warnconfig import WarningConfig
 from guardmail.yamlsource import STR_TAG, Source, load_source, validate
 
 SCHEMA_ID = "urn:guardmail:config"
@@ -181,6 +182,8 @@ class Settings(BaseModel):
     """Log line format."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Least severe level logged."""
+    warning: WarningConfig | None = None
+    """The one cease-contact warning (left out: guardmail never sends anything)."""
 
 
 class OffenderFile(BaseModel):
@@ -233,6 +236,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
             "offenders": [*settings.offenders, *loaded.offenders],
             "offenders_files": loaded.patterns,
             "sources": settings.sources.model_copy(update={"maildir": maildirs, "imap": imaps}),
+            "warning": settings.warning.resolved(base) if settings.warning else None,
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))

@@ -14,6 +14,7 @@ from guardmail.pipeline import Pipeline
 from guardmail.settings import Settings
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
+from guardmail.warner import Warner
 
 DB_FILE = "guardmail.sqlite3"
 
@@ -45,6 +46,12 @@ class Tenant:
     storage: SQLiteStorage
     vault: Vault
     pipeline: Pipeline
+    warner: Warner
+
+    def apply(self, settings: Settings) -> None:
+        """Take new offenders and warning settings (hot reload); the swaps are atomic."""
+        self.pipeline.rules = build_rules(settings)
+        self.warner.settings = settings
 
     def close(self) -> None:
         self.storage.close()
@@ -56,9 +63,11 @@ def open_tenant(settings: Settings) -> Tenant:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage = SQLiteStorage(state / DB_FILE)
     vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)
+    warner = Warner(settings=settings, vault=vault, storage=storage)
     return Tenant(
         name=settings.tenant,
         storage=storage,
         vault=vault,
-        pipeline=Pipeline(vault=vault, rules=build_rules(settings)),
+        pipeline=Pipeline(vault=vault, rules=build_rules(settings), after_block=warner.on_block),
+        warner=warner,
     )

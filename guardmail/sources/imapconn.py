@@ -16,6 +16,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from guardmail.errors import SecretError
 from guardmail.secrets import read_secret
 from guardmail.sourceconfig import ImapSourceConfig
+from guardmail.tlsctx import client_context
 
 # What a broken connection raises from imapclient: socket errors (OSError, incl. ssl.SSLError),
 # imaplib's abort/error, imapclient's own.
@@ -40,12 +41,7 @@ class ConnectFailure(Exception):
 
 
 def tls_context(cfg: ImapSourceConfig) -> ssl.SSLContext:
-    """System trust plus ``ca_file``; hostname checked; TLS 1.2 or newer."""
-    ctx = ssl.create_default_context()
-    if cfg.ca_file is not None:
-        ctx.load_verify_locations(cafile=str(cfg.ca_file))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    return client_context(cfg.ca_file)
 
 
 def connect(cfg: ImapSourceConfig) -> IMAPClient:

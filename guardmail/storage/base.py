@@ -45,6 +45,27 @@ class Checkpoint:
     last_uid: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarningRow:
+    """The ledger's record of one offender's warning (one row per tenant and offender, ever).
+
+    ``state``: ``sending`` (intent durable, outcome not recorded: if no process is sending,
+    the outcome is unknown), ``sent``, ``failed`` (certainly not accepted by the server), or
+    ``marked_sent`` (the person confirmed it was sent).
+    """
+
+    tenant: str
+    offender: str
+    state: str
+    recipient: str
+    message_id: str
+    sha256: str
+    started_at: str
+    finished_at: str = ""
+    detail: str = ""
+    attempts: int = 1
+
+
 class Transaction(Protocol):
     def journal_head(self, tenant: str) -> JournalRow | None:
         """The last entry of the tenant's journal, locked against concurrent appends."""
@@ -65,6 +86,16 @@ class Transaction(Protocol):
         ...
 
     def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None: ...
+
+    def warning(self, tenant: str, offender: str) -> WarningRow | None:
+        """The ledger row for this offender (key: the name casefolded), if any."""
+        ...
+
+    def warnings(self, tenant: str) -> list[WarningRow]: ...
+
+    def put_warning(self, row: WarningRow) -> None:
+        """Insert or replace the row for (row.tenant, row.offender)."""
+        ...
 
     def set_checkpoint(self, tenant: str, source: str, folder: str, point: Checkpoint) -> None: ...
 

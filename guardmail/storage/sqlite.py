@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from guardmail.storage.base import Checkpoint, JournalRow, StorageUnavailable
+from guardmail.storage.base import Checkpoint, JournalRow, StorageUnavailable, WarningRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -30,6 +30,19 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 CREATE INDEX IF NOT EXISTS journal_archived
     ON journal (tenant, sha256, scope) WHERE kind = 'archived';
+CREATE TABLE IF NOT EXISTS warnings (
+    tenant      TEXT    NOT NULL,
+    offender    TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    sha256      TEXT    NOT NULL,
+    started_at  TEXT    NOT NULL,
+    finished_at TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, offender)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
     source      TEXT    NOT NULL,
@@ -41,6 +54,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 _COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref, scope"
+
+_WARNING_FIELDS = (
+    "tenant",
+    "offender",
+    "state",
+    "recipient",
+    "message_id",
+    "sha256",
+    "started_at",
+    "finished_at",
+    "detail",
+    "attempts",
+)
+_WARNING_COLUMNS = ", ".join(_WARNING_FIELDS)
 
 _Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
@@ -126,6 +153,27 @@ class SQLiteTransaction:
             (tenant, source, folder),
         ).fetchone()
         return Checkpoint(uidvalidity=r[0], last_uid=r[1]) if r else None
+
+    def warning(self, tenant: str, offender: str) -> WarningRow | None:
+        r = self._conn.execute(
+            f"SELECT {_WARNING_COLUMNS} FROM warnings WHERE tenant = ? AND offender = ?",
+            (tenant, offender),
+        ).fetchone()
+        return WarningRow(**dict(zip(_WARNING_FIELDS, r, strict=True))) if r else None
+
+    def warnings(self, tenant: str) -> list[WarningRow]:
+        rows = self._conn.execute(
+            f"SELECT {_WARNING_COLUMNS} FROM warnings WHERE tenant = ? ORDER BY offender",
+            (tenant,),
+        )
+        return [WarningRow(**dict(zip(_WARNING_FIELDS, r, strict=True))) for r in rows]
+
+    def put_warning(self, row: WarningRow) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO warnings ({_WARNING_COLUMNS}) "
+            f"VALUES ({', '.join('?' * len(_WARNING_FIELDS))})",
+            tuple(getattr(row, f) for f in _WARNING_FIELDS),
+        )
 
     def set_checkpoint(self, tenant: str, source: str, folder: str, point: Checkpoint) -> None:
         self._conn.execute(

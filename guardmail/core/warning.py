@@ -1,0 +1,134 @@
+"""Rendering the cease-contact warning: the exact bytes that will be sent, built safely.
+
+Contracts:
+- Pure: the same template, values, Date and Message-ID give the same bytes (so a dry run shows
+  exactly what is sent, and the vault keeps exactly what was sent).
+- No header injection: every value that reaches a header or the template is refused if it holds
+  CR, LF or NUL; headers are then built by the email package under the SMTP policy, which folds
+  and encodes them (RFC 2047 for non-ASCII) instead of passing anything through raw.
+- The body is the template's text with CRLF line ends in UTF-8 (7bit when it is ASCII).
+- ``should_not_answer`` says when an item must not trigger a warning (RFC 3834 section 2:
+  auto-submitted, list and bounce mail; no-reply senders).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from guardmail.core.item import header_fields
+
+_FORBIDDEN = re.compile(r"[\r\n\x00]")
+_NO_REPLY_LOCAL = re.compile(
+    r"^(no-?reply|do-?not-?reply|mailer-daemon|postmaster|bounces?|listserv|majordomo)([+._-].*)?$",
+    re.IGNORECASE,
+)
+
+
+class UnsafeValue(ValueError):
+    """A value that would let a header be injected or the message be malformed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WarningMessage:
+    """A rendered warning: the bytes to send and what they say, for the ledger and the person."""
+
+    raw: bytes
+    sender: str
+    recipient: str
+    subject: str
+    message_id: str
+    date: str
+
+
+def check_safe(name: str, value: str) -> str:
+    if _FORBIDDEN.search(value):
+        raise UnsafeValue(f"{name} {value!r} contains a line break or NUL; refusing to send")
+    return value
+
+
+def render_warning(
+    *,
+    template: str,
+    values: Mapping[str, str],
+    sender: str,
+    recipient: str,
+    subject: str,
+    date: str,
+    message_id: str,
+) -> WarningMessage:
+    """The exact message to send. Raises UnsafeValue or jinja2's TemplateError on bad input."""
+    for key, value in values.items():
+        check_safe(key, value)
+    for key, value in (
+        ("from", sender),
+        ("recipient", recipient),
+        ("subject", subject),
+        ("date", date),
+        ("message-id", message_id),
+    ):
+        check_safe(key, value)
+    env = SandboxedEnvironment(
+        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
+    )
+    body = env.from_string(template).render(**values)
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = sender
+    msg["To"] = recipient
+    msg["Subject"] = subject
+    msg["Date"] = date
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "no"  # written by a person's instruction, not an auto-reply
+    msg.set_content(body.replace("\r\n", "\n"), charset="utf-8")
+    return WarningMessage(
+        raw=msg.as_bytes(),
+        sender=sender,
+        recipient=recipient,
+        subject=subject,
+        message_id=message_id,
+        date=date,
+    )
+
+
+def is_no_reply_address(address: str) -> bool:
+    local = address.rpartition("@")[0].strip("<> ")
+    return bool(_NO_REPLY_LOCAL.match(local))
+
+
+def should_not_answer(raw: bytes) -> str | None:
+    """Why this message must not be answered automatically (RFC 3834), or None."""
+    fields = {name.lower(): value for name, value in reversed(header_fields(raw))}
+    auto = fields.get("auto-submitted", "no").split(";")[0].strip().lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    for name in ("list-id", "list-unsubscribe", "list-post"):
+        if name in fields:
+            return f"mailing list ({name})"
+    precedence = fields.get("precedence", "").strip().lower()
+    if precedence in {"bulk", "list", "junk"}:
+        return f"Precedence: {precedence}"
+    return_path = fields.get("return-path")
+    if return_path is not None and return_path.strip() in {"<>", ""}:
+        return "bounce (empty Return-Path)"
+    sender = fields.get("from", "")
+    for token in re.findall(r"[^\s<>,;\"]+@[^\s<>,;\"]+", sender):
+        if is_no_reply_address(token):
+            return f"no-reply sender {token}"
+    return None
+
+
+__all__ = [
+    "TemplateError",
+    "UnsafeValue",
+    "WarningMessage",
+    "check_safe",
+    "is_no_reply_address",
+    "render_warning",
+    "should_not_answer",
+]

@@ -1,0 +1,1 @@
+"""Sending the one warning: SMTP submission (XMPP comes with the XMPP source)."""

@@ -1,0 +1,105 @@
+"""Configuration of the one cease-contact warning and of the SMTP submission that sends it.
+
+Contracts:
+- The submission password comes from ``password_file`` or ``password_command``, never inline.
+- ``tls: none`` only for loopback hosts (the password would travel in clear).
+- ``from`` is one address with an optional display name; the display name is the victim's name
+  in the template.
+"""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from guardmail.sourceconfig import NonEmpty, TlsMode, is_loopback
+
+
+def _one_address(value: str) -> str:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{value!r} contains a line break or NUL")
+    name, addr = parseaddr(value)
+    local, at, domain = addr.rpartition("@")
+    if not (at and local and domain) or "," in addr:
+        raise ValueError(f"{value!r} is not one address like 'Jane Victim <victim@example.org>'")
+    return value.strip()
+
+
+class SmtpConfig(BaseModel):
+    """The submission server the warning is sent through (the victim's own provider)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    host: NonEmpty
+    """Submission server host."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Default: 465 for tls: implicit, 587 for starttls, 25 for none."""
+    tls: TlsMode = "starttls"
+    """implicit, starttls, or none (loopback hosts only)."""
+    ca_file: Path | None = None
+    """PEM file of a private CA to trust as well."""
+    username: NonEmpty | None = None
+    """Login name; leave out for a server that needs no login (loopback relay)."""
+    password_file: Path | None = None
+    """File holding the password (first line)."""
+    password_command: list[NonEmpty] | None = None
+    """Command (argv list) that prints the password."""
+    timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    """Socket timeout."""
+
+    @model_validator(mode="after")
+    def _secure(self) -> SmtpConfig:
+        has_secret = self.password_file is not None or self.password_command is not None
+        if self.password_file is not None and self.password_command is not None:
+            raise ValueError("give password_file or password_command, not both")
+        if (self.username is None) != (not has_secret):
+            raise ValueError("username and a password_file or password_command go together")
+        if self.tls == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f"tls: none would send mail to {self.host!r} unencrypted; it is allowed only "
+                "for loopback hosts (use implicit or starttls)"
+            )
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
+
+    def resolved(self, base: Path) -> SmtpConfig:
+        update: dict[str, Path] = {}
+        for key in ("password_file", "ca_file"):
+            value = getattr(self, key)
+            if value is not None:
+                update[key] = base / value
+        return self.model_copy(update=update)
+
+
+class WarningConfig(BaseModel):
+    """The one warning to stop contact, sent at most once per offender."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True
+    )
+
+    send: Literal["manual", "on_first_block"] = "manual"
+    """manual: only with `guardmail warn`; on_first_block: after the first archived item."""
+    channel: Literal["email"] = "email"
+    """How it is sent (XMPP comes with the XMPP source)."""
+    from_: Annotated[str, AfterValidator(_one_address)] = Field(alias="from")
+    """Sender, e.g. "Jane Victim <victim@example.org>"; the name fills {{ victim }}."""
+    subject: NonEmpty = "Stop contacting me"
+    """Subject line (plain text, no line breaks)."""
+    template_file: Path
+    """Jinja2 text template; placeholders: offender, victim, date, law, recipient."""
+    law: str = ""
+    """The law the victim chooses to cite, shown where the template says {{ law }}."""
+    smtp: SmtpConfig
+    """Submission server."""
+
+    def resolved(self, base: Path) -> WarningConfig:
+        return self.model_copy(
+            update={"template_file": base / self.template_file, "smtp": self.smtp.resolved(base)}
+        )

@@ -1,0 +1,280 @@
+"""The one cease-contact warning per offender: planned, sent at most once, ever, and documented.
+
+Invariants:
+- At most one per offender per tenant, across restarts, crashes and concurrent processes: the
+  ledger row is claimed (state ``sending``) in a write transaction before anything is sent, so of
+  two racing processes exactly one claims it. The result is recorded after. A row left in
+  ``sending`` means the outcome is unknown; guardmail never retries it by itself, only when the
+  person says so (``retry=True`` or ``mark_sent``).
+- Evidence first: the exact bytes are in the vault's blob store before the claim; a ``warning``
+  journal entry (sha256, offender, to, sent_at, message_id, server reply) follows the send.
+- Sent only to a concrete address the offender used (in archived evidence) or the config lists,
+  never to a pattern, never to a no-reply address, never in answer to auto-submitted, list or
+  bounce mail (RFC 3834).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid, parseaddr
+
+from guardmail.core.item import Item
+from guardmail.core.rules import Action, Verdict
+from guardmail.core.warning import (
+    TemplateError,
+    UnsafeValue,
+    WarningMessage,
+    is_no_reply_address,
+    render_warning,
+    should_not_answer,
+)
+from guardmail.errors import GuardmailError
+from guardmail.logs import event
+from guardmail.outbound.smtp import SubmitError, submit
+from guardmail.settings import OffenderConfig, Settings
+from guardmail.storage.base import Storage, WarningRow
+from guardmail.vault import journal
+from guardmail.vault.store import Vault
+from guardmail.warnconfig import WarningConfig
+
+_GLOB = frozenset("*?[")
+
+
+class WarningRefused(GuardmailError):
+    """The warning is not sent: already sent or claimed, no safe recipient, unsafe content."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    offender: str
+    message: WarningMessage
+
+
+def describe(row: WarningRow | None) -> str:
+    """The warning state as a person reads it."""
+    if row is None:
+        return "not sent"
+    if row.state == "sent":
+        return f"sent at {row.finished_at} to {row.recipient}, Message-ID {row.message_id}"
+    if row.state == "marked_sent":
+        return f"marked as sent by you at {row.finished_at} ({row.detail})"
+    if row.state == "failed":
+        return f"not sent: failed at {row.finished_at}: {row.detail}"
+    return (
+        f"unknown: sending to {row.recipient} began at {row.started_at} and no result was "
+        f"recorded{': ' + row.detail if row.detail else ''}; check your Sent folder, then "
+        "run `guardmail warn OFFENDER --mark-sent` or `--retry`"
+    )
+
+
+class Warner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        vault: Vault,
+        storage: Storage,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings  # swapped on reload
+        self.vault = vault
+        self.storage = storage
+        self.clock = clock
+
+    @property
+    def config(self) -> WarningConfig:
+        if self.settings.warning is None:
+            raise WarningRefused("no `warning:` section in the configuration")
+        return self.settings.warning
+
+    def offender(self, name: str) -> OffenderConfig:
+        for o in self.settings.offenders:
+            if o.name.casefold() == name.strip().casefold():
+                return o
+        known = ", ".join(o.name for o in self.settings.offenders) or "none"
+        raise WarningRefused(f"no offender named {name!r} (known: {known})")
+
+    def recipients(self, offender: OffenderConfig) -> list[str]:
+        """Concrete addresses: the config's, then those the offender wrote from (evidence)."""
+        found = [a for a in offender.addresses if _GLOB.isdisjoint(a)]
+        for row in self.vault.rows(kind="archived"):
+            body = journal.entry(row)
+            if body.get("offender") != offender.name or body.get("channel") != "mail":
+                continue
+            for match in body.get("matches", []):
+                value = parseaddr(str(match.get("value", "")))[1]
+                if match.get("header") in ("From", "Reply-To", "Sender") and "@" in value:
+                    found.append(value)
+        return list(dict.fromkeys(a for a in found if not is_no_reply_address(a)))
+
+    def plan(self, name: str, *, to: str | None = None) -> Plan:
+        cfg = self.config
+        offender = self.offender(name)
+        choices = self.recipients(offender)
+        if to is not None:
+            wanted = parseaddr(to)[1].casefold()
+            matching = [c for c in choices if c.casefold() == wanted]
+            if not matching:
+                raise WarningRefused(
+                    f"{to!r} is not an address {offender.name!r} used or the config lists "
+                    f"(choices: {', '.join(choices) or 'none'})"
+                )
+            recipient = matching[0]
+        elif choices:
+            recipient = choices[0]
+        else:
+            raise WarningRefused(
+                f"no concrete address for {offender.name!r}: list one under its `addresses` "
+                "(patterns and domains are never written to)"
+            )
+        now = self.clock()
+        victim = parseaddr(cfg.from_)[0] or parseaddr(cfg.from_)[1]
+        domain = parseaddr(cfg.from_)[1].rpartition("@")[2]
+        try:
+            template = cfg.template_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise WarningRefused(f"cannot read template {cfg.template_file}: {exc}") from None
+        try:
+            message = render_warning(
+                template=template,
+                values={
+                    "offender": offender.name,
+                    "victim": victim,
+                    "date": now.date().isoformat(),
+                    "law": cfg.law,
+                    "recipient": recipient,
+                },
+                sender=cfg.from_,
+                recipient=recipient,
+                subject=cfg.subject,
+                date=format_datetime(now),
+                message_id=make_msgid(domain=domain),
+            )
+        except (UnsafeValue, TemplateError) as exc:
+            raise WarningRefused(f"warning not rendered: {exc}") from None
+        return Plan(offender=offender.name, message=message)
+
+    def state(self, name: str) -> WarningRow | None:
+        with self.storage.transaction() as tx:
+            return tx.warning(self.vault.tenant, name.casefold())
+
+    def ledger(self) -> list[WarningRow]:
+        with self.storage.transaction() as tx:
+            return tx.warnings(self.vault.tenant)
+
+    def send(self, plan: Plan, *, retry: bool = False) -> WarningRow:
+        """Claim, send and record; WarningRefused if it was already sent or is being sent."""
+        msg = plan.message
+        sha = hashlib.sha256(msg.raw).hexdigest()
+        try:
+            self.vault.blobs.put(msg.raw, sha)  # the exact bytes, before anything leaves
+        except OSError as exc:
+            raise WarningRefused(
+                f"the vault cannot keep the warning, so it is not sent: {exc}"
+            ) from None
+        key = plan.offender.casefold()
+        with self.storage.transaction() as tx:
+            earlier = tx.warning(self.vault.tenant, key)
+            if earlier is not None and not (retry and earlier.state in ("sending", "failed")):
+                raise WarningRefused(f"warning to {plan.offender!r}: {describe(earlier)}")
+            claimed = WarningRow(
+                tenant=self.vault.tenant,
+                offender=key,
+                state="sending",
+                recipient=msg.recipient,
+                message_id=msg.message_id,
+                sha256=sha,
+                started_at=self.clock().isoformat(),
+                attempts=earlier.attempts + 1 if earlier else 1,
+            )
+            tx.put_warning(claimed)
+        event("warning.sending", offender=plan.offender, to=msg.recipient, sha256=sha)
+        try:
+            reply = submit(
+                self.config.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw
+            )
+        except SubmitError as exc:
+            done = replace(
+                claimed,
+                state="failed" if exc.certain else "sending",
+                finished_at=self.clock().isoformat() if exc.certain else "",
+                detail=str(exc),
+            )
+            with self.storage.transaction() as tx:
+                tx.put_warning(done)
+            event(
+                "warning.failed",
+                level=logging.ERROR,
+                offender=plan.offender,
+                certain=exc.certain,
+                error=str(exc),
+            )
+            raise WarningRefused(f"warning to {plan.offender!r}: {describe(done)}") from None
+        sent = replace(claimed, state="sent", finished_at=self.clock().isoformat(), detail=reply)
+        with self.storage.transaction() as tx:
+            tx.put_warning(sent)
+        self.vault.record(
+            "warning",
+            {
+                "offender": plan.offender,
+                "to": msg.recipient,
+                "from": msg.sender,
+                "subject": msg.subject,
+                "sent_at": sent.finished_at,
+                "message_id": msg.message_id,
+                "server_reply": reply,
+            },
+            now=self.clock(),
+            sha256=sha,
+        )
+        event("warning.sent", offender=plan.offender, to=msg.recipient, reply=reply)
+        return sent
+
+    def mark_sent(self, name: str, note: str) -> WarningRow:
+        offender = self.offender(name)
+        now = self.clock().isoformat()
+        with self.storage.transaction() as tx:
+            earlier = tx.warning(self.vault.tenant, offender.name.casefold())
+            if earlier is not None and earlier.state in ("sent", "marked_sent"):
+                raise WarningRefused(f"warning to {offender.name!r}: {describe(earlier)}")
+            row = WarningRow(
+                tenant=self.vault.tenant,
+                offender=offender.name.casefold(),
+                state="marked_sent",
+                recipient=earlier.recipient if earlier else "",
+                message_id=earlier.message_id if earlier else "",
+                sha256=earlier.sha256 if earlier else "",
+                started_at=earlier.started_at if earlier else now,
+                finished_at=now,
+                detail=note,
+                attempts=earlier.attempts if earlier else 0,
+            )
+            tx.put_warning(row)
+        self.vault.record(
+            "warning_marked_sent", {"offender": offender.name, "note": note}, now=self.clock()
+        )
+        return row
+
+    def on_block(self, item: Item, verdict: Verdict) -> None:
+        """``on_first_block``: warn the offender once, after their first archived item."""
+        settings = self.settings
+        if settings.warning is None or settings.warning.send != "on_first_block":
+            return
+        if verdict.action is Action.PASS or verdict.offender is None:
+            return
+        if self.state(verdict.offender) is not None:
+            return  # sent, failed, or unknown: never automatically again
+        why = should_not_answer(item.raw)
+        if why is not None:
+            event("warning.not_answering", offender=verdict.offender, reason=why)
+            return
+        try:
+            self.send(self.plan(verdict.offender))
+        except WarningRefused as exc:
+            event(
+                "warning.refused", level=logging.WARNING, offender=verdict.offender, reason=str(exc)
+            )

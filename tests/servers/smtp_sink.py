@@ -1,0 +1,94 @@
+"""A submission server for tests: aiosmtpd with AUTH PLAIN/LOGIN that records what it received.
+
+Runs aiosmtpd's Controller (its own loop in a thread): fine for a test peer. ``hold_data`` makes
+DATA wait until released, to test a client killed mid-send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from tests.servers.ports import free_ports
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes  # the message exactly as transmitted (dot-unstuffed)
+
+
+@dataclass
+class Recorder:
+    username: str
+    password: str
+    received: list[Received] = field(default_factory=list)
+    data_started: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    hold_data: bool = False
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        self.data_started.set()
+        if self.hold_data:
+            await asyncio.to_thread(self.release.wait, 60)
+        content = envelope.original_content or b""
+        self.received.append(
+            Received(
+                mail_from=str(envelope.mail_from), rcpt_tos=list(envelope.rcpt_tos), data=content
+            )
+        )
+        return "250 2.0.0 Ok: queued as TEST1"
+
+    def authenticate(
+        self, server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode(),
+            auth_data.password.decode(),
+        ) == (self.username, self.password)
+        return AuthResult(success=ok)
+
+
+class SmtpSink:
+    """STARTTLS required before AUTH, with a certificate from a CA made for the test."""
+
+    def __init__(
+        self, ca_file: Path, *, username: str = "victim", password: str = "secret"
+    ) -> None:
+        self.recorder = Recorder(username=username, password=password)
+        (self.port,) = free_ports(1)
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(ca_file))
+        self.ca_file = ca_file
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+        self._controller = Controller(
+            self.recorder,
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=self.recorder.authenticate,
+            auth_required=True,
+            tls_context=server_ctx,
+            require_starttls=True,
+        )
+
+    def __enter__(self) -> SmtpSink:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.recorder.release.set()
+        self._controller.stop()
+
+    @property
+    def received(self) -> list[Received]:
+        return self.recorder.received
