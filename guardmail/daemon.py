@@ -16,6 +16,7 @@ from pathlib import Path
 from guardmail import logs
 from guardmail.errors import ConfigError
 from guardmail.logs import event
+from guardmail.reload import ConfigWatcher
 from guardmail.settings import LoadedConfig, load_config
 from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
@@ -105,6 +106,7 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 for source in self.sources:
                     group.create_task(source.run())
+                group.create_task(ConfigWatcher(lambda: self.config, self.reload).run())
                 group.create_task(self._wait_for_stop())
         except* _Shutdown:
             pass

@@ -1,0 +1,95 @@
+"""Hot reload: watch the config and offender files, and reload shortly after they change.
+
+Contracts:
+- Watches the directories holding every file the last load read, plus the directories that
+  ``offenders_files`` globs look in (a new file there counts), so editors that write a new file and
+  rename it over the old one are seen too.
+- Changes are debounced (``DEBOUNCE`` seconds of quiet) so one save is one reload, well within the
+  2 seconds a valid change must take to apply.
+- The reload itself (and keeping the last good config when the new one is invalid) is the
+  caller's ``reload`` callback, run in the event loop; SIGHUP calls the same callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from fnmatch import fnmatch
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from guardmail.settings import LoadedConfig
+
+DEBOUNCE = 0.3
+
+
+def watched_paths(config: LoadedConfig) -> tuple[set[Path], set[Path]]:
+    """(files whose change matters, directories to watch)."""
+    files = {p.resolve() for p in config.files}
+    dirs = {p.parent for p in files}
+    for pattern in config.settings.offenders_files:
+        # The directory part of a glob up to its first wildcard: new files appear there.
+        head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+        dirs.add(Path(head if head.endswith(os.sep) else os.path.dirname(head)).resolve())
+    return files, {d for d in dirs if d.is_dir()}
+
+
+class _Changes(FileSystemEventHandler):
+    def __init__(self, matters: Callable[[str], bool], poke: Callable[[], None]) -> None:
+        self._matters = matters
+        self._poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths: Iterable[bytes | str] = (event.src_path, getattr(event, "dest_path", "") or "")
+        if any(p and self._matters(os.fsdecode(p)) for p in paths):
+            self._poke()
+
+
+class ConfigWatcher:
+    """Runs until cancelled; calls ``reload()`` (in the loop) after watched files change."""
+
+    def __init__(self, config: Callable[[], LoadedConfig], reload: Callable[[], bool]) -> None:
+        self._config = config
+        self._reload = reload
+        self._changed = asyncio.Event()
+
+    def _matters(self, path: str) -> bool:
+        files, _ = watched_paths(self._config())
+        resolved = Path(path).resolve()
+        if resolved in files:
+            return True
+        patterns = self._config().settings.offenders_files
+        return any(fnmatch(str(resolved), p) for p in patterns)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            observer = Observer()
+
+            def poke() -> None:
+                loop.call_soon_threadsafe(self._changed.set)
+
+            handler = _Changes(self._matters, poke)
+            _, dirs = watched_paths(self._config())
+            for d in sorted(dirs):
+                observer.schedule(handler, str(d), recursive=False)
+            observer.start()
+            try:
+                await self._changed.wait()
+                # Debounce: wait until DEBOUNCE seconds pass with no further change.
+                while True:
+                    self._changed.clear()
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), timeout=DEBOUNCE)
+                    except TimeoutError:
+                        break
+                self._changed.clear()
+            finally:
+                observer.stop()
+                await asyncio.to_thread(observer.join)
+            self._reload()  # may change which files and directories matter: re-schedule

@@ -1,0 +1,78 @@
+"""Editing the config or an offender file under a running daemon applies it without SIGHUP; a
+broken edit is logged with file:line:column and the last good configuration keeps working."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.guardmail_proc import Daemon
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """\
+state_dir: {root}/var
+offenders_files: ["{root}/offenders.d/*.yaml"]
+offenders:
+  - name: Example Offender
+    addresses: [stalker@example.net]
+{extra}sources:
+  maildir:
+    - path: {root}/var/Maildir
+      rescan_seconds: 0.3
+"""
+
+
+def deliver(maildir: Path, name: str, raw: bytes) -> None:
+    (maildir / "tmp" / name).write_bytes(raw)
+    os.rename(maildir / "tmp" / name, maildir / "new" / name)
+
+
+def replace_file(path: Path, text: str) -> None:
+    """As editors save: write a new file, rename it over the old one."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.rename(tmp, path)
+
+
+def test_edits_apply_without_sighup_and_bad_edits_keep_the_last_good_config(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    (tmp_path / "offenders.d").mkdir()
+    config.write_text(CONFIG.format(root=tmp_path, extra=""))
+    maildir = tmp_path / "var" / "Maildir"
+    quarantine = maildir / ".Quarantine" / "new"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+
+        began = time.monotonic()
+        replace_file(
+            config,
+            CONFIG.format(root=tmp_path, extra="  - name: Second\n    domains: [second.example]\n"),
+        )
+        wait_for(lambda: daemon.log_text().count("config.reloaded") == 1, what="edit applied")
+        print(f"config edit applied after {time.monotonic() - began:.2f} s")
+        deliver(maildir, "m1", b"From: x@mx.second.example\r\n\r\n1\r\n")
+        wait_for(lambda: (quarantine / "m1").exists(), what="new offender applied")
+
+        began = time.monotonic()
+        (tmp_path / "offenders.d" / "third.yaml").write_text(
+            "offenders:\n  - name: Third\n    addresses: [third@example.org]\n"
+        )
+        wait_for(lambda: daemon.log_text().count("config.reloaded") == 2, what="new file seen")
+        print(f"new offender file applied after {time.monotonic() - began:.2f} s")
+        deliver(maildir, "m2", b"From: third@example.org\r\n\r\n2\r\n")
+        wait_for(lambda: (quarantine / "m2").exists(), what="offender from the new file")
+
+        replace_file(config, "offenders:\n  - name: Broken\n    adresses: [a@b.example]\n")
+        wait_for(lambda: "config.reload_rejected" in daemon.log_text(), what="bad edit logged")
+        assert "guardmail.yaml:3:5: offenders.0.adresses" in daemon.log_text()
+        deliver(maildir, "m3", b"From: stalker@example.net\r\n\r\n3\r\n")
+        wait_for(lambda: (quarantine / "m3").exists(), what="last good config still applied")
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
