@@ -180,33 +180,46 @@ class FolderWatcher:
             )
 
     def _catch_up(self, client: IMAPClient, uidvalidity: int, last: int) -> int:
-        """Judge every UID above ``last``; return the new checkpoint (saved)."""
-        # The server answers "n:*" with the highest UID even when it is not above n.
-        uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start : start + FETCH_BATCH]
-            headers = client.fetch(batch, ["BODY.PEEK[HEADER]"])
-            missing = [u for u in batch if u not in headers]
-            if missing:
-                # Expunged meanwhile (by the user or another client), or the server lost the
-                # thread: advance past a UID only once a search no longer finds it.
-                still = set(client.search(["UID", ",".join(map(str, missing))]))
-                if still & set(missing):
-                    raise ConnectionError(f"FETCH did not return UIDs {sorted(still)}")
-            for uid in batch:
-                if uid in headers:
-                    self._handle(client, uidvalidity, uid, headers[uid].get(b"BODY[HEADER]", b""))
-                last = uid
-            self._save(uidvalidity, last)
-        if uids:
+        """Judge every UID above ``last``; return the new checkpoint (saved).
+
+        Searches again until a search finds nothing new, so that the last command before IDLE
+        is that search: anything that arrives after it is announced during IDLE, whereas an
+        EXISTS the server sent with an earlier command's reply (MOVE, FETCH) is not repeated.
+        """
+        judged = 0
+        while True:
+            # The server answers "n:*" with the highest UID even when it is not above n.
+            uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
+            if not uids:
+                break
+            for start in range(0, len(uids), FETCH_BATCH):
+                last = self._judge_batch(client, uidvalidity, uids[start : start + FETCH_BATCH])
+                self._save(uidvalidity, last)
+            judged += len(uids)
+        if judged:
             event(
                 "imap.caught_up",
                 account=self.cfg.name,
                 folder=self.folder,
-                judged=len(uids),
+                judged=judged,
                 last_uid=last,
             )
         return last
+
+    def _judge_batch(self, client: IMAPClient, uidvalidity: int, batch: list[int]) -> int:
+        """Judge (and act on) ``batch``; return its highest UID, every one of them handled."""
+        headers = client.fetch(batch, ["BODY.PEEK[HEADER]"])
+        missing = [u for u in batch if u not in headers]
+        if missing:
+            # Expunged meanwhile (by the user or another client), or the server lost the
+            # thread: advance past a UID only once a search no longer finds it.
+            still = set(client.search(["UID", ",".join(map(str, missing))]))
+            if still & set(missing):
+                raise ConnectionError(f"FETCH did not return UIDs {sorted(still)}")
+        for uid in batch:
+            if uid in headers:
+                self._handle(client, uidvalidity, uid, headers[uid].get(b"BODY[HEADER]", b""))
+        return batch[-1]
 
     def _handle(self, client: IMAPClient, uidvalidity: int, uid: int, header: bytes) -> None:
         ref = f"imap:{self.cfg.name}/{self.folder};UIDVALIDITY={uidvalidity}/;UID={uid}"

@@ -92,7 +92,7 @@ CASES = [
         files={MAIN: "colour: blue\n"},
         expected=[
             "guardmail.yaml:1:1: colour: unknown key 'colour'; expected one of: state_dir, "
-            "tenant, offenders, offenders_files, sources, log_format, log_level"
+            "tenant, offenders, offenders_files, sources, log_format, log_level, warning"
         ],
     ),
     Case(
@@ -308,7 +308,8 @@ CASES = [
         files={MAIN: ""},
         expected=[
             "guardmail.yaml:1:1: (document): expected a mapping with keys such as 'state_dir', "
-            "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level'; "
+            "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
+            "'warning'; "
             "the file is empty"
         ],
     ),
@@ -317,7 +318,8 @@ CASES = [
         files={MAIN: "# offenders\n- name: Ex\n"},
         expected=[
             "guardmail.yaml:2:1: (document): expected a mapping with keys such as 'state_dir', "
-            "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level'; "
+            "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
+            "'warning'; "
             "found a list"
         ],
     ),
