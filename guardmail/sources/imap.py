@@ -292,6 +292,8 @@ class FolderWatcher:
         if verdict.action is Action.BLOCK:
             return f"deleted UID {uid}: " + self._remove(client, uid)
         target = self.cfg.quarantine_folder
+        if self.folder == target:
+            return f"UID {uid} left in {target}, where the server's Sieve filed it"
         if not self._quarantine_ready:
             if not client.folder_exists(target):
                 client.create_folder(target)

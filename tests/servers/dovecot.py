@@ -24,7 +24,7 @@ DH_FILE = "/usr/share/dovecot/dh.pem"
 
 CONF = """\
 instance_name = gmtest-{name}
-protocols = imap lmtp
+protocols = {protocols}
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/run/state
@@ -66,6 +66,23 @@ service lmtp {{
 """
 
 
+SIEVE_CONF = """\
+lda_mailbox_autosubscribe = yes
+service managesieve-login {{
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {sieve_port}
+  }}
+}}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+"""
+
+
 @dataclass
 class Dovecot:
     root: Path
@@ -75,6 +92,7 @@ class Dovecot:
     users: dict[str, str] = field(default_factory=dict)
     imaps_port: int = 0
     ca_file: Path | None = None  # PEM of the CA that signed the server certificate
+    sieve_port: int = 0  # ManageSieve, when started with sieve=True
 
     def maildir(self, user: str) -> Path:
         return self.root / "mail" / user
@@ -139,14 +157,19 @@ def _wait_ready(server: Dovecot) -> None:
         wait_for_banner(server.lmtp_port)
         if server.imaps_port:
             wait_for_port(server.imaps_port)
+        if server.sieve_port:
+            wait_for_banner(server.sieve_port)
     except AssertionError:
         printed = (server.root / "dovecot.stdout").read_text(errors="replace")
         server.stop()
         raise AssertionError(f"dovecot did not start: {printed}") from None
 
 
-def start_dovecot(users: dict[str, str], *, extra_conf: str = "", tls: bool = False) -> Dovecot:
-    """Dovecot with IMAP and LMTP on loopback; with ``tls``, also IMAPS with a test CA."""
+def start_dovecot(
+    users: dict[str, str], *, extra_conf: str = "", tls: bool = False, sieve: bool = False
+) -> Dovecot:
+    """Dovecot with IMAP and LMTP on loopback; with ``tls``, also IMAPS with a test CA;
+    with ``sieve``, Pigeonhole Sieve at LMTP delivery and ManageSieve."""
     if not Path(DOVECOT).exists():
         raise AssertionError(f"{DOVECOT} missing: run scripts/system-packages.sh as root")
     root = Path(tempfile.mkdtemp(prefix="gm-dc-"))
@@ -157,7 +180,13 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "", tls: bool = Fa
     for sub in ("home", "mail"):
         shutil.chown(root / sub, "dovecot", "dovecot")
     (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
-    imap_port, lmtp_port, imaps_port = free_ports(3)
+    imap_port, lmtp_port, imaps_port, sieve_port = free_ports(4)
+    protocols = "imap lmtp"
+    if sieve:
+        protocols += " sieve"
+        extra_conf = SIEVE_CONF.format(sieve_port=sieve_port) + extra_conf
+    else:
+        sieve_port = 0
     ssl_conf, ca_file = "ssl = no", None
     if tls:
         ca = trustme.CA()
@@ -181,6 +210,7 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "", tls: bool = Fa
             lmtp_port=lmtp_port,
             extra=extra_conf,
             ssl=ssl_conf,
+            protocols=protocols,
         )
     )
     server = Dovecot(
@@ -191,6 +221,7 @@ def start_dovecot(users: dict[str, str], *, extra_conf: str = "", tls: bool = Fa
         users=users,
         imaps_port=imaps_port,
         ca_file=ca_file,
+        sieve_port=sieve_port,
     )
     _wait_ready(server)
     return server
