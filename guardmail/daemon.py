@@ -17,6 +17,7 @@ from guardmail import logs
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.reload import ConfigWatcher
+from guardmail.sdnotify import Notifier, watchdog_loop
 from guardmail.settings import LoadedConfig, load_config
 from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
@@ -52,6 +53,7 @@ class Daemon:
             for i in config.settings.sources.imap
         ]
         self._stop = asyncio.Event()
+        self.notifier = Notifier.from_env()
 
     def reload(self) -> bool:
         """Load the config again; apply it if valid, else keep the last good one.
@@ -83,7 +85,18 @@ class Daemon:
         event("config.reloaded", offenders=len(new.settings.offenders))
         return True
 
+    def _status(self) -> str:
+        return f"{len(self.config.settings.offenders)} offenders, {len(self.sources)} sources"
+
+    def _reload_notified(self) -> bool:
+        """reload(), told to systemd: RELOADING=1, then READY=1 whatever the outcome."""
+        self.notifier.reloading()
+        applied = self.reload()
+        self.notifier.ready(self._status() if applied else "reload rejected; last good config runs")
+        return applied
+
     def stop(self) -> None:
+        self.notifier.stopping()
         self._stop.set()
 
     async def _wait_for_stop(self) -> None:
@@ -94,7 +107,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_notified)
         event(
             "daemon.started",
             config=str(self.config.path),
@@ -104,10 +117,13 @@ class Daemon:
         )
         try:
             async with asyncio.TaskGroup() as group:
+                if (interval := self.notifier.watchdog_interval()) is not None:
+                    group.create_task(watchdog_loop(self.notifier, interval))
                 for source in self.sources:
                     group.create_task(source.run())
-                group.create_task(ConfigWatcher(lambda: self.config, self.reload).run())
+                group.create_task(ConfigWatcher(lambda: self.config, self._reload_notified).run())
                 group.create_task(self._wait_for_stop())
+                self.notifier.ready(self._status())
         except* _Shutdown:
             pass
         finally:

@@ -137,6 +137,14 @@ class MaildirSource:
             except FileNotFoundError:
                 ensure_maildir(self.root)
                 continue
+            except OSError as exc:
+                event(
+                    "maildir.unreadable",
+                    level=logging.ERROR,
+                    file=str(self.root / sub),
+                    error=str(exc),
+                )
+                continue
             for name in names:
                 await self.handle(self.root / sub / name)
 
@@ -150,6 +158,11 @@ class MaildirSource:
             raw = await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, IsADirectoryError):
             return  # moved or removed meanwhile: its new name, if any, comes as its own event
+        except OSError as exc:
+            # Unreadable (permissions, I/O error): one file must not stop the watching of the
+            # rest. It stays where it is and is tried again at the next rescan.
+            event("maildir.unreadable", level=logging.ERROR, file=str(path), error=str(exc))
+            return
         item = mail_item(
             raw,
             tenant=self.tenant,
