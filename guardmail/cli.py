@@ -12,13 +12,22 @@ import sys
 from collections.abc import Callable, Sequence
 
 from guardmail import __version__
-from guardmail.commands import EXIT_FAILED, EXIT_USAGE, basic, evidence, service, sieve, warn
+from guardmail.commands import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    basic,
+    evidence,
+    service,
+    sieve,
+    status,
+    warn,
+)
 from guardmail.errors import ConfigError, GuardmailError
 
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
 # Each module registers its subcommands (see guardmail/commands/__init__.py).
-COMMAND_MODULES = (basic, evidence, service, sieve, warn)
+COMMAND_MODULES = (basic, evidence, service, sieve, status, warn)
 
 
 def _parser() -> argparse.ArgumentParser:

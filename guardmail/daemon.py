@@ -16,12 +16,15 @@ from pathlib import Path
 from guardmail import logs
 from guardmail.errors import ConfigError
 from guardmail.logs import event
+from guardmail.observe import Board
 from guardmail.reload import ConfigWatcher
 from guardmail.sdnotify import Notifier, watchdog_loop
 from guardmail.settings import LoadedConfig, load_config
 from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
 from guardmail.tenant import Tenant, open_tenant
+
+STATUS_SECONDS = 5.0
 
 
 class _Shutdown(Exception):
@@ -53,6 +56,7 @@ class Daemon:
             for i in config.settings.sources.imap
         ]
         self._stop = asyncio.Event()
+        self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)
         self.notifier = Notifier.from_env()
 
     def reload(self) -> bool:
@@ -99,12 +103,25 @@ class Daemon:
         self.notifier.stopping()
         self._stop.set()
 
+    async def _publish_status(self) -> None:
+        """status.json for `guardmail status`, refreshed every STATUS_SECONDS."""
+        while True:
+            try:
+                await asyncio.to_thread(self.board.write, self.config.settings.state_dir)
+            except OSError as exc:
+                event("status.unwritable", level=logging.WARNING, error=str(exc))
+            await asyncio.sleep(STATUS_SECONDS)
+
     async def _wait_for_stop(self) -> None:
         await self._stop.wait()
         raise _Shutdown
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        logs.add_listener(self.board)
+        metrics = self.config.settings.metrics
+        if metrics is not None:
+            self.board.serve(metrics.host, metrics.port)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_notified)
@@ -122,6 +139,7 @@ class Daemon:
                 for source in self.sources:
                     group.create_task(source.run())
                 group.create_task(ConfigWatcher(lambda: self.config, self._reload_notified).run())
+                group.create_task(self._publish_status())
                 group.create_task(self._wait_for_stop())
                 self.notifier.ready(self._status())
         except* _Shutdown:
@@ -129,6 +147,8 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            logs.remove_listener(self.board)
+            self.board.close()
             self.tenant.close()
         event("daemon.stopped")
 

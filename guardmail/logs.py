@@ -9,14 +9,33 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 _LOGGER = logging.getLogger("guardmail")
 
+# Called with every event, whatever the log level (metrics and the status board listen here).
+Listener = Callable[[str, int, dict[str, Any]], None]
+_LISTENERS: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> None:
+    _LISTENERS.append(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+
 
 def event(name: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event with its fields."""
+    """Log one event with its fields, and tell the listeners."""
+    for listener in list(_LISTENERS):
+        try:
+            listener(name, level, fields)
+        except Exception:  # a broken observer must never stop the work it observes
+            _LOGGER.exception("observer.failed", extra={"gm_fields": {"observed": name}})
     _LOGGER.log(level, name, extra={"gm_fields": fields})
 
 

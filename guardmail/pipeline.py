@@ -95,6 +95,14 @@ class Pipeline:
     async def process(self, item: Item, actor: Actor) -> Outcome:
         """Decide on ``item``; if it is to be blocked, archive it, then have ``actor`` act."""
         verdict = self.judge(item)
+        event(
+            "item.judged",
+            level=logging.DEBUG,
+            tenant=item.tenant,
+            channel=str(item.channel),
+            account=item.account,
+            action=str(verdict.action),
+        )
         if verdict.action is Action.PASS:
             return Outcome(verdict=verdict)
         receipt = await asyncio.to_thread(
@@ -108,6 +116,7 @@ class Pipeline:
         event(
             "item.archived",
             tenant=item.tenant,
+            account=item.account,
             seq=receipt.seq,
             sha256=receipt.sha256,
             duplicate=receipt.duplicate,

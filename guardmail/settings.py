@@ -32,6 +32,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.errors import ConfigError, ConfigIssue
+from guardmail.opsconfig import MetricsConfig
 from guardmail.sourceconfig import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
 from guardmail.warnconfig import WarningConfig
 from guardmail.yamlsource import STR_TAG, Source, load_source, validate
@@ -184,6 +185,8 @@ class Settings(BaseModel):
     """Least severe level logged."""
     warning: WarningConfig | None = None
     """The one cease-contact warning (left out: guardmail never sends anything)."""
+    metrics: MetricsConfig | None = None
+    """Prometheus metrics on a loopback port (left out: none served)."""
 
 
 class OffenderFile(BaseModel):

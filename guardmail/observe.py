@@ -1,0 +1,170 @@
+"""What the daemon is doing, for people and for Prometheus: built from the events it logs.
+
+``Board`` listens to every event (guardmail.logs.add_listener) and keeps per-source connection
+state, last item times and counts, written to ``STATE_DIR/status.json`` for ``guardmail status``,
+and the same facts as Prometheus metrics on a loopback port. Events carry no secrets and no
+message content, so neither do these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from guardmail.vault.store import write_durably
+
+STATUS_FILE = "status.json"
+# Events that say a source is up, or down (with the reason in "error").
+_UP = {"maildir.watching", "imap.connected"}
+_DOWN = {
+    "imap.disconnected",
+    "imap.login_failed",
+    "imap.tls_failed",
+    "imap.connect_failed",
+    "imap.secret_unreadable",
+    "maildir.unreadable",
+}
+VAULT_SIZE_CACHE_SECONDS = 60.0
+
+
+def _source(fields: dict[str, Any]) -> str | None:
+    account = fields.get("account")
+    if account is None:
+        return None
+    folder = fields.get("folder")
+    return f"{account}/{folder}" if folder else str(account)
+
+
+def directory_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class Board:
+    """Thread-safe: events come from the loop and from IMAP threads."""
+
+    def __init__(self, *, vault_root: Path, tenant: str) -> None:
+        self._lock = threading.Lock()
+        self.started_at = datetime.now(UTC).isoformat()
+        self.sources: dict[str, dict[str, str]] = {}
+        self.counts: dict[str, int] = {}
+        self.last_reload: dict[str, str] = {}
+        self.registry = CollectorRegistry()
+        self._judged = Counter(
+            "guardmail_items_judged",
+            "Items judged",
+            ["tenant", "channel", "action"],
+            registry=self.registry,
+        )
+        self._archived = Counter(
+            "guardmail_items_archived",
+            "Items archived in the vault",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self._warnings = Counter(
+            "guardmail_warnings", "Warning attempts by outcome", ["outcome"], registry=self.registry
+        )
+        self._errors = Counter(
+            "guardmail_errors", "Events logged at error level", ["event"], registry=self.registry
+        )
+        self._reloads = Counter(
+            "guardmail_reloads", "Configuration reloads", ["result"], registry=self.registry
+        )
+        self._up = Gauge(
+            "guardmail_source_up",
+            "1 when the source is connected",
+            ["source"],
+            registry=self.registry,
+        )
+        vault_bytes = Gauge(
+            "guardmail_vault_bytes",
+            "Bytes in the tenant's vault",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self._vault_root = vault_root
+        self._vault_size: tuple[float, int] = (0.0, 0)
+        vault_bytes.labels(tenant).set_function(self._cached_vault_size)
+
+    def _cached_vault_size(self) -> float:
+        checked, size = self._vault_size
+        if time.monotonic() - checked > VAULT_SIZE_CACHE_SECONDS:
+            size = directory_size(self._vault_root)
+            self._vault_size = (time.monotonic(), size)
+        return float(size)
+
+    def _count(self, key: str) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def __call__(self, name: str, level: int, fields: dict[str, Any]) -> None:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            source = _source(fields)
+            if name in _UP and source:
+                self.sources[source] = {"state": "up", "since": now, "detail": ""}
+                self._up.labels(source).set(1)
+            elif name in _DOWN and source:
+                detail = str(fields.get("error", name))
+                self.sources[source] = {"state": "down", "since": now, "detail": detail}
+                self._up.labels(source).set(0)
+            elif name == "item.judged":
+                self._count("judged")
+                self._judged.labels(
+                    fields.get("tenant", ""), fields.get("channel", ""), fields.get("action", "")
+                ).inc()
+            elif name == "item.archived":
+                self._count("archived")
+                self._archived.labels(fields.get("tenant", "")).inc()
+                if source and source in self.sources:
+                    self.sources[source]["last_item"] = now
+            elif name.startswith("warning.") and name != "warning.sending":
+                self._count(name)
+                self._warnings.labels(name.removeprefix("warning.")).inc()
+            elif name in ("config.reloaded", "config.reload_rejected"):
+                result = "applied" if name == "config.reloaded" else "rejected"
+                self._count(f"reload_{result}")
+                self._reloads.labels(result).inc()
+                self.last_reload = {"result": result, "at": now}
+            if level >= logging.ERROR:
+                self._count("errors")
+                self._errors.labels(name).inc()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "sources": {k: dict(v) for k, v in sorted(self.sources.items())},
+                "counts": dict(sorted(self.counts.items())),
+                "last_reload": dict(self.last_reload),
+            }
+
+    def write(self, state_dir: Path) -> None:
+        data = json.dumps(self.snapshot(), indent=2, sort_keys=True).encode()
+        write_durably(state_dir / STATUS_FILE, data)
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve /metrics (prometheus_client's own thread) until ``close()``."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        server = getattr(self, "_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
