@@ -4,7 +4,10 @@
      ├── ConfigError        the operator's input is wrong (config, offender files, CLI arguments)
      ├── SecretError        a password file or command named in the config cannot be read
      ├── PeerError          a server or client we talk to misbehaved
-     └── VaultUnavailable   the evidence vault cannot durably take an item right now
+     ├── VaultUnavailable   the evidence vault cannot durably take an item right now
+     ├── StorageUnavailable (storage/base.py) the database could not complete a transaction
+     ├── ExportError        (export/__init__.py) evidence cannot be exported faithfully
+     └── BundleUnreadable   (export/__init__.py) an exported bundle cannot be read to verify
 
 Anything else is a bug and propagates. Messages are sentences that carry the bad value.
 """

@@ -1,15 +1,32 @@
-"""evidence list, show, verify: reading the tenant's vault."""
+"""evidence list, show, verify, export, abuse-report: reading the tenant's vault.
+
+``verify PATH`` checks an export bundle on its own: no config, no vault.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
 
+from guardmail import __version__
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.export import BundleUnreadable
+from guardmail.export.arf import Original, build_report, original, valid_address
+from guardmail.export.progress import ProgressLine
+from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
+from guardmail.export.verify import verify_bundle
+from guardmail.storage.base import JournalRow
 from guardmail.tenant import open_tenant
 from guardmail.vault import journal
+from guardmail.vault.store import write_durably
 from guardmail.vault.verify import verify_vault
+
+# Below this many items an export is quick enough that a progress line is only noise.
+PROGRESS_MIN_ITEMS = 200
+DEFAULT_ATTACH = 20
 
 
 def register(sub: Subparsers) -> None:
@@ -22,9 +39,61 @@ def register(sub: Subparsers) -> None:
     show = ev.add_parser("show", help="an archived item's raw bytes, unaltered, to stdout")
     show.add_argument("seq", type=int)
     show.set_defaults(handler=cmd_evidence)
-    ev.add_parser(
-        "verify", help="check blobs and journal (exit 1 naming what is off)"
-    ).set_defaults(handler=cmd_evidence)
+    verify = ev.add_parser(
+        "verify",
+        help="check the vault, or an exported bundle (exit 1 naming what is off)",
+    )
+    verify.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="an exported bundle (folder or .zip) to check on its own, without the vault",
+    )
+    verify.set_defaults(handler=cmd_verify)
+
+    ex = ev.add_parser("export", help="write a verifiable evidence bundle (folder, or .zip)")
+    ex.add_argument("--offender", action="append", default=[], help="only this offender (repeat)")
+    ex.add_argument("--since", type=_iso_date, help="first day, YYYY-MM-DD (UTC, inclusive)")
+    ex.add_argument("--until", type=_iso_date, help="last day, YYYY-MM-DD (UTC, inclusive)")
+    ex.add_argument("--out", type=Path, required=True, help="new folder, or a file ending .zip")
+    ex.set_defaults(handler=cmd_export)
+
+    ab = ev.add_parser(
+        "abuse-report", help="write an RFC 5965 abuse report for the offender's mail provider"
+    )
+    ab.add_argument("--offender", required=True)
+    ab.add_argument("--to", help="default: abuse@ the sending domain (RFC 2142)")
+    ab.add_argument(
+        "--from",
+        dest="sender",
+        help="the reporting address (default: the address the offender wrote to)",
+    )
+    ab.add_argument(
+        "--domain", help="report mail from this sending domain (default: the one most used)"
+    )
+    ab.add_argument(
+        "--attach",
+        type=int,
+        default=DEFAULT_ATTACH,
+        help=f"attach at most this many messages, earliest first (default {DEFAULT_ATTACH})",
+    )
+    ab.add_argument("--out", type=Path, required=True, help="the report file to write (.eml)")
+    ab.add_argument("--send", action="store_true", help="send it (not available yet)")
+    ab.set_defaults(handler=cmd_abuse_report)
+
+
+def _iso_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date of the form YYYY-MM-DD"
+        ) from None
+
+
+def _usage(message: str) -> int:
+    print(f"guardmail: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
@@ -59,14 +128,25 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                         f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
                     )
             return EXIT_OK
-        if args.evidence_command == "show":
-            found = vault.row(args.seq)
-            if found is None or found.kind != "archived" or found.sha256 is None:
-                print(f"guardmail: no archived item with seq {args.seq}", file=sys.stderr)
-                return EXIT_USAGE
-            sys.stdout.buffer.write(vault.blobs.get(found.sha256))
-            sys.stdout.buffer.flush()
-            return EXIT_OK
+        # show
+        found = vault.row(args.seq)
+        if found is None or found.kind != "archived" or found.sha256 is None:
+            print(f"guardmail: no archived item with seq {args.seq}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.buffer.write(vault.blobs.get(found.sha256))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    finally:
+        tenant.close()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.path is not None:
+        return _verify_bundle(args.path)
+    loaded = load(args)
+    tenant = open_tenant(loaded.settings)
+    try:
+        vault = tenant.vault
         problems = verify_vault(vault)
         for problem in problems:
             print(f"guardmail: vault {tenant.name}: {problem}", file=sys.stderr)
@@ -76,3 +156,151 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         tenant.close()
+
+
+def _verify_bundle(path: Path) -> int:
+    try:
+        problems = verify_bundle(path)
+    except BundleUnreadable as exc:
+        return _usage(str(exc))
+    for problem in problems:
+        print(f"guardmail: {path}: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_FAILED
+    print(f"{path}: bundle intact")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    # Imported here: the report's chart and PDF libraries take ~0.3 s to load, and every other
+    # command (the daemon included) has no use for them.
+    from guardmail.export.bundle import write_bundle
+
+    if args.since and args.until and args.since > args.until:
+        return _usage(f"--since {args.since} is after --until {args.until}")
+    if args.out.exists() or args.out.is_symlink():
+        return _usage(f"{args.out} already exists; exports never overwrite")
+    loaded = load(args)
+    tenant = open_tenant(loaded.settings)
+    try:
+        rows = tenant.vault.rows()
+        problem = _unknown(args.offender, [o.name for o in loaded.settings.offenders], rows)
+        if problem:
+            return _usage(problem)
+        criteria = Criteria(offenders=tuple(args.offender), since=args.since, until=args.until)
+        evidence = select(rows, tenant=tenant.name, criteria=criteria)
+        if not evidence.items:
+            return _usage("no archived item matches " + _describe(criteria))
+        progress = None
+        if sys.stderr.isatty() and len(evidence.items) >= PROGRESS_MIN_ITEMS:
+            progress = ProgressLine(sys.stderr)
+        try:
+            result = write_bundle(
+                tenant.vault,
+                evidence,
+                args.out,
+                now=datetime.now(UTC),
+                version=__version__,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
+    except FileExistsError as exc:
+        return _usage(str(exc))
+    finally:
+        tenant.close()
+    warned = f", {result.warnings} warning" if result.warnings else ""
+    print(
+        f"exported {result.items} items{warned} ({', '.join(evidence.offenders)}) to {result.path}"
+    )
+    print(f"  SHA256SUMS  {result.sums_sha256}")
+    print(f"  size        {result.size} bytes")
+    print(f"  journaled   as entry {result.journal_seq} (export)")
+    print(f"  check with  guardmail evidence verify {result.path}")
+    return EXIT_OK
+
+
+def _describe(c: Criteria) -> str:
+    parts = [f"offender {', '.join(c.offenders)}" if c.offenders else "any offender"]
+    if c.since:
+        parts.append(f"since {c.since}")
+    if c.until:
+        parts.append(f"until {c.until}")
+    return " ".join(parts)
+
+
+def _unknown(requested: list[str], configured: list[str], rows: list[JournalRow]) -> str:
+    """An error message if a requested offender is neither configured nor in the journal."""
+    known = list(dict.fromkeys([*configured, *journaled_offenders(rows)]))
+    unknown = unknown_offenders(requested, known)
+    if not unknown:
+        return ""
+    return f"unknown offender {unknown[0]!r} (known: {', '.join(known) or 'none'})"
+
+
+def cmd_abuse_report(args: argparse.Namespace) -> int:
+    from guardmail.export.bundle import read_blob
+
+    if args.send:
+        # Sending lands with the warning sender (outbound/); until then, nothing leaves.
+        return _usage(
+            "sending abuse reports is not available yet: write the report with --out and "
+            "send it from your mail program"
+        )
+    if args.attach < 1:
+        return _usage(f"--attach must be at least 1, not {args.attach}")
+    for option, value in (("--to", args.to), ("--from", args.sender)):
+        if value is not None and not valid_address(value):
+            return _usage(f"{option} {value!r} is not a plain address such as abuse@example.net")
+    if args.out.exists() or args.out.is_symlink():
+        return _usage(f"{args.out} already exists; reports never overwrite")
+    loaded = load(args)
+    tenant = open_tenant(loaded.settings)
+    try:
+        rows = tenant.vault.rows()
+        problem = _unknown([args.offender], [o.name for o in loaded.settings.offenders], rows)
+        if problem:
+            return _usage(problem)
+        evidence = select(rows, tenant=tenant.name, criteria=Criteria(offenders=(args.offender,)))
+        origs = [
+            original(item, read_blob(tenant.vault, item.sha256, f"item seq {item.seq}"))
+            for item in evidence.items
+            if item.channel == "mail"
+        ]
+    finally:
+        tenant.close()
+    if not origs:
+        return _usage(f"no archived mail from offender {args.offender!r}")
+    by_domain: dict[str, list[Original]] = {}
+    for o in origs:
+        by_domain.setdefault(o.domain, []).append(o)
+    domain = (args.domain or "").lower() or max(by_domain, key=lambda d: len(by_domain[d]))
+    chosen = by_domain.get(domain)
+    if not chosen:
+        return _usage(f"no archived mail from {args.offender!r} was sent from {domain!r}")
+    to = args.to or (f"abuse@{domain}" if domain else "")
+    sender = args.sender or next((o.recipient for o in chosen if o.recipient), "")
+    if not valid_address(to):
+        return _usage("cannot tell the sending domain: give --to")
+    if not valid_address(sender):
+        return _usage("cannot tell the address the offender wrote to: give --from")
+    report = build_report(
+        chosen,
+        offender=args.offender,
+        to=to,
+        sender=sender,
+        now=datetime.now(UTC),
+        version=__version__,
+        attach=args.attach,
+    )
+    write_durably(args.out, report.data)
+    print(f"wrote {args.out} ({len(report.data)} bytes), not sent")
+    print(f"  To:       {report.to}")
+    print(f"  From:     {report.sender}")
+    print(f"  Subject:  {report.subject}")
+    print(f"  messages: {report.listed} listed, {report.attached} attached unaltered")
+    others = {d: len(v) for d, v in by_domain.items() if d != domain}
+    for d, n in sorted(others.items()):
+        print(f"  also:     {n} messages from {d or '(no domain)'}: use --domain {d}")
+    return EXIT_OK

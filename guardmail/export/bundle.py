@@ -1,0 +1,237 @@
+"""Writing an export bundle from a vault (layout and invariants: see ``guardmail.export``).
+
+Contracts:
+- ``write_bundle`` re-hashes every blob it copies and raises ExportError, leaving nothing at the
+  target path, if a blob is missing or its bytes are not the journaled SHA-256.
+- ``SHA256SUMS`` lists every other file, in the order written; ``manifest.json`` and
+  ``journal.jsonl`` are UTF-8 JSON with sorted keys.
+- After the bundle is in place the vault keeps a copy of its SHA256SUMS (as a blob) and journals
+  an ``export`` entry naming that file's SHA-256: the owner can later show which bundle was
+  handed over.
+- Time is a parameter: ``now`` stamps the report, the manifest and the journal entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from guardmail.errors import VaultUnavailable
+from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
+from guardmail.export.chart import timeline_png
+from guardmail.export.details import Details, describe, message_text, subject_of
+from guardmail.export.html import render_html
+from guardmail.export.pdf import render_pdf
+from guardmail.export.readme import readme, verification
+from guardmail.export.selection import Evidence
+from guardmail.export.sink import Sink, ZipSink, open_sink
+from guardmail.export.summary import WarningView, build
+from guardmail.vault.store import Vault
+
+REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
+
+# progress(stage, done, total): called as items are copied and as the PDF lays them out.
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleResult:
+    path: Path
+    items: int
+    warnings: int
+    sums_sha256: str  # SHA-256 of the bundle's SHA256SUMS file
+    journal_seq: int  # seq of the ``export`` entry recorded in the vault
+    size: int  # bytes on disk (the zip, or the folder's files)
+
+
+def read_blob(vault: Vault, sha256: str, what: str) -> bytes:
+    try:
+        raw = vault.blobs.get(sha256)
+    except OSError as exc:
+        raise ExportError(f"{what}: blob {sha256} cannot be read: {exc}") from exc
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise ExportError(
+            f"{what}: blob {sha256} is altered (SHA-256 mismatch); "
+            "run 'guardmail evidence verify' and export nothing until it is resolved"
+        )
+    return raw
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, sort_keys=True, indent=1) + "\n").encode()
+
+
+def manifest(evidence: Evidence, *, now: datetime, version: str) -> dict[str, Any]:
+    first = evidence.journal[0] if evidence.journal else None
+    last = evidence.journal[-1] if evidence.journal else None
+    c = evidence.criteria
+    return {
+        "format": FORMAT,
+        "generated_at": now.isoformat(),
+        "generator": f"guardmail {version}",
+        "tenant": evidence.tenant,
+        "offenders": list(evidence.offenders),
+        "criteria": {
+            "offenders": list(c.offenders),
+            "since": c.since.isoformat() if c.since else None,
+            "until": c.until.isoformat() if c.until else None,
+        },
+        "journal": {
+            "file": JOURNAL,
+            "first_seq": first.seq if first else None,
+            "last_seq": last.seq if last else None,
+            "first_prev_hash": first.prev_hash if first else None,
+            "last_hash": last.hash if last else None,
+            "vault_head_seq": evidence.head.seq if evidence.head else None,
+            "vault_head_hash": evidence.head.hash if evidence.head else None,
+        },
+        "items": [
+            {
+                "file": i.file,
+                "seq": i.seq,
+                "sha256": i.sha256,
+                "size": i.size,
+                "received_at": i.received_at.isoformat(),
+                "archived_at": i.archived_at,
+                "channel": i.channel,
+                "account": i.account,
+                "source_ref": i.source_ref,
+                "offender": i.offender,
+                "rule": i.rule,
+                "header": i.header,
+                "action": i.action,
+                "done": i.done,
+                "subject": i.subject,
+                "message_id": i.message_id,
+                "date": i.date,
+            }
+            for i in evidence.items
+        ],
+        "warnings": [
+            {
+                "file": w.file,
+                "seq": w.seq,
+                "sha256": w.sha256,
+                "offender": w.offender,
+                "to": w.to,
+                "sent_at": w.sent_at,
+                "message_id": w.message_id,
+            }
+            for w in evidence.warnings
+        ],
+        "reports": [REPORT_PDF, REPORT_HTML],
+    }
+
+
+def journal_lines(evidence: Evidence) -> bytes:
+    return "".join(
+        json.dumps(
+            {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, "body": r.body},
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+        + "\n"
+        for r in evidence.journal
+    ).encode()
+
+
+def _fill(
+    sink: Sink, vault: Vault, evidence: Evidence, now: datetime, version: str, progress: Progress
+) -> None:
+    total = len(evidence.items)
+    details: list[Details] = []
+    for n, item in enumerate(evidence.items, start=1):
+        raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
+        sink.add(item.file, raw)
+        details.append(describe(raw, channel=item.channel, subject=item.subject))
+        progress("copying items", n, total)
+    warnings: list[WarningView] = []
+    for w in evidence.warnings:
+        raw = read_blob(vault, w.sha256, f"warning seq {w.seq}")
+        sink.add(w.file, raw)
+        warnings.append(WarningView(warning=w, subject=subject_of(raw), text=message_text(raw)))
+    sink.add(JOURNAL, journal_lines(evidence))
+    sink.add(MANIFEST, _json(manifest(evidence, now=now, version=version)))
+    report = build(
+        evidence,
+        details=details,
+        warnings=warnings,
+        now=now,
+        version=version,
+        verification=verification(evidence),
+    )
+    chart = timeline_png(report.per_day)
+    sink.add(REPORT_HTML, render_html(report, chart_png=chart).encode())
+    progress("report.pdf", 0, len(evidence.items))  # the cover and item table come first
+    pdf = render_pdf(report, chart_png=chart, progress=lambda d, t: progress("report.pdf", d, t))
+    sink.add(REPORT_PDF, pdf)
+    text = readme(evidence, generated_at=f"{now:%Y-%m-%d %H:%M} UTC", version=version)
+    sink.add(README, text.encode())
+
+
+def sums_file(sums: list[tuple[str, str]]) -> bytes:
+    """``sha256sum`` output format: 64 hex digits, two spaces, the file name."""
+    return "".join(f"{digest}  {name}\n" for name, digest in sums).encode()
+
+
+def write_bundle(
+    vault: Vault,
+    evidence: Evidence,
+    out: Path,
+    *,
+    now: datetime,
+    version: str,
+    progress: Progress | None = None,
+) -> BundleResult:
+    """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
+
+    FileExistsError if ``out`` exists; ExportError if a blob is missing or altered.
+    """
+    sink = open_sink(out, now)
+    try:
+        _fill(sink, vault, evidence, now, version, progress or (lambda stage, done, total: None))
+        sums = sums_file(sink.sums)
+        sink.add(SUMS, sums)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    sums_sha = hashlib.sha256(sums).hexdigest()
+    fields: dict[str, Any] = {
+        "bundle": str(out.absolute()),
+        "form": "zip" if isinstance(sink, ZipSink) else "folder",
+        "items": len(evidence.items),
+        "warnings": len(evidence.warnings),
+        "offenders": list(evidence.offenders),
+        "first_seq": evidence.journal[0].seq if evidence.journal else None,
+        "last_seq": evidence.journal[-1].seq if evidence.journal else None,
+        "since": evidence.criteria.since.isoformat() if evidence.criteria.since else None,
+        "until": evidence.criteria.until.isoformat() if evidence.criteria.until else None,
+        "sha256sums": sums_sha,
+    }
+    if isinstance(sink, ZipSink):
+        with out.open("rb") as f:
+            fields["zip_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        size = out.stat().st_size
+    else:
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    try:
+        vault.blobs.put(sums, sums_sha)
+        row = vault.record("export", fields, now=now, sha256=sums_sha)
+    except (OSError, VaultUnavailable) as exc:
+        raise ExportError(
+            f"the bundle {out} is complete, but the vault could not journal the export: {exc}"
+        ) from exc
+    return BundleResult(
+        path=out,
+        items=len(evidence.items),
+        warnings=len(evidence.warnings),
+        sums_sha256=sums_sha,
+        journal_seq=row.seq,
+        size=size,
+    )

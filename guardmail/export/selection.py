@@ -1,0 +1,240 @@
+"""Which journal entries an export covers: items by offender and date, warnings, the journal run.
+
+Contracts:
+- Offenders match by name ignoring case; with none given, every offender is exported.
+- ``since``/``until`` are inclusive calendar dates (UTC) compared with each item's ``received_at``.
+- Items come in journal order (seq), which is the order the vault took them.
+- ``Evidence.journal`` is the contiguous run of rows from the lowest to the highest seq among the
+  exported items, their ``action`` rows and the exported offenders' ``warning`` rows, including
+  every row in between: a third party recomputes the chain over it from its first ``prev_hash``.
+- Reading only: nothing here writes to the vault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from guardmail.export import ExportError
+from guardmail.storage.base import JournalRow
+from guardmail.vault import journal
+
+EXTENSIONS = {"mail": "eml", "xmpp": "xml"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Criteria:
+    """What the operator asked for. Empty ``offenders`` means all of them."""
+
+    offenders: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportItem:
+    """One archived item as exported: its journal facts and its name in the bundle."""
+
+    index: int  # 1-based position in the bundle
+    seq: int
+    sha256: str
+    size: int
+    file: str  # bundle-relative, e.g. items/0001-20261125T120000Z-seq17.eml
+    received_at: datetime  # UTC
+    archived_at: str
+    channel: str
+    account: str
+    source_ref: str
+    offender: str
+    rule: str
+    header: str
+    action: str
+    done: str  # what the source did, from the matching ``action`` row ("" if none recorded)
+    subject: str
+    message_id: str
+    date: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SentWarning:
+    """A journaled ``warning`` entry: its blob holds the exact bytes sent."""
+
+    seq: int
+    sha256: str
+    file: str
+    offender: str
+    to: str
+    sent_at: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    tenant: str
+    criteria: Criteria
+    offenders: tuple[str, ...]  # as journaled, in order of first appearance
+    items: tuple[ExportItem, ...]
+    warnings: tuple[SentWarning, ...]
+    journal: tuple[JournalRow, ...]
+    head: JournalRow | None  # the vault's last row when the selection was made
+
+
+def _text(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    return "" if value is None else str(value)
+
+
+def received_at(body: dict[str, Any]) -> datetime:
+    """The item's ``received_at`` in UTC (the journal time when missing or naive)."""
+    for key in ("received_at", "time"):
+        raw = body.get(key)
+        if isinstance(raw, str):
+            try:
+                when = datetime.fromisoformat(raw)
+            except ValueError:
+                continue
+            return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    return datetime.min.replace(tzinfo=UTC)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe, lower-case form of an offender name (``Jo Smith!`` -> ``jo-smith``)."""
+    out = "".join(c if c.isascii() and c.isalnum() else "-" for c in name.casefold())
+    return "-".join(part for part in out.split("-") if part)[:60] or "offender"
+
+
+def journaled_offenders(rows: Iterable[JournalRow]) -> list[str]:
+    """Offender names of archived entries, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        if row.kind == "archived":
+            name = journal.entry(row).get("offender")
+            if isinstance(name, str) and name:
+                seen.setdefault(name, None)
+    return list(seen)
+
+
+def unknown_offenders(requested: Sequence[str], known: Iterable[str]) -> list[str]:
+    """The requested names that match none of ``known``, ignoring case."""
+    folded = {k.casefold() for k in known}
+    return [name for name in requested if name.casefold() not in folded]
+
+
+def _item_file(index: int, width: int, when: datetime, seq: int, channel: str) -> str:
+    ext = EXTENSIONS.get(channel, "bin")
+    return f"items/{index:0{width}d}-{when:%Y%m%dT%H%M%SZ}-seq{seq}.{ext}"
+
+
+def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Evidence:
+    """The evidence ``criteria`` pick out of a tenant's journal ``rows`` (all of them, seq order).
+
+    Raises ExportError when the rows do not form an intact chain: an export must never launder a
+    tampered journal into a bundle that verifies.
+    """
+    problems = journal.check_chain(rows)
+    if problems:
+        listed = "; ".join(str(p) for p in problems[:5])
+        raise ExportError(
+            f"the vault's journal fails verification ({listed}); "
+            "run 'guardmail evidence verify' before exporting"
+        )
+    wanted = {o.casefold() for o in criteria.offenders}
+    bodies = {row.seq: journal.entry(row) for row in rows}
+    picked: list[tuple[JournalRow, dict[str, Any], datetime]] = []
+    for row in rows:
+        if row.kind != "archived" or row.sha256 is None:
+            continue
+        body = bodies[row.seq]
+        offender = _text(body, "offender")
+        if wanted and offender.casefold() not in wanted:
+            continue
+        when = received_at(body)
+        day = when.date()
+        if criteria.since is not None and day < criteria.since:
+            continue
+        if criteria.until is not None and day > criteria.until:
+            continue
+        picked.append((row, body, when))
+
+    picked_seqs = {row.seq for row, _, _ in picked}
+    done: dict[int, str] = {}
+    action_seqs: list[int] = []
+    for row in rows:
+        if row.kind == "action":
+            archived_seq = bodies[row.seq].get("archived_seq")
+            if isinstance(archived_seq, int) and archived_seq in picked_seqs:
+                done[archived_seq] = _text(bodies[row.seq], "done")
+                action_seqs.append(row.seq)
+
+    width = max(4, len(str(len(picked))))
+    items = tuple(
+        ExportItem(
+            index=i,
+            seq=row.seq,
+            sha256=row.sha256 or "",
+            size=int(body.get("size") or 0),
+            file=_item_file(i, width, when, row.seq, _text(body, "channel")),
+            received_at=when,
+            archived_at=_text(body, "time"),
+            channel=_text(body, "channel"),
+            account=_text(body, "account"),
+            source_ref=row.source_ref or _text(body, "source_ref"),
+            offender=_text(body, "offender"),
+            rule=_text(body, "rule"),
+            header=_text(body, "header"),
+            action=_text(body, "action"),
+            done=done.get(row.seq, ""),
+            subject=_text(body, "subject"),
+            message_id=_text(body, "message_id"),
+            date=_text(body, "date"),
+        )
+        for i, (row, body, when) in enumerate(picked, start=1)
+    )
+    offenders = tuple(dict.fromkeys(item.offender for item in items))
+    warnings = _warnings(rows, bodies, {o.casefold() for o in offenders})
+    seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings)]
+    run: tuple[JournalRow, ...] = ()
+    if seqs:
+        lo, hi = min(seqs), max(seqs)
+        run = tuple(row for row in rows if lo <= row.seq <= hi)
+    return Evidence(
+        tenant=tenant,
+        criteria=criteria,
+        offenders=offenders,
+        items=items,
+        warnings=warnings,
+        journal=run,
+        head=rows[-1] if rows else None,
+    )
+
+
+def _warnings(
+    rows: Sequence[JournalRow], bodies: dict[int, dict[str, Any]], offenders: set[str]
+) -> tuple[SentWarning, ...]:
+    found: list[SentWarning] = []
+    names: dict[str, int] = {}
+    for row in rows:
+        if row.kind != "warning" or row.sha256 is None:
+            continue
+        body = bodies[row.seq]
+        offender = _text(body, "offender")
+        if offender.casefold() not in offenders:
+            continue
+        # At most one warning per offender is ever sent; should there be more, none is dropped.
+        base = f"warning-{slug(offender)}"
+        names[base] = names.get(base, 0) + 1
+        name = base if names[base] == 1 else f"{base}-{names[base]}"
+        found.append(
+            SentWarning(
+                seq=row.seq,
+                sha256=row.sha256,
+                file=f"{name}.eml",
+                offender=offender,
+                to=_text(body, "to"),
+                sent_at=_text(body, "sent_at"),
+                message_id=_text(body, "message_id"),
+            )
+        )
+    return tuple(found)

@@ -1,0 +1,152 @@
+"""The printable report: counts, dates and hashes a reader can see, hostile text kept inert."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from guardmail.export.chart import timeline_png
+from tests.unit.test_export import HOSTILE, WARNING, Case, export, make_case
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Case, Path]]:
+    case = make_case(tmp_path_factory.mktemp("report"))
+    yield case, export(case, "bundle").path
+    case.storage.close()
+
+
+def pdf_text(path: Path) -> str:
+    out = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, check=True)
+    return out.stdout.decode()
+
+
+def test_pdf_cover_names_who_what_period_how_many_when_and_version(
+    bundle: tuple[Case, Path],
+) -> None:
+    text = pdf_text(bundle[1] / "report.pdf")
+    cover = text.split("\f")[0]
+    assert "Evidence report" in cover
+    assert "jane" in cover and "Jo Stalker, Burner" in cover
+    assert "2026-11-20 to 2026-11-23" in cover
+    assert "2026-11-20 09:30:00 – 2026-11-23 09:30:00" in cover
+    assert "4 (mail: 3, xmpp: 1)" in cover
+    assert "2026-11-25 12:00:00 by guardmail 9.9" in cover
+    per_offender = [line.split() for line in cover.splitlines() if "2026-11-2" in line]
+    assert ["Jo", "Stalker", "3"] in [words[:3] for words in per_offender]
+    assert ["Burner", "1"] in [words[:2] for words in per_offender]
+
+
+def test_pdf_lists_every_items_hash_and_date_with_summary_before_detail(
+    bundle: tuple[Case, Path],
+) -> None:
+    case, path = bundle
+    text = pdf_text(path / "report.pdf")
+    for raw in case.raws:
+        digest = hashlib.sha256(raw).hexdigest()
+        assert digest in text  # whole, in the item's detail
+        assert text.count(digest[:32]) >= 2 and text.count(digest[32:]) >= 2  # and in the table
+    for day in ("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"):
+        assert day in text
+    order = [text.index(s) for s in ("Timeline", "Per offender", "How to verify", "Items (4)")]
+    assert order == sorted(order)
+    assert text.index("Items (4)") < text.index("Item details")
+
+
+def test_pdf_shows_the_warning_its_date_and_text(bundle: tuple[Case, Path]) -> None:
+    text = pdf_text(bundle[1] / "report.pdf")
+    assert "Warning sent to Jo Stalker" in text
+    assert "2026-11-21T12:30:00+00:00" in text
+    assert "Do not contact me again. Any further message goes to the police." in text
+    assert hashlib.sha256(WARNING).hexdigest() in text
+
+
+def test_pdf_prints_headers_and_hostile_text_literally(bundle: tuple[Case, Path]) -> None:
+    text = pdf_text(bundle[1] / "report.pdf")
+    assert HOSTILE in text  # escaped for reportlab's markup, so shown, not parsed
+    assert "Message-ID: <m2@stalk.example>" in text
+    assert "I am watching you every day" in text  # first words stand in for a missing subject
+    assert "sha256sum -c SHA256SUMS" in text
+
+
+def test_html_escapes_a_script_in_a_subject_and_embeds_the_chart(
+    bundle: tuple[Case, Path],
+) -> None:
+    html = (bundle[1] / "report.html").read_text()
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "default-src 'none'" in html
+    assert 'src="data:image/png;base64,iVBORw0KGgo' in html
+    assert "4 (mail: 3, xmpp: 1)" in " ".join(html.split())
+
+
+def test_timeline_is_a_png_even_for_a_single_day_or_none() -> None:
+    for per_day in ({}, {"A $x$": {date(2026, 1, 1): 3}}):
+        png = timeline_png(per_day)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
+    from guardmail.export.pdf import render_pdf
+    from guardmail.export.selection import ExportItem
+    from guardmail.export.summary import Report, Row
+
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = tuple(
+        Row(
+            item=ExportItem(
+                index=i,
+                seq=i,
+                sha256="ab" * 32,
+                size=10,
+                file=f"items/{i:04d}.eml",
+                received_at=when,
+                archived_at="",
+                channel="mail",
+                account="a",
+                source_ref="r",
+                offender="O",
+                rule="r",
+                header="From",
+                action="block",
+                done="",
+                subject="s",
+                message_id="",
+                date="",
+            ),
+            sender="x" * 300,
+            title="word " * 200,
+            headers=(("X-Long", "y" * 5000),) * 3,
+        )
+        for i in range(1, 301)
+    )
+    report = Report(
+        tenant="t",
+        offenders=("O",),
+        since=None,
+        until=None,
+        first=when,
+        last=when,
+        generated_at=when,
+        version="1",
+        rows=rows,
+        warnings=(),
+        per_offender=(),
+        per_channel=(("mail", 300),),
+        per_day={"O": {when.date(): 300}},
+        journal_first=1,
+        journal_last=300,
+        verification="",
+    )
+    seen: list[int] = []
+    pdf = render_pdf(
+        report, chart_png=timeline_png(report.per_day), progress=lambda d, t: seen.append(d)
+    )
+    (tmp_path / "r.pdf").write_bytes(pdf)
+    assert seen[-1] == 300
+    assert "Items (300)" in pdf_text(tmp_path / "r.pdf")
