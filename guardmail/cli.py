@@ -16,7 +16,9 @@ from guardmail.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
     basic,
+    client,
     evidence,
+    report,
     service,
     sieve,
     status,
@@ -27,7 +29,7 @@ from guardmail.errors import ConfigError, GuardmailError
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
 # Each module registers its subcommands (see guardmail/commands/__init__.py).
-COMMAND_MODULES = (basic, evidence, service, sieve, status, warn)
+COMMAND_MODULES = (basic, evidence, service, sieve, status, warn, report, client)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         default=os.environ.get("GUARDMAIL_CONFIG", DEFAULT_CONFIG),
         help=f"configuration file (default: $GUARDMAIL_CONFIG or {DEFAULT_CONFIG})",
+    )
+    p.add_argument(
+        "--tenant",
+        metavar="NAME",
+        help="for an ISP: a tenant of sources.smtp_filter.tenants_dir (evidence, warn, status)",
     )
     p.add_argument("--version", action="version", version=f"guardmail {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

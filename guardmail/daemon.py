@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 
 from guardmail import logs
+from guardmail.control import ControlServer
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.observe import Board
@@ -22,6 +23,8 @@ from guardmail.sdnotify import Notifier, watchdog_loop
 from guardmail.settings import LoadedConfig, load_config
 from guardmail.sources.imap import ImapSource
 from guardmail.sources.maildir import MaildirSource
+from guardmail.sources.smtp_filter import SmtpFilterSource
+from guardmail.sources.xmpp import XmppSource
 from guardmail.tenant import Tenant, open_tenant
 
 STATUS_SECONDS = 5.0
@@ -35,7 +38,7 @@ class Daemon:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         self.tenant: Tenant = open_tenant(config.settings)
-        self.sources: list[MaildirSource | ImapSource] = [
+        self.sources: list[MaildirSource | ImapSource | XmppSource | SmtpFilterSource] = [
             MaildirSource(
                 path=m.path,
                 account=m.name or str(m.path),
@@ -55,8 +58,29 @@ class Daemon:
             )
             for i in config.settings.sources.imap
         ]
+        self.sources += [
+            XmppSource(
+                cfg=x,
+                tenant=self.tenant.name,
+                pipeline=self.tenant.pipeline,
+                storage=self.tenant.storage,
+            )
+            for x in config.settings.sources.xmpp
+        ]
+        self.smtp_filter: SmtpFilterSource | None = None
+        if config.settings.sources.smtp_filter is not None:
+            # Loads tenants.d; a bad tenant file raises ConfigError (exit 2 with file:line).
+            self.smtp_filter = SmtpFilterSource.open(config.settings, reserved={self.tenant.name})
+            self.sources.append(self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)
+        # The local control socket client plugins and `guardmail report` talk to.
+        self.control = ControlServer(
+            state_dir=config.settings.state_dir,
+            config=lambda: self.config,
+            tenant=self.tenant,
+            on_change=self._reload_notified,  # apply a reported offender at once
+        )
         self.notifier = Notifier.from_env()
 
     def reload(self) -> bool:
@@ -64,6 +88,8 @@ class Daemon:
 
         Returns True when the new configuration was applied.
         """
+        if self.smtp_filter is not None:
+            self.smtp_filter.reload_tenants()  # tenants.d does not depend on the main file
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -86,6 +112,8 @@ class Daemon:
         for source in self.sources:
             if isinstance(source, MaildirSource):
                 source.rejudge()
+            elif isinstance(source, XmppSource):
+                source.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
         event("config.reloaded", offenders=len(new.settings.offenders))
         return True
 
@@ -140,6 +168,7 @@ class Daemon:
                     group.create_task(source.run())
                 group.create_task(ConfigWatcher(lambda: self.config, self._reload_notified).run())
                 group.create_task(self._publish_status())
+                group.create_task(self.control.run())
                 group.create_task(self._wait_for_stop())
                 self.notifier.ready(self._status())
         except* _Shutdown:

@@ -233,12 +233,21 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     maildirs = [m.model_copy(update={"path": base / m.path}) for m in settings.sources.maildir]
     imaps = [i.resolved(base) for i in settings.sources.imap]
+    xmpps = [x.resolved(base) for x in settings.sources.xmpp]
+    smtp_filter = f.resolved(base) if (f := settings.sources.smtp_filter) else None
     final = settings.model_copy(
         update={
             "state_dir": base / settings.state_dir,
             "offenders": [*settings.offenders, *loaded.offenders],
             "offenders_files": loaded.patterns,
-            "sources": settings.sources.model_copy(update={"maildir": maildirs, "imap": imaps}),
+            "sources": settings.sources.model_copy(
+                update={
+                    "maildir": maildirs,
+                    "imap": imaps,
+                    "xmpp": xmpps,
+                    "smtp_filter": smtp_filter,
+                }
+            ),
             "warning": settings.warning.resolved(base) if settings.warning else None,
         }
     )

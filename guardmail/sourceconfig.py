@@ -1,4 +1,5 @@
-"""Configuration of the sources (Maildir, IMAP): validated at the config edge like settings.py.
+"""Configuration of the sources (Maildir, IMAP, SMTP filter): validated at the config edge like
+settings.py.
 
 Contracts:
 - Secrets are never inline: an IMAP password comes from ``password_file`` or ``password_command``
@@ -7,6 +8,8 @@ Contracts:
 - TLS certificates are verified by default; ``ca_file`` adds a private CA, it does not disable
   verification.
 - Account names are unique: they key checkpoints and evidence.
+- The SMTP filter listens on loopback only: it relays what it is given to a next hop that trusts
+  it, so anywhere else it would be an open relay.
 """
 
 from __future__ import annotations
@@ -128,6 +131,178 @@ class ImapSourceConfig(BaseModel):
         return self.model_copy(update=update)
 
 
+def _host_port(value: str) -> str:
+    host, port = split_host_port(value)
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"{value!r} is not HOST:PORT (like 127.0.0.1:10025, or [::1]:10025 for IPv6)"
+        )
+    return value.strip()
+
+
+def split_host_port(value: str) -> tuple[str, str]:
+    """``("127.0.0.1", "10025")`` from ``127.0.0.1:10025``; ``[::1]:25`` gives ``("::1", "25")``."""
+    host, _, port = value.strip().rpartition(":")
+    return host.removeprefix("[").removesuffix("]"), port
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+class SmtpFilterConfig(BaseModel):
+    """guardmail as a Postfix content filter for an ISP: one file per protected customer.
+
+    Postfix hands each message to ``listen``; guardmail judges it for every recipient against
+    that recipient's tenant (a file in ``tenants_dir``) and re-injects what may pass to
+    ``next_hop`` unchanged. See plugins/postfix/README.md for the master.cf wiring.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    listen: HostPort = "127.0.0.1:10025"
+    """Where Postfix hands mail to guardmail (a loopback address and port)."""
+    next_hop: HostPort = "127.0.0.1:10026"
+    """The Postfix smtpd that takes re-injected mail (FILTER_README's 127.0.0.1:10026)."""
+    mode: Literal["after_queue", "before_queue"] = "after_queue"
+    """after_queue (content_filter: never bounces) or before_queue (smtpd_proxy_filter: a block
+    is refused with 550 while the sender is still connected)."""
+    tenants_dir: Path = Path("/etc/guardmail/tenants.d")
+    """One YAML file per protected customer; re-read when a file changes."""
+    recipient_delimiter: str = "+"
+    """As Postfix's recipient_delimiter: alice+tag@ is routed like alice@ (empty: off)."""
+    hostname: NonEmpty = "localhost"
+    """The name guardmail greets with, to Postfix and to the next hop."""
+    timeout_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    """Limit for each reply from the next hop (and for an idle Postfix connection)."""
+
+    @model_validator(mode="after")
+    def _loopback(self) -> SmtpFilterConfig:
+        host, _ = split_host_port(self.listen)
+        if not is_loopback(host):
+            raise ValueError(
+                f"listen: {self.listen!r} is not a loopback address; the filter re-injects "
+                "whatever it is given into a next hop that trusts it, so anywhere else it "
+                "would be an open relay (run guardmail beside Postfix, on 127.0.0.1)"
+            )
+        if any(c.isspace() or c == "@" for c in self.recipient_delimiter):
+            raise ValueError(
+                f"recipient_delimiter {self.recipient_delimiter!r} may not hold spaces or '@'"
+            )
+        return self
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, port = split_host_port(self.listen)
+        return host, int(port)
+
+    @property
+    def next_hop_address(self) -> tuple[str, int]:
+        host, port = split_host_port(self.next_hop)
+        return host, int(port)
+
+    def resolved(self, base: Path) -> SmtpFilterConfig:
+        """With a relative ``tenants_dir`` made absolute under ``base``."""
+        return self.model_copy(update={"tenants_dir": base / self.tenants_dir})
+
+
+def _bare_jid(value: str) -> str:
+    jid = value.strip()
+    local, at, domain = jid.partition("@")
+    if (
+        not local
+        or not at
+        or not domain
+        or "/" in jid
+        or "@" in domain
+        or any(c.isspace() for c in jid)
+    ):
+        raise ValueError(
+            f"{value!r} is not a bare account JID like victim@example.org "
+            "(a local part, '@', a domain; no resource)"
+        )
+    return jid
+
+
+BareJid = Annotated[str, AfterValidator(_bare_jid)]
+
+
+class XmppSourceConfig(BaseModel):
+    """An XMPP account watched by its own client resource (negative priority, so it never takes
+    messages from the person's own clients): messages, carbons, the server archive (MAM) and
+    subscription requests are judged; offenders' stanzas are archived byte-exact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: NonEmpty
+    """Account name: unique; recorded in evidence and checkpoints."""
+    jid: BareJid
+    """The watched account's bare JID, e.g. victim@example.org."""
+    resource: NonEmpty = "guardmail"
+    """guardmail's own resource on the account (the person's clients keep theirs)."""
+    password_file: Path | None = None
+    """File holding the password (first line); keep it 0600."""
+    password_command: list[NonEmpty] | None = None
+    """Command (argv list) that prints the password, e.g. [pass, show, xmpp/personal]."""
+    host: NonEmpty | None = None
+    """Server host name or address; default: DNS SRV records of the JID's domain."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port when host is set. Default: 5222 (5223 for tls: implicit)."""
+    tls: TlsMode = "starttls"
+    """starttls, implicit (direct TLS), or none (loopback hosts only). The certificate must be
+    valid for the JID's domain, whatever host is connected to."""
+    ca_file: Path | None = None
+    """PEM file of a private CA to trust in addition to the system's."""
+    strangers: Literal["allow", "quarantine"] = "allow"
+    """Messages from JIDs not in the roster: allow, or quarantine (archived, never
+    acknowledged). Subscription requests from strangers are left alone either way."""
+    server_block: bool = False
+    """Keep block offenders' jids and domains in the server blocklist (XEP-0191). The server
+    then drops their stanzas before any archive: later attempts are no longer documented."""
+    send_presence: bool = True
+    """Send presence (priority -1). Needed for carbons while none of the person's own clients
+    is online, and for pending subscription requests; contacts with a presence subscription see
+    an extra online resource. Without it, such messages are found at the next archive sync."""
+    mam_sync_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    """Read the server archive (MAM) this often, besides at every (re)connect: it holds what
+    carbons do not copy (private messages from group chats, on Prosody)."""
+    ping_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    """Keepalive ping (XEP-0199) period; no answer within timeout_seconds means reconnect."""
+    timeout_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """Limit for connecting and logging in, and for each request to the server."""
+
+    @model_validator(mode="after")
+    def _secure(self) -> XmppSourceConfig:
+        if (self.password_file is None) == (self.password_command is None):
+            raise ValueError(
+                f"XMPP account {self.name!r} needs exactly one of password_file or "
+                "password_command (passwords are never written in the config itself)"
+            )
+        target = self.host or self.domain
+        if self.tls == "none" and not is_loopback(target):
+            raise ValueError(
+                f"tls: none would send the password for {self.name!r} to {target!r} "
+                "in clear; it is allowed only for loopback hosts (use starttls or implicit)"
+            )
+        return self
+
+    @property
+    def domain(self) -> str:
+        return self.jid.partition("@")[2]
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (5223 if self.tls == "implicit" else 5222)
+
+    def resolved(self, base: Path) -> XmppSourceConfig:
+        """With relative file paths made absolute under ``base``."""
+        update: dict[str, Path] = {}
+        if self.password_file is not None:
+            update["password_file"] = base / self.password_file
+        if self.ca_file is not None:
+            update["ca_file"] = base / self.ca_file
+        return self.model_copy(update=update)
+
+
 class SourcesConfig(BaseModel):
     """Where mail and messages come from."""
 
@@ -137,6 +312,10 @@ class SourcesConfig(BaseModel):
     """Local Maildirs."""
     imap: list[ImapSourceConfig] = []
     """IMAP mailboxes."""
+    smtp_filter: SmtpFilterConfig | None = None
+    """guardmail as a Postfix content filter for many tenants (tenants_dir)."""
+    xmpp: list[XmppSourceConfig] = []
+    """XMPP accounts."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> SourcesConfig:
@@ -144,4 +323,12 @@ class SourcesConfig(BaseModel):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"IMAP account names must be unique; repeated: {repeated}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_xmpp_names(self) -> SourcesConfig:
+        names = [x.name for x in self.xmpp]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"XMPP account names must be unique; repeated: {repeated}")
         return self

@@ -2,7 +2,7 @@
 # Debian packages the integration tests start (idempotent; needs root and apt-get).
 # The system services these packages ship are never used: tests run private instances.
 set -euo pipefail
-PKGS="dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-managesieved prosody postfix ca-certificates openssl poppler-utils"
+PKGS="dovecot-imapd dovecot-lmtpd dovecot-sieve dovecot-managesieved prosody postfix ca-certificates openssl poppler-utils imapfilter neomutt tmux xvfb xdotool thunderbird gajim dbus imagemagick zip"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

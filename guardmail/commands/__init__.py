@@ -11,7 +11,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from guardmail.settings import LoadedConfig, load_config
+from guardmail.errors import GuardmailError
+from guardmail.settings import LoadedConfig, Settings, load_config
+from guardmail.tenants import load_tenants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,6 +27,22 @@ else:
 def load(args: argparse.Namespace) -> LoadedConfig:
     """The configuration named by ``-c``; ConfigError propagates to ``cli.main`` (exit 2)."""
     return load_config(Path(args.config))
+
+
+def tenant_settings(args: argparse.Namespace, loaded: LoadedConfig) -> Settings:
+    """The settings of the tenant ``--tenant`` names (an ISP's tenants.d), else the main one."""
+    name = getattr(args, "tenant", None)
+    if not name or name == loaded.settings.tenant:
+        return loaded.settings
+    smtp_filter = loaded.settings.sources.smtp_filter
+    if smtp_filter is None:
+        raise GuardmailError(f"--tenant {name!r}: this config has no sources.smtp_filter tenants")
+    tenants = load_tenants(smtp_filter.tenants_dir, reserved={loaded.settings.tenant})
+    for tenant in tenants.tenants:
+        if tenant.name == name:
+            return tenant.settings(state_dir=loaded.settings.state_dir)
+    known = ", ".join(t.name for t in tenants.tenants) or "none"
+    raise GuardmailError(f"no tenant named {name!r} in {smtp_filter.tenants_dir} (known: {known})")
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Subparsers", "load"]

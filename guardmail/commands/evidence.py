@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from guardmail import __version__
-from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.export import BundleUnreadable
 from guardmail.export.arf import Original, build_report, original, valid_address
 from guardmail.export.progress import ProgressLine
@@ -98,7 +98,7 @@ def _usage(message: str) -> int:
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     loaded = load(args)
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     try:
         vault = tenant.vault
         if args.evidence_command == "list":
@@ -144,7 +144,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is not None:
         return _verify_bundle(args.path)
     loaded = load(args)
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     try:
         vault = tenant.vault
         problems = verify_vault(vault)
@@ -181,7 +181,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out.exists() or args.out.is_symlink():
         return _usage(f"{args.out} already exists; exports never overwrite")
     loaded = load(args)
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     try:
         rows = tenant.vault.rows()
         problem = _unknown(args.offender, [o.name for o in loaded.settings.offenders], rows)
@@ -256,7 +256,7 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
     if args.out.exists() or args.out.is_symlink():
         return _usage(f"{args.out} already exists; reports never overwrite")
     loaded = load(args)
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     try:
         rows = tenant.vault.rows()
         problem = _unknown([args.offender], [o.name for o in loaded.settings.offenders], rows)

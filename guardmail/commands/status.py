@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from guardmail.commands import EXIT_FAILED, EXIT_OK, Subparsers, load
+from guardmail.commands import EXIT_FAILED, EXIT_OK, Subparsers, load, tenant_settings
 from guardmail.observe import STATUS_FILE
 from guardmail.tenant import open_tenant
 from guardmail.vault.verify import verify_vault
@@ -49,7 +49,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         report.update(published)
         report["running"] = _alive(int(published.get("pid", 0))) and age < STALE_SECONDS
         report["age_seconds"] = round(age, 1)
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     try:
         problems = verify_vault(tenant.vault, blobs=args.verify)
         entries = len(tenant.vault.rows())

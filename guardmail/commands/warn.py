@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.tenant import open_tenant
 from guardmail.warner import WarningRefused, describe
 
@@ -40,11 +40,11 @@ def cmd_warn(args: argparse.Namespace) -> int:
     if not args.status and not args.offender:
         print("guardmail warn: name an OFFENDER, or use --status", file=sys.stderr)
         return EXIT_USAGE
-    tenant = open_tenant(loaded.settings)
+    tenant = open_tenant(tenant_settings(args, loaded))
     warner = tenant.warner
     try:
         if args.status:
-            for offender in loaded.settings.offenders:
+            for offender in tenant_settings(args, loaded).offenders:
                 print(f"{offender.name}: {describe(warner.state(offender.name))}")
             return EXIT_OK
         if args.mark_sent:

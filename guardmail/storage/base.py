@@ -101,6 +101,24 @@ class Transaction(Protocol):
 
     def tenants(self) -> list[str]: ...
 
+    def cursor(self, tenant: str, source: str, name: str) -> str | None:
+        """A source's own position or state under ``name``, as it wrote it (opaque text).
+
+        For positions that are not (UIDVALIDITY, UID) pairs: an XMPP archive (MAM) id, the
+        server blocklist entries guardmail manages.
+        """
+        ...
+
+    def set_cursor(self, tenant: str, source: str, name: str, value: str) -> None: ...
+
+    def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
+        """The first ``archived`` entry with this source reference, if any.
+
+        For items whose bytes differ between deliveries of the same thing: an XMPP message live
+        and later from the server archive carries one server id but different wrappers.
+        """
+        ...
+
 
 class Storage(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]: ...

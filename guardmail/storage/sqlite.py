@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS warnings (
     attempts    INTEGER NOT NULL,
     PRIMARY KEY (tenant, offender)
 );
+CREATE INDEX IF NOT EXISTS journal_archived_ref
+    ON journal (tenant, source_ref) WHERE kind = 'archived';
+CREATE TABLE IF NOT EXISTS cursors (
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (tenant, source, name)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
     source      TEXT    NOT NULL,
@@ -182,6 +191,31 @@ class SQLiteTransaction:
             "DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
             (tenant, source, folder, point.uidvalidity, point.last_uid),
         )
+
+    def cursor(self, tenant: str, source: str, name: str) -> str | None:
+        r = self._conn.execute(
+            "SELECT value FROM cursors WHERE tenant = ? AND source = ? AND name = ?",
+            (tenant, source, name),
+        ).fetchone()
+        return str(r[0]) if r else None
+
+    def set_cursor(self, tenant: str, source: str, name: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO cursors (tenant, source, name, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (tenant, source, name) DO UPDATE SET value = excluded.value",
+            (tenant, source, name, value),
+        )
+
+    def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
+        cur = self._conn.execute(
+            # "+seq": order after the lookup, so that the (tenant, source_ref) index is used
+            # rather than a walk of the tenant's whole journal in seq order.
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND source_ref = ? "
+            "AND kind = 'archived' ORDER BY +seq LIMIT 1",
+            (tenant, source_ref),
+        )
+        r = cur.fetchone()
+        return _row(r) if r else None
 
     def tenants(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]

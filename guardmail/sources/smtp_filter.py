@@ -1,0 +1,410 @@
+"""SMTP content filter beside Postfix: each recipient judged by its own tenant, nothing lost.
+
+Postfix hands a message to ``listen`` (after-queue: ``content_filter``; before-queue:
+``smtpd_proxy_filter``); guardmail re-injects what may pass into ``next_hop`` unchanged. An
+aiosmtpd server (``smtp_wire``) runs in the daemon's own loop; re-injection is ``smtp_relay``.
+
+Contracts, for every message:
+- Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.tenants``); recipients of
+  no tenant are clean. Each tenant with recipients judges the message once, with its own rules,
+  through its own ``Pipeline.process``: archived in that tenant's vault only, with that tenant's
+  recipients only in the evidence. Clean copies are relayed; quarantined ones are archived and,
+  if the tenant has a ``quarantine_mailbox``, delivered there unchanged (with the null sender,
+  so nothing can ever bounce to the offender); blocked ones are archived and not delivered.
+- 250 only once every recipient's fate is durable: relayed (the next hop answered 250) or
+  archived. A vault failure, a next hop that is down or answers 4xx, or any bug: ``451 4.3.0``,
+  and Postfix keeps the message queued and retries it.
+- Offender tenants go first (archive, then the quarantine copy), then one all-or-nothing
+  transaction for every clean recipient, so a vault failure never leaves clean copies delivered
+  that the retry would deliver again. Redelivery is at-least-once: the vault archives the same
+  bytes once per queue ID (``dedupe_scope``), and copies the next hop took are remembered per
+  queue ID and bytes, so a retry after a partial failure skips them.
+- After-queue never answers 5xx to offender mail (no backscatter): a block is silent. Before-queue
+  answers ``550 5.7.1`` while the sender is connected when every recipient blocks the message
+  (archived first); with some recipients clean, they get it and the blocking ones do not.
+- A permanent refusal by the next hop of clean mail is passed on (Postfix bounces it as it would
+  without guardmail), except after-queue for offender mail (logged, answered 250). Refusals of
+  some clean recipients but not others cannot be told apart in one SMTP reply: 451, so that
+  nothing is lost (FILTER_README's re-injection smtpd accepts every recipient anyway).
+- The evidence keeps the envelope (MAIL FROM, this tenant's RCPT TO, MAIL parameters), Postfix's
+  queue ID (XFORWARD IDENT, else the topmost Received header) and the client from XFORWARD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import Session
+
+from guardmail.core.item import Item, mail_item
+from guardmail.core.rules import Action, Verdict
+from guardmail.errors import GuardmailError, VaultUnavailable
+from guardmail.logs import event
+from guardmail.settings import Settings
+from guardmail.sourceconfig import SmtpFilterConfig
+from guardmail.sources.smtp_relay import NextHop, NextHopUnavailable, Outgoing, Relayed
+from guardmail.sources.smtp_wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
+from guardmail.tenants import Routed, TenantDirectory
+
+REMEMBERED = 4096  # messages whose relayed copies are remembered for retries
+# aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
+OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+REFUSED = "550 5.7.1 Message refused by the recipient's protection"
+
+
+class Deferred(GuardmailError):
+    """The next hop answered 4xx, or refused only some recipients: retry the whole message."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Fates:
+    """What happened to one message's recipients, for the reply and the log line."""
+
+    relayed: list[str] = field(default_factory=list)
+    archived: dict[str, Action] = field(default_factory=dict)  # tenant -> quarantine/block
+
+
+class _Remembered:
+    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self._size = size
+        self._done: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+
+    def get(self, key: tuple[str, str] | None) -> set[str]:
+        if key is None:
+            return set()
+        return self._done.get(key, set())
+
+    def add(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
+        if key is None:
+            return
+        self._done.setdefault(key, set()).update(copies)
+        self._done.move_to_end(key)
+        while len(self._done) > self._size:
+            self._done.popitem(last=False)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Message:
+    """One message on its way through the filter."""
+
+    envelope: FilterEnvelope
+    raw: bytes
+    queue_id: str | None
+    key: tuple[str, str] | None  # for _Remembered
+    outgoing: Outgoing
+    received_at: datetime
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def ref(self) -> str:
+        """``smtp:QUEUEID``; without one (before-queue), unique to this arrival."""
+        return f"smtp:{self.queue_id}" if self.queue_id else f"smtp:unqueued:{self.token}"
+
+    def meta(self, recipients: Sequence[str], mode: str) -> tuple[tuple[str, str], ...]:
+        xf = {k: xtext_decode(v) for k, v in self.envelope.xforward.items()}
+        client = f"{xf.get('NAME', '')}[{xf.get('ADDR', '')}]" if "ADDR" in xf else ""
+        pairs = (
+            ("mail_from", self.outgoing.sender),
+            ("rcpt_to", ", ".join(recipients)),
+            ("mail_options", " ".join(self.envelope.mail_options)),
+            ("queue_id", self.queue_id or ""),
+            ("client", client),
+            ("helo", xf.get("HELO", "")),
+            ("protocol", xf.get("PROTO", "")),
+            ("mode", mode),
+        )
+        return tuple((k, v) for k, v in pairs if v)
+
+
+class _Act:
+    """The pipeline's Actor for one tenant's copy of one message."""
+
+    def __init__(
+        self,
+        source: SmtpFilterSource,
+        message: _Message,
+        routed: Routed,
+        recipients: Sequence[str],
+        *,
+        refuse_all: bool,
+    ) -> None:
+        self.source = source
+        self.message = message
+        self.routed = routed
+        self.recipients = recipients
+        self.refuse_all = refuse_all
+
+    async def act(self, item: Item, verdict: Verdict) -> str:
+        rcpts = ", ".join(self.recipients)
+        mailbox = self.routed.config.quarantine_mailbox
+        if verdict.action is Action.BLOCK or mailbox is None:
+            if self.refuse_all:
+                return f"refused with 550 during the SMTP session; not delivered to {rcpts}"
+            kept = "blocked" if verdict.action is Action.BLOCK else "no quarantine_mailbox"
+            return f"archived only ({kept}); not delivered to {rcpts}, nothing bounced"
+        return await self.source.quarantine(self.message, mailbox, rcpts)
+
+
+class _Handler:
+    """aiosmtpd hooks: offer PIPELINING and XFORWARD, hand DATA on, never answer 5xx by error."""
+
+    def __init__(self, source: SmtpFilterSource) -> None:
+        self.source = source
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], *OFFERS, responses[-1]]
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Any) -> str:
+        assert isinstance(envelope, FilterEnvelope)
+        return await self.source.handle(envelope)
+
+    async def handle_exception(self, error: Exception) -> str:
+        logging.getLogger("guardmail").error(
+            "smtp_filter.error", exc_info=error, extra={"gm_fields": {}}
+        )
+        return "451 4.3.0 Internal error in the content filter, try again later"
+
+
+class SmtpFilterSource:
+    """The content filter: an SMTP server in the daemon's loop, and its tenants."""
+
+    def __init__(
+        self,
+        *,
+        cfg: SmtpFilterConfig,
+        tenants: TenantDirectory,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.cfg = cfg
+        self.tenants = tenants
+        self.clock = clock
+        host, port = cfg.next_hop_address
+        self.next_hop = NextHop(host, port, helo=cfg.hostname, timeout=cfg.timeout_seconds)
+        self._remembered = _Remembered()
+        self._connections: weakref.WeakSet[FilterSMTP] = weakref.WeakSet()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def open(
+        cls, settings: Settings, *, reserved: Collection[str] = (), base: Path | None = None
+    ) -> SmtpFilterSource:
+        """From the main settings; loads tenants.d (ConfigError propagates: exit 2 at start)."""
+        cfg = settings.sources.smtp_filter
+        if cfg is None:
+            raise ValueError("settings have no sources.smtp_filter")
+        tenants = TenantDirectory(
+            directory=cfg.tenants_dir,
+            state_dir=settings.state_dir,
+            delimiter=cfg.recipient_delimiter,
+            reserved=frozenset(reserved),
+            base=Path.cwd() if base is None else base,
+        )
+        return cls(cfg=cfg, tenants=tenants)
+
+    def reload_tenants(self) -> bool:
+        """Re-read tenants.d (the daemon's SIGHUP); a bad file keeps the last good tenants."""
+        return self.tenants.reload()
+
+    def _protocol(self) -> FilterSMTP:
+        proto = FilterSMTP(
+            _Handler(self),
+            hostname=self.cfg.hostname,
+            ident="guardmail",
+            enable_SMTPUTF8=True,
+            data_size_limit=None,
+            timeout=self.cfg.timeout_seconds,
+            loop=asyncio.get_running_loop(),
+        )
+        self._connections.add(proto)
+        return proto
+
+    async def run(self) -> None:
+        """Serve until cancelled, re-reading tenants.d when it changes."""
+        host, port = self.cfg.listen_address
+        server = await asyncio.get_running_loop().create_server(self._protocol, host, port)
+        event(
+            "smtp_filter.listening",
+            listen=self.cfg.listen,
+            next_hop=self.cfg.next_hop,
+            mode=self.cfg.mode,
+            tenants=len(self.tenants.names),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.tenants.watch())
+                group.create_task(server.serve_forever())
+        finally:
+            server.close()
+            for proto in list(self._connections):
+                if proto.transport is not None:
+                    proto.transport.close()
+            await self.next_hop.aclose()
+            self.tenants.close()
+
+    async def handle(self, envelope: FilterEnvelope) -> str:
+        """The SMTP reply to one message; see the module contracts."""
+        began = time.monotonic()
+        message = self._message(envelope)
+        fates = _Fates()
+        try:
+            reply = await self._handle(message, fates)
+        except VaultUnavailable as exc:
+            reply = "451 4.3.0 Evidence vault unavailable, try again later"
+            event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
+        except (NextHopUnavailable, Deferred) as exc:
+            reply = "451 4.3.0 Next hop unavailable, try again later"
+            event("smtp_filter.next_hop_failed", level=logging.WARNING, error=str(exc))
+        except Exception:
+            logging.getLogger("guardmail").exception(
+                "smtp_filter.error", extra={"gm_fields": {"queue_id": message.queue_id}}
+            )
+            reply = "451 4.3.0 Internal error in the content filter, try again later"
+        event(
+            "smtp_filter.message",
+            queue_id=message.queue_id,
+            recipients=len(envelope.rcpt_tos),
+            relayed=len(fates.relayed),
+            archived=",".join(f"{t}:{a}" for t, a in fates.archived.items()),
+            size=len(message.raw),
+            reply=reply[:3],
+            ms=round((time.monotonic() - began) * 1000, 1),
+        )
+        return reply
+
+    def _message(self, envelope: FilterEnvelope) -> _Message:
+        raw = envelope.original_content
+        assert isinstance(raw, bytes)
+        qid = queue_id(envelope.xforward, raw)
+        sender = envelope.mail_from or ""
+        return _Message(
+            envelope=envelope,
+            raw=raw,
+            queue_id=qid,
+            key=(qid, hashlib.sha256(raw).hexdigest()) if qid else None,
+            outgoing=Outgoing(
+                sender="" if sender == "<>" else sender,
+                data=envelope.wire,
+                eight_bit="BODY=8BITMIME" in envelope.mail_options,
+                smtputf8=bool(envelope.smtp_utf8),
+                xforward=dict(envelope.xforward),
+            ),
+            received_at=self.clock(),
+        )
+
+    async def _handle(self, message: _Message, fates: _Fates) -> str:
+        clean: list[str] = []
+        groups: dict[str, tuple[Routed, list[str]]] = {}
+        for rcpt in message.envelope.rcpt_tos:
+            routed = self.tenants.route(rcpt)
+            if routed is None:
+                clean.append(rcpt)
+            else:
+                groups.setdefault(routed.config.name, (routed, []))[1].append(rcpt)
+        items = {
+            name: mail_item(
+                message.raw,
+                tenant=name,
+                account=", ".join(rcpts),
+                source_ref=message.ref,
+                received_at=message.received_at,
+                envelope_sender=message.outgoing.sender or None,
+                meta=message.meta(rcpts, self.cfg.mode),
+                dedupe_scope=message.ref if message.queue_id else None,
+            )
+            for name, (_, rcpts) in groups.items()
+        }
+        refuse_all = (
+            self.cfg.mode == "before_queue"
+            and not clean
+            and all(
+                r.tenant.pipeline.judge(items[n]).action is Action.BLOCK
+                for n, (r, _) in groups.items()
+            )
+        )
+        for name, (routed, rcpts) in groups.items():
+            actor = _Act(self, message, routed, rcpts, refuse_all=refuse_all)
+            # One message at a time per tenant: Vault writes its HEAD through a temp file named
+            # by process ID only, so two threads archiving for one tenant would collide.
+            async with self._locks.setdefault(name, asyncio.Lock()):
+                outcome = await routed.tenant.pipeline.process(items[name], actor)
+            if outcome.verdict.action is Action.PASS:
+                clean += rcpts
+            else:
+                fates.archived[name] = outcome.verdict.action
+        if refuse_all and not clean and all(a is Action.BLOCK for a in fates.archived.values()):
+            return REFUSED  # (a reload in between may have changed a verdict: checked again)
+        passed = set(clean)
+        in_order = [r for r in message.envelope.rcpt_tos if r in passed]
+        return await self._relay_clean(message, in_order, fates)
+
+    async def _relay_clean(self, message: _Message, clean: list[str], fates: _Fates) -> str:
+        done = self._remembered.get(message.key)
+        todo = [r for r in clean if f"rcpt:{r}" not in done]
+        if todo:
+            relayed = await self.next_hop.send(message.outgoing, todo)
+            if not relayed.delivered:
+                return self._refused(message, relayed, todo, fates)
+            self._remembered.add(message.key, [f"rcpt:{r}" for r in todo])
+        fates.relayed = clean
+        return f"250 2.0.0 Ok: {len(clean)} relayed, {len(fates.archived)} tenant(s) archived"
+
+    def _refused(self, message: _Message, relayed: Relayed, todo: list[str], fates: _Fates) -> str:
+        if not relayed.reply.permanent or any(not r.permanent for r in relayed.refused.values()):
+            raise Deferred(f"next hop {self.next_hop} deferred: {relayed.reply}")
+        if len(relayed.refused) < len(todo):
+            raise Deferred(
+                f"next hop {self.next_hop} refused {len(relayed.refused)} of {len(todo)} "
+                f"recipients permanently ({relayed.reply}); one reply cannot say which"
+            )
+        if fates.archived and self.cfg.mode == "after_queue":
+            event(
+                "smtp_filter.clean_copies_refused",
+                level=logging.ERROR,
+                queue_id=message.queue_id,
+                reply=str(relayed.reply),
+                detail="offender mail: not bounced",
+            )
+            return "250 2.0.0 Ok: archived; the next hop refused the other copies"
+        return str(relayed.reply)
+
+    async def quarantine(self, message: _Message, mailbox: str, recipients: str) -> str:
+        """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
+        if f"quarantine:{mailbox}" in self._remembered.get(message.key):
+            return f"already delivered to quarantine mailbox {mailbox} (retry)"
+        copy = Outgoing(
+            sender="",
+            data=message.outgoing.data,
+            eight_bit=message.outgoing.eight_bit,
+            smtputf8=message.outgoing.smtputf8,
+            xforward=message.outgoing.xforward,
+        )
+        relayed = await self.next_hop.send(copy, [mailbox])
+        if relayed.delivered:
+            self._remembered.add(message.key, [f"quarantine:{mailbox}"])
+            return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
+        if not relayed.reply.permanent:
+            raise Deferred(f"quarantine mailbox {mailbox}: next hop answered {relayed.reply}")
+        event(
+            "smtp_filter.quarantine_refused",
+            level=logging.ERROR,
+            mailbox=mailbox,
+            reply=str(relayed.reply),
+        )
+        return f"archived; quarantine mailbox {mailbox} refused it: {relayed.reply}"

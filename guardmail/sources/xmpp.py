@@ -1,0 +1,400 @@
+"""XMPP source: an account watched by guardmail's own client resource (slixmpp), offenders' stanzas
+archived as the exact bytes the server delivered.
+
+What reaches the watcher and is judged (see xmppstanza.py): chat and normal messages, with or
+without a body; Message Carbons (XEP-0280) of what reaches the person's other clients (the inner
+message's sender is judged); MUC private messages, with the real JID where the room reveals it;
+presence subscription requests; and, at every (re)connect and every ``mam_sync_seconds``, the
+server archive (MAM, XEP-0313) after the last archive id handled, which holds what arrived while
+guardmail was away and what carbons do not copy (Prosody does not copy MUC private messages).
+
+What "act" means for XMPP (the stanza has already been delivered by the server; nothing can be
+taken back from the person's other clients):
+- The archive is the essential part. quarantine: the stanza is archived and never acknowledged
+  in any way: guardmail sends no receipt, chat marker, reply or error, and forwards nothing. An
+  offender's subscription request is denied (``unsubscribed``); nobody else's is touched, and
+  roster auto-authorisation is off.
+- block: the same, and with ``server_block: true`` the block offenders' exact JIDs and domains are
+  kept in the server blocklist (XEP-0191), added and removed as the offender list changes.
+- The person's other clients still receive the stanzas unless ``server_block`` is on. With it,
+  the server drops the offender's stanzas before its own archive (and before carbons): later
+  attempts are no longer seen by guardmail, nor documented anywhere.
+- ``strangers: quarantine`` archives messages from JIDs not in the roster (and not offenders)
+  the same way; the verdict comes from a second Pipeline on the same vault whose one rule is the
+  offender "stranger (not in the roster)", so that the pipeline stays the only path to the vault.
+
+Evidence: ``Item.raw`` is the top-level stanza exactly as the socket delivered it (byte-exact tee,
+xmppclient.py); ``meta`` keeps the stream header (namespace context), the server certificate's
+SHA-256, the stream offset, the message id and server stanza-id (XEP-0359). For archive results
+the bytes are the ``<message><result>`` wrapper as delivered by the archive query: the forwarded
+message inside is the server's archived copy, not the original delivery (``meta`` says so).
+
+Modules: xmpptee (byte-exact slicing), xmppclient (slixmpp with the tee), xmppstanza (who sent
+what, pure), xmppsession (login, requests, teardown), xmppsync (archive cursor, blocklist),
+xmppblock (blocklist plan, pure), xmppiq (the requests as XML).
+
+Contracts:
+- Nothing is archived twice as a new item: the same message has one server id live, as a carbon
+  and in the archive (source_ref ``xmpp:<account>:<stanza-id>``); ids handled this run are
+  remembered, and an archive result whose id the journal already holds is not archived again.
+  Without a server id the ref is ``xmpp:<account>:<stream id>:<offset>``, and the vault's dedupe
+  scope (``xmpp:<account>``) keeps identical bytes once.
+- The archive cursor advances only after a page's results were handled (judged, or archived and
+  acted on); a vault failure is retried and the cursor waits.
+- One connection per account; after any drop: backoff with jitter, then resync the blocklist and
+  catch up from the archive. A refused login or certificate backs off slowly (REFUSED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from slixmpp.stanza import Iq
+from slixmpp.xmlstream.xmlstream import NotConnectedError
+
+from guardmail.core.backoff import NETWORK, REFUSED
+from guardmail.core.item import Channel, Item
+from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
+from guardmail.errors import SecretError, VaultUnavailable
+from guardmail.logs import event
+from guardmail.pipeline import Pipeline
+from guardmail.secrets import read_secret
+from guardmail.sourceconfig import XmppSourceConfig
+from guardmail.sources import xmppblock, xmppiq
+from guardmail.sources.xmppclient import (
+    PRIORITY,
+    Received,
+    StreamContext,
+    WatchClient,
+    shared_context,
+)
+from guardmail.sources.xmppsession import Failure, Lost, Refused, login, request, teardown
+from guardmail.sources.xmppstanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
+from guardmail.sources.xmppsync import ArchiveReader, State, sync_blocklist
+from guardmail.sources.xmpptee import Slice
+from guardmail.storage.base import Storage, StorageUnavailable
+
+VAULT_RETRY_SECONDS = 5.0
+STABLE_SECONDS = 60.0  # a session that lasted this long resets the backoff
+SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
+INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
+MAM_EVIDENCE = (
+    "archive query result as delivered: the forwarded message inside is the server's "
+    "archived copy, not the original delivery"
+)
+STRANGER = "stranger (not in the roster)"
+_STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
+
+
+class XmppSource:
+    """One XMPP account. ``run()`` until cancelled; ``apply_rules()`` after a reload."""
+
+    def __init__(
+        self, *, cfg: XmppSourceConfig, tenant: str, pipeline: Pipeline, storage: Storage
+    ) -> None:
+        self.cfg = cfg
+        self.tenant = tenant
+        self.pipeline = pipeline
+        self.source = self.scope = f"xmpp:{cfg.name}"
+        self.state = State(storage=storage, tenant=tenant, source=self.source)
+        self.archive = ArchiveReader(cfg=cfg, state=self.state)
+        self._strangers = (
+            Pipeline(vault=pipeline.vault, rules=_STRANGER_RULES, clock=pipeline.clock)
+            if cfg.strangers == "quarantine"
+            else None
+        )
+        self._inbox: asyncio.Queue[Received] = asyncio.Queue()
+        self._paused = False
+        self._client: WatchClient | None = None
+        self._connections = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._judging = asyncio.Lock()
+        self._roster: set[str] = set()
+        self._roster_ready = asyncio.Event()
+        self._block_rules = pipeline.rules
+        self._rules_changed = asyncio.Event()
+
+    # --- the daemon's side -----------------------------------------------------------------
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        """The offender list changed (reload): resync the server blocklist (now, or at the next
+        login). Judging needs nothing here: the daemon swaps the pipeline's rules."""
+        self._block_rules = rules
+        self._rules_changed.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._drain())
+            group.create_task(self._connect_forever())
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def _connect_forever(self) -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            refused = False
+            began = loop.time()
+            try:
+                reason = await self._session()
+                if loop.time() - began > STABLE_SECONDS:
+                    failures = 0  # else keep backing off: e.g. another client kicking ours
+                name, level = "xmpp.disconnected", logging.WARNING
+            except Failure as exc:
+                reason, refused = exc.reason, exc.refused
+                name, level = exc.event, logging.ERROR
+            wait = (REFUSED if refused else NETWORK).delay(failures, rand=random.random())
+            failures += 1
+            event(name, level=level, account=self.cfg.name, error=reason, retry_in=round(wait, 1))
+            await asyncio.sleep(wait)
+
+    async def _session(self) -> str:
+        """One connection: log in, set up, catch up, then watch until it drops (the reason)."""
+        cfg = self.cfg
+        try:
+            password = await asyncio.to_thread(
+                read_secret, file=cfg.password_file, command=cfg.password_command
+            )
+        except SecretError as exc:
+            raise Failure("xmpp.secret_unreadable", str(exc), refused=True) from None
+        self._connections += 1
+        client = WatchClient(
+            jid=f"{cfg.jid}/{cfg.resource}",
+            password=password,
+            tls=cfg.tls,
+            ssl_context=shared_context(cfg.ca_file),
+            on_stanza=self._on_stanza,
+            connection=self._connections,
+        )
+        del password
+        try:
+            await login(client, cfg, on_roster_push=self._on_roster_push)
+            self._client = client
+            event(
+                "xmpp.connected",
+                account=cfg.name,
+                jid=str(client.boundjid),
+                tls=client.encrypted,
+                cert_sha256=client.cert_sha256 or None,
+            )
+            return await self._watch(client)
+        finally:
+            self._client = None
+            teardown(client)
+
+    async def _watch(self, client: WatchClient) -> str:
+        ended = asyncio.Event()
+        client.add_event_handler("disconnected", lambda _: ended.set())
+        if client.transport is None:
+            ended.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._maintain(client))
+                group.create_task(self._keepalive(client))
+                await ended.wait()
+                raise Lost("connection closed")
+        except* (Lost, Refused, NotConnectedError) as group:
+            client.disconnect_reason = client.disconnect_reason or str(group.exceptions[0])
+        if client.tee_failure:
+            event(
+                "xmpp.tee_failed",
+                level=logging.ERROR,
+                account=self.cfg.name,
+                error=client.tee_failure,
+            )
+            return client.tee_failure
+        return str(client.disconnect_reason or "connection closed")
+
+    async def _maintain(self, client: WatchClient) -> None:
+        """Set up the session, catch up, then resync on reloads and read the archive again."""
+        roster = await self._request(client, xmppiq.roster_get(client))
+        self._roster = {bare(j).casefold() for j, _ in xmppiq.roster_items(roster.xml)}
+        self._roster_ready.set()
+        try:
+            await self._request(client, xmppiq.carbons_enable(client))
+        except Refused as exc:
+            event(
+                "xmpp.carbons_unavailable",
+                level=logging.WARNING,
+                account=self.cfg.name,
+                error=str(exc),
+            )
+        if self.cfg.send_presence:
+            client.send_presence(ppriority=PRIORITY)
+        self._rules_changed.clear()
+        await sync_blocklist(client, cfg=self.cfg, rules=self._block_rules, state=self.state)
+        await self.archive.catch_up(client, self._handle, routine=False)
+        while True:
+            try:
+                async with asyncio.timeout(self.cfg.mam_sync_seconds):
+                    await self._rules_changed.wait()
+            except TimeoutError:
+                await self.archive.catch_up(client, self._handle, routine=True)
+                continue
+            self._rules_changed.clear()
+            await sync_blocklist(client, cfg=self.cfg, rules=self._block_rules, state=self.state)
+
+    async def _keepalive(self, client: WatchClient) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.ping_seconds)
+            try:
+                await self._request(client, xmppiq.ping(client, client.boundjid.domain))
+            except Refused:
+                pass  # any answer shows the stream is alive
+
+    async def _request(self, client: WatchClient, iq: Iq) -> Iq:
+        return await request(client, iq, seconds=self.cfg.timeout_seconds)
+
+    # --- stanzas in --------------------------------------------------------------------------
+
+    def _on_stanza(self, xml: ET.Element, piece: Slice, context: StreamContext) -> None:
+        """Called by the client for every stanza, in stream order, inside data_received."""
+        if xml.tag not in (MESSAGE, PRESENCE):
+            return
+        got = Received(xml=xml, piece=piece, context=context, received_at=datetime.now(UTC))
+        if self.archive.offer(got):
+            return
+        self._inbox.put_nowait(got)
+        client = self._client
+        if not self._paused and self._inbox.qsize() > INBOX_HIGH and client is not None:
+            if client.transport is not None:
+                client.transport.pause_reading()
+                self._paused = True
+
+    def _on_roster_push(self, iq: Iq) -> None:
+        if iq["type"] != "set":
+            return
+        for jid, subscription in xmppiq.roster_items(iq.xml):
+            key = bare(jid).casefold()
+            if subscription == "remove":
+                self._roster.discard(key)
+            else:
+                self._roster.add(key)
+
+    async def _drain(self) -> None:
+        """Judge live stanzas in arrival order (forever, across reconnections)."""
+        while True:
+            got = await self._inbox.get()
+            await self._roster_ready.wait()
+            if self._paused and self._inbox.qsize() < INBOX_LOW:
+                client = self._client
+                if client is not None and client.transport is not None:
+                    client.transport.resume_reading()
+                self._paused = False
+            await self._handle(got)
+
+    async def _handle(self, got: Received) -> None:
+        """Judge one stanza (live or from the archive) once; retry while the vault fails."""
+        incoming = read_stanza(got.xml, account_bare=self.cfg.jid)
+        if incoming is None or not incoming.judged:
+            return
+        async with self._judging:
+            sid = incoming.stanza_id
+            if sid is not None and sid in self._seen:
+                return  # already handled this run, live or from the archive
+            item = self._item(got, incoming)
+            pipeline = self._pipeline_for(item, incoming)
+            while True:
+                try:
+                    await self._process(pipeline, item, incoming)
+                    break
+                except (VaultUnavailable, StorageUnavailable) as exc:
+                    event(
+                        "xmpp.vault_unavailable",
+                        level=logging.WARNING,
+                        account=self.cfg.name,
+                        source_ref=item.source_ref,
+                        retry_in=VAULT_RETRY_SECONDS,
+                        error=str(exc),
+                    )
+                    await asyncio.sleep(VAULT_RETRY_SECONDS)
+            if sid is not None:
+                self._seen[sid] = None
+                if len(self._seen) > SEEN_LIMIT:
+                    self._seen.popitem(last=False)
+
+    async def _process(self, pipeline: Pipeline, item: Item, incoming: Incoming) -> None:
+        if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS:
+            # The same server id may have been archived in an earlier run (live, or from an
+            # archive page whose cursor was not saved yet): never a second item for it.
+            if await asyncio.to_thread(self.state.archived_before, item.source_ref):
+                return
+        await pipeline.process(item, self)
+
+    def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
+        if self._strangers is None or incoming.via is Via.SUBSCRIBE:
+            return self.pipeline
+        sender = bare(incoming.sender).casefold()
+        if "@" not in sender or sender in self._roster:
+            return self.pipeline  # a contact, or a server or service (no local part)
+        if self.pipeline.judge(item).action is not Action.PASS:
+            return self.pipeline  # an offender is judged as one, stranger or not
+        return self._strangers
+
+    def _item(self, got: Received, incoming: Incoming) -> Item:
+        ctx, piece = got.context, got.piece
+        if incoming.stanza_id is not None:
+            ref = f"{self.source}:{incoming.stanza_id}"
+        else:
+            ref = f"{self.source}:{ctx.stream_id or f'c{ctx.connection}'}:{piece.offset}"
+        meta: list[tuple[str, str]] = [
+            ("via", str(incoming.via)),
+            ("from", incoming.sender),
+            ("stream_header", ctx.header.decode("utf-8", "replace")),
+            ("stream_id", ctx.stream_id),
+            ("stream_offset", str(piece.offset)),
+            ("server_cert_sha256", ctx.cert_sha256),
+        ]
+        optional = (
+            ("stanza_id", incoming.stanza_id),
+            ("id", incoming.message_id),
+            ("stamp", incoming.stamp),
+            ("muc_pm", "true" if incoming.muc_pm else None),
+            ("evidence", MAM_EVIDENCE if incoming.via is Via.MAM else None),
+        )
+        meta += [(k, v) for k, v in optional if v]
+        return Item(
+            raw=piece.raw,
+            channel=Channel.XMPP,
+            tenant=self.tenant,
+            account=self.cfg.name,
+            source_ref=ref,
+            received_at=got.received_at,
+            identities=incoming.identities,
+            summary=incoming.summary,
+            meta=tuple(meta),
+            dedupe_scope=self.scope,
+        )
+
+    # --- the pipeline's Actor ----------------------------------------------------------------
+
+    async def act(self, item: Item, verdict: Verdict) -> str:
+        meta = dict(item.meta)
+        if meta["via"] == str(Via.SUBSCRIBE):
+            client = self._client
+            if client is None or client.transport is None:
+                return (
+                    "subscription request left pending: disconnected (the server repeats it "
+                    "at the next login, where it is denied)"
+                )
+            client.send_presence(pto=bare(meta["from"]), ptype="unsubscribed")
+            return "subscription request denied (unsubscribed sent); nothing else answered"
+        done = "archived; not acknowledged (no receipt, marker or reply sent)"
+        if meta["via"] == str(Via.MAM):
+            done = "archived from the server archive; not acknowledged"
+        if verdict.action is Action.BLOCK and self.cfg.server_block:
+            listed = xmppblock.wanted(self._block_rules)
+            sender = xmppblock.canonical(meta["from"]) or ""
+            domain = sender.rpartition("@")[2]
+            done += (
+                "; the sender is in the server blocklist"
+                if sender in listed or domain in listed
+                else "; the sender is not in the server blocklist (matched by pattern or alias; "
+                "only listed jids and domains are blocked there)"
+            )
+        return done

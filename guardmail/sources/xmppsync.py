@@ -1,0 +1,206 @@
+"""What the XMPP watcher keeps in step with the server: its place in the server archive (MAM,
+XEP-0313) and the offenders in the server blocklist (XEP-0191).
+
+Contracts:
+- The archive cursor (the last archive id whose page was handled, and its time) advances only
+  after every result of a page was handled: judged, or archived and acted on. Live stanzas never
+  move it: the archive also holds what never reached the watcher live (Prosody does not copy MUC
+  private messages as carbons), and those may be older than the last live message.
+- A cursor the archive no longer holds (expired) is replaced by its time (``start``).
+- Results of the watcher's own query reach ``offer`` with their bytes, in stream order, before
+  the query's answer; nothing else is taken.
+- The blocklist holds what xmppblock.plan says; which entries guardmail added is recorded as soon
+  as they are added, so it never mistakes them later for the person's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from guardmail.core.rules import RuleSet
+from guardmail.logs import event
+from guardmail.sourceconfig import XmppSourceConfig
+from guardmail.sources import xmppblock, xmppiq
+from guardmail.sources.xmppclient import Received, WatchClient
+from guardmail.sources.xmppsession import Refused, request
+from guardmail.sources.xmppstanza import MESSAGE, NS_DELAY, NS_FORWARD, NS_MAM, bare
+from guardmail.storage.base import Storage, StorageUnavailable
+
+MAM_PAGE = 50
+MAM_CURSOR, BLOCKLIST = "mam", "blocklist"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class State:
+    """The watcher's rows in storage (``Transaction.cursor``): opaque text under a name."""
+
+    storage: Storage
+    tenant: str
+    source: str
+
+    def load(self, name: str) -> str | None:
+        with self.storage.transaction() as tx:
+            return tx.cursor(self.tenant, self.source, name)
+
+    def save(self, name: str, value: str) -> None:
+        with self.storage.transaction() as tx:
+            tx.set_cursor(self.tenant, self.source, name, value)
+
+    def archived_before(self, source_ref: str) -> bool:
+        with self.storage.transaction() as tx:
+            return tx.find_archived_ref(self.tenant, source_ref) is not None
+
+
+class ArchiveReader:
+    """Pages through the account's archive after the cursor; see the module contracts."""
+
+    def __init__(self, *, cfg: XmppSourceConfig, state: State) -> None:
+        self.cfg = cfg
+        self.state = state
+        self._query: str | None = None
+        self._page: list[Received] = []
+
+    def offer(self, got: Received) -> bool:
+        """Take ``got`` if it is a result of the query in progress (called in stream order)."""
+        query = self._query
+        if query is None or got.xml.tag != MESSAGE:
+            return False
+        result = got.xml.find(f"{{{NS_MAM}}}result")
+        sender = got.xml.get("from")
+        own = sender is None or bare(sender).casefold() == self.cfg.jid.casefold()
+        if result is None or not own or result.get("queryid") != query:
+            return False
+        self._page.append(got)
+        return True
+
+    async def catch_up(
+        self,
+        client: WatchClient,
+        handle: Callable[[Received], Awaitable[None]],
+        *,
+        routine: bool,
+    ) -> None:
+        """Hand every archived result after the cursor to ``handle``, oldest first.
+
+        ``routine``: a periodic sync, logged only when it found something.
+        """
+        try:
+            await self._read(client, handle, routine=routine)
+        except StorageUnavailable as exc:
+            # The cursor could not be read or saved: the next sync starts where it stands.
+            event(
+                "xmpp.storage_unavailable",
+                level=logging.WARNING,
+                account=self.cfg.name,
+                error=str(exc),
+            )
+
+    async def _read(
+        self,
+        client: WatchClient,
+        handle: Callable[[Received], Awaitable[None]],
+        *,
+        routine: bool,
+    ) -> None:
+        saved = await asyncio.to_thread(self.state.load, MAM_CURSOR)
+        cursor: dict[str, str] = json.loads(saved) if saved else {}
+        after, start = cursor.get("id"), None
+        results = 0
+        while True:
+            self._query, self._page = uuid.uuid4().hex[:16], []
+            iq = xmppiq.mam_query(
+                client, query_id=self._query, max_items=MAM_PAGE, after=after, start=start
+            )
+            try:
+                answer = await request(client, iq, seconds=self.cfg.timeout_seconds)
+            except Refused as exc:
+                if exc.condition == "item-not-found" and after is not None and cursor.get("stamp"):
+                    # The archive no longer holds our last id (expired): go on by its time.
+                    event(
+                        "xmpp.mam_cursor_lost",
+                        level=logging.WARNING,
+                        account=self.cfg.name,
+                        after=after,
+                        start=cursor["stamp"],
+                    )
+                    after, start = None, cursor["stamp"]
+                    continue
+                event(
+                    "xmpp.mam_unavailable",
+                    level=logging.WARNING,
+                    account=self.cfg.name,
+                    error=str(exc),
+                )
+                return
+            finally:
+                page, self._query, self._page = self._page, None, []
+            complete, last = xmppiq.mam_fin(answer.xml)
+            for got in page:
+                await handle(got)
+            results += len(page)
+            last = last or (_result_attr(page[-1].xml, "id") if page else None)
+            if last is not None and last != after:
+                stamp = _stamp(page[-1].xml) if page else None
+                cursor = {"id": last, "stamp": stamp or cursor.get("stamp", "")}
+                await asyncio.to_thread(self.state.save, MAM_CURSOR, json.dumps(cursor))
+            if complete or not page or last is None or last == after:
+                break
+            after, start = last, None
+        event(
+            "xmpp.caught_up",
+            level=logging.DEBUG if routine and not results else logging.INFO,
+            account=self.cfg.name,
+            results=results,
+            cursor=cursor.get("id"),
+        )
+
+
+def _result_attr(xml: ET.Element, name: str) -> str | None:
+    result = xml.find(f"{{{NS_MAM}}}result")
+    return result.get(name) if result is not None else None
+
+
+def _stamp(xml: ET.Element) -> str | None:
+    delay = xml.find(f"{{{NS_MAM}}}result/{{{NS_FORWARD}}}forwarded/{{{NS_DELAY}}}delay")
+    return delay.get("stamp") if delay is not None else None
+
+
+async def sync_blocklist(
+    client: WatchClient, *, cfg: XmppSourceConfig, rules: RuleSet, state: State
+) -> None:
+    """Make the server blocklist hold what the offender list asks for (xmppblock contracts)."""
+    wanted = xmppblock.wanted(rules) if cfg.server_block else set()
+    timeout = cfg.timeout_seconds
+    try:
+        saved = await asyncio.to_thread(state.load, BLOCKLIST)
+        managed = set(json.loads(saved)) if saved else set()
+        if not wanted and not managed:
+            return
+        answer = await request(client, xmppiq.blocklist_get(client), seconds=timeout)
+        current = {c for j in xmppiq.blocklist_items(answer.xml) if (c := xmppblock.canonical(j))}
+        todo = xmppblock.plan(wanted=wanted, current=current, managed=managed)
+        if todo.add:
+            iq = xmppiq.blocklist_change(client, "block", todo.add)
+            await request(client, iq, seconds=timeout)
+            added = json.dumps(sorted(managed | todo.add))
+            await asyncio.to_thread(state.save, BLOCKLIST, added)
+        if todo.remove:
+            iq = xmppiq.blocklist_change(client, "unblock", todo.remove)
+            await request(client, iq, seconds=timeout)
+        await asyncio.to_thread(state.save, BLOCKLIST, json.dumps(sorted(todo.managed)))
+    except (Refused, StorageUnavailable) as exc:
+        event("xmpp.blocklist_failed", level=logging.ERROR, account=cfg.name, error=str(exc))
+        return
+    event(
+        "xmpp.blocklist_synced",
+        account=cfg.name,
+        added=len(todo.add),
+        removed=len(todo.remove),
+        held=len(todo.managed),
+    )

@@ -1,0 +1,404 @@
+"""Tenants of a multi-tenant install: one YAML file per protected customer in ``tenants.d``.
+
+A tenant file::
+
+    name: alice                      # names the vault directory: lower-case, digits, _ . -
+    recipients: [alice@example.org, "@alice-family.example"]   # addresses, or a whole @domain
+    offenders:                       # shaped as in the main config
+      - name: Ex
+        addresses: [ex@example.net]
+        action: block
+    quarantine_mailbox: alice-quarantine@example.org   # optional: quarantined mail goes here
+    warning: {...}                   # optional: as the main config's `warning:`
+
+Contracts:
+- ``load_tenants`` reads every ``*.yaml`` / ``*.yml`` file of the directory (not dot-files) with
+  the same safe YAML loader and validation as settings.py, and raises ConfigError listing every
+  issue in every file as ``FILE:LINE:COL: key.path: message``. Tenant names are unique, and no
+  recipient (after normalising, see ``recipient_key``) belongs to two tenants.
+- Routing is exact, then without the ``+tag`` (``recipient_delimiter``), then by ``@domain``
+  (that domain only, not its subdomains). Local parts and domains compare case-insensitively;
+  IDNA and Unicode spellings of a domain are equal. A recipient of no tenant is nobody's: clean.
+- ``TenantDirectory`` opens one ``Tenant`` (open_tenant) per file: its own rules, vault directory
+  and rows keyed by its name. ``reload()`` swaps in a new directory atomically (router and
+  tenants together) or, if any file is wrong, logs every issue and keeps the last good one.
+  Tenants removed from the directory stop receiving mail at once; their state is closed at exit.
+- Relative paths in tenant files (warning templates, password files) resolve against ``base``,
+  the directory guardmail was started in, as in the main config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from guardmail.core.identity import normalize_domain
+from guardmail.errors import ConfigError, ConfigIssue
+from guardmail.logs import event
+from guardmail.reload import DEBOUNCE
+from guardmail.settings import (
+    TENANT_PATTERN,
+    Address,
+    OffenderConfig,
+    Settings,
+    _duplicate_offenders,
+    _why,
+)
+from guardmail.tenant import Tenant, open_tenant
+from guardmail.warnconfig import WarningConfig
+from guardmail.yamlsource import Source, load_source, validate
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def _tenant_name(value: str) -> str:
+    if not re.fullmatch(TENANT_PATTERN, value) or value in {".", ".."}:
+        raise ValueError(
+            f"tenant {value!r} must be lower-case letters, digits, '_', '.' or '-' "
+            "(and not '.' or '..'): it names a directory"
+        )
+    return value
+
+
+def _recipient(value: str) -> str:
+    text = value.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not domain or any(c.isspace() for c in text) or "@" in local:
+        raise ValueError(
+            f"{value!r} is neither an address (alice@example.org) nor a whole domain "
+            "written as '@example.org'"
+        )
+    return text
+
+
+Recipient = Annotated[str, AfterValidator(_recipient)]
+
+
+class TenantConfig(BaseModel):
+    """One protected customer: the addresses mail reaches them at, and whom to block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: Annotated[str, AfterValidator(_tenant_name)] = Field(
+        json_schema_extra={"pattern": TENANT_PATTERN}
+    )
+    """Names the tenant's vault directory and rows; unique across files."""
+    recipients: list[Recipient] = Field(min_length=1)
+    """Their addresses (alice@example.org) and whole domains ('@example.org')."""
+    offenders: list[OffenderConfig] = []
+    """The people to block, as in the main config."""
+    quarantine_mailbox: Address | None = None
+    """Quarantined mail is delivered here, unchanged (left out: it is only archived)."""
+    warning: WarningConfig | None = None
+    """The one cease-contact warning, as in the main config."""
+
+    def settings(self, *, state_dir: Path) -> Settings:
+        """The Settings that open_tenant and Tenant.apply take for this tenant."""
+        return Settings(
+            state_dir=state_dir, tenant=self.name, offenders=self.offenders, warning=self.warning
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedTenants:
+    """The tenants read from one directory, in file-name order, and the files they came from."""
+
+    directory: Path
+    tenants: tuple[TenantConfig, ...]
+    files: tuple[Path, ...]
+
+
+def recipient_key(recipient: str) -> str:
+    """The comparison form of an address or ``@domain``: case-folded, domain in Unicode."""
+    local, at, domain = recipient.strip().rpartition("@")
+    if not at:
+        return recipient.strip().casefold()
+    return f"{local.casefold()}@{normalize_domain(domain)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Router:
+    """Recipient address -> tenant name; pure, built once per load."""
+
+    addresses: Mapping[str, str]  # recipient_key(address) -> tenant
+    domains: Mapping[str, str]  # normalize_domain(domain) -> tenant
+    delimiter: str = "+"
+
+    @classmethod
+    def build(cls, tenants: Collection[TenantConfig], *, delimiter: str = "+") -> Router:
+        addresses: dict[str, str] = {}
+        domains: dict[str, str] = {}
+        for tenant in tenants:
+            for recipient in tenant.recipients:
+                key = recipient_key(recipient)
+                if key.startswith("@"):
+                    domains.setdefault(key[1:], tenant.name)
+                else:
+                    addresses.setdefault(key, tenant.name)
+        return cls(addresses=addresses, domains=domains, delimiter=delimiter)
+
+    def route(self, recipient: str) -> str | None:
+        """The tenant ``recipient`` belongs to, or None."""
+        key = recipient_key(recipient)
+        local, at, domain = key.rpartition("@")
+        if not at or not local:
+            return None
+        found = self.addresses.get(key)
+        if found is None and self.delimiter:
+            cut = min((i for i in map(local.find, self.delimiter) if i > 0), default=-1)
+            if cut > 0:
+                found = self.addresses.get(f"{local[:cut]}@{domain}")
+        return found if found is not None else self.domains.get(domain)
+
+
+def load_tenants(
+    directory: Path, *, reserved: Collection[str] = (), base: Path | None = None
+) -> LoadedTenants:
+    """Read and validate every tenant file in ``directory``; ConfigError lists every issue.
+
+    ``reserved`` names tenants that exist elsewhere (the main config's) and may not be reused.
+    """
+    where = Path.cwd() if base is None else base
+    directory = where / directory
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        issue = ConfigIssue(
+            file=str(directory),
+            line=1,
+            column=1,
+            path="(directory)",
+            message=f"cannot read the tenants directory {directory}: {_why(exc)}",
+        )
+        raise ConfigError([issue]) from None
+    files = [
+        directory / n
+        for n in names
+        if n.endswith(SUFFIXES) and not n.startswith(".") and (directory / n).is_file()
+    ]
+    issues: list[ConfigIssue] = []
+    read: list[tuple[Source, TenantConfig | None]] = []
+    for path in files:
+        try:
+            source = load_source(path, str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            message = f"cannot read {path}: {_why(exc)}"
+            issues.append(
+                ConfigIssue(file=str(path), line=1, column=1, path="(file)", message=message)
+            )
+            continue
+        except ConfigError as exc:
+            issues += exc.issues
+            continue
+        tenant, found = validate(TenantConfig, source)
+        issues += found
+        issues += _duplicate_offenders([source])
+        read.append((source, tenant))
+    issues += _clashes(read, reserved)
+    if issues:
+        unique = dict.fromkeys(issues)
+        raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
+    tenants = tuple(
+        _resolved(t, where)
+        for _, t in read
+        if t is not None  # all valid when no issues
+    )
+    return LoadedTenants(directory=directory, tenants=tenants, files=tuple(files))
+
+
+def _resolved(tenant: TenantConfig, base: Path) -> TenantConfig:
+    if tenant.warning is None:
+        return tenant
+    return tenant.model_copy(update={"warning": tenant.warning.resolved(base)})
+
+
+def _clashes(
+    read: list[tuple[Source, TenantConfig | None]], reserved: Collection[str]
+) -> list[ConfigIssue]:
+    """Names used twice (or reserved) and recipients claimed twice, placed at the second one."""
+    issues: list[ConfigIssue] = []
+    names: dict[str, str] = {}  # tenant name -> where it is defined
+    owners: dict[str, str] = {}  # recipient_key -> where it is listed, and by whom
+    for source, tenant in read:
+        if tenant is None:
+            continue
+        if tenant.name in reserved:
+            message = (
+                f"tenant {tenant.name!r} is the main config's own tenant; "
+                "give this customer another name"
+            )
+            issues.append(source.issue(("name",), message))
+        elif tenant.name in names:
+            message = f"tenant {tenant.name!r} is already defined at {names[tenant.name]}"
+            issues.append(source.issue(("name",), message))
+        else:
+            names[tenant.name] = _place(source, ("name",))
+        for index, recipient in enumerate(tenant.recipients):
+            key = recipient_key(recipient)
+            loc = ("recipients", index)
+            if key in owners:
+                message = f"recipient {recipient!r} is already routed at {owners[key]}"
+                issues.append(source.issue(loc, message))
+            else:
+                owners[key] = f"{_place(source, loc)} (tenant {tenant.name!r})"
+    return issues
+
+
+def _place(source: Source, loc: tuple[str | int, ...]) -> str:
+    return f"{source.file}:{source.position(loc)[0]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Routed:
+    """A recipient's tenant, as seen by the message being handled."""
+
+    tenant: Tenant
+    config: TenantConfig
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Snapshot:
+    router: Router
+    tenants: Mapping[str, Routed]
+
+
+@dataclass(slots=True, kw_only=True)
+class TenantDirectory:
+    """The open tenants of ``tenants.d`` and the router to them; see the module contracts."""
+
+    directory: Path
+    state_dir: Path
+    delimiter: str = "+"
+    reserved: frozenset[str] = frozenset()
+    base: Path = field(default_factory=Path.cwd)
+    opener: Callable[[Settings], Tenant] = open_tenant
+    _snapshot: _Snapshot = field(init=False)
+    _open: dict[str, Tenant] = field(init=False, default_factory=dict)
+    _retired: list[Tenant] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Load and open every tenant; ConfigError propagates (a start with a bad file fails)."""
+        loaded = load_tenants(self.directory, reserved=self.reserved, base=self.base)
+        self._snapshot = _Snapshot(router=Router.build(()), tenants={})
+        self._apply(loaded)
+        event("tenants.loaded", directory=str(self.directory), tenants=len(loaded.tenants))
+
+    def route(self, recipient: str) -> Routed | None:
+        snapshot = self._snapshot  # one read: router and tenants always belong together
+        name = snapshot.router.route(recipient)
+        return snapshot.tenants.get(name) if name is not None else None
+
+    @property
+    def router(self) -> Router:
+        return self._snapshot.router
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._snapshot.tenants)
+
+    def reload(self) -> bool:
+        """Read the directory again; apply it if valid, else log why and keep the last good one."""
+        return self._install(self._load())
+
+    def _load(self) -> LoadedTenants | None:
+        """The directory as it is now, or None (issues logged). Reads only: any thread."""
+        try:
+            return load_tenants(self.directory, reserved=self.reserved, base=self.base)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                event("tenants.reload_rejected", level=logging.ERROR, issue=str(issue))
+            return None
+
+    def _install(self, loaded: LoadedTenants | None, *, quiet: bool = False) -> bool:
+        """Apply ``loaded`` (None: rejected); ``quiet``: say nothing if nothing changed."""
+        if loaded is None:
+            return False
+        before = self._snapshot.tenants
+        if quiet and loaded.tenants == tuple(r.config for r in before.values()):
+            return True
+        self._apply(loaded)
+        after = self._snapshot.tenants
+        event(
+            "tenants.reloaded",
+            tenants=len(after),
+            added=",".join(sorted(set(after) - set(before))),
+            removed=",".join(sorted(set(before) - set(after))),
+            changed=",".join(
+                sorted(n for n in set(before) & set(after) if before[n].config != after[n].config)
+            ),
+        )
+        return True
+
+    def _apply(self, loaded: LoadedTenants) -> None:
+        old = self._snapshot.tenants
+        routed: dict[str, Routed] = {}
+        for config in loaded.tenants:
+            tenant = self._open.get(config.name)
+            if tenant is None:
+                tenant = self.opener(config.settings(state_dir=self.state_dir))
+                self._open[config.name] = tenant
+            elif old[config.name].config != config:
+                tenant.apply(config.settings(state_dir=self.state_dir))
+            routed[config.name] = Routed(tenant=tenant, config=config)
+        for name in set(self._open) - set(routed):
+            # A message may still be on its way through this tenant: close it at exit only.
+            self._retired.append(self._open.pop(name))
+        router = Router.build(loaded.tenants, delimiter=self.delimiter)
+        self._snapshot = _Snapshot(router=router, tenants=routed)
+
+    def close(self) -> None:
+        for tenant in [*self._open.values(), *self._retired]:
+            tenant.close()
+        self._open.clear()
+        self._retired.clear()
+
+    async def watch(self) -> None:
+        """Reload shortly after a tenant file is written, created, renamed or removed; forever."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        observer = Observer()
+
+        def poke() -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        handler = _Changes(poke)
+        observer.schedule(handler, str(self.directory), recursive=False)
+        observer.start()  # watching from here on (inotify is set up before start returns)
+        try:
+            # Whatever changed between the first load and now was not seen: look once.
+            self._install(await asyncio.to_thread(self._load), quiet=True)
+            while True:
+                await changed.wait()
+                while True:  # debounce: one save, one reload
+                    changed.clear()
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout=DEBOUNCE)
+                    except TimeoutError:
+                        break
+                # Parsing a large directory takes a while: not in the loop that serves mail.
+                self._install(await asyncio.to_thread(self._load))
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join)
+
+
+class _Changes(FileSystemEventHandler):
+    def __init__(self, poke: Callable[[], None]) -> None:
+        self._poke = poke
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write") or event.is_directory:
+            return
+        paths = (event.src_path, getattr(event, "dest_path", "") or "")
+        if any(os.fsdecode(p).endswith(SUFFIXES) for p in paths if p):
+            self._poke()

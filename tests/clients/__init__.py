@@ -1,0 +1,1 @@
+"""Helpers that drive real mail and chat clients from tests."""

@@ -1,0 +1,112 @@
+"""The content filter's wire helpers: reading DATA up to CRLF.CRLF in chunks without reading past
+it, dot-unstuffing, the queue ID, XFORWARD values and the XFORWARD lines passed on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from guardmail.sources.smtp_relay import _xforward
+from guardmail.sources.smtp_wire import queue_id, read_data, unstuff, xtext_decode
+
+NEXT = b"QUIT\r\n"  # a pipelined command after the end of data must stay unread
+
+CASES = [
+    (b".\r\n", b""),
+    (b"\r\n.\r\n", b"\r\n"),
+    (b"a\r\n.\r\n", b"a\r\n"),
+    (b"Subject: x\r\n\r\nbody\r\n.\r\n", b"Subject: x\r\n\r\nbody\r\n"),
+    (b"..leading dot\r\n.\r\n", b"..leading dot\r\n"),
+    (b"x\r\n..\r\n...\r\n.\r\n", b"x\r\n..\r\n...\r\n"),
+    (b"x\r\n.y\r\n.\r\n", b"x\r\n.y\r\n"),
+    (b"a\r\r\n\r\r\n.\r\r\n.\r\n", b"a\r\r\n\r\r\n.\r\r\n"),
+    (b"bare\n.\nlf\r\n.\r\n", b"bare\n.\nlf\r\n"),  # only CRLF.CRLF ends the data
+    (b"long " + b"y" * 5000 + b"\r\n.\r\n", b"long " + b"y" * 5000 + b"\r\n"),
+    (b"\xff\x00\xc3\xa9 8-bit\r\n.\r\n", b"\xff\x00\xc3\xa9 8-bit\r\n"),
+]
+
+
+async def _read(stream: bytes, *, limit: int, piece: int) -> tuple[bytes, bytes]:
+    reader = asyncio.StreamReader(limit=limit)
+
+    async def feed() -> None:
+        for start in range(0, len(stream), piece):
+            reader.feed_data(stream[start : start + piece])
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    data = await read_data(reader)
+    await feeder
+    return data, await reader.read()
+
+
+@pytest.mark.parametrize(("wire", "expected"), CASES)
+@pytest.mark.parametrize("limit", [5, 7, 64, 1 << 20])
+@pytest.mark.parametrize("piece", [1, 2, 3, 5, 1000])
+def test_data_ends_at_crlf_dot_crlf_and_nothing_after_it_is_read(
+    wire: bytes, expected: bytes, limit: int, piece: int
+) -> None:
+    data, rest = asyncio.run(_read(wire + NEXT, limit=limit, piece=piece))
+    assert data == expected
+    assert rest == NEXT
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (b"", b""),
+        (b"..\r\n", b".\r\n"),
+        (b".x\r\n..y\r\nz.\r\n", b"x\r\n.y\r\nz.\r\n"),
+        (b"a\r\n...\r\n", b"a\r\n..\r\n"),
+        (b"no dots\r\n", b"no dots\r\n"),
+    ],
+)
+def test_unstuffing_removes_the_first_dot_of_each_line(wire: bytes, message: bytes) -> None:
+    assert unstuff(wire) == message
+
+
+RECEIVED = (
+    b"Received: from client.example.org (localhost [127.0.0.1])\r\n"
+    b"\tby mx.example (Postfix) with ESMTP id 4AF8C20C335;\r\n"
+    b"\tWed, 25 Nov 2026 02:48:00 +0000 (UTC)\r\n"
+)
+UPSTREAM = b"Received: from far.example by relay.example with ESMTPS id UPSTREAM1;\r\n x\r\n"
+BEFORE_QUEUE = (
+    b"Received: from c (localhost [127.0.0.1])\r\n\tby mx (Postfix) with ESMTP\r\n\tfor <u@x>\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("xforward", "raw", "expected"),
+    [
+        ({"IDENT": "ABC123"}, RECEIVED, "ABC123"),
+        ({"IDENT": "[UNAVAILABLE]"}, RECEIVED, "4AF8C20C335"),
+        ({}, RECEIVED + UPSTREAM + b"\r\nbody", "4AF8C20C335"),
+        ({}, BEFORE_QUEUE + UPSTREAM + b"\r\nbody", None),  # only the topmost header counts
+        ({}, b"Subject: none\r\n\r\n" + RECEIVED, None),  # a Received in the body is no header
+        ({}, b"", None),
+    ],
+)
+def test_the_queue_id_comes_from_xforward_or_the_topmost_received_header(
+    xforward: dict[str, str], raw: bytes, expected: str | None
+) -> None:
+    assert queue_id(xforward, raw) == expected
+
+
+def test_xtext_values_are_decoded() -> None:
+    assert xtext_decode("mail+2Bx.example") == "mail+x.example"
+    assert xtext_decode("plain") == "plain"
+
+
+def test_xforward_is_passed_on_only_for_offered_attributes_within_512_octets() -> None:
+    attributes = {"NAME": "mail.example", "ADDR": "192.0.2.7", "IDENT": "ABC", "LOGIN": "x"}
+    assert _xforward(attributes, None) == []
+    assert _xforward(attributes, "NAME ADDR PROTO HELO IDENT") == [
+        "XFORWARD NAME=mail.example ADDR=192.0.2.7 IDENT=ABC"
+    ]
+    long = {"NAME": "n" * 300, "HELO": "h" * 300}
+    lines = _xforward(long, "NAME HELO")
+    assert lines == [f"XFORWARD NAME={'n' * 300}", f"XFORWARD HELO={'h' * 300}"]
+    assert all(len(line) + 2 <= 512 for line in lines)

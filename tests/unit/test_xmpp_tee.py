@@ -1,0 +1,140 @@
+"""The byte-exact stanza slicer: however the stream is chunked, each stanza's bytes are the
+original ones."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guardmail.sources.xmpptee import SliceError, StanzaSlicer, slice_stream
+
+HEADER = (
+    b"<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' id='a>b/c' from=\"example.org\" "
+    b"version='1.0'>"
+)
+
+# Unusual but valid: attribute order and quoting, > and / inside attribute values, character
+# and entity references, CDATA, namespace prefixes declared on the stanza, empty elements,
+# nested empty elements right before the parent's end tag, multibyte UTF-8, whitespace inside tags.
+STANZAS = [
+    b"<message type=\"chat\" to='victim@example.org'"
+    b" from='st\xc3\xa4lker@example.net/\xf0\x9f\x98\x80' id='1'>"
+    b"<body>I &lt;3 &#x1F600; &#128512; &amp; \xe2\x80\x8b<![CDATA[<not>a tag</not>]]>"
+    b"</body></message>",
+    b"<x/>",
+    b"<presence\n\tfrom = \"s@example.net\"\r\n  type='subscribe' note='>/&lt;&gt;&#34;\"'\n/>",
+    b"<message from='s@example.net'><c:composing xmlns:c='http://jabber.org/protocol/chatstates'/>"
+    b"</message>",
+    b"<iq type='result' id='r'><query xmlns='jabber:iq:roster'><item jid='a@b'/>"
+    b"<item jid='c@d'><group>\xe5\x8f\x8b</group></item></query></iq>",
+    b"<message from='s@example.net'><body></body></message >",
+    b"<message from='s@example.net'><body>" + "\u00e9\u4e2d\U0001f600".encode() * 40 + b"</body>"
+    b"</message>",
+]
+STREAM = HEADER + b"\n" + b" \t\r\n".join(STANZAS) + b"  "
+
+
+def test_every_single_split_position_gives_the_original_stanzas_and_header() -> None:
+    for cut in range(len(STREAM) + 1):
+        header, slices = slice_stream([STREAM[:cut], STREAM[cut:]])
+        assert header == HEADER, cut
+        assert [s.raw for s in slices] == STANZAS, cut
+
+
+def test_every_two_split_positions_around_each_stanza_boundary() -> None:
+    # Exhaustive over pairs of cuts is ~2e5 parses; take every pair within 12 bytes of a
+    # stanza's start or end, where the index bookkeeping is hardest.
+    edges: set[int] = set()
+    at = 0
+    for raw in STANZAS:
+        at = STREAM.index(raw, at)
+        for edge in (at, at + len(raw)):
+            edges.update(range(max(edge - 12, 0), min(edge + 12, len(STREAM)) + 1))
+        at += len(raw)
+    for a in sorted(edges):
+        for b in sorted(e for e in edges if e >= a):
+            _, slices = slice_stream([STREAM[:a], STREAM[a:b], STREAM[b:]])
+            assert [s.raw for s in slices] == STANZAS, (a, b)
+
+
+def test_byte_at_a_time() -> None:
+    header, slices = slice_stream([STREAM[i : i + 1] for i in range(len(STREAM))])
+    assert header == HEADER
+    assert [s.raw for s in slices] == STANZAS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=40))
+def test_any_chunking(cuts: list[int]) -> None:
+    points = [0, *sorted(cuts), len(STREAM)]
+    chunks = [STREAM[a:b] for a, b in zip(points, points[1:], strict=False)]
+    header, slices = slice_stream(chunks)
+    assert header == HEADER
+    assert [s.raw for s in slices] == STANZAS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="<&]"),
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.data(),
+)
+def test_generated_bodies_any_chunking(bodies: list[str], data: st.DataObject) -> None:
+    stanzas = [
+        f"<message to='v@e' type=\"chat\"><body>{b}</body><x xmlns='urn:x'/></message>".encode()
+        for b in bodies
+    ]
+    stream = HEADER + b"".join(stanzas)
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=10))
+    points = [0, *sorted(cuts), len(stream)]
+    _, slices = slice_stream([stream[a:b] for a, b in zip(points, points[1:], strict=False)])
+    assert [s.raw for s in slices] == stanzas
+
+
+def test_offsets_tags_and_stanzas_are_reported_as_soon_as_complete() -> None:
+    slicer = StanzaSlicer()
+    assert slicer.feed(HEADER) == []
+    assert slicer.header == HEADER
+    first = slicer.feed(STANZAS[0][:-1])
+    assert first == []
+    done = slicer.feed(STANZAS[0][-1:] + b"<x/>")
+    assert [(s.raw, s.offset, s.tag) for s in done] == [
+        (STANZAS[0], len(HEADER), "{jabber:client}message"),
+        (b"<x/>", len(HEADER) + len(STANZAS[0]), "{jabber:client}x"),
+    ]
+
+
+def test_only_the_stanza_in_progress_is_kept_in_memory() -> None:
+    slicer = StanzaSlicer()
+    slicer.feed(HEADER)
+    for _ in range(1000):
+        slicer.feed(STANZAS[0] + b" ")
+    slicer.feed(STANZAS[0][:10])
+    assert len(slicer._buf) <= len(STANZAS[0]) + 1
+
+
+def test_malformed_stream_raises_and_stays_broken() -> None:
+    slicer = StanzaSlicer()
+    slicer.feed(HEADER)
+    with pytest.raises(SliceError, match="not well-formed"):
+        slicer.feed(b"<message><body></message>")
+    with pytest.raises(SliceError):
+        slicer.feed(b"<x/>")
+
+
+def test_undeclared_prefix_is_refused_as_slixmpp_refuses_it() -> None:
+    slicer = StanzaSlicer()
+    slicer.feed(HEADER)
+    with pytest.raises(SliceError, match="unbound prefix"):
+        slicer.feed(b"<foo:bar/>")
+
+
+def test_stream_end_and_empty_stream() -> None:
+    header, slices = slice_stream([HEADER, b"</stream:stream>"])
+    assert header == HEADER and slices == []
