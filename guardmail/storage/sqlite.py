@@ -149,7 +149,7 @@ class SQLiteTransaction:
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         cur = self._conn.execute(
             f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? AND scope = ? "
-            "AND kind = 'archived' ORDER BY seq LIMIT 1",
+            "AND kind = 'archived' ORDER BY +seq LIMIT 1",  # +seq: use the partial index
             (tenant, sha256, scope),
         )
         r = cur.fetchone()
