@@ -100,6 +100,7 @@ class ManageSieve:
         if "STARTTLS" not in self.capabilities:
             raise PeerError(f"ManageSieve server {self.host} does not offer STARTTLS")
         self._command(b"STARTTLS")
+        self._file.close()
         self._sock = ctx.wrap_socket(self._sock, server_hostname=self.host)
         self._file = self._sock.makefile("rb")
         # RFC 5804 2.2: the server sends its capabilities again after the TLS handshake.
@@ -135,4 +136,6 @@ class ManageSieve:
         except (OSError, PeerError):
             pass
         finally:
+            # The reader made by makefile() keeps the socket open until it is closed too.
+            self._file.close()
             self._sock.close()

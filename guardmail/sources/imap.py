@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import imaplib
 import logging
 import random
 import threading
@@ -28,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imapclient import DELETED, IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import _parse_untagged_response
 
 from guardmail.core.backoff import NETWORK, REFUSED
 from guardmail.core.item import Item, mail_item
@@ -263,10 +266,16 @@ class FolderWatcher:
     def _idle(self, client: IMAPClient) -> None:
         client.idle()
         deadline = time.monotonic() + self.cfg.idle_seconds
+        # Dovecot often sends "* N EXISTS" in the same packet as "+ idling"; imapclient's idle()
+        # leaves that line in imaplib's read buffer, where idle_check (which waits on the raw
+        # socket) never looks. Read what is already buffered first.
+        pending = _buffered_responses(client)
         try:
             while not self._stopping.is_set() and time.monotonic() < deadline:
                 began = time.monotonic()
-                responses = client.idle_check(timeout=IDLE_SLICE)
+                responses = pending or client.idle_check(timeout=IDLE_SLICE)
+                if pending:
+                    pending, began = [], 0.0
                 if any(_is_bye(r) for r in responses):
                     raise ConnectionError("server said BYE during IDLE")
                 if any(_is_news(r) for r in responses):
@@ -296,7 +305,12 @@ class FolderWatcher:
             return f"UID {uid} left in {target}, where the server's Sieve filed it"
         if not self._quarantine_ready:
             if not client.folder_exists(target):
-                client.create_folder(target)
+                try:
+                    client.create_folder(target)
+                except IMAPClientError as exc:
+                    # Another client (or our own other folder's watcher) created it meanwhile.
+                    if "EXISTS" not in str(exc).upper():  # [ALREADYEXISTS] (RFC 5530)
+                        raise
                 client.subscribe_folder(target)
             self._quarantine_ready = True
         if client.has_capability("MOVE"):
@@ -323,6 +337,24 @@ def _is_news(response: Any) -> bool:
             b"RECENT",
         )
     )
+
+
+def _buffered_responses(client: IMAPClient) -> list[Any]:
+    """Untagged responses already sitting in imaplib's buffer, read without blocking."""
+    sock = client.socket()
+    responses: list[Any] = []
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                line = client._imap._get_line()
+            except (OSError, imaplib.IMAP4.abort):
+                break  # nothing (more) buffered, or an incomplete line: idle_check takes over
+            responses.append(_parse_untagged_response(line))
+    finally:
+        sock.setblocking(True)
+        client._set_read_timeout()
+    return responses
 
 
 def _is_bye(response: Any) -> bool:
