@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -42,6 +42,15 @@ def _nonempty(value: str) -> str:
 
 
 NonEmpty = Annotated[str, AfterValidator(_nonempty)]
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def with_absolute_files(model: Model, base: Path, *keys: str) -> Model:
+    """``model`` with each of the path fields ``keys`` that is set made absolute under ``base``."""
+    update = {k: base / v for k in keys if (v := getattr(model, k)) is not None}
+    return model.model_copy(update=update)
 
 
 def is_loopback(host: str) -> bool:
@@ -123,12 +132,7 @@ class ImapSourceConfig(BaseModel):
 
     def resolved(self, base: Path) -> ImapSourceConfig:
         """With relative file paths made absolute under ``base``."""
-        update: dict[str, Path] = {}
-        if self.password_file is not None:
-            update["password_file"] = base / self.password_file
-        if self.ca_file is not None:
-            update["ca_file"] = base / self.ca_file
-        return self.model_copy(update=update)
+        return with_absolute_files(self, base, "password_file", "ca_file")
 
 
 def _host_port(value: str) -> str:
@@ -295,12 +299,7 @@ class XmppSourceConfig(BaseModel):
 
     def resolved(self, base: Path) -> XmppSourceConfig:
         """With relative file paths made absolute under ``base``."""
-        update: dict[str, Path] = {}
-        if self.password_file is not None:
-            update["password_file"] = base / self.password_file
-        if self.ca_file is not None:
-            update["ca_file"] = base / self.ca_file
-        return self.model_copy(update=update)
+        return with_absolute_files(self, base, "password_file", "ca_file")
 
 
 class SourcesConfig(BaseModel):

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from guardmail.sourceconfig import NonEmpty, TlsMode, is_loopback
+from guardmail.sourceconfig import NonEmpty, TlsMode, is_loopback, with_absolute_files
 
 
 def _one_address(value: str) -> str:
@@ -69,12 +69,7 @@ class SmtpConfig(BaseModel):
         return self.port or {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
 
     def resolved(self, base: Path) -> SmtpConfig:
-        update: dict[str, Path] = {}
-        for key in ("password_file", "ca_file"):
-            value = getattr(self, key)
-            if value is not None:
-                update[key] = base / value
-        return self.model_copy(update=update)
+        return with_absolute_files(self, base, "password_file", "ca_file")
 
 
 class WarningConfig(BaseModel):

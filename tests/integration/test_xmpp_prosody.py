@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from guardmail.storage.sqlite import SQLiteStorage
 from tests.conftest import wait_for
+from tests.integration import guardmail_proc
 from tests.integration.guardmail_proc import guardmail
 from tests.servers.ports import free_ports
 from tests.servers.prosody import DOMAIN, MUC, Peer, Prosody, start_prosody
@@ -37,34 +36,9 @@ USERS = {
 VICTIM = f"victim@{DOMAIN}"
 
 
-class Daemon:
-    """``guardmail run`` in the background, its log (stderr) in a file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
-        with log.open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "guardmail", "-c", str(config), "run"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
+class Daemon(guardmail_proc.Daemon):
     def count(self, needle: str) -> int:
         return self.log_text().count(needle)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise
 
 
 class Tap:
