@@ -64,6 +64,7 @@ class Daemon:
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 storage=self.tenant.storage,
+                held=self.tenant.warner.held_server_blocks,
             )
             for x in config.settings.sources.xmpp
         ]

@@ -228,6 +228,8 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         loaded.add(index, entry)
     issues += loaded.issues
     issues += _duplicate_offenders([main, *loaded.sources])
+    warning, found = _warning_account(settings, main)
+    issues += found
     if issues or settings is None:
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
@@ -248,7 +250,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
                     "smtp_filter": smtp_filter,
                 }
             ),
-            "warning": settings.warning.resolved(base) if settings.warning else None,
+            "warning": warning.resolved(base) if warning else None,
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))
@@ -338,6 +340,30 @@ class _OffenderFiles:
         offender_file, issues = validate(OffenderFile, source)
         self.issues += issues
         self.offenders += offender_file.offenders if offender_file else []
+
+
+def _warning_account(
+    settings: Settings | None, main: Source
+) -> tuple[WarningConfig | None, list[ConfigIssue]]:
+    """The warning with ``xmpp_account`` filled in (channel xmpp), or where it names nothing."""
+    warning = settings.warning if settings else None
+    if settings is None or warning is None or warning.channel != "xmpp":
+        return warning, []
+    names = [x.name for x in settings.sources.xmpp]
+    if warning.xmpp_account is not None:
+        if warning.xmpp_account in names:
+            return warning, []
+        message = (
+            f"no XMPP account named {warning.xmpp_account!r} under sources.xmpp "
+            f"(there: {', '.join(names) or 'none'})"
+        )
+        return None, [main.issue(("warning", "xmpp_account"), message)]
+    if len(names) == 1:
+        return warning.model_copy(update={"xmpp_account": names[0]}), []
+    message = "channel: xmpp sends from an account under sources.xmpp: " + (
+        "there is none" if not names else f"name one in xmpp_account ({', '.join(names)})"
+    )
+    return None, [main.issue(("warning", "channel"), message)]
 
 
 def _duplicate_offenders(sources: list[Source]) -> list[ConfigIssue]:

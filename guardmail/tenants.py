@@ -202,6 +202,9 @@ def load_tenants(
             continue
         tenant, found = validate(TenantConfig, source)
         issues += found
+        if tenant is not None and tenant.warning is not None and tenant.warning.channel != "email":
+            message = "tenants.d tenants have no XMPP accounts: their warning goes by email"
+            issues.append(source.issue(("warning", "channel"), message))
         issues += _duplicate_offenders([source])
         read.append((source, tenant))
     issues += _clashes(read, reserved)

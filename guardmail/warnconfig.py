@@ -1,10 +1,13 @@
-"""Configuration of the one cease-contact warning and of the SMTP submission that sends it.
+"""Configuration of the one cease-contact warning and of the channel that sends it.
 
 Contracts:
+- ``channel: email`` needs ``from`` and ``smtp``; ``channel: xmpp`` sends from one of the
+  ``sources.xmpp`` accounts (``xmpp_account``, checked against the sources when the whole file
+  is loaded) and needs neither.
 - The submission password comes from ``password_file`` or ``password_command``, never inline.
 - ``tls: none`` only for loopback hosts (the password would travel in clear).
 - ``from`` is one address with an optional display name; the display name is the victim's name
-  in the template.
+  in the template unless ``victim`` says otherwise.
 """
 
 from __future__ import annotations
@@ -81,20 +84,31 @@ class WarningConfig(BaseModel):
 
     send: Literal["manual", "on_first_block"] = "manual"
     """manual: only with `guardmail warn`; on_first_block: after the first archived item."""
-    channel: Literal["email"] = "email"
-    """How it is sent (XMPP comes with the XMPP source)."""
-    from_: Annotated[str, AfterValidator(_one_address)] = Field(alias="from")
-    """Sender, e.g. "Jane Victim <victim@example.org>"; the name fills {{ victim }}."""
+    channel: Literal["email", "xmpp"] = "email"
+    """email (through `smtp`) or xmpp (from the `xmpp_account` source, as a chat message)."""
+    from_: Annotated[str, AfterValidator(_one_address)] | None = Field(default=None, alias="from")
+    """E-mail sender, e.g. "Jane Victim <victim@example.org>"; the name fills {{ victim }}."""
+    victim: NonEmpty | None = None
+    """Your name as {{ victim }} shows it (default: the name in `from`, else your address)."""
+    xmpp_account: NonEmpty | None = None
+    """channel xmpp: the name of the sources.xmpp account to send from (default: the only one)."""
     subject: NonEmpty = "Stop contacting me"
     """Subject line (plain text, no line breaks)."""
     template_file: Path
     """Jinja2 text template; placeholders: offender, victim, date, law, recipient."""
     law: str = ""
     """The law the victim chooses to cite, shown where the template says {{ law }}."""
-    smtp: SmtpConfig
-    """Submission server."""
+    smtp: SmtpConfig | None = None
+    """Submission server (channel email)."""
+
+    @model_validator(mode="after")
+    def _channel_complete(self) -> WarningConfig:
+        if self.channel == "email" and (self.from_ is None or self.smtp is None):
+            raise ValueError("channel: email needs `from` and `smtp` (the submission server)")
+        if self.channel == "xmpp" and self.smtp is not None:
+            raise ValueError("channel: xmpp sends from an XMPP account; leave `smtp` out")
+        return self
 
     def resolved(self, base: Path) -> WarningConfig:
-        return self.model_copy(
-            update={"template_file": base / self.template_file, "smtp": self.smtp.resolved(base)}
-        )
+        smtp = self.smtp.resolved(base) if self.smtp is not None else None
+        return self.model_copy(update={"template_file": base / self.template_file, "smtp": smtp})

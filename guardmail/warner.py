@@ -10,19 +10,24 @@ Invariants:
   journal entry (sha256, offender, to, sent_at, message_id, server reply) follows the send.
 - Sent only to a concrete address the offender used (in archived evidence) or the config lists,
   never to a pattern, never to a no-reply address, never in answer to auto-submitted, list or
-  bounce mail (RFC 3834).
+  bounce mail (RFC 3834). Over XMPP: to a bare JID from the offender's ``jids`` or one they
+  wrote from (never a group chat's occupant address).
+- Over XMPP with ``on_first_block``, the warning goes before any server block: offenders still
+  owed one are held out of the server blocklist (``held_server_blocks``) until the ledger has a
+  row for them; a block entry that covers the recipient is lifted for the send (outbound/xmpp).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from guardmail.core.item import Item
+from guardmail.core.item import Channel, Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.core.warning import (
     TemplateError,
@@ -30,12 +35,15 @@ from guardmail.core.warning import (
     WarningMessage,
     is_no_reply_address,
     render_warning,
+    render_xmpp_warning,
     should_not_answer,
 )
 from guardmail.errors import GuardmailError
 from guardmail.logs import event
-from guardmail.outbound.smtp import SubmitError, submit
+from guardmail.outbound import SubmitError, smtp, xmpp
 from guardmail.settings import OffenderConfig, Settings
+from guardmail.sourceconfig import XmppSourceConfig
+from guardmail.sources import xmppblock
 from guardmail.storage.base import Storage, WarningRow
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
@@ -59,7 +67,8 @@ def describe(row: WarningRow | None) -> str:
     if row is None:
         return "not sent"
     if row.state == "sent":
-        return f"sent at {row.finished_at} to {row.recipient}, Message-ID {row.message_id}"
+        kind = "Message-ID" if row.message_id.startswith("<") else "stanza id"
+        return f"sent at {row.finished_at} to {row.recipient}, {kind} {row.message_id}"
     if row.state == "marked_sent":
         return f"marked as sent by you at {row.finished_at} ({row.detail})"
     if row.state == "failed":
@@ -99,7 +108,10 @@ class Warner:
         raise WarningRefused(f"no offender named {name!r} (known: {known})")
 
     def recipients(self, offender: OffenderConfig) -> list[str]:
-        """Concrete addresses: the config's, then those the offender wrote from (evidence)."""
+        """Concrete addresses (or JIDs, channel xmpp): the config's, then those the offender
+        wrote from (evidence)."""
+        if self.config.channel == "xmpp":
+            return self._jids(offender)
         found = [a for a in offender.addresses if _GLOB.isdisjoint(a)]
         for row in self.vault.rows(kind="archived"):
             body = journal.entry(row)
@@ -110,6 +122,27 @@ class Warner:
                 if match.get("header") in ("From", "Reply-To", "Sender") and "@" in value:
                     found.append(value)
         return list(dict.fromkeys(a for a in found if not is_no_reply_address(a)))
+
+    def _jids(self, offender: OffenderConfig) -> list[str]:
+        found = [j for j in offender.jids if _GLOB.isdisjoint(j) and not j.startswith("re:")]
+        for row in self.vault.rows(kind="archived"):
+            body = journal.entry(row)
+            if body.get("offender") != offender.name or body.get("channel") != "xmpp":
+                continue
+            meta = body.get("meta", {})
+            if meta.get("muc_pm") == "true":
+                continue  # a room's occupant address: not the offender's own JID
+            found.append(str(meta.get("from", "")))
+        bare = (xmppblock.canonical(j) for j in found)
+        return list(dict.fromkeys(j for j in bare if j and "@" in j))
+
+    def account(self) -> XmppSourceConfig:
+        """The XMPP account the warning is sent from (channel xmpp)."""
+        name = self.config.xmpp_account
+        for source in self.settings.sources.xmpp:
+            if source.name == name:
+                return source
+        raise WarningRefused(f"no XMPP account named {name!r} under sources.xmpp")
 
     def plan(self, name: str, *, to: str | None = None) -> Plan:
         cfg = self.config
@@ -132,28 +165,42 @@ class Warner:
                 "(patterns and domains are never written to)"
             )
         now = self.clock()
-        victim = parseaddr(cfg.from_)[0] or parseaddr(cfg.from_)[1]
-        domain = parseaddr(cfg.from_)[1].rpartition("@")[2]
+        if cfg.channel == "xmpp":
+            sender = cfg.from_ or self.account().jid
+        else:
+            sender = cfg.from_ or ""
+        victim = cfg.victim or parseaddr(sender)[0] or parseaddr(sender)[1]
         try:
             template = cfg.template_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise WarningRefused(f"cannot read template {cfg.template_file}: {exc}") from None
+        values = {
+            "offender": offender.name,
+            "victim": victim,
+            "date": now.date().isoformat(),
+            "law": cfg.law,
+            "recipient": recipient,
+        }
         try:
-            message = render_warning(
-                template=template,
-                values={
-                    "offender": offender.name,
-                    "victim": victim,
-                    "date": now.date().isoformat(),
-                    "law": cfg.law,
-                    "recipient": recipient,
-                },
-                sender=cfg.from_,
-                recipient=recipient,
-                subject=cfg.subject,
-                date=format_datetime(now),
-                message_id=make_msgid(domain=domain),
-            )
+            if cfg.channel == "xmpp":
+                message = render_xmpp_warning(
+                    template=template,
+                    values=values,
+                    sender=self.account().jid,
+                    recipient=recipient,
+                    date=now.isoformat(),
+                    stanza_id=f"guardmail-warning-{uuid.uuid4()}",
+                )
+            else:
+                message = render_warning(
+                    template=template,
+                    values=values,
+                    sender=sender,
+                    recipient=recipient,
+                    subject=cfg.subject,
+                    date=format_datetime(now),
+                    message_id=make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2]),
+                )
         except (UnsafeValue, TemplateError) as exc:
             raise WarningRefused(f"warning not rendered: {exc}") from None
         return Plan(offender=offender.name, message=message)
@@ -194,9 +241,7 @@ class Warner:
             tx.put_warning(claimed)
         event("warning.sending", offender=plan.offender, to=msg.recipient, sha256=sha)
         try:
-            reply = submit(
-                self.config.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw
-            )
+            reply = self._deliver(msg)
         except SubmitError as exc:
             done = replace(
                 claimed,
@@ -226,6 +271,7 @@ class Warner:
                 "subject": msg.subject,
                 "sent_at": sent.finished_at,
                 "message_id": msg.message_id,
+                "channel": msg.channel,
                 "server_reply": reply,
             },
             now=self.clock(),
@@ -233,6 +279,30 @@ class Warner:
         )
         event("warning.sent", offender=plan.offender, to=msg.recipient, reply=reply)
         return sent
+
+    def _deliver(self, msg: WarningMessage) -> str:
+        cfg = self.config
+        if msg.channel == "xmpp":
+            return xmpp.send_message(
+                self.account(), raw=msg.raw, stanza_id=msg.message_id, recipient=msg.recipient
+            )
+        if cfg.smtp is None:
+            raise WarningRefused("channel: email needs an `smtp:` section")
+        return smtp.submit(cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw)
+
+    def held_server_blocks(self) -> frozenset[str]:
+        """Offenders (names, casefolded) kept out of the server blocklist because the warning
+        is still owed to them over XMPP after their first blocked item."""
+        cfg = self.settings.warning
+        if cfg is None or cfg.channel != "xmpp" or cfg.send != "on_first_block":
+            return frozenset()
+        with self.storage.transaction() as tx:
+            done = {row.offender for row in tx.warnings(self.vault.tenant)}
+        return frozenset(
+            key
+            for o in self.settings.offenders
+            if (key := o.name.casefold()) not in done and o.action == "block"
+        )
 
     def mark_sent(self, name: str, note: str) -> WarningRow:
         offender = self.offender(name)
@@ -268,7 +338,7 @@ class Warner:
             return
         if self.state(verdict.offender) is not None:
             return  # sent, failed, or unknown: never automatically again
-        why = should_not_answer(item.raw)
+        why = should_not_answer(item.raw) if item.channel is Channel.MAIL else None
         if why is not None:
             event("warning.not_answering", offender=verdict.offender, reason=why)
             return

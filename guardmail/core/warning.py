@@ -7,6 +7,9 @@ Contracts:
   CR, LF or NUL; headers are then built by the email package under the SMTP policy, which folds
   and encodes them (RFC 2047 for non-ASCII) instead of passing anything through raw.
 - The body is the template's text with CRLF line ends in UTF-8 (7bit when it is ASCII).
+- The XMPP form (``render_xmpp_warning``) is one ``<message type="chat">`` stanza with the body as
+  its only text, built by ElementTree (attributes and text escaped); text XML 1.0 cannot carry
+  (control characters, lone surrogates) is refused rather than altered.
 - ``should_not_answer`` says when an item must not trigger a warning (RFC 3834 section 2:
   auto-submitted, list and bounce mail; no-reply senders).
 """
@@ -14,6 +17,7 @@ Contracts:
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,6 +29,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from guardmail.core.item import header_fields
 
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+NS_SID = "urn:xmpp:sid:0"
 _NO_REPLY_LOCAL = re.compile(
     r"^(no-?reply|do-?not-?reply|mailer-daemon|postmaster|bounces?|listserv|majordomo)([+._-].*)?$",
     re.IGNORECASE,
@@ -44,7 +50,10 @@ class WarningMessage:
     recipient: str
     subject: str
     message_id: str
+    """The Message-ID (e-mail) or the stanza id (XMPP)."""
     date: str
+    channel: str = "email"
+    """email or xmpp."""
 
 
 def check_safe(name: str, value: str) -> str:
@@ -74,10 +83,7 @@ def render_warning(
         ("message-id", message_id),
     ):
         check_safe(key, value)
-    env = SandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
-    )
-    body = env.from_string(template).render(**values)
+    body = _render(template, values)
     msg = EmailMessage(policy=SMTP)
     msg["From"] = sender
     msg["To"] = recipient
@@ -94,6 +100,47 @@ def render_warning(
         message_id=message_id,
         date=date,
     )
+
+
+def render_xmpp_warning(
+    *,
+    template: str,
+    values: Mapping[str, str],
+    sender: str,
+    recipient: str,
+    date: str,
+    stanza_id: str,
+) -> WarningMessage:
+    """The exact stanza to send over XMPP. Raises UnsafeValue or jinja2's TemplateError."""
+    for key, value in (*values.items(), ("recipient", recipient), ("stanza id", stanza_id)):
+        check_safe(key, value)
+    body = _render(template, values).replace("\r\n", "\n")
+    bad = _NOT_XML.search(body)
+    if bad is not None:
+        raise UnsafeValue(
+            f"the warning text holds {bad.group()!r}, which XML cannot carry; refusing to send"
+        )
+    msg = ET.Element(
+        "message", {"xmlns": "jabber:client", "to": recipient, "type": "chat", "id": stanza_id}
+    )
+    ET.SubElement(msg, "body").text = body
+    ET.SubElement(msg, "origin-id", {"xmlns": NS_SID, "id": stanza_id})
+    return WarningMessage(
+        raw=ET.tostring(msg, encoding="unicode").encode("utf-8"),
+        sender=sender,
+        recipient=recipient,
+        subject="",
+        message_id=stanza_id,
+        date=date,
+        channel="xmpp",
+    )
+
+
+def _render(template: str, values: Mapping[str, str]) -> str:
+    env = SandboxedEnvironment(
+        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
+    )
+    return env.from_string(template).render(**values)
 
 
 def is_no_reply_address(address: str) -> bool:
@@ -130,5 +177,6 @@ __all__ = [
     "check_safe",
     "is_no_reply_address",
     "render_warning",
+    "render_xmpp_warning",
     "should_not_answer",
 ]

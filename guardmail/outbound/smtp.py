@@ -10,18 +10,13 @@ from __future__ import annotations
 import smtplib
 from email.utils import parseaddr
 
-from guardmail.errors import PeerError, SecretError
+from guardmail.errors import SecretError
+from guardmail.outbound import SubmitError
 from guardmail.secrets import read_secret
 from guardmail.tlsctx import client_context
 from guardmail.warnconfig import SmtpConfig
 
-
-class SubmitError(PeerError):
-    """Submission failed. ``certain``: the server certainly did not accept the message."""
-
-    def __init__(self, message: str, *, certain: bool) -> None:
-        super().__init__(message)
-        self.certain = certain
+__all__ = ["SubmitError", "submit"]
 
 
 def _connect(cfg: SmtpConfig) -> smtplib.SMTP:

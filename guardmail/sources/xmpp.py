@@ -15,7 +15,10 @@ taken back from the person's other clients):
   offender's subscription request is denied (``unsubscribed``); nobody else's is touched, and
   roster auto-authorisation is off.
 - block: the same, and with ``server_block: true`` the block offenders' exact JIDs and domains are
-  kept in the server blocklist (XEP-0191), added and removed as the offender list changes.
+  kept in the server blocklist (XEP-0191), added and removed as the offender list changes. An
+  offender still owed the warning over XMPP (``held``, from the Warner) is added only once the
+  ledger has a row for them: after their first blocked item (this source resyncs right after
+  it) or a ``guardmail warn`` (found at the next archive sync).
 - The person's other clients still receive the stanzas unless ``server_block`` is on. With it,
   the server drops the offender's stanzas before its own archive (and before carbons): later
   attempts are no longer seen by guardmail, nor documented anywhere.
@@ -52,6 +55,7 @@ import logging
 import random
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from slixmpp.stanza import Iq
@@ -95,9 +99,16 @@ class XmppSource:
     """One XMPP account. ``run()`` until cancelled; ``apply_rules()`` after a reload."""
 
     def __init__(
-        self, *, cfg: XmppSourceConfig, tenant: str, pipeline: Pipeline, storage: Storage
+        self,
+        *,
+        cfg: XmppSourceConfig,
+        tenant: str,
+        pipeline: Pipeline,
+        storage: Storage,
+        held: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.cfg = cfg
+        self.held = held
         self.tenant = tenant
         self.pipeline = pipeline
         self.source = self.scope = f"xmpp:{cfg.name}"
@@ -118,6 +129,7 @@ class XmppSource:
         self._roster_ready = asyncio.Event()
         self._block_rules = pipeline.rules
         self._rules_changed = asyncio.Event()
+        self._withheld: frozenset[str] = frozenset()
 
     # --- the daemon's side -----------------------------------------------------------------
 
@@ -227,7 +239,7 @@ class XmppSource:
         if self.cfg.send_presence:
             client.send_presence(ppriority=PRIORITY)
         self._rules_changed.clear()
-        await sync_blocklist(client, cfg=self.cfg, rules=self._block_rules, state=self.state)
+        withheld = await self._sync_blocklist(client)
         await self.archive.catch_up(client, self._handle, routine=False)
         while True:
             try:
@@ -235,9 +247,28 @@ class XmppSource:
                     await self._rules_changed.wait()
             except TimeoutError:
                 await self.archive.catch_up(client, self._handle, routine=True)
-                continue
+                if not withheld:
+                    continue
+                # A warning may have been sent meanwhile by `guardmail warn`.
             self._rules_changed.clear()
-            await sync_blocklist(client, cfg=self.cfg, rules=self._block_rules, state=self.state)
+            withheld = await self._sync_blocklist(client)
+
+    async def _sync_blocklist(self, client: WatchClient) -> bool:
+        """Resync; whether some offender is still held out of the blocklist."""
+        self._withheld = await asyncio.to_thread(self._held)
+        await sync_blocklist(
+            client, cfg=self.cfg, rules=self._block_rules, state=self.state, held=self._withheld
+        )
+        return bool(self._withheld)
+
+    def _held(self) -> frozenset[str]:
+        if not self.cfg.server_block:
+            return frozenset()
+        try:
+            return self.held()
+        except StorageUnavailable:
+            # Cannot tell who is still owed the warning: block nobody more for now.
+            return frozenset(o.name.casefold() for o in self._block_rules.offenders)
 
     async def _keepalive(self, client: WatchClient) -> None:
         while True:
@@ -324,7 +355,10 @@ class XmppSource:
             # archive page whose cursor was not saved yet): never a second item for it.
             if await asyncio.to_thread(self.state.archived_before, item.source_ref):
                 return
-        await pipeline.process(item, self)
+        outcome = await pipeline.process(item, self)
+        offender = outcome.verdict.offender
+        if outcome.receipt is not None and offender and offender.casefold() in self._withheld:
+            self._rules_changed.set()  # the warning step ran: the offender may now be blocked
 
     def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
         if self._strangers is None or incoming.via is Via.SUBSCRIBE:
@@ -388,13 +422,16 @@ class XmppSource:
         if meta["via"] == str(Via.MAM):
             done = "archived from the server archive; not acknowledged"
         if verdict.action is Action.BLOCK and self.cfg.server_block:
-            listed = xmppblock.wanted(self._block_rules)
+            listed = xmppblock.wanted(self._block_rules, held=self._withheld)
             sender = xmppblock.canonical(meta["from"]) or ""
             domain = sender.rpartition("@")[2]
-            done += (
-                "; the sender is in the server blocklist"
-                if sender in listed or domain in listed
-                else "; the sender is not in the server blocklist (matched by pattern or alias; "
-                "only listed jids and domains are blocked there)"
-            )
+            if verdict.offender and verdict.offender.casefold() in self._withheld:
+                done += "; kept out of the server blocklist until the warning is sent"
+            elif sender in listed or domain in listed:
+                done += "; the sender is in the server blocklist"
+            else:
+                done += (
+                    "; the sender is not in the server blocklist (matched by pattern or alias; "
+                    "only listed jids and domains are blocked there)"
+                )
         return done

@@ -1,9 +1,10 @@
 """The server blocklist (XEP-0191) guardmail keeps in step with the offender list. Pure.
 
 Contracts:
-- Only offenders whose action is ``block`` are listed, and only what XEP-0191 can express
-  exactly: their ``jids`` (as bare JIDs) and their ``domains`` (a domain JID blocks the whole
-  domain). Patterns and display names stay guardmail's own business.
+- Only offenders whose action is ``block`` and who are not held out (still owed the warning over
+  XMPP, which the server would refuse to deliver to a blocked JID) are listed, and only what
+  XEP-0191 can express exactly: their ``jids`` (as bare JIDs) and their ``domains`` (a domain
+  JID blocks the whole domain). Patterns and display names stay guardmail's own business.
 - guardmail removes only entries it added itself (``managed``): what the person blocked by hand
   stays blocked, even when it is also, or was once, an offender's.
 - Entries guardmail manages that someone removed from the server are added again while the
@@ -12,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from slixmpp.jid import JID, InvalidJID
@@ -28,11 +30,12 @@ def canonical(jid: str) -> str | None:
     return parsed.bare or None
 
 
-def wanted(rules: RuleSet) -> set[str]:
-    """The blocklist entries the offender list asks for."""
+def wanted(rules: RuleSet, *, held: Collection[str] = ()) -> set[str]:
+    """The blocklist entries the offender list asks for; ``held``: offender names (casefolded)
+    left out for now."""
     found: set[str] = set()
     for off in rules.offenders:
-        if off.action is not Action.BLOCK:
+        if off.action is not Action.BLOCK or off.name.casefold() in held:
             continue
         for value in (*off.jids, *(d.strip().lstrip("@").rstrip(".") for d in off.domains)):
             jid = canonical(value)

@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 from guardmail.core.rules import RuleSet
@@ -172,15 +172,21 @@ def _stamp(xml: ET.Element) -> str | None:
 
 
 async def sync_blocklist(
-    client: WatchClient, *, cfg: XmppSourceConfig, rules: RuleSet, state: State
+    client: WatchClient,
+    *,
+    cfg: XmppSourceConfig,
+    rules: RuleSet,
+    state: State,
+    held: Collection[str] = (),
 ) -> None:
-    """Make the server blocklist hold what the offender list asks for (xmppblock contracts)."""
-    wanted = xmppblock.wanted(rules) if cfg.server_block else set()
+    """Make the server blocklist hold what the offender list asks for (xmppblock contracts);
+    ``held`` names the offenders to leave out for now (owed the warning over XMPP)."""
     timeout = cfg.timeout_seconds
     try:
+        wanted = xmppblock.wanted(rules, held=held) if cfg.server_block else set()
         saved = await asyncio.to_thread(state.load, BLOCKLIST)
         managed = set(json.loads(saved)) if saved else set()
-        if not wanted and not managed:
+        if not wanted and not managed and not held:
             return
         answer = await request(client, xmppiq.blocklist_get(client), seconds=timeout)
         current = {c for j in xmppiq.blocklist_items(answer.xml) if (c := xmppblock.canonical(j))}
@@ -203,4 +209,5 @@ async def sync_blocklist(
         added=len(todo.add),
         removed=len(todo.remove),
         held=len(todo.managed),
+        withheld_until_warned=",".join(sorted(held)) or None,
     )

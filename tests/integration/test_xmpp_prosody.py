@@ -42,11 +42,13 @@ class Daemon(guardmail_proc.Daemon):
 
 
 class Tap:
-    """A loopback TCP proxy in front of the server that records what the server sends."""
+    """A loopback TCP proxy in front of the server that records what the server sends (or, with
+    ``to_server``, what the clients send)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, to_server: bool = False) -> None:
         (self.port,) = free_ports(1)
         self.target_port = target_port
+        self.to_server = to_server
         self.received = bytearray()
         self._lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", self.port))
@@ -59,8 +61,9 @@ class Tap:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(conn, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, conn, True), daemon=True).start()
+            up, down = (conn, upstream, self.to_server), (upstream, conn, not self.to_server)
+            threading.Thread(target=self._pump, args=up, daemon=True).start()
+            threading.Thread(target=self._pump, args=down, daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
         try:
