@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from datetime import UTC, date, datetime
@@ -14,15 +15,17 @@ from pathlib import Path
 from guardmail import __version__
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.export import BundleUnreadable
-from guardmail.export.arf import Original, build_report, original, valid_address
+from guardmail.export.arf import AbuseReport, Original, build_report, original, valid_address
 from guardmail.export.progress import ProgressLine
 from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
 from guardmail.export.verify import verify_bundle
+from guardmail.settings import Settings
 from guardmail.storage.base import JournalRow
 from guardmail.tenant import open_tenant
 from guardmail.vault import journal
 from guardmail.vault.store import write_durably
 from guardmail.vault.verify import verify_vault
+from guardmail.warnconfig import SmtpConfig
 
 # Below this many items an export is quick enough that a progress line is only noise.
 PROGRESS_MIN_ITEMS = 200
@@ -78,7 +81,11 @@ def register(sub: Subparsers) -> None:
         help=f"attach at most this many messages, earliest first (default {DEFAULT_ATTACH})",
     )
     ab.add_argument("--out", type=Path, required=True, help="the report file to write (.eml)")
-    ab.add_argument("--send", action="store_true", help="send it (not available yet)")
+    ab.add_argument(
+        "--send",
+        action="store_true",
+        help="also send it through the submission server of `warning.smtp` (recorded in the vault)",
+    )
     ab.set_defaults(handler=cmd_abuse_report)
 
 
@@ -242,12 +249,6 @@ def _unknown(requested: list[str], configured: list[str], rows: list[JournalRow]
 def cmd_abuse_report(args: argparse.Namespace) -> int:
     from guardmail.export.bundle import read_blob
 
-    if args.send:
-        # Sending lands with the warning sender (outbound/); until then, nothing leaves.
-        return _usage(
-            "sending abuse reports is not available yet: write the report with --out and "
-            "send it from your mail program"
-        )
     if args.attach < 1:
         return _usage(f"--attach must be at least 1, not {args.attach}")
     for option, value in (("--to", args.to), ("--from", args.sender)):
@@ -256,7 +257,14 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
     if args.out.exists() or args.out.is_symlink():
         return _usage(f"{args.out} already exists; reports never overwrite")
     loaded = load(args)
-    tenant = open_tenant(tenant_settings(args, loaded))
+    settings = tenant_settings(args, loaded)
+    smtp = settings.warning.smtp if settings.warning else None
+    if args.send and smtp is None:
+        return _usage(
+            "--send needs a submission server: a `warning:` section with `smtp:` "
+            "(or write the report with --out and send it from your mail program)"
+        )
+    tenant = open_tenant(settings)
     try:
         rows = tenant.vault.rows()
         problem = _unknown([args.offender], [o.name for o in loaded.settings.offenders], rows)
@@ -295,7 +303,7 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
         attach=args.attach,
     )
     write_durably(args.out, report.data)
-    print(f"wrote {args.out} ({len(report.data)} bytes), not sent")
+    print(f"wrote {args.out} ({len(report.data)} bytes)" + ("" if args.send else ", not sent"))
     print(f"  To:       {report.to}")
     print(f"  From:     {report.sender}")
     print(f"  Subject:  {report.subject}")
@@ -303,4 +311,41 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
     others = {d: len(v) for d, v in by_domain.items() if d != domain}
     for d, n in sorted(others.items()):
         print(f"  also:     {n} messages from {d or '(no domain)'}: use --domain {d}")
+    if args.send and smtp is not None:
+        return _send_report(args, settings, smtp, report)
+    return EXIT_OK
+
+
+def _send_report(
+    args: argparse.Namespace, settings: Settings, smtp: SmtpConfig, report: AbuseReport
+) -> int:
+    """Submit the report as written, then journal it (its bytes in the vault)."""
+    from guardmail.outbound import SubmitError
+    from guardmail.outbound.smtp import submit
+
+    sha = hashlib.sha256(report.data).hexdigest()
+    tenant = open_tenant(settings)
+    try:
+        tenant.vault.blobs.put(report.data, sha)
+        try:
+            reply = submit(smtp, sender=report.sender, recipient=report.to, raw=report.data)
+        except SubmitError as exc:
+            outcome = "not sent" if exc.certain else "outcome unknown (check your Sent folder)"
+            print(f"guardmail: abuse report {outcome}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        tenant.vault.record(
+            "abuse_report",
+            {
+                "offender": args.offender,
+                "to": report.to,
+                "from": report.sender,
+                "subject": report.subject,
+                "server_reply": reply,
+            },
+            now=datetime.now(UTC),
+            sha256=sha,
+        )
+    finally:
+        tenant.close()
+    print(f"sent to {report.to} via {smtp.host}: {reply}")
     return EXIT_OK

@@ -24,7 +24,7 @@ from typing import Any
 from guardmail.errors import VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
 from guardmail.export.chart import timeline_png
-from guardmail.export.details import Details, describe, message_text, subject_of
+from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
 from guardmail.export.html import render_html
 from guardmail.export.pdf import render_pdf
 from guardmail.export.readme import readme, verification
@@ -154,7 +154,11 @@ def _fill(
     for w in evidence.warnings:
         raw = read_blob(vault, w.sha256, f"warning seq {w.seq}")
         sink.add(w.file, raw)
-        warnings.append(WarningView(warning=w, subject=subject_of(raw), text=message_text(raw)))
+        if w.channel == "xmpp":
+            view = WarningView(warning=w, subject="", text=stanza_text(raw))
+        else:
+            view = WarningView(warning=w, subject=subject_of(raw), text=message_text(raw))
+        warnings.append(view)
     sink.add(JOURNAL, journal_lines(evidence))
     sink.add(MANIFEST, _json(manifest(evidence, now=now, version=version)))
     report = build(

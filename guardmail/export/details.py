@@ -118,6 +118,12 @@ def message_text(raw: bytes) -> str:
     return clean(_mail_text(raw)).strip()
 
 
+def stanza_text(raw: bytes) -> str:
+    """The ``<body>`` text of an XMPP message (for the warning sent), control characters removed."""
+    body = _STANZA_BODY.search(raw)
+    return clean(html.unescape(body.group(1).decode("utf-8", "replace"))).strip() if body else ""
+
+
 def subject_of(raw: bytes) -> str:
     for name, value in header_fields(raw):
         if name.lower() == "subject":

@@ -68,6 +68,8 @@ class SentWarning:
     to: str
     sent_at: str
     message_id: str
+    channel: str = "email"
+    """email (the file is the message, .eml) or xmpp (the stanza, .xml)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,15 +228,17 @@ def _warnings(
         base = f"warning-{slug(offender)}"
         names[base] = names.get(base, 0) + 1
         name = base if names[base] == 1 else f"{base}-{names[base]}"
+        channel = _text(body, "channel") or "email"
         found.append(
             SentWarning(
                 seq=row.seq,
                 sha256=row.sha256,
-                file=f"{name}.eml",
+                file=f"{name}.xml" if channel == "xmpp" else f"{name}.eml",
                 offender=offender,
                 to=_text(body, "to"),
                 sent_at=_text(body, "sent_at"),
                 message_id=_text(body, "message_id"),
+                channel=channel,
             )
         )
     return tuple(found)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.integration.guardmail_proc import Daemon, guardmail
+from tests.servers.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,37 @@ def test_daemon_archive_exports_to_a_zip_that_standard_tools_verify(tmp_path: Pa
     msg = email.message_from_bytes(report.read_bytes(), policy=email.policy.default)
     assert msg.get_content_type() == "multipart/report"
     assert report.read_bytes().count(b"\x00\xff exact bytes") == 3
+
+    # --send submits the same bytes through the warning's submission server and journals them.
+    (tmp_path / "smtp-password").write_text("secret\n")
+    with SmtpSink(tmp_path / "smtp-ca.pem") as sink:
+        config.write_text(
+            CONFIG.format(root=tmp_path)
+            + f"""\
+warning:
+  from: "Me <me@home.example>"
+  template_file: {tmp_path}/unused.txt
+  smtp:
+    host: 127.0.0.1
+    port: {sink.port}
+    ca_file: {sink.ca_file}
+    username: victim
+    password_file: {tmp_path}/smtp-password
+"""
+        )
+        sent_report = tmp_path / "abuse-sent.eml"
+        sent = guardmail(
+            config,
+            "evidence",
+            "abuse-report",
+            "--offender",
+            "Example Offender",
+            "--send",
+            "--out",
+            str(sent_report),
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert b"sent to abuse@example.net via 127.0.0.1: 250" in sent.stdout
+        assert [r.rcpt_tos for r in sink.received] == [["abuse@example.net"]]
+        assert sink.received[0].data == sent_report.read_bytes()
+    assert guardmail(config, "evidence", "verify").returncode == 0

@@ -161,6 +161,12 @@ def test_on_first_block_warns_before_the_server_block(
     assert daemon.stop() == 0
     assert "Stalker: sent at" in status(config)
     assert [e["message_id"] for e in archived(tmp_path)] == ["s1"]
+    case = tmp_path / "case"
+    export = guardmail(config, "evidence", "export", "--offender", "Stalker", "--out", str(case))
+    assert export.returncode == 0, export.stderr
+    documented = (case / "warning-stalker.xml").read_bytes()  # the warning, as sent
+    assert documented.startswith(b"<message") and b"Protection from Harassment" in documented
+    assert guardmail(config, "evidence", "verify", str(case)).returncode == 0
 
 
 def test_manual_warning_lifts_the_server_block_for_the_send_and_restores_it(
