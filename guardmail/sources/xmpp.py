@@ -69,7 +69,7 @@ from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.secrets import read_secret
 from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources import xmppblock, xmppiq
+from guardmail.sources import xmppiq
 from guardmail.sources.xmppclient import (
     PRIORITY,
     Received,
@@ -79,7 +79,7 @@ from guardmail.sources.xmppclient import (
 )
 from guardmail.sources.xmppsession import Failure, Lost, Refused, login, request, teardown
 from guardmail.sources.xmppstanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
-from guardmail.sources.xmppsync import ArchiveReader, State, sync_blocklist
+from guardmail.sources.xmppsync import ArchiveReader, Blocklist, State
 from guardmail.sources.xmpptee import Slice
 from guardmail.storage.base import Storage, StorageUnavailable
 
@@ -108,7 +108,6 @@ class XmppSource:
         held: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         self.cfg = cfg
-        self.held = held
         self.tenant = tenant
         self.pipeline = pipeline
         self.source = self.scope = f"xmpp:{cfg.name}"
@@ -127,16 +126,15 @@ class XmppSource:
         self._judging = asyncio.Lock()
         self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
-        self._block_rules = pipeline.rules
+        self.blocklist = Blocklist(cfg=cfg, state=self.state, rules=pipeline.rules, held=held)
         self._rules_changed = asyncio.Event()
-        self._withheld: frozenset[str] = frozenset()
 
     # --- the daemon's side -----------------------------------------------------------------
 
     def apply_rules(self, rules: RuleSet) -> None:
         """The offender list changed (reload): resync the server blocklist (now, or at the next
         login). Judging needs nothing here: the daemon swaps the pipeline's rules."""
-        self._block_rules = rules
+        self.blocklist.rules = rules
         self._rules_changed.set()
 
     async def run(self) -> None:
@@ -239,7 +237,7 @@ class XmppSource:
         if self.cfg.send_presence:
             client.send_presence(ppriority=PRIORITY)
         self._rules_changed.clear()
-        withheld = await self._sync_blocklist(client)
+        await self.blocklist.sync(client)
         await self.archive.catch_up(client, self._handle, routine=False)
         while True:
             try:
@@ -247,28 +245,11 @@ class XmppSource:
                     await self._rules_changed.wait()
             except TimeoutError:
                 await self.archive.catch_up(client, self._handle, routine=True)
-                if not withheld:
+                if not self.blocklist.withheld:
                     continue
                 # A warning may have been sent meanwhile by `guardmail warn`.
             self._rules_changed.clear()
-            withheld = await self._sync_blocklist(client)
-
-    async def _sync_blocklist(self, client: WatchClient) -> bool:
-        """Resync; whether some offender is still held out of the blocklist."""
-        self._withheld = await asyncio.to_thread(self._held)
-        await sync_blocklist(
-            client, cfg=self.cfg, rules=self._block_rules, state=self.state, held=self._withheld
-        )
-        return bool(self._withheld)
-
-    def _held(self) -> frozenset[str]:
-        if not self.cfg.server_block:
-            return frozenset()
-        try:
-            return self.held()
-        except StorageUnavailable:
-            # Cannot tell who is still owed the warning: block nobody more for now.
-            return frozenset(o.name.casefold() for o in self._block_rules.offenders)
+            await self.blocklist.sync(client)
 
     async def _keepalive(self, client: WatchClient) -> None:
         while True:
@@ -357,7 +338,7 @@ class XmppSource:
                 return
         outcome = await pipeline.process(item, self)
         offender = outcome.verdict.offender
-        if outcome.receipt is not None and offender and offender.casefold() in self._withheld:
+        if outcome.receipt is not None and self.blocklist.withholds(offender):
             self._rules_changed.set()  # the warning step ran: the offender may now be blocked
 
     def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
@@ -422,16 +403,5 @@ class XmppSource:
         if meta["via"] == str(Via.MAM):
             done = "archived from the server archive; not acknowledged"
         if verdict.action is Action.BLOCK and self.cfg.server_block:
-            listed = xmppblock.wanted(self._block_rules, held=self._withheld)
-            sender = xmppblock.canonical(meta["from"]) or ""
-            domain = sender.rpartition("@")[2]
-            if verdict.offender and verdict.offender.casefold() in self._withheld:
-                done += "; kept out of the server blocklist until the warning is sent"
-            elif sender in listed or domain in listed:
-                done += "; the sender is in the server blocklist"
-            else:
-                done += (
-                    "; the sender is not in the server blocklist (matched by pattern or alias; "
-                    "only listed jids and domains are blocked there)"
-                )
+            done += "; " + self.blocklist.describe(verdict.offender, meta["from"])
         return done

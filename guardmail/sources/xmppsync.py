@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from guardmail.core.rules import RuleSet
@@ -171,43 +171,83 @@ def _stamp(xml: ET.Element) -> str | None:
     return delay.get("stamp") if delay is not None else None
 
 
-async def sync_blocklist(
-    client: WatchClient,
-    *,
-    cfg: XmppSourceConfig,
-    rules: RuleSet,
-    state: State,
-    held: Collection[str] = (),
-) -> None:
-    """Make the server blocklist hold what the offender list asks for (xmppblock contracts);
-    ``held`` names the offenders to leave out for now (owed the warning over XMPP)."""
-    timeout = cfg.timeout_seconds
-    try:
-        wanted = xmppblock.wanted(rules, held=held) if cfg.server_block else set()
-        saved = await asyncio.to_thread(state.load, BLOCKLIST)
-        managed = set(json.loads(saved)) if saved else set()
-        if not wanted and not managed and not held:
+class Blocklist:
+    """The server blocklist kept in step with the offender list (``rules``, swapped on reload).
+
+    ``held`` (the Warner's) names the offenders still owed the warning over XMPP: they stay out
+    of the blocklist until the ledger has a row for them. Read at every sync; if storage cannot
+    say, every offender counts as held (nothing more is blocked until it can).
+    """
+
+    def __init__(
+        self,
+        *,
+        cfg: XmppSourceConfig,
+        state: State,
+        rules: RuleSet,
+        held: Callable[[], frozenset[str]],
+    ) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.rules = rules
+        self.held = held
+        self.withheld: frozenset[str] = frozenset()
+
+    def withholds(self, offender: str | None) -> bool:
+        return offender is not None and offender.casefold() in self.withheld
+
+    def describe(self, offender: str | None, sender: str) -> str:
+        """For the action journal: where a blocked sender stands with the server blocklist."""
+        if self.withholds(offender):
+            return "kept out of the server blocklist until the warning is sent"
+        listed = xmppblock.wanted(self.rules, held=self.withheld)
+        jid = xmppblock.canonical(sender) or ""
+        if jid in listed or jid.rpartition("@")[2] in listed:
+            return "the sender is in the server blocklist"
+        return (
+            "the sender is not in the server blocklist (matched by pattern or alias; only "
+            "listed jids and domains are blocked there)"
+        )
+
+    async def sync(self, client: WatchClient) -> None:
+        """Make the server blocklist hold what the offender list asks for (xmppblock)."""
+        cfg = self.cfg
+        if cfg.server_block:
+            self.withheld = await asyncio.to_thread(self._held)
+        timeout = cfg.timeout_seconds
+        try:
+            wanted = xmppblock.wanted(self.rules, held=self.withheld) if cfg.server_block else set()
+            saved = await asyncio.to_thread(self.state.load, BLOCKLIST)
+            managed = set(json.loads(saved)) if saved else set()
+            if not wanted and not managed and not self.withheld:
+                return
+            answer = await request(client, xmppiq.blocklist_get(client), seconds=timeout)
+            items = xmppiq.blocklist_items(answer.xml)
+            current = {c for j in items if (c := xmppblock.canonical(j))}
+            todo = xmppblock.plan(wanted=wanted, current=current, managed=managed)
+            if todo.add:
+                iq = xmppiq.blocklist_change(client, "block", todo.add)
+                await request(client, iq, seconds=timeout)
+                added = json.dumps(sorted(managed | todo.add))
+                await asyncio.to_thread(self.state.save, BLOCKLIST, added)
+            if todo.remove:
+                iq = xmppiq.blocklist_change(client, "unblock", todo.remove)
+                await request(client, iq, seconds=timeout)
+            await asyncio.to_thread(self.state.save, BLOCKLIST, json.dumps(sorted(todo.managed)))
+        except (Refused, StorageUnavailable) as exc:
+            event("xmpp.blocklist_failed", level=logging.ERROR, account=cfg.name, error=str(exc))
             return
-        answer = await request(client, xmppiq.blocklist_get(client), seconds=timeout)
-        current = {c for j in xmppiq.blocklist_items(answer.xml) if (c := xmppblock.canonical(j))}
-        todo = xmppblock.plan(wanted=wanted, current=current, managed=managed)
-        if todo.add:
-            iq = xmppiq.blocklist_change(client, "block", todo.add)
-            await request(client, iq, seconds=timeout)
-            added = json.dumps(sorted(managed | todo.add))
-            await asyncio.to_thread(state.save, BLOCKLIST, added)
-        if todo.remove:
-            iq = xmppiq.blocklist_change(client, "unblock", todo.remove)
-            await request(client, iq, seconds=timeout)
-        await asyncio.to_thread(state.save, BLOCKLIST, json.dumps(sorted(todo.managed)))
-    except (Refused, StorageUnavailable) as exc:
-        event("xmpp.blocklist_failed", level=logging.ERROR, account=cfg.name, error=str(exc))
-        return
-    event(
-        "xmpp.blocklist_synced",
-        account=cfg.name,
-        added=len(todo.add),
-        removed=len(todo.remove),
-        held=len(todo.managed),
-        withheld_until_warned=",".join(sorted(held)) or None,
-    )
+        event(
+            "xmpp.blocklist_synced",
+            account=cfg.name,
+            added=len(todo.add),
+            removed=len(todo.remove),
+            held=len(todo.managed),
+            withheld_until_warned=",".join(sorted(self.withheld)) or None,
+        )
+
+    def _held(self) -> frozenset[str]:
+        try:
+            return self.held()
+        except StorageUnavailable:
+            return frozenset(o.name.casefold() for o in self.rules.offenders)
