@@ -266,3 +266,11 @@ def test_tenants_keep_their_evidence_apart(tmp_path: Path) -> None:
         assert [o.name for o in alice.config.offenders] == ["Ex"]
     finally:
         tenants.close()
+
+
+def test_a_tenants_warning_cannot_go_over_xmpp(tmp_path: Path) -> None:
+    text = ALICE + "warning:\n  channel: xmpp\n  template_file: tpl/warning.j2\n"
+    d = write(tmp_path / "t", {"a.yaml": text})
+    (issue,) = issues_of(d)
+    assert issue.startswith(f"{d}/a.yaml:{ALICE.count(chr(10)) + 2}:12: warning.channel")
+    assert "their warning goes by email" in issue
