@@ -1,14 +1,20 @@
 """Blobs stored by SHA-256, and the Vault that archives an item before anything acts on it.
 
 Contracts:
-- ``Vault.put`` returns only when the raw bytes are durable: written to a temp file, fsync'd,
-  renamed into place, the directory fsync'd, and the ``archived`` journal entry committed
-  (SQLite synchronous=FULL). Any failure raises ``VaultUnavailable`` and leaves nothing half-done
-  that a retry would trip over.
+- ``Vault.put`` and ``Vault.put_many`` return only when the raw bytes are durable: each blob
+  written to a temp file, fsync'd, renamed into place, its directory fsync'd (once per batch),
+  and the ``archived`` journal entries committed (SQLite synchronous=FULL), a batch's entries in
+  one transaction. Any failure raises ``VaultUnavailable`` and journals nothing of the batch: at
+  most some blobs are on disk without an entry, which a retry finds in place (same name, same
+  bytes) and journals then.
 - The bytes are never transformed: the blob is exactly ``raw`` and its name is its SHA-256.
 - The same bytes within the same dedupe scope archive once: a retry after a crash between archive
-  and action, or an IMAP rescan after a UIDVALIDITY change, returns the first receipt
-  (``duplicate=True``). The scope defaults to the source reference.
+  and action, a retry of a batch the vault failed part-way, or an IMAP rescan after a UIDVALIDITY
+  change returns the first receipt (``duplicate=True``). The scope defaults to the source
+  reference.
+- The HEAD witness names an entry the journal holds: it is written after the commit that made
+  that entry, so it may lag the journal (a crash in between, or ``witness=False`` until the next
+  ``record_many`` or ``witness``), never lead it. It is written once per call, not per entry.
 - Files are 0600 and directories 0700. One tenant, one directory: tenants never share blobs.
 """
 
@@ -17,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,26 @@ class Receipt:
     duplicate: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Archive:
+    """One item for ``Vault.put_many``: its exact bytes and what the journal keeps beside them."""
+
+    raw: bytes
+    source_ref: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    scope: str | None = None  # dedupe scope; default: source_ref
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """One event for ``Vault.record_many`` (an action taken, an export made ...)."""
+
+    kind: str
+    fields: Mapping[str, Any]
+    sha256: str | None = None
+    source_ref: str | None = None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -45,8 +71,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, dir fsync)."""
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file, fsync it and rename it to ``path`` (the directory entry is
+    durable only once the caller fsyncs ``path.parent``)."""
     # Unique per process and thread: two threads archiving at once must not share a temp file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -59,6 +86,11 @@ def write_durably(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, dir fsync)."""
+    _write_synced(path, data)
     _fsync_dir(path.parent)
 
 
@@ -72,14 +104,26 @@ class BlobStore:
         return self.root / sha256[:2] / sha256
 
     def put(self, raw: bytes, sha256: str) -> None:
-        target = self.path(sha256)
-        if target.is_file() and target.stat().st_size == len(raw):
-            return  # content-addressed: same name, same bytes (verify re-hashes to be sure)
-        for d in (self.root, target.parent):
-            if not d.is_dir():
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _fsync_dir(d.parent)
-        write_durably(target, raw)
+        self.put_many([(raw, sha256)])
+
+    def put_many(self, blobs: Iterable[tuple[bytes, str]]) -> None:
+        """Store each (raw, sha256) durably; the directories are fsync'd once each, at the end,
+        so that returning means every blob's name and bytes are on disk."""
+        touched: dict[Path, None] = {}  # ordered set
+        for raw, sha256 in blobs:
+            target = self.path(sha256)
+            # Its directory is fsync'd even when the blob is already there: a call that failed
+            # part-way may have renamed it into place without making the name durable.
+            touched[target.parent] = None
+            if target.is_file() and target.stat().st_size == len(raw):
+                continue  # content-addressed: same name, same bytes (verify re-hashes to be sure)
+            for d in (self.root, target.parent):
+                if not d.is_dir():
+                    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    _fsync_dir(d.parent)
+            _write_synced(target, raw)
+        for d in touched:
+            _fsync_dir(d)
 
     def get(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
@@ -104,30 +148,53 @@ class Vault:
         scope: str | None = None,
     ) -> Receipt:
         """Archive ``raw`` durably and journal it; see the module contract."""
-        sha = hashlib.sha256(raw).hexdigest()
-        scope = source_ref if scope is None else scope
+        archive = Archive(raw=raw, source_ref=source_ref, metadata=metadata, scope=scope)
+        return self.put_many([archive], now=now)[0]
+
+    def put_many(
+        self, archives: Sequence[Archive], *, now: datetime, witness: bool = True
+    ) -> list[Receipt]:
+        """Archive every item durably and journal them in one transaction; receipts in order.
+
+        All or nothing for the journal: on ``VaultUnavailable`` no entry of the batch exists, so
+        a retry of the whole batch archives each item once. ``witness=False`` leaves the HEAD
+        witness to a later ``record_many`` or ``witness`` (the pipeline writes it after acting).
+        """
+        if not archives:
+            return []
+        shas = [hashlib.sha256(a.raw).hexdigest() for a in archives]
+        what = shas[0] if len(shas) == 1 else f"{len(shas)} items ({shas[0]} ...)"
+        receipts: list[Receipt] = []
+        last: JournalRow | None = None
         try:
-            self.blobs.put(raw, sha)
+            self.blobs.put_many((a.raw, sha) for a, sha in zip(archives, shas, strict=True))
             with self.storage.transaction() as tx:
-                earlier = tx.find_archived(self.tenant, sha, scope)
-                if earlier is not None:
-                    return Receipt(sha256=sha, seq=earlier.seq, duplicate=True)
-                fields = dict(metadata)
-                fields["size"] = len(raw)
-                row = journal.append(
-                    tx,
-                    tenant=self.tenant,
-                    kind="archived",
-                    fields=fields,
-                    now=now,
-                    sha256=sha,
-                    source_ref=source_ref,
-                    scope=scope,
-                )
-            self._write_head(row)
+                for archive, sha in zip(archives, shas, strict=True):
+                    scope = archive.source_ref if archive.scope is None else archive.scope
+                    # Also finds an earlier item of this same batch: identical bytes twice in
+                    # one folder archive once, as they would one after the other.
+                    earlier = tx.find_archived(self.tenant, sha, scope)
+                    if earlier is not None:
+                        receipts.append(Receipt(sha256=sha, seq=earlier.seq, duplicate=True))
+                        continue
+                    fields = dict(archive.metadata)
+                    fields["size"] = len(archive.raw)
+                    last = journal.append(
+                        tx,
+                        tenant=self.tenant,
+                        kind="archived",
+                        fields=fields,
+                        now=now,
+                        sha256=sha,
+                        source_ref=archive.source_ref,
+                        scope=scope,
+                    )
+                    receipts.append(Receipt(sha256=sha, seq=last.seq))
+            if witness and last is not None:
+                self._write_head(last)
         except (OSError, StorageUnavailable) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot archive {sha}: {exc}") from exc
-        return Receipt(sha256=sha, seq=row.seq)
+            raise VaultUnavailable(f"vault {self.root} cannot archive {what}: {exc}") from exc
+        return receipts
 
     def record(
         self,
@@ -139,21 +206,43 @@ class Vault:
         source_ref: str | None = None,
     ) -> JournalRow:
         """Journal an event (an action taken, an export made ...)."""
+        event = Record(kind=kind, fields=fields, sha256=sha256, source_ref=source_ref)
+        return self.record_many([event], now=now)[0]
+
+    def record_many(self, records: Sequence[Record], *, now: datetime) -> list[JournalRow]:
+        """Journal every event in one transaction, then write the HEAD witness once."""
+        if not records:
+            return []
+        kinds = ", ".join(sorted({r.kind for r in records}))
         try:
             with self.storage.transaction() as tx:
-                row = journal.append(
-                    tx,
-                    tenant=self.tenant,
-                    kind=kind,
-                    fields=fields,
-                    now=now,
-                    sha256=sha256,
-                    source_ref=source_ref,
-                )
-            self._write_head(row)
+                rows = [
+                    journal.append(
+                        tx,
+                        tenant=self.tenant,
+                        kind=r.kind,
+                        fields=r.fields,
+                        now=now,
+                        sha256=r.sha256,
+                        source_ref=r.source_ref,
+                    )
+                    for r in records
+                ]
+            self._write_head(rows[-1])
         except (OSError, StorageUnavailable) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot journal {kind}: {exc}") from exc
-        return row
+            raise VaultUnavailable(f"vault {self.root} cannot journal {kinds}: {exc}") from exc
+        return rows
+
+    def witness(self) -> None:
+        """Write the HEAD witness for the journal's last entry (after ``put_many(witness=False)``
+        when no ``record_many`` follows)."""
+        try:
+            with self.storage.transaction() as tx:
+                head = tx.journal_head(self.tenant)
+            if head is not None:
+                self._write_head(head)
+        except (OSError, StorageUnavailable) as exc:
+            raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
 
     def rows(self, *, kind: str | None = None) -> list[JournalRow]:
         with self.storage.transaction() as tx:

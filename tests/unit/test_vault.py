@@ -3,15 +3,17 @@
 import hashlib
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from guardmail.errors import VaultUnavailable
+from guardmail.storage.base import JournalRow, StorageUnavailable, Transaction
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.journal import check_chain
-from guardmail.vault.store import Vault
+from guardmail.vault.store import Archive, Record, Vault
 from guardmail.vault.verify import verify_vault
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -145,4 +147,128 @@ def test_unwritable_vault_raises_vault_unavailable_and_journals_nothing(
     vault = Vault(blocked, storage, "jane")
     with pytest.raises(VaultUnavailable, match="cannot archive"):
         vault.put(b"evidence", source_ref="new/1", metadata={}, now=NOW)
+    assert vault.rows() == []
+
+
+# --- batches: put_many / record_many -------------------------------------------------------
+
+
+def archives(n: int) -> list[Archive]:
+    return [
+        Archive(raw=f"From: s@x.example\r\n\r\nmessage {i}\r\n".encode(), source_ref=f"uid/{i}")
+        for i in range(n)
+    ]
+
+
+def test_put_many_journals_each_item_in_order_and_the_chain_verifies(vault: Vault) -> None:
+    batch = archives(3)
+    receipts = vault.put_many(batch, now=NOW)
+    assert [r.seq for r in receipts] == [1, 2, 3]
+    assert not any(r.duplicate for r in receipts)
+    assert [vault.blobs.get(r.sha256) for r in receipts] == [a.raw for a in batch]
+    assert [r.source_ref for r in vault.rows()] == ["uid/0", "uid/1", "uid/2"]
+    last = vault.row(3)
+    assert last is not None and vault.head_witness() == (3, last.hash)
+    assert verify_vault(vault) == []
+
+
+def test_put_many_archives_the_same_bytes_once_per_scope_within_and_across_batches(
+    vault: Vault,
+) -> None:
+    same = b"From: s@x.example\r\n\r\nsame\r\n"
+    first = vault.put_many(
+        [
+            Archive(raw=same, source_ref="uid/1", scope="imap:acct/INBOX"),
+            Archive(raw=same, source_ref="uid/2", scope="imap:acct/INBOX"),
+            Archive(raw=same, source_ref="uid/3", scope="imap:acct/Other"),
+        ],
+        now=NOW,
+    )
+    assert [(r.seq, r.duplicate) for r in first] == [(1, False), (1, True), (2, False)]
+    again = vault.put_many(
+        [Archive(raw=same, source_ref="uid/7", scope="imap:acct/INBOX")], now=NOW
+    )
+    assert [(r.seq, r.duplicate) for r in again] == [(1, True)]
+    assert len(vault.rows()) == 2
+
+
+def test_put_many_failing_part_way_journals_nothing_and_the_retry_archives_each_once(
+    vault: Vault,
+) -> None:
+    batch = archives(3)
+    shas = [hashlib.sha256(a.raw).hexdigest() for a in batch]
+    assert len({s[:2] for s in shas}) == 3  # three shard directories
+    vault.blobs.root.mkdir(parents=True)
+    blocker = vault.blobs.root / shas[1][:2]
+    blocker.write_text("a file where the second blob's directory should be")
+    with pytest.raises(VaultUnavailable, match="cannot archive 3 items"):
+        vault.put_many(batch, now=NOW)
+    assert vault.blobs.path(shas[0]).is_file()  # the first blob landed before the failure
+    assert vault.rows() == [] and vault.head_witness() is None
+    blocker.unlink()
+    receipts = vault.put_many(batch, now=NOW)
+    assert [(r.seq, r.duplicate) for r in receipts] == [(1, False), (2, False), (3, False)]
+    assert verify_vault(vault) == []
+
+
+class FailingInsertStorage:
+    """SQLite storage whose ``fail_at``-th journal insert raises, as a full disk would."""
+
+    def __init__(self, storage: SQLiteStorage, fail_at: int) -> None:
+        self.storage = storage
+        self.fail_at = fail_at
+        self.inserts = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.storage.transaction() as tx:
+            original = tx.journal_insert
+
+            def insert(row: JournalRow) -> None:
+                self.inserts += 1
+                if self.inserts == self.fail_at:
+                    raise StorageUnavailable("disk I/O error")
+                original(row)
+
+            tx.journal_insert = insert  # type: ignore[method-assign]
+            yield tx
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def test_put_many_rolls_back_the_whole_batch_when_the_database_fails(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    failing = FailingInsertStorage(storage, fail_at=2)
+    vault = Vault(tmp_path / "v", failing, "jane")
+    with pytest.raises(VaultUnavailable):
+        vault.put_many(archives(3), now=NOW)
+    assert vault.rows() == []
+    assert [r.seq for r in vault.put_many(archives(3), now=NOW)] == [1, 2, 3]
+    assert verify_vault(vault) == []
+
+
+def test_witness_can_wait_for_the_actions_and_lags_without_a_problem(vault: Vault) -> None:
+    receipts = vault.put_many(archives(2), now=NOW, witness=False)
+    assert vault.head_witness() is None and verify_vault(vault) == []
+    vault.witness()
+    second = vault.row(receipts[1].seq)
+    assert second is not None and vault.head_witness() == (2, second.hash)
+    vault.put_many(archives(4)[2:], now=NOW, witness=False)
+    assert vault.head_witness() == (2, second.hash)  # behind the head: allowed
+    assert verify_vault(vault) == []
+    rows = vault.record_many(
+        [Record(kind="action", fields={"archived_seq": r.seq}, sha256=r.sha256) for r in receipts],
+        now=NOW,
+    )
+    assert [r.seq for r in rows] == [5, 6]
+    assert vault.head_witness() == (6, rows[-1].hash)
+    assert check_chain(vault.rows()) == [] and verify_vault(vault) == []
+
+
+def test_record_many_is_all_or_nothing(tmp_path: Path, storage: SQLiteStorage) -> None:
+    vault = Vault(tmp_path / "v", FailingInsertStorage(storage, fail_at=2), "jane")
+    with pytest.raises(VaultUnavailable, match="cannot journal action"):
+        vault.record_many([Record(kind="action", fields={"n": i}) for i in range(3)], now=NOW)
     assert vault.rows() == []
