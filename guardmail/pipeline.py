@@ -1,18 +1,26 @@
 """The one path from an item to an action: decide, archive, act, journal.
 
 Invariants held here, for every channel:
-- Archive before act: ``actor.act`` is called only after ``Vault.put`` returned, i.e. after the raw
-  bytes and their journal entry are durable. If the vault fails, ``VaultUnavailable`` propagates
-  and the source leaves the item where it is to retry later.
+- Archive before act: the actor is called only after ``Vault.put_many`` returned, i.e. after the
+  raw bytes and their journal entries are durable. If the vault fails, ``VaultUnavailable``
+  propagates, nothing of the batch is acted on, and the source leaves it where it is to retry
+  later (the vault's dedupe scope makes the retry archive nothing twice).
 - Clean items (verdict ``pass``) are neither archived nor touched.
 - Sources never call ``decide`` or the vault themselves: they build Items and carry out actions.
+- A batch takes the same steps as one item, each step once for the whole batch: judge every
+  item; archive the ones to block (one journal transaction); one call to the actor; their
+  ``action`` entries in one transaction, after which the HEAD witness is written (or, if the
+  actor failed, after its failure); then ``after_block`` for each item, in order.
+- Two drivers run those steps: ``process``/``process_many`` for sources that live in the event
+  loop (the blocking steps go to threads), and ``run_many`` for a source that owns a thread (an
+  IMAP folder watcher), which runs every step in that thread, with no hop through the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,7 +29,7 @@ from guardmail.core.item import Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
-from guardmail.vault.store import Receipt, Vault
+from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 _DONE_EVENT = {Action.QUARANTINE: "item.quarantined", Action.BLOCK: "item.blocked"}
 
@@ -32,6 +40,29 @@ class Actor(Protocol):
     async def act(self, item: Item, verdict: Verdict) -> str:
         """Move, delete, reject or drop the item; return a short description of what was done."""
         ...
+
+
+class BatchActor(Protocol):
+    """What a source that acts on several items at once implements."""
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        """Carry out every verdict, together where the protocol allows; return one description
+        per item, in order. Raise if that cannot be done: no action of the batch is journaled."""
+        ...
+
+
+# The blocking form of ``BatchActor.act_many``, for ``Pipeline.run_many``.
+ActMany = Callable[[Sequence[Item], Sequence[Verdict]], list[str]]
+
+
+class _OneItem:
+    """An Actor seen as a BatchActor (``process`` hands it batches of one)."""
+
+    def __init__(self, actor: Actor) -> None:
+        self.actor = actor
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        return [await self.actor.act(i, v) for i, v in zip(items, verdicts, strict=True)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +125,52 @@ class Pipeline:
 
     async def process(self, item: Item, actor: Actor) -> Outcome:
         """Decide on ``item``; if it is to be blocked, archive it, then have ``actor`` act."""
-        verdict = self.judge(item)
+        outcomes = await self.process_many([item], _OneItem(actor))
+        return outcomes[0]
+
+    async def process_many(self, items: Sequence[Item], actor: BatchActor) -> list[Outcome]:
+        """Decide on every item; archive the ones to block, then have ``actor`` act on them
+        together. One Outcome per item, in order."""
+        batch = _Batch(self, items)
+        if batch.items:
+            await asyncio.to_thread(batch.archive)
+            try:
+                done = await actor.act_many(batch.items, batch.verdicts)
+            except Exception:
+                await asyncio.to_thread(batch.witness)
+                raise
+            await asyncio.to_thread(batch.finish, done)
+        return batch.outcomes()
+
+    def run_many(self, items: Sequence[Item], act_many: ActMany) -> list[Outcome]:
+        """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""
+        batch = _Batch(self, items)
+        if batch.items:
+            batch.archive()
+            try:
+                done = act_many(batch.items, batch.verdicts)
+            except Exception:
+                batch.witness()
+                raise
+            batch.finish(done)
+        return batch.outcomes()
+
+
+class _Batch:
+    """One batch on its way through the steps. Each step blocks; the drivers decide where."""
+
+    def __init__(self, pipeline: Pipeline, items: Sequence[Item]) -> None:
+        self.pipeline = pipeline
+        self.all_verdicts = [self._judge(item) for item in items]
+        # The items to block (with their positions in the batch), in order.
+        self.where = [k for k, v in enumerate(self.all_verdicts) if v.action is not Action.PASS]
+        self.items = [items[k] for k in self.where]
+        self.verdicts = [self.all_verdicts[k] for k in self.where]
+        self.receipts: list[Receipt] = []
+        self.done: list[str] = []
+
+    def _judge(self, item: Item) -> Verdict:
+        verdict = self.pipeline.judge(item)
         event(
             "item.judged",
             level=logging.DEBUG,
@@ -103,52 +179,88 @@ class Pipeline:
             account=item.account,
             action=str(verdict.action),
         )
-        if verdict.action is Action.PASS:
-            return Outcome(verdict=verdict)
-        receipt = await asyncio.to_thread(
-            self.vault.put,
-            item.raw,
-            source_ref=item.source_ref,
-            metadata=evidence_metadata(item, verdict),
-            now=self.clock(),
-            scope=item.dedupe_scope,
-        )
-        event(
-            "item.archived",
-            tenant=item.tenant,
-            account=item.account,
-            seq=receipt.seq,
-            sha256=receipt.sha256,
-            duplicate=receipt.duplicate,
-            offender=verdict.offender,
-            source_ref=item.source_ref,
-        )
-        done = await actor.act(item, verdict)
-        try:
-            await asyncio.to_thread(
-                self.vault.record,
-                "action",
-                {"archived_seq": receipt.seq, "action": str(verdict.action), "done": done},
-                now=self.clock(),
+        return verdict
+
+    def archive(self) -> None:
+        """Every item to block durably in the vault (one journal transaction), or raise
+        ``VaultUnavailable`` with none of them journaled. The HEAD witness waits for ``finish``."""
+        vault = self.pipeline.vault
+        archives = [
+            Archive(
+                raw=item.raw,
+                source_ref=item.source_ref,
+                metadata=evidence_metadata(item, verdict),
+                scope=item.dedupe_scope,
+            )
+            for item, verdict in zip(self.items, self.verdicts, strict=True)
+        ]
+        self.receipts = vault.put_many(archives, now=self.pipeline.clock(), witness=False)
+        for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
+            event(
+                "item.archived",
+                tenant=item.tenant,
+                account=item.account,
+                seq=receipt.seq,
                 sha256=receipt.sha256,
+                duplicate=receipt.duplicate,
+                offender=verdict.offender,
                 source_ref=item.source_ref,
             )
+
+    def witness(self) -> None:
+        """The HEAD witness for the archived entries, when the actor failed (no ``finish``)."""
+        try:
+            self.pipeline.vault.witness()
         except VaultUnavailable as exc:
-            # The action happened and cannot be undone; the archived entry stands. Say so loudly.
-            event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
-        event(
-            _DONE_EVENT[verdict.action],
-            tenant=item.tenant,
-            seq=receipt.seq,
-            offender=verdict.offender,
-            done=done,
-        )
-        if self.after_block is not None:
+            event("vault.witness_failed", level=logging.ERROR, error=str(exc))
+
+    def finish(self, done: list[str]) -> None:
+        """Journal the actions (one transaction, then the HEAD witness), log them, then run
+        ``after_block`` for each item in order."""
+        records = [
+            Record(
+                kind="action",
+                fields={"archived_seq": r.seq, "action": str(v.action), "done": d},
+                sha256=r.sha256,
+                source_ref=i.source_ref,
+            )
+            for i, v, r, d in zip(self.items, self.verdicts, self.receipts, done, strict=True)
+        ]
+        self.done = done
+        try:
+            self.pipeline.vault.record_many(records, now=self.pipeline.clock())
+        except VaultUnavailable as exc:
+            # The actions happened and cannot be undone; the archived entries stand. Say so.
+            for receipt in self.receipts:
+                event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
+        for item, verdict, receipt, text in zip(
+            self.items, self.verdicts, self.receipts, done, strict=True
+        ):
+            event(
+                _DONE_EVENT[verdict.action],
+                tenant=item.tenant,
+                seq=receipt.seq,
+                offender=verdict.offender,
+                done=text,
+            )
+        hook = self.pipeline.after_block
+        if hook is None:
+            return
+        for item, verdict in zip(self.items, self.verdicts, strict=True):
             try:
-                await asyncio.to_thread(self.after_block, item, verdict)
+                hook(item, verdict)
             except Exception:
                 # A failed warning must not undo or repeat the item's handling; it is logged.
                 logging.getLogger("guardmail").exception(
                     "warning.error", extra={"gm_fields": {"offender": verdict.offender}}
                 )
-        return Outcome(verdict=verdict, receipt=receipt, done=done)
+
+    def outcomes(self) -> list[Outcome]:
+        out = [Outcome(verdict=v) for v in self.all_verdicts]
+        for n, k in enumerate(self.where):
+            out[k] = Outcome(
+                verdict=self.verdicts[n],
+                receipt=self.receipts[n] if self.receipts else None,
+                done=self.done[n] if self.done else None,
+            )
+        return out

@@ -2,7 +2,7 @@
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,10 +11,11 @@ import pytest
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import VaultUnavailable
-from guardmail.pipeline import Pipeline
+from guardmail.pipeline import Outcome, Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
+from guardmail.vault.verify import verify_vault
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RULES = RuleSet([OffenderRule(name="Ex", addresses=("stalker@example.net",))])
@@ -110,3 +111,165 @@ def test_malformed_offender_mail_is_archived_byte_for_byte(
     )
     assert outcome.receipt is not None
     assert vault.blobs.get(outcome.receipt.sha256) == raw
+
+
+# --- batches: process_many (event loop) and run_many (the caller's thread) ------------------
+
+
+class BatchActor:
+    """Acts on a batch at once; notes each call and whether every blob was in the vault then."""
+
+    def __init__(self, vault: Vault, fail: Exception | None = None) -> None:
+        self.vault = vault
+        self.fail = fail
+        self.calls: list[list[tuple[str, str, bool]]] = []
+
+    def act_many_now(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        self.calls.append(
+            [
+                (i.source_ref, str(v.action), self.vault.blobs.path(sha(i.raw)).exists())
+                for i, v in zip(items, verdicts, strict=True)
+            ]
+        )
+        if self.fail is not None:
+            raise self.fail
+        return [f"moved {i.source_ref} with {len(items) - 1} others" for i in items]
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        return self.act_many_now(items, verdicts)
+
+
+def sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def drive(driver: str, pipeline: Pipeline, items: list[Item], actor: BatchActor) -> list[Outcome]:
+    if driver == "run_many":
+        return pipeline.run_many(items, actor.act_many_now)
+    return asyncio.run(pipeline.process_many(items, actor))
+
+
+DRIVERS = pytest.mark.parametrize("driver", ["process_many", "run_many"])
+
+
+def offender(n: int) -> Item:
+    raw = f"From: stalker@example.net\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode()
+    return mail_item(raw, tenant="t", account="acct", source_ref=f"uid/{n}", received_at=NOW)
+
+
+def clean(n: int) -> Item:
+    raw = f"From: friend@x.example\r\nSubject: {n}\r\n\r\nhi\r\n".encode()
+    return mail_item(raw, tenant="t", account="acct", source_ref=f"uid/{n}", received_at=NOW)
+
+
+@DRIVERS
+def test_batch_is_archived_then_acted_on_at_once_then_journaled_then_warned_in_order(
+    tmp_path: Path, storage: SQLiteStorage, driver: str
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    hooked: list[tuple[str, int]] = []
+
+    def after_block(item: Item, verdict: Verdict) -> None:
+        hooked.append((item.source_ref, len(vault.rows(kind="action"))))
+
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW, after_block=after_block)
+    actor = BatchActor(vault)
+    items = [offender(1), clean(2), offender(3), clean(4), offender(5)]
+    outcomes = drive(driver, pipeline, items, actor)
+    assert actor.calls == [[(f"uid/{n}", "quarantine", True) for n in (1, 3, 5)]]
+    assert [o.verdict.action for o in outcomes] == [
+        Action.QUARANTINE,
+        Action.PASS,
+        Action.QUARANTINE,
+        Action.PASS,
+        Action.QUARANTINE,
+    ]
+    assert [o.receipt is None for o in outcomes] == [False, True, False, True, False]
+    assert [o.done for o in outcomes] == [
+        "moved uid/1 with 2 others",
+        None,
+        "moved uid/3 with 2 others",
+        None,
+        "moved uid/5 with 2 others",
+    ]
+    rows = vault.rows()
+    assert [r.kind for r in rows] == ["archived"] * 3 + ["action"] * 3
+    assert [journal.entry(r)["archived_seq"] for r in rows[3:]] == [1, 2, 3]
+    assert [r.source_ref for r in rows] == ["uid/1", "uid/3", "uid/5"] * 2
+    assert hooked == [("uid/1", 3), ("uid/3", 3), ("uid/5", 3)]  # after the actions' commit
+    assert vault.head_witness() == (6, rows[-1].hash)
+    assert verify_vault(vault) == []
+
+
+@DRIVERS
+def test_vault_failing_part_way_means_no_action_and_the_retry_archives_each_once(
+    tmp_path: Path, storage: SQLiteStorage, driver: str
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
+    actor = BatchActor(vault)
+    items = [offender(n) for n in range(1, 4)]
+    vault.blobs.root.mkdir(parents=True)
+    blocker = vault.blobs.path(sha(items[1].raw)).parent
+    assert blocker != vault.blobs.path(sha(items[0].raw)).parent
+    blocker.write_text("a file where a blob directory should be")
+    with pytest.raises(VaultUnavailable):
+        drive(driver, pipeline, items, actor)
+    assert actor.calls == [] and vault.rows() == []
+    assert vault.blobs.path(sha(items[0].raw)).exists()  # archived part-way, never journaled
+    blocker.unlink()
+    outcomes = drive(driver, pipeline, items, actor)
+    receipts = [o.receipt for o in outcomes if o.receipt is not None]
+    assert [(r.seq, r.duplicate) for r in receipts] == [(1, False), (2, False), (3, False)]
+    assert [r.kind for r in vault.rows()] == ["archived"] * 3 + ["action"] * 3
+    assert verify_vault(vault) == []
+
+
+@DRIVERS
+def test_failed_action_leaves_the_archive_witnessed_and_the_retry_archives_nothing_twice(
+    tmp_path: Path, storage: SQLiteStorage, driver: str
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
+    items = [offender(n) for n in range(1, 3)]
+    with pytest.raises(ConnectionError):
+        drive(driver, pipeline, items, BatchActor(vault, fail=ConnectionError("dropped")))
+    archived = vault.rows()
+    assert [r.kind for r in archived] == ["archived", "archived"]
+    assert vault.head_witness() == (2, archived[-1].hash)  # written although the act failed
+    outcomes = drive(driver, pipeline, items, BatchActor(vault))
+    assert [(o.receipt.seq, o.receipt.duplicate) for o in outcomes if o.receipt] == [
+        (1, True),
+        (2, True),
+    ]
+    assert [r.kind for r in vault.rows()] == ["archived"] * 2 + ["action"] * 2
+    assert verify_vault(vault) == []
+
+
+@DRIVERS
+def test_a_failing_warning_hook_does_not_stop_the_next_items_hooks(
+    tmp_path: Path, storage: SQLiteStorage, driver: str
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    hooked: list[str] = []
+
+    def after_block(item: Item, verdict: Verdict) -> None:
+        hooked.append(item.source_ref)
+        if item.source_ref == "uid/1":
+            raise RuntimeError("SMTP server down")
+
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW, after_block=after_block)
+    outcomes = drive(driver, pipeline, [offender(1), offender(2)], BatchActor(vault))
+    assert hooked == ["uid/1", "uid/2"]
+    assert all(o.done for o in outcomes)
+
+
+@DRIVERS
+def test_all_clean_batch_is_neither_archived_nor_acted_on(
+    tmp_path: Path, storage: SQLiteStorage, driver: str
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    actor = BatchActor(vault)
+    outcomes = drive(driver, Pipeline(vault=vault, rules=RULES), [clean(1), clean(2)], actor)
+    assert [o.verdict.action for o in outcomes] == [Action.PASS, Action.PASS]
+    assert actor.calls == [] and vault.rows() == [] and vault.head_witness() is None
