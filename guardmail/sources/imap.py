@@ -1,19 +1,24 @@
 """IMAP source: watches folders with IDLE (polling where the server lacks it) and carries out
-verdicts with MOVE, or COPY + \\Deleted + UID EXPUNGE of that one UID.
+verdicts a chunk of messages at a time: one UID MOVE of the set (or one UID COPY + STORE
+\\Deleted + UID EXPUNGE of that set), not one command per message.
 
 Contracts:
-- Protocol I/O only; deciding and archiving happen in the pipeline, which calls ``act`` only after
-  the vault holds the exact ``BODY.PEEK[]`` bytes.
+- Protocol I/O only; deciding and archiving happen in the pipeline (``Pipeline.run_many``), which
+  has a chunk acted on only after the vault holds the exact ``BODY.PEEK[]`` bytes of every
+  message in it. If the vault fails, nothing of the chunk is moved and the checkpoint stays
+  below it; the retry archives nothing twice (the vault's per-folder dedupe scope).
 - Clean mail is never changed: it is judged on ``BODY.PEEK[HEADER]`` (PEEK: no \\Seen), and only
-  items to block are fetched whole.
-- Never a bare EXPUNGE: it would remove every message anyone marked \\Deleted. Without UIDPLUS the
-  copy stays marked \\Deleted for the user's client to expunge.
-- The checkpoint (UIDVALIDITY, last handled UID) advances only past UIDs that were handled:
-  judged clean, or archived and acted on. After any outage everything newer is judged; a new
-  UIDVALIDITY means a full rescan, and the vault's per-folder dedupe scope keeps a message
-  already archived from being archived again.
-- One thread and connection per folder (imapclient is synchronous); the pipeline runs in the
-  event loop, and the thread waits for it, so a connection is never used by two threads at once.
+  items to block are fetched whole, in memory-bounded chunks gathered across header batches
+  (imapbatch.py).
+- Never a bare EXPUNGE (imapact.py): it would remove every message anyone marked \\Deleted.
+- The checkpoint (UIDVALIDITY, last handled UID) is saved after the actions it covers, and only
+  past UIDs that were handled: judged clean, archived and acted on, or expunged by someone else
+  meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
+  everything newer is judged; a new UIDVALIDITY means a full rescan, and the vault's per-folder
+  dedupe scope keeps a message already archived from being archived again.
+- One thread and connection per folder (imapclient is synchronous). The thread runs the
+  pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
+  its own thread and the way from IDLE to MOVE has no hop through the event loop.
 """
 
 from __future__ import annotations
@@ -25,20 +30,22 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from imapclient import DELETED, IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient import IMAPClient
 from imapclient.imapclient import _parse_untagged_response
 
 from guardmail.core.backoff import NETWORK, REFUSED
-from guardmail.core.item import Item, mail_item
+from guardmail.core.item import Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.sourceconfig import ImapSourceConfig
+from guardmail.sources.imapact import FolderActions
+from guardmail.sources.imapbatch import Folder, Pending, fetch_headers, fetch_whole
 from guardmail.sources.imapconn import CONNECTION_ERRORS, ConnectFailure, close_quietly, connect
 from guardmail.storage.base import Checkpoint, Storage
 
@@ -59,18 +66,16 @@ class FolderWatcher:
         tenant: str,
         pipeline: Pipeline,
         storage: Storage,
-        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.cfg = cfg
         self.folder = folder
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
-        self.loop = loop
         self.source = f"imap:{cfg.name}"
+        self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
-        self._quarantine_ready = False
 
     # --- thread side -------------------------------------------------------------------------
 
@@ -109,7 +114,7 @@ class FolderWatcher:
                 self._stopping.wait(wait)
             finally:
                 client, self._client = self._client, None
-                self._quarantine_ready = False
+                self.actions.reset()
                 close_quietly(client)
 
     def stop(self) -> None:
@@ -195,9 +200,7 @@ class FolderWatcher:
             uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
             if not uids:
                 break
-            for start in range(0, len(uids), FETCH_BATCH):
-                last = self._judge_batch(client, uidvalidity, uids[start : start + FETCH_BATCH])
-                self._save(uidvalidity, last)
+            last = self._handle(client, uidvalidity, last, uids)
             judged += len(uids)
         if judged:
             event(
@@ -209,59 +212,59 @@ class FolderWatcher:
             )
         return last
 
-    def _judge_batch(self, client: IMAPClient, uidvalidity: int, batch: list[int]) -> int:
-        """Judge (and act on) ``batch``; return its highest UID, every one of them handled."""
-        headers = client.fetch(batch, ["BODY.PEEK[HEADER]"])
-        missing = [u for u in batch if u not in headers]
-        if missing:
-            # Expunged meanwhile (by the user or another client), or the server lost the
-            # thread: advance past a UID only once a search no longer finds it.
-            still = set(client.search(["UID", ",".join(map(str, missing))]))
-            if still & set(missing):
-                raise ConnectionError(f"FETCH did not return UIDs {sorted(still)}")
-        for uid in batch:
-            if uid in headers:
-                self._handle(client, uidvalidity, uid, headers[uid].get(b"BODY[HEADER]", b""))
-        return batch[-1]
+    def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:
+        """Judge ``uids`` (ascending, all above the checkpoint ``last``) on headers a batch at a
+        time; archive and act on the offenders a chunk at a time; return the last UID, every one
+        of them handled.
 
-    def _handle(self, client: IMAPClient, uidvalidity: int, uid: int, header: bytes) -> None:
-        ref = f"imap:{self.cfg.name}/{self.folder};UIDVALIDITY={uidvalidity}/;UID={uid}"
+        After each header batch the checkpoint moves up to just below the first offender still
+        to be archived and acted on: a restart judges again what was not handled, never skips
+        it. It is written only when it moves (not on the way from IDLE to the MOVE).
+        """
+        where = Folder(
+            tenant=self.tenant, account=self.cfg.name, folder=self.folder, uidvalidity=uidvalidity
+        )
+        pending = Pending()
+        for start in range(0, len(uids), FETCH_BATCH):
+            batch = uids[start : start + FETCH_BATCH]
+            pending.add(self._offenders(client, where, batch))
+            for chunk in pending.full():
+                self._archive_and_act(client, where, chunk)
+            point = pending.first - 1 if pending else batch[-1]
+            if point > last:
+                self._save(uidvalidity, point)
+                last = point
+        for chunk in pending.rest():
+            self._archive_and_act(client, where, chunk)
+        if uids[-1] > last:
+            self._save(uidvalidity, uids[-1])
+        return uids[-1]
+
+    def _offenders(
+        self, client: IMAPClient, where: Folder, batch: list[int]
+    ) -> list[tuple[int, int]]:
+        """(UID, RFC822.SIZE) of each message of ``batch`` that its header says to block."""
+        headers = fetch_headers(client, batch)
         now = datetime.now(UTC)
-        probe = mail_item(
-            header, tenant=self.tenant, account=self.cfg.name, source_ref=ref, received_at=now
-        )
-        if self.pipeline.judge(probe).action is Action.PASS:
-            return
-        whole = client.fetch([uid], ["BODY.PEEK[]", "INTERNALDATE", "FLAGS"]).get(uid)
-        if whole is None:
-            return  # expunged between the two fetches: nothing left to act on
-        meta = (
-            ("folder", self.folder),
-            ("uid", str(uid)),
-            ("uidvalidity", str(uidvalidity)),
-            ("internaldate", _iso(whole.get(b"INTERNALDATE"))),
-            ("flags", " ".join(_text(f) for f in whole.get(b"FLAGS", ()))),
-        )
-        item = mail_item(
-            whole[b"BODY[]"],
-            tenant=self.tenant,
-            account=self.cfg.name,
-            source_ref=ref,
-            received_at=now,
-            meta=meta,
-            dedupe_scope=f"imap:{self.cfg.name}/{self.folder}",
-        )
-        future = asyncio.run_coroutine_threadsafe(self.pipeline.process(item, self), self.loop)
-        while True:
-            try:
-                future.result(timeout=IDLE_SLICE)
-                return
-            except concurrent.futures.TimeoutError:
-                if self._stopping.is_set():
-                    # Shutting down: the loop may no longer run it. The checkpoint stays before
-                    # this UID, so the next start handles it again (the vault dedupes).
-                    future.cancel()
-                    raise ConnectionError("stopping before the action finished") from None
+        return [
+            (uid, size)
+            for uid, (header, size) in sorted(headers.items())
+            if self.pipeline.judge(where.probe(uid, header, now)).action is not Action.PASS
+        ]
+
+    def _archive_and_act(self, client: IMAPClient, where: Folder, chunk: list[int]) -> None:
+        """Fetch ``chunk`` whole and have the pipeline archive it, then act on it at once."""
+        whole = fetch_whole(client, chunk)  # a UID expunged meanwhile is just not there
+        now = datetime.now(UTC)
+        items = [where.item(uid, whole[uid], now) for uid in chunk if uid in whole]
+        if items:
+            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v))
+
+    def _act_many(
+        self, client: IMAPClient, items: Sequence[Item], verdicts: Sequence[Verdict]
+    ) -> list[str]:
+        uids = [int(dict(item.meta)["uid"]) for item in items]
+        return self.actions.carry_out(client, uids, [v.action for v in verdicts])
 
     def _idle(self, client: IMAPClient) -> None:
         client.idle()
@@ -287,44 +290,6 @@ class FolderWatcher:
         finally:
             if not self._stopping.is_set():
                 client.idle_done()
-
-    # --- event-loop side: the pipeline's Actor -----------------------------------------------
-
-    async def act(self, item: Item, verdict: Verdict) -> str:
-        return await asyncio.to_thread(self._act, item, verdict)
-
-    def _act(self, item: Item, verdict: Verdict) -> str:
-        client = self._client
-        if client is None:
-            raise ConnectionError("connection closed before the action")
-        uid = int(dict(item.meta)["uid"])
-        if verdict.action is Action.BLOCK:
-            return f"deleted UID {uid}: " + self._remove(client, uid)
-        target = self.cfg.quarantine_folder
-        if self.folder == target:
-            return f"UID {uid} left in {target}, where the server's Sieve filed it"
-        if not self._quarantine_ready:
-            if not client.folder_exists(target):
-                try:
-                    client.create_folder(target)
-                except IMAPClientError as exc:
-                    # Another client (or our own other folder's watcher) created it meanwhile.
-                    if "EXISTS" not in str(exc).upper():  # [ALREADYEXISTS] (RFC 5530)
-                        raise
-                client.subscribe_folder(target)
-            self._quarantine_ready = True
-        if client.has_capability("MOVE"):
-            client.move([uid], target)
-            return f"moved UID {uid} to {target}"
-        client.copy([uid], target)
-        return f"copied UID {uid} to {target}; " + self._remove(client, uid)
-
-    def _remove(self, client: IMAPClient, uid: int) -> str:
-        client.add_flags([uid], [DELETED], silent=True)
-        if client.has_capability("UIDPLUS"):
-            client.uid_expunge([uid])  # this UID alone, never a bare EXPUNGE
-            return "expunged by UID"
-        return "marked \\Deleted (no UIDPLUS: left for the mail client to expunge)"
 
 
 def _is_news(response: Any) -> bool:
@@ -361,14 +326,6 @@ def _is_bye(response: Any) -> bool:
     return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if isinstance(value, datetime) else _text(value or "")
-
-
 class ImapSource:
     """Every folder of one IMAP account, each watched by a FolderWatcher in its own thread."""
 
@@ -389,7 +346,6 @@ class ImapSource:
                 tenant=self.tenant,
                 pipeline=self.pipeline,
                 storage=self.storage,
-                loop=loop,
             )
             for folder in self.cfg.folders
         ]

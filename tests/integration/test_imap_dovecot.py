@@ -1,6 +1,8 @@
 """The real daemon watching a real Dovecot over IMAPS (certificate from a CA made for the test):
-quarantine, aliases, clean mail untouched, outages, UIDVALIDITY, no MOVE, vault failure, errors."""
+quarantine, aliases, clean mail untouched, outages, UIDVALIDITY, no MOVE, vault failure, errors,
+and the first scan handling its offenders as one batch."""
 
+import hashlib
 import imaplib
 import json
 from collections.abc import Iterator
@@ -113,6 +115,21 @@ def evidence(config: Path) -> list[dict[str, object]]:
     listing = guardmail(config, "evidence", "list", "--json")
     assert listing.returncode == 0, listing.stderr
     return [json.loads(line) for line in listing.stdout.splitlines()]
+
+
+def journal_entries(config: Path) -> int:
+    """How many journal entries the vault holds, once ``evidence verify`` found them intact."""
+    checked = guardmail(config, "evidence", "verify")
+    assert checked.returncode == 0, checked.stderr
+    return int(checked.stdout.split()[2])  # "vault default: N entries intact"
+
+
+def offender_mail(n: int) -> bytes:
+    return f"From: Stalker <stalker@example.net>\r\nSubject: {n}\r\n\r\nI see you {n}\r\n".encode()
+
+
+def clean_mail(n: int) -> bytes:
+    return f"From: friend@innocent.example\r\nSubject: plan {n}\r\n\r\nsee you {n}\r\n".encode()
 
 
 def test_offender_and_aliases_quarantined_clean_mail_untouched_and_unread(
@@ -246,3 +263,88 @@ def test_untrusted_certificate_is_a_clear_error(
     wait_for(lambda: "imap.tls_failed" in daemon.log_text(), what="TLS failure logged")
     assert "certificate of 127.0.0.1 not trusted" in daemon.log_text()
     assert daemon.proc.poll() is None
+
+
+def test_first_scan_moves_all_offender_mail_in_one_uid_move_and_archives_each_once(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    offenders = [offender_mail(n) for n in range(5)]
+    cleans = [clean_mail(n) for n in range(4)]
+    for n, raw in enumerate(offenders):
+        box.append(raw)
+        if n < len(cleans):
+            box.append(cleans[n])
+    daemon = start(tmp_path, daemon_factory)
+    wait_for(lambda: box.count("Quarantine") == 5, what="five quarantined")
+    wait_for(lambda: "imap.caught_up" in daemon.log_text(), what="first scan done")
+    assert daemon.stop() == 0
+    assert [raw for _, raw in box.messages("Quarantine")] == offenders
+    assert box.messages("INBOX") == [(b"", raw) for raw in cleans]  # never \Seen, never moved
+    items = evidence(config)
+    assert sorted(str(i["sha256"]) for i in items) == sorted(
+        hashlib.sha256(raw).hexdigest() for raw in offenders
+    )
+    assert [str(i["done"]) for i in items] == [
+        f"moved UID {uid} to Quarantine (one UID MOVE of 5 UIDs: 1,3,5,7,9)"
+        for uid in (1, 3, 5, 7, 9)
+    ]
+    assert journal_entries(config) == 10  # each archived once, each action journaled once
+
+
+def test_vault_failing_part_way_through_the_first_scan_moves_nothing_until_it_recovers(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    offenders = [offender_mail(n) for n in range(3)]
+    shas = [hashlib.sha256(raw).hexdigest() for raw in offenders]
+    assert shas[0][:2] != shas[1][:2]
+    blobs = tmp_path / "var" / "vault" / "default" / "blobs"
+    blobs.mkdir(parents=True)
+    blocker = blobs / shas[1][:2]  # the second blob's directory: the first blob lands, not it
+    blocker.write_text("a file where a blob directory should be")
+    box = Mailbox(dovecot)
+    for raw in [clean_mail(0), *offenders]:
+        box.append(raw)
+    daemon = start(tmp_path, daemon_factory)
+    wait_for(lambda: "imap.vault_unavailable" in daemon.log_text(), what="vault failure")
+    assert (blobs / shas[0][:2] / shas[0]).is_file()  # archived part-way ...
+    assert box.count("Quarantine") == 0  # ... and nothing of the batch moved
+    assert [raw for _, raw in box.messages("INBOX")] == [clean_mail(0), *offenders]
+    blocker.unlink()
+    wait_for(lambda: box.count("Quarantine") == 3, timeout=30, what="handled after recovery")
+    assert daemon.stop() == 0
+    assert box.messages("INBOX") == [(b"", clean_mail(0))]
+    assert sorted(str(i["sha256"]) for i in evidence(config)) == sorted(shas)
+    assert journal_entries(config) == 6  # the retry archived each item once
+
+
+def test_without_move_a_batch_is_copied_flagged_and_uid_expunged_as_one_set(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    server = start_dovecot({"alice": "secret"}, tls=True, extra_conf=NO_MOVE)
+    try:
+        config = tmp_path / "guardmail.yaml"
+        config.write_text(config_text(tmp_path, server))
+        box = Mailbox(server)
+        box.append(CLEAN, flags="(\\Deleted)")  # the user's own pending deletion
+        offenders = [offender_mail(n) for n in range(3)]
+        for raw in offenders:
+            box.append(raw)
+        daemon = start(tmp_path, daemon_factory)
+        wait_for(lambda: box.count("Quarantine") == 3, what="copied to quarantine")
+        wait_for(lambda: box.count("INBOX") == 1, what="offenders expunged from INBOX")
+        assert daemon.stop() == 0
+        assert box.messages("INBOX") == [(b"\\Deleted", CLEAN)]
+        assert [raw for _, raw in box.messages("Quarantine")] == offenders
+        done = [str(i["done"]) for i in evidence(config)]
+        assert done == [
+            f"copied UID {uid} to Quarantine; expunged by UID"
+            " (one UID COPY + UID STORE + UID EXPUNGE of 3 UIDs: 2:4)"
+            for uid in (2, 3, 4)
+        ]
+    finally:
+        server.stop()
