@@ -20,7 +20,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from guardmail.core.item import Item, mail_item
+from guardmail.core.item import Channel, Item, mail_identities, mail_item
 
 WHOLE_MESSAGES = 50
 WHOLE_BYTES = 64 * 1024 * 1024
@@ -42,13 +42,16 @@ class Folder:
         return f"imap:{self.account}/{self.folder};UIDVALIDITY={self.uidvalidity}/;UID={uid}"
 
     def probe(self, uid: int, header: bytes, now: datetime) -> Item:
-        """An Item of the header alone: enough to judge, never archived."""
-        return mail_item(
-            header,
+        """An Item of the header alone: enough to judge (its identities), never archived, so
+        without the summary a person would read (~14 us a message saved, ~0.3 s in 20,000)."""
+        return Item(
+            raw=header,
+            channel=Channel.MAIL,
             tenant=self.tenant,
             account=self.account,
             source_ref=self.ref(uid),
             received_at=now,
+            identities=mail_identities(header),
         )
 
     def item(self, uid: int, whole: dict[bytes, Any], now: datetime) -> Item:
