@@ -45,7 +45,14 @@ from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.sourceconfig import ImapSourceConfig
 from guardmail.sources.imapact import FolderActions
-from guardmail.sources.imapbatch import Folder, Pending, fetch_headers, fetch_whole
+from guardmail.sources.imapbatch import (
+    WHOLE_BYTES,
+    WHOLE_MESSAGES,
+    Folder,
+    Pending,
+    fetch_headers,
+    fetch_whole,
+)
 from guardmail.sources.imapconn import CONNECTION_ERRORS, ConnectFailure, close_quietly, connect
 from guardmail.storage.base import Checkpoint, Storage
 
@@ -224,7 +231,7 @@ class FolderWatcher:
         where = Folder(
             tenant=self.tenant, account=self.cfg.name, folder=self.folder, uidvalidity=uidvalidity
         )
-        pending = Pending()
+        pending = Pending(max_messages=WHOLE_MESSAGES, max_bytes=WHOLE_BYTES)
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start : start + FETCH_BATCH]
             pending.add(self._offenders(client, where, batch))

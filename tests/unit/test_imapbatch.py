@@ -1,13 +1,25 @@
 """IMAP batches: offenders leave in memory-bounded chunks, and each chunk is acted on with one
 command per kind of action, on exactly its UIDs (never a bare EXPUNGE)."""
 
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from guardmail.core.rules import Action
+from guardmail.core.rules import Action, OffenderRule, RuleSet
+from guardmail.errors import VaultUnavailable
+from guardmail.pipeline import Pipeline
+from guardmail.sourceconfig import ImapSourceConfig
+from guardmail.sources import imap
+from guardmail.sources.imap import FolderWatcher
 from guardmail.sources.imapact import FolderActions, uid_set
 from guardmail.sources.imapbatch import Pending, chunks
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.store import Vault
+from guardmail.vault.verify import verify_vault
 
 MiB = 1024 * 1024
 
@@ -148,3 +160,157 @@ def test_a_pass_verdict_is_refused_rather_than_silently_dropped() -> None:
     with pytest.raises(ValueError, match="'pass'"):
         actions.carry_out(client, [1], [Action.PASS])
     assert client.sent == []
+
+
+# --- the folder watcher's catch-up, over a fake server and a real vault ----------------------
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+RULES = RuleSet([OffenderRule(name="Ex", addresses=("stalker@example.net",))])
+
+
+def message(uid: int, offender: bool) -> bytes:
+    sender = "stalker@example.net" if offender else f"friend{uid}@x.example"
+    return f"From: {sender}\r\nSubject: {uid}\r\n\r\nbody {uid}\r\n".encode()
+
+
+class FakeFolder:
+    """One selected folder on a fake server: UID SEARCH, UID FETCH, UID MOVE, as Dovecot answers.
+
+    ``expunge_after_headers``: UIDs someone else expunges right after our header FETCH.
+    ``hide_whole``: UIDs the server leaves out of a whole FETCH although they are still there.
+    """
+
+    def __init__(self, offenders: set[int], total: int) -> None:
+        self.mail = {uid: message(uid, uid in offenders) for uid in range(1, total + 1)}
+        self.sent: list[tuple[str, list[int]]] = []
+        self.expunge_after_headers: set[int] = set()
+        self.hide_whole: set[int] = set()
+
+    def search(self, criteria: list[str]) -> list[int]:
+        spec = criteria[1]
+        if spec.endswith(":*"):  # answered with the highest UID even when nothing is newer
+            low = int(spec[:-2])
+            return [u for u in self.mail if u >= low] or ([max(self.mail)] if self.mail else [])
+        wanted = {int(u) for u in spec.split(",")}
+        return [u for u in self.mail if u in wanted]
+
+    def fetch(self, uids: list[int], parts: list[str]) -> dict[int, dict[bytes, Any]]:
+        whole = "BODY.PEEK[]" in parts
+        self.sent.append(("FETCH whole" if whole else "FETCH header", list(uids)))
+        out: dict[int, dict[bytes, Any]] = {}
+        for uid in uids:
+            raw = self.mail.get(uid)
+            if raw is None or (whole and uid in self.hide_whole):
+                continue
+            if whole:
+                out[uid] = {b"BODY[]": raw, b"FLAGS": (), b"INTERNALDATE": NOW}
+            else:
+                out[uid] = {b"BODY[HEADER]": raw.split(b"\r\n\r\n")[0], b"RFC822.SIZE": len(raw)}
+        if not whole:
+            for uid in self.expunge_after_headers:
+                self.mail.pop(uid, None)
+        return out
+
+    def has_capability(self, name: str) -> bool:
+        return name in ("MOVE", "UIDPLUS")
+
+    def folder_exists(self, name: str) -> bool:
+        return True
+
+    def move(self, uids: list[int], target: str) -> None:
+        self.sent.append(("MOVE", list(uids)))
+        for uid in uids:
+            del self.mail[uid]
+
+
+@pytest.fixture
+def watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FolderWatcher]:
+    monkeypatch.setattr(imap, "FETCH_BATCH", 4)
+    monkeypatch.setattr(imap, "WHOLE_MESSAGES", 2)
+    storage = SQLiteStorage(tmp_path / "db.sqlite3")
+    vault = Vault(tmp_path / "vault", storage, "t")
+    cfg = ImapSourceConfig(
+        name="acct", host="127.0.0.1", tls="none", username="u", password_file=tmp_path / "pw"
+    )
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
+    w = FolderWatcher(cfg=cfg, folder="INBOX", tenant="t", pipeline=pipeline, storage=storage)
+    assert w._start_point(7, 1) == 0  # a first run with scan_existing: checkpoint (7, 0)
+    yield w
+    storage.close()
+
+
+def checkpoint(w: FolderWatcher) -> int:
+    with w.storage.transaction() as tx:
+        point = tx.checkpoint(w.tenant, w.source, w.folder)
+    assert point is not None and point.uidvalidity == 7
+    return point.last_uid
+
+
+def test_offenders_gather_across_header_batches_into_full_chunks_then_the_rest(
+    watcher: FolderWatcher,
+) -> None:
+    folder = FakeFolder(offenders={2, 7, 8, 11}, total=12)
+    assert watcher._catch_up(folder, 7, 0) == 12
+    assert folder.sent == [
+        ("FETCH header", [1, 2, 3, 4]),
+        ("FETCH header", [5, 6, 7, 8]),
+        ("FETCH whole", [2, 7]),  # a full chunk leaves as soon as it is full
+        ("MOVE", [2, 7]),
+        ("FETCH header", [9, 10, 11, 12]),
+        ("FETCH whole", [8, 11]),
+        ("MOVE", [8, 11]),
+    ]
+    assert checkpoint(watcher) == 12
+    archived = watcher.pipeline.vault.rows(kind="archived")
+    assert [str(r.source_ref).rpartition(";")[2] for r in archived] == [
+        "UID=2",
+        "UID=7",
+        "UID=8",
+        "UID=11",
+    ]
+
+
+def test_vault_failure_keeps_the_checkpoint_below_the_first_offender_not_yet_moved(
+    watcher: FolderWatcher,
+) -> None:
+    folder = FakeFolder(offenders={2, 3, 6, 10}, total=12)
+    vault = watcher.pipeline.vault
+    shas = {uid: hashlib.sha256(folder.mail[uid]).hexdigest() for uid in (2, 3, 6, 10)}
+    assert shas[6][:2] not in (shas[2][:2], shas[3][:2])
+    vault.blobs.root.mkdir(parents=True)
+    blocker = vault.blobs.root / shas[6][:2]
+    blocker.write_text("a file where a blob directory should be")
+    with pytest.raises(VaultUnavailable):
+        watcher._catch_up(folder, 7, 0)
+    assert ("MOVE", [2, 3]) in folder.sent and 6 in folder.mail and 10 in folder.mail
+    assert checkpoint(watcher) == 5  # past the moved chunk and clean 4, 5; below 6
+    assert len(vault.rows()) == 4  # 2 and 3: archived and acted on; nothing of 6, 10
+    blocker.unlink()
+    folder.sent.clear()
+    assert watcher._catch_up(folder, 7, checkpoint(watcher)) == 12
+    assert ("MOVE", [6, 10]) in folder.sent and checkpoint(watcher) == 12
+    assert [r.kind for r in vault.rows()] == ["archived"] * 2 + ["action"] * 2 + [
+        "archived"
+    ] * 2 + ["action"] * 2
+    assert verify_vault(vault) == []
+
+
+def test_a_message_expunged_by_someone_else_between_the_fetches_is_skipped(
+    watcher: FolderWatcher,
+) -> None:
+    folder = FakeFolder(offenders={2, 3}, total=4)
+    folder.expunge_after_headers = {3}
+    assert watcher._catch_up(folder, 7, 0) == 4
+    assert ("MOVE", [2]) in folder.sent and checkpoint(watcher) == 4
+    assert len(watcher.pipeline.vault.rows(kind="archived")) == 1
+
+
+def test_a_message_the_server_leaves_out_but_still_has_stops_the_catch_up(
+    watcher: FolderWatcher,
+) -> None:
+    folder = FakeFolder(offenders={2, 3}, total=4)
+    folder.hide_whole = {3}
+    with pytest.raises(ConnectionError, match=r"did not return UIDs \[3\]"):
+        watcher._catch_up(folder, 7, 0)
+    assert checkpoint(watcher) == 0  # 2 and 3 judged, not handled: judged again on retry
+    assert not any(cmd == "MOVE" for cmd, _ in folder.sent)
