@@ -89,7 +89,8 @@ async def _send(
         try:
             await login(client, cfg, on_roster_push=lambda _: None)
             lifted = await _lift(client, cfg, recipient)
-        except (Failure, Lost, NotConnectedError) as exc:
+        except (Failure, Lost, Refused, NotConnectedError) as exc:
+            # Nothing was written yet (a refused unblock included): certainly not sent.
             reason = exc.reason if isinstance(exc, Failure) else str(exc) or "connection closed"
             raise SubmitError(f"not sent from {cfg.jid}: {reason}", certain=True) from None
         try:

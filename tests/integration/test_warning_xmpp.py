@@ -195,3 +195,16 @@ def test_a_recipient_the_server_refuses_is_a_certain_failure(
     assert done.returncode == 1
     assert b"refused the message: service-unavailable" in done.stderr, done.stderr
     assert "Stalker: not sent: failed at" in status(config)
+
+
+def test_a_refused_login_is_a_certain_failure_and_sends_nothing(
+    prosody: Prosody, tmp_path: Path, peers: list[Peer]
+) -> None:
+    config = write_config(tmp_path, prosody)
+    (tmp_path / "password").write_text("wrong\n")
+    stalker = peer(prosody, peers, "stalker")
+    done = guardmail(config, "warn", "Stalker", "--yes")
+    assert done.returncode == 1
+    assert b"login as 'victim@localhost' refused" in done.stderr, done.stderr
+    assert "Stalker: not sent: failed at" in status(config)
+    assert bodies(stalker) == []
