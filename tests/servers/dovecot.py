@@ -18,6 +18,7 @@ from pathlib import Path
 import trustme
 
 from tests.servers.ports import free_ports, wait_for_banner, wait_for_port
+from tests.servers.process import halt
 
 DOVECOT = "/usr/sbin/dovecot"
 DH_FILE = "/usr/share/dovecot/dh.pem"
@@ -122,13 +123,7 @@ class Dovecot:
 
     def halt(self) -> None:
         """Stop the server process (its files stay, for a restart)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        halt(self.proc)
 
     def restart(self) -> None:
         """Stop and start again on the same ports with the same mail."""

@@ -26,6 +26,7 @@ import trustme
 
 from guardmail.sources.xmpptee import StanzaSlicer
 from tests.servers.ports import free_ports, wait_for_port
+from tests.servers.process import halt
 
 PROSODY = "/usr/bin/prosody"
 DOMAIN = "localhost"
@@ -100,13 +101,8 @@ class Prosody:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def halt(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        """Stop the server process (its files stay, for a restart)."""
+        halt(self.proc)
 
     def restart(self) -> None:
         """Stop and start again on the same ports with the same data."""

@@ -143,11 +143,11 @@ def test_held_offenders_are_left_out_of_the_wanted_blocklist() -> None:
     assert xmppblock.wanted(rules, held={"ex"}) == {"two.example"}
 
 
-def xmpp_item(sender: str, *, muc_pm: bool = False) -> tuple[Item, dict[str, str]]:
+def xmpp_item(sender: str, *, muc_pm: bool = False) -> Item:
     meta = {"via": "message", "from": sender}
     if muc_pm:
         meta["muc_pm"] = "true"
-    item = Item(
+    return Item(
         raw=f"<message from='{sender}' type='chat'><body>hi</body></message>".encode(),
         channel=Channel.XMPP,
         tenant="default",
@@ -158,7 +158,6 @@ def xmpp_item(sender: str, *, muc_pm: bool = False) -> tuple[Item, dict[str, str
         summary=Summary(subject="hi"),
         meta=tuple(meta.items()),
     )
-    return item, meta
 
 
 def test_recipients_are_bare_jids_listed_or_written_from_never_globs_or_rooms(
@@ -171,7 +170,7 @@ def test_recipients_are_bare_jids_listed_or_written_from_never_globs_or_rooms(
             ("ex2@burner.example/laptop", False),
             ("room@muc.example.net/Ex", True),
         ):
-            item, _ = xmpp_item(sender, muc_pm=muc)
+            item = xmpp_item(sender, muc_pm=muc)
             tenant.vault.put(
                 item.raw,
                 source_ref=item.source_ref,
