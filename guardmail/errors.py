@@ -4,6 +4,7 @@
      ├── ConfigError        the operator's input is wrong (config, offender files, CLI arguments)
      ├── SecretError        a password file or command named in the config cannot be read
      ├── PeerError          a server or client we talk to misbehaved
+     │    └── SubmitError   sending the warning failed (``certain``: certainly not sent)
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now
      ├── StorageUnavailable (storage/base.py) the database could not complete a transaction
      ├── ExportError        (export/__init__.py) evidence cannot be exported faithfully
@@ -60,3 +61,15 @@ class PeerError(GuardmailError):
 
 class VaultUnavailable(GuardmailError):
     """The vault could not durably store an item; nothing destructive may happen to it."""
+
+
+class SubmitError(PeerError):
+    """Sending the warning failed (SMTP submission or one XMPP message).
+
+    ``certain``: the server certainly did not accept the message. The at-most-once ledger must
+    never resend by itself after an outcome it cannot know, so "maybe sent" is ``certain=False``.
+    """
+
+    def __init__(self, message: str, *, certain: bool) -> None:
+        super().__init__(message)
+        self.certain = certain

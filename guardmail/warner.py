@@ -14,7 +14,8 @@ Invariants:
   wrote from (never a group chat's occupant address).
 - Over XMPP with ``on_first_block``, the warning goes before any server block: offenders still
   owed one are held out of the server blocklist (``held_server_blocks``) until the ledger has a
-  row for them; a block entry that covers the recipient is lifted for the send (outbound/xmpp).
+  row for them; a block entry that covers the recipient is lifted for
+  the send (channels/xmpp/send.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid, parseaddr
 
+from guardmail.channels.smtp import submit
+from guardmail.channels.xmpp import blocklist, send
+from guardmail.config.settings import OffenderConfig, Settings
+from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.warning import WarningConfig
 from guardmail.core.item import Channel, Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.core.warning import (
@@ -38,16 +44,11 @@ from guardmail.core.warning import (
     render_xmpp_warning,
     should_not_answer,
 )
-from guardmail.errors import GuardmailError
+from guardmail.errors import GuardmailError, SubmitError
 from guardmail.logs import event
-from guardmail.outbound import SubmitError, smtp, xmpp
-from guardmail.settings import OffenderConfig, Settings
-from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources import xmppblock
 from guardmail.storage.base import Storage, WarningRow
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
-from guardmail.warnconfig import WarningConfig
 
 _GLOB = frozenset("*?[")
 
@@ -133,7 +134,7 @@ class Warner:
             if meta.get("muc_pm") == "true":
                 continue  # a room's occupant address: not the offender's own JID
             found.append(str(meta.get("from", "")))
-        bare = (xmppblock.canonical(j) for j in found)
+        bare = (blocklist.canonical(j) for j in found)
         return list(dict.fromkeys(j for j in bare if j and "@" in j))
 
     def account(self) -> XmppSourceConfig:
@@ -283,12 +284,12 @@ class Warner:
     def _deliver(self, msg: WarningMessage) -> str:
         cfg = self.config
         if msg.channel == "xmpp":
-            return xmpp.send_message(
+            return send.send_message(
                 self.account(), raw=msg.raw, stanza_id=msg.message_id, recipient=msg.recipient
             )
         if cfg.smtp is None:
             raise WarningRefused("channel: email needs an `smtp:` section")
-        return smtp.submit(cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw)
+        return submit.submit(cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw)
 
     def held_server_blocks(self) -> frozenset[str]:
         """Offenders (names, casefolded) kept out of the server blocklist because the warning

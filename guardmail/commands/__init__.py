@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from guardmail.config.settings import LoadedConfig, Settings, load_config
+from guardmail.daemon.tenants import load_tenants
 from guardmail.errors import GuardmailError
-from guardmail.settings import LoadedConfig, Settings, load_config
-from guardmail.tenants import load_tenants
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

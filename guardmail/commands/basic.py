@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.config.settings import render_schema
 from guardmail.core.item import mail_item
 from guardmail.core.rules import Verdict, decide
-from guardmail.settings import render_schema
-from guardmail.tenant import build_rules
+from guardmail.daemon.tenant import build_rules
 
 
 def register(sub: Subparsers) -> None:
@@ -31,7 +31,7 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from guardmail.daemon import run
+    from guardmail.daemon.supervisor import run
 
     return run(Path(args.config))
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import guardmail
 from guardmail.commands import EXIT_OK, Subparsers, load
-from guardmail.control_offenders import load_hint, loads_reported, reported_path
-from guardmail.nativehost import EXTENSION_ID, HOST_NAME, Host, serve
-from guardmail.settings import LoadedConfig
+from guardmail.config.settings import LoadedConfig
+from guardmail.control.nativehost import EXTENSION_ID, HOST_NAME, Host, serve
+from guardmail.control.offenders import load_hint, loads_reported, reported_path
 
 PLUGINS = Path(guardmail.__file__).resolve().parents[1] / "plugins"
 XPI = PLUGINS / "thunderbird" / "dist" / "guardmail-report.xpi"

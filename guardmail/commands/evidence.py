@@ -14,18 +14,18 @@ from pathlib import Path
 
 from guardmail import __version__
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
+from guardmail.config.settings import Settings
+from guardmail.config.warning import SmtpConfig
+from guardmail.daemon.tenant import open_tenant
 from guardmail.export import BundleUnreadable
 from guardmail.export.arf import AbuseReport, Original, build_report, original, valid_address
 from guardmail.export.progress import ProgressLine
 from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
 from guardmail.export.verify import verify_bundle
-from guardmail.settings import Settings
 from guardmail.storage.base import JournalRow
-from guardmail.tenant import open_tenant
 from guardmail.vault import journal
 from guardmail.vault.store import write_durably
 from guardmail.vault.verify import verify_vault
-from guardmail.warnconfig import SmtpConfig
 
 # Below this many items an export is quick enough that a progress line is only noise.
 PROGRESS_MIN_ITEMS = 200
@@ -320,8 +320,8 @@ def _send_report(
     args: argparse.Namespace, settings: Settings, smtp: SmtpConfig, report: AbuseReport
 ) -> int:
     """Submit the report as written, then journal it (its bytes in the vault)."""
-    from guardmail.outbound import SubmitError
-    from guardmail.outbound.smtp import submit
+    from guardmail.channels.smtp.submit import submit
+    from guardmail.errors import SubmitError
 
     sha = hashlib.sha256(report.data).hexdigest()
     tenant = open_tenant(settings)

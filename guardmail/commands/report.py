@@ -25,14 +25,14 @@ import sys
 from datetime import UTC, datetime
 
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load
-from guardmail.control_client import NoDaemon, call, report_message
-from guardmail.control_offenders import BadReport
-from guardmail.control_protocol import USAGE_KINDS
+from guardmail.config.settings import LoadedConfig
+from guardmail.control.client import NoDaemon, call, report_message
+from guardmail.control.offenders import BadReport
+from guardmail.control.protocol import USAGE_KINDS
+from guardmail.control.report import MAX_ITEM_BYTES, Reported, ReportRequest, file_report
 from guardmail.core.item import Channel
 from guardmail.core.rules import Action
-from guardmail.report import MAX_ITEM_BYTES, Reported, ReportRequest, file_report
-from guardmail.settings import LoadedConfig
-from guardmail.tenant import open_tenant
+from guardmail.daemon.tenant import open_tenant
 
 
 def register(sub: Subparsers) -> None:
@@ -95,7 +95,7 @@ def report_in_process(config: LoadedConfig, request: ReportRequest) -> Reported:
 
 
 class DaemonRefused(Exception):
-    """The daemon answered a report with an error (``kind`` as in guardmail.control)."""
+    """The daemon answered a report with an error (``kind`` as in guardmail.control.server)."""
 
     def __init__(self, kind: str, error: str) -> None:
         super().__init__(error)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers
+from guardmail.config.settings import load_config
 from guardmail.errors import ConfigError, GuardmailError
-from guardmail.settings import load_config
 
 USER = "guardmail"
 UNITS = ("guardmail.service", "guardmail@.service")

@@ -8,15 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from guardmail import __version__
+from guardmail.channels.tls import client_context
 from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.config.secrets import read_secret
+from guardmail.config.sources import is_loopback
+from guardmail.daemon.tenant import build_rules
 from guardmail.errors import PeerError, SecretError
-from guardmail.secrets import read_secret
 from guardmail.sieve.install import install
 from guardmail.sieve.managesieve import ManageSieve
 from guardmail.sieve.script import export_script
-from guardmail.sourceconfig import is_loopback
-from guardmail.tenant import build_rules
-from guardmail.tlsctx import client_context
 
 # Pigeonhole's usual extensions; `install` asks the server instead.
 DEFAULT_EXTENSIONS = "fileinto mailbox envelope subaddress regex include"

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from guardmail.commands import EXIT_FAILED, EXIT_OK, Subparsers, load, tenant_settings
-from guardmail.observe import STATUS_FILE
-from guardmail.tenant import open_tenant
+from guardmail.daemon.observe import STATUS_FILE
+from guardmail.daemon.tenant import open_tenant
 from guardmail.vault.verify import verify_vault
 
 # The daemon rewrites status.json every 5 s; older than this, it is not running (or hung).

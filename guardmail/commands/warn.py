@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
-from guardmail.tenant import open_tenant
+from guardmail.daemon.tenant import open_tenant
 from guardmail.warner import WarningRefused, describe
 
 

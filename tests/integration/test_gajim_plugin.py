@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from guardmail.control import ControlServer, socket_path
-from guardmail.settings import load_config
-from guardmail.tenant import open_tenant
+from guardmail.config.settings import load_config
+from guardmail.control.server import ControlServer, socket_path
+from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 
 pytestmark = pytest.mark.integration

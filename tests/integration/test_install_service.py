@@ -22,7 +22,7 @@ from guardmail.commands.service import (
     render_unit,
     system_config,
 )
-from guardmail.settings import load_config
+from guardmail.config.settings import load_config
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

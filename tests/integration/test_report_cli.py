@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.settings import load_config
-from guardmail.tenant import open_tenant
+from guardmail.config.settings import load_config
+from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 from tests.conftest import wait_for
 from tests.integration.guardmail_proc import Daemon, guardmail
@@ -170,7 +170,9 @@ def test_report_goes_through_the_running_daemons_control_socket(
     log = daemon.log_text()
     assert not (tmp_path / "var" / "control.sock").exists()
     if "control.listening" not in log:
-        pytest.skip("the daemon does not start the control socket (guardmail/daemon.py wiring)")
+        pytest.skip(
+            "the daemon does not start the control socket (guardmail/daemon/supervisor.py wiring)"
+        )
     assert "control.reported" in log
     tenant = open_tenant(load_config(config).settings)
     try:

@@ -17,9 +17,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
 
-from guardmail.sourceconfig import SmtpFilterConfig
-from guardmail.sources.smtp_filter import SmtpFilterSource
-from guardmail.tenants import TenantDirectory
+from guardmail.channels.smtp.filter import SmtpFilterSource
+from guardmail.config.sources import SmtpFilterConfig
+from guardmail.daemon.tenants import TenantDirectory
 from guardmail.vault import journal
 from tests.servers.ports import free_ports
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from guardmail.settings import Settings
-from guardmail.tenant import open_tenant
+from guardmail.config.settings import Settings
+from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 from tests.conftest import wait_for
 from tests.servers.postfix import Guardmail, Postfix, start_postfix, strip_added_headers

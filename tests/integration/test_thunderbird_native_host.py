@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.nativehost import EXTENSION_ID
+from guardmail.control.nativehost import EXTENSION_ID
 from tests.integration.guardmail_proc import guardmail
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.nativehost import EXTENSION_ID
+from guardmail.control.nativehost import EXTENSION_ID
 from tests.clients.marionette import Marionette
 from tests.clients.thunderbird import THUNDERBIRD, launch, make_profile
 from tests.conftest import wait_for

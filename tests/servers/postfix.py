@@ -7,8 +7,8 @@ filter port A -> re-injection smtpd B -> Maildirs) and ``before`` (N with smtpd_
 B). Retry timers stay at Postfix's defaults (300 s): tests flush with ``postqueue -f``.
 
 ``python -m tests.servers.postfix CONFIG`` runs ``guardmail run`` with the SMTP filter wired into
-the daemon as plugins/postfix/README.md proposes, for as long as guardmail/daemon.py does not
-wire it itself.
+the daemon as plugins/postfix/README.md proposes, for as long as
+guardmail/daemon/supervisor.py does not wire it itself.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import trustme
 
-from guardmail.sources.xmpptee import StanzaSlicer
+from guardmail.channels.xmpp.tee import StanzaSlicer
 from tests.servers.ports import free_ports, wait_for_port
 from tests.servers.process import halt
 

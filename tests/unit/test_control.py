@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from guardmail.control import ControlServer, socket_path
-from guardmail.control_client import NoDaemon, call
-from guardmail.settings import LoadedConfig, load_config
-from guardmail.tenant import Tenant, open_tenant
+from guardmail.config.settings import LoadedConfig, load_config
+from guardmail.control.client import NoDaemon, call
+from guardmail.control.server import ControlServer, socket_path
+from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.vault import journal
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

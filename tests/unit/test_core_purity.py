@@ -20,7 +20,7 @@ FORBIDDEN = {
     "sqlite3",
     "psycopg",
     "subprocess",
-    "guardmail.settings",
+    "guardmail.config.settings",
 }
 CORE = Path(guardmail.core.__file__).parent
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from guardmail.channels.imap import watch
+from guardmail.channels.imap.act import FolderActions, uid_set
+from guardmail.channels.imap.batch import Pending, chunks
+from guardmail.channels.imap.watch import FolderWatcher
+from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline
-from guardmail.sourceconfig import ImapSourceConfig
-from guardmail.sources import imap
-from guardmail.sources.imap import FolderWatcher
-from guardmail.sources.imapact import FolderActions, uid_set
-from guardmail.sources.imapbatch import Pending, chunks
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
@@ -225,8 +225,8 @@ class FakeFolder:
 
 @pytest.fixture
 def watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FolderWatcher]:
-    monkeypatch.setattr(imap, "FETCH_BATCH", 4)
-    monkeypatch.setattr(imap, "WHOLE_MESSAGES", 2)
+    monkeypatch.setattr(watch, "FETCH_BATCH", 4)
+    monkeypatch.setattr(watch, "WHOLE_MESSAGES", 2)
     storage = SQLiteStorage(tmp_path / "db.sqlite3")
     vault = Vault(tmp_path / "vault", storage, "t")
     cfg = ImapSourceConfig(

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from guardmail.nativehost import (
+from guardmail.config.settings import load_config
+from guardmail.control.nativehost import (
     MAX_REPLY,
     FramingError,
     Host,
@@ -20,8 +21,7 @@ from guardmail.nativehost import (
     serve,
     write_message,
 )
-from guardmail.settings import load_config
-from guardmail.tenant import open_tenant
+from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 
 MAIL = b"From: Stalker <stalker@evil.example>\r\nSubject: hi\r\n\r\nbody\r\n"

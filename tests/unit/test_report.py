@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.control_offenders import (
+from guardmail.config.settings import OffenderConfig, load_config
+from guardmail.control.offenders import (
     BadReport,
     ReportedFile,
     load_hint,
@@ -18,11 +19,10 @@ from guardmail.control_offenders import (
     plan,
     reported_path,
 )
+from guardmail.control.report import RESERIALISED, Reported, ReportRequest, file_report
 from guardmail.core.item import Channel
 from guardmail.core.rules import Action
-from guardmail.report import RESERIALISED, Reported, ReportRequest, file_report
-from guardmail.settings import OffenderConfig, load_config
-from guardmail.tenant import Tenant, open_tenant
+from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.vault import journal
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.sdnotify import Notifier, watchdog_loop
+from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 
 
 @pytest.fixture

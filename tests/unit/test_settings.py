@@ -11,8 +11,8 @@ import pydantic
 import pytest
 import yaml
 
+from guardmail.config.settings import LoadedConfig, load_config, render_schema, settings_json_schema
 from guardmail.errors import ConfigError
-from guardmail.settings import LoadedConfig, load_config, render_schema, settings_json_schema
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "guardmail.example.yaml"
@@ -517,13 +517,13 @@ def test_schema_file_is_up_to_date() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render_schema(), (
         "config/guardmail.schema.json is out of date; regenerate it with "
         "`guardmail schema > config/guardmail.schema.json` "
-        "(or `python -m guardmail.settings > config/guardmail.schema.json`)"
+        "(or `python -m guardmail.config.settings > config/guardmail.schema.json`)"
     )
 
 
 def test_python_m_guardmail_settings_prints_the_schema() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "guardmail.settings"],
+        [sys.executable, "-m", "guardmail.config.settings"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guardmail.settings import load_config
-from guardmail.sourceconfig import SmtpFilterConfig
-from guardmail.tenants import load_tenants
+from guardmail.config.settings import load_config
+from guardmail.config.sources import SmtpFilterConfig
+from guardmail.daemon.tenants import load_tenants
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "postfix"
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from guardmail.sources.smtp_relay import _xforward
-from guardmail.sources.smtp_wire import queue_id, read_data, unstuff, xtext_decode
+from guardmail.channels.smtp.relay import _xforward
+from guardmail.channels.smtp.wire import queue_id, read_data, unstuff, xtext_decode
 
 NEXT = b"QUIT\r\n"  # a pipelined command after the end of data must stay unread
 

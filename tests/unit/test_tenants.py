@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from guardmail.config.settings import Settings
+from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenants import (
+    Router,
+    TenantConfig,
+    TenantDirectory,
+    load_tenants,
+    recipient_key,
+)
 from guardmail.errors import ConfigError
-from guardmail.settings import Settings
-from guardmail.tenant import Tenant, open_tenant
-from guardmail.tenants import Router, TenantConfig, TenantDirectory, load_tenants, recipient_key
 
 ALICE = """\
 name: alice

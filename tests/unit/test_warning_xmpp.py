@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from guardmail.channels.xmpp import blocklist
+from guardmail.channels.xmpp.send import covering
+from guardmail.config.settings import load_config
 from guardmail.core.item import Channel, Identity, Item, Summary
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.core.warning import UnsafeValue, render_xmpp_warning
+from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import ConfigError
-from guardmail.outbound.xmpp import covering
-from guardmail.settings import load_config
-from guardmail.sources import xmppblock
 from guardmail.storage.base import WarningRow
-from guardmail.tenant import open_tenant
 
 TEMPLATE = "{{ offender }},\n\nStop contacting me. <{{ law }}> & that's final.\n\n{{ victim }}\n"
 
@@ -139,8 +139,8 @@ def test_held_offenders_are_left_out_of_the_wanted_blocklist() -> None:
             OffenderRule(name="Two", domains=("two.example",), action=Action.BLOCK),
         ]
     )
-    assert xmppblock.wanted(rules) == {"ex@example.net", "two.example"}
-    assert xmppblock.wanted(rules, held={"ex"}) == {"two.example"}
+    assert blocklist.wanted(rules) == {"ex@example.net", "two.example"}
+    assert blocklist.wanted(rules, held={"ex"}) == {"two.example"}
 
 
 def xmpp_item(sender: str, *, muc_pm: bool = False) -> Item:

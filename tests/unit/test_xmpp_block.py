@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from guardmail.channels.xmpp import blocklist, queries
+from guardmail.channels.xmpp.client import WatchClient, shared_context
 from guardmail.core.rules import Action, OffenderRule, RuleSet
-from guardmail.sources import xmppblock, xmppiq
-from guardmail.sources.xmppclient import WatchClient, shared_context
 
 
 def test_only_block_offenders_jids_and_domains_are_wanted_in_canonical_form() -> None:
@@ -24,7 +24,7 @@ def test_only_block_offenders_jids_and_domains_are_wanted_in_canonical_form() ->
             OffenderRule(name="Q", jids=("watched@x.org",), action=Action.QUARANTINE),
         ]
     )
-    assert xmppblock.wanted(rules) == {
+    assert blocklist.wanted(rules) == {
         "stalker@example.net",
         "burner@x.org",
         "harass.example",
@@ -55,7 +55,7 @@ def test_plan(
     remove: set[str],
     after: set[str],
 ) -> None:
-    todo = xmppblock.plan(wanted=wanted, current=current, managed=managed)
+    todo = blocklist.plan(wanted=wanted, current=current, managed=managed)
     assert (set(todo.add), set(todo.remove), set(todo.managed)) == (add, remove, after)
 
 
@@ -70,8 +70,8 @@ def test_an_empty_unblock_is_never_built() -> None:
             connection=1,
         )
         with pytest.raises(ValueError, match="empty unblock"):
-            xmppiq.blocklist_change(client, "unblock", [])
-        iq = xmppiq.blocklist_change(client, "block", ["b@x", "a@x"])
+            queries.blocklist_change(client, "unblock", [])
+        iq = queries.blocklist_change(client, "block", ["b@x", "a@x"])
         assert [i.get("jid") for i in iq.xml.iter("{urn:xmpp:blocking}item")] == ["a@x", "b@x"]
         client.cancel_connection_attempt()
 
@@ -88,7 +88,7 @@ def test_archive_query_and_answer() -> None:
             on_stanza=lambda *_: None,
             connection=1,
         )
-        iq = xmppiq.mam_query(
+        iq = queries.mam_query(
             client, query_id="q", max_items=50, after="A9", start="2026-01-01T00:00:00Z"
         )
         text = str(iq)
@@ -102,6 +102,6 @@ def test_archive_query_and_answer() -> None:
         "<set xmlns='http://jabber.org/protocol/rsm'><first>A1</first><last>B2</last></set>"
         "</fin></iq>"
     )
-    assert xmppiq.mam_fin(answer) == (True, "B2")
+    assert queries.mam_fin(answer) == (True, "B2")
     partial = ET.fromstring("<iq xmlns='jabber:client'><fin xmlns='urn:xmpp:mam:2'/></iq>")
-    assert xmppiq.mam_fin(partial) == (False, None)
+    assert queries.mam_fin(partial) == (False, None)

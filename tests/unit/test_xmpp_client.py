@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.util.sasl.mechanisms import SCRAM
 
-from guardmail.sources.xmppclient import StreamContext, WatchClient, shared_context, slixmpp_hi
-from guardmail.sources.xmpptee import Slice
+from guardmail.channels.xmpp.client import StreamContext, WatchClient, shared_context, slixmpp_hi
+from guardmail.channels.xmpp.tee import Slice
 
 HEADER = (
     b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' version='1.0' "

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guardmail.settings import load_config
-from guardmail.sourceconfig import SourcesConfig, XmppSourceConfig
+from guardmail.config.settings import load_config
+from guardmail.config.sources import SourcesConfig, XmppSourceConfig
 from guardmail.storage.base import JournalRow
 from guardmail.storage.sqlite import SQLiteStorage
 

@@ -4,8 +4,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from guardmail.channels.xmpp.stanza import Via, read_stanza
 from guardmail.core.item import Identity
-from guardmail.sources.xmppstanza import Via, read_stanza
 
 ME = "victim@example.org"
 NS = "xmlns='jabber:client'"

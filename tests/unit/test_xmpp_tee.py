@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardmail.sources.xmpptee import SliceError, StanzaSlicer, slice_stream
+from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer, slice_stream
 
 HEADER = (
     b"<?xml version='1.0'?>\n<stream:stream xmlns='jabber:client' "

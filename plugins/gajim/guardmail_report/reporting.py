@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What the plugin does, without Gajim: remember stanzas, send them to guardmail's socket.
 
-guardmail's control socket speaks JSON lines (see guardmail/control.py in guardmail): one
+guardmail's control socket speaks JSON lines (see guardmail/control/server.py in guardmail): one
 request object per line, one answer object per line. A report carries the stanza as Gajim
 re-serialised it (plugins never see the wire bytes), so it is sent with the fidelity
 "as re-serialised by the client"; guardmail links it to the wire-exact copy when its own XMPP

@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from guardmail import __version__
-from guardmail.control_offenders import loads_reported, reported_path
-from guardmail.control_protocol import (
+from guardmail.config.settings import LoadedConfig
+from guardmail.control.offenders import loads_reported, reported_path
+from guardmail.control.protocol import (
     Refused,
     error_answer,
     file_report_answer,
@@ -59,11 +60,10 @@ from guardmail.control_protocol import (
     parse_report,
     user_name,
 )
+from guardmail.control.report import MAX_ITEM_BYTES
+from guardmail.daemon.tenant import Tenant
 from guardmail.errors import GuardmailError
 from guardmail.logs import event
-from guardmail.report import MAX_ITEM_BYTES
-from guardmail.settings import LoadedConfig
-from guardmail.tenant import Tenant
 
 SOCKET_NAME = "control.sock"
 # A base64 item of MAX_ITEM_BYTES plus the JSON around it.

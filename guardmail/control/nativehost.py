@@ -5,10 +5,10 @@ native byte order, then that many bytes of UTF-8 JSON. Thunderbird starts the ho
 manifest ``install-client thunderbird`` writes) with ``[path, manifest, extension id]`` for every
 ``runtime.sendNativeMessage``; the host answers every message it reads until stdin closes.
 
-Requests and answers are the control protocol's (``guardmail.control``), plus ``ping``. Each is
-handed to the running daemon over its socket; with no daemon, the host does the same work
-in-process through the same pipeline. Answers stay well under Thunderbird's 1 MiB limit for
-what a host may send (a report's answer is a hash and a few names).
+Requests and answers are the control protocol's (``guardmail.control.server``), plus ``ping``. Each
+is handed to the running daemon over its socket; with no daemon, the host does the same work in-
+process through the same pipeline. Answers stay well under Thunderbird's 1 MiB limit for what a
+host may send (a report's answer is a hash and a few names).
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from guardmail import __version__
-from guardmail.control import MAX_LINE
-from guardmail.control_client import NoDaemon, call
-from guardmail.control_protocol import (
+from guardmail.config.settings import LoadedConfig
+from guardmail.control.client import NoDaemon, call
+from guardmail.control.protocol import (
     Refused,
     error_answer,
     file_report_answer,
     offender_list,
     parse_report,
 )
+from guardmail.control.server import MAX_LINE
+from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import PeerError
-from guardmail.settings import LoadedConfig
-from guardmail.tenant import open_tenant
 
 HOST_NAME = "guardmail"
 EXTENSION_ID = "guardmail-report@guardmail.net"

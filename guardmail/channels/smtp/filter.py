@@ -2,14 +2,14 @@
 
 Postfix hands a message to ``listen`` (after-queue: ``content_filter``; before-queue:
 ``smtpd_proxy_filter``); guardmail re-injects what may pass into ``next_hop`` unchanged. An
-aiosmtpd server (``smtp_wire``) runs in the daemon's own loop; re-injection is ``smtp_relay``.
+aiosmtpd server (``wire``) runs in the daemon's own loop; re-injection is ``relay``.
 
 Contracts, for every message:
-- Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.tenants``); recipients of
-  no tenant are clean. Each tenant with recipients judges the message once, with its own rules,
-  through its own ``Pipeline.process``: archived in that tenant's vault only, with that tenant's
-  recipients only in the evidence. Clean copies are relayed; quarantined ones are archived and,
-  if the tenant has a ``quarantine_mailbox``, delivered there unchanged (with the null sender,
+- Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.daemon.tenants``);
+  recipients of no tenant are clean. Each tenant with recipients judges the message once, with its
+  own rules, through its own ``Pipeline.process``: archived in that tenant's vault only, with that
+  tenant's recipients only in the evidence. Clean copies are relayed; quarantined ones are archived
+  and, if the tenant has a ``quarantine_mailbox``, delivered there unchanged (with the null sender,
   so nothing can ever bounce to the offender); blocked ones are archived and not delivered.
 - 250 only once every recipient's fate is durable: relayed (the next hop answered 250) or
   archived. A vault failure, a next hop that is down or answers 4xx, or any bug: ``451 4.3.0``,
@@ -47,15 +47,15 @@ from typing import Any
 
 from aiosmtpd.smtp import Session
 
+from guardmail.channels.smtp.relay import NextHop, NextHopUnavailable, Outgoing, Relayed
+from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
+from guardmail.config.settings import Settings
+from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
+from guardmail.daemon.tenants import Routed, TenantDirectory
 from guardmail.errors import GuardmailError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.settings import Settings
-from guardmail.sourceconfig import SmtpFilterConfig
-from guardmail.sources.smtp_relay import NextHop, NextHopUnavailable, Outgoing, Relayed
-from guardmail.sources.smtp_wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
-from guardmail.tenants import Routed, TenantDirectory
 
 REMEMBERED = 4096  # messages whose relayed copies are remembered for retries
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.

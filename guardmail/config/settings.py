@@ -12,8 +12,8 @@ Contracts:
   fine); any other entry must name a readable file. Their offenders are appended, in order, to
   ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
-- YAML is parsed with the safe loader only (see ``guardmail.yamlsource``).
-- ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.settings``
+- YAML is parsed with the safe loader only (see ``guardmail.config.yamlfile``).
+- ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.config.settings``
   prints it.
 """
 
@@ -31,11 +31,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from guardmail.config.ops import MetricsConfig
+from guardmail.config.sources import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
+from guardmail.config.warning import WarningConfig
+from guardmail.config.yamlfile import STR_TAG, Source, load_source, validate
 from guardmail.errors import ConfigError, ConfigIssue
-from guardmail.opsconfig import MetricsConfig
-from guardmail.sourceconfig import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
-from guardmail.warnconfig import WarningConfig
-from guardmail.yamlsource import STR_TAG, Source, load_source, validate
 
 SCHEMA_ID = "urn:guardmail:config"
 REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from guardmail.sourceconfig import is_loopback
+from guardmail.config.sources import is_loopback
 
 
 class MetricsConfig(BaseModel):

@@ -21,7 +21,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from guardmail.settings import LoadedConfig
+from guardmail.config.settings import LoadedConfig
 
 DEBOUNCE = 0.3
 

@@ -27,10 +27,10 @@ from typing import Literal
 import yaml
 from pydantic import ValidationError
 
+from guardmail.config.settings import LoadedConfig, OffenderConfig, OffenderFile
+from guardmail.config.yamlfile import load_source, validate
 from guardmail.errors import ConfigError, GuardmailError
-from guardmail.settings import LoadedConfig, OffenderConfig, OffenderFile
 from guardmail.vault.store import write_durably
-from guardmail.yamlsource import load_source, validate
 
 REPORTED_DIR = "offenders.d"
 REPORTED_FILE = "reported.yaml"

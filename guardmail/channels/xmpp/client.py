@@ -38,8 +38,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.stanzabase import StanzaBase
 
-from guardmail.sources.xmpptee import Slice, SliceError, StanzaSlicer
-from guardmail.tlsctx import client_context
+from guardmail.channels.tls import client_context
+from guardmail.channels.xmpp.tee import Slice, SliceError, StanzaSlicer
 
 PRIORITY = -1
 _NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"

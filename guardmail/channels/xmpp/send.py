@@ -27,16 +27,15 @@ from typing import Any
 
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from guardmail.errors import SecretError
+from guardmail.channels.xmpp import blocklist, queries
+from guardmail.channels.xmpp.client import WatchClient, shared_context
+from guardmail.channels.xmpp.session import Failure, Lost, Refused, login, request, teardown
+from guardmail.channels.xmpp.stanza import MESSAGE
+from guardmail.channels.xmpp.tee import Slice
+from guardmail.config.secrets import read_secret
+from guardmail.config.sources import XmppSourceConfig
+from guardmail.errors import SecretError, SubmitError
 from guardmail.logs import event
-from guardmail.outbound import SubmitError
-from guardmail.secrets import read_secret
-from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources import xmppblock, xmppiq
-from guardmail.sources.xmppclient import WatchClient, shared_context
-from guardmail.sources.xmppsession import Failure, Lost, Refused, login, request, teardown
-from guardmail.sources.xmppstanza import MESSAGE
-from guardmail.sources.xmpptee import Slice
 
 _NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
@@ -56,7 +55,7 @@ def send_message(cfg: XmppSourceConfig, *, raw: bytes, stanza_id: str, recipient
 
 def covering(entries: set[str], recipient: str) -> set[str]:
     """The blocklist entries that block messages to ``recipient`` (XEP-0191 section 3.3)."""
-    bare = (xmppblock.canonical(recipient) or recipient).casefold()
+    bare = (blocklist.canonical(recipient) or recipient).casefold()
     domain = bare.rpartition("@")[2]
     found = set()
     for entry in entries:
@@ -99,7 +98,7 @@ async def _send(
             except NotConnectedError:
                 raise SubmitError(f"not sent: {cfg.jid}'s session closed", certain=True) from None
             try:
-                await request(client, xmppiq.ping(client, client.boundjid.domain), seconds=seconds)
+                await request(client, queries.ping(client, client.boundjid.domain), seconds=seconds)
             except Refused:
                 pass  # an answer all the same: everything before the ping was handled
             except (Lost, NotConnectedError) as exc:
@@ -123,12 +122,12 @@ async def _send(
 async def _lift(client: WatchClient, cfg: XmppSourceConfig, recipient: str) -> set[str]:
     """Unblock what would stop the message; the entries to block again afterwards."""
     try:
-        answer = await request(client, xmppiq.blocklist_get(client), seconds=cfg.timeout_seconds)
+        answer = await request(client, queries.blocklist_get(client), seconds=cfg.timeout_seconds)
     except Refused:
         return set()  # no blocking command on this server: nothing can be in the way
-    lifted = covering(xmppiq.blocklist_items(answer.xml), recipient)
+    lifted = covering(queries.blocklist_items(answer.xml), recipient)
     if lifted:
-        iq = xmppiq.blocklist_change(client, "unblock", lifted)
+        iq = queries.blocklist_change(client, "unblock", lifted)
         await request(client, iq, seconds=cfg.timeout_seconds)
         event("warning.block_lifted", account=cfg.name, entries=",".join(sorted(lifted)))
     return lifted
@@ -138,7 +137,7 @@ async def _restore(client: WatchClient, cfg: XmppSourceConfig, lifted: set[str])
     if not lifted:
         return True
     try:
-        iq = xmppiq.blocklist_change(client, "block", lifted)
+        iq = queries.blocklist_change(client, "block", lifted)
         await request(client, iq, seconds=cfg.timeout_seconds)
     except (Lost, Refused, NotConnectedError) as exc:
         event(

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from guardmail.sourceconfig import NonEmpty, TlsMode, is_loopback, with_absolute_files
+from guardmail.config.sources import NonEmpty, TlsMode, is_loopback, with_absolute_files
 
 
 def _one_address(value: str) -> str:

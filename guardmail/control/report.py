@@ -4,7 +4,7 @@ A person sees harassment in their mail or chat client and reports it (``guardmai
 Thunderbird add-on, the neomutt macro, the Gajim plugin). The item takes the same path as
 everything the sources see: ``Pipeline.process`` decides, archives durably and then calls an
 actor, here one that does nothing but say "reported by the user" (the client moves the message
-itself). Its sender is added to ``offenders.d/reported.yaml`` (see ``control_offenders``), which
+itself). Its sender is added to ``offenders.d/reported.yaml`` (see ``control.offenders``), which
 the daemon hot-reloads, so what the offender sends next is caught without the person.
 
 Contracts:
@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from guardmail.control_offenders import (
+from guardmail.channels.xmpp.stanza import NS_CLIENT, bare, read_stanza
+from guardmail.config.settings import LoadedConfig, OffenderConfig
+from guardmail.control.offenders import (
     BadReport,
     Key,
     ReportedFile,
@@ -44,11 +46,9 @@ from guardmail.control_offenders import (
 )
 from guardmail.core.item import Channel, Identity, Item, mail_item
 from guardmail.core.rules import Action, RuleSet, Verdict, decide
+from guardmail.daemon.tenant import Tenant, build_rules
 from guardmail.errors import GuardmailError
 from guardmail.pipeline import Pipeline
-from guardmail.settings import LoadedConfig, OffenderConfig
-from guardmail.sources.xmppstanza import NS_CLIENT, bare, read_stanza
-from guardmail.tenant import Tenant, build_rules
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
 

@@ -42,11 +42,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from guardmail.core.identity import normalize_domain
-from guardmail.errors import ConfigError, ConfigIssue
-from guardmail.logs import event
-from guardmail.reload import DEBOUNCE
-from guardmail.settings import (
+from guardmail.config.settings import (
     TENANT_PATTERN,
     Address,
     OffenderConfig,
@@ -54,9 +50,13 @@ from guardmail.settings import (
     _duplicate_offenders,
     _why,
 )
-from guardmail.tenant import Tenant, open_tenant
-from guardmail.warnconfig import WarningConfig
-from guardmail.yamlsource import Source, load_source, validate
+from guardmail.config.warning import WarningConfig
+from guardmail.config.yamlfile import Source, load_source, validate
+from guardmail.core.identity import normalize_domain
+from guardmail.daemon.reload import DEBOUNCE
+from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.errors import ConfigError, ConfigIssue
+from guardmail.logs import event
 
 SUFFIXES = (".yaml", ".yml")
 

@@ -1,4 +1,4 @@
-"""The requests and answers of the control protocol (described in ``guardmail.control``).
+"""The requests and answers of the control protocol (described in ``guardmail.control.server``).
 
 Shared by the daemon's socket server and by ``guardmail native-host`` when it works in-process
 (no daemon), so both read a request and answer it the same way.
@@ -12,13 +12,13 @@ import pwd
 from datetime import datetime
 from typing import Any
 
-from guardmail.control_offenders import BadReport, ReportedFile, reported_path
+from guardmail.config.settings import LoadedConfig
+from guardmail.control.offenders import BadReport, ReportedFile, reported_path
+from guardmail.control.report import EXACT, RESERIALISED, Reported, ReportRequest, file_report
 from guardmail.core.item import Channel
 from guardmail.core.rules import Action
+from guardmail.daemon.tenant import Tenant
 from guardmail.errors import ConfigError, GuardmailError
-from guardmail.report import EXACT, RESERIALISED, Reported, ReportRequest, file_report
-from guardmail.settings import LoadedConfig
-from guardmail.tenant import Tenant
 
 FIDELITIES = (EXACT, RESERIALISED)
 # Error kinds that mean the request itself is wrong (``guardmail report`` exits 2 on them).

@@ -1,7 +1,7 @@
 """XMPP source: an account watched by guardmail's own client resource (slixmpp), offenders' stanzas
 archived as the exact bytes the server delivered.
 
-What reaches the watcher and is judged (see xmppstanza.py): chat and normal messages, with or
+What reaches the watcher and is judged (see stanza.py): chat and normal messages, with or
 without a body; Message Carbons (XEP-0280) of what reaches the person's other clients (the inner
 message's sender is judged); MUC private messages, with the real JID where the room reveals it;
 presence subscription requests; and, at every (re)connect and every ``mam_sync_seconds``, the
@@ -27,14 +27,14 @@ taken back from the person's other clients):
   offender "stranger (not in the roster)", so that the pipeline stays the only path to the vault.
 
 Evidence: ``Item.raw`` is the top-level stanza exactly as the socket delivered it (byte-exact tee,
-xmppclient.py); ``meta`` keeps the stream header (namespace context), the server certificate's
+client.py); ``meta`` keeps the stream header (namespace context), the server certificate's
 SHA-256, the stream offset, the message id and server stanza-id (XEP-0359). For archive results
 the bytes are the ``<message><result>`` wrapper as delivered by the archive query: the forwarded
 message inside is the server's archived copy, not the original delivery (``meta`` says so).
 
-Modules: xmpptee (byte-exact slicing), xmppclient (slixmpp with the tee), xmppstanza (who sent
-what, pure), xmppsession (login, requests, teardown), xmppsync (archive cursor, blocklist),
-xmppblock (blocklist plan, pure), xmppiq (the requests as XML).
+Modules of this package: tee (byte-exact slicing), client (slixmpp with the tee), stanza (who
+sent what, pure), session (login, requests, teardown), sync (archive cursor, blocklist), blocklist
+(blocklist plan, pure), queries (the requests as XML), send (the warning as one message).
 
 Contracts:
 - Nothing is archived twice as a new item: the same message has one server id live, as a carbon
@@ -61,26 +61,26 @@ from datetime import UTC, datetime
 from slixmpp.stanza import Iq
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from guardmail.core.backoff import NETWORK, REFUSED
-from guardmail.core.item import Channel, Item
-from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
-from guardmail.errors import SecretError, VaultUnavailable
-from guardmail.logs import event
-from guardmail.pipeline import Pipeline
-from guardmail.secrets import read_secret
-from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources import xmppiq
-from guardmail.sources.xmppclient import (
+from guardmail.channels.xmpp import queries
+from guardmail.channels.xmpp.client import (
     PRIORITY,
     Received,
     StreamContext,
     WatchClient,
     shared_context,
 )
-from guardmail.sources.xmppsession import Failure, Lost, Refused, login, request, teardown
-from guardmail.sources.xmppstanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
-from guardmail.sources.xmppsync import ArchiveReader, Blocklist, State
-from guardmail.sources.xmpptee import Slice
+from guardmail.channels.xmpp.session import Failure, Lost, Refused, login, request, teardown
+from guardmail.channels.xmpp.stanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
+from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
+from guardmail.channels.xmpp.tee import Slice
+from guardmail.config.secrets import read_secret
+from guardmail.config.sources import XmppSourceConfig
+from guardmail.core.backoff import NETWORK, REFUSED
+from guardmail.core.item import Channel, Item
+from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
+from guardmail.errors import SecretError, VaultUnavailable
+from guardmail.logs import event
+from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
@@ -222,11 +222,11 @@ class XmppSource:
 
     async def _maintain(self, client: WatchClient) -> None:
         """Set up the session, catch up, then resync on reloads and read the archive again."""
-        roster = await self._request(client, xmppiq.roster_get(client))
-        self._roster = {bare(j).casefold() for j, _ in xmppiq.roster_items(roster.xml)}
+        roster = await self._request(client, queries.roster_get(client))
+        self._roster = {bare(j).casefold() for j, _ in queries.roster_items(roster.xml)}
         self._roster_ready.set()
         try:
-            await self._request(client, xmppiq.carbons_enable(client))
+            await self._request(client, queries.carbons_enable(client))
         except Refused as exc:
             event(
                 "xmpp.carbons_unavailable",
@@ -255,7 +255,7 @@ class XmppSource:
         while True:
             await asyncio.sleep(self.cfg.ping_seconds)
             try:
-                await self._request(client, xmppiq.ping(client, client.boundjid.domain))
+                await self._request(client, queries.ping(client, client.boundjid.domain))
             except Refused:
                 pass  # any answer shows the stream is alive
 
@@ -281,7 +281,7 @@ class XmppSource:
     def _on_roster_push(self, iq: Iq) -> None:
         if iq["type"] != "set":
             return
-        for jid, subscription in xmppiq.roster_items(iq.xml):
+        for jid, subscription in queries.roster_items(iq.xml):
             key = bare(jid).casefold()
             if subscription == "remove":
                 self._roster.discard(key)

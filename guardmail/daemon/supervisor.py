@@ -14,18 +14,18 @@ import signal
 from pathlib import Path
 
 from guardmail import logs
-from guardmail.control import ControlServer
+from guardmail.channels.imap.watch import ImapSource
+from guardmail.channels.maildir import MaildirSource
+from guardmail.channels.smtp.filter import SmtpFilterSource
+from guardmail.channels.xmpp.watch import XmppSource
+from guardmail.config.settings import LoadedConfig, load_config
+from guardmail.control.server import ControlServer
+from guardmail.daemon.observe import Board
+from guardmail.daemon.reload import ConfigWatcher
+from guardmail.daemon.sdnotify import Notifier, watchdog_loop
+from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
-from guardmail.observe import Board
-from guardmail.reload import ConfigWatcher
-from guardmail.sdnotify import Notifier, watchdog_loop
-from guardmail.settings import LoadedConfig, load_config
-from guardmail.sources.imap import ImapSource
-from guardmail.sources.maildir import MaildirSource
-from guardmail.sources.smtp_filter import SmtpFilterSource
-from guardmail.sources.xmpp import XmppSource
-from guardmail.tenant import Tenant, open_tenant
 
 STATUS_SECONDS = 5.0
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import smtplib
 from email.utils import parseaddr
 
-from guardmail.errors import SecretError
-from guardmail.outbound import SubmitError
-from guardmail.secrets import read_secret
-from guardmail.tlsctx import client_context
-from guardmail.warnconfig import SmtpConfig
+from guardmail.channels.tls import client_context
+from guardmail.config.secrets import read_secret
+from guardmail.config.warning import SmtpConfig
+from guardmail.errors import SecretError, SubmitError
 
 __all__ = ["SubmitError", "submit"]
 

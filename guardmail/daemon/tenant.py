@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.pipeline import Pipeline
-from guardmail.settings import Settings
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner

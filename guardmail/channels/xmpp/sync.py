@@ -9,7 +9,7 @@ Contracts:
 - A cursor the archive no longer holds (expired) is replaced by its time (``start``).
 - Results of the watcher's own query reach ``offer`` with their bytes, in stream order, before
   the query's answer; nothing else is taken.
-- The blocklist holds what xmppblock.plan says; which entries guardmail added is recorded as soon
+- The blocklist holds what blocklist.plan says; which entries guardmail added is recorded as soon
   as they are added, so it never mistakes them later for the person's own.
 """
 
@@ -23,13 +23,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from guardmail.channels.xmpp import blocklist, queries
+from guardmail.channels.xmpp.client import Received, WatchClient
+from guardmail.channels.xmpp.session import Refused, request
+from guardmail.channels.xmpp.stanza import MESSAGE, NS_DELAY, NS_FORWARD, NS_MAM, bare
+from guardmail.config.sources import XmppSourceConfig
 from guardmail.core.rules import RuleSet
 from guardmail.logs import event
-from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources import xmppblock, xmppiq
-from guardmail.sources.xmppclient import Received, WatchClient
-from guardmail.sources.xmppsession import Refused, request
-from guardmail.sources.xmppstanza import MESSAGE, NS_DELAY, NS_FORWARD, NS_MAM, bare
 from guardmail.storage.base import Storage, StorageUnavailable
 
 MAM_PAGE = 50
@@ -114,7 +114,7 @@ class ArchiveReader:
         results = 0
         while True:
             self._query, self._page = uuid.uuid4().hex[:16], []
-            iq = xmppiq.mam_query(
+            iq = queries.mam_query(
                 client, query_id=self._query, max_items=MAM_PAGE, after=after, start=start
             )
             try:
@@ -140,7 +140,7 @@ class ArchiveReader:
                 return
             finally:
                 page, self._query, self._page = self._page, None, []
-            complete, last = xmppiq.mam_fin(answer.xml)
+            complete, last = queries.mam_fin(answer.xml)
             for got in page:
                 await handle(got)
             results += len(page)
@@ -200,8 +200,8 @@ class Blocklist:
         """For the action journal: where a blocked sender stands with the server blocklist."""
         if self.withholds(offender):
             return "kept out of the server blocklist until the warning is sent"
-        listed = xmppblock.wanted(self.rules, held=self.withheld)
-        jid = xmppblock.canonical(sender) or ""
+        listed = blocklist.wanted(self.rules, held=self.withheld)
+        jid = blocklist.canonical(sender) or ""
         if jid in listed or jid.rpartition("@")[2] in listed:
             return "the sender is in the server blocklist"
         return (
@@ -210,28 +210,28 @@ class Blocklist:
         )
 
     async def sync(self, client: WatchClient) -> None:
-        """Make the server blocklist hold what the offender list asks for (xmppblock)."""
+        """Make the server blocklist hold what the offender list asks for (blocklist.py)."""
         cfg = self.cfg
         if cfg.server_block:
             self.withheld = await asyncio.to_thread(self._held)
         timeout = cfg.timeout_seconds
         try:
-            wanted = xmppblock.wanted(self.rules, held=self.withheld) if cfg.server_block else set()
+            wanted = blocklist.wanted(self.rules, held=self.withheld) if cfg.server_block else set()
             saved = await asyncio.to_thread(self.state.load, BLOCKLIST)
             managed = set(json.loads(saved)) if saved else set()
             if not wanted and not managed and not self.withheld:
                 return
-            answer = await request(client, xmppiq.blocklist_get(client), seconds=timeout)
-            items = xmppiq.blocklist_items(answer.xml)
-            current = {c for j in items if (c := xmppblock.canonical(j))}
-            todo = xmppblock.plan(wanted=wanted, current=current, managed=managed)
+            answer = await request(client, queries.blocklist_get(client), seconds=timeout)
+            items = queries.blocklist_items(answer.xml)
+            current = {c for j in items if (c := blocklist.canonical(j))}
+            todo = blocklist.plan(wanted=wanted, current=current, managed=managed)
             if todo.add:
-                iq = xmppiq.blocklist_change(client, "block", todo.add)
+                iq = queries.blocklist_change(client, "block", todo.add)
                 await request(client, iq, seconds=timeout)
                 added = json.dumps(sorted(managed | todo.add))
                 await asyncio.to_thread(self.state.save, BLOCKLIST, added)
             if todo.remove:
-                iq = xmppiq.blocklist_change(client, "unblock", todo.remove)
+                iq = queries.blocklist_change(client, "unblock", todo.remove)
                 await request(client, iq, seconds=timeout)
             await asyncio.to_thread(self.state.save, BLOCKLIST, json.dumps(sorted(todo.managed)))
         except (Refused, StorageUnavailable) as exc:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from slixmpp import ClientXMPP
 from slixmpp.stanza import Iq
 
-from guardmail.sources.xmppstanza import NS_CARBONS, NS_MAM
+from guardmail.channels.xmpp.stanza import NS_CARBONS, NS_MAM
 
 NS_ROSTER = "jabber:iq:roster"
 NS_BLOCKING = "urn:xmpp:blocking"

@@ -9,8 +9,8 @@ Contracts:
   below it; the retry archives nothing twice (the vault's per-folder dedupe scope).
 - Clean mail is never changed: it is judged on ``BODY.PEEK[HEADER]`` (PEEK: no \\Seen), and only
   items to block are fetched whole, in memory-bounded chunks gathered across header batches
-  (imapbatch.py).
-- Never a bare EXPUNGE (imapact.py): it would remove every message anyone marked \\Deleted.
+  (batch.py).
+- Never a bare EXPUNGE (act.py): it would remove every message anyone marked \\Deleted.
 - The checkpoint (UIDVALIDITY, last handled UID) is saved after the actions it covers, and only
   past UIDs that were handled: judged clean, archived and acted on, or expunged by someone else
   meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
@@ -37,15 +37,8 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.imapclient import _parse_untagged_response
 
-from guardmail.core.backoff import NETWORK, REFUSED
-from guardmail.core.item import Item
-from guardmail.core.rules import Action, Verdict
-from guardmail.errors import VaultUnavailable
-from guardmail.logs import event
-from guardmail.pipeline import Pipeline
-from guardmail.sourceconfig import ImapSourceConfig
-from guardmail.sources.imapact import FolderActions
-from guardmail.sources.imapbatch import (
+from guardmail.channels.imap.act import FolderActions
+from guardmail.channels.imap.batch import (
     WHOLE_BYTES,
     WHOLE_MESSAGES,
     Folder,
@@ -53,7 +46,14 @@ from guardmail.sources.imapbatch import (
     fetch_headers,
     fetch_whole,
 )
-from guardmail.sources.imapconn import CONNECTION_ERRORS, ConnectFailure, close_quietly, connect
+from guardmail.channels.imap.conn import CONNECTION_ERRORS, ConnectFailure, close_quietly, connect
+from guardmail.config.sources import ImapSourceConfig
+from guardmail.core.backoff import NETWORK, REFUSED
+from guardmail.core.item import Item
+from guardmail.core.rules import Action, Verdict
+from guardmail.errors import VaultUnavailable
+from guardmail.logs import event
+from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Checkpoint, Storage
 
 FETCH_BATCH = 200

@@ -1,4 +1,4 @@
-"""The client side of the control socket (see ``guardmail.control`` for the protocol).
+"""The client side of the control socket (see ``guardmail.control.server`` for the protocol).
 
 Used by ``guardmail report`` and ``guardmail native-host``: they hand a report to the running
 daemon, and do the work in-process only when no daemon answers (``NoDaemon``).
@@ -12,9 +12,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from guardmail.control import MAX_LINE, socket_path
+from guardmail.control.report import ReportRequest
+from guardmail.control.server import MAX_LINE, socket_path
 from guardmail.errors import PeerError
-from guardmail.report import ReportRequest
 
 TIMEOUT = 120.0  # a report fsyncs; a big one on a slow disk takes a while
 

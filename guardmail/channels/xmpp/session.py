@@ -22,8 +22,8 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.stanza import Iq
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
-from guardmail.sourceconfig import XmppSourceConfig
-from guardmail.sources.xmppclient import WatchClient
+from guardmail.channels.xmpp.client import WatchClient
+from guardmail.config.sources import XmppSourceConfig
 
 
 class Failure(Exception):

@@ -15,10 +15,10 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from guardmail.channels.tls import client_context
+from guardmail.config.secrets import read_secret
+from guardmail.config.sources import ImapSourceConfig
 from guardmail.errors import SecretError
-from guardmail.secrets import read_secret
-from guardmail.sourceconfig import ImapSourceConfig
-from guardmail.tlsctx import client_context
 
 # What a broken connection raises from imapclient: socket errors (OSError, incl. ssl.SSLError),
 # imaplib's abort/error, imapclient's own.

@@ -1,0 +1,3 @@
+"""SMTP: the content filter beside Postfix (filter, with wire and relay), and submission of the
+warning (submit).
+"""
