@@ -4,11 +4,26 @@
      ├── ConfigError        the operator's input is wrong (config, offender files, CLI arguments)
      ├── SecretError        a password file or command named in the config cannot be read
      ├── PeerError          a server or client we talk to misbehaved
-     │    └── SubmitError   sending the warning failed (``certain``: certainly not sent)
+     │    ├── ConnectFailure connecting or logging in to a server failed (IMAP, XMPP)
+     │    ├── SubmitError   sending the warning failed (``certain``: certainly not sent)
+     │    ├── NextHopUnavailable (channels/smtp/relay.py) Postfix's next hop cannot take mail
+     │    ├── Lost, Refused (channels/xmpp/session.py) a session ended; a request was refused
+     │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
+     │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now
      ├── StorageUnavailable (storage/base.py) the database could not complete a transaction
      ├── ExportError        (export/__init__.py) evidence cannot be exported faithfully
-     └── BundleUnreadable   (export/__init__.py) an exported bundle cannot be read to verify
+     ├── BundleUnreadable   (export/__init__.py) an exported bundle cannot be read to verify
+     ├── WarningRefused     (warner.py) the warning cannot be sent as configured
+     ├── Deferred           (channels/smtp/filter.py) the filter answers 4xx; Postfix retries
+     ├── BadReport, ReportIncomplete (control/) a report cannot be taken, or only in part
+     └── NoDaemon, Refused, DaemonRefused (control/, commands/report.py) the control socket
+                            has no daemon, or the daemon answered a request with an error
+
+Private to their module, never raised past it: ``_Shutdown`` (daemon/supervisor.py, ends the
+TaskGroup) and ``_Stale`` (channels/smtp/relay.py, a reused connection went away). ``core/``
+imports nothing outside core: its ``UnsafeValue`` is a ``ValueError`` the warner turns into
+``WarningRefused``.
 
 Anything else is a bug and propagates. Messages are sentences that carry the bad value.
 """
@@ -73,3 +88,17 @@ class SubmitError(PeerError):
     def __init__(self, message: str, *, certain: bool) -> None:
         super().__init__(message)
         self.certain = certain
+
+
+class ConnectFailure(PeerError):
+    """Connecting or logging in failed; ``event`` names it for the log, ``refused`` for backoff.
+
+    ``refused`` is true when retrying soon cannot help (wrong password, bad certificate): the
+    source then backs off longer. ``reason`` is a sentence that never carries the secret.
+    """
+
+    def __init__(self, *, event: str, reason: str, refused: bool) -> None:
+        super().__init__(reason)
+        self.event = event
+        self.reason = reason
+        self.refused = refused

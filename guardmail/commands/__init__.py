@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from guardmail.config.settings import LoadedConfig, Settings, load_config
-from guardmail.daemon.tenants import load_tenants
+from guardmail.config.tenants import load_tenants
 from guardmail.errors import GuardmailError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

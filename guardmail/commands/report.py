@@ -33,6 +33,7 @@ from guardmail.control.report import MAX_ITEM_BYTES, Reported, ReportRequest, fi
 from guardmail.core.item import Channel
 from guardmail.core.rules import Action
 from guardmail.daemon.tenant import open_tenant
+from guardmail.errors import GuardmailError
 
 
 def register(sub: Subparsers) -> None:
@@ -94,7 +95,7 @@ def report_in_process(config: LoadedConfig, request: ReportRequest) -> Reported:
         tenant.close()
 
 
-class DaemonRefused(Exception):
+class DaemonRefused(GuardmailError):
     """The daemon answered a report with an error (``kind`` as in guardmail.control.server)."""
 
     def __init__(self, kind: str, error: str) -> None:

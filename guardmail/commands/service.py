@@ -22,12 +22,9 @@ Contracts:
 from __future__ import annotations
 
 import argparse
-import grp
 import os
-import pwd
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,14 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers
+from guardmail.commands.sysuser import STATE_DIR, USER, Owner, lookup_owner, useradd_command
 from guardmail.config.settings import load_config
 from guardmail.errors import ConfigError, GuardmailError
 
-USER = "guardmail"
 UNITS = ("guardmail.service", "guardmail@.service")
 UNIT_DIR = "etc/systemd/system"
 CONFIG_DIR = "etc/guardmail"
-STATE_DIR = "/var/lib/guardmail"
 EXAMPLE_MAILDIR = "/var/vmail/example.org/alice/Maildir"
 # Characters an ExecStart= program path may hold without systemd quoting or % / $ escapes.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+@:/-]+")
@@ -64,14 +60,6 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--no-user", action="store_true", help="do not create the guardmail user")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
     p.set_defaults(handler=cmd_install_service)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Owner:
-    """The uid and gid to give a file or directory."""
-
-    uid: int
-    gid: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,69 +161,15 @@ def _with_header(text: str) -> str:
     return header + text
 
 
-def _ids(root: Path) -> tuple[int | None, int | None]:
-    """uid of the user and gid of the group guardmail on the target system, where they exist."""
-    if root != Path("/"):
-        return _id_from(root / "etc/passwd"), _id_from(root / "etc/group")
-    try:
-        uid: int | None = pwd.getpwnam(USER).pw_uid
-    except KeyError:
-        uid = None
-    try:
-        gid: int | None = grp.getgrnam(USER).gr_gid
-    except KeyError:
-        gid = None
-    return uid, gid
-
-
-def _lookup_owner(root: Path) -> Owner | None:
-    uid, gid = _ids(root)
-    return Owner(uid=uid, gid=gid) if uid is not None and gid is not None else None
-
-
-def _id_from(table: Path) -> int | None:
-    """The id (third field) of USER in a passwd or group file, if there."""
-    try:
-        lines = table.read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) > 2 and fields[0] == USER and fields[2].isdigit():
-            return int(fields[2])
-    return None
-
-
-def _useradd_command(root: Path) -> list[str]:
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    useradd = shutil.which("useradd", path=path) or "useradd"
-    group = ["--user-group"] if _ids(root)[1] is None else ["--gid", USER]
-    chroot = [] if root == Path("/") else ["--root", str(root)]
-    return [
-        useradd,
-        "--system",
-        *group,
-        "--home-dir",
-        STATE_DIR,
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-        "--comment",
-        "guardmail daemon",
-        *chroot,
-        USER,
-    ]
-
-
 def ensure_user(plan: Plan, report: _Report, *, create: bool) -> Owner | None:
-    owner = _lookup_owner(plan.root)
+    owner = lookup_owner(plan.root)
     if owner is not None:
         report.same(f"user {USER} (uid {owner.uid}, gid {owner.gid})")
         return owner
     if not create:
         print(f"skipped user {USER} (--no-user): owners are left as they are")
         return None
-    command = _useradd_command(plan.root)
+    command = useradd_command(plan.root)
     report.done("created", "create", f"system user {USER}: {shlex.join(command)}")
     if plan.dry_run:
         return None
@@ -244,7 +178,7 @@ def ensure_user(plan: Plan, report: _Report, *, create: bool) -> Owner | None:
         raise GuardmailError(
             f"useradd exited with status {done.returncode}: {done.stderr.strip() or done.stdout}"
         )
-    owner = _lookup_owner(plan.root)
+    owner = lookup_owner(plan.root)
     if owner is None:
         raise GuardmailError(f"useradd succeeded but user or group {USER} cannot be found")
     return owner

@@ -216,7 +216,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
     try:
         main = load_source(main_path, _display(main_path, base))
     except (OSError, UnicodeDecodeError) as exc:
-        message = f"cannot read {main_path}: {_why(exc)}"
+        message = f"cannot read {main_path}: {unreadable_reason(exc)}"
         issue = ConfigIssue(
             file=_display(main_path, base), line=1, column=1, path="(file)", message=message
         )
@@ -227,7 +227,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
     for index, entry in entries:
         loaded.add(index, entry)
     issues += loaded.issues
-    issues += _duplicate_offenders([main, *loaded.sources])
+    issues += duplicate_offenders([main, *loaded.sources])
     warning, found = _warning_account(settings, main)
     issues += found
     if issues or settings is None:
@@ -277,7 +277,7 @@ def _display(path: Path, base: Path) -> str:
     return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
 
 
-def _why(exc: OSError | UnicodeDecodeError) -> str:
+def unreadable_reason(exc: OSError | UnicodeDecodeError) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
     return exc.strerror or str(exc)
@@ -331,7 +331,9 @@ class _OffenderFiles:
         try:
             source = load_source(path, _display(path, self.base))
         except (OSError, UnicodeDecodeError) as exc:
-            self.issues.append(self.main.issue(loc, f"cannot read {path}: {_why(exc)}"))
+            self.issues.append(
+                self.main.issue(loc, f"cannot read {path}: {unreadable_reason(exc)}")
+            )
             return
         except ConfigError as exc:
             self.issues += exc.issues
@@ -366,7 +368,7 @@ def _warning_account(
     return None, [main.issue(("warning", "channel"), message)]
 
 
-def _duplicate_offenders(sources: list[Source]) -> list[ConfigIssue]:
+def duplicate_offenders(sources: list[Source]) -> list[ConfigIssue]:
     """Offenders whose names match ignoring case, placed at the second one's ``name``."""
     first: dict[str, tuple[Source, int, yaml.Node]] = {}
     issues: list[ConfigIssue] = []

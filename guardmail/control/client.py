@@ -14,12 +14,12 @@ from typing import Any
 
 from guardmail.control.report import ReportRequest
 from guardmail.control.server import MAX_LINE, socket_path
-from guardmail.errors import PeerError
+from guardmail.errors import GuardmailError, PeerError
 
 TIMEOUT = 120.0  # a report fsyncs; a big one on a slow disk takes a while
 
 
-class NoDaemon(Exception):
+class NoDaemon(GuardmailError):
     """No daemon listens on the control socket (none runs, or it died and left the file)."""
 
 

@@ -25,7 +25,7 @@ FIDELITIES = (EXACT, RESERIALISED)
 USAGE_KINDS = frozenset({"bad_request", "bad_report", "config", "too_large"})
 
 
-class Refused(Exception):
+class Refused(GuardmailError):
     """A request answered with an error: ``kind`` as documented, ``error`` a sentence."""
 
     def __init__(self, kind: str, error: str) -> None:

@@ -24,6 +24,7 @@ from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenants import TenantDirectory
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 
@@ -71,7 +72,14 @@ class Daemon:
         self.smtp_filter: SmtpFilterSource | None = None
         if config.settings.sources.smtp_filter is not None:
             # Loads tenants.d; a bad tenant file raises ConfigError (exit 2 with file:line).
-            self.smtp_filter = SmtpFilterSource.open(config.settings, reserved={self.tenant.name})
+            cfg = config.settings.sources.smtp_filter
+            tenants = TenantDirectory(
+                directory=cfg.tenants_dir,
+                state_dir=config.settings.state_dir,
+                delimiter=cfg.recipient_delimiter,
+                reserved=frozenset({self.tenant.name}),
+            )
+            self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants)
             self.sources.append(self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)

@@ -98,6 +98,7 @@ class Rig:
     hop: Hop
     hop_port: int
     source: SmtpFilterSource
+    directory: TenantDirectory
     controller: Controller | None = None
 
     async def send(
@@ -132,7 +133,7 @@ class Rig:
         routed = {
             r.config.name: r
             for a in ("alice@example.test", "x@bob.example", "carol@example.test")
-            if (r := self.source.tenants.route(a)) is not None
+            if (r := self.directory.route(a)) is not None
         }
         return [journal.entry(row) for row in routed[tenant].tenant.vault.rows(kind="archived")]
 
@@ -166,7 +167,9 @@ async def rig(
     )
     tenants = TenantDirectory(directory=tenants_dir, state_dir=tmp_path / "var")
     source = SmtpFilterSource(cfg=cfg, tenants=tenants)
-    r = Rig(root=tmp_path, port=port, hop=Hop(), hop_port=hop_port, source=source)
+    r = Rig(
+        root=tmp_path, port=port, hop=Hop(), hop_port=hop_port, source=source, directory=tenants
+    )
     r.start_hop()
     task = asyncio.create_task(source.run())
     for _ in range(200):
@@ -257,7 +260,7 @@ def test_a_message_to_a_protected_and_an_unprotected_recipient_splits(tmp_path: 
             "helo": "bad",
             "mode": "after_queue",
         }
-        blob = r.source.tenants.route("alice@example.test")
+        blob = r.directory.route("alice@example.test")
         assert blob is not None and blob.tenant.vault.blobs.get(entry["sha256"]) == OFFENDER
 
     run(tmp_path, scenario)
@@ -279,7 +282,7 @@ def test_each_tenant_judges_and_archives_its_own_copy_once(tmp_path: Path) -> No
         assert bob["action"] == "block" and bob["meta"]["rcpt_to"] == "a@bob.example, b@bob.example"
         assert carol["meta"]["rcpt_to"] == "carol@example.test"  # no other tenant's addresses
         vaults = {
-            r.source.tenants.route(a).tenant.vault.root.name  # type: ignore[union-attr]
+            r.directory.route(a).tenant.vault.root.name  # type: ignore[union-attr]
             for a in ("alice@example.test", "x@bob.example", "carol@example.test")
         }
         assert vaults == {"alice", "bob", "carol"}
@@ -376,7 +379,7 @@ def test_an_unexpected_error_is_451_never_a_bounce(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario(r: Rig) -> None:
-        routed = r.source.tenants.route("alice@example.test")
+        routed = r.directory.route("alice@example.test")
         assert routed is not None
 
         async def broken(*args: object) -> None:
@@ -400,7 +403,7 @@ def test_tenant_files_are_re_read_when_they_change(tmp_path: Path) -> None:
             "offenders:\n  - {name: Ex, addresses: [ex@bad.example], action: block}\n"
         )
         for _ in range(100):
-            if r.source.tenants.route("dave@example.test") is not None:
+            if r.directory.route("dave@example.test") is not None:
                 break
             await asyncio.sleep(0.05)
         assert (await r.send(["dave@example.test"], OFFENDER, ident="D2"))[0] == 250

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from guardmail.config.settings import load_config
 from guardmail.config.sources import SmtpFilterConfig
-from guardmail.daemon.tenants import load_tenants
+from guardmail.config.tenants import load_tenants
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "postfix"
 

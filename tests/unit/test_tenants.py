@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from guardmail.config.settings import Settings
+from guardmail.config.tenants import Router, TenantConfig, load_tenants, recipient_key
 from guardmail.daemon.tenant import Tenant, open_tenant
-from guardmail.daemon.tenants import (
-    Router,
-    TenantConfig,
-    TenantDirectory,
-    load_tenants,
-    recipient_key,
-)
+from guardmail.daemon.tenants import TenantDirectory
 from guardmail.errors import ConfigError
 
 ALICE = """\

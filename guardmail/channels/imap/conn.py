@@ -18,7 +18,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from guardmail.channels.tls import client_context
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import ImapSourceConfig
-from guardmail.errors import SecretError
+from guardmail.errors import ConnectFailure, SecretError
 
 # What a broken connection raises from imapclient: socket errors (OSError, incl. ssl.SSLError),
 # imaplib's abort/error, imapclient's own.
@@ -30,16 +30,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, AttributeError)
-
-
-class ConnectFailure(Exception):
-    """Connecting or logging in failed; ``event`` names it for the log, ``refused`` for backoff."""
-
-    def __init__(self, *, event: str, reason: str, refused: bool) -> None:
-        super().__init__(reason)
-        self.event = event
-        self.reason = reason
-        self.refused = refused
 
 
 @lru_cache(maxsize=64)

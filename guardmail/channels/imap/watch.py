@@ -46,12 +46,12 @@ from guardmail.channels.imap.batch import (
     fetch_headers,
     fetch_whole,
 )
-from guardmail.channels.imap.conn import CONNECTION_ERRORS, ConnectFailure, close_quietly, connect
+from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Verdict
-from guardmail.errors import VaultUnavailable
+from guardmail.errors import ConnectFailure, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Checkpoint, Storage

@@ -5,7 +5,7 @@ Postfix hands a message to ``listen`` (after-queue: ``content_filter``; before-q
 aiosmtpd server (``wire``) runs in the daemon's own loop; re-injection is ``relay``.
 
 Contracts, for every message:
-- Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.daemon.tenants``);
+- Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.config.tenants``);
   recipients of no tenant are clean. Each tenant with recipients judges the message once, with its
   own rules, through its own ``Pipeline.process``: archived in that tenant's vault only, with that
   tenant's recipients only in the evidence. Clean copies are relayed; quarantined ones are archived
@@ -38,26 +38,28 @@ import logging
 import time
 import uuid
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import Session
 
-from guardmail.channels.smtp.relay import NextHop, NextHopUnavailable, Outgoing, Relayed
+from guardmail.channels.smtp.relay import (
+    NextHop,
+    NextHopUnavailable,
+    Outgoing,
+    Relayed,
+    RelayedCopies,
+)
+from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
-from guardmail.config.settings import Settings
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
-from guardmail.daemon.tenants import Routed, TenantDirectory
 from guardmail.errors import GuardmailError, VaultUnavailable
 from guardmail.logs import event
 
-REMEMBERED = 4096  # messages whose relayed copies are remembered for retries
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
 OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
@@ -73,27 +75,6 @@ class _Fates:
 
     relayed: list[str] = field(default_factory=list)
     archived: dict[str, Action] = field(default_factory=dict)  # tenant -> quarantine/block
-
-
-class _Remembered:
-    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._size = size
-        self._done: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
-
-    def get(self, key: tuple[str, str] | None) -> set[str]:
-        if key is None:
-            return set()
-        return self._done.get(key, set())
-
-    def add(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
-        if key is None:
-            return
-        self._done.setdefault(key, set()).update(copies)
-        self._done.move_to_end(key)
-        while len(self._done) > self._size:
-            self._done.popitem(last=False)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -137,7 +118,7 @@ class _Act:
         self,
         source: SmtpFilterSource,
         message: _Message,
-        routed: Routed,
+        routed: RecipientTenant,
         recipients: Sequence[str],
         *,
         refuse_all: bool,
@@ -150,7 +131,7 @@ class _Act:
 
     async def act(self, item: Item, verdict: Verdict) -> str:
         rcpts = ", ".join(self.recipients)
-        mailbox = self.routed.config.quarantine_mailbox
+        mailbox = self.routed.quarantine_mailbox
         if verdict.action is Action.BLOCK or mailbox is None:
             if self.refuse_all:
                 return f"refused with 550 during the SMTP session; not delivered to {rcpts}"
@@ -189,7 +170,7 @@ class SmtpFilterSource:
         self,
         *,
         cfg: SmtpFilterConfig,
-        tenants: TenantDirectory,
+        tenants: Tenants,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
@@ -197,26 +178,9 @@ class SmtpFilterSource:
         self.clock = clock
         host, port = cfg.next_hop_address
         self.next_hop = NextHop(host, port, helo=cfg.hostname, timeout=cfg.timeout_seconds)
-        self._remembered = _Remembered()
+        self._remembered = RelayedCopies()
         self._connections: weakref.WeakSet[FilterSMTP] = weakref.WeakSet()
         self._locks: dict[str, asyncio.Lock] = {}
-
-    @classmethod
-    def open(
-        cls, settings: Settings, *, reserved: Collection[str] = (), base: Path | None = None
-    ) -> SmtpFilterSource:
-        """From the main settings; loads tenants.d (ConfigError propagates: exit 2 at start)."""
-        cfg = settings.sources.smtp_filter
-        if cfg is None:
-            raise ValueError("settings have no sources.smtp_filter")
-        tenants = TenantDirectory(
-            directory=cfg.tenants_dir,
-            state_dir=settings.state_dir,
-            delimiter=cfg.recipient_delimiter,
-            reserved=frozenset(reserved),
-            base=Path.cwd() if base is None else base,
-        )
-        return cls(cfg=cfg, tenants=tenants)
 
     def reload_tenants(self) -> bool:
         """Re-read tenants.d (the daemon's SIGHUP); a bad file keeps the last good tenants."""
@@ -310,13 +274,13 @@ class SmtpFilterSource:
 
     async def _handle(self, message: _Message, fates: _Fates) -> str:
         clean: list[str] = []
-        groups: dict[str, tuple[Routed, list[str]]] = {}
+        groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
         for rcpt in message.envelope.rcpt_tos:
             routed = self.tenants.route(rcpt)
             if routed is None:
                 clean.append(rcpt)
             else:
-                groups.setdefault(routed.config.name, (routed, []))[1].append(rcpt)
+                groups.setdefault(routed.name, (routed, []))[1].append(rcpt)
         items = {
             name: mail_item(
                 message.raw,
@@ -334,8 +298,7 @@ class SmtpFilterSource:
             self.cfg.mode == "before_queue"
             and not clean
             and all(
-                r.tenant.pipeline.judge(items[n]).action is Action.BLOCK
-                for n, (r, _) in groups.items()
+                r.pipeline.judge(items[n]).action is Action.BLOCK for n, (r, _) in groups.items()
             )
         )
         for name, (routed, rcpts) in groups.items():
@@ -343,7 +306,7 @@ class SmtpFilterSource:
             # One message at a time per tenant: Vault writes its HEAD through a temp file named
             # by process ID only, so two threads archiving for one tenant would collide.
             async with self._locks.setdefault(name, asyncio.Lock()):
-                outcome = await routed.tenant.pipeline.process(items[name], actor)
+                outcome = await routed.pipeline.process(items[name], actor)
             if outcome.verdict.action is Action.PASS:
                 clean += rcpts
             else:

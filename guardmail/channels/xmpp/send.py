@@ -29,12 +29,12 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from guardmail.channels.xmpp import blocklist, queries
 from guardmail.channels.xmpp.client import WatchClient, shared_context
-from guardmail.channels.xmpp.session import Failure, Lost, Refused, login, request, teardown
+from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
 from guardmail.channels.xmpp.stanza import MESSAGE
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import XmppSourceConfig
-from guardmail.errors import SecretError, SubmitError
+from guardmail.errors import ConnectFailure, SecretError, SubmitError
 from guardmail.logs import event
 
 _NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -88,9 +88,11 @@ async def _send(
         try:
             await login(client, cfg, on_roster_push=lambda _: None)
             lifted = await _lift(client, cfg, recipient)
-        except (Failure, Lost, Refused, NotConnectedError) as exc:
+        except (ConnectFailure, Lost, Refused, NotConnectedError) as exc:
             # Nothing was written yet (a refused unblock included): certainly not sent.
-            reason = exc.reason if isinstance(exc, Failure) else str(exc) or "connection closed"
+            reason = (
+                exc.reason if isinstance(exc, ConnectFailure) else str(exc) or "connection closed"
+            )
             raise SubmitError(f"not sent from {cfg.jid}: {reason}", certain=True) from None
         try:
             try:

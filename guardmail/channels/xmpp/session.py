@@ -4,10 +4,10 @@ deadline, and a teardown that leaves nothing of slixmpp's running.
 slixmpp retries failed connections by itself with its own delays and does not reconnect after an
 established session drops; guardmail owns both, so every connection attempt here is one try.
 
-    Failure   connecting or logging in failed: ``event`` names it, ``refused`` (wrong password,
-              untrusted certificate, no STARTTLS) asks for the slow backoff
-    Lost      an established session ended (no answer in time, connection closed)
-    Refused   the server answered a request with an error (``condition``)
+    ConnectFailure  (errors.py) connecting or logging in failed: ``event`` names it, ``refused``
+                    (wrong password, untrusted certificate, no STARTTLS) asks for the slow backoff
+    Lost            an established session ended (no answer in time, connection closed)
+    Refused         the server answered a request with an error (``condition``)
 """
 
 from __future__ import annotations
@@ -24,21 +24,14 @@ from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from guardmail.channels.xmpp.client import WatchClient
 from guardmail.config.sources import XmppSourceConfig
+from guardmail.errors import ConnectFailure, PeerError
 
 
-class Failure(Exception):
-    """Connecting or logging in failed; ``event`` names it for the log, ``refused`` for backoff."""
-
-    def __init__(self, event: str, reason: str, *, refused: bool) -> None:
-        super().__init__(reason)
-        self.event, self.reason, self.refused = event, reason, refused
-
-
-class Lost(Exception):
+class Lost(PeerError):
     """An established session ended (the reason is the message)."""
 
 
-class Refused(Exception):
+class Refused(PeerError):
     """The server answered a request with an error (``condition``)."""
 
     def __init__(self, condition: str, text: str) -> None:
@@ -50,26 +43,28 @@ def target(cfg: XmppSourceConfig) -> str:
     return f"{cfg.host or cfg.domain}:{cfg.effective_port}"
 
 
-def connect_failure(cfg: XmppSourceConfig, error: BaseException | str) -> Failure:
+def connect_failure(cfg: XmppSourceConfig, error: BaseException | str) -> ConnectFailure:
     """A failed connection attempt, named and sorted for the backoff."""
     if isinstance(error, ssl.SSLCertVerificationError):
         reason = f"certificate of {cfg.domain} not trusted ({target(cfg)}): {error.verify_message}"
-        return Failure("xmpp.tls_failed", reason, refused=True)
+        return ConnectFailure(event="xmpp.tls_failed", reason=reason, refused=True)
     if isinstance(error, ssl.SSLError):
         reason = f"TLS with {target(cfg)} failed: {error.reason or error}"
-        return Failure("xmpp.tls_failed", reason, refused=True)
+        return ConnectFailure(event="xmpp.tls_failed", reason=reason, refused=True)
     text = str(error) or type(error).__name__
-    return Failure("xmpp.connect_failed", f"{target(cfg)}: {text}", refused=False)
+    return ConnectFailure(
+        event="xmpp.connect_failed", reason=f"{target(cfg)}: {text}", refused=False
+    )
 
 
 async def login(
     client: WatchClient, cfg: XmppSourceConfig, *, on_roster_push: Callable[[Iq], None]
 ) -> None:
-    """Connect once and wait for the session (bound resource); Failure says why not."""
+    """Connect once and wait for the session (bound resource); ConnectFailure says why not."""
     started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     last_error: list[BaseException | str] = []
 
-    def fail(failure: Failure) -> None:
+    def fail(failure: ConnectFailure) -> None:
         if not started.done():
             started.set_exception(failure)
 
@@ -84,21 +79,21 @@ async def login(
 
     def on_login_refused(_: Any) -> None:
         reason = f"login as {cfg.jid!r} refused (wrong password, or no such account)"
-        fail(Failure("xmpp.login_failed", reason, refused=True))
+        fail(ConnectFailure(event="xmpp.login_failed", reason=reason, refused=True))
 
     def on_invalid_chain(exc: Any) -> None:
         reason = f"certificate of {cfg.domain} not trusted ({target(cfg)}): {exc}"
-        fail(Failure("xmpp.tls_failed", reason, refused=True))
+        fail(ConnectFailure(event="xmpp.tls_failed", reason=reason, refused=True))
 
     def on_disconnected(why: Any) -> None:
         if client.tls_missing:
             reason = "the server offers no STARTTLS (tls: starttls); nothing was sent"
-            fail(Failure("xmpp.tls_failed", reason, refused=True))
+            fail(ConnectFailure(event="xmpp.tls_failed", reason=reason, refused=True))
         elif isinstance(why, ssl.SSLError):  # the STARTTLS handshake failed
             fail(connect_failure(cfg, why))
         else:
             reason = "connection closed during login" + (f": {why}" if why else "")
-            fail(Failure("xmpp.connect_failed", reason, refused=False))
+            fail(ConnectFailure(event="xmpp.connect_failed", reason=reason, refused=False))
 
     handlers: dict[str, Callable[[Any], None]] = {
         "session_start": on_session_start,
@@ -120,7 +115,7 @@ async def login(
             await started
     except TimeoutError:
         reason = f"no session with {target(cfg)} within {cfg.timeout_seconds:g}s"
-        raise Failure("xmpp.connect_failed", reason, refused=False) from None
+        raise ConnectFailure(event="xmpp.connect_failed", reason=reason, refused=False) from None
     finally:
         client.del_event_handler("disconnected", on_disconnected)
 

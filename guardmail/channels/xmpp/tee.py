@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.parsers import expat
 
+from guardmail.errors import PeerError
+
 # A start tag that expat has already accepted: name, attributes with quoted values (which may
 # hold ">" or "/"), optional whitespace, then ">" or "/>". Group 1 is "/" for an empty element.
 _START_TAG = re.compile(
@@ -42,7 +44,7 @@ _START_TAG = re.compile(
 _NS_SEP = "}"
 
 
-class SliceError(Exception):
+class SliceError(PeerError):
     """The stream is not well-formed XML (the slicer cannot go on)."""
 
 

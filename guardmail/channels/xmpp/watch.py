@@ -69,16 +69,17 @@ from guardmail.channels.xmpp.client import (
     WatchClient,
     shared_context,
 )
-from guardmail.channels.xmpp.session import Failure, Lost, Refused, login, request, teardown
+from guardmail.channels.xmpp.evidence import stanza_item
+from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
 from guardmail.channels.xmpp.stanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
 from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import XmppSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
-from guardmail.core.item import Channel, Item
+from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
-from guardmail.errors import SecretError, VaultUnavailable
+from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Storage, StorageUnavailable
@@ -87,10 +88,6 @@ VAULT_RETRY_SECONDS = 5.0
 STABLE_SECONDS = 60.0  # a session that lasted this long resets the backoff
 SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
-MAM_EVIDENCE = (
-    "archive query result as delivered: the forwarded message inside is the server's "
-    "archived copy, not the original delivery"
-)
 STRANGER = "stranger (not in the roster)"
 _STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
 
@@ -110,7 +107,7 @@ class XmppSource:
         self.cfg = cfg
         self.tenant = tenant
         self.pipeline = pipeline
-        self.source = self.scope = f"xmpp:{cfg.name}"
+        self.source = f"xmpp:{cfg.name}"
         self.state = State(storage=storage, tenant=tenant, source=self.source)
         self.archive = ArchiveReader(cfg=cfg, state=self.state)
         self._strangers = (
@@ -155,7 +152,7 @@ class XmppSource:
                 if loop.time() - began > STABLE_SECONDS:
                     failures = 0  # else keep backing off: e.g. another client kicking ours
                 name, level = "xmpp.disconnected", logging.WARNING
-            except Failure as exc:
+            except ConnectFailure as exc:
                 reason, refused = exc.reason, exc.refused
                 name, level = exc.event, logging.ERROR
             wait = (REFUSED if refused else NETWORK).delay(failures, rand=random.random())
@@ -171,7 +168,9 @@ class XmppSource:
                 read_secret, file=cfg.password_file, command=cfg.password_command
             )
         except SecretError as exc:
-            raise Failure("xmpp.secret_unreadable", str(exc), refused=True) from None
+            raise ConnectFailure(
+                event="xmpp.secret_unreadable", reason=str(exc), refused=True
+            ) from None
         self._connections += 1
         client = WatchClient(
             jid=f"{cfg.jid}/{cfg.resource}",
@@ -352,38 +351,8 @@ class XmppSource:
         return self._strangers
 
     def _item(self, got: Received, incoming: Incoming) -> Item:
-        ctx, piece = got.context, got.piece
-        if incoming.stanza_id is not None:
-            ref = f"{self.source}:{incoming.stanza_id}"
-        else:
-            ref = f"{self.source}:{ctx.stream_id or f'c{ctx.connection}'}:{piece.offset}"
-        meta: list[tuple[str, str]] = [
-            ("via", str(incoming.via)),
-            ("from", incoming.sender),
-            ("stream_header", ctx.header.decode("utf-8", "replace")),
-            ("stream_id", ctx.stream_id),
-            ("stream_offset", str(piece.offset)),
-            ("server_cert_sha256", ctx.cert_sha256),
-        ]
-        optional = (
-            ("stanza_id", incoming.stanza_id),
-            ("id", incoming.message_id),
-            ("stamp", incoming.stamp),
-            ("muc_pm", "true" if incoming.muc_pm else None),
-            ("evidence", MAM_EVIDENCE if incoming.via is Via.MAM else None),
-        )
-        meta += [(k, v) for k, v in optional if v]
-        return Item(
-            raw=piece.raw,
-            channel=Channel.XMPP,
-            tenant=self.tenant,
-            account=self.cfg.name,
-            source_ref=ref,
-            received_at=got.received_at,
-            identities=incoming.identities,
-            summary=incoming.summary,
-            meta=tuple(meta),
-            dedupe_scope=self.scope,
+        return stanza_item(
+            got, incoming, source=self.source, tenant=self.tenant, account=self.cfg.name
         )
 
     # --- the pipeline's Actor ----------------------------------------------------------------
