@@ -9,5 +9,7 @@ V=.venv/bin
 echo "== ruff"; $V/ruff check guardmail tests bench tools
 echo "== ruff format"; $V/ruff format --check guardmail tests bench tools
 echo "== mypy"; $V/mypy
-echo "== pytest"; $V/pytest
+echo "== pytest (branch coverage; with CI=true an unlisted skip fails: tests/allowed-skips.txt)"
+$V/pytest --cov=guardmail --cov-branch --cov-report=
+echo "== coverage floors"; $V/python tools/coverage_floor.py
 echo "== bench (short run)"; $V/python bench/decide.py --quick
