@@ -190,7 +190,11 @@ def build_item(request: ReportRequest, *, tenant: str, now: datetime) -> tuple[I
         if not sender:
             raise BadReport("the message has no From address to block")
         return item, "addresses", sender
-    incoming = read_stanza(_parse_stanza(raw), account_bare=bare(request.account))
+    # The stanza-id is only a pointer to the watcher's own wire copy (which carries one only
+    # where the server advertises them), so the client's copy may name it as written.
+    incoming = read_stanza(
+        _parse_stanza(raw), account_bare=bare(request.account), trust_stanza_id=True
+    )
     if incoming is None or not incoming.identities:
         raise BadReport("the stanza is not a message or subscription request from someone else")
     if incoming.stanza_id:

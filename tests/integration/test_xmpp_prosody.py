@@ -459,3 +459,38 @@ def test_starttls_required_but_not_offered_sends_no_credentials(
         for d in daemons:
             d.stop()
         server.stop()
+
+
+@pytest.fixture
+def prosody_without_mam() -> Iterator[Prosody]:
+    # Without mod_mam Prosody neither adds stanza-ids nor strips forged ones, nor advertises
+    # urn:xmpp:sid:0: a sender's stanza-id then reaches the watcher as written.
+    server = start_prosody(USERS, extra='modules_disabled = { "s2s"; "mam" }')
+    yield server
+    server.stop()
+
+
+def test_forged_stanza_ids_and_headlines_are_judged_and_archived_every_time(
+    prosody_without_mam: Prosody, tmp_path: Path, peers: list[Peer], daemons: list[Daemon]
+) -> None:
+    server = prosody_without_mam
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, server))
+    peer(server, peers, "victim", resource="phone", priority=5)
+    daemon = start(tmp_path, daemons, wait=False)
+    wait_for(lambda: "xmpp.mam_unavailable" in daemon.log_text(), what="session set up")
+    assert "trusted=False" in daemon.log_text()
+    stalker = peer(server, peers, "stalker")
+    forged = f"<stanza-id xmlns='urn:xmpp:sid:0' by='{VICTIM}' id='earlier'/>"
+    for n in (1, 2):  # the same forged id on two different messages
+        stalker.send(
+            f"<message to='{VICTIM}' type='chat' id='c{n}'><body>{n}</body>{forged}</message>"
+        )
+    # A headline (clients pop these up) to guardmail's own resource: no carbon copies them.
+    stalker.send(
+        f"<message to='{VICTIM}/guardmail' type='headline' id='h1'><body>I see you</body></message>"
+    )
+    wait_for(lambda: daemon.count("item.quarantined") == 3, what="three quarantined")
+    assert daemon.stop() == 0
+    entries = sorted(archived(tmp_path), key=lambda e: str(e["message_id"]))
+    assert [e["message_id"] for e in entries] == ["c1", "c2", "h1"]
+    assert all("stanza_id" not in meta(e) for e in entries)

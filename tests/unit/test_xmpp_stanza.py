@@ -72,7 +72,6 @@ def test_judged_stanzas(stanza: str, via: str, sender: str) -> None:
     "stanza",
     [
         f"<message {NS} from='room@muc.x/nick' type='groupchat'><body>hi</body></message>",
-        f"<message {NS} from='news.x' type='headline'><body>hi</body></message>",
         f"<message {NS} from='s@x.net' type='error'/>",
         f"<message {NS} to='{ME}'><body>from my own server or account</body></message>",
         f"<message {NS} from='{ME}/phone' type='chat'><body>my other client</body></message>",
@@ -131,8 +130,41 @@ def test_server_stanza_id_is_only_taken_from_the_account_itself() -> None:
         "<stanza-id xmlns='urn:xmpp:sid:0' by='s@x.net' id='forged'/>"
         f"<stanza-id xmlns='urn:xmpp:sid:0' by='Victim@Example.org' id='real'/></message>"
     )
-    found = read_stanza(ET.fromstring(text), account_bare=ME)
+    found = read_stanza(ET.fromstring(text), account_bare=ME, trust_stanza_id=True)
     assert found is not None and found.stanza_id == "real"
+
+
+def test_a_stanza_id_is_ignored_where_the_server_does_not_advertise_them() -> None:
+    # XEP-0359: without urn:xmpp:sid:0 on the account, the server may pass a forged id through.
+    text = (
+        f"<message {NS} from='s@x.net/r' type='chat'><body>x</body>"
+        f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ME}' id='an-earlier-message'/></message>"
+    )
+    found = read_stanza(ET.fromstring(text), account_bare=ME)
+    assert found is not None and found.stanza_id is None
+
+
+@pytest.mark.parametrize(
+    "stanza",
+    [
+        f"<message {NS} from='s@x.net/r' type='headline'><body>I see you</body></message>",
+        f"<message {NS} from='s@x.net/r' type='headline'><subject>news</subject></message>",
+        f"<message {NS} from='s@x.net/r' type='error'><body>still here</body>"
+        "<error type='cancel'><service-unavailable "
+        "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+    ],
+)
+def test_headline_and_error_messages_a_client_shows_are_judged(stanza: str) -> None:
+    found = read_stanza(ET.fromstring(stanza), account_bare=ME)
+    assert found is not None and found.via is Via.MESSAGE and found.sender == "s@x.net/r"
+
+
+def test_a_bodiless_error_is_a_bounce_notice_and_left_alone() -> None:
+    text = (
+        f"<message {NS} from='s@x.net/r' type='error'><error type='cancel'>"
+        "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
+    )
+    assert read_stanza(ET.fromstring(text), account_bare=ME) is None
 
 
 def test_muc_private_message_gives_nick_and_every_real_jid_the_room_reveals() -> None:

@@ -22,6 +22,7 @@ NS_BLOCKING = "urn:xmpp:blocking"
 NS_PING = "urn:xmpp:ping"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_DATA = "jabber:x:data"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 
 def _iq(client: ClientXMPP, kind: str, payload: ET.Element, to: str | None = None) -> Iq:
@@ -47,6 +48,18 @@ def roster_items(xml: ET.Element) -> list[tuple[str, str]]:
         for item in query.findall(f"{{{NS_ROSTER}}}item")
         if item.get("jid")
     ]
+
+
+def disco_info(client: ClientXMPP, to: str) -> Iq:
+    return _iq(client, "get", ET.Element(f"{{{NS_DISCO_INFO}}}query"), to=to)
+
+
+def disco_features(xml: ET.Element) -> set[str]:
+    """The ``var`` of every feature in a disco#info result."""
+    query = xml.find(f"{{{NS_DISCO_INFO}}}query")
+    if query is None:
+        return set()
+    return {f.get("var", "") for f in query.findall(f"{{{NS_DISCO_INFO}}}feature")} - {""}
 
 
 def carbons_enable(client: ClientXMPP) -> Iq:

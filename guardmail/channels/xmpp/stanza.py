@@ -4,8 +4,10 @@ Pure (no I/O, no slixmpp): takes the ElementTree element slixmpp parsed from the
 evidence holds, and the watched account's bare JID.
 
 What is judged (everything else is left alone and returns None):
-- ``message``: a chat or normal message (with or without a body: chat states, receipts, markers
-  and body-less messages count) from anyone but the account itself.
+- ``message``: every message a client shows, from anyone but the account itself: ``chat`` and
+  ``normal`` (with or without a body: chat states, receipts, markers and body-less messages
+  count), ``headline`` (clients pop these up), and ``error`` when it carries a body (clients show
+  its text; a bodiless error is only a bounce notice). ``groupchat`` belongs to rooms (MUC).
 - ``carbon``: a Message Carbons ``received`` copy (XEP-0280) sent by the account's own server;
   the inner forwarded message's sender is judged. ``sent`` copies are the victim's own messages.
 - ``mam``: a result of our own archive query (XEP-0313), from the account's own server; the
@@ -13,6 +15,9 @@ What is judged (everything else is left alone and returns None):
 - ``subscribe``: a presence subscription request.
 Wrappers (carbons, MAM results) are trusted only from the account itself (no ``from``, or the
 account's bare JID): anyone else's message holding such elements is judged as their message.
+A ``stanza-id`` (XEP-0359) is taken only when ``trust_stanza_id`` says the account's server
+advertises ``urn:xmpp:sid:0`` (and so strips forged ones): elsewhere a sender can write one, and
+an id forged to match an earlier message would make the new one look already handled.
 
 Identities: the sender's JID as given (full when it has a resource; the rules compare bare forms),
 with its XEP-0172 nickname as display name. For MUC private messages (a ``muc#user`` element),
@@ -41,7 +46,7 @@ NS_ADDRESS = "http://jabber.org/protocol/address"
 MESSAGE = f"{{{NS_CLIENT}}}message"
 PRESENCE = f"{{{NS_CLIENT}}}presence"
 _FORWARDED_MESSAGE = f"{{{NS_FORWARD}}}forwarded/{MESSAGE}"
-_JUDGED_TYPES = frozenset({"chat", "normal"})
+_JUDGED_TYPES = frozenset({"chat", "normal", "headline"})
 SUBJECT_LIMIT = 200
 
 
@@ -85,8 +90,14 @@ def _same_account(jid: str | None, account_bare: str) -> bool:
     return jid is None or bare(jid).casefold() == account_bare.casefold()
 
 
-def read_stanza(xml: ET.Element, *, account_bare: str) -> Incoming | None:
-    """What to judge in a top-level stanza, or None when it is not ours to judge."""
+def read_stanza(
+    xml: ET.Element, *, account_bare: str, trust_stanza_id: bool = False
+) -> Incoming | None:
+    """What to judge in a top-level stanza, or None when it is not ours to judge.
+
+    ``trust_stanza_id``: the account's server advertises ``urn:xmpp:sid:0`` (see the module
+    docstring); without it no ``stanza-id`` is read.
+    """
     if xml.tag == PRESENCE:
         return _subscription(xml, account_bare)
     if xml.tag != MESSAGE:
@@ -95,12 +106,12 @@ def read_stanza(xml: ET.Element, *, account_bare: str) -> Incoming | None:
     if _same_account(sender, account_bare):
         received = xml.find(f"{{{NS_CARBONS}}}received/{_FORWARDED_MESSAGE}")
         if received is not None:
-            return _message(received, account_bare, Via.CARBON)
+            return _message(received, account_bare, Via.CARBON, trust_stanza_id)
         result = xml.find(f"{{{NS_MAM}}}result")
         if result is not None:
             return _mam_result(result, account_bare)
         return None  # the victim's own sent carbons, PEP from their account, server notices
-    return _message(xml, account_bare, Via.MESSAGE)
+    return _message(xml, account_bare, Via.MESSAGE, trust_stanza_id)
 
 
 def _subscription(xml: ET.Element, account_bare: str) -> Incoming | None:
@@ -117,16 +128,25 @@ def _subscription(xml: ET.Element, account_bare: str) -> Incoming | None:
     )
 
 
-def _message(xml: ET.Element, account_bare: str, via: Via) -> Incoming | None:
-    sender = xml.get("from")
+def _shown(xml: ET.Element) -> bool:
+    """Whether a client shows this message to the person (see the module docstring)."""
     kind = xml.get("type") or "normal"
-    if sender is None or kind not in _JUDGED_TYPES or _same_account(sender, account_bare):
+    if kind == "error":
+        return bool(_text(xml.find(f"{{{NS_CLIENT}}}body")).strip())
+    return kind in _JUDGED_TYPES
+
+
+def _message(
+    xml: ET.Element, account_bare: str, via: Via, trust_stanza_id: bool = False
+) -> Incoming | None:
+    sender = xml.get("from")
+    if sender is None or not _shown(xml) or _same_account(sender, account_bare):
         return None
     return Incoming(
         via=via,
         sender=sender,
         identities=_identities(xml, sender),
-        stanza_id=_stanza_id(xml, account_bare),
+        stanza_id=_stanza_id(xml, account_bare) if trust_stanza_id else None,
         message_id=xml.get("id"),
         muc_pm=xml.find(f"{{{NS_MUC_USER}}}x") is not None,
         summary=_summary(xml, None),

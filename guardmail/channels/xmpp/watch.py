@@ -71,7 +71,15 @@ from guardmail.channels.xmpp.client import (
 )
 from guardmail.channels.xmpp.evidence import stanza_item
 from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
-from guardmail.channels.xmpp.stanza import MESSAGE, PRESENCE, Incoming, Via, bare, read_stanza
+from guardmail.channels.xmpp.stanza import (
+    MESSAGE,
+    NS_SID,
+    PRESENCE,
+    Incoming,
+    Via,
+    bare,
+    read_stanza,
+)
 from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
@@ -123,6 +131,7 @@ class XmppSource:
         self._judging = asyncio.Lock()
         self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
+        self._sid_trusted = False  # set per session from the server's disco#info
         self.blocklist = Blocklist(cfg=cfg, state=self.state, rules=pipeline.rules, held=held)
         self._rules_changed = asyncio.Event()
 
@@ -221,6 +230,13 @@ class XmppSource:
 
     async def _maintain(self, client: WatchClient) -> None:
         """Set up the session, catch up, then resync on reloads and read the archive again."""
+        # XEP-0359: a stanza-id is trusted only where the server says it adds (and strips) them.
+        try:
+            info = await self._request(client, queries.disco_info(client, bare(self.cfg.jid)))
+            self._sid_trusted = NS_SID in queries.disco_features(info.xml)
+        except Refused:
+            self._sid_trusted = False
+        event("xmpp.stanza_ids", account=self.cfg.name, trusted=self._sid_trusted)
         roster = await self._request(client, queries.roster_get(client))
         self._roster = {bare(j).casefold() for j, _ in queries.roster_items(roster.xml)}
         self._roster_ready.set()
@@ -301,7 +317,9 @@ class XmppSource:
 
     async def _handle(self, got: Received) -> None:
         """Judge one stanza (live or from the archive) once; retry while the vault fails."""
-        incoming = read_stanza(got.xml, account_bare=self.cfg.jid)
+        incoming = read_stanza(
+            got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
+        )
         if incoming is None or not incoming.judged:
             return
         async with self._judging:
