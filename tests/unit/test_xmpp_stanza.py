@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from guardmail.channels.xmpp.stanza import Via, read_stanza
+from guardmail.channels.xmpp.stanza import Incoming, Via, fingerprint, read_stanza
 from guardmail.core.item import Identity
 
 ME = "victim@example.org"
@@ -208,3 +208,30 @@ def test_summary_is_subject_or_first_line_of_body_or_what_the_stanza_holds() -> 
     assert subject(base + "<body>" + "x" * 900 + "</body></message>") == "x" * 200
     chat_state = "<active xmlns='http://jabber.org/protocol/chatstates'/>"
     assert subject(base + chat_state + "</message>") == "(no body: active)"
+
+
+def test_the_servers_stanza_id_is_the_last_one_it_wrote() -> None:
+    # Prosody 0.12 passes a sender's forged ids on in carbons and appends its own after them.
+    forged = "".join(
+        f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ME}' id='forged{i}'/>" for i in range(3)
+    )
+    text = (
+        f"<message {NS} from='s@x.net/r' type='chat'><body>x</body>{forged}"
+        f"<stanza-id xmlns='urn:xmpp:sid:0' by='{ME}' id='server'/></message>"
+    )
+    found = read_stanza(ET.fromstring(text), account_bare=ME, trust_stanza_id=True)
+    assert found is not None and found.stanza_id == "server"
+
+
+def test_two_messages_under_one_id_have_different_fingerprints() -> None:
+    def read(body: str, mid: str) -> Incoming:
+        text = (
+            f"<message {NS} from='S@x.net/r' type='chat' id='{mid}'><body>{body}</body></message>"
+        )
+        found = read_stanza(ET.fromstring(text), account_bare=ME)
+        assert found is not None
+        return found
+
+    assert fingerprint(read("one", "a")) == fingerprint(read("one", "a"))
+    assert fingerprint(read("one", "a")) != fingerprint(read("two", "a"))
+    assert fingerprint(read("one", "a")) != fingerprint(read("one", "b"))

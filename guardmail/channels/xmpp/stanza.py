@@ -203,11 +203,20 @@ def _identities(xml: ET.Element, sender: str) -> tuple[Identity, ...]:
 
 
 def _stanza_id(xml: ET.Element, account_bare: str) -> str | None:
+    """The last stanza-id the account's server wrote: servers append theirs, and some (Prosody
+    0.12 in carbons) pass a sender's forged ones through ahead of it."""
+    found = None
     for sid in xml.findall(f"{{{NS_SID}}}stanza-id"):
         by = sid.get("by")
         if by is not None and by.casefold() == account_bare.casefold() and sid.get("id"):
-            return sid.get("id")
-    return None
+            found = sid.get("id")
+    return found
+
+
+def fingerprint(incoming: Incoming) -> tuple[str, str, str]:
+    """What the live, carbon and archive copies of one message share besides its server id:
+    a second message under a seen id (forged where the server did not add its own) differs."""
+    return (bare(incoming.sender).casefold(), incoming.message_id or "", incoming.summary.subject)
 
 
 def _summary(xml: ET.Element, stamp: str | None) -> Summary:

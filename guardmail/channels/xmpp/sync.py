@@ -52,9 +52,19 @@ class State:
         with self.storage.transaction() as tx:
             tx.set_cursor(self.tenant, self.source, name, value)
 
-    def archived_before(self, source_ref: str) -> bool:
+    def archived_before(self, source_ref: str, same: tuple[str, str, str]) -> bool:
+        """Whether this message (``stanza.fingerprint``) was archived under ``source_ref``."""
         with self.storage.transaction() as tx:
-            return tx.find_archived_ref(self.tenant, source_ref) is not None
+            row = tx.find_archived_ref(self.tenant, source_ref)
+        if row is None:
+            return False
+        try:
+            entry = json.loads(row.body)
+            meta = entry.get("meta") or {}
+            seen = (bare(str(meta.get("from", ""))).casefold(), str(meta.get("id", "")))
+            return seen + (str(entry.get("subject", "")),) == same
+        except (ValueError, AttributeError, TypeError):
+            return False  # unreadable: archive again rather than lose the message
 
 
 class ArchiveReader:

@@ -56,6 +56,7 @@ import random
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from slixmpp.stanza import Iq
@@ -78,6 +79,7 @@ from guardmail.channels.xmpp.stanza import (
     Incoming,
     Via,
     bare,
+    fingerprint,
     read_stanza,
 )
 from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
@@ -127,7 +129,7 @@ class XmppSource:
         self._paused = False
         self._client: WatchClient | None = None
         self._connections = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> fingerprint
         self._judging = asyncio.Lock()
         self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
@@ -325,7 +327,12 @@ class XmppSource:
         async with self._judging:
             sid = incoming.stanza_id
             if sid is not None and sid in self._seen:
-                return  # already handled this run, live or from the archive
+                if self._seen[sid] == fingerprint(incoming):
+                    return  # already handled this run, live or from the archive
+                # Another message under a seen id: forged. Judge it under its stream position.
+                event("xmpp.stanza_id_reused", level=logging.WARNING, account=self.cfg.name, id=sid)
+                incoming = replace(incoming, stanza_id=None)
+                sid = None
             item = self._item(got, incoming)
             pipeline = self._pipeline_for(item, incoming)
             while True:
@@ -343,7 +350,7 @@ class XmppSource:
                     )
                     await asyncio.sleep(VAULT_RETRY_SECONDS)
             if sid is not None:
-                self._seen[sid] = None
+                self._seen[sid] = fingerprint(incoming)
                 if len(self._seen) > SEEN_LIMIT:
                     self._seen.popitem(last=False)
 
@@ -351,7 +358,8 @@ class XmppSource:
         if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS:
             # The same server id may have been archived in an earlier run (live, or from an
             # archive page whose cursor was not saved yet): never a second item for it.
-            if await asyncio.to_thread(self.state.archived_before, item.source_ref):
+            same = fingerprint(incoming)
+            if await asyncio.to_thread(self.state.archived_before, item.source_ref, same):
                 return
         outcome = await pipeline.process(item, self)
         offender = outcome.verdict.offender
