@@ -31,6 +31,7 @@ _DOWN = {
     "imap.connect_failed",
     "imap.secret_unreadable",
     "maildir.unreadable",
+    "source.failed",
 }
 VAULT_SIZE_CACHE_SECONDS = 60.0
 

@@ -1,9 +1,12 @@
 """``guardmail run``: wires the tenant, its sources and the pipeline under one supervisor.
 
-Every long-lived task runs in one ``asyncio.TaskGroup``: a crashed watcher stops the daemon loudly
-(systemd restarts it) instead of vanishing. SIGTERM and SIGINT stop cleanly; SIGHUP reloads the
-configuration, and a configuration that does not load is logged while the last good one keeps
-running.
+Every long-lived task runs in one ``asyncio.TaskGroup``. Each source runs under
+``supervise.keep_running``: a source that fails (a storage hiccup in an IMAP folder thread, a
+Maildir path gone) is logged at error level, shown down in ``status`` and the metrics, and
+restarted with backoff, while the other sources, tenants and the control socket run on. A
+failure of the daemon's own tasks still ends it loudly (systemd restarts it). SIGTERM and SIGINT
+stop cleanly; SIGHUP reloads the configuration, and a configuration that does not load is logged
+while the last good one keeps running.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from guardmail.control.server import ControlServer
 from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
+from guardmail.daemon.supervise import keep_running
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.daemon.tenants import TenantDirectory
 from guardmail.errors import ConfigError
@@ -35,11 +39,23 @@ class _Shutdown(Exception):
     """Raised inside the task group to stop every task."""
 
 
+Source = MaildirSource | ImapSource | XmppSource | SmtpFilterSource
+
+
+def source_name(source: Source) -> str:
+    """The name status and logs give a source (its account, as the sources' own events do)."""
+    if isinstance(source, MaildirSource):
+        return source.account
+    if isinstance(source, SmtpFilterSource):
+        return "smtp_filter"
+    return source.cfg.name
+
+
 class Daemon:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         self.tenant: Tenant = open_tenant(config.settings)
-        self.sources: list[MaildirSource | ImapSource | XmppSource | SmtpFilterSource] = [
+        self.sources: list[Source] = [
             MaildirSource(
                 path=m.path,
                 account=m.name or str(m.path),
@@ -174,7 +190,7 @@ class Daemon:
                 if (interval := self.notifier.watchdog_interval()) is not None:
                     group.create_task(watchdog_loop(self.notifier, interval))
                 for source in self.sources:
-                    group.create_task(source.run())
+                    group.create_task(keep_running(source_name(source), source.run))
                 group.create_task(ConfigWatcher(lambda: self.config, self._reload_notified).run())
                 group.create_task(self._publish_status())
                 group.create_task(self.control.run())
@@ -187,6 +203,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             logs.remove_listener(self.board)
             self.board.close()
+            if self.smtp_filter is not None:
+                self.smtp_filter.close()
             self.tenant.close()
         event("daemon.stopped")
 

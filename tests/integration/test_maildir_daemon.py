@@ -163,3 +163,41 @@ def test_sighup_applies_a_good_config_and_keeps_the_last_good_one_on_error(
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0, daemon.log_text()
+
+
+def test_one_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
+    # A Maildir path that became a regular file makes its source fail at every start; the
+    # daemon used to end with it. Now it is restarted with backoff while the other runs on.
+    broken = tmp_path / "not-a-dir"
+    broken.write_bytes(b"")
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(
+        CONFIG.format(root=tmp_path, extra="") + f"    - path: {broken}\n      name: broken\n"
+    )
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "source.failed" in daemon.log_text(), what="the broken source failing")
+        deliver(maildir, "1.after.host", b"From: stalker@example.net\r\n\r\nstill here\r\n")
+        wait_for(
+            lambda: (maildir / ".Quarantine" / "new" / "1.after.host").exists(),
+            what="the other source still quarantining",
+        )
+        assert daemon.proc.poll() is None, daemon.log_text()
+        wait_for(lambda: (tmp_path / "var" / "status.json").exists(), what="status written")
+        wait_for(
+            lambda: (
+                json.loads((tmp_path / "var" / "status.json").read_text())
+                .get("sources", {})
+                .get("broken", {})
+                .get("state")
+                == "down"
+            ),
+            what="status shows the broken source down",
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    log = daemon.log_text()
+    assert "account=broken" in log and "FileExistsError" in log

@@ -182,6 +182,7 @@ async def rig(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        source.close()
         r.stop_hop()
 
 

@@ -220,7 +220,10 @@ class SmtpFilterSource:
                 if proto.transport is not None:
                     proto.transport.close()
             await self.next_hop.aclose()
-            self.tenants.close()
+
+    def close(self) -> None:
+        """Close the tenants' state (at daemon exit; ``run`` may be started again before)."""
+        self.tenants.close()
 
     async def handle(self, envelope: FilterEnvelope) -> str:
         """The SMTP reply to one message; see the module contracts."""
