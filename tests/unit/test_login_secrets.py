@@ -183,3 +183,177 @@ def test_a_non_ascii_password_without_authenticate_plain_is_refused_in_a_sentenc
     assert "does not offer AUTHENTICATE PLAIN" in failure["error"]
     assert not any(c in logged(events) for c in password if not c.isascii())
     assert not any(b"LOGIN" in line.upper().split(b" ")[1:2] for line in seen)  # nothing sent
+
+
+# --- SMTP submission and ManageSieve ----------------------------------------------------------
+
+
+async def serve_smtp(
+    auth: str, answer: Callable[[str], bytes], seen: list[bytes]
+) -> asyncio.Server:
+    """A submission server offering AUTH ``auth``; ``answer(credentials)`` replies to the login,
+    ``credentials`` being the decoded ``user/password`` it received."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 fake ESMTP\r\n")
+        user = ""
+        while line := await reader.readline():
+            seen.append(line)
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(f"250-fake\r\n250 AUTH {auth}\r\n".encode())
+            elif verb == b"AUTH" and line.split()[1].upper() == b"PLAIN":
+                _, who, secret = base64.b64decode(line.split()[2]).decode().split("\0")
+                writer.write(answer(f"{who}/{secret}"))
+            elif verb == b"AUTH":  # LOGIN: user, then password
+                writer.write(b"334 VXNlcm5hbWU6\r\n")
+                await writer.drain()
+                user = base64.b64decode(await reader.readline()).decode()
+                writer.write(b"334 UGFzc3dvcmQ6\r\n")
+                await writer.drain()
+                secret = base64.b64decode(await reader.readline()).decode()
+                writer.write(answer(f"{user}/{secret}"))
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                while (await reader.readline()) != b".\r\n":
+                    pass
+                writer.write(b"250 2.0.0 queued as 42\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(session, "127.0.0.1", 0)
+
+
+def submit_to(
+    tmp_path: Path, auth: str, answer: Callable[[str], bytes], password: str
+) -> tuple[str, list[bytes]]:
+    """submit() against the fake server: its reply, or the SubmitError's text."""
+    from guardmail.channels.smtp.submit import submit
+    from guardmail.config.warning import SmtpConfig
+    from guardmail.errors import SubmitError
+
+    (tmp_path / "smtp-pw").write_text(password + "\n", encoding="utf-8")
+    seen: list[bytes] = []
+
+    async def main() -> str:
+        server = await serve_smtp(auth, answer, seen)
+        cfg = SmtpConfig(
+            host="127.0.0.1",
+            port=server.sockets[0].getsockname()[1],
+            tls="none",
+            username="alice",
+            password_file=tmp_path / "smtp-pw",
+            timeout_seconds=10,
+        )
+        try:
+            return await asyncio.to_thread(
+                submit, cfg, sender="a@example.org", recipient="b@example.net", raw=b"x\r\n"
+            )
+        except SubmitError as exc:
+            assert exc.certain
+            return f"SubmitError: {exc}"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(main()), seen
+
+
+def test_an_smtp_server_echoing_the_credentials_in_its_refusal_is_not_quoted(
+    tmp_path: Path,
+) -> None:
+    password = "Hunter2-Correct-Horse"
+
+    def echo(got: str) -> bytes:
+        return f"535 5.7.8 no for {got}\r\n".encode()
+
+    for auth in ("LOGIN", "PLAIN"):
+        text, _ = submit_to(tmp_path, auth, echo, password)
+        assert text == (
+            "SubmitError: cannot submit via 127.0.0.1: login as 'alice' refused: "
+            "the server refused the login (535 5.7.8)"
+        )
+
+
+def test_a_non_ascii_smtp_password_goes_as_utf8_auth_plain(tmp_path: Path) -> None:
+    password = "pässwörd-€"
+    accepted: list[str] = []
+
+    def answer(got: str) -> bytes:
+        accepted.append(got)
+        return b"235 2.7.0 ok\r\n"
+
+    text, _ = submit_to(tmp_path, "CRAM-MD5 PLAIN LOGIN", answer, password)
+    assert text == "250 2.0.0 queued as 42" and accepted == [f"alice/{password}"]
+
+
+def test_a_non_ascii_smtp_password_without_auth_plain_is_refused_in_a_sentence(
+    tmp_path: Path,
+) -> None:
+    password = "Grüße-aus-Köln"
+    text, seen = submit_to(tmp_path, "LOGIN", lambda got: b"235 ok\r\n", password)
+    assert "non-ASCII characters" in text and "does not offer it" in text
+    assert not any(c in text for c in password if not c.isascii())
+    assert not any(line.upper().startswith(b"AUTH") for line in seen)
+
+
+def test_a_managesieve_refusal_echoing_the_login_is_not_quoted() -> None:
+    from guardmail.errors import PeerError
+    from guardmail.sieve.managesieve import ManageSieve
+
+    password = "Hunter2-Correct-Horse"
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'"IMPLEMENTATION" "fake"\r\n"SASL" "PLAIN"\r\nOK "ready"\r\n')
+        line = await reader.readline()
+        token = line.split(b'"')[3]
+        got = base64.b64decode(token).decode().replace("\0", "/")
+        writer.write(f'NO (AUTH-TOO-WEAK) "you sent {got}"\r\n'.encode())
+        await writer.drain()
+        await reader.readline()
+        writer.write(b'OK "bye"\r\n')
+        await writer.drain()
+        writer.close()
+
+    def login(port: int) -> str:
+        client = ManageSieve("127.0.0.1", port, timeout=10)
+        try:
+            client.authenticate("alice", password)
+        except PeerError as exc:
+            return str(exc)
+        finally:
+            client.logout()
+        return "logged in"
+
+    async def main() -> str:
+        server = await asyncio.start_server(session, "127.0.0.1", 0)
+        try:
+            return await asyncio.to_thread(login, server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main()) == "ManageSieve server 127.0.0.1 refused the login as 'alice'"
+
+
+def test_a_config_error_under_password_command_never_quotes_its_value(tmp_path: Path) -> None:
+    from guardmail.config.settings import load_config
+    from guardmail.errors import ConfigError
+
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}/var\nsources:\n  imap:\n    - name: a\n      host: h.example\n"
+        f"      username: u\n      password_command: 'pass show --token={TOKEN}'\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (
+        f"{config}:7:25: sources.imap.0.password_command: should be a valid list (got a string)"
+    )
