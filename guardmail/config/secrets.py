@@ -50,9 +50,9 @@ def read_secret(
             )
         except subprocess.TimeoutExpired:
             raise SecretError(f"{origin} did not finish within {timeout:g}s") from None
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-            raise SecretError(f"{origin} could not be run: {why}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+            raise SecretError(f"{origin} could not be run: {why or type(exc).__name__}") from None
         if done.returncode != 0:
             raise SecretError(f"{origin} exited with status {done.returncode}")
         text = done.stdout.decode("utf-8", "replace")

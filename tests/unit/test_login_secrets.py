@@ -38,6 +38,9 @@ def test_a_password_command_that_cannot_run_is_named_by_its_program_only(tmp_pat
         read_secret(command=command)
     text = str(caught.value)
     assert text == "password command 'no-such-helper' could not be run: No such file or directory"
+    with pytest.raises(SecretError) as caught:
+        read_secret(command=["/usr/bin/pass", f"--token={TOKEN}\0"])
+    assert str(caught.value) == "password command 'pass' could not be run: ValueError"
 
 
 # --- a fake IMAP server ------------------------------------------------------------------------

@@ -67,6 +67,9 @@ def connect(cfg: ImapSourceConfig) -> IMAPClient:
         raise ConnectFailure(
             event="imap.secret_unreadable", reason=str(exc), refused=True
         ) from None
+    except Exception as exc:  # never quoted: it may carry what the password command printed
+        reason = f"the password could not be read ({type(exc).__name__})"
+        raise ConnectFailure(event="imap.secret_unreadable", reason=reason, refused=True) from None
     client = _open(cfg)
     try:
         _login(client, cfg, password)
