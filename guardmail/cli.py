@@ -18,6 +18,7 @@ from guardmail.commands import (
     basic,
     client,
     evidence,
+    refuse_tenant,
     report,
     service,
     sieve,
@@ -43,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tenant",
         metavar="NAME",
-        help="for an ISP: a tenant of sources.smtp_filter.tenants_dir (evidence, warn, status)",
+        help="for an ISP: work on this tenant of sources.smtp_filter.tenants_dir (its vault, "
+        "offenders and warning); refused by commands that have no use for one",
     )
     p.add_argument("--version", action="version", version=f"guardmail {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    why = getattr(args, "no_tenant", None)
+    if why is not None and (refused := refuse_tenant(args, why)) is not None:
+        return refused
     try:
         return handler(args)
     except ConfigError as exc:

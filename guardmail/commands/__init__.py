@@ -3,11 +3,17 @@
 Each module has ``register(sub)``, which adds its parsers with ``set_defaults(handler=...)``;
 a handler takes the parsed arguments and returns the exit code. ``guardmail.cli`` lists the
 modules; a new command group is a new module plus one line there.
+
+``--tenant NAME`` (an ISP's tenants.d) is honoured by every command that reads or judges with a
+tenant's data: it takes that tenant's settings from ``tenant_settings``, never the main ones.
+A command for which a tenant makes no sense says so in ``set_defaults(no_tenant=WHY)``, and
+``guardmail.cli`` refuses ``--tenant`` for it with a usage error (exit 2) that gives WHY.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +35,15 @@ def load(args: argparse.Namespace) -> LoadedConfig:
     return load_config(Path(args.config))
 
 
+def refuse_tenant(args: argparse.Namespace, why: str) -> int | None:
+    """EXIT_USAGE, having said ``why``, when ``--tenant`` was given; None otherwise."""
+    name = getattr(args, "tenant", None)
+    if not name:
+        return None
+    print(f"guardmail: --tenant {name} does not apply here: {why}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def tenant_settings(args: argparse.Namespace, loaded: LoadedConfig) -> Settings:
     """The settings of the tenant ``--tenant`` names (an ISP's tenants.d), else the main one."""
     name = getattr(args, "tenant", None)
@@ -45,4 +60,12 @@ def tenant_settings(args: argparse.Namespace, loaded: LoadedConfig) -> Settings:
     raise GuardmailError(f"no tenant named {name!r} in {smtp_filter.tenants_dir} (known: {known})")
 
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "Subparsers", "load"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Subparsers",
+    "load",
+    "refuse_tenant",
+    "tenant_settings",
+]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.config.settings import render_schema
 from guardmail.core.item import mail_item
 from guardmail.core.rules import Verdict, decide
@@ -17,12 +17,17 @@ from guardmail.daemon.tenant import build_rules
 
 
 def register(sub: Subparsers) -> None:
-    sub.add_parser("run", help="run the daemon in the foreground").set_defaults(handler=cmd_run)
+    sub.add_parser("run", help="run the daemon in the foreground").set_defaults(
+        handler=cmd_run,
+        no_tenant="the daemon serves the main config's tenant and every tenant of tenants.d "
+        "at once (a daemon of its own for one tenant runs with that tenant's config: -c FILE)",
+    )
     sub.add_parser(
-        "check-config", help="validate the configuration (exit 2 on errors)"
+        "check-config",
+        help="validate the configuration (exit 2 on errors); with --tenant, that tenant's file too",
     ).set_defaults(handler=cmd_check_config)
     sub.add_parser("schema", help="print the JSON Schema of the configuration").set_defaults(
-        handler=cmd_schema
+        handler=cmd_schema, no_tenant="the schema of the configuration is the same for every tenant"
     )
     ex = sub.add_parser("explain", help="show what guardmail would do with a message file")
     ex.add_argument("message", type=Path)
@@ -44,10 +49,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     loaded = load(args)
     s = loaded.settings
+    tenant = tenant_settings(args, loaded)  # with --tenant: tenants.d is read and checked too
     print(
         f"{loaded.path}: OK ({len(s.offenders)} offenders, "
         f"{len(s.sources.maildir)} Maildir sources, state in {s.state_dir})"
     )
+    if tenant is not s:
+        print(f"tenant {tenant.tenant}: OK ({len(tenant.offenders)} offenders)")
     return EXIT_OK
 
 
@@ -81,9 +89,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"guardmail: cannot read {args.message}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    settings = tenant_settings(args, loaded)
     now = datetime.now(UTC)
-    item = mail_item(raw, tenant="", account="", source_ref=str(args.message), received_at=now)
-    verdict = decide(item.identities, build_rules(loaded.settings), now=now)
+    item = mail_item(
+        raw, tenant=settings.tenant, account="", source_ref=str(args.message), received_at=now
+    )
+    verdict = decide(item.identities, build_rules(settings), now=now)
     data = _verdict_json(verdict)
     if args.json:
         print(json.dumps(data, ensure_ascii=False))

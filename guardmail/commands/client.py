@@ -19,6 +19,7 @@ from pathlib import Path
 
 import guardmail
 from guardmail.commands import EXIT_OK, Subparsers, load
+from guardmail.commands.report import NO_TENANT
 from guardmail.config.settings import LoadedConfig
 from guardmail.control.nativehost import EXTENSION_ID, HOST_NAME, Host, serve
 from guardmail.control.offenders import load_hint, loads_reported, reported_path
@@ -34,14 +35,14 @@ def register(sub: Subparsers) -> None:
     # Thunderbird passes the manifest path and the extension id; neither is needed.
     host.add_argument("mozilla_args", nargs="*", help=argparse.SUPPRESS)
     host.add_argument("--no-daemon", action="store_true", help="work in-process always")
-    host.set_defaults(handler=cmd_native_host)
+    host.set_defaults(handler=cmd_native_host, no_tenant=NO_TENANT)
 
     install = sub.add_parser("install-client", help="connect a mail or chat client to guardmail")
     install.add_argument("client", choices=["thunderbird", "neomutt"])
     install.add_argument(
         "--home", type=Path, default=None, help="the user's home directory (default: $HOME)"
     )
-    install.set_defaults(handler=cmd_install_client)
+    install.set_defaults(handler=cmd_install_client, no_tenant=NO_TENANT)
 
 
 def cmd_native_host(args: argparse.Namespace) -> int:

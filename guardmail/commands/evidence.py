@@ -13,7 +13,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from guardmail import __version__
-from guardmail.commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
+from guardmail.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Subparsers,
+    load,
+    refuse_tenant,
+    tenant_settings,
+)
 from guardmail.config.settings import Settings
 from guardmail.config.warning import SmtpConfig
 from guardmail.daemon.tenant import open_tenant
@@ -149,7 +157,8 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is not None:
-        return _verify_bundle(args.path)
+        why = "a bundle is checked on its own, without a config or a vault"
+        return refuse_tenant(args, why) or _verify_bundle(args.path)
     loaded = load(args)
     tenant = open_tenant(tenant_settings(args, loaded))
     try:
@@ -188,10 +197,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out.exists() or args.out.is_symlink():
         return _usage(f"{args.out} already exists; exports never overwrite")
     loaded = load(args)
-    tenant = open_tenant(tenant_settings(args, loaded))
+    settings = tenant_settings(args, loaded)
+    tenant = open_tenant(settings)
     try:
         rows = tenant.vault.rows()
-        problem = _unknown(args.offender, [o.name for o in loaded.settings.offenders], rows)
+        problem = _unknown(args.offender, [o.name for o in settings.offenders], rows)
         if problem:
             return _usage(problem)
         criteria = Criteria(offenders=tuple(args.offender), since=args.since, until=args.until)
@@ -267,7 +277,7 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
     tenant = open_tenant(settings)
     try:
         rows = tenant.vault.rows()
-        problem = _unknown([args.offender], [o.name for o in loaded.settings.offenders], rows)
+        problem = _unknown([args.offender], [o.name for o in settings.offenders], rows)
         if problem:
             return _usage(problem)
         evidence = select(rows, tenant=tenant.name, criteria=Criteria(offenders=(args.offender,)))

@@ -35,6 +35,13 @@ from guardmail.core.rules import Action
 from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import GuardmailError
 
+# Reports add senders to offenders.d/reported.yaml, which only the main config loads; a tenant's
+# offenders live in its own tenants.d file, which guardmail never rewrites.
+NO_TENANT = (
+    "reports archive into the main config's vault and add the sender to its "
+    "offenders.d/reported.yaml; for a tenant of tenants.d, add the offender to its file"
+)
+
 
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
@@ -59,7 +66,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--no-daemon", action="store_true", help="work in-process even when the daemon runs"
     )
-    p.set_defaults(handler=cmd_report)
+    p.set_defaults(handler=cmd_report, no_tenant=NO_TENANT)
 
 
 def local_user() -> tuple[str, int]:

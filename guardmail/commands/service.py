@@ -59,7 +59,11 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--source", type=Path, metavar="DIR", help="guardmail checkout with systemd/")
     p.add_argument("--no-user", action="store_true", help="do not create the guardmail user")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
-    p.set_defaults(handler=cmd_install_service)
+    p.set_defaults(
+        handler=cmd_install_service,
+        no_tenant="it installs the one service for every tenant (and guardmail@.service, "
+        "whose instances each run with their own config)",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

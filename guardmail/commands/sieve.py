@@ -9,7 +9,14 @@ from pathlib import Path
 
 from guardmail import __version__
 from guardmail.channels.tls import client_context
-from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load
+from guardmail.commands import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subparsers,
+    load,
+    refuse_tenant,
+    tenant_settings,
+)
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import is_loopback
 from guardmail.daemon.tenant import build_rules
@@ -52,7 +59,7 @@ def _generated() -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     loaded = load(args)
     script = export_script(
-        build_rules(loaded.settings).offenders,
+        build_rules(tenant_settings(args, loaded)).offenders,
         folder=args.folder,
         extensions=args.extensions.split(),
         generated=_generated(),
@@ -62,7 +69,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    if args.account:
+        why = (
+            "--account names an IMAP account of the main config; for a tenant's mailbox "
+            "give --host, --user and --password-file"
+        )
+        if (refused := refuse_tenant(args, why)) is not None:
+            return refused
     loaded = load(args)
+    settings = tenant_settings(args, loaded)  # whose offenders the script files
     host, user, secret_file, secret_command = args.host, args.user, args.password_file, None
     ca_file, tls, folder = args.ca_file, args.tls, args.folder
     if args.account:
@@ -95,7 +110,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             client.starttls(client_context(ca_file))
         client.authenticate(user, password)
         script = export_script(
-            build_rules(loaded.settings).offenders,
+            build_rules(settings).offenders,
             folder=folder,
             extensions=client.extensions,
             generated=_generated(),

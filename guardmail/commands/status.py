@@ -56,6 +56,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         tenant.close()
     report["vault"] = {
+        "tenant": tenant.name,
         "entries": entries,
         "intact": not problems,
         "problems": [str(p) for p in problems],
@@ -88,6 +89,6 @@ def _print(report: dict[str, Any]) -> None:
     vault = report["vault"]
     checked = "journal, witness and blobs" if vault["blobs_checked"] else "journal and witness"
     state = "intact" if vault["intact"] else "PROBLEMS"
-    print(f"vault: {vault['entries']} entries, {state} ({checked} checked)")
+    print(f"vault {vault['tenant']}: {vault['entries']} entries, {state} ({checked} checked)")
     for problem in vault["problems"]:
         print(f"  {problem}", file=sys.stderr)

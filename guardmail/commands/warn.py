@@ -40,11 +40,12 @@ def cmd_warn(args: argparse.Namespace) -> int:
     if not args.status and not args.offender:
         print("guardmail warn: name an OFFENDER, or use --status", file=sys.stderr)
         return EXIT_USAGE
-    tenant = open_tenant(tenant_settings(args, loaded))
+    settings = tenant_settings(args, loaded)
+    tenant = open_tenant(settings)
     warner = tenant.warner
     try:
         if args.status:
-            for offender in tenant_settings(args, loaded).offenders:
+            for offender in settings.offenders:
                 print(f"{offender.name}: {describe(warner.state(offender.name))}")
             return EXIT_OK
         if args.mark_sent:

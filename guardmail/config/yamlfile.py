@@ -33,6 +33,8 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
 SYNTAX_PATH = "(yaml)"
 DOCUMENT_PATH = "(document)"
+# Keys whose values may carry a secret (a password command's arguments): issues never quote them.
+SECRET_KEYS = frozenset({"password_command", "password_file"})
 
 Loc = Sequence[str | int]
 M = TypeVar("M", bound=BaseModel)
@@ -154,7 +156,8 @@ def _issue(model: type[BaseModel], source: Source, error: ErrorDetails) -> Confi
     else:
         message = error["msg"].removeprefix("Value error, ").replace("Input should", "should", 1)
     if kind not in {"value_error", "assertion_error"}:
-        message += f" (got {_shown(error['input'])})"
+        secret = any(part in SECRET_KEYS for part in loc)
+        message += f" (got {_kind_of(error['input']) if secret else _shown(error['input'])})"
     return source.issue(loc, message, key=kind == "invalid_key")
 
 
@@ -182,6 +185,17 @@ def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMo
         else:
             return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _kind_of(value: object) -> str:
+    """A bad value named by its kind only: under a secret's key it may carry the secret."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else "a value"
 
 
 def _shown(value: object) -> str:

@@ -108,8 +108,12 @@ class ManageSieve:
         self._read_capabilities(self._response())
 
     def authenticate(self, user: str, password: str) -> None:
+        """AUTHENTICATE PLAIN (UTF-8); a refusal is PeerError without the server's text, which
+        may echo the credentials."""
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        self._command(b"AUTHENTICATE", quote("PLAIN"), quote(token))
+        self._sock.sendall(b"AUTHENTICATE " + quote("PLAIN") + b" " + quote(token) + b"\r\n")
+        if self._response().status != "OK":
+            raise PeerError(f"ManageSieve server {self.host} refused the login as {user!r}")
 
     def listscripts(self) -> list[tuple[str, bool]]:
         out = []

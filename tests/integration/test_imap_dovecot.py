@@ -32,7 +32,7 @@ CLEAN = b"From: friend@innocent.example\r\nSubject: lunch\r\n\r\nsee you\r\n"
 
 
 def config_text(tmp: Path, server: Dovecot, *, password: str = "secret", ca: bool = True) -> str:
-    (tmp / "password").write_text(password + "\n")
+    (tmp / "password").write_text(password + "\n", encoding="utf-8")
     ca_line = f"      ca_file: {server.ca_file}\n" if ca else ""
     return f"""\
 state_dir: {tmp}/var
@@ -251,6 +251,41 @@ def test_wrong_password_is_a_clear_error_and_no_crash(
     text = daemon.log_text()
     assert "login as 'alice' refused" in text and "retry_in=" in text
     assert "nope" not in text  # the password never reaches the log
+    assert daemon.proc.poll() is None
+
+
+def test_a_non_ascii_password_logs_in_and_never_reaches_the_log(
+    tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    password = "Grüße-aus-Köln-€"
+    server = start_dovecot({"alice": password}, tls=True)
+    try:
+        config = tmp_path / "guardmail.yaml"
+        config.write_text(config_text(tmp_path, server, password=password))
+        daemon = start(tmp_path, daemon_factory)
+        assert "imap.connected" in daemon.log_text()
+        server.deliver("alice@example.org", OFFENDER)
+        wait_for(lambda: len(evidence(config)) == 1, what="offender mail archived")
+        assert daemon.proc.poll() is None
+        text = daemon.log_text()
+        assert password not in text
+        assert not any(c in text for c in password if not c.isascii())
+    finally:
+        server.stop()
+
+
+def test_a_non_ascii_password_that_is_wrong_is_refused_and_the_daemon_keeps_running(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    password = "nöpe-ß"
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot, password=password))
+    daemon = Daemon(tmp_path / "guardmail.yaml", tmp_path / "daemon.log")
+    daemon_factory.append(daemon)
+    wait_for(lambda: "imap.login_failed" in daemon.log_text(), what="login failure logged")
+    text = daemon.log_text()
+    assert "login as 'alice' refused: the server refused the login" in text
+    assert "Traceback" not in text and "retry_in=" in text
+    assert password not in text and not any(c in text for c in password if not c.isascii())
     assert daemon.proc.poll() is None
 
 

@@ -174,7 +174,9 @@ def start_dovecot(
         (root / sub).mkdir()
     for sub in ("home", "mail"):
         shutil.chown(root / sub, "dovecot", "dovecot")
-    (root / "users").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()))
+    (root / "users").write_text(
+        "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8"
+    )
     imap_port, lmtp_port, imaps_port, sieve_port = free_ports(4)
     protocols = "imap lmtp"
     if sieve:

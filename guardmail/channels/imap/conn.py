@@ -2,15 +2,25 @@
 
 Failures are sorted for the caller's backoff: ``refused`` (a wrong password, an untrusted
 certificate: retrying fast would only lock the account) or not (network, server restart).
+
+Contracts:
+- ``connect`` raises nothing but ConnectFailure: whatever goes wrong while connecting or logging
+  in stays with this account (its watcher backs off and retries), never stops the daemon.
+- No secret reaches a reason: once the credentials are on their way, neither exception text
+  nor the server's reply to the login is quoted (a server may echo the LOGIN line, and Python's
+  codecs quote the character they could not encode); only the reply's response code is.
+- IMAP LOGIN is ASCII in practice; credentials with other characters are sent with
+  AUTHENTICATE PLAIN as UTF-8 (RFC 4616, RFC 6855), or refused with a sentence when the
+  server does not offer it.
 """
 
 from __future__ import annotations
 
 import imaplib
+import re
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -30,6 +40,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, AttributeError)
+
+# A response code opening a tagged NO (RFC 5530: AUTHENTICATIONFAILED, UNAVAILABLE ...), an
+# atom; imaplib and imapclient put "login failed: " and a bytes repr before the server's text.
+_RESPONSE_CODE = re.compile(
+    r"(?:[a-z]+ failed: )?(?:b['\"])?\s*\[([A-Za-z][A-Za-z0-9-]{0,39})[\] ]", re.IGNORECASE
+)
 
 
 @lru_cache(maxsize=64)
@@ -51,7 +67,22 @@ def connect(cfg: ImapSourceConfig) -> IMAPClient:
         raise ConnectFailure(
             event="imap.secret_unreadable", reason=str(exc), refused=True
         ) from None
+    except Exception as exc:  # never quoted: it may carry what the password command printed
+        reason = f"the password could not be read ({type(exc).__name__})"
+        raise ConnectFailure(event="imap.secret_unreadable", reason=reason, refused=True) from None
+    client = _open(cfg)
+    try:
+        _login(client, cfg, password)
+    except BaseException:
+        close_quietly(client)
+        raise
+    return client
+
+
+def _open(cfg: ImapSourceConfig) -> IMAPClient:
+    """Connected (TLS as configured), not logged in: nothing secret was sent yet."""
     ctx = tls_context(cfg) if cfg.tls != "none" else None
+    where = f"{cfg.host}:{cfg.effective_port}"
     client: IMAPClient | None = None
     try:
         client = IMAPClient(
@@ -64,23 +95,76 @@ def connect(cfg: ImapSourceConfig) -> IMAPClient:
         if cfg.tls == "starttls" and ctx is not None:
             client.starttls(ctx)
         client.normalise_times = False  # keep INTERNALDATE's own offset for the evidence
-        client.login(cfg.username, password)
         return client
     except ssl.SSLCertVerificationError as exc:
         reason = f"certificate of {cfg.host} not trusted: {exc.verify_message}"
         failure = ConnectFailure(event="imap.tls_failed", reason=reason, refused=True)
-    except LoginError as exc:
-        reason = f"login as {cfg.username!r} refused: {_text(exc)}"
-        failure = ConnectFailure(event="imap.login_failed", reason=reason, refused=True)
     except CONNECTION_ERRORS as exc:
-        reason = f"{cfg.host}:{cfg.effective_port}: {_text(exc)}"
+        failure = ConnectFailure(
+            event="imap.connect_failed", reason=f"{where}: {_text(exc)}", refused=False
+        )
+    except Exception as exc:  # a library bug or a reply it cannot parse: this account only
+        reason = f"{where}: connecting failed ({type(exc).__name__})"
         failure = ConnectFailure(event="imap.connect_failed", reason=reason, refused=False)
     close_quietly(client)
     raise failure
 
 
+def _login(client: IMAPClient, cfg: ImapSourceConfig, password: str) -> None:
+    """Log in, or ConnectFailure whose reason quotes nothing the server or a codec said."""
+    who = f"login as {cfg.username!r}"
+    if not (cfg.username.isascii() and password.isascii()) and not _offers_plain(client):
+        reason = (
+            f"{who} not attempted: the password or user name has non-ASCII characters, which "
+            f"IMAP LOGIN cannot carry, and {cfg.host} does not offer AUTHENTICATE PLAIN "
+            "(UTF-8); use an ASCII password or a server with AUTH=PLAIN"
+        )
+        raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True)
+    try:
+        if cfg.username.isascii() and password.isascii():
+            client.login(cfg.username, password)
+        else:
+            client.plain_login(cfg.username, password)  # UTF-8, base64 on the wire
+    except LoginError as exc:
+        code = _response_code(exc, (cfg.username, password))
+        reason = f"{who} refused: the server refused the login" + (f" [{code}]" if code else "")
+        raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True) from None
+    except CONNECTION_ERRORS as exc:
+        reason = f"{who}: the connection to {cfg.host} failed during login ({_kind(exc)})"
+        raise ConnectFailure(event="imap.connect_failed", reason=reason, refused=False) from None
+    except Exception as exc:  # e.g. UnicodeEncodeError, whose text shows a password character
+        reason = f"{who} failed: the login could not be sent ({type(exc).__name__})"
+        raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True) from None
+
+
+def _offers_plain(client: IMAPClient) -> bool:
+    try:
+        return bool(client.has_capability("AUTH=PLAIN"))
+    except Exception:  # no usable capability list: as if not offered
+        return False
+
+
+def _response_code(exc: BaseException, secrets: tuple[str, ...]) -> str:
+    """The response code of a refusal (``AUTHENTICATIONFAILED``), unless it echoes a secret."""
+    match = _RESPONSE_CODE.match(_text(exc))
+    if match is None:
+        return ""
+    code = match.group(1)
+    folded = code.casefold()
+    if any(s and (s.casefold() in folded or folded in s.casefold()) for s in secrets):
+        return "redacted"
+    return code.upper()
+
+
+def _kind(exc: BaseException) -> str:
+    """An exception's kind without its text: the OS error name, or the class."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
 def _text(exc: BaseException) -> str:
-    args: Any = exc.args
+    args = exc.args
     if args and isinstance(args[0], bytes):
         return args[0].decode("utf-8", "replace")
     return str(exc) or type(exc).__name__
