@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from guardmail import faults
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import VaultUnavailable
@@ -195,6 +196,7 @@ class _Batch:
             for item, verdict in zip(self.items, self.verdicts, strict=True)
         ]
         self.receipts = vault.put_many(archives, now=self.pipeline.clock(), witness=False)
+        faults.reached("pipeline.archived")
         for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
             event(
                 "item.archived",
@@ -217,6 +219,7 @@ class _Batch:
     def finish(self, done: list[str]) -> None:
         """Journal the actions (one transaction, then the HEAD witness), log them, then run
         ``after_block`` for each item in order."""
+        faults.reached("pipeline.acted")
         records = [
             Record(
                 kind="action",
@@ -229,6 +232,7 @@ class _Batch:
         self.done = done
         try:
             self.pipeline.vault.record_many(records, now=self.pipeline.clock())
+            faults.reached("pipeline.journaled")
         except VaultUnavailable as exc:
             # The actions happened and cannot be undone; the archived entries stand. Say so.
             for receipt in self.receipts:

@@ -23,6 +23,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from guardmail import faults
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import VaultUnavailable
@@ -219,6 +220,7 @@ class MaildirSource:
         sub = path.parent.name
         if verdict.action is Action.BLOCK:
             path.unlink()
+            faults.reached("maildir.moved")
             _fsync_dir(path.parent)
             return f"deleted {sub}/{path.name}"
         ensure_maildir(self.quarantine, like=self.root)
@@ -231,6 +233,7 @@ class MaildirSource:
             _fsync_dir(self.root)
         target = self.quarantine / sub / path.name
         os.rename(path, target)
+        faults.reached("maildir.moved")
         _fsync_dir(target.parent)
         _fsync_dir(path.parent)
         return f"moved to {self.quarantine.name}/{sub}/{path.name}"

@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from guardmail import faults
 from guardmail.errors import VaultUnavailable
 from guardmail.storage.base import JournalRow, Storage, StorageUnavailable
 from guardmail.vault import journal
@@ -168,6 +169,7 @@ class Vault:
         last: JournalRow | None = None
         try:
             self.blobs.put_many((a.raw, sha) for a, sha in zip(archives, shas, strict=True))
+            faults.reached("vault.blob")
             with self.storage.transaction() as tx:
                 for archive, sha in zip(archives, shas, strict=True):
                     scope = archive.source_ref if archive.scope is None else archive.scope

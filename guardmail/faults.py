@@ -1,0 +1,52 @@
+"""Crash points for crash tests: ``GUARDMAIL_FAULT=POINT:COUNT`` kills the process (SIGKILL) the
+COUNT-th time it reaches POINT, as a power cut or the OOM killer would.
+
+Honoured only when the variable is set, which tests and ``bench/chaos.py`` do; in production
+``reached`` costs one comparison. With ``GUARDMAIL_FAULT_LOG=FILE`` every point reached is
+appended to FILE (one name a line, flushed before a kill), so a campaign can report which points
+it reached.
+
+Points (``POINTS``), each placed just after a step became durable and before the next:
+- ``vault.blob``: a blob is fsync'd and renamed into place; its journal entry is not written.
+- ``pipeline.archived``: the items' journal entries are committed; nothing is acted on yet.
+- ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
+- ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
+- ``maildir.moved``: a Maildir file is renamed (or unlinked); the directories are not fsync'd.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset(
+    {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled", "maildir.moved"}
+)
+
+
+def _parse(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    point, _, count = value.partition(":")
+    if point not in POINTS or not count.isdigit() or int(count) < 1:
+        raise ValueError(
+            f"GUARDMAIL_FAULT={value!r}: expected POINT:COUNT, POINT one of {sorted(POINTS)}"
+        )
+    return point, int(count)
+
+
+_TARGET = _parse(os.environ.get("GUARDMAIL_FAULT"))
+_LOG = os.environ.get("GUARDMAIL_FAULT_LOG")
+_seen: dict[str, int] = {}
+
+
+def reached(point: str) -> None:
+    """Mark ``point`` (one of ``POINTS``); kill the process if it is the configured fault."""
+    if _TARGET is None and _LOG is None:
+        return
+    _seen[point] = _seen.get(point, 0) + 1
+    if _LOG is not None:
+        with open(_LOG, "a", encoding="utf-8") as log:
+            log.write(point + "\n")
+    if _TARGET is not None and _TARGET == (point, _seen[point]):
+        os.kill(os.getpid(), signal.SIGKILL)

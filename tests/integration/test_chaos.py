@@ -1,0 +1,22 @@
+"""A short crash campaign in the suite (the long one: bench/chaos.py): 30 kills of a real daemon,
+at random instants and at crash points, and every promise checked afterwards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import Campaign
+
+pytestmark = pytest.mark.integration
+
+
+def test_thirty_kills_break_no_promise(tmp_path: Path) -> None:
+    seed = int(os.environ.get("GUARDMAIL_CHAOS_SEED", "20261202"))
+    result = Campaign(tmp_path, seed=seed).run(30)
+    print(result.summary())
+    assert result.kills == 30
+    assert result.violations == [], "\n".join(result.violations)
+    assert result.points, "no round was killed at a crash point"
