@@ -85,7 +85,8 @@ _WARNING_COLUMNS = ", ".join(_WARNING_FIELDS)
 _Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
 
-_ROW_TYPES = (str, int, str, str, str, str, (str, type(None)), (str, type(None)), (str, type(None)))
+_OPT = (str, type(None))
+_ROW_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, str, str, str, str, _OPT, _OPT, _OPT)
 
 
 def _row(r: _Row, path: Path) -> JournalRow:

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from guardmail.errors import StateError, VaultUnavailable
-from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.logs import event
+from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.storage.base import JournalRow, Storage, StorageUnavailable, Transaction
 from guardmail.vault import journal
 
