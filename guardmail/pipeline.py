@@ -197,6 +197,8 @@ def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
                 source_ref=row.source_ref,
             )
         )
+    if not records:
+        return []
     vault.record_many(records, now=now)
     for record in records:
         event(

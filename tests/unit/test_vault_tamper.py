@@ -4,8 +4,15 @@ Each test edits the files as someone with write access to the state directory wo
 the ``guardmail`` command a person would run.
 """
 
+import contextlib
 import hashlib
+import io
+import json
+import os
+import pwd
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,3 +212,46 @@ def test_state_file_that_is_not_sqlite_is_one_line_naming_it_exit_2(
     code, _, err = case.cli(capsysbinary, "evidence", "list")
     assert code == 2 and str(case.db) in err and "not a guardmail SQLite database" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def as_another_user(args: list[str]) -> tuple[int, str]:
+    """``main(args)`` in a child process that is not root (``nobody`` when we are root)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                nobody = pwd.getpwnam("nobody")
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(args)
+            os.write(write, json.dumps([code, err.getvalue()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    code, err = json.loads(data)
+    return int(code), str(err)
+
+
+def test_cli_run_by_a_user_without_access_is_one_line_naming_the_file_exit_2() -> None:
+    root = Path(tempfile.mkdtemp(prefix="gm-perm-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        case = Case(root)
+        case.fill(1)
+        case.config.chmod(0o644)
+        case.settings.state_dir.chmod(0o000)
+        code, err = as_another_user(["-c", str(case.config), "evidence", "list"])
+        assert code == 2, err
+        assert err.startswith(f"guardmail: {case.settings.state_dir}")
+        assert "permission denied" in err
+        assert len(err.strip().splitlines()) == 1
+    finally:
+        shutil.rmtree(root)
