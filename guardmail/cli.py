@@ -69,10 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except PermissionError as exc:
-        where = exc.filename if exc.filename is not None else "a state file"
+        where = exc.filename if exc.filename is not None else "a file"
         print(
-            f"guardmail: {where}: permission denied (run as the user that owns the state "
-            "directory, e.g. with sudo -u guardmail)",
+            f"guardmail: {where}: permission denied (run guardmail as a user that may use it, "
+            "e.g. the owner of the state directory: sudo -u guardmail guardmail ...)",
             file=sys.stderr,
         )
         return EXIT_USAGE

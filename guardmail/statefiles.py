@@ -20,6 +20,7 @@ import stat
 import time
 from pathlib import Path
 
+from guardmail.errors import StateError
 from guardmail.logs import event
 
 # When this process started (close enough: when guardmail was imported).
@@ -29,10 +30,13 @@ _TEMP = re.compile(r"\..+\.(\d+)\.(\d+)\.tmp")
 
 
 def private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents, each 0700 (umask-proof)."""
+    """Create ``path`` and any missing parents, each 0700 (umask-proof). StateError if one of
+    them is a file."""
     missing: list[Path] = []
     p = path
     while not p.is_dir():
+        if p.exists() or p.is_symlink():
+            raise StateError(f"{p}: exists but is not a directory (guardmail needs one here)")
         missing.append(p)
         if p.parent == p:
             break

@@ -379,6 +379,8 @@ class Vault:
 
     def _note_tampering(self, note: str) -> None:
         event("vault.tampered", level=logging.ERROR, vault=str(self.root), problem=note)
+        if note in self.tamper_notes():
+            return  # seen before this batch's HEAD was rewritten (archive, then action)
         private_dir(self.root)
         fd = os.open(self.root / TAMPER_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

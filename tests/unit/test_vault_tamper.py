@@ -255,3 +255,12 @@ def test_cli_run_by_a_user_without_access_is_one_line_naming_the_file_exit_2() -
         assert len(err.strip().splitlines()) == 1
     finally:
         shutil.rmtree(root)
+
+
+def test_state_dir_that_is_a_file_is_one_line_naming_it_exit_2(
+    case: Case, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    case.settings.state_dir.write_text("not a directory\n")
+    code, _, err = case.cli(capsysbinary, "evidence", "list")
+    assert code == 2 and f"{case.settings.state_dir}: exists but is not a directory" in err
+    assert len(err.strip().splitlines()) == 1
