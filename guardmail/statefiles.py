@@ -13,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -20,7 +21,6 @@ import stat
 import time
 from pathlib import Path
 
-from guardmail.errors import StateError
 from guardmail.logs import event
 
 # When this process started (close enough: when guardmail was imported).
@@ -30,13 +30,15 @@ _TEMP = re.compile(r"\..+\.(\d+)\.(\d+)\.tmp")
 
 
 def private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents, each 0700 (umask-proof). StateError if one of
-    them is a file."""
+    """Create ``path`` and any missing parents, each 0700 (umask-proof). NotADirectoryError if
+    one of them is something else."""
     missing: list[Path] = []
     p = path
     while not p.is_dir():
         if p.exists() or p.is_symlink():
-            raise StateError(f"{p}: exists but is not a directory (guardmail needs one here)")
+            raise NotADirectoryError(
+                errno.ENOTDIR, "exists but is not a directory (guardmail needs one here)", str(p)
+            )
         missing.append(p)
         if p.parent == p:
             break

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
+from guardmail.errors import StateError
 from guardmail.pipeline import Pipeline
 from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
@@ -66,10 +67,13 @@ def open_tenant(settings: Settings) -> Tenant:
     removed (``guardmail.statefiles``). StateError or PermissionError if they cannot be used.
     """
     state = settings.state_dir
-    if state.is_dir():
-        tighten(state)
-    else:
-        private_dir(state)
+    try:
+        if state.is_dir():
+            tighten(state)
+        else:
+            private_dir(state)
+    except NotADirectoryError as exc:
+        raise StateError(f"{exc.filename}: {exc.strerror}") from None
     remove_stale_temps(state)
     storage = SQLiteStorage(state / DB_FILE)
     vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)

@@ -229,7 +229,7 @@ class Vault:
                     receipts.append(Receipt(sha256=sha, seq=last.seq))
             if witness and last is not None:
                 self._write_head(last)
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot archive {what}: {exc}") from exc
         return receipts
 
@@ -267,7 +267,7 @@ class Vault:
                     for r in records
                 ]
             self._write_head(rows[-1])
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot journal {kinds}: {exc}") from exc
         return rows
 
@@ -279,7 +279,7 @@ class Vault:
                 head = tx.journal_head(self.tenant)
             if head is not None:
                 self._write_head(head)
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
 
     def stored_rows(self) -> list[JournalRow]:
@@ -315,14 +315,19 @@ class Vault:
     def open(self) -> None:
         """Start-up care of the tenant's directories (see ``guardmail.statefiles``): the vault
         directory and its parent private (tightened with a warning if they were not), and the
-        temp files of writers that died removed."""
-        for d in (self.root.parent, self.root):
-            if d.is_dir():
-                tighten(d)
-            else:
-                private_dir(d)
-        for d in (self.root, *self.blobs.directories()):
-            remove_stale_temps(d)
+        temp files of writers that died removed. Best effort: a vault that cannot be tidied now
+        is logged, not fatal (archiving then fails, and items stay where they are until it can).
+        """
+        try:
+            for d in (self.root.parent, self.root):
+                if d.is_dir():
+                    tighten(d)
+                else:
+                    private_dir(d)
+            for d in (self.root, *self.blobs.directories()):
+                remove_stale_temps(d)
+        except (OSError, StateError) as exc:
+            event("vault.untidy", level=logging.WARNING, vault=str(self.root), error=str(exc))
 
     def head_witness(self) -> tuple[int, str] | None:
         """(seq, hash) from the HEAD file: an entry the journal must still contain unchanged
