@@ -247,8 +247,9 @@ class SQLiteStorage:
         self._lock = threading.Lock()
         # Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files this mode).
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        if stat.S_IMODE(path.stat().st_mode) != 0o600:
-            path.chmod(0o600)
+        for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if own.is_file() and stat.S_IMODE(own.stat().st_mode) != 0o600:
+                own.chmod(0o600)  # made by an older guardmail, or under another umask
         try:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:

@@ -67,7 +67,7 @@ def test_every_directory_is_0700_and_every_file_0600_after_opening_and_archiving
         tenant.close()
 
 
-def test_a_state_and_vault_directory_open_to_others_are_tightened_with_a_warning(
+def test_a_state_and_vault_directory_and_database_open_to_others_are_tightened(
     tmp_path: Path, events: list[tuple[str, dict[str, Any]]]
 ) -> None:
     s = settings(tmp_path)
@@ -75,7 +75,10 @@ def test_a_state_and_vault_directory_open_to_others_are_tightened_with_a_warning
     vault.mkdir(parents=True)
     for d in (s.state_dir, s.state_dir / "vault", vault):
         d.chmod(0o755)
+    (s.state_dir / DB_FILE).write_bytes(b"")  # an empty file is an empty SQLite database
+    (s.state_dir / DB_FILE).chmod(0o644)
     open_tenant(s).close()
+    assert mode(s.state_dir / DB_FILE) == 0o600
     for d in (s.state_dir, s.state_dir / "vault", vault):
         assert mode(d) == 0o700
     tightened = [f for name, f in events if name == "state.permissions_tightened"]
