@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
-from guardmail.errors import VaultUnavailable
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
 from guardmail.vault import journal
 from guardmail.vault.store import Archive, Receipt, Record, Vault
@@ -150,8 +150,11 @@ class Pipeline:
 
     async def reconcile(self, where_now: WhereNow) -> list[int]:
         """At a source's start, before its first scan: see the module docstring and
-        ``reconcile``."""
-        return await asyncio.to_thread(reconcile, self.vault, where_now, now=self.clock())
+        ``reconcile``. VaultUnavailable if the journal cannot be read or take the entries."""
+        try:
+            return await asyncio.to_thread(reconcile, self.vault, where_now, now=self.clock())
+        except StateError as exc:  # a journal edited by hand: the source must still start
+            raise VaultUnavailable(f"cannot reconcile after restart: {exc}") from exc
 
     def run_many(self, items: Sequence[Item], act_many: ActMany) -> list[Outcome]:
         """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""

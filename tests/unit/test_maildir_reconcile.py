@@ -156,3 +156,15 @@ def test_kill_after_a_delete_is_journaled_at_restart_as_gone(tmp_path: Path, mai
     assert [(a["action"], a["done"]) for a in again.actions()] == [
         ("block", "action reconciled after restart: gone from the Maildir")
     ]
+
+
+def test_a_journal_edited_by_hand_does_not_stop_the_source_from_starting(
+    tmp_path: Path, maildir: Path
+) -> None:
+    first = Daemon(tmp_path)
+    first.start_and_scan_once()
+    first.storage._conn.execute("UPDATE journal SET body = 'not json' WHERE seq = 1")
+    (maildir / "new" / "1700000001.2.host").write_bytes(MAIL.replace(b"body", b"more"))
+    again = Daemon(tmp_path)
+    again.start_and_scan_once()  # reconciling fails (logged); the scan still protects
+    assert (maildir / ".Quarantine" / "new" / "1700000001.2.host").exists()
