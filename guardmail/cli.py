@@ -1,7 +1,8 @@
 """The ``guardmail`` command.
 
 Exit codes: 0 success; 1 a check failed (``evidence verify`` found a problem) or an operation
-failed at run time; 2 bad input: unreadable config or file, invalid arguments.
+failed at run time; 2 bad input: unreadable config or file, invalid arguments, a state file that
+is corrupt or that this user may not read (one line naming the file).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from guardmail.commands import (
     status,
     warn,
 )
-from guardmail.errors import ConfigError, GuardmailError
+from guardmail.errors import ConfigError, GuardmailError, StateError
 
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
@@ -66,9 +67,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return EXIT_USAGE
+    except StateError as exc:
+        print(f"guardmail: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except GuardmailError as exc:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except PermissionError as exc:
+        where = exc.filename if exc.filename is not None else "a file"
+        print(
+            f"guardmail: {where}: permission denied (run guardmail as a user that may use it, "
+            "e.g. the owner of the state directory: sudo -u guardmail guardmail ...)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
      │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
      │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now
+     ├── StateError         a file of the state directory is corrupt, tampered with or not ours
      ├── StorageUnavailable (storage/base.py) the database could not complete a transaction
      ├── ExportError        (export/__init__.py) evidence cannot be exported faithfully
      ├── BundleUnreadable   (export/__init__.py) an exported bundle cannot be read to verify
@@ -76,6 +77,12 @@ class PeerError(GuardmailError):
 
 class VaultUnavailable(GuardmailError):
     """The vault could not durably store an item; nothing destructive may happen to it."""
+
+
+class StateError(GuardmailError):
+    """A file guardmail keeps in its state directory cannot be used as it is: not an SQLite
+    database, a HEAD witness that is not ``SEQ SHA256``, a journal column of the wrong type, a
+    blob name that is not a SHA-256. The message names the file and what is wrong with it."""
 
 
 class SubmitError(PeerError):

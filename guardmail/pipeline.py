@@ -11,6 +11,11 @@ Invariants held here, for every channel:
   item; archive the ones to block (one journal transaction); one call to the actor; their
   ``action`` entries in one transaction, after which the HEAD witness is written (or, if the
   actor failed, after its failure); then ``after_block`` for each item, in order.
+- A crash between the action and its ``action`` entry is reconciled at the source's next start
+  (``reconcile``): an item still where the source finds items is acted on again through the
+  normal path when the source sees it (the vault's dedupe returns the first receipt, and its one
+  ``action`` entry follows); an item already moved or gone gets one ``action`` entry saying
+  where it is now. Either way each archived item ends with exactly one ``action`` entry.
 - Two drivers run those steps: ``process``/``process_many`` for sources that live in the event
   loop (the blocking steps go to threads), and ``run_many`` for a source that owns a thread (an
   IMAP folder watcher), which runs every step in that thread, with no hop through the loop.
@@ -28,8 +33,9 @@ from typing import Any, Protocol
 from guardmail import faults
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
-from guardmail.errors import VaultUnavailable
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
+from guardmail.vault import journal
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 _DONE_EVENT = {Action.QUARANTINE: "item.quarantined", Action.BLOCK: "item.blocked"}
@@ -143,6 +149,14 @@ class Pipeline:
             await asyncio.to_thread(batch.finish, done)
         return batch.outcomes()
 
+    async def reconcile(self, where_now: WhereNow) -> list[int]:
+        """At a source's start, before its first scan: see the module docstring and
+        ``reconcile``. VaultUnavailable if the journal cannot be read or take the entries."""
+        try:
+            return await asyncio.to_thread(reconcile, self.vault, where_now, now=self.clock())
+        except StateError as exc:  # a journal edited by hand: the source must still start
+            raise VaultUnavailable(f"cannot reconcile after restart: {exc}") from exc
+
     def run_many(self, items: Sequence[Item], act_many: ActMany) -> list[Outcome]:
         """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""
         batch = _Batch(self, items)
@@ -155,6 +169,50 @@ class Pipeline:
                 raise
             batch.finish(done)
         return batch.outcomes()
+
+
+RECONCILED = "action reconciled after restart"
+
+# For ``Pipeline.reconcile``: given an archived entry's body, None if the entry is not the
+# source's or the item is still where the source will see it again; else where it is now.
+WhereNow = Callable[[dict[str, Any]], str | None]
+
+
+def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
+    """Journal an ``action`` for every archived entry without one that ``where_now`` places
+    (moved or gone since: the action happened before a crash kept it from the journal); the
+    seqs of the archived entries reconciled. VaultUnavailable if the journal cannot take them."""
+    records: list[Record] = []
+    for row in vault.unacted():
+        body = journal.entry(row)
+        where = where_now(body)
+        if where is None:
+            continue
+        records.append(
+            Record(
+                kind="action",
+                fields={
+                    "archived_seq": row.seq,
+                    "action": body.get("action"),
+                    "done": f"{RECONCILED}: {where}",
+                    "reconciled": True,
+                },
+                sha256=row.sha256,
+                source_ref=row.source_ref,
+            )
+        )
+    if not records:
+        return []
+    vault.record_many(records, now=now)
+    for record in records:
+        event(
+            "action.reconciled",
+            level=logging.WARNING,
+            tenant=vault.tenant,
+            seq=record.fields["archived_seq"],
+            done=record.fields["done"],
+        )
+    return [int(r.fields["archived_seq"]) for r in records]
 
 
 class _Batch:

@@ -19,6 +19,7 @@ import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -114,6 +115,7 @@ class MaildirSource:
         observer.start()
         event("maildir.watching", account=self.account, path=str(self.root))
         try:
+            await self.reconcile()
             await self.scan()
             while True:
                 try:
@@ -237,3 +239,36 @@ class MaildirSource:
         _fsync_dir(target.parent)
         _fsync_dir(path.parent)
         return f"moved to {self.quarantine.name}/{sub}/{path.name}"
+
+    # After a crash between an action and its journal entry (pipeline.reconcile). Kept apart
+    # from the watching above: it only reads where files are, once, before the first scan.
+    async def reconcile(self) -> None:
+        """Journal the actions a crash kept from the journal; log, never raise, if it cannot."""
+        try:
+            await self.pipeline.reconcile(self.where_now)
+        except (VaultUnavailable, OSError) as exc:
+            event(
+                "maildir.reconcile_failed",
+                level=logging.ERROR,
+                account=self.account,
+                error=str(exc),
+            )
+
+    def where_now(self, body: dict[str, Any]) -> str | None:
+        """Where an item this Maildir archived is now; None if not ours or still in place (the
+        first scan then acts on it through the pipeline, which journals that action)."""
+        meta, ref = body.get("meta"), body.get("source_ref")
+        if not isinstance(meta, dict) or meta.get("maildir") != str(self.root):
+            return None
+        if not isinstance(ref, str) or self._locate(ref) is not None:
+            return None
+        key = unique_name(ref.partition("/")[2])
+        for sub in _SUBDIRS:
+            try:
+                names = [e.name for e in os.scandir(self.quarantine / sub)]
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if unique_name(name) == key:
+                    return f"in {self.quarantine.name}/{sub}/{name}"
+        return "gone from the Maildir"

@@ -41,7 +41,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"running": False}
     try:
         published = json.loads((state_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         published = None
     if isinstance(published, dict):
         updated = datetime.fromisoformat(str(published.get("updated_at")))

@@ -52,7 +52,7 @@ def call(state_dir: Path, request: dict[str, Any], *, timeout: float = TIMEOUT) 
         sock.close()
     try:
         answer = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         answer = None
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
         raise PeerError(f"the daemon on {path} answered {line[:200]!r}, not a JSON answer")

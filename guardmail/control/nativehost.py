@@ -73,6 +73,8 @@ def read_message(stream: BinaryIO) -> Any:
         return json.loads(body)
     except ValueError as exc:
         raise FramingError(f"a message is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise FramingError("a message is JSON nested too deeply") from None
 
 
 def write_message(stream: BinaryIO, value: dict[str, Any]) -> None:

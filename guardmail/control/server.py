@@ -200,6 +200,9 @@ class ControlServer:
                 request = json.loads(line)
             except ValueError as exc:
                 raise Refused("bad_request", f"the request is not JSON: {exc}") from None
+            except RecursionError:
+                # json gives up on deep nesting with RecursionError: a bad request, not a crash.
+                raise Refused("bad_request", "the request is nested too deeply") from None
             if not isinstance(request, dict):
                 raise Refused("bad_request", "the request must be a JSON object")
             op = request.get("op")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
+from guardmail.errors import StateError
 from guardmail.pipeline import Pipeline
+from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
@@ -58,11 +60,28 @@ class Tenant:
 
 
 def open_tenant(settings: Settings) -> Tenant:
-    """Open (creating if needed) the tenant's state under ``settings.state_dir``."""
+    """Open (creating if needed) the tenant's state under ``settings.state_dir``.
+
+    The state directory and the tenant's vault directories end up 0700 (created so, or tightened
+    with a warning event), the database 0600, and temp files left by a writer that died are
+    removed (``guardmail.statefiles``). StateError or PermissionError if they cannot be used.
+    """
     state = settings.state_dir
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if state.is_dir():
+            tighten(state)
+        else:
+            private_dir(state)
+    except NotADirectoryError as exc:
+        raise StateError(f"{exc.filename}: {exc.strerror}") from None
+    remove_stale_temps(state)
     storage = SQLiteStorage(state / DB_FILE)
     vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)
+    try:
+        vault.open()
+    except BaseException:
+        storage.close()
+        raise
     warner = Warner(settings=settings, vault=vault, storage=storage)
     return Tenant(
         name=settings.tenant,

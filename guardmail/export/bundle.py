@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from guardmail.errors import VaultUnavailable
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
@@ -50,16 +50,16 @@ class BundleResult:
 
 
 def read_blob(vault: Vault, sha256: str, what: str) -> bytes:
+    """The blob's bytes, checked against its name (``BlobStore.get``); ExportError if not."""
     try:
-        raw = vault.blobs.get(sha256)
+        return vault.blobs.get(sha256)
+    except StateError as exc:
+        raise ExportError(
+            f"{what}: {exc}; "
+            "run 'guardmail evidence verify' and export nothing until it is resolved"
+        ) from None
     except OSError as exc:
         raise ExportError(f"{what}: blob {sha256} cannot be read: {exc}") from exc
-    if hashlib.sha256(raw).hexdigest() != sha256:
-        raise ExportError(
-            f"{what}: blob {sha256} is altered (SHA-256 mismatch); "
-            "run 'guardmail evidence verify' and export nothing until it is resolved"
-        )
-    return raw
 
 
 def _json(value: Any) -> bytes:

@@ -7,12 +7,16 @@ interleave with another process doing the same: the hash chain never forks.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from guardmail.errors import StateError
+from guardmail.statefiles import private_dir
 from guardmail.storage.base import Checkpoint, JournalRow, StorageUnavailable, WarningRow
 
 _SCHEMA = """
@@ -81,7 +85,17 @@ _WARNING_COLUMNS = ", ".join(_WARNING_FIELDS)
 _Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
 
-def _row(r: _Row) -> JournalRow:
+_OPT = (str, type(None))
+_ROW_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, str, str, str, str, _OPT, _OPT, _OPT)
+
+
+def _row(r: _Row, path: Path) -> JournalRow:
+    for name, value, want in zip(_COLUMNS.split(", "), r, _ROW_TYPES, strict=True):
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise StateError(
+                f"{path}: journal entry {r[1]!r} of tenant {r[0]!r} has {name} {value!r}, "
+                f"not {'an integer' if want is int else 'text'} (the file was edited)"
+            )
     return JournalRow(
         tenant=r[0],
         seq=r[1],
@@ -96,15 +110,16 @@ def _row(r: _Row) -> JournalRow:
 
 
 class SQLiteTransaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     def journal_head(self, tenant: str) -> JournalRow | None:
         cur = self._conn.execute(
             f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? ORDER BY seq DESC LIMIT 1", (tenant,)
         )
         r = cur.fetchone()
-        return _row(r) if r else None
+        return _row(r, self._path) if r else None
 
     def journal_insert(self, row: JournalRow) -> None:
         self._conn.execute(
@@ -137,14 +152,14 @@ class SQLiteTransaction:
                 (tenant, after_seq, kind),
             )
         for r in cur:
-            yield _row(r)
+            yield _row(r, self._path)
 
     def journal_row(self, tenant: str, seq: int) -> JournalRow | None:
         cur = self._conn.execute(
             f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq = ?", (tenant, seq)
         )
         r = cur.fetchone()
-        return _row(r) if r else None
+        return _row(r, self._path) if r else None
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         cur = self._conn.execute(
@@ -153,7 +168,7 @@ class SQLiteTransaction:
             (tenant, sha256, scope),
         )
         r = cur.fetchone()
-        return _row(r) if r else None
+        return _row(r, self._path) if r else None
 
     def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None:
         r = self._conn.execute(
@@ -215,7 +230,7 @@ class SQLiteTransaction:
             (tenant, source_ref),
         )
         r = cur.fetchone()
-        return _row(r) if r else None
+        return _row(r, self._path) if r else None
 
     def tenants(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]
@@ -225,15 +240,33 @@ class SQLiteStorage:
     """Storage in one SQLite file. Safe to share between threads; one transaction at a time."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Open (creating, 0600, in a 0700 directory) the database. StateError if ``path`` is
+        not an SQLite database; PermissionError or StateError if this user may not use it."""
+        private_dir(path.parent)
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        path.chmod(0o600)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.execute("PRAGMA busy_timeout = 10000")
-        self._conn.executescript(_SCHEMA)
+        # Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files this mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if own.is_file() and stat.S_IMODE(own.stat().st_mode) != 0o600:
+                own.chmod(0o600)  # made by an older guardmail, or under another umask
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the database: {exc}") from None
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StorageUnavailable(f"cannot open {path}: {exc}") from exc
+            raise StateError(f"{path}: cannot use the database: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StateError(f"{path}: not a guardmail SQLite database ({exc})") from None
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
@@ -245,7 +278,7 @@ class SQLiteStorage:
                     f"cannot start a transaction on {self.path}: {exc}"
                 ) from exc
             try:
-                yield SQLiteTransaction(self._conn)
+                yield SQLiteTransaction(self._conn, self.path)
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 if self._conn.in_transaction:
@@ -254,6 +287,10 @@ class SQLiteStorage:
                     exc, sqlite3.IntegrityError
                 ):
                     raise StorageUnavailable(f"transaction on {self.path} failed: {exc}") from exc
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                    exc, sqlite3.IntegrityError
+                ):
+                    raise StateError(f"{self.path}: the database is damaged ({exc})") from None
                 raise
 
     def close(self) -> None:

@@ -4,6 +4,10 @@ Entry hash = SHA-256 of ``prev_hash + "\\n" + body``, where ``body`` is the cano
 entry (sorted keys, no spaces, UTF-8) including its own ``seq``. Changing, removing or reordering
 an entry therefore breaks the chain at that point, and ``check_chain`` names it. The first entry
 of a tenant's chain follows ``GENESIS``.
+
+The columns stored beside the body (``kind``, ``sha256``, ``source_ref``, ``scope``) are an index
+for lookups, not evidence: ``check_chain`` reports any that disagree with the body, and readers
+take their values from the body (``indexed``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +53,8 @@ def append(
         entry["sha256"] = sha256
     if source_ref is not None:
         entry["source_ref"] = source_ref
+    if scope is not None:
+        entry["scope"] = scope
     body = canonical_json(entry)
     row = JournalRow(
         tenant=tenant,
@@ -73,6 +79,50 @@ def entry(row: JournalRow) -> dict[str, Any]:
     return value
 
 
+def _opt_text(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} {value!r} is not text")
+    return value
+
+
+def indexed(row: JournalRow) -> JournalRow:
+    """``row`` with its index columns taken from its body (what the hash covers).
+
+    ValueError if the body is not a JSON object with text ``kind``, ``sha256`` and
+    ``source_ref``. The ``scope`` column of entries written before it was in the body stays.
+    """
+    body = entry(row)
+    kind = body.get("kind")
+    if not isinstance(kind, str):
+        raise ValueError(f"kind {kind!r} is not text")
+    scope = _opt_text(body, "scope") if "scope" in body else row.scope
+    return replace(
+        row,
+        kind=kind,
+        sha256=_opt_text(body, "sha256"),
+        source_ref=_opt_text(body, "source_ref"),
+        scope=scope,
+    )
+
+
+def column_problems(row: JournalRow) -> list[str]:
+    """The stored columns that disagree with the row's body (the body is what is hashed)."""
+    try:
+        body = entry(row)
+    except ValueError:
+        return ["body is not a JSON object"]
+    found = []
+    names = ["tenant", "kind", "sha256", "source_ref"] + (["scope"] if "scope" in body else [])
+    for name in names:
+        column = getattr(row, name)
+        if body.get(name) != column:
+            found.append(
+                f"column {name} is {column!r} but the hashed entry says {body.get(name)!r}"
+            )
+    return found
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Problem:
     seq: int
@@ -83,7 +133,8 @@ class Problem:
 
 
 def check_chain(rows: Iterable[JournalRow]) -> list[Problem]:
-    """Every break in the chain: altered, missing, inserted or reordered entries."""
+    """Every break in the chain: altered, missing, inserted or reordered entries, and index
+    columns that disagree with the hashed body."""
     problems: list[Problem] = []
     prev_hash = GENESIS
     expected_seq = 1
@@ -110,6 +161,8 @@ def check_chain(rows: Iterable[JournalRow]) -> list[Problem]:
                 problems.append(
                     Problem(seq=row.seq, message=f"stored as entry {row.seq} but is {body_seq}")
                 )
+            for message in column_problems(row):
+                problems.append(Problem(seq=row.seq, message=f"{message} (index tampered with)"))
         prev_hash = row.hash
         expected_seq = row.seq + 1
     return problems

@@ -15,13 +15,22 @@ Contracts:
 - The HEAD witness names an entry the journal holds: it is written after the commit that made
   that entry, so it may lag the journal (a crash in between, or ``witness=False`` until the next
   ``record_many`` or ``witness``), never lead it. It is written once per call, not per entry.
+- A brand-new vault (no journal entry, no HEAD) gets a HEAD naming entry 0 (``GENESIS``) before
+  its first entry is committed, so that from then on a missing HEAD is tampering, never a fresh
+  start (``evidence verify`` says so).
 - Files are 0600 and directories 0700. One tenant, one directory: tenants never share blobs.
+- Blob paths are built in one place, ``BlobStore.path``, and only from a 64-hex SHA-256; a blob is
+  read only through ``BlobStore.get``, which returns its bytes only if they hash to that name.
+- Readers see journal rows through ``rows``/``row``, whose index columns come from the hashed
+  body (``journal.indexed``): editing a column changes no answer, and ``evidence verify`` names it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from guardmail import faults
-from guardmail.errors import VaultUnavailable
-from guardmail.storage.base import JournalRow, Storage, StorageUnavailable
+from guardmail.errors import StateError, VaultUnavailable
+from guardmail.logs import event
+from guardmail.statefiles import private_dir, remove_stale_temps, tighten
+from guardmail.storage.base import JournalRow, Storage, StorageUnavailable, Transaction
 from guardmail.vault import journal
 
 HEAD_FILE = "HEAD"
+TAMPER_FILE = "TAMPERED"  # notes of a HEAD found missing or broken before an append
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +115,13 @@ class BlobStore:
         self.root = root
 
     def path(self, sha256: str) -> Path:
+        """The blob's file; StateError unless ``sha256`` is 64 lower-case hex digits (a name read
+        from the journal must never lead outside the vault)."""
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise StateError(
+                f"{self.root}: {sha256!r} is not a SHA-256 (64 hex digits); "
+                "the journal has been tampered with: run 'guardmail evidence verify'"
+            )
         return self.root / sha256[:2] / sha256
 
     def put(self, raw: bytes, sha256: str) -> None:
@@ -120,14 +140,30 @@ class BlobStore:
                 continue  # content-addressed: same name, same bytes (verify re-hashes to be sure)
             for d in (self.root, target.parent):
                 if not d.is_dir():
-                    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    private_dir(d)
                     _fsync_dir(d.parent)
             _write_synced(target, raw)
         for d in touched:
             _fsync_dir(d)
 
     def get(self, sha256: str) -> bytes:
-        return self.path(sha256).read_bytes()
+        """The blob's bytes. StateError if it is missing or does not hash to its name; OSError if
+        it cannot be read."""
+        path = self.path(sha256)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise StateError(f"blob {sha256} is missing from the vault ({path})") from None
+        if hashlib.sha256(raw).hexdigest() != sha256:
+            raise StateError(f"blob {sha256} is altered (SHA-256 mismatch) ({path})")
+        return raw
+
+    def directories(self) -> list[Path]:
+        """The blob directories (``root/ab``) as they are on disk."""
+        try:
+            return sorted(Path(e.path) for e in os.scandir(self.root) if e.is_dir())
+        except FileNotFoundError:
+            return []
 
 
 class Vault:
@@ -171,6 +207,7 @@ class Vault:
             self.blobs.put_many((a.raw, sha) for a, sha in zip(archives, shas, strict=True))
             faults.reached("vault.blob")
             with self.storage.transaction() as tx:
+                self._check_witness(tx)
                 for archive, sha in zip(archives, shas, strict=True):
                     scope = archive.source_ref if archive.scope is None else archive.scope
                     # Also finds an earlier item of this same batch: identical bytes twice in
@@ -194,7 +231,7 @@ class Vault:
                     receipts.append(Receipt(sha256=sha, seq=last.seq))
             if witness and last is not None:
                 self._write_head(last)
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot archive {what}: {exc}") from exc
         return receipts
 
@@ -218,6 +255,7 @@ class Vault:
         kinds = ", ".join(sorted({r.kind for r in records}))
         try:
             with self.storage.transaction() as tx:
+                self._check_witness(tx)
                 rows = [
                     journal.append(
                         tx,
@@ -231,7 +269,7 @@ class Vault:
                     for r in records
                 ]
             self._write_head(rows[-1])
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot journal {kinds}: {exc}") from exc
         return rows
 
@@ -243,27 +281,122 @@ class Vault:
                 head = tx.journal_head(self.tenant)
             if head is not None:
                 self._write_head(head)
-        except (OSError, StorageUnavailable) as exc:
+        except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
 
-    def rows(self, *, kind: str | None = None) -> list[JournalRow]:
+    def stored_rows(self) -> list[JournalRow]:
+        """The journal rows exactly as stored, index columns included (for ``verify``)."""
         with self.storage.transaction() as tx:
-            return list(tx.journal_rows(self.tenant, kind=kind))
+            return list(tx.journal_rows(self.tenant))
+
+    def _indexed(self, row: JournalRow) -> JournalRow:
+        try:
+            return journal.indexed(row)
+        except ValueError as exc:
+            raise StateError(
+                f"journal entry {row.seq} of vault {self.root} is unreadable ({exc}): "
+                "run 'guardmail evidence verify'"
+            ) from None
+
+    def rows(self, *, kind: str | None = None) -> list[JournalRow]:
+        """The journal in seq order (only ``kind`` when given), index columns from the body."""
+        rows = [self._indexed(r) for r in self.stored_rows()]
+        return rows if kind is None else [r for r in rows if r.kind == kind]
 
     def row(self, seq: int) -> JournalRow | None:
         with self.storage.transaction() as tx:
-            return tx.journal_row(self.tenant, seq)
+            found = tx.journal_row(self.tenant, seq)
+        return None if found is None else self._indexed(found)
+
+    def unacted(self) -> list[JournalRow]:
+        """The ``archived`` entries that no ``action`` entry answers (a crash in between)."""
+        rows = self.rows()
+        acted = {journal.entry(r).get("archived_seq") for r in rows if r.kind == "action"}
+        return [r for r in rows if r.kind == "archived" and r.seq not in acted]
+
+    def open(self) -> None:
+        """Start-up care of the tenant's directories (see ``guardmail.statefiles``): the vault
+        directory and its parent private (tightened with a warning if they were not), and the
+        temp files of writers that died removed. Best effort: a vault that cannot be tidied now
+        is logged, not fatal (archiving then fails, and items stay where they are until it can).
+        """
+        try:
+            for d in (self.root.parent, self.root):
+                if d.is_dir():
+                    tighten(d)
+                else:
+                    private_dir(d)
+            for d in (self.root, *self.blobs.directories()):
+                remove_stale_temps(d)
+        except (OSError, StateError) as exc:
+            event("vault.untidy", level=logging.WARNING, vault=str(self.root), error=str(exc))
 
     def head_witness(self) -> tuple[int, str] | None:
-        """(seq, hash) from the HEAD file: an entry the journal must still contain unchanged."""
+        """(seq, hash) from the HEAD file: an entry the journal must still contain unchanged
+        (seq 0 and ``GENESIS`` for a vault that had no entry yet). StateError if unreadable."""
+        path = self.root / HEAD_FILE
         try:
-            text = (self.root / HEAD_FILE).read_text(encoding="ascii")
+            text = path.read_bytes().decode("ascii")
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            text = "(not ASCII)"
         seq, _, digest = text.strip().partition(" ")
+        if not seq.isdigit() or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise StateError(
+                f"{path}: not a HEAD witness (expected 'SEQ SHA256', found {text[:80]!r})"
+            )
         return int(seq), digest
+
+    def tamper_notes(self) -> list[str]:
+        """What ``_check_witness`` found wrong with HEAD before an append, one note a line."""
+        try:
+            text = (self.root / TAMPER_FILE).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line]
+
+    def _check_witness(self, tx: Transaction) -> None:
+        """Before appending: HEAD must name an entry the journal holds unchanged. A brand-new
+        vault (no entry, no HEAD) gets the GENESIS witness. A missing or broken HEAD is noted in
+        ``TAMPERED`` (the append then rewrites HEAD, which would otherwise hide the damage)."""
+        head = tx.journal_head(self.tenant)
+        try:
+            witness = self.head_witness()
+        except StateError as exc:
+            self._note_tampering(str(exc))
+            return
+        if witness is None:
+            if head is None:
+                private_dir(self.root)
+                write_durably(self.root / HEAD_FILE, f"0 {journal.GENESIS}\n".encode("ascii"))
+            else:
+                self._note_tampering(f"HEAD missing while the journal has {head.seq} entries")
+            return
+        seq, digest = witness
+        if seq == 0 and digest == journal.GENESIS:
+            return
+        named = tx.journal_row(self.tenant, seq)
+        if named is None or named.hash != digest:
+            last = head.seq if head else 0
+            self._note_tampering(
+                f"HEAD names entry {seq}, which the journal (ending at {last}) "
+                + ("does not hold" if named is None else "holds with another hash")
+            )
+
+    def _note_tampering(self, note: str) -> None:
+        event("vault.tampered", level=logging.ERROR, vault=str(self.root), problem=note)
+        if note in self.tamper_notes():
+            return  # seen before this batch's HEAD was rewritten (archive, then action)
+        private_dir(self.root)
+        fd = os.open(self.root / TAMPER_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{note}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _write_head(self, row: JournalRow) -> None:
         # Written after the commit: it may lag the journal (a crash in between), never lead it.
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.root)
         write_durably(self.root / HEAD_FILE, f"{row.seq} {row.hash}\n".encode("ascii"))

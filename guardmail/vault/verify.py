@@ -1,29 +1,48 @@
-"""Checking a tenant's vault in place: the journal chain, the HEAD witness and every blob.
+"""Checking a tenant's vault in place: the journal chain, its index columns, the HEAD witness and
+every blob.
 
-A flipped byte in a blob, an altered, removed, inserted or reordered journal entry, and entries cut
-from the end (the HEAD witness names an entry the journal no longer has) are all reported, each
-naming the entry.
+Reported, each naming the entry: a flipped byte in a blob, a blob missing, an altered, removed,
+inserted or reordered journal entry, an index column (kind, sha256, source_ref, scope) that
+disagrees with the hashed entry, entries cut from the end (HEAD names an entry the journal no
+longer has), a HEAD missing beside a journal with entries, and what an append found wrong with
+HEAD before rewriting it (``TAMPERED``).
+
+What this does not catch: someone who can write the state directory can rewrite the whole chain
+and HEAD consistently (README, Evidence). A corrupt HEAD file raises ``StateError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from guardmail.vault.journal import Problem, check_chain
-from guardmail.vault.store import Vault
+from guardmail.errors import StateError
+from guardmail.storage.base import JournalRow
+from guardmail.vault import journal
+from guardmail.vault.journal import GENESIS, Problem, check_chain
+from guardmail.vault.store import HEAD_FILE, TAMPER_FILE, Vault
 
 
 def verify_vault(vault: Vault, *, blobs: bool = True) -> list[Problem]:
     """Every problem found; ``blobs=False`` skips re-hashing the blobs (a quick health check)."""
-    rows = vault.rows()
+    rows = vault.stored_rows()
     problems = check_chain(rows)
     by_seq = {r.seq: r for r in rows}
+    last = rows[-1].seq if rows else 0
     witness = vault.head_witness()
-    if witness is not None:
+    head = vault.root / HEAD_FILE
+    if witness is None:
+        if rows:
+            problems.append(
+                Problem(
+                    seq=last,
+                    message=f"{head} is missing but the journal has entries up to {last}: "
+                    "HEAD deleted, perhaps with entries cut from the end",
+                )
+            )
+    elif witness != (0, GENESIS):
         seq, digest = witness
         row = by_seq.get(seq)
         if row is None:
-            last = rows[-1].seq if rows else 0
             problems.append(
                 Problem(
                     seq=seq,
@@ -32,18 +51,39 @@ def verify_vault(vault: Vault, *, blobs: bool = True) -> list[Problem]:
             )
         elif row.hash != digest:
             problems.append(Problem(seq=seq, message="differs from the HEAD witness"))
-    for row in rows if blobs else ():
-        if row.kind != "archived" or row.sha256 is None:
+    for note in vault.tamper_notes():
+        problems.append(Problem(seq=0, message=f"{vault.root / TAMPER_FILE}: {note}"))
+    if blobs:
+        problems.extend(_blob_problems(vault, rows))
+    return sorted(problems, key=lambda p: p.seq)
+
+
+def _blob_problems(vault: Vault, rows: list[JournalRow]) -> list[Problem]:
+    """Every blob a hashed entry names must exist and hash to its name (each checked once)."""
+    problems: list[Problem] = []
+    checked: set[str] = set()
+    for row in rows:
+        try:
+            sha = journal.entry(row).get("sha256")
+        except ValueError:
+            continue  # reported by check_chain
+        if sha is None or sha in checked:
             continue
-        path = vault.blobs.path(row.sha256)
+        checked.add(sha)
+        try:
+            path = vault.blobs.path(sha)
+        except StateError:
+            problems.append(Problem(seq=row.seq, message=f"names blob {sha!r}, not a SHA-256"))
+            continue
         try:
             with path.open("rb") as blob:
                 digest = hashlib.file_digest(blob, "sha256").hexdigest()
-        except OSError as exc:
-            problems.append(Problem(seq=row.seq, message=f"blob {row.sha256} unreadable: {exc}"))
+        except FileNotFoundError:
+            problems.append(Problem(seq=row.seq, message=f"blob {sha} missing"))
             continue
-        if digest != row.sha256:
-            problems.append(
-                Problem(seq=row.seq, message=f"blob {row.sha256} altered (SHA-256 mismatch)")
-            )
-    return sorted(problems, key=lambda p: p.seq)
+        except OSError as exc:
+            problems.append(Problem(seq=row.seq, message=f"blob {sha} unreadable: {exc}"))
+            continue
+        if digest != sha:
+            problems.append(Problem(seq=row.seq, message=f"blob {sha} altered (SHA-256 mismatch)"))
+    return problems

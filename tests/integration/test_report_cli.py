@@ -51,6 +51,7 @@ def config(tmp_path: Path) -> Path:
     path.write_text(CONFIG.format(root=tmp_path))
     for sub in ("tmp", "new", "cur"):
         (tmp_path / "var" / "Maildir" / sub).mkdir(parents=True)
+    (tmp_path / "var").chmod(0o700)  # private, as guardmail makes it (else: a warning on stderr)
     return path
 
 

@@ -170,6 +170,26 @@ def test_bad_requests_get_a_clear_error(env: Env, line: bytes, kind: str, error:
     assert env.tenant.vault.rows() == []
 
 
+def test_deeply_nested_json_is_a_bad_request_and_the_socket_keeps_serving(env: Env) -> None:
+    async def body() -> list[dict[str, Any]]:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path(env.state)))
+        writer.write(b'{"op": ' + b"[" * 100_000 + b"\n")
+        writer.write(b'{"op": "offenders"}\n')
+        await writer.drain()
+        answers = [json.loads(await reader.readline()) for _ in range(2)]
+        writer.close()
+        answers.append(await env.call({"op": "status"}))  # and on a new connection
+        return answers
+
+    nested, offenders, status = env.serve(body)
+    assert nested == {
+        "ok": False,
+        "kind": "bad_request",
+        "error": "the request is nested too deeply",
+    }
+    assert offenders["ok"] is True and status["ok"] is True
+
+
 def test_socket_is_0600_and_a_stale_one_is_replaced(env: Env) -> None:
     env.state.mkdir(parents=True, exist_ok=True)
     stale = socket.socket(socket.AF_UNIX)

@@ -59,6 +59,7 @@ def test_an_answer_over_the_1_mib_limit_becomes_an_error() -> None:
         (b"\x05\x00", "inside a length prefix"),
         (struct.pack("=I", 10) + b"{}", "ended after 2 of a 10-byte message"),
         (frame(b"{not json"), "not UTF-8 JSON"),
+        (frame(b"[" * 100_000), "nested too deeply"),
         (struct.pack("=I", 0xFFFFFFFF), "over the"),
     ],
 )
