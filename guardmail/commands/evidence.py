@@ -32,7 +32,7 @@ from guardmail.export.selection import Criteria, journaled_offenders, select, un
 from guardmail.export.verify import verify_bundle
 from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
-from guardmail.vault.store import write_durably
+from guardmail.vault.blobs import write_durably
 from guardmail.vault.verify import verify_vault
 
 # Below this many items an export is quick enough that a progress line is only noise.

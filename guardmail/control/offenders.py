@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from guardmail.config.settings import LoadedConfig, OffenderConfig, OffenderFile
 from guardmail.config.yamlfile import load_source, validate
 from guardmail.errors import ConfigError, GuardmailError
-from guardmail.vault.store import write_durably
+from guardmail.vault.blobs import write_durably
 
 REPORTED_DIR = "offenders.d"
 REPORTED_FILE = "reported.yaml"

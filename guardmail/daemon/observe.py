@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from guardmail.vault.store import write_durably
+from guardmail.vault.blobs import write_durably
 
 STATUS_FILE = "status.json"
 # Events that say a source is up, or down (with the reason in "error").
