@@ -86,10 +86,10 @@ SHAPES: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def corpus() -> list[Hostile]:
-    """Every shape from the offender and from a friend, plus the empty file (from nobody)."""
+def corpus(*, offender: str = OFFENDER, friend: str = FRIEND) -> list[Hostile]:
+    """Every shape from ``offender`` and from ``friend``, plus the empty file (from nobody)."""
     items = [Hostile(name="empty-file", raw=b"", offender=False)]
     for name, make in SHAPES.items():
-        items.append(Hostile(name=f"{name}-offender", raw=make(OFFENDER.encode()), offender=True))
-        items.append(Hostile(name=f"{name}-clean", raw=make(FRIEND.encode()), offender=False))
+        items.append(Hostile(name=f"{name}-offender", raw=make(offender.encode()), offender=True))
+        items.append(Hostile(name=f"{name}-clean", raw=make(friend.encode()), offender=False))
     return items
