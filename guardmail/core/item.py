@@ -214,7 +214,10 @@ class _Reader:
             canonical = wanted.get(name.lower())
             if canonical is None:
                 continue
-            for display, addr in self.addresses(canonical, value):
+            # An undecodable byte (U+FFFD here) inside an address must not hide it: a client
+            # shows it as a mark beside the address the victim recognises. Dovecot also serves
+            # a NUL in a header as 0x80.
+            for display, addr in self.addresses(canonical, value.replace("\ufffd", "")):
                 decoded = self.decode(canonical, display).strip() if display else ""
                 found.append(
                     Identity(source=canonical, address=addr or None, display_name=decoded or None)

@@ -78,6 +78,7 @@ SHAPES: dict[str, Callable[[bytes], bytes]] = {
         b"From: \x00" + a + b"\x00", b"Subject: \x00\x00", body=b"\x00" * 64
     ),
     "invalid-utf8": lambda a: _mail(b"From: \xff\xfe\xc3( <" + a + b">", b"Subject: \xed\xa0\x80"),
+    "invalid-utf8-in-address": lambda a: _mail(b"From: \x80" + a.replace(b"@", b"\xff@") + b"\xc3"),
     # Line endings: bare CR, bare LF, none at all.
     "bare-cr": lambda a: b"Subject: cr only\rFrom: " + a + b"\r\rbody\r",
     "bare-lf": lambda a: b"Subject: lf only\nFrom: " + a + b"\n\nbody\n",
