@@ -156,7 +156,7 @@ def _why(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def loose_addresses(value: str) -> list[str]:
+def _loose_addresses(value: str) -> list[str]:
     """Everything address-shaped in ``value``, in order: the fallback when parsing fails."""
     found = []
     for token in _LOOSE_SEPARATORS.split(value):
@@ -203,7 +203,7 @@ class _Reader:
         # The strict parser found no address: fall back to anything address-shaped, so odd
         # quoting cannot hide a sender, while keeping any display name the parser did find.
         names = [(name, "") for name, _ in pairs if name]
-        return names + [("", addr) for addr in loose_addresses(value)]
+        return names + [("", addr) for addr in _loose_addresses(value)]
 
     def identities(
         self, fields: list[tuple[str, str]], envelope_sender: str | None
