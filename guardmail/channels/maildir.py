@@ -10,13 +10,23 @@ Contracts:
 - A file the vault could not take stays where it is and is retried at the next full rescan.
 - Every file present at start-up is judged, as is every file that appears later (watchdog events,
   plus a periodic rescan in case an event is missed).
+- Only regular files are read. A FIFO, device, socket or symlink in new/ or cur/ is never opened
+  for a blocking read and never followed (lstat, then O_NONBLOCK | O_NOFOLLOW and fstat): it is
+  logged once and skipped, so it can neither stall the source nor hold up a stop.
+- One file cannot stop the watching of the others: building its Item, deciding, archiving and
+  acting are contained per file; on an unexpected error the file stays where it is (logged,
+  retried at the next rescan).
+- The same message is archived once however a client renames it: the vault's dedupe scope is the
+  Maildir and the file's unique name, without folder (new/, cur/) and flags (``:2,S``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +62,25 @@ def ensure_maildir(path: Path, *, like: Path | None = None) -> None:
         d.mkdir(mode=ref.st_mode & 0o777 if ref else 0o700, parents=True, exist_ok=True)
         if ref is not None and os.geteuid() == 0 and (ref.st_uid, ref.st_gid) != (0, 0):
             os.chown(d, ref.st_uid, ref.st_gid)
+
+
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file, else None (never blocks, never follows a
+    symlink). OSError as ``open`` raises it (FileNotFoundError when it went away)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return None
+    # Swapped for a FIFO or symlink since the lstat: O_NONBLOCK opens a FIFO without waiting for
+    # a writer, O_NOFOLLOW refuses a symlink (ELOOP), fstat tells what was opened.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -102,6 +131,7 @@ class MaildirSource:
         self.quarantine = path / f".{quarantine_folder}"
         self.rescan_seconds = rescan_seconds
         self._passed: set[str] = set()
+        self._skipped: set[str] = set()  # files that are not regular files, logged once
         self._queue: asyncio.Queue[Path] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -136,7 +166,11 @@ class MaildirSource:
     async def scan(self) -> None:
         for sub in _SUBDIRS:
             try:
-                names = sorted(e.name for e in os.scandir(self.root / sub) if e.is_file())
+                names = sorted(
+                    e.name
+                    for e in os.scandir(self.root / sub)
+                    if not e.is_dir(follow_symlinks=False)
+                )
             except FileNotFoundError:
                 ensure_maildir(self.root)
                 continue
@@ -157,8 +191,9 @@ class MaildirSource:
         key = unique_name(path.name)
         if key in self._passed:
             return
+        ref = f"{path.parent.name}/{path.name}"
         try:
-            raw = await asyncio.to_thread(path.read_bytes)
+            raw = await asyncio.to_thread(read_regular, path)
         except (FileNotFoundError, IsADirectoryError):
             return  # moved or removed meanwhile: its new name, if any, comes as its own event
         except OSError as exc:
@@ -166,34 +201,46 @@ class MaildirSource:
             # rest. It stays where it is and is tried again at the next rescan.
             event("maildir.unreadable", level=logging.ERROR, file=str(path), error=str(exc))
             return
-        item = mail_item(
-            raw,
-            tenant=self.tenant,
-            account=self.account,
-            source_ref=f"{path.parent.name}/{path.name}",
-            received_at=datetime.now(UTC),
-            meta=(("maildir", str(self.root)), ("file", f"{path.parent.name}/{path.name}")),
-        )
+        if raw is None:
+            if ref not in self._skipped:
+                self._skipped.add(ref)
+                event(
+                    "maildir.not_a_regular_file",
+                    level=logging.WARNING,
+                    file=str(path),
+                    detail="a FIFO, device, socket or symlink: skipped, never opened",
+                )
+            return
         try:
+            item = mail_item(
+                raw,
+                tenant=self.tenant,
+                account=self.account,
+                source_ref=ref,
+                received_at=datetime.now(UTC),
+                meta=(("maildir", str(self.root)), ("file", ref)),
+                dedupe_scope=f"maildir:{self.root}:{key}",
+            )
             outcome = await self.pipeline.process(item, self)
         except VaultUnavailable as exc:
             event(
                 "maildir.vault_unavailable",
                 level=logging.WARNING,
                 account=self.account,
-                file=item.source_ref,
+                file=ref,
                 retry_in=self.rescan_seconds,
                 error=str(exc),
             )
             return
         except OSError as exc:
-            event("maildir.act_failed", level=logging.ERROR, file=item.source_ref, error=str(exc))
+            event("maildir.act_failed", level=logging.ERROR, file=ref, error=str(exc))
             return
         except Exception:
-            # A bug must not stop the watching of everything else: the file stays where it is,
-            # is retried at the next rescan, and the traceback is logged (never the content).
+            # A bug (in building the item, deciding, archiving or acting) must not stop the
+            # watching of everything else: the file stays where it is, is retried at the next
+            # rescan, and the traceback is logged (never the content).
             logging.getLogger("guardmail").exception(
-                "maildir.item_failed", extra={"gm_fields": {"file": item.source_ref}}
+                "maildir.item_failed", extra={"gm_fields": {"file": ref}}
             )
             return
         if outcome.verdict.action is Action.PASS:

@@ -11,7 +11,7 @@ from typing import Any
 
 from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.config.settings import render_schema
-from guardmail.core.item import mail_item
+from guardmail.core.item import read_mail
 from guardmail.core.rules import Verdict, decide
 from guardmail.daemon.tenant import build_rules
 
@@ -91,11 +91,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = tenant_settings(args, loaded)
     now = datetime.now(UTC)
-    item = mail_item(
-        raw, tenant=settings.tenant, account="", source_ref=str(args.message), received_at=now
-    )
-    verdict = decide(item.identities, build_rules(settings), now=now)
+    reading = read_mail(raw)
+    verdict = decide(reading.identities, build_rules(settings), now=now)
     data = _verdict_json(verdict)
+    data["parse_errors"] = list(reading.parse_errors)
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
         return EXIT_OK
@@ -108,7 +107,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  header: {m.header}: {m.value}")
         print(f"  as:     {m.normalized}")
     print("identities read:")
-    for ident in item.identities:
+    for ident in reading.identities:
         name = f'"{ident.display_name}" ' if ident.display_name else ""
         print(f"  {ident.source}: {name}<{ident.address or ''}>")
+    for error in data["parse_errors"]:
+        print(f"unreadable: {error}")
     return EXIT_OK

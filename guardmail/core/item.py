@@ -2,11 +2,17 @@
 
 Contracts:
 - An ``Item`` carries the raw bytes exactly as the source received them; nothing changes them.
-- Reading identities never raises on bad input: a message with no From, broken MIME, 8-bit or
-  NUL bytes in its headers, or no header/body separator still yields whatever identities can be
-  read (possibly none), so the item can be decided on and archived.
-- Only the header section is parsed (at most ``HEADER_SCAN_LIMIT`` bytes), so a 50 MB message
-  costs no more to decide than a small one.
+- Reading is total: no byte sequence raises. A message with no From, broken MIME, broken
+  encoded-words, comments nested past the parser's recursion limit, 8-bit or NUL bytes in its
+  headers, bare CR or LF line ends, or no header/body separator still yields whatever identities
+  can be read (possibly none), so the item can be decided on and archived. A header the strict
+  parsers (the stdlib's, foreign code fed hostile input) give up on is read loosely instead:
+  anything address-shaped counts. Such failures are named in the item's ``meta`` as
+  ``("parse_error", "<Header>: <why>[; <Header>: <why> ...]")``.
+- The work is bounded: only the header section is parsed (at most ``HEADER_SCAN_LIMIT`` bytes),
+  the strict address parser sees at most ``STRICT_LIMIT`` characters of one header and
+  ``STRICT_BUDGET`` of one message, and the encoded-word decoder ``DECODE_LIMIT`` of one value;
+  beyond that everything is read loosely, in linear time.
 """
 
 from __future__ import annotations
@@ -20,15 +26,28 @@ from email.utils import getaddresses
 
 # Postfix's header_size_limit is 100 KiB; we read ten times that before giving up on headers.
 HEADER_SCAN_LIMIT = 1024 * 1024
+# The stdlib's address parser is recursive and costs ~2.5 us a character: an honest sender header
+# is far below one limit, a message's sender headers far below the other.
+STRICT_LIMIT = 16 * 1024
+STRICT_BUDGET = 256 * 1024
+# A Subject or display name is shown in at most a few hundred characters.
+DECODE_LIMIT = 4 * 1024
+# At most this many parse errors are kept with an item (a message can repeat a broken header).
+MAX_PARSE_ERRORS = 20
 
 # Header fields whose addresses say who is reaching the victim (RFC 5322 3.6.2, 3.6.6; RFC 5321).
 IDENTITY_HEADERS = ("From", "Sender", "Reply-To", "Return-Path", "Resent-From", "Resent-Sender")
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_LINE_SPLIT = re.compile(rb"\r?\n")
+# A line ends at CRLF, LF or a bare CR, as in the stdlib's parser and the clients built like
+# it: a header after a bare CR is a header to them, so it is one to us.
+_EOL = rb"(?:\r\n|\r(?!\n)|\n)"
+_HEADER_END = re.compile(_EOL + _EOL)
+_LINE_SPLIT = re.compile(_EOL)
 _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$", re.DOTALL)
-# Last resort for headers that the RFC 5322 parser cannot read: anything that looks like an address.
-_LOOSE_ADDRESS = re.compile(r"[^\s<>(),;:\"\[\]]+@[^\s<>(),;:\"\[\]@]+")
+# Last resort for headers that the RFC 5322 parser cannot read: anything that looks like an
+# address, i.e. a run of characters between these separators with an "@" inside (split, not
+# searched for, so that it stays linear in the length of the header).
+_LOOSE_SEPARATORS = re.compile(r"[\s<>(),;:\"\[\]]+")
 
 
 class Channel(enum.StrEnum):
@@ -114,57 +133,137 @@ def header_fields(raw: bytes) -> list[tuple[str, str]]:
 
 def decode_words(value: str) -> str:
     """Decode RFC 2047 encoded-words; on any decoding trouble return the text as it is."""
+    return _decode(value)[0]
+
+
+def _decode(value: str) -> tuple[str, str | None]:
+    """``value`` with its encoded-words decoded (its first ``DECODE_LIMIT`` characters), and why
+    that failed if it did (``value`` is then returned as it is)."""
     if "=?" not in value:
-        return value
+        return value, None
     try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
-        return value
+        return str(make_header(decode_header(value[:DECODE_LIMIT]))), None
+    except Exception as exc:
+        # The stdlib decoder fails in many ways on hostile input (HeaderParseError for bad
+        # base64, LookupError for an unknown charset, ...): each one is a parse failure.
+        return value, f"undecodable encoded-word ({_why(exc)})"
 
 
-def _addresses(value: str) -> list[tuple[str, str]]:
-    """(display name, addr-spec) pairs of an address-list header value."""
-    try:
-        pairs = [(name, addr) for name, addr in getaddresses([value]) if name or addr]
-    except (ValueError, IndexError, TypeError):
-        pairs = []
-    if any("@" in addr for _, addr in pairs):
-        return pairs
-    # The strict parser found no address: fall back to anything address-shaped, so odd quoting
-    # cannot hide a sender, while keeping any display name the parser did find.
-    loose = [("", addr) for addr in _LOOSE_ADDRESS.findall(value)]
-    names = [(name, "") for name, _ in pairs if name]
-    return names + loose
+def _why(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "too deeply nested comments or groups"
+    text = " ".join(str(exc).split())[:100]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _loose_addresses(value: str) -> list[str]:
+    """Everything address-shaped in ``value``, in order: the fallback when parsing fails."""
+    found = []
+    for token in _LOOSE_SEPARATORS.split(value):
+        token = token.rstrip("@")
+        if token.rfind("@") > 0:
+            found.append(token)
+    return found
+
+
+class _Reader:
+    """Reads one message's header fields: owns the strict parser's budget and the errors."""
+
+    def __init__(self) -> None:
+        self.budget = STRICT_BUDGET
+        self.errors: list[str] = []
+
+    def note(self, header: str, why: str | None) -> None:
+        if why is None:
+            return
+        error = f"{header}: {why}"
+        if error not in self.errors and len(self.errors) < MAX_PARSE_ERRORS:
+            self.errors.append(error)
+
+    def decode(self, header: str, value: str) -> str:
+        text, why = _decode(value)
+        self.note(header, why)
+        return text
+
+    def addresses(self, header: str, value: str) -> list[tuple[str, str]]:
+        """(display name, addr-spec) pairs of an address-list header value."""
+        pairs: list[tuple[str, str]] = []
+        if len(value) > STRICT_LIMIT or len(value) > self.budget:
+            self.note(header, f"too long for the address parser ({len(value)} characters)")
+        else:
+            self.budget -= len(value)
+            try:
+                pairs = [(name, addr) for name, addr in getaddresses([value]) if name or addr]
+            except Exception as exc:
+                # RecursionError on deep nesting, IndexError/ValueError on odd syntax: the
+                # stdlib parser gave up; the loose reading below still finds the sender.
+                self.note(header, f"{_why(exc)}; read loosely")
+        if any("@" in addr for _, addr in pairs):
+            return pairs
+        # The strict parser found no address: fall back to anything address-shaped, so odd
+        # quoting cannot hide a sender, while keeping any display name the parser did find.
+        names = [(name, "") for name, _ in pairs if name]
+        return names + [("", addr) for addr in _loose_addresses(value)]
+
+    def identities(
+        self, fields: list[tuple[str, str]], envelope_sender: str | None
+    ) -> tuple[Identity, ...]:
+        wanted = {h.lower(): h for h in IDENTITY_HEADERS}
+        found: list[Identity] = []
+        for name, value in fields:
+            canonical = wanted.get(name.lower())
+            if canonical is None:
+                continue
+            # An undecodable byte (U+FFFD here) inside an address must not hide it: a client
+            # shows it as a mark beside the address the victim recognises. Dovecot also serves
+            # a NUL in a header as 0x80.
+            for display, addr in self.addresses(canonical, value.replace("\ufffd", "")):
+                decoded = self.decode(canonical, display).strip() if display else ""
+                found.append(
+                    Identity(source=canonical, address=addr or None, display_name=decoded or None)
+                )
+        if envelope_sender:
+            found.append(Identity(source="envelope", address=envelope_sender))
+        return tuple(found)
+
+    def summary(self, fields: list[tuple[str, str]]) -> Summary:
+        first: dict[str, str] = {}
+        for name, value in fields:
+            first.setdefault(name.lower(), value)
+        return Summary(
+            subject=" ".join(self.decode("Subject", first.get("subject", "")).split())[:500],
+            message_id=first.get("message-id", "")[:500],
+            date=first.get("date", "")[:200],
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailReading:
+    """What the header section of a message says: its identities and summary, and
+    ``parse_errors``, one ``"<Header>: <why>"`` for each header that had to be read loosely."""
+
+    identities: tuple[Identity, ...]
+    summary: Summary
+    parse_errors: tuple[str, ...] = ()
+
+
+def read_mail(raw: bytes, *, envelope_sender: str | None = None) -> MailReading:
+    """Identities (as ``mail_identities``), summary and parse errors of ``raw``; never raises."""
+    fields = header_fields(raw)
+    reader = _Reader()
+    identities = reader.identities(fields, envelope_sender)
+    summary = reader.summary(fields)
+    return MailReading(identities=identities, summary=summary, parse_errors=tuple(reader.errors))
 
 
 def mail_identities(raw: bytes, *, envelope_sender: str | None = None) -> tuple[Identity, ...]:
     """Every sender identity a mail message claims, in header order, then the envelope sender."""
-    wanted = {h.lower(): h for h in IDENTITY_HEADERS}
-    found: list[Identity] = []
-    for name, value in header_fields(raw):
-        canonical = wanted.get(name.lower())
-        if canonical is None:
-            continue
-        for display, addr in _addresses(value):
-            decoded = decode_words(display).strip() if display else ""
-            found.append(
-                Identity(source=canonical, address=addr or None, display_name=decoded or None)
-            )
-    if envelope_sender:
-        found.append(Identity(source="envelope", address=envelope_sender))
-    return tuple(found)
+    return _Reader().identities(header_fields(raw), envelope_sender)
 
 
 def mail_summary(raw: bytes) -> Summary:
     """Subject, Message-ID and Date as a person would read them (first occurrence of each)."""
-    first: dict[str, str] = {}
-    for name, value in header_fields(raw):
-        first.setdefault(name.lower(), value)
-    return Summary(
-        subject=" ".join(decode_words(first.get("subject", "")).split())[:500],
-        message_id=first.get("message-id", "")[:500],
-        date=first.get("date", "")[:200],
-    )
+    return _Reader().summary(header_fields(raw))
 
 
 def mail_item(
@@ -178,7 +277,11 @@ def mail_item(
     meta: tuple[tuple[str, str], ...] = (),
     dedupe_scope: str | None = None,
 ) -> Item:
-    """An Item for a mail message, with its identities and summary read from ``raw``."""
+    """An Item for a mail message, with its identities and summary read from ``raw``; what
+    could not be read strictly is appended to ``meta`` as one ``("parse_error", ...)`` pair,
+    its errors joined by "; " (the evidence keeps ``meta`` as a mapping)."""
+    reading = read_mail(raw, envelope_sender=envelope_sender)
+    errors = reading.parse_errors
     return Item(
         raw=raw,
         channel=Channel.MAIL,
@@ -186,8 +289,8 @@ def mail_item(
         account=account,
         source_ref=source_ref,
         received_at=received_at,
-        identities=mail_identities(raw, envelope_sender=envelope_sender),
-        summary=mail_summary(raw),
-        meta=meta,
+        identities=reading.identities,
+        summary=reading.summary,
+        meta=(*meta, ("parse_error", "; ".join(errors))) if errors else meta,
         dedupe_scope=dedupe_scope,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.hostile.corpus import corpus
 from tests.integration.guardmail_proc import Daemon, guardmail
 from tests.servers.dovecot import Dovecot, start_dovecot
 
@@ -383,3 +384,44 @@ def test_without_move_a_batch_is_copied_flagged_and_uid_expunged_as_one_set(
         ]
     finally:
         server.stop()
+
+
+def test_hostile_corpus_offenders_are_archived_exactly_and_moved_the_rest_left_unread(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(config_text(tmp_path, dovecot))
+    box = Mailbox(dovecot)
+    conn = box._conn()
+    accepted = []
+    try:
+        for m in corpus():
+            try:
+                typ, _ = conn.append("INBOX", None, None, m.raw)
+            except imaplib.IMAP4.error:
+                typ = "NO"  # Dovecot refuses some shapes (NUL bytes): not in the mailbox at all
+            if typ == "OK":
+                accepted.append(m)
+    finally:
+        conn.logout()
+    offenders = [m for m in accepted if m.offender]
+    assert len(offenders) >= 25  # nearly every shape made it in
+    daemon = start(tmp_path, daemon_factory)
+    wait_for(
+        lambda: box.count("Quarantine") == len(offenders),
+        timeout=90,
+        what="every offender's message moved",
+    )
+    assert daemon.proc.poll() is None and "Traceback" not in daemon.log_text()
+    inbox = box.messages("INBOX")
+    assert len(inbox) == len(accepted) - len(offenders)
+    assert all(b"\\Seen" not in flags for flags, _ in inbox)  # judged on PEEKed headers only
+    blobs = tmp_path / "var" / "vault" / "default" / "blobs"
+    stored = []
+    for entry in evidence(config):
+        sha = str(entry["sha256"])
+        blob = (blobs / sha[:2] / sha).read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == sha
+        stored.append(blob)
+    # The very bytes the server serves for each moved message, one archive each.
+    assert sorted(stored) == sorted(raw for _, raw in box.messages("Quarantine"))

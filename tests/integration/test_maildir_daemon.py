@@ -1,6 +1,7 @@
 """The real ``guardmail run`` process on a real Maildir: quarantine, block, vault bytes, retry,
 reload and a clean stop."""
 
+import hashlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.hostile.corpus import corpus
 from tests.integration.guardmail_proc import Daemon, guardmail
 
 pytestmark = pytest.mark.integration
@@ -201,3 +203,53 @@ def test_one_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
         assert daemon.stop() == 0, daemon.log_text()
     log = daemon.log_text()
     assert "account=broken" in log and "FileExistsError" in log
+
+
+def test_hostile_corpus_a_fifo_and_a_symlink_neither_stop_the_daemon_nor_escape_archiving(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, maildir = setup
+    quarantine = maildir / ".Quarantine" / "new"
+    messages = {f"{5000 + n}.{m.name}.host": m for n, m in enumerate(corpus())}
+    names = list(messages)
+    half = len(names) // 2
+    # Present at start-up (the scan that once crash-looped), among a FIFO and a symlink.
+    os.mkfifo(maildir / "new" / "4998.fifo.host")
+    (tmp_path / "outside.eml").write_bytes(b"From: stalker@example.net\r\n\r\nnot in the Maildir")
+    (maildir / "new" / "4999.link.host").symlink_to(tmp_path / "outside.eml")
+    for name in names[:half]:
+        deliver(maildir, name, messages[name].raw)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="daemon start")
+        os.mkfifo(maildir / "new" / "6000.fifo.host")  # arrives live: a watchdog event
+        for name in names[half:]:
+            deliver(maildir, name, messages[name].raw)
+        offenders = [name for name in names if messages[name].offender]
+        wait_for(
+            lambda: all((quarantine / name).exists() for name in offenders),
+            timeout=60,
+            what="every offender's message quarantined",
+        )
+        assert daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()  # SIGTERM stops it, FIFOs or not
+    log = daemon.log_text()
+    assert "Traceback" not in log
+    assert log.count("maildir.not_a_regular_file") == 3
+    for name, m in messages.items():
+        where = quarantine if m.offender else maildir / "new"
+        assert (where / name).read_bytes() == m.raw, name
+    assert (maildir / "new" / "4999.link.host").is_symlink()
+
+    listing = guardmail(config, "evidence", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    entries = [json.loads(line) for line in listing.stdout.splitlines()]
+    blobs = tmp_path / "var" / "vault" / "default" / "blobs"
+    stored = []
+    for entry in entries:
+        sha = str(entry["sha256"])
+        blob = (blobs / sha[:2] / sha).read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == sha
+        stored.append(blob)
+    assert sorted(stored) == sorted(m.raw for m in messages.values() if m.offender)

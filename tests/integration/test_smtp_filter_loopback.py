@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import smtplib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -15,12 +16,13 @@ from typing import Any, Literal, TypeVar
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.daemon.tenants import TenantDirectory
 from guardmail.vault import journal
+from tests.hostile.corpus import corpus
 from tests.servers.ports import free_ports
 
 pytestmark = pytest.mark.integration
@@ -447,5 +449,52 @@ def test_pipelined_commands_and_a_pipelined_quit_after_the_data_work(tmp_path: P
         first, second = r.hop.received
         assert (first.rcpt_tos, first.data) == (["a@else.example", "b@else.example"], CLEAN)
         assert (second.rcpt_tos, second.data) == (["c@else.example"], b".x\r\n")
+
+    run(tmp_path, scenario)
+
+
+async def send_exactly(r: Rig, recipient: str, raw: bytes, ident: str) -> tuple[int, bytes]:
+    """One transaction whose DATA carries ``raw`` unchanged but for dot-stuffing and a final CRLF
+    if missing (smtplib's sendmail would also rewrite bare CR and LF into CRLF)."""
+
+    def send() -> tuple[int, bytes]:
+        data = raw if raw == b"" or raw.endswith(b"\r\n") else raw + b"\r\n"
+        stuffed = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
+        with smtplib.SMTP("127.0.0.1", r.port, timeout=60) as s:
+            s.ehlo("mx.gmtest.test")
+            assert s.docmd("XFORWARD", f"IDENT={ident}")[0] == 250
+            assert s.mail("friend@ok.example")[0] == 250
+            assert s.rcpt(recipient)[0] == 250
+            assert s.docmd("DATA")[0] == 354
+            s.send(stuffed + b".\r\n")
+            code, _ = s.getreply()
+        return code, data
+
+    return await asyncio.to_thread(send)
+
+
+def test_hostile_mail_is_archived_exactly_or_relayed_untouched_never_deferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next hop stands in for Postfix's re-injection smtpd, which takes long lines (it
+    # splits them); aiosmtpd refuses lines over 1,001 octets with a 500.
+    monkeypatch.setattr(SMTP, "line_length_limit", 4 << 20)
+    messages = corpus(offender="ex@bad.example", friend="friend@ok.example")
+
+    async def scenario(r: Rig) -> None:
+        offender: list[bytes] = []
+        clean: list[bytes] = []
+        for n, m in enumerate(messages):
+            code, sent = await send_exactly(r, "alice@example.test", m.raw, ident=f"HQ{n}")
+            assert code == 250, m.name  # never 451: it would stay in Postfix's queue for days
+            (offender if m.offender else clean).append(sent)
+        assert [g.data for g in r.hop.to("alice@example.test")] == clean
+        assert [g.data for g in r.hop.to("alice-quarantine@example.test")] == offender
+        routed = r.directory.route("alice@example.test")
+        assert routed is not None
+        vault = routed.tenant.vault
+        rows = vault.rows(kind="archived")
+        assert [row.sha256 for row in rows] == [hashlib.sha256(raw).hexdigest() for raw in offender]
+        assert [vault.blobs.get(str(row.sha256)) for row in rows] == offender
 
     run(tmp_path, scenario)

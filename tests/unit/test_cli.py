@@ -107,6 +107,32 @@ def test_explain_in_words_shows_the_normalised_identity(
     assert "action:   quarantine" in out and "as:     stalker@example.net" in out
 
 
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        (
+            b"Subject: =?utf-8?b?!!!notbase64?=",
+            "Subject: undecodable encoded-word (HeaderParseError: Base64 decoding error)",
+        ),
+        (
+            b"Reply-To: " + b"(" * 1500 + b" x@y.example",
+            "Reply-To: too deeply nested comments or groups; read loosely",
+        ),
+    ],
+    ids=["bad-base64-subject", "deep-comments"],
+)
+def test_explain_names_a_header_it_could_not_read_instead_of_a_traceback(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], header: bytes, error: str
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b"From: stalker@example.net\r\n" + header + b"\r\n\r\nhi\r\n")
+    code, out, err = run(capsys, "-c", str(config), "explain", str(eml))
+    assert (code, err) == (0, "")
+    assert "action:   quarantine" in out and f"unreadable: {error}" in out
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    assert code == 0 and json.loads(out)["parse_errors"] == [error]
+
+
 def test_explain_unreadable_message_exits_2(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

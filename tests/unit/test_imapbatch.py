@@ -2,6 +2,7 @@
 command per kind of action, on exactly its UIDs (never a bare EXPUNGE)."""
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from guardmail.channels.imap import watch
 from guardmail.channels.imap.act import FolderActions, uid_set
-from guardmail.channels.imap.batch import Pending, chunks
+from guardmail.channels.imap.batch import Folder, Pending, chunks
 from guardmail.channels.imap.watch import FolderWatcher
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet
@@ -20,6 +21,7 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
+from tests.hostile.corpus import corpus
 
 MiB = 1024 * 1024
 
@@ -314,3 +316,40 @@ def test_a_message_the_server_leaves_out_but_still_has_stops_the_catch_up(
         watcher._catch_up(folder, 7, 0)
     assert checkpoint(watcher) == 0  # 2 and 3 judged, not handled: judged again on retry
     assert not any(cmd == "MOVE" for cmd, _ in folder.sent)
+
+
+def test_hostile_messages_from_the_offender_are_archived_exactly_and_moved(
+    watcher: FolderWatcher,
+) -> None:
+    messages = corpus()
+    folder = FakeFolder(offenders=set(), total=0)
+    folder.mail = {uid: m.raw for uid, m in enumerate(messages, start=1)}
+    assert watcher._catch_up(folder, 7, 0) == len(messages)
+    left = {folder.mail[uid] for uid in folder.mail}
+    assert left == {m.raw for m in messages if not m.offender}
+    vault = watcher.pipeline.vault
+    stored = [vault.blobs.get(str(r.sha256)) for r in vault.rows(kind="archived")]
+    assert sorted(stored) == sorted(m.raw for m in messages if m.offender)
+
+
+@pytest.mark.parametrize("step", ["probe", "item"])
+def test_a_bug_building_one_item_leaves_that_message_and_handles_the_others(
+    watcher: FolderWatcher,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    step: str,
+) -> None:
+    folder = FakeFolder(offenders={1, 2, 3}, total=4)
+    real = getattr(Folder, step)
+
+    def failing_on_uid_2(self: Folder, uid: int, *args: Any) -> Any:
+        if uid == 2:
+            raise RuntimeError("a bug in item building")
+        return real(self, uid, *args)
+
+    monkeypatch.setattr(Folder, step, failing_on_uid_2)
+    with caplog.at_level(logging.ERROR, logger="guardmail"):
+        assert watcher._catch_up(folder, 7, 0) == 4
+    assert sorted(folder.mail) == [2, 4]  # the offender it could not read is left in place
+    assert [r.getMessage() for r in caplog.records] == ["imap.item_failed"]
+    assert len(watcher.pipeline.vault.rows(kind="archived")) == 2

@@ -16,6 +16,9 @@ Contracts:
   meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
   everything newer is judged; a new UIDVALIDITY means a full rescan, and the vault's per-folder
   dedupe scope keeps a message already archived from being archived again.
+- One message cannot stop the folder: building its Item (from the header or the whole message)
+  is contained per message. On an unexpected error (a bug: reading mail is total) the message
+  is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
 - One thread and connection per folder (imapclient is synchronous). The thread runs the
   pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
   its own thread and the way from IDLE to MOVE has no hop through the event loop.
@@ -253,19 +256,39 @@ class FolderWatcher:
         """(UID, RFC822.SIZE) of each message of ``batch`` that its header says to block."""
         headers = fetch_headers(client, batch)
         now = datetime.now(UTC)
-        return [
-            (uid, size)
-            for uid, (header, size) in sorted(headers.items())
-            if self.pipeline.judge(where.probe(uid, header, now)).action is not Action.PASS
-        ]
+        found: list[tuple[int, int]] = []
+        for uid, (header, size) in sorted(headers.items()):
+            try:
+                verdict = self.pipeline.judge(where.probe(uid, header, now))
+            except Exception:
+                self._item_failed(uid)
+                continue
+            if verdict.action is not Action.PASS:
+                found.append((uid, size))
+        return found
 
     def _archive_and_act(self, client: IMAPClient, where: Folder, chunk: list[int]) -> None:
         """Fetch ``chunk`` whole and have the pipeline archive it, then act on it at once."""
         whole = fetch_whole(client, chunk)  # a UID expunged meanwhile is just not there
         now = datetime.now(UTC)
-        items = [where.item(uid, whole[uid], now) for uid in chunk if uid in whole]
+        items: list[Item] = []
+        for uid in chunk:
+            if uid not in whole:
+                continue
+            try:
+                items.append(where.item(uid, whole[uid], now))
+            except Exception:
+                self._item_failed(uid)
         if items:
             self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v))
+
+    def _item_failed(self, uid: int) -> None:
+        # A bug must not stop the folder: the message stays where it is, unchanged; the
+        # traceback is logged (never the content).
+        logging.getLogger("guardmail").exception(
+            "imap.item_failed",
+            extra={"gm_fields": {"account": self.cfg.name, "folder": self.folder, "uid": uid}},
+        )
 
     def _act_many(
         self, client: IMAPClient, items: Sequence[Item], verdicts: Sequence[Verdict]
