@@ -203,15 +203,18 @@ class Campaign:
     def settle(self, config: Path) -> None:
         """A last run without faults, until every offender message has left the inbox and
         every archived item has its action; then a clean stop."""
+        log = self.root / "daemon.log"
+        offset = log.stat().st_size if log.exists() else 0
         proc = self.start(config, None)
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    break
-                if not self.inbox_offenders() and self.actions_complete():
+            while time.monotonic() < deadline and proc.poll() is None:
+                # Judge only once this run watches (and has scanned what is there at start).
+                started = b"maildir.watching" in log.read_bytes()[offset:]
+                if started and not self.inbox_offenders() and self.actions_complete():
                     break
                 time.sleep(0.1)
+            time.sleep(0.5)  # a last rescan finds anything a move left behind
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
