@@ -1,0 +1,118 @@
+"""Fuzz targets: every parser a sender, a server or a local client reaches, each a function of
+bytes that returns normally or raises ``AssertionError`` (a broken promise). Any other exception
+is a crash: the parser let hostile input through its contract.
+
+Used by ``tests/unit/test_fuzz.py`` (a short hypothesis run in the suite) and ``bench/fuzz.py``
+(coverage-guided with atheris, a million inputs per target).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from guardmail.channels.smtp.wire import queue_id, unstuff, xtext_decode
+from guardmail.channels.xmpp.stanza import read_stanza
+from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer
+from guardmail.control.offenders import BadReport
+from guardmail.control.protocol import Refused, parse_report
+from guardmail.core.identity import (
+    normalize_address,
+    normalize_display_name,
+    normalize_jid,
+    skeleton,
+)
+from guardmail.core.item import decode_words, mail_item, read_mail
+
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+_PLAIN = re.compile(r"[a-z0-9._-]+@[a-z0-9.-]+")
+STREAM = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='localhost' id='s1' version='1.0'>"
+)
+
+
+def mail(data: bytes) -> None:
+    """A message from anyone: read totally, the item's bytes never changed."""
+    reading = read_mail(data, envelope_sender="x@y.example")
+    assert reading.identities[-1].source == "envelope"
+    item = mail_item(data, tenant="t", account="a", source_ref="r", received_at=NOW)
+    assert item.raw is data
+    assert len(item.summary.subject) <= 500
+
+
+def encoded_words(data: bytes) -> None:
+    text = data.decode("utf-8", "replace")
+    decode_words(text)
+    decode_words("=?utf-8?b?" + text + "?=")
+    decode_words("=?" + text)
+
+
+def identities(data: bytes) -> None:
+    """Normalisation of what a sender writes: total, deterministic, and idempotent for a plain
+    result (``address`` is for display: a local part with specials is not re-quoted)."""
+    text = data.decode("utf-8", "replace")
+    for normalize in (normalize_address, normalize_jid):
+        found = normalize(text)
+        assert found == normalize(text)
+        if found is not None and _PLAIN.fullmatch(found.address):
+            again = normalize(found.address)
+            assert again is not None and again.key == found.key, (text, found, again)
+    normalize_display_name(text)
+    skeleton(text)
+
+
+def stanza_stream(data: bytes) -> None:
+    """A server's stream, split anywhere: slices are the stream's own bytes, byte for byte."""
+    stream = STREAM + data
+    cut = len(STREAM) + (data[0] if data else 0) % (len(data) + 1)
+    slicer = StanzaSlicer()
+    slices = []
+    try:
+        for piece in (stream[:cut], stream[cut:]):
+            slices += slicer.feed(piece)
+    except SliceError:
+        pass
+    for s in slices:
+        assert stream[s.offset : s.offset + len(s.raw)] == s.raw
+        try:
+            element = ET.fromstring(STREAM + s.raw + b"</stream:stream>")
+        except ET.ParseError:
+            continue
+        for child in element:
+            read_stanza(child, account_bare="victim@localhost", trust_stanza_id=True)
+
+
+def smtp_wire(data: bytes) -> None:
+    unstuffed = unstuff(data)
+    assert len(unstuffed) <= len(data)
+    text = data.decode("utf-8", "replace")
+    xtext_decode(text)
+    queue_id({"IDENT": text}, data)
+
+
+def control_request(data: bytes) -> None:
+    """A line from a local client on the control socket."""
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError):
+        return  # the server answers bad_request (test_control covers it)
+    if not isinstance(request, dict):
+        return
+    try:
+        parse_report(request, uid=1000, via="fuzz")
+    except (BadReport, Refused):
+        pass  # answered with an error line
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "mail": mail,
+    "encoded_words": encoded_words,
+    "identities": identities,
+    "stanza_stream": stanza_stream,
+    "smtp_wire": smtp_wire,
+    "control_request": control_request,
+}
