@@ -246,7 +246,14 @@ class SQLiteStorage:
         self.path = path
         self._lock = threading.Lock()
         # Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files this mode).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Only when missing: closing any descriptor of a database file drops every POSIX lock
+        # this process holds on it, including those of its other SQLite connections (a tenant
+        # opened on reload beside the others), and the database is then corrupted.
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass  # another process made it meanwhile
         for own in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if own.is_file() and stat.S_IMODE(own.stat().st_mode) != 0o600:
                 own.chmod(0o600)  # made by an older guardmail, or under another umask

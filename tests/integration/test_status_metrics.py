@@ -61,6 +61,7 @@ metrics:
             "intact": True,
             "problems": [],
             "blobs_checked": False,
+            "tenant": "default",
         }
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:

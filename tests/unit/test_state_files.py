@@ -3,6 +3,8 @@ umask; a too-open directory is tightened with a warning; dead writers' temp file
 
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from guardmail.config.settings import Settings
 from guardmail.daemon.observe import Board
 from guardmail.daemon.tenant import DB_FILE, open_tenant
 from guardmail.logs import add_listener, remove_listener
+from guardmail.storage.sqlite import SQLiteStorage
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 DEAD_PID = 4_194_305  # above the kernel's largest pid_max: never a running process
@@ -111,3 +114,34 @@ def test_temp_files_of_a_dead_writer_are_removed_at_start_and_no_others(tmp_path
     open_tenant(s).close()
     assert [p for p in stale if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
+
+
+def test_opening_a_second_storage_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    # Closing any descriptor of a database file drops every POSIX lock the process holds on
+    # it: a tenant opened on reload beside the others used to strip their shared lock, so
+    # another process's connection, closing, believed itself the last one, checkpointed and
+    # deleted the write-ahead log under the daemon's feet (a malformed database).
+    path = tmp_path / "state" / "guardmail.sqlite3"
+    wal = path.with_name(path.name + "-wal")
+    first = SQLiteStorage(path)
+    try:
+        with first.transaction() as tx:
+            tx.set_cursor("t", "s", "n", "v")
+        assert wal.exists()
+        SQLiteStorage(path).close()  # a second tenant opened beside the first
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys\n"
+                "c = sqlite3.connect(sys.argv[1])\n"
+                "c.execute('SELECT count(*) FROM cursors').fetchall()\n"
+                "c.close()\n",
+                str(path),
+            ],
+            timeout=60,
+            check=True,
+        )
+        assert wal.exists(), "another process deleted the log of a database we have open"
+    finally:
+        first.close()
