@@ -20,6 +20,7 @@ Contracts:
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from typing import Protocol
@@ -50,6 +51,9 @@ def _options() -> re2.Options:
 _OPTIONS = _options()
 
 
+# Validation at the config edge and the RuleSet built after it compile the same patterns, and a
+# reload compiles mostly unchanged ones: compiling once is most of the cost of loading rules.
+@functools.lru_cache(maxsize=1 << 16)
 def _compile(source: str) -> Matcher:
     """``source`` compiled by RE2, or ValueError carrying RE2's reason."""
     try:

@@ -32,7 +32,7 @@ from guardmail.core.identity import (
     normalize_jid,
 )
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, lookup_grams
+from guardmail.core.patterns import Entry, PatternIndex, lookup_grams, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 REGEX_PREFIX = "re:"
@@ -280,9 +280,9 @@ def check_pattern(pattern: str) -> None:
 
     It cannot when RE2 cannot run it (see patterns.py) or when it matches every sender.
     """
-    index = PatternIndex.from_entries(_pattern_entries(pattern, _Ref(0, pattern)))
+    entries = _pattern_entries(pattern, _Ref(0, pattern))
     forms = [_forms_of(a, False) for a in ANYONE_ADDRESSES]
-    if all(f is not None and index.matching(f.texts, f.grams) for f in forms):
+    if all(f is not None and _any_matches(entries, f.texts) for f in forms):
         raise ValueError(
             f"{pattern!r} matches every sender (it matches even {ANYONE_ADDRESSES[1]!r} and "
             f"{ANYONE_ADDRESSES[3]!r}), so it would block everyone's mail; write the offender's "
@@ -292,9 +292,8 @@ def check_pattern(pattern: str) -> None:
 
 def check_display_name(glob: str) -> None:
     """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
-    ref = _Ref(0, glob)
-    index = PatternIndex.from_entries(_glob_entries(normalize_display_name(glob), ref))
-    if all(index.matching(texts, grams) for _, _, texts, grams in map(_name_forms, ANYONE_NAMES)):
+    entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
+    if all(_any_matches(entries, texts) for _, _, texts, _ in map(_name_forms, ANYONE_NAMES)):
         raise ValueError(
             f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
             f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "
@@ -325,3 +324,9 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
             )
     action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)
     return Verdict(action=action, decided_at=now, matches=tuple(found))
+
+
+def _any_matches(entries: list[Entry[_Ref]], texts: Iterable[str]) -> bool:
+    """Whether one of ``entries`` matches one of ``texts``, as PatternIndex.matching decides."""
+    subjects = [subject(t) for t in texts]
+    return any(e.regex.search(t) for e in entries for t in subjects)
