@@ -12,6 +12,9 @@ Contracts:
   fine); any other entry must name a readable file. Their offenders are appended, in order, to
   ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
+- Patterns and display-name globs are checked by ``core.rules.check_pattern`` and
+  ``check_display_name``, the code the rules compile them with: what RE2 cannot run, and what
+  would match every sender (``*``, ``*@*``, ``re:.*``), is an issue at the pattern.
 - YAML is parsed with the safe loader only (see ``guardmail.config.yamlfile``).
 - ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.config.settings``
   prints it.
