@@ -11,6 +11,7 @@ from typing import Any
 
 from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.config.settings import render_schema
+from guardmail.config.tenants import load_tenants
 from guardmail.core.item import read_mail
 from guardmail.core.rules import Verdict, decide
 from guardmail.daemon.tenant import build_rules
@@ -47,12 +48,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Check the main config, its offender files, and tenants.d as ``run`` would read them."""
     loaded = load(args)
     s = loaded.settings
-    tenant = tenant_settings(args, loaded)  # with --tenant: tenants.d is read and checked too
+    tenants = ""
+    if s.sources.smtp_filter is not None:
+        # ConfigError (exit 2, FILE:LINE:COL) for a tenant file `run` would refuse.
+        found = load_tenants(s.sources.smtp_filter.tenants_dir, reserved={s.tenant})
+        tenants = f", {len(found.tenants)} tenants in {found.directory}"
+    tenant = tenant_settings(args, loaded)  # the one --tenant names, else the main one
     print(
         f"{loaded.path}: OK ({len(s.offenders)} offenders, "
-        f"{len(s.sources.maildir)} Maildir sources, state in {s.state_dir})"
+        f"{len(s.sources.maildir)} Maildir sources{tenants}, state in {s.state_dir})"
     )
     if tenant is not s:
         print(f"tenant {tenant.tenant}: OK ({len(tenant.offenders)} offenders)")

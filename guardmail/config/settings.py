@@ -12,6 +12,9 @@ Contracts:
   fine); any other entry must name a readable file. Their offenders are appended, in order, to
   ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
+- Patterns and display-name globs are checked by ``core.rules.check_pattern`` and
+  ``check_display_name``, the code the rules compile them with: what RE2 cannot run, and what
+  would match every sender (``*``, ``*@*``, ``re:.*``), is an issue at the pattern.
 - YAML is parsed with the safe loader only (see ``guardmail.config.yamlfile``).
 - ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.config.settings``
   prints it.
@@ -35,6 +38,7 @@ from guardmail.config.ops import MetricsConfig
 from guardmail.config.sources import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
 from guardmail.config.warning import WarningConfig
 from guardmail.config.yamlfile import STR_TAG, Source, load_source, validate
+from guardmail.core.rules import check_display_name, check_pattern
 from guardmail.errors import ConfigError, ConfigIssue
 
 SCHEMA_ID = "urn:guardmail:config"
@@ -94,15 +98,18 @@ def _glob(value: str) -> str:
 
 
 def _pattern(value: str) -> str:
+    """A glob or ``re:`` regex that RE2 runs (in linear time) and that does not match anyone."""
     if not value.startswith(REGEX_PREFIX):
-        return _glob(value)
-    source = value[len(REGEX_PREFIX) :]
-    if not source:
+        _glob(value)
+    elif not value[len(REGEX_PREFIX) :]:
         raise ValueError(f"{value!r} has no regex after {REGEX_PREFIX!r}")
-    try:
-        re.compile(source, re.IGNORECASE)
-    except re.error as exc:
-        raise ValueError(f"regex {source!r} does not compile: {exc}") from None
+    check_pattern(value)
+    return value
+
+
+def _display_name(value: str) -> str:
+    _glob(value)
+    check_display_name(value)
     return value
 
 
@@ -128,7 +135,7 @@ def _tenant(value: str) -> str:
 NonEmpty = Annotated[str, AfterValidator(_stripped)]
 Address = Annotated[str, AfterValidator(_address)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
-Glob = Annotated[str, AfterValidator(_glob)]
+DisplayName = Annotated[str, AfterValidator(_display_name)]
 Domain = Annotated[str, AfterValidator(_domain)]
 
 
@@ -142,11 +149,12 @@ class OffenderConfig(BaseModel):
     addresses: list[Address] = []
     """Exact e-mail addresses (local@domain)."""
     patterns: list[Pattern] = []
-    """Address globs (fnmatch: * ? [...]) or Python regexes written after "re:"."""
+    """Address globs (fnmatch: * ? [...]) or regexes written after "re:" (RE2 syntax: Python's
+    without backreferences or lookaround); none may match every sender."""
     domains: list[Domain] = []
     """Sender domains; each covers its subdomains too."""
-    display_names: list[Glob] = []
-    """Globs on the decoded display name."""
+    display_names: list[DisplayName] = []
+    """Globs on the decoded display name; none may match every name."""
     jids: list[NonEmpty] = []
     """XMPP addresses (JIDs)."""
     action: Action = "quarantine"

@@ -18,7 +18,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # RFC 2177: clients should re-issue IDLE at least every 29 minutes; servers may cut at 30.
@@ -42,6 +42,20 @@ def _nonempty(value: str) -> str:
 
 
 NonEmpty = Annotated[str, AfterValidator(_nonempty)]
+
+
+def _written_path(value: object) -> object:
+    """Refuse an empty path, which pydantic would read as ".", the start directory."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(
+            f"{value!r} is empty, which would mean the directory guardmail starts in; "
+            "write the directory's path"
+        )
+    return value
+
+
+# A directory guardmail acts in: an empty string is a slip, not the current directory.
+DirPath = Annotated[Path, BeforeValidator(_written_path)]
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -68,7 +82,7 @@ class MaildirSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    path: Path
+    path: DirPath
     """The Maildir (holding cur/, new/, tmp/); relative paths are under the start directory."""
     name: NonEmpty | None = None
     """Account name recorded in evidence; default: the path."""
@@ -170,7 +184,7 @@ class SmtpFilterConfig(BaseModel):
     mode: Literal["after_queue", "before_queue"] = "after_queue"
     """after_queue (content_filter: never bounces) or before_queue (smtpd_proxy_filter: a block
     is refused with 550 while the sender is still connected)."""
-    tenants_dir: Path = Path("/etc/guardmail/tenants.d")
+    tenants_dir: DirPath = Path("/etc/guardmail/tenants.d")
     """One YAML file per protected customer; re-read when a file changes."""
     recipient_delimiter: str = "+"
     """As Postfix's recipient_delimiter: alice+tag@ is routed like alice@ (empty: off)."""

@@ -2,6 +2,11 @@
 
 Contracts:
 - Only ``yaml.SafeLoader`` parses: tags that would build Python objects are a syntax issue.
+- Whatever a file holds, reading it gives a Source or a ConfigError placed in it, never another
+  exception: files over ``MAX_BYTES`` are refused unread, lists and mappings nested deeper than
+  ``MAX_DEPTH`` are refused where they go too deep (PyYAML composes recursively: 500 nested
+  ``[`` used to raise RecursionError), and a scalar PyYAML cannot build (an int of more than
+  4300 digits, 2026-13-45) is an issue at that scalar.
 - The text is composed once into a node tree and the data constructed from that same tree, so
   positions and data cannot disagree.
 - ``parse_source`` raises ConfigError (path ``(yaml)``) for text that is not one YAML document.
@@ -29,6 +34,8 @@ from pydantic_core import ErrorDetails
 
 from guardmail.errors import ConfigError, ConfigIssue
 
+MAX_BYTES = 8 * 1024 * 1024  # a config of 10,000 offenders is about 3 MiB
+MAX_DEPTH = 64  # guardmail's own files nest 5 deep; anchors and merges need no more
 MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
 SYNTAX_PATH = "(yaml)"
@@ -102,15 +109,68 @@ class Source:
 
 
 def load_source(path: Path, file: str) -> Source:
-    """Read and parse ``path``; OSError and UnicodeDecodeError propagate for the caller to place."""
-    return parse_source(path.read_bytes().decode("utf-8"), file)
+    """Read and parse ``path``; OSError and UnicodeDecodeError propagate for the caller to place.
+
+    A file over ``MAX_BYTES`` is a ConfigError, read no further than that.
+    """
+    with path.open("rb") as stream:
+        raw = stream.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        message = (
+            f"the file is larger than {MAX_BYTES // 2**20} MiB, more than any configuration "
+            "needs; split its offenders across offenders_files"
+        )
+        raise ConfigError(
+            [ConfigIssue(file=file, line=1, column=1, path="(file)", message=message)]
+        )
+    return parse_source(raw.decode("utf-8"), file)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing collections nested deeper than MAX_DEPTH and placing values
+    PyYAML cannot construct, so that no file raises anything but a YAMLError."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if not self.check_event(yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            mark = event.start_mark
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"lists and mappings nest deeper than {MAX_DEPTH} levels here; "
+                "a guardmail configuration needs only a few",
+                mark if isinstance(mark, yaml.Mark) else None,
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, ArithmeticError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {_kind(node)} value ({exc})", node.start_mark
+            ) from None
+
+
+def _kind(node: yaml.Node) -> str:
+    return str(node.tag).rsplit(":", 1)[-1]
 
 
 def parse_source(text: str, file: str) -> Source:
     """Parse ``text`` (one YAML document) with the safe loader; see the module contracts."""
     loader: yaml.SafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         root = loader.get_single_node()
         repeated = tuple(_repeated_keys(root, file)) if root is not None else ()
         data = loader.construct_document(root) if root is not None else None
@@ -123,6 +183,9 @@ def parse_source(text: str, file: str) -> Source:
         raise ConfigError([_at(file, line, column, message)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([_at(file, 1, 1, str(exc))]) from None
+    except RecursionError:  # not expected past MAX_DEPTH; a file must never crash the reader
+        message = "the YAML is nested too deeply to read"
+        raise ConfigError([_at(file, 1, 1, message)]) from None
     finally:
         if loader is not None:
             loader.dispose()

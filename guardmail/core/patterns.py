@@ -1,4 +1,5 @@
-"""Many globs and regexes matched at once, at a cost that does not grow with their number.
+r"""Many globs and regexes matched at once, in bounded time, at a cost that does not grow with
+their number.
 
 Each pattern is reduced to a *required literal*: a run of plain characters that every string it
 matches must contain. The pattern is filed under one 4-gram of that literal, the one shared by the
@@ -8,130 +9,49 @@ characters. This is the
 prefilter that code search engines and RE2::Set use, kept small enough to read.
 
 Contracts:
-- ``PatternIndex.matching(texts)`` returns exactly the entries whose regex matches one of
-  ``texts``: the prefilter only skips entries that cannot match (tests compare against a loop).
-- Entries match with ``re.search`` semantics on their compiled regex; anchoring is the pattern's.
+- Entries hold patterns compiled by regexes.py (RE2: linear time whatever the pattern).
+- Patterns see at most ``MAX_TEXT`` characters of a text (``subject``): a longer text is seen as
+  its first and last ``MAX_TEXT // 2`` characters joined, so patterns anchored at either end
+  (``*@domain``, ``^name``) still see that end. No real address comes near the limit (RFC 5321
+  caps a path at 256 octets); the bound keeps a hostile header from multiplying the work of
+  every candidate pattern. Lone surrogates (undecodable header bytes) are seen as U+FFFD.
+- ``PatternIndex.matching(texts)`` returns exactly the entries whose regex matches the subject of
+  one of ``texts``: the prefilter only skips entries that cannot match (tests compare against a
+  loop).
+- Entries match with ``search`` semantics on their compiled regex; anchoring is the pattern's.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
-from fnmatch import translate
 from typing import Generic, TypeVar
+
+from guardmail.core.regexes import Matcher, encodable
 
 T = TypeVar("T")
 
-_GLOB_SPECIALS = frozenset("*?[")
-_REGEX_BREAKERS = frozenset("^$.|()[]{}\\")
-_ESCAPED_LITERALS = frozenset("\\.^$|?*+()[]{}@-_/:!#%&'\",;<=>`~ ")
-_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux]")
+MAX_TEXT = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Entry(Generic[T]):
     """A compiled pattern, the literal it was filed under (or "" for residue), and its payload."""
 
-    regex: re.Pattern[str]
+    regex: Matcher
     literal: str
     payload: T
 
 
-def glob_regex(glob: str) -> re.Pattern[str]:
-    """A glob (fnmatch syntax, whole-string, case-insensitive) as a compiled regex."""
-    return re.compile(translate(glob), re.IGNORECASE | re.DOTALL)
-
-
-def glob_literal(glob: str) -> str:
-    """The longest run outside wildcards and brackets: a string every match contains."""
-    runs: list[str] = []
-    current: list[str] = []
-    in_bracket = False
-    for ch in glob:
-        if in_bracket:
-            if ch == "]":
-                in_bracket = False
-            continue
-        if ch in _GLOB_SPECIALS:
-            runs.append("".join(current))
-            current = []
-            in_bracket = ch == "["
-            continue
-        current.append(ch)
-    runs.append("".join(current))
-    return max(runs, key=len)
-
-
-def regex_literal(pattern: str) -> str:
-    """A run of literal characters every match of ``pattern`` must contain, or "" if unsure.
-
-    Conservative: a top-level alternation or an inline flag gives ""; groups, classes and escapes
-    other than escaped punctuation end a run; a quantifier that allows zero takes back the
-    character before it.
-    """
-    if _INLINE_FLAGS.search(pattern):
-        return ""
-    runs: list[str] = []
-    current: list[str] = []
-    depth = 0
-    i = 0
-    n = len(pattern)
-
-    def end_run() -> None:
-        nonlocal current
-        runs.append("".join(current))
-        current = []
-
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            if depth == 0 and nxt in _ESCAPED_LITERALS:
-                current.append(nxt)
-            else:
-                end_run()
-            i += 2
-            continue
-        if ch == "[":
-            # Skip a character class, honouring "]" first and escapes inside it.
-            end_run()
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            if i < n and pattern[i] == "]":
-                i += 1
-            while i < n and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-            i += 1
-            continue
-        if ch == "(":
-            depth += 1
-            end_run()
-        elif ch == ")":
-            depth = max(0, depth - 1)
-            end_run()
-        elif ch == "|":
-            if depth == 0:
-                return ""
-            end_run()
-        elif ch in "*?{":
-            if current:
-                current.pop()
-            end_run()
-            if ch == "{":
-                close = pattern.find("}", i)
-                i = n if close < 0 else close
-        elif ch == "+":
-            end_run()
-        elif ch in _REGEX_BREAKERS:
-            end_run()
-        elif depth == 0:
-            current.append(ch)
-        i += 1
-    end_run()
-    return max(runs, key=len)
+def subject(text: str) -> str:
+    """``text`` as patterns see it (see the module contracts): bounded, and valid UTF-8."""
+    if len(text) > MAX_TEXT:
+        half = MAX_TEXT // 2
+        text = text[:half] + text[-half:]
+    if not text.isascii() and not encodable(text):
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text
 
 
 def grams(text: str, size: int) -> set[str]:
@@ -143,10 +63,10 @@ GRAM = 4
 
 
 def lookup_grams(texts: Iterable[str]) -> frozenset[str]:
-    """The lower-case 4-grams of ``texts``: what an index looks up for them."""
+    """The lower-case 4-grams of the subjects of ``texts``: what an index looks up for them."""
     out: set[str] = set()
     for text in texts:
-        low = text.lower()
+        low = subject(text).lower()
         out.update([low[i : i + GRAM] for i in range(len(low) - GRAM + 1)])
     return frozenset(out)
 
@@ -207,7 +127,7 @@ class PatternIndex(Generic[T]):
         """
         out: list[Entry[T]] = []
         if self._residue:
-            joined = "\x00".join(texts).lower()  # NUL: no literal spans two texts
+            joined = "\x00".join(map(subject, texts)).lower()  # NUL: no literal spans two texts
             out.extend(e for lit, e in self._residue if lit in joined)
         if not self._by_gram:
             return out
@@ -218,11 +138,15 @@ class PatternIndex(Generic[T]):
         return out
 
     def matching(self, texts: Sequence[str], text_grams: Set[str] | None = None) -> list[Entry[T]]:
-        """Entries whose regex matches at least one of ``texts``, in candidate order."""
+        """Entries whose regex matches the subject of one of ``texts``, in candidate order."""
         found: list[Entry[T]] = []
-        for entry in self.candidates(texts, text_grams):
+        candidates = self.candidates(texts, text_grams)
+        if not candidates:
+            return found
+        subjects = [subject(text) for text in texts]
+        for entry in candidates:
             search = entry.regex.search
-            for text in texts:
+            for text in subjects:
                 if search(text):
                     found.append(entry)
                     break

@@ -7,6 +7,10 @@ Contracts:
   characters and homoglyphs do not let an offender through.
 - Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
   display names are hash lookups; globs and regexes sit behind a trigram prefilter (patterns.py).
+- Globs and regexes run on RE2 (regexes.py), in time linear in the (bounded) identity whatever
+  was written. ``check_pattern`` and ``check_display_name`` refuse, with a sentence, what RE2
+  cannot run and what would match anyone (``*``, ``*@*``, ``re:.*``, ``re:^``): the config edge
+  calls them, so a RuleSet is only ever built from patterns that passed.
 - When several offenders match, the strongest action wins (block over quarantine); the Verdict
   names the first identity (in header order) that produced that action, and keeps every match.
 """
@@ -14,7 +18,6 @@ Contracts:
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,14 +32,8 @@ from guardmail.core.identity import (
     normalize_jid,
 )
 from guardmail.core.item import Identity
-from guardmail.core.patterns import (
-    Entry,
-    PatternIndex,
-    glob_literal,
-    glob_regex,
-    lookup_grams,
-    regex_literal,
-)
+from guardmail.core.patterns import Entry, PatternIndex, lookup_grams, subject
+from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 REGEX_PREFIX = "re:"
 _GLOB_CHARS = frozenset("*?[")
@@ -257,9 +254,51 @@ def _fold_glob(glob: str) -> str:
 def _pattern_entries(pattern: str, ref: _Ref) -> list[Entry[_Ref]]:
     if pattern.startswith(REGEX_PREFIX):
         source = pattern[len(REGEX_PREFIX) :]
-        regex = re.compile(source, re.IGNORECASE)
-        return [Entry(regex, regex_literal(source), ref)]
+        return [Entry(compile_regex(source), regex_literal(source), ref)]
     return _glob_entries(pattern, ref)
+
+
+# Senders unlike one another in every way a pattern tells addresses apart (and every kind of
+# name). A pattern that matches all of them would match anyone: blocking everyone's mail is never
+# what an offender rule means, and a slip like ``*`` or ``re:.*`` must not do it silently.
+ANYONE_ADDRESSES = (
+    "a@b.cd",
+    "alice@example.org",
+    "bob.smith+news@gmail.com",
+    "12345@qq.com",
+    "no-reply@accounts.google.com",
+    "jörg@münchen.de",
+    "山田@例え.jp",
+    "x_y-z@sub.mail.example.net",
+    "q9@q9.io",
+)
+ANYONE_NAMES = ("Alice Example", "bob", "山田太郎", "X", "Support Team", "12345", "Jörg Müller")
+
+
+def check_pattern(pattern: str) -> None:
+    """ValueError (a sentence) if ``pattern`` (a glob, or a regex after ``re:``) cannot be used.
+
+    It cannot when RE2 cannot run it (see patterns.py) or when it matches every sender.
+    """
+    entries = _pattern_entries(pattern, _Ref(0, pattern))
+    forms = [_forms_of(a, False) for a in ANYONE_ADDRESSES]
+    if all(f is not None and _any_matches(entries, f.texts) for f in forms):
+        raise ValueError(
+            f"{pattern!r} matches every sender (it matches even {ANYONE_ADDRESSES[1]!r} and "
+            f"{ANYONE_ADDRESSES[3]!r}), so it would block everyone's mail; write the offender's "
+            "own addresses, domains or a narrower pattern"
+        )
+
+
+def check_display_name(glob: str) -> None:
+    """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
+    entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
+    if all(_any_matches(entries, texts) for _, _, texts, _ in map(_name_forms, ANYONE_NAMES)):
+        raise ValueError(
+            f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
+            f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "
+            "the offender uses"
+        )
 
 
 def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> Verdict:
@@ -285,3 +324,9 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
             )
     action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)
     return Verdict(action=action, decided_at=now, matches=tuple(found))
+
+
+def _any_matches(entries: list[Entry[_Ref]], texts: Iterable[str]) -> bool:
+    """Whether one of ``entries`` matches one of ``texts``, as PatternIndex.matching decides."""
+    subjects = [subject(t) for t in texts]
+    return any(e.regex.search(t) for e in entries for t in subjects)

@@ -121,6 +121,9 @@ class Daemon:
             for issue in exc.issues:
                 event("config.reload_rejected", level=logging.ERROR, issue=str(issue))
             return False
+        except Exception as exc:  # a bug in reading; the daemon must outlive it (keep the last)
+            event("config.reload_failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return False
         old = self.config.settings
         if (new.settings.sources, new.settings.state_dir, new.settings.tenant) != (
             old.sources,

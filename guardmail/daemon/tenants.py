@@ -108,6 +108,10 @@ class TenantDirectory:
             for issue in exc.issues:
                 event("tenants.reload_rejected", level=logging.ERROR, issue=str(issue))
             return None
+        except Exception as exc:  # a bug in reading; the daemon must outlive it (keep the last)
+            error = f"{type(exc).__name__}: {exc}"
+            event("tenants.reload_failed", level=logging.ERROR, error=error)
+            return None
 
     def _install(self, loaded: LoadedTenants | None, *, quiet: bool = False) -> bool:
         """Apply ``loaded`` (None: rejected); ``quiet``: say nothing if nothing changed."""

@@ -76,3 +76,34 @@ def test_edits_apply_without_sighup_and_bad_edits_keep_the_last_good_config(
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0, daemon.log_text()
+
+
+def test_a_500_deep_file_on_reload_is_logged_and_the_last_good_rules_keep_working(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    offenders = tmp_path / "offenders.d"
+    offenders.mkdir()
+    (offenders / "ex.yaml").write_text("offenders:\n  - name: Ex\n    domains: [ex.example]\n")
+    config.write_text(CONFIG.format(root=tmp_path, extra=""))
+    maildir = tmp_path / "var" / "Maildir"
+    quarantine = maildir / ".Quarantine" / "new"
+    deep = "[" * 500 + "]" * 500
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+
+        replace_file(offenders / "ex.yaml", f"offenders:\n  - name: Ex\n    domains: {deep}\n")
+        wait_for(lambda: "config.reload_rejected" in daemon.log_text(), what="deep offenders file")
+        assert "offenders.d/ex.yaml:3:" in daemon.log_text()
+        deliver(maildir, "m1", b"From: someone@ex.example\r\n\r\n1\r\n")
+        wait_for(lambda: (quarantine / "m1").exists(), what="last good offender file applied")
+
+        replace_file(config, f"offenders: {deep}\n")
+        wait_for(lambda: "guardmail.yaml:1:" in daemon.log_text(), what="deep main file logged")
+        deliver(maildir, "m2", b"From: stalker@example.net\r\n\r\n2\r\n")
+        wait_for(lambda: (quarantine / "m2").exists(), what="last good main config applied")
+        assert daemon.proc.poll() is None
+        assert "RecursionError" not in daemon.log_text()
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()

@@ -1,18 +1,16 @@
-"""The trigram prefilter never changes which patterns match, only how many are tried."""
+"""The trigram prefilter never changes which patterns match, only how many are tried; globs
+mean on RE2 what they mean to fnmatch."""
 
 import re
+import warnings
+from fnmatch import translate
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.patterns import (
-    Entry,
-    PatternIndex,
-    glob_literal,
-    glob_regex,
-    regex_literal,
-)
+from guardmail.core.patterns import Entry, PatternIndex
+from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 
 @pytest.mark.parametrize(
@@ -28,6 +26,13 @@ from guardmail.core.patterns import (
         ("abcd?", "abc"),
         ("abc+", "abc"),
         ("[]abc]def", "def"),
+        ("\\x41bcd", "bcd"),
+        ("\\x{263a}bcd", "bcd"),
+        ("\\pNabcd", "abcd"),
+        ("\\p{Greek}abcd", "abcd"),
+        ("\\0123abcd", "3abcd"),
+        ("\\Qa.b\\E", ""),
+        ("(?-i:abcd)", ""),
     ],
 )
 def test_regex_literal_is_a_substring_every_match_contains(pattern: str, literal: str) -> None:
@@ -58,12 +63,15 @@ PATTERNS = [
     "^j.e@",
     "(?i)ABC",
     "lker",
+    "\\x6Cker@",
+    "\\pLker",
+    "t\\x{61}lk",
 ]
 GLOBS = ["*@burner.example", "stalker*", "st?lker@*", "*lk*", "[ab]c*"]
 
 
 def _index() -> PatternIndex[str]:
-    entries = [Entry(re.compile(p, re.IGNORECASE), regex_literal(p), p) for p in PATTERNS]
+    entries = [Entry(compile_regex(p), regex_literal(p), p) for p in PATTERNS]
     entries += [Entry(glob_regex(g), glob_literal(g), g) for g in GLOBS]
     return PatternIndex.from_entries(entries)
 
@@ -72,7 +80,7 @@ def _index() -> PatternIndex[str]:
 @given(st.lists(st.text(alphabet="abcdejklorstx@.4 0123456789", max_size=24), max_size=3))
 def test_index_matches_exactly_what_a_loop_over_every_pattern_matches(texts: list[str]) -> None:
     index = _index()
-    brute = {p for p in PATTERNS if any(re.search(p, t, re.IGNORECASE) for t in texts)}
+    brute = {p for p in PATTERNS if any(compile_regex(p).search(t) for t in texts)}
     brute |= {g for g in GLOBS if any(glob_regex(g).search(t) for t in texts)}
     assert {e.payload for e in index.matching(texts)} == brute
 
@@ -86,3 +94,22 @@ def test_prefilter_tries_few_of_many_indexed_patterns() -> None:
     candidates = index.candidates(["someone@burner1234.example"])
     assert len(candidates) < 50
     assert [e.payload for e in index.matching(["someone@burner1234.example"])] == [1234]
+
+
+GLOB_CHARS = "ab-!]^[\\&|.*?\nÉé@"
+BRACKET = st.text(alphabet="ab-!]^[\\&z", max_size=6).map(lambda s: f"[{s}]")
+GLOBS_OF_ANY_SHAPE = st.one_of(
+    st.text(alphabet=GLOB_CHARS, max_size=10),
+    st.lists(st.one_of(BRACKET, st.sampled_from(["*", "?", "a", "-", "["])), max_size=3).map(
+        "".join
+    ),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(GLOBS_OF_ANY_SHAPE, st.text(alphabet="ab-!]^[\\&|.\nÉéAB@z", max_size=8))
+def test_glob_matches_exactly_what_fnmatch_translate_matches(glob: str, text: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "possible nested set" and the like
+        python = re.compile(translate(glob), re.IGNORECASE | re.DOTALL)
+    assert bool(glob_regex(glob).search(text)) == bool(python.search(text))

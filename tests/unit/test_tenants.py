@@ -275,3 +275,22 @@ def test_a_tenants_warning_cannot_go_over_xmpp(tmp_path: Path) -> None:
     (issue,) = issues_of(d)
     assert issue.startswith(f"{d}/a.yaml:{ALICE.count(chr(10)) + 2}:12: warning.channel")
     assert "their warning goes by email" in issue
+
+
+def test_a_500_deep_tenant_file_on_reload_is_logged_and_the_last_good_rules_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = write(tmp_path / "t", {"a.yaml": ALICE})
+    tenants = TenantDirectory(directory=d, state_dir=tmp_path / "var")
+    try:
+        rules = tenants.route("alice@example.org")
+        assert rules is not None
+        (d / "a.yaml").write_text(ALICE + "offenders: " + "[" * 500 + "]" * 500 + "\n")
+        assert not tenants.reload()
+        rejected = [r for r in caplog.records if r.msg == "tenants.reload_rejected"]
+        [issue] = [r.__dict__["gm_fields"]["issue"] for r in rejected]
+        assert issue.startswith(f"{d}/a.yaml:{ALICE.count(chr(10)) + 1}:")
+        again = tenants.route("alice@example.org")
+        assert again is not None and again.tenant.pipeline.rules is rules.tenant.pipeline.rules
+    finally:
+        tenants.close()

@@ -1,0 +1,343 @@
+r"""User patterns compiled for RE2, and the literal every match of one must contain.
+
+Contracts:
+- Every pattern runs on RE2 (``compile_regex``, ``glob_regex``): time linear in the text
+  whatever the pattern, so no pattern a user writes can stall the daemon. What RE2 cannot run
+  (backreferences, lookaround, atomic groups, possessive quantifiers, ``(?x)``) raises ValueError
+  with a sentence saying why; so does a pattern too large for RE2's memory budget. RE2's syntax
+  is Python's otherwise, with these differences: ``\Z`` is accepted and read as ``\z`` (end of
+  text); ``$`` matches only at the very end (texts here never end in a newline); ``\d``, ``\w``,
+  ``\s`` and ``\b`` are ASCII-only (write ``\pL``, ``\p{Nd}`` for Unicode classes). Matching
+  ignores case with Unicode simple case folding, as ``re.IGNORECASE`` does.
+- Globs are fnmatch globs, translated here (not by ``fnmatch.translate``, whose 3.11 output uses
+  atomic groups RE2 lacks) with the same meaning, including its quirks for ranges in ``[...]``,
+  case-insensitive and with ``*`` spanning newlines. Like fnmatch's regex they are anchored at
+  the end only, and searched (tests compare with ``fnmatch.translate`` on Python's re).
+- ``regex_literal`` and ``glob_literal`` return a string every match contains ("" if unsure):
+  the prefilter of patterns.py relies on it never being wrong, only sometimes short.
+- Pure: no I/O. RE2 writes nothing to stderr (``log_errors`` off).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+from typing import Protocol
+
+import re2
+
+_GLOB_SPECIALS = frozenset("*?[")
+_REGEX_BREAKERS = frozenset("^$.|()[]{}\\")
+_ESCAPED_LITERALS = frozenset("\\.^$|?*+()[]{}@-_/:!#%&'\",;<=>`~ ")
+_INLINE_FLAG_CHARS = frozenset("aiLmsuxU")
+_PUNCTUATION = frozenset(string.punctuation)
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+
+
+class Matcher(Protocol):
+    """A compiled pattern as an Entry holds it (``compile_regex`` and ``glob_regex`` make them)."""
+
+    def search(self, text: str, /) -> object | None: ...
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False  # the error is raised, with a sentence; RE2 need not print it
+    return options
+
+
+_OPTIONS = _options()
+
+
+# Validation at the config edge and the RuleSet built after it compile the same patterns, and a
+# reload compiles mostly unchanged ones: compiling once is most of the cost of loading rules.
+@functools.lru_cache(maxsize=1 << 16)
+def _compile(source: str) -> Matcher:
+    """``source`` compiled by RE2, or ValueError carrying RE2's reason."""
+    try:
+        return re2.compile(source, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "rejected"
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(str(reason)) from None
+
+
+def compile_regex(source: str) -> Matcher:
+    """A user's regex (Python-like syntax, see the module contracts), case-insensitive, on RE2.
+
+    ValueError says why a regex cannot be used: it does not compile at all, or it needs a
+    feature RE2 leaves out to guarantee linear time.
+    """
+    if not encodable(source):
+        raise ValueError(f"regex {source!r} holds a lone surrogate, which no text can contain")
+    try:
+        return _compile(_python_end_anchor(source))
+    except ValueError as exc:
+        reason = str(exc)
+    try:
+        re.compile(source)
+    except re.error as exc:
+        raise ValueError(f"regex {source!r} does not compile: {exc}") from None
+    raise ValueError(
+        f"regex {source!r} cannot run on RE2 ({reason}): guardmail matches with RE2 so that no "
+        "pattern takes more than linear time, and RE2 has no backreferences, lookahead or "
+        "lookbehind, atomic groups, possessive quantifiers or (?x) verbose mode"
+    )
+
+
+def _python_end_anchor(source: str) -> str:
+    r"""``source`` with Python's ``\Z`` (end of text) written as RE2 spells it, ``\z``."""
+    if "\\Z" not in source:
+        return source
+    out: list[str] = []
+    i = 0
+    while i < len(source):
+        if source[i] == "\\" and i + 1 < len(source):
+            pair = source[i : i + 2]
+            out.append("\\z" if pair == "\\Z" else pair)
+            i += 2
+        else:
+            out.append(source[i])
+            i += 1
+    return "".join(out)
+
+
+def glob_regex(glob: str) -> Matcher:
+    """A glob (fnmatch syntax, case-insensitive, anchored at the end) compiled by RE2.
+
+    ValueError only for a glob too large for RE2's memory budget.
+    """
+    try:
+        return _compile(glob_source(glob))
+    except ValueError as exc:
+        raise ValueError(f"glob {glob!r} cannot be compiled ({exc})") from None
+
+
+def glob_source(glob: str) -> str:
+    """The RE2 source of ``glob``: what ``fnmatch.translate`` means, in syntax RE2 accepts."""
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        ch = glob[i]
+        i += 1
+        if ch == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[":
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(_escape("["))
+            else:
+                out.append(_bracket(glob, i, j))
+                i = j + 1
+        else:
+            out.append(_escape(ch))
+    return "(?s:" + "".join(out) + ")\\z"
+
+
+def _bracket(glob: str, i: int, j: int) -> str:
+    """The class ``glob[i:j]`` (between ``[`` and ``]``) means to fnmatch, as an RE2 class."""
+    stuff = glob[i:j]
+    if "-" not in stuff:
+        tokens = [(ch, False) for ch in stuff]
+    else:
+        # fnmatch's own split into range chunks, with its removal of empty ranges (z-a).
+        chunks: list[str] = []
+        k = i + 2 if glob[i] == "!" else i + 1
+        while True:
+            k = glob.find("-", k, j)
+            if k < 0:
+                break
+            chunks.append(glob[i:k])
+            i = k + 1
+            k = k + 3
+        chunk = glob[i:j]
+        if chunk:
+            chunks.append(chunk)
+        else:
+            chunks[-1] += "-"
+        for k in range(len(chunks) - 1, 0, -1):
+            if chunks[k - 1][-1] > chunks[k][0]:
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+        # A hyphen between chunks makes a range; one inside a chunk is a plain character.
+        tokens = []
+        for n, part in enumerate(chunks):
+            if n:
+                tokens.append(("-", True))
+            tokens += [(ch, False) for ch in part]
+    if not tokens:
+        return "[^\\x00-\\x{10FFFF}]"  # an empty set: never matches
+    if tokens == [("!", False)]:
+        return "."
+    negate = tokens[0] == ("!", False)
+    if negate:
+        tokens = tokens[1:]
+    items: list[str] = []
+    k = 0
+    while k < len(tokens):
+        ch = tokens[k][0]
+        k += 1
+        if k + 1 < len(tokens) and tokens[k] == ("-", True):
+            items.append(f"{_escape(ch)}-{_escape(tokens[k + 1][0])}")
+            k += 2
+        else:
+            items.append(_escape(ch))
+    return "[" + ("^" if negate else "") + "".join(items) + "]"
+
+
+def _escape(ch: str) -> str:
+    """One character as a literal in RE2 source, inside or outside a class."""
+    if ch in _ALNUM:
+        return ch
+    if ch in _PUNCTUATION:
+        return "\\" + ch
+    if "\ud800" <= ch <= "\udfff":
+        ch = "\ufffd"  # as subject() shows a lone surrogate
+    return f"\\x{{{ord(ch):x}}}"
+
+
+def encodable(text: str) -> bool:
+    """True if ``text`` has no lone surrogate (so it can be UTF-8, as RE2 needs)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def glob_literal(glob: str) -> str:
+    """The longest run outside wildcards and brackets: a string every match contains."""
+    runs: list[str] = []
+    current: list[str] = []
+    in_bracket = False
+    for ch in glob:
+        if in_bracket:
+            if ch == "]":
+                in_bracket = False
+            continue
+        if ch in _GLOB_SPECIALS:
+            runs.append("".join(current))
+            current = []
+            in_bracket = ch == "["
+            continue
+        current.append(ch)
+    runs.append("".join(current))
+    return max(runs, key=len)
+
+
+def regex_literal(pattern: str) -> str:
+    """A run of literal characters every match of ``pattern`` must contain, or "" if unsure.
+
+    Conservative: a top-level alternation, an inline flag or ``\\Q...\\E`` gives ""; groups,
+    classes and escapes other than escaped punctuation end a run (with their arguments: ``\\x41``,
+    ``\\x{263a}``, ``\\pL``, ``\\p{Greek}``, ``\\012``); a quantifier that allows zero takes
+    back the character before it.
+    """
+    if "\\Q" in pattern or _has_inline_flag(pattern):
+        return ""
+    runs: list[str] = []
+    current: list[str] = []
+    depth = 0
+    i = 0
+    n = len(pattern)
+
+    def end_run() -> None:
+        nonlocal current
+        runs.append("".join(current))
+        current = []
+
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if depth == 0 and nxt in _ESCAPED_LITERALS:
+                current.append(nxt)
+                i += 2
+            else:
+                end_run()
+                i = _escape_end(pattern, i)
+            continue
+        if ch == "[":
+            # Skip a character class, honouring "]" first and escapes inside it.
+            end_run()
+            i += 1
+            if i < n and pattern[i] == "^":
+                i += 1
+            if i < n and pattern[i] == "]":
+                i += 1
+            while i < n and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+            continue
+        if ch == "(":
+            depth += 1
+            end_run()
+        elif ch == ")":
+            depth = max(0, depth - 1)
+            end_run()
+        elif ch == "|":
+            if depth == 0:
+                return ""
+            end_run()
+        elif ch in "*?{":
+            if current:
+                current.pop()
+            end_run()
+            if ch == "{":
+                close = pattern.find("}", i)
+                i = n if close < 0 else close
+        elif ch == "+":
+            end_run()
+        elif ch in _REGEX_BREAKERS:
+            end_run()
+        elif depth == 0:
+            current.append(ch)
+        i += 1
+    end_run()
+    return max(runs, key=len)
+
+
+def _has_inline_flag(pattern: str) -> bool:
+    """True if ``(?`` is followed by flag letters (``(?i)``, ``(?s:``, ``(?-i:``)."""
+    start = pattern.find("(?")
+    while start >= 0:
+        nxt = pattern[start + 2 : start + 3]
+        if nxt in _INLINE_FLAG_CHARS or nxt == "-":
+            return True
+        start = pattern.find("(?", start + 2)
+    return False
+
+
+def _escape_end(pattern: str, i: int) -> int:
+    """The index just past the escape starting at ``pattern[i]`` (a backslash), arguments too."""
+    n = len(pattern)
+    kind = pattern[i + 1]
+    j = i + 2
+    if kind in "xpPN" and pattern.startswith("{", j):
+        close = pattern.find("}", j)
+        return n if close < 0 else close + 1
+    if kind == "x":
+        while j < min(n, i + 4) and pattern[j] in string.hexdigits:
+            j += 1
+    elif kind in "pP":
+        j = min(n, j + 1)
+    elif kind in "uU":
+        width = 4 if kind == "u" else 8
+        while j < min(n, i + 2 + width) and pattern[j] in string.hexdigits:
+            j += 1
+    elif kind in string.digits:
+        while j < min(n, i + 4) and pattern[j] in string.digits:
+            j += 1
+    return j
