@@ -15,6 +15,7 @@ Contracts:
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -76,6 +77,37 @@ class MaildirSourceConfig(BaseModel):
     """Maildir++ folder quarantined mail is moved to."""
     rescan_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     """Seconds between full rescans, which retry items the vault could not take."""
+    create: bool = False
+    """Create the Maildir if missing; otherwise a path that is not a Maildir is an error."""
+
+
+MAILDIR_SUBDIRS = ("cur", "new", "tmp")
+
+
+def maildir_problem(path: Path, *, create: bool) -> str | None:
+    """Why ``path`` cannot be watched as a Maildir, or None when it can.
+
+    A misspelt path must not be created and watched in silence (nothing would arrive there, and
+    nobody would be protected): unless ``create``, it has to be a directory holding ``cur/``,
+    ``new/`` and ``tmp/``. With ``create``, only something in the way (a file) is refused.
+    """
+    # os.path's checks answer False (never raise) where the path cannot be examined.
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return f"{path} is a file, not a Maildir directory"
+    if create:
+        return None
+    if not os.path.isdir(path):
+        return (
+            f"Maildir {path} does not exist; correct the path, or add 'create: true' "
+            "to this entry to have guardmail create it"
+        )
+    missing = [d for d in MAILDIR_SUBDIRS if not os.path.isdir(path / d)]
+    if missing:
+        return (
+            f"{path} is not a Maildir (no {', '.join(d + '/' for d in missing)}); correct the "
+            "path, or add 'create: true' to this entry to have guardmail create them"
+        )
+    return None
 
 
 class ImapSourceConfig(BaseModel):

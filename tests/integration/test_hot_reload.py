@@ -21,6 +21,7 @@ offenders:
 {extra}sources:
   maildir:
     - path: {root}/var/Maildir
+      create: true
       rescan_seconds: 0.3
 """
 

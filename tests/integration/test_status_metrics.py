@@ -26,6 +26,7 @@ offenders:
 sources:
   maildir:
     - path: {tmp_path}/var/Maildir
+      create: true
       name: home
       rescan_seconds: 0.3
 metrics:
