@@ -203,7 +203,7 @@ def test_one_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
     finally:
         assert daemon.stop() == 0, daemon.log_text()
     log = daemon.log_text()
-    assert "account=broken" in log and "FileExistsError" in log
+    assert "account=broken" in log and "NotADirectoryError" in log
 
 
 def test_hostile_corpus_a_fifo_and_a_symlink_neither_stop_the_daemon_nor_escape_archiving(
