@@ -9,8 +9,10 @@ Contracts:
   resolve against ``cwd``: the directory guardmail was started in unless the caller says.
   ``LoadedConfig.settings`` holds them absolute.
 - ``offenders_files`` entries holding ``*``, ``?`` or ``[`` are globs (matching nothing is
-  fine); any other entry must name a readable file. Their offenders are appended, in order, to
-  ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
+  fine); any other entry must name a readable file. Left out, it is ``offenders.d/*.yaml``
+  beside the main file (``DEFAULT_OFFENDERS_GLOB``, where reports write: the conf.d
+  convention); written, even as ``[]``, it replaces that default. Their offenders are appended,
+  in order, to ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
 - Each ``sources.maildir`` path must be a Maildir (``cur/``, ``new/``, ``tmp/``) when the config
   is loaded, unless its entry says ``create: true``: a misspelt path is an issue, not a new,
@@ -49,6 +51,8 @@ SCHEMA_ID = "urn:guardmail:config"
 REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns
 TENANT_PATTERN = r"^[a-z0-9_.-]+$"
 _GLOB_CHARS = frozenset("*?[")
+# Loaded beside the main file when offenders_files is left out; reports write there.
+DEFAULT_OFFENDERS_GLOB = "offenders.d/*.yaml"
 
 Action = Literal["quarantine", "block"]
 
@@ -184,7 +188,8 @@ class Settings(BaseModel):
     offenders: list[OffenderConfig] = []
     """The people to block."""
     offenders_files: list[NonEmpty] = []
-    """More YAML files, each with a top-level offenders: list; entries with * ? [ are globs."""
+    """More YAML files, each with a top-level offenders: list; entries with * ? [ are globs.
+    Default: offenders.d/*.yaml beside this file, where reports write."""
     sources: SourcesConfig = SourcesConfig()
     """Where mail and messages come from."""
     log_format: Literal["json", "logfmt"] = "logfmt"
@@ -231,6 +236,9 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         raise ConfigError([issue]) from None
     settings, issues = validate(Settings, main)
     entries = list(enumerate(settings.offenders_files)) if settings else _written_entries(main)
+    if not (isinstance(main.data, dict) and "offenders_files" in main.data):
+        default = os.path.join(glob.escape(str(main_path.parent)), DEFAULT_OFFENDERS_GLOB)
+        entries = [(0, default)]
     loaded = _OffenderFiles(main=main, base=base, files=[main_path])
     for index, entry in entries:
         loaded.add(index, entry)
