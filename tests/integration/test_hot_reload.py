@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.guardmail_proc import Daemon
+from tests.integration.guardmail_proc import Daemon, guardmail
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +77,29 @@ def test_edits_apply_without_sighup_and_bad_edits_keep_the_last_good_config(
         assert daemon.proc.poll() is None
     finally:
         assert daemon.stop() == 0, daemon.log_text()
+
+
+def test_status_and_evidence_list_work_on_the_running_config_after_a_broken_edit(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path, extra=""))
+    maildir = tmp_path / "var" / "Maildir"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+        deliver(maildir, "m1", b"From: stalker@example.net\r\n\r\n1\r\n")
+        wait_for(lambda: (maildir / ".Quarantine" / "new" / "m1").exists(), what="quarantine")
+        replace_file(config, config.read_text() + "colour: red\n")
+        wait_for(lambda: "config.reload_rejected" in daemon.log_text(), what="bad edit logged")
+        status = guardmail(config, "status")
+        listing = guardmail(config, "evidence", "list", "--json")
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    for done in (status, listing):
+        assert done.returncode == 0, done.stderr
+        err = done.stderr.decode()
+        assert "has errors, so this uses the last good configuration the daemon runs" in err
+        assert f"{config}:11:1: colour: unknown key 'colour'" in err
+    assert b"daemon: running" in status.stdout
+    assert b'"offender": "Example Offender"' in listing.stdout

@@ -58,6 +58,7 @@ metrics:
         assert isinstance(sources, dict) and set(sources) == {"home"}
         assert sources["home"]["state"] == "up" and sources["home"]["last_item"]
         assert now["vault"] == {
+            "tenant": "default",
             "entries": 2,
             "intact": True,
             "problems": [],
