@@ -2,6 +2,8 @@
 broken edit is logged with file:line:column and the last good configuration keeps working."""
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,3 +105,29 @@ def test_status_and_evidence_list_work_on_the_running_config_after_a_broken_edit
         assert f"{config}:11:1: colour: unknown key 'colour'" in err
     assert b"daemon: running" in status.stdout
     assert b'"offender": "Example Offender"' in listing.stdout
+
+
+def test_a_report_written_beside_the_config_by_another_process_applies_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    # No offenders_files and no offenders.d yet, as with the example config: the first report
+    # made without the daemon (--no-daemon) creates offenders.d/reported.yaml beside the config.
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path, extra="").replace("offenders_files", "#"))
+    maildir = tmp_path / "var" / "Maildir"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+        done = subprocess.run(
+            [sys.executable, "-m", "guardmail", "-c", str(config), "report", "--no-daemon"],
+            input=b"From: new@harass.example\r\n\r\nreported\r\n",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: "config.reloaded" in daemon.log_text(), what="reported file seen")
+        deliver(maildir, "m1", b"From: new@harass.example\r\n\r\nnext\r\n")
+        wait_for(lambda: (maildir / ".Quarantine" / "new" / "m1").exists(), what="quarantine")
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
