@@ -14,9 +14,8 @@ Contracts:
   convention); written, even as ``[]``, it replaces that default. Their offenders are appended,
   in order, to ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
-- Each ``sources.maildir`` path must be a Maildir (``cur/``, ``new/``, ``tmp/``) when the config
-  is loaded, unless its entry says ``create: true``: a misspelt path is an issue, not a new,
-  silently watched directory (see ``guardmail.config.sources.maildir_problem``).
+- Each ``sources.maildir`` path must be a Maildir when the config is loaded, unless its entry
+  says ``create: true`` (see ``guardmail.config.sources.maildir_problem``).
 - YAML is parsed with the safe loader only (see ``guardmail.config.yamlfile``).
 - ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.config.settings``
   prints it.
@@ -41,7 +40,7 @@ from guardmail.config.sources import (
     ImapSourceConfig,
     MaildirSourceConfig,
     SourcesConfig,
-    maildir_problem,
+    maildir_issues,
 )
 from guardmail.config.warning import WarningConfig
 from guardmail.config.yamlfile import STR_TAG, Source, load_source, validate
@@ -246,7 +245,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
     issues += duplicate_offenders([main, *loaded.sources])
     warning, found = _warning_account(settings, main)
     issues += found
-    issues += _maildir_issues(settings, main, base)
+    issues += maildir_issues(settings.sources.maildir if settings else [], main, base)
     if issues or settings is None:
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
@@ -359,16 +358,6 @@ class _OffenderFiles:
         offender_file, issues = validate(OffenderFile, source)
         self.issues += issues
         self.offenders += offender_file.offenders if offender_file else []
-
-
-def _maildir_issues(settings: Settings | None, main: Source, base: Path) -> list[ConfigIssue]:
-    """Maildir paths that are not Maildirs (and do not say ``create: true``), at their path."""
-    maildirs = settings.sources.maildir if settings else []
-    return [
-        main.issue(("sources", "maildir", i, "path"), problem)
-        for i, m in enumerate(maildirs)
-        if (problem := maildir_problem(base / m.path, create=m.create)) is not None
-    ]
 
 
 def _warning_account(

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from guardmail.config.yamlfile import Source
+from guardmail.errors import ConfigIssue
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # RFC 2177: clients should re-issue IDLE at least every 29 minutes; servers may cut at 30.
@@ -108,6 +112,17 @@ def maildir_problem(path: Path, *, create: bool) -> str | None:
             "path, or add 'create: true' to this entry to have guardmail create them"
         )
     return None
+
+
+def maildir_issues(
+    maildirs: Sequence[MaildirSourceConfig], main: Source, base: Path
+) -> list[ConfigIssue]:
+    """An issue at ``sources.maildir.N.path`` for each entry ``maildir_problem`` refuses."""
+    return [
+        main.issue(("sources", "maildir", i, "path"), problem)
+        for i, m in enumerate(maildirs)
+        if (problem := maildir_problem(base / m.path, create=m.create)) is not None
+    ]
 
 
 class ImapSourceConfig(BaseModel):
