@@ -54,7 +54,8 @@ def load_read_only(args: argparse.Namespace) -> LoadedConfig:
             raise
         print(
             f"guardmail: WARNING: {args.config} has errors, so this uses the last good "
-            f"configuration the daemon runs (loaded {last.loaded_at}); fix the file:",
+            f"configuration the daemon loaded, at {last.loaded_at} (a running daemon runs "
+            "that one); fix the file:",
             file=sys.stderr,
         )
         for issue in exc.issues:

@@ -101,7 +101,7 @@ def test_status_and_evidence_list_work_on_the_running_config_after_a_broken_edit
     for done in (status, listing):
         assert done.returncode == 0, done.stderr
         err = done.stderr.decode()
-        assert "has errors, so this uses the last good configuration the daemon runs" in err
+        assert "has errors, so this uses the last good configuration the daemon loaded" in err
         assert f"{config}:11:1: colour: unknown key 'colour'" in err
     assert b"daemon: running" in status.stdout
     assert b'"offender": "Example Offender"' in listing.stdout

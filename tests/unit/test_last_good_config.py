@@ -70,7 +70,7 @@ def test_status_uses_the_last_good_config_and_names_the_errors_in_the_file(
     assert "daemon: running" in out
     assert "vault default: 2 entries, intact" in out  # archived, action
     assert f"guardmail: WARNING: {running.path} has errors" in err
-    assert "uses the last good configuration the daemon runs" in err
+    assert "uses the last good configuration the daemon loaded, at " in err
     assert f"  {running.path}:5:1: colour: unknown key 'colour'" in err
 
 
