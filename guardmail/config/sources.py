@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -95,12 +96,17 @@ def maildir_problem(path: Path, *, create: bool) -> str | None:
     nobody would be protected): unless ``create``, it has to be a directory holding ``cur/``,
     ``new/`` and ``tmp/``. With ``create``, only something in the way (a file) is refused.
     """
-    # os.path's checks answer False (never raise) where the path cannot be examined.
-    if os.path.lexists(path) and not os.path.isdir(path):
+    try:
+        found = stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        found = None
+    except OSError as exc:  # e.g. a directory this user may not enter: say so, not "missing"
+        return f"Maildir {path} cannot be examined by this user: {exc.strerror}"
+    if found is False:
         return f"{path} is a file, not a Maildir directory"
     if create:
         return None
-    if not os.path.isdir(path):
+    if found is None:
         return (
             f"Maildir {path} does not exist; correct the path, or add 'create: true' "
             "to this entry to have guardmail create it"

@@ -79,3 +79,12 @@ def test_every_bad_maildir_is_reported_at_its_own_entry(tmp_path: Path) -> None:
         ["guardmail.yaml:3:13", "sources.maildir.0.path"],
         ["guardmail.yaml:6:13", "sources.maildir.2.path"],
     ]
+
+
+def test_maildir_path_that_cannot_be_examined_says_why_rather_than_missing(
+    tmp_path: Path,
+) -> None:
+    config(tmp_path, "x" * 300)  # too long a name for stat(): an error other than "not there"
+    [issue] = refused(tmp_path)
+    assert issue.startswith("guardmail.yaml:3:13: sources.maildir.0.path: Maildir ")
+    assert issue.endswith(" cannot be examined by this user: File name too long")
