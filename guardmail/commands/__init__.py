@@ -8,6 +8,12 @@ modules; a new command group is a new module plus one line there.
 tenant's data: it takes that tenant's settings from ``tenant_settings``, never the main ones.
 A command for which a tenant makes no sense says so in ``set_defaults(no_tenant=WHY)``, and
 ``guardmail.cli`` refuses ``--tenant`` for it with a usage error (exit 2) that gives WHY.
+
+Read-only commands (status, evidence list/show/verify/export, explain) load with
+``load_read_only``: when the config file has errors but the daemon recorded the last good
+configuration it runs (``guardmail.daemon.lastgood``), they work on that one, after a warning
+on stderr naming the file's errors; their exit code is then their own. Commands that change
+something (report, warn, sieve install ...) use ``load`` and refuse a broken file (exit 2).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from guardmail.config.settings import LoadedConfig, Settings, load_config
 from guardmail.config.tenants import load_tenants
-from guardmail.errors import GuardmailError
+from guardmail.daemon.lastgood import recall, state_dir_of
+from guardmail.errors import ConfigError, GuardmailError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -33,6 +40,27 @@ else:
 def load(args: argparse.Namespace) -> LoadedConfig:
     """The configuration named by ``-c``; ConfigError propagates to ``cli.main`` (exit 2)."""
     return load_config(Path(args.config))
+
+
+def load_read_only(args: argparse.Namespace) -> LoadedConfig:
+    """``load``, or the last good configuration the daemon runs when the file has errors."""
+    path = Path(args.config)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        cwd = Path.cwd()
+        last = recall(cwd / path, state_dir_of(cwd / path, cwd=cwd))
+        if last is None:
+            raise
+        print(
+            f"guardmail: WARNING: {args.config} has errors, so this uses the last good "
+            f"configuration the daemon loaded, at {last.loaded_at} (a running daemon runs "
+            "that one); fix the file:",
+            file=sys.stderr,
+        )
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return last.config
 
 
 def refuse_tenant(args: argparse.Namespace, why: str) -> int | None:
@@ -66,6 +94,7 @@ __all__ = [
     "EXIT_USAGE",
     "Subparsers",
     "load",
+    "load_read_only",
     "refuse_tenant",
     "tenant_settings",
 ]

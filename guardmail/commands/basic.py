@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
+from guardmail.commands import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Subparsers,
+    load,
+    load_read_only,
+    tenant_settings,
+)
 from guardmail.config.settings import render_schema
 from guardmail.config.tenants import load_tenants
 from guardmail.core.item import read_mail
@@ -90,7 +97,7 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    loaded = load(args)
+    loaded = load_read_only(args)
     try:
         raw = args.message.read_bytes()
     except OSError as exc:

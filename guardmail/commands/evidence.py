@@ -19,6 +19,7 @@ from guardmail.commands import (
     EXIT_USAGE,
     Subparsers,
     load,
+    load_read_only,
     refuse_tenant,
     tenant_settings,
 )
@@ -112,7 +113,7 @@ def _usage(message: str) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    loaded = load(args)
+    loaded = load_read_only(args)
     tenant = open_tenant(tenant_settings(args, loaded))
     try:
         vault = tenant.vault
@@ -159,7 +160,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is not None:
         why = "a bundle is checked on its own, without a config or a vault"
         return refuse_tenant(args, why) or _verify_bundle(args.path)
-    loaded = load(args)
+    loaded = load_read_only(args)
     tenant = open_tenant(tenant_settings(args, loaded))
     try:
         vault = tenant.vault
@@ -196,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _usage(f"--since {args.since} is after --until {args.until}")
     if args.out.exists() or args.out.is_symlink():
         return _usage(f"{args.out} already exists; exports never overwrite")
-    loaded = load(args)
+    loaded = load_read_only(args)
     settings = tenant_settings(args, loaded)
     tenant = open_tenant(settings)
     try:

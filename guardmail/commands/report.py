@@ -9,7 +9,9 @@ line is one short summary for a mail client's status line.
 Exit codes:
   0  archived (or the same bytes were archived by an earlier report); the sender is blocked
   1  not done at run time: the vault cannot take the item, the daemon failed, or the item was
-     archived but the offenders file could not be written (the message says which)
+     archived but the offenders file could not be written, or it was written but the config
+     does not load it (its offenders_files leave it out), so nothing blocks the sender (the
+     message says which)
   2  bad input: config error, empty item, no sender to block, unknown or taken offender name,
      invalid arguments
 """
@@ -140,11 +142,13 @@ def print_reported(result: Reported, *, as_json: bool) -> None:
         else:
             print(f"rule added: none (already covered by offender {result.covered_by!r})")
     if result.hint:
+        sys.stdout.flush()  # the sentence below is the last line a mail client shows
         print(
-            f"NOTE: your config does not load {result.offenders_file}, so the daemon will "
-            f"not block this sender; {result.hint}",
+            f"guardmail: archived, but NOT blocked: your config does not load "
+            f"{result.offenders_file}, so the daemon will not block this sender; {result.hint}",
             file=sys.stderr,
         )
+        return
     if not as_json:
         # The last line, short and plain: mail clients show it in their status line.
         print(f"guardmail: reported as vault entry {result.seq}, offender {result.offender}")
@@ -162,4 +166,4 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_USAGE if exc.kind in USAGE_KINDS else EXIT_FAILED
     print_reported(result, as_json=args.json)
-    return EXIT_OK
+    return EXIT_OK if result.file_loaded else EXIT_FAILED

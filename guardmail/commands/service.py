@@ -146,7 +146,12 @@ def system_config(example: str, *, schema: Path | None = None) -> str:
         "  maildir: []       # none yet: uncomment and adjust, then give the service access to it",
         '                    # (docs/deployment.md, "Giving the service a Maildir")',
     ]
+    skipping = False
     for line in lines[start:end]:
+        # The example's `create: true` (and its comment) is for its own ./var/Maildir only.
+        skipping = line.strip().startswith("create:") or (skipping and line.startswith(" " * 20))
+        if skipping:
+            continue
         body = line[2:].replace("./var/Maildir", EXAMPLE_MAILDIR)
         block.append(f"  {body}" if body.lstrip().startswith("#") else f"  # {body}")
     return _with_header("\n".join([*lines[:start], *block, *lines[end:]]))

@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from guardmail.commands import EXIT_FAILED, EXIT_OK, Subparsers, load, tenant_settings
+from guardmail.commands import EXIT_FAILED, EXIT_OK, Subparsers, load_read_only, tenant_settings
 from guardmail.daemon.observe import STATUS_FILE
 from guardmail.daemon.tenant import open_tenant
 from guardmail.vault.verify import verify_vault
@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    loaded = load(args)
+    loaded = load_read_only(args)
     state_dir = loaded.settings.state_dir
     report: dict[str, Any] = {"running": False}
     try:

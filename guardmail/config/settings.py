@@ -9,12 +9,16 @@ Contracts:
   resolve against ``cwd``: the directory guardmail was started in unless the caller says.
   ``LoadedConfig.settings`` holds them absolute.
 - ``offenders_files`` entries holding ``*``, ``?`` or ``[`` are globs (matching nothing is
-  fine); any other entry must name a readable file. Their offenders are appended, in order, to
-  ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
+  fine); any other entry must name a readable file. Left out, it is ``offenders.d/*.yaml``
+  beside the main file (``DEFAULT_OFFENDERS_GLOB``, where reports write: the conf.d
+  convention); written, even as ``[]``, it replaces that default. Their offenders are appended,
+  in order, to ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files.
 - Patterns and display-name globs are checked by ``core.rules.check_pattern`` and
   ``check_display_name``, the code the rules compile them with: what RE2 cannot run, and what
   would match every sender (``*``, ``*@*``, ``re:.*``), is an issue at the pattern.
+- Each ``sources.maildir`` path must be a Maildir when the config is loaded, unless its entry
+  says ``create: true`` (see ``guardmail.config.sources.maildir_problem``).
 - YAML is parsed with the safe loader only (see ``guardmail.config.yamlfile``).
 - ``config/guardmail.schema.json`` is ``render_schema()``; ``python -m guardmail.config.settings``
   prints it.
@@ -35,7 +39,12 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.config.ops import MetricsConfig
-from guardmail.config.sources import ImapSourceConfig, MaildirSourceConfig, SourcesConfig
+from guardmail.config.sources import (
+    ImapSourceConfig,
+    MaildirSourceConfig,
+    SourcesConfig,
+    maildir_issues,
+)
 from guardmail.config.warning import WarningConfig
 from guardmail.config.yamlfile import STR_TAG, Source, load_source, validate
 from guardmail.core.rules import check_display_name, check_pattern
@@ -45,6 +54,8 @@ SCHEMA_ID = "urn:guardmail:config"
 REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns
 TENANT_PATTERN = r"^[a-z0-9_.-]+$"
 _GLOB_CHARS = frozenset("*?[")
+# Loaded beside the main file when offenders_files is left out; reports write there.
+DEFAULT_OFFENDERS_GLOB = "offenders.d/*.yaml"
 
 Action = Literal["quarantine", "block"]
 
@@ -184,7 +195,8 @@ class Settings(BaseModel):
     offenders: list[OffenderConfig] = []
     """The people to block."""
     offenders_files: list[NonEmpty] = []
-    """More YAML files, each with a top-level offenders: list; entries with * ? [ are globs."""
+    """More YAML files, each with a top-level offenders: list; entries with * ? [ are globs.
+    Default: offenders.d/*.yaml beside this file, where reports write."""
     sources: SourcesConfig = SourcesConfig()
     """Where mail and messages come from."""
     log_format: Literal["json", "logfmt"] = "logfmt"
@@ -231,6 +243,9 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         raise ConfigError([issue]) from None
     settings, issues = validate(Settings, main)
     entries = list(enumerate(settings.offenders_files)) if settings else _written_entries(main)
+    if not (isinstance(main.data, dict) and "offenders_files" in main.data):
+        default = os.path.join(glob.escape(str(main_path.parent)), DEFAULT_OFFENDERS_GLOB)
+        entries = [(0, default)]
     loaded = _OffenderFiles(main=main, base=base, files=[main_path])
     for index, entry in entries:
         loaded.add(index, entry)
@@ -238,6 +253,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
     issues += duplicate_offenders([main, *loaded.sources])
     warning, found = _warning_account(settings, main)
     issues += found
+    issues += maildir_issues(settings.sources.maildir if settings else [], main, base)
     if issues or settings is None:
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))

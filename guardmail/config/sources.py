@@ -15,10 +15,16 @@ Contracts:
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from guardmail.config.yamlfile import Source
+from guardmail.errors import ConfigIssue
 
 TlsMode = Literal["implicit", "starttls", "none"]
 # RFC 2177: clients should re-issue IDLE at least every 29 minutes; servers may cut at 30.
@@ -90,6 +96,53 @@ class MaildirSourceConfig(BaseModel):
     """Maildir++ folder quarantined mail is moved to."""
     rescan_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     """Seconds between full rescans, which retry items the vault could not take."""
+    create: bool = False
+    """Create the Maildir if missing; otherwise a path that is not a Maildir is an error."""
+
+
+MAILDIR_SUBDIRS = ("cur", "new", "tmp")
+
+
+def maildir_problem(path: Path, *, create: bool) -> str | None:
+    """Why ``path`` cannot be watched as a Maildir, or None when it can.
+
+    A misspelt path must not be created and watched in silence (nothing would arrive there, and
+    nobody would be protected): unless ``create``, it has to be a directory holding ``cur/``,
+    ``new/`` and ``tmp/``. With ``create``, only something in the way (a file) is refused.
+    """
+    try:
+        found = stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        found = None
+    except OSError as exc:  # e.g. a directory this user may not enter: say so, not "missing"
+        return f"Maildir {path} cannot be examined by this user: {exc.strerror}"
+    if found is False:
+        return f"{path} is a file, not a Maildir directory"
+    if create:
+        return None
+    if found is None:
+        return (
+            f"Maildir {path} does not exist; correct the path, or add 'create: true' "
+            "to this entry to have guardmail create it"
+        )
+    missing = [d for d in MAILDIR_SUBDIRS if not os.path.isdir(path / d)]
+    if missing:
+        return (
+            f"{path} is not a Maildir (no {', '.join(d + '/' for d in missing)}); correct the "
+            "path, or add 'create: true' to this entry to have guardmail create them"
+        )
+    return None
+
+
+def maildir_issues(
+    maildirs: Sequence[MaildirSourceConfig], main: Source, base: Path
+) -> list[ConfigIssue]:
+    """An issue at ``sources.maildir.N.path`` for each entry ``maildir_problem`` refuses."""
+    return [
+        main.issue(("sources", "maildir", i, "path"), problem)
+        for i, m in enumerate(maildirs)
+        if (problem := maildir_problem(base / m.path, create=m.create)) is not None
+    ]
 
 
 class ImapSourceConfig(BaseModel):

@@ -2,8 +2,9 @@
 
 Contracts:
 - This is the only file a report writes. The user's hand-written config, with its comments, is
-  never rewritten; it has to load this file (``offenders_files``) for the daemon to act on what
-  reports add, and ``load_hint`` says exactly what to add when it does not.
+  never rewritten; it has to load this file for the daemon to act on what reports add. A config
+  that leaves ``offenders_files`` out loads ``offenders.d/*.yaml`` beside it, so it does; one
+  whose ``offenders_files`` miss it gets ``load_hint``: exactly what to change.
 - The file is an ordinary offenders file (a top-level ``offenders:`` list). It is rewritten whole,
   atomically (temp file, fsync, rename, directory fsync), keeping its mode, under an exclusive
   ``flock`` on a lock file beside it that the daemon and the ``guardmail report`` CLI share.
@@ -39,7 +40,7 @@ ALIAS_SUFFIX = " (reported)"
 HEADER = """\
 # Written by guardmail: offenders and aliases reported from mail and chat clients
 # (`guardmail report`, the Thunderbird add-on, the neomutt macro, the Gajim plugin).
-# Your main config must load it: offenders_files: ["{glob}"]
+# Your main config loads it unless its offenders_files leave out "{glob}"
 # You may edit it by hand; guardmail rewrites it whole (comments here are not kept).
 """
 
@@ -72,7 +73,10 @@ def load_hint(config: LoadedConfig, path: Path) -> str:
     entry = f'"{path.parent / "*.yaml"}"'
     if config.settings.offenders_files:
         return f"add {entry} to the offenders_files list in {config.path}"
-    return f"add this line to {config.path}: offenders_files: [{entry}]"
+    return (
+        f"write offenders_files: [{entry}] in {config.path}, "
+        f"or leave offenders_files out (it then loads {entry})"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,9 @@
 Contracts:
 - Watches the directories holding every file the last load read, plus the directories that
   ``offenders_files`` globs look in (a new file there counts), so editors that write a new file and
-  rename it over the old one are seen too.
+  rename it over the old one are seen too. A glob's directory that does not exist yet (the
+  default ``offenders.d`` before the first report) is watched for through its nearest existing
+  ancestor: its creation counts as a change, and the reload then watches inside it.
 - Changes are debounced (``DEBOUNCE`` seconds of quiet) so one save is one reload, well within the
   2 seconds a valid change must take to apply.
 - The reload itself (and keeping the last good config when the new one is invalid) is the
@@ -30,11 +32,21 @@ def watched_paths(config: LoadedConfig) -> tuple[set[Path], set[Path]]:
     """(files whose change matters, directories to watch)."""
     files = {p.resolve() for p in config.files}
     dirs = {p.parent for p in files}
+    for d in glob_dirs(config):
+        while not d.is_dir() and d.parent != d:
+            d = d.parent  # not there yet: watch where it will be created
+        dirs.add(d)
+    return files, {d for d in dirs if d.is_dir()}
+
+
+def glob_dirs(config: LoadedConfig) -> set[Path]:
+    """The directories ``offenders_files`` globs look in: new files appear there."""
+    dirs = set()
     for pattern in config.settings.offenders_files:
-        # The directory part of a glob up to its first wildcard: new files appear there.
+        # The directory part of a glob up to its first wildcard.
         head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
         dirs.add(Path(head if head.endswith(os.sep) else os.path.dirname(head)).resolve())
-    return files, {d for d in dirs if d.is_dir()}
+    return dirs
 
 
 class _Changes(FileSystemEventHandler):
@@ -61,7 +73,7 @@ class ConfigWatcher:
     def _matters(self, path: str) -> bool:
         files, _ = watched_paths(self._config())
         resolved = Path(path).resolve()
-        if resolved in files:
+        if resolved in files or resolved in glob_dirs(self._config()):
             return True
         patterns = self._config().settings.offenders_files
         return any(fnmatch(str(resolved), p) for p in patterns)

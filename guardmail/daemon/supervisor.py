@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 from guardmail import logs
@@ -23,6 +24,7 @@ from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
+from guardmail.daemon import lastgood
 from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
@@ -54,6 +56,7 @@ def source_name(source: Source) -> str:
 class Daemon:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
+        self.started_with = config.settings  # state_dir and tenant: a reload does not move them
         self.tenant: Tenant = open_tenant(config.settings)
         self.sources: list[Source] = [
             MaildirSource(
@@ -137,6 +140,7 @@ class Daemon:
             )
         self.tenant.apply(new.settings)
         self.config = new
+        self._record_last_good()
         for source in self.sources:
             if isinstance(source, MaildirSource):
                 source.rejudge()
@@ -144,6 +148,13 @@ class Daemon:
                 source.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
         event("config.reloaded", offenders=len(new.settings.offenders))
         return True
+
+    def _record_last_good(self) -> None:
+        """Keep the configuration now running for read-only commands (see daemon.lastgood)."""
+        try:
+            lastgood.record(self.config, running=self.started_with, now=datetime.now(UTC))
+        except OSError as exc:
+            event("config.last_good_unwritable", level=logging.WARNING, error=str(exc))
 
     def _status(self) -> str:
         return f"{len(self.config.settings.offenders)} offenders, {len(self.sources)} sources"
@@ -181,6 +192,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_notified)
+        self._record_last_good()
         event(
             "daemon.started",
             config=str(self.config.path),

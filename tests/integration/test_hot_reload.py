@@ -2,13 +2,15 @@
 broken edit is logged with file:line:column and the last good configuration keeps working."""
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_for
-from tests.integration.guardmail_proc import Daemon
+from tests.integration.guardmail_proc import Daemon, guardmail
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +23,7 @@ offenders:
 {extra}sources:
   maildir:
     - path: {root}/var/Maildir
+      create: true
       rescan_seconds: 0.3
 """
 
@@ -105,5 +108,57 @@ def test_a_500_deep_file_on_reload_is_logged_and_the_last_good_rules_keep_workin
         wait_for(lambda: (quarantine / "m2").exists(), what="last good main config applied")
         assert daemon.proc.poll() is None
         assert "RecursionError" not in daemon.log_text()
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+
+
+def test_status_and_evidence_list_work_on_the_running_config_after_a_broken_edit(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path, extra=""))
+    maildir = tmp_path / "var" / "Maildir"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+        deliver(maildir, "m1", b"From: stalker@example.net\r\n\r\n1\r\n")
+        wait_for(lambda: (maildir / ".Quarantine" / "new" / "m1").exists(), what="quarantine")
+        replace_file(config, config.read_text() + "colour: red\n")
+        wait_for(lambda: "config.reload_rejected" in daemon.log_text(), what="bad edit logged")
+        status = guardmail(config, "status")
+        listing = guardmail(config, "evidence", "list", "--json")
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    for done in (status, listing):
+        assert done.returncode == 0, done.stderr
+        err = done.stderr.decode()
+        assert "has errors, so this uses the last good configuration the daemon loaded" in err
+        assert f"{config}:11:1: colour: unknown key 'colour'" in err
+    assert b"daemon: running" in status.stdout
+    assert b'"offender": "Example Offender"' in listing.stdout
+
+
+def test_a_report_written_beside_the_config_by_another_process_applies_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    # No offenders_files and no offenders.d yet, as with the example config: the first report
+    # made without the daemon (--no-daemon) creates offenders.d/reported.yaml beside the config.
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path, extra="").replace("offenders_files", "#"))
+    maildir = tmp_path / "var" / "Maildir"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "maildir.watching" in daemon.log_text(), what="start")
+        done = subprocess.run(
+            [sys.executable, "-m", "guardmail", "-c", str(config), "report", "--no-daemon"],
+            input=b"From: new@harass.example\r\n\r\nreported\r\n",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: "config.reloaded" in daemon.log_text(), what="reported file seen")
+        deliver(maildir, "m1", b"From: new@harass.example\r\n\r\nnext\r\n")
+        wait_for(lambda: (maildir / ".Quarantine" / "new" / "m1").exists(), what="quarantine")
     finally:
         assert daemon.stop() == 0, daemon.log_text()

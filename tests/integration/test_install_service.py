@@ -167,6 +167,8 @@ def test_system_config_comments_the_maildir_out_and_sets_the_state_dir() -> None
     assert "\nstate_dir: /var/lib/guardmail " in text and "./var" not in text.split("#")[0]
     assert "\n  maildir: []" in text
     assert [line for line in text.splitlines() if line.startswith("    - path:")] == []
+    # The example's own Maildir may be created; a real one is chosen and must exist.
+    assert "create:" not in text and "new directory that nothing" not in text
 
 
 # --- the daemon under the unit's MemoryDenyWriteExecute=yes -----------------------------------

@@ -168,13 +168,14 @@ def test_sighup_applies_a_good_config_and_keeps_the_last_good_one_on_error(
 
 
 def test_one_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
-    # A Maildir path that became a regular file makes its source fail at every start; the
+    # A Maildir to create under a regular file makes its source fail at every start; the
     # daemon used to end with it. Now it is restarted with backoff while the other runs on.
     broken = tmp_path / "not-a-dir"
     broken.write_bytes(b"")
     config = tmp_path / "guardmail.yaml"
     config.write_text(
-        CONFIG.format(root=tmp_path, extra="") + f"    - path: {broken}\n      name: broken\n"
+        CONFIG.format(root=tmp_path, extra="")
+        + f"    - path: {broken}/Maildir\n      name: broken\n      create: true\n"
     )
     maildir = tmp_path / "var" / "Maildir"
     for sub in ("tmp", "new", "cur"):
@@ -202,7 +203,7 @@ def test_one_failing_source_does_not_stop_the_others(tmp_path: Path) -> None:
     finally:
         assert daemon.stop() == 0, daemon.log_text()
     log = daemon.log_text()
-    assert "account=broken" in log and "FileExistsError" in log
+    assert "account=broken" in log and "NotADirectoryError" in log
 
 
 def test_hostile_corpus_a_fifo_and_a_symlink_neither_stop_the_daemon_nor_escape_archiving(

@@ -106,13 +106,46 @@ def test_report_exits_1_when_the_vault_cannot_take_the_item(config: Path, tmp_pa
     assert not (tmp_path / "offenders.d" / "reported.yaml").exists()
 
 
-def test_config_not_loading_the_file_gets_the_line_to_add(tmp_path: Path) -> None:
+def test_report_exits_1_and_says_not_blocked_when_the_config_does_not_load_the_file(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "g.yaml"
-    config.write_text(f"state_dir: {tmp_path}/var\n")
+    config.write_text(f"state_dir: {tmp_path}/var\noffenders_files: []\n")
     done = report(config, MAIL)
-    assert done.returncode == 0, done.stderr
-    line = f'add this line to {config}: offenders_files: ["{tmp_path}/offenders.d/*.yaml"]'
-    assert line in done.stderr.decode()
+    assert done.returncode == 1, done.stderr
+    entry = f'"{tmp_path}/offenders.d/*.yaml"'
+    assert done.stderr.decode() == (
+        f"guardmail: archived, but NOT blocked: your config does not load "
+        f"{tmp_path}/offenders.d/reported.yaml, so the daemon will not block this sender; "
+        f"write offenders_files: [{entry}] in {config}, "
+        f"or leave offenders_files out (it then loads {entry})\n"
+    )
+    assert "reported as vault entry" not in done.stdout.decode()
+
+
+def test_running_daemon_on_a_config_without_offenders_files_blocks_the_reported_sender(
+    tmp_path: Path,
+) -> None:
+    # As the example config: no offenders_files, no offenders.d yet. Reports write
+    # offenders.d/reported.yaml beside the config, which is loaded by default.
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path).replace("offenders_files", "# offenders_files"))
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "control.listening" in daemon.log_text(), what="daemon start")
+        done = report(config, MAIL, "--client", "neomutt")
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == b""
+        deliver(maildir, "2.next.host", b"From: stalker@evil.example\r\n\r\n!\r\n")
+        wait_for(
+            lambda: (maildir / ".Quarantine" / "new" / "2.next.host").exists(),
+            what="follow-up quarantined",
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
 
 
 def test_daemon_quarantines_what_the_reported_sender_sends_next(

@@ -26,6 +26,7 @@ offenders:
 sources:
   maildir:
     - path: {tmp_path}/var/Maildir
+      create: true
       name: home
       rescan_seconds: 0.3
 metrics:
@@ -57,11 +58,11 @@ metrics:
         assert isinstance(sources, dict) and set(sources) == {"home"}
         assert sources["home"]["state"] == "up" and sources["home"]["last_item"]
         assert now["vault"] == {
+            "tenant": "default",
             "entries": 2,
             "intact": True,
             "problems": [],
             "blobs_checked": False,
-            "tenant": "default",
         }
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:

@@ -50,6 +50,7 @@ warning:
 sources:
   maildir:
     - path: {tmp}/var/Maildir
+      create: true
       rescan_seconds: 0.3
 """
     )

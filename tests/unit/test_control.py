@@ -24,6 +24,8 @@ import pytest
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.client import NoDaemon, call
 from guardmail.control.server import ControlServer, socket_path
+from guardmail.core.item import mail_item
+from guardmail.core.rules import Action, decide
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.vault import journal
 
@@ -38,20 +40,24 @@ offenders_files: ["{root}/offenders.d/*.yaml"]
 """
 MAIL = b"From: Stalker <stalker@evil.example>\r\nSubject: hi\r\n\r\n\x00\xff body\r\n"
 T = TypeVar("T")
+ITEM: dict[str, Any] = {"tenant": "default", "account": "a", "source_ref": "r", "received_at": NOW}
 
 
 class Env:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, text: str = CONFIG) -> None:
         self.root = root
-        config = root / "guardmail.yaml"
-        config.write_text(CONFIG.format(root=root))
-        self.config: LoadedConfig = load_config(config)
+        self.path = root / "guardmail.yaml"
+        self.path.write_text(text.format(root=root))
+        self.config: LoadedConfig = load_config(self.path)
         self.state = self.config.settings.state_dir
         self.tenant: Tenant = open_tenant(self.config.settings)
         self.changes = 0
 
     def changed(self) -> None:
+        """What the daemon does when a report adds a rule: load the config again and apply it."""
         self.changes += 1
+        self.config = load_config(self.path)
+        self.tenant.apply(self.config.settings)
 
     def server(self, **kw: Any) -> ControlServer:
         return ControlServer(
@@ -117,6 +123,31 @@ def test_report_over_the_socket_archives_and_records_the_peer(env: Env) -> None:
     assert meta["local_uid"] == str(os.geteuid())
     assert meta["local_user"] == pwd.getpwuid(os.geteuid()).pw_name
     assert env.tenant.vault.blobs.get(row.sha256 or "") == MAIL
+
+
+def test_report_blocks_the_next_message_with_a_config_that_leaves_out_offenders_files(
+    tmp_path: Path,
+) -> None:
+    # As the example config: no offenders_files, so offenders.d/*.yaml beside it is loaded.
+    example_like = (
+        "state_dir: {root}/var\noffenders:\n  - name: Known\n    addresses: [k@x.example]\n"
+    )
+    env = Env(tmp_path, example_like)
+    try:
+
+        async def body() -> dict[str, Any]:
+            return await env.call(report())
+
+        answer = env.serve(body)
+        assert answer["ok"], answer
+        assert answer["result"]["file_loaded"] is True and answer["result"]["hint"] is None
+        assert [o.name for o in env.config.settings.offenders] == ["Known", "stalker@evil.example"]
+        later = b"From: stalker@evil.example\r\nSubject: again\r\n\r\nnew\r\n"
+        verdict = decide(mail_item(later, **ITEM).identities, env.tenant.pipeline.rules, now=NOW)
+        assert verdict.offender == "stalker@evil.example"
+        assert verdict.action is not Action.PASS
+    finally:
+        env.tenant.close()
 
 
 def test_offenders_and_status(env: Env) -> None:

@@ -187,18 +187,32 @@ def test_xmpp_report_adds_the_bare_jid(loads: Setup) -> None:
     assert again.rule_added == "jids: other@chat.example (offender 'stalker@chat.example')"
 
 
-def test_a_config_without_the_reported_file_gets_an_exact_hint(bare: Setup) -> None:
+def test_a_config_that_leaves_out_offenders_files_loads_what_reports_write(bare: Setup) -> None:
     result = bare.report(request())
-    expected = f'offenders_files: ["{bare.root}/offenders.d/*.yaml"]'
+    assert result.file_loaded and result.hint is None
+    loaded = load_config(bare.config, cwd=bare.root)
+    assert [o.name for o in loaded.settings.offenders] == ["Known", "stalker@evil.example"]
+    assert reported_path(bare.config) in loaded.files  # watched for hot reload
+
+
+def test_a_config_whose_offenders_files_leave_out_the_reported_file_gets_an_exact_hint(
+    tmp_path: Path,
+) -> None:
+    bare = Setup(tmp_path, "offenders_files: []\n")
+    result = bare.report(request())
+    expected = f'"{bare.root}/offenders.d/*.yaml"'
     assert not result.file_loaded
-    assert result.hint == f"add this line to {bare.config}: {expected}"
+    assert result.hint == (
+        f"write offenders_files: [{expected}] in {bare.config}, "
+        f"or leave offenders_files out (it then loads {expected})"
+    )
     # A second report still sees what the first added, though the config does not load it.
     again = bare.report(request(b"From: stalker@evil.example\n\nmore\n"))
     assert again.rule_added is None and again.offender == "stalker@evil.example"
     # With offenders_files present but not covering it, the hint says to add to that list.
     other = bare.root / "mine.yaml"
     other.write_text("offenders: []\n")
-    bare.config.write_text(bare.text + "offenders_files: [mine.yaml]\n")
+    bare.config.write_text(bare.text.replace("[]", "[mine.yaml]"))
     loaded = load_config(bare.config, cwd=bare.root)
     path = reported_path(loaded.path)
     assert not loads_reported(loaded, path)

@@ -399,8 +399,8 @@ def test_relative_paths_resolve_against_the_start_directory(tmp_path: Path) -> N
     loaded = load(
         tmp_path,
         {
-            MAIN: "sources:\n  maildir:\n    - path: mail/inbox\n    - path: /srv/mail\n"
-            "      name: work\n"
+            MAIN: "sources:\n  maildir:\n    - path: mail/inbox\n      create: true\n"
+            "    - path: /srv/mail\n      name: work\n      create: true\n"
         },
     )
     assert loaded.path == tmp_path / MAIN
@@ -460,7 +460,8 @@ def test_values_are_typed_stripped_and_defaulted(tmp_path: Path) -> None:
         {
             MAIN: "tenant: alice\nlog_format: json\noffenders:\n"
             "  - name: '  Ex  '\n    addresses: [' ex@example.net ']\n    jids: [' ex@x ']\n"
-            "sources:\n  maildir:\n    - path: m\n      rescan_seconds: '2.5'\n"
+            "sources:\n  maildir:\n    - path: m\n      create: true\n"
+            "      rescan_seconds: '2.5'\n"
         },
     ).settings
     offender = settings.offenders[0]

@@ -99,6 +99,8 @@ class GuardmailReportPlugin(GajimPlugin):
                 r["sha256"],
                 r["offender"],
             )
+            if r.get("file_loaded") is False:
+                log.error("guardmail_report: kept as evidence, but NOT blocked: %s", r.get("hint"))
 
     def _patch_menus(self) -> None:
         from gajim.gtk import chat_list_row

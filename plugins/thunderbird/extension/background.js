@@ -131,6 +131,11 @@ async function report(messages, choice) {
       return done;
     }
   }
+  const unloaded = done.find((r) => r.file_loaded === false);
+  if (unloaded) {
+    // Archived, but the config does not load the file the sender was added to.
+    await notify(`Kept as evidence, but NOT blocked: ${unloaded.hint}`);
+  }
   if (done.length === 1) {
     const r = done[0];
     const added = r.rule_added ? `, added ${r.rule_added}` : "";
