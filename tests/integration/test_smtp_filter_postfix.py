@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 from guardmail.config.settings import Settings
+from guardmail.core.identity import normalize_address
+from guardmail.core.item import read_mail
 from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 from tests.conftest import wait_for
+from tests.hostile.corpus import corpus
 from tests.servers.postfix import Guardmail, Postfix, start_postfix, strip_added_headers
 
 pytestmark = pytest.mark.integration
@@ -344,3 +347,54 @@ def test_a_broken_tenant_file_at_start_is_exit_2_with_file_and_line(root: Path) 
     assert (
         f"{root}/tenants.d/bob.yaml:2:14: recipients.0: 'bob' is neither an address" in done.stderr
     )
+
+
+HOSTILE_TENANT = """\
+name: hostile
+recipients: [user@example.test]
+offenders:
+  - name: Stalker
+    addresses: [stalker@example.net]
+quarantine_mailbox: alice-quarantine@example.test
+"""
+
+
+def test_hostile_corpus_through_postfix_is_judged_on_what_postfix_hands_over(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # Postfix itself changes some shapes (it cuts headers past header_size_limit, ends bare
+    # CR and LF lines): what counts is the copy the filter received. Every message leaves the
+    # queue once, the daemon stays up, no delivered copy shows the offender in a sender header,
+    # and every quarantined copy is archived.
+    (root / "tenants.d" / "hostile.yaml").write_text(HOSTILE_TENANT)
+    postfix, guardmail = start(root, started)
+    accepted = 0
+    for hostile in corpus():
+        try:
+            postfix.send(["user@example.test"], hostile.raw, sender="relay@list.example")
+            accepted += 1
+        except smtplib.SMTPException:
+            pass  # refused by Postfix itself: never reaches the filter
+    wait_for(
+        lambda: (
+            len(postfix.delivered("user@example.test"))
+            + len(postfix.delivered("alice-quarantine@example.test"))
+            == accepted
+        ),
+        timeout=120,
+        what="every accepted message delivered or quarantined",
+    )
+    settle(postfix)
+    assert guardmail.proc.poll() is None
+    log = guardmail.log_text()
+    assert "Traceback" not in log and "smtp_filter.error" not in log
+    for copy in postfix.delivered("user@example.test"):
+        _, received = strip_added_headers(copy)
+        found = (normalize_address(i.address) for i in read_mail(received).identities if i.address)
+        senders = {n.key for n in found if n is not None}
+        assert "stalker@example.net" not in senders, received[:300]
+    quarantined = postfix.delivered("alice-quarantine@example.test")
+    # Of the 30 offender shapes, those whose sender Postfix cut away (past header_size_limit)
+    # arrive as clean mail; the rest are caught (26 of 30 with this Postfix).
+    assert len(quarantined) >= 24, (accepted, len(quarantined))
+    assert len(evidence(root, "hostile")) == len(quarantined)
