@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.config.settings import OffenderConfig
+from guardmail.config.settings import OffenderConfig, Settings
 from guardmail.core.offender_ids import Entry, Known, assign, identities
+from guardmail.daemon.tenant import open_tenant
 from guardmail.offender_registry import resolve
 from guardmail.storage.base import WarningRow
 from guardmail.storage.sqlite import SQLiteStorage
@@ -148,3 +149,23 @@ def test_ledger_rows_keyed_by_name_move_to_the_id_once_and_survive_a_rename(
             assert tx.warning("t", renamed["jo"]) is not None
     finally:
         storage.close()
+
+
+def test_opening_a_tenant_fixes_the_ids_of_offenders_seen_for_the_first_time(
+    tmp_path: Path,
+) -> None:
+    first = Settings(state_dir=tmp_path, offenders=[offender("Stalker", "s@x.example")])
+    open_tenant(first).close()  # the daemon starts, sees Stalker, nothing is blocked yet
+    storage = SQLiteStorage(tmp_path / "guardmail.sqlite3")
+    try:
+        with storage.transaction() as tx:
+            (row,) = tx.offender_ids("default")
+    finally:
+        storage.close()
+    assert (row.first_name, row.name) == ("Stalker", "stalker")
+    renamed = Settings(state_dir=tmp_path, offenders=[offender("Jo", "s@x.example")])
+    tenant = open_tenant(renamed)
+    try:
+        assert tenant.warner.offender_id("Jo") == row.id
+    finally:
+        tenant.close()
