@@ -16,8 +16,9 @@ first needs ids after a start or a reload:
    patterns ... were edited). A row serves one entry at a time. With none, a new id is made.
    The row then takes the entry's current name and identities, so a rename and an edit of the
    addresses made one after the other (a start or reload between) keep the id; both at once
-   make a new person. Give the entry an ``id:`` (``guardmail warn --status`` shows the one in
-   use) to make it independent of both.
+   make a new person. Give the entry an ``id:`` to make it independent of both: copy the one
+   ``guardmail warn --status`` shows, since its ledger row and its ``NAME (reported)`` entry
+   are under that id (a different id is a new person with no warning sent).
 
 "Identities" are everything that matches: addresses, patterns, domains, display names and JIDs,
 each case-folded and tagged with its kind, as a sorted tuple.
