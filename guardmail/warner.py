@@ -360,7 +360,7 @@ class Warner:
         return frozenset(
             key
             for o in self.settings.offenders
-            if ids[key := o.name.casefold()] not in done and o.action == "block"
+            if ids.get(key := o.name.casefold(), key) not in done and o.action == "block"
         )
 
     def mark_sent(self, name: str, note: str) -> WarningRow:
