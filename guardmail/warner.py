@@ -1,6 +1,11 @@
 """The one cease-contact warning per offender: planned, sent at most once, ever, and documented.
 
 Invariants:
+- "Offender" means the person, not the label: the ledger is keyed by the offender's id
+  (``id:`` in the config, else fixed at first sight in state: guardmail.core.offender_ids and
+  guardmail.offender_registry). Entries sharing an id, such as an offender and the
+  ``NAME (reported)`` entry a report adds aliases to, get one warning between them; renaming an
+  offender does not re-arm it.
 - At most one per offender per tenant, across restarts, crashes and concurrent processes: the
   ledger row is claimed (state ``sending``) in a write transaction before anything is sent, so of
   two racing processes exactly one claims it. The result is recorded after. A row left in
@@ -46,6 +51,7 @@ from guardmail.core.warning import (
 )
 from guardmail.errors import GuardmailError, SubmitError
 from guardmail.logs import event
+from guardmail.offender_registry import resolve
 from guardmail.storage.base import Storage, WarningRow
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
@@ -60,6 +66,7 @@ class WarningRefused(GuardmailError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     offender: str
+    offender_id: str
     message: WarningMessage
 
 
@@ -90,10 +97,43 @@ class Warner:
         storage: Storage,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.settings = settings  # swapped on reload
         self.vault = vault
         self.storage = storage
         self.clock = clock
+        self.settings = settings  # swapped on reload
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ids: dict[str, str] | None = None  # resolved when first needed
+
+    def ids(self) -> dict[str, str]:
+        """Each offender's id by case-folded name (resolved once per settings; see the
+        contract of guardmail.offender_registry)."""
+        ids = self._ids
+        if ids is None:
+            ids = resolve(
+                self.storage, self.vault.tenant, self.settings.offenders, now=self.clock()
+            )
+            self._ids = ids
+        return ids
+
+    def offender_id(self, name: str) -> str:
+        """The ledger key of the offender named ``name``: its id, or for a name no entry has
+        (a ledger row from before ids, of an offender since removed) the name case-folded."""
+        key = name.strip().casefold()
+        return self.ids().get(key, key)
+
+    def same_person(self, name: str) -> frozenset[str]:
+        """The case-folded names of every entry sharing ``name``'s id (``name`` included)."""
+        ids = self.ids()
+        key = name.strip().casefold()
+        wanted = ids.get(key)
+        return frozenset({key, *(n for n, i in ids.items() if wanted is not None and i == wanted)})
 
     @property
     def config(self) -> WarningConfig:
@@ -114,9 +154,10 @@ class Warner:
         if self.config.channel == "xmpp":
             return self._jids(offender)
         found = [a for a in offender.addresses if _GLOB.isdisjoint(a)]
+        names = self.same_person(offender.name)
         for row in self.vault.rows(kind="archived"):
             body = journal.entry(row)
-            if body.get("offender") != offender.name or body.get("channel") != "mail":
+            if str(body.get("offender")).casefold() not in names or body.get("channel") != "mail":
                 continue
             for match in body.get("matches", []):
                 value = parseaddr(str(match.get("value", "")))[1]
@@ -126,9 +167,10 @@ class Warner:
 
     def _jids(self, offender: OffenderConfig) -> list[str]:
         found = [j for j in offender.jids if _GLOB.isdisjoint(j) and not j.startswith("re:")]
+        names = self.same_person(offender.name)
         for row in self.vault.rows(kind="archived"):
             body = journal.entry(row)
-            if body.get("offender") != offender.name or body.get("channel") != "xmpp":
+            if str(body.get("offender")).casefold() not in names or body.get("channel") != "xmpp":
                 continue
             meta = body.get("meta", {})
             if meta.get("muc_pm") == "true":
@@ -177,6 +219,7 @@ class Warner:
             raise WarningRefused(f"cannot read template {cfg.template_file}: {exc}") from None
         values = {
             "offender": offender.name,
+            "greeting_name": offender.greeting_name or "",
             "victim": victim,
             "date": now.date().isoformat(),
             "law": cfg.law,
@@ -204,11 +247,14 @@ class Warner:
                 )
         except (UnsafeValue, TemplateError) as exc:
             raise WarningRefused(f"warning not rendered: {exc}") from None
-        return Plan(offender=offender.name, message=message)
+        return Plan(
+            offender=offender.name, offender_id=self.offender_id(offender.name), message=message
+        )
 
     def state(self, name: str) -> WarningRow | None:
+        key = self.offender_id(name)
         with self.storage.transaction() as tx:
-            return tx.warning(self.vault.tenant, name.casefold())
+            return tx.warning(self.vault.tenant, key)
 
     def ledger(self) -> list[WarningRow]:
         with self.storage.transaction() as tx:
@@ -219,12 +265,15 @@ class Warner:
         msg = plan.message
         sha = hashlib.sha256(msg.raw).hexdigest()
         try:
-            self.vault.blobs.put(msg.raw, sha)  # the exact bytes, before anything leaves
+            # The exact bytes, before anything leaves: both forms, as the server decides which.
+            self.vault.blobs.put(msg.raw, sha)
+            if msg.raw_7bit and msg.raw_7bit != msg.raw:
+                self.vault.blobs.put(msg.raw_7bit, hashlib.sha256(msg.raw_7bit).hexdigest())
         except OSError as exc:
             raise WarningRefused(
                 f"the vault cannot keep the warning, so it is not sent: {exc}"
             ) from None
-        key = plan.offender.casefold()
+        key = plan.offender_id
         with self.storage.transaction() as tx:
             earlier = tx.warning(self.vault.tenant, key)
             if earlier is not None and not (retry and earlier.state in ("sending", "failed")):
@@ -242,7 +291,7 @@ class Warner:
             tx.put_warning(claimed)
         event("warning.sending", offender=plan.offender, to=msg.recipient, sha256=sha)
         try:
-            reply = self._deliver(msg)
+            reply, sent_raw = self._deliver(msg)
         except SubmitError as exc:
             done = replace(
                 claimed,
@@ -260,13 +309,17 @@ class Warner:
                 error=str(exc),
             )
             raise WarningRefused(f"warning to {plan.offender!r}: {describe(done)}") from None
-        sent = replace(claimed, state="sent", finished_at=self.clock().isoformat(), detail=reply)
+        sha = hashlib.sha256(sent_raw).hexdigest()  # the form the server took
+        sent = replace(
+            claimed, state="sent", finished_at=self.clock().isoformat(), detail=reply, sha256=sha
+        )
         with self.storage.transaction() as tx:
             tx.put_warning(sent)
         self.vault.record(
             "warning",
             {
                 "offender": plan.offender,
+                "offender_id": plan.offender_id,
                 "to": msg.recipient,
                 "from": msg.sender,
                 "subject": msg.subject,
@@ -281,15 +334,19 @@ class Warner:
         event("warning.sent", offender=plan.offender, to=msg.recipient, reply=reply)
         return sent
 
-    def _deliver(self, msg: WarningMessage) -> str:
+    def _deliver(self, msg: WarningMessage) -> tuple[str, bytes]:
+        """The server's reply and the bytes it took."""
         cfg = self.config
         if msg.channel == "xmpp":
-            return send.send_message(
+            reply = send.send_message(
                 self.account(), raw=msg.raw, stanza_id=msg.message_id, recipient=msg.recipient
             )
+            return reply, msg.raw
         if cfg.smtp is None:
             raise WarningRefused("channel: email needs an `smtp:` section")
-        return submit.submit(cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw)
+        return submit.submit_message(
+            cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw, raw_7bit=msg.raw_7bit
+        )
 
     def held_server_blocks(self) -> frozenset[str]:
         """Offenders (names, casefolded) kept out of the server blocklist because the warning
@@ -297,24 +354,26 @@ class Warner:
         cfg = self.settings.warning
         if cfg is None or cfg.channel != "xmpp" or cfg.send != "on_first_block":
             return frozenset()
+        ids = self.ids()
         with self.storage.transaction() as tx:
             done = {row.offender for row in tx.warnings(self.vault.tenant)}
         return frozenset(
             key
             for o in self.settings.offenders
-            if (key := o.name.casefold()) not in done and o.action == "block"
+            if ids.get(key := o.name.casefold(), key) not in done and o.action == "block"
         )
 
     def mark_sent(self, name: str, note: str) -> WarningRow:
         offender = self.offender(name)
+        key = self.offender_id(offender.name)
         now = self.clock().isoformat()
         with self.storage.transaction() as tx:
-            earlier = tx.warning(self.vault.tenant, offender.name.casefold())
+            earlier = tx.warning(self.vault.tenant, key)
             if earlier is not None and earlier.state in ("sent", "marked_sent"):
                 raise WarningRefused(f"warning to {offender.name!r}: {describe(earlier)}")
             row = WarningRow(
                 tenant=self.vault.tenant,
-                offender=offender.name.casefold(),
+                offender=key,
                 state="marked_sent",
                 recipient=earlier.recipient if earlier else "",
                 message_id=earlier.message_id if earlier else "",
@@ -326,7 +385,9 @@ class Warner:
             )
             tx.put_warning(row)
         self.vault.record(
-            "warning_marked_sent", {"offender": offender.name, "note": note}, now=self.clock()
+            "warning_marked_sent",
+            {"offender": offender.name, "offender_id": key, "note": note},
+            now=self.clock(),
         )
         return row
 

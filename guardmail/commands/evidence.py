@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from guardmail.commands import (
     refuse_tenant,
     tenant_settings,
 )
+from guardmail.commands.evidence_list import KINDS, evidence_row, list_evidence
 from guardmail.config.settings import Settings
 from guardmail.config.warning import SmtpConfig
 from guardmail.daemon.tenant import open_tenant
@@ -32,7 +32,6 @@ from guardmail.export.progress import ProgressLine
 from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
 from guardmail.export.verify import verify_bundle
 from guardmail.storage.base import JournalRow
-from guardmail.vault import journal
 from guardmail.vault.blobs import write_durably
 from guardmail.vault.verify import verify_vault
 
@@ -45,10 +44,13 @@ def register(sub: Subparsers) -> None:
     ev = sub.add_parser("evidence", help="the evidence vault").add_subparsers(
         dest="evidence_command", required=True
     )
-    ls = ev.add_parser("list", help="archived items")
+    ls = ev.add_parser("list", help="evidence: received items, sent warnings, abuse reports")
     ls.add_argument("--json", action="store_true", help="JSON lines")
+    ls.add_argument(
+        "--kind", action="append", choices=KINDS, help="only this kind (repeat; default: all)"
+    )
     ls.set_defaults(handler=cmd_evidence)
-    show = ev.add_parser("show", help="an archived item's raw bytes, unaltered, to stdout")
+    show = ev.add_parser("show", help="an evidence entry's raw bytes, unaltered, to stdout")
     show.add_argument("seq", type=int)
     show.set_defaults(handler=cmd_evidence)
     verify = ev.add_parser(
@@ -118,36 +120,12 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     try:
         vault = tenant.vault
         if args.evidence_command == "list":
-            actions = {}
-            for row in vault.rows(kind="action"):
-                body = journal.entry(row)
-                actions[body.get("archived_seq")] = body.get("done")
-            for row in vault.rows(kind="archived"):
-                body = journal.entry(row)
-                rec = {
-                    "seq": row.seq,
-                    "time": body.get("time"),
-                    "sha256": row.sha256,
-                    "channel": body.get("channel"),
-                    "account": body.get("account"),
-                    "offender": body.get("offender"),
-                    "action": body.get("action"),
-                    "subject": body.get("subject"),
-                    "done": actions.get(row.seq),
-                }
-                if args.json:
-                    print(json.dumps(rec, ensure_ascii=False))
-                else:
-                    print(
-                        f"{rec['seq']:>6}  {rec['time']}  {rec['channel']:<4}  "
-                        f"{rec['action']:<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
-                        f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
-                    )
+            list_evidence(vault, kinds=tuple(args.kind or KINDS), as_json=args.json)
             return EXIT_OK
         # show
-        found = vault.row(args.seq)
-        if found is None or found.kind != "archived" or found.sha256 is None:
-            print(f"guardmail: no archived item with seq {args.seq}", file=sys.stderr)
+        found = evidence_row(vault, args.seq)
+        if found is None or found.sha256 is None:
+            print(f"guardmail: no evidence entry with seq {args.seq}", file=sys.stderr)
             return EXIT_USAGE
         sys.stdout.buffer.write(vault.blobs.get(found.sha256))
         sys.stdout.buffer.flush()

@@ -46,7 +46,8 @@ def cmd_warn(args: argparse.Namespace) -> int:
     try:
         if args.status:
             for offender in settings.offenders:
-                print(f"{offender.name}: {describe(warner.state(offender.name))}")
+                said = describe(warner.state(offender.name))
+                print(f"{offender.name}: {said} [id {warner.offender_id(offender.name)}]")
             return EXIT_OK
         if args.mark_sent:
             row = warner.mark_sent(args.offender, args.note)

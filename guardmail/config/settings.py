@@ -13,7 +13,8 @@ Contracts:
   beside the main file (``DEFAULT_OFFENDERS_GLOB``, where reports write: the conf.d
   convention); written, even as ``[]``, it replaces that default. Their offenders are appended,
   in order, to ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
-- Offender names are unique ignoring case, across all files.
+- Offender names are unique ignoring case, across all files. Offender ``id``s need not be:
+  entries that share an id are one person to the warning ledger (one warning for all).
 - Patterns and display-name globs are checked by ``core.rules.check_pattern`` and
   ``check_display_name``, the code the rules compile them with: what RE2 cannot run, and what
   would match every sender (``*``, ``*@*``, ``re:.*``), is an issue at the pattern.
@@ -53,6 +54,7 @@ from guardmail.errors import ConfigError, ConfigIssue
 SCHEMA_ID = "urn:guardmail:config"
 REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns
 TENANT_PATTERN = r"^[a-z0-9_.-]+$"
+OFFENDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _GLOB_CHARS = frozenset("*?[")
 # Loaded beside the main file when offenders_files is left out; reports write there.
 DEFAULT_OFFENDERS_GLOB = "offenders.d/*.yaml"
@@ -143,6 +145,15 @@ def _tenant(value: str) -> str:
     return value
 
 
+def _offender_id(value: str) -> str:
+    if not re.fullmatch(OFFENDER_ID_PATTERN, value):
+        raise ValueError(
+            f"offender id {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
 NonEmpty = Annotated[str, AfterValidator(_stripped)]
 Address = Annotated[str, AfterValidator(_address)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
@@ -156,7 +167,14 @@ class OffenderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: NonEmpty
-    """Shown in reports and in the warning; unique ignoring case."""
+    """The label shown in logs, reports and evidence; unique ignoring case."""
+    id: Annotated[str, AfterValidator(_offender_id)] | None = Field(
+        default=None, json_schema_extra={"pattern": OFFENDER_ID_PATTERN}
+    )
+    """Stable identity for the at-most-once warning; entries sharing an id are one person.
+    Left out: fixed at first sight and kept in state (see guardmail.warner)."""
+    greeting_name: NonEmpty | None = None
+    """How the warning addresses them ({{ greeting_name }}); left out: no name in the warning."""
     addresses: list[Address] = []
     """Exact e-mail addresses (local@domain)."""
     patterns: list[Pattern] = []

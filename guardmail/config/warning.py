@@ -95,7 +95,8 @@ class WarningConfig(BaseModel):
     subject: NonEmpty = "Stop contacting me"
     """Subject line (plain text, no line breaks)."""
     template_file: Path
-    """Jinja2 text template; placeholders: offender, victim, date, law, recipient."""
+    """Jinja2 text template; placeholders: greeting_name (the offender's, empty when unset),
+    victim, date, law, recipient, and offender (the config's label, best left out)."""
     law: str = ""
     """The law the victim chooses to cite, shown where the template says {{ law }}."""
     smtp: SmtpConfig | None = None

@@ -11,14 +11,17 @@ Contracts:
 - ``plan`` changes nothing on disk and only proposes entries the configuration accepts:
   each is a valid ``OffenderConfig`` and names stay unique ignoring case across every file.
 - Names are unique across files, so an offender from the hand-written config cannot be extended
-  here in place: aliases reported for ``NAME`` go to an entry named ``NAME (reported)``.
+  here in place: aliases reported for ``NAME`` go to an entry named ``NAME (reported)`` that
+  carries ``NAME``'s id (``ids``), so both are one person to the warning ledger: one warning.
+- Every entry this file gains gets an ``id:`` (a new offender a fresh one), so renaming it by
+  hand later keeps its warning state.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -31,6 +34,7 @@ from pydantic import ValidationError
 from guardmail.config.settings import LoadedConfig, OffenderConfig, OffenderFile
 from guardmail.config.yamlfile import load_source, validate
 from guardmail.errors import ConfigError, GuardmailError
+from guardmail.offender_registry import new_id
 from guardmail.vault.blobs import write_durably
 
 REPORTED_DIR = "offenders.d"
@@ -142,9 +146,14 @@ class ReportedFile:
         os.chmod(self.path, mode)
 
 
-def _entry(name: str, key: Key, values: Sequence[str], action: str) -> OffenderConfig:
+def _entry(
+    name: str, key: Key, values: Sequence[str], action: str, offender_id: str | None = None
+) -> OffenderConfig:
+    fields = {"name": name, key: list(values), "action": action}
+    if offender_id is not None:
+        fields["id"] = offender_id
     try:
-        return OffenderConfig.model_validate({"name": name, key: list(values), "action": action})
+        return OffenderConfig.model_validate(fields)
     except ValidationError as exc:
         reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise BadReport(f"cannot add {values[-1]!r} to offender {name!r}: {reason}") from None
@@ -159,12 +168,16 @@ def plan(
     offender: str | None,
     new_offender: str | None,
     action: str,
+    ids: Mapping[str, str] | None = None,
 ) -> Plan:
     """Add ``value`` under ``key`` to the right entry of ``reported``.
 
     ``offender`` names an existing offender (hand-written or reported) to add an alias to;
     ``new_offender`` a new one; with neither, the new offender is named after ``value``.
+    ``ids`` are the offenders' ids by case-folded name (``Warner.ids``).
     """
+    ids = ids or {}
+    offender_id: str | None = new_id()  # a new offender's; an alias entry takes its parent's
     entries = list(reported)
     find = {e.name.casefold(): i for i, e in enumerate(entries)}
     config_names = {o.name.casefold(): o for o in hand_written}
@@ -182,6 +195,7 @@ def plan(
     if folded in config_names and folded not in find:
         # Defined in the hand-written config: its reported aliases live in their own entry.
         action = config_names[folded].action
+        offender_id = config_names[folded].id or ids.get(folded)
         name = f"{config_names[folded].name}{ALIAS_SUFFIX}"
         folded = name.casefold()
         if folded in config_names:
@@ -191,9 +205,10 @@ def plan(
         old = entries[index]
         values = [*getattr(old, key), value]
         checked = _entry(old.name, key, values, old.action)
-        entries[index] = old.model_copy(update={key: getattr(checked, key)})
+        kept_id = old.id or ids.get(old.name.casefold())
+        entries[index] = old.model_copy(update={key: getattr(checked, key), "id": kept_id})
         addition = Addition(offender=old.name, key=key, value=value, created=False)
     else:
-        entries.append(_entry(name, key, [value], action))
+        entries.append(_entry(name, key, [value], action, offender_id))
         addition = Addition(offender=name, key=key, value=value, created=True)
     return Plan(entries=tuple(entries), addition=addition)

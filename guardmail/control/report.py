@@ -259,6 +259,7 @@ async def file_report(
                 offender=request.offender,
                 new_offender=request.new_offender,
                 action=str(request.action),
+                ids=await asyncio.to_thread(tenant.warner.ids),
             )
             reported = new_plan.entries
         pipeline = Pipeline(

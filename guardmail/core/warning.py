@@ -6,7 +6,11 @@ Contracts:
 - No header injection: every value that reaches a header or the template is refused if it holds
   CR, LF or NUL; headers are then built by the email package under the SMTP policy, which folds
   and encodes them (RFC 2047 for non-ASCII) instead of passing anything through raw.
-- The body is the template's text with CRLF line ends in UTF-8 (7bit when it is ASCII).
+- The body is the template's text with CRLF line ends in UTF-8 (7bit when it is ASCII). A
+  non-ASCII body is rendered twice, ``raw`` with ``8bit`` for a server offering 8BITMIME and
+  ``raw_7bit`` with quoted-printable for one that does not; the submitter sends one of them.
+- A non-ASCII address (From or To) is written in UTF-8 headers (RFC 6532), never RFC 2047
+  encoded: such a message needs a server offering SMTPUTF8, and ``raw_7bit`` is then ``raw``.
 - The XMPP form (``render_xmpp_warning``) is one ``<message type="chat">`` stanza with the body as
   its only text, built by ElementTree (attributes and text escaped); text XML 1.0 cannot carry
   (control characters, lone surrogates) is refused rather than altered.
@@ -21,7 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
@@ -54,6 +58,9 @@ class WarningMessage:
     date: str
     channel: str = "email"
     """email or xmpp."""
+    raw_7bit: bytes = b""
+    """The same e-mail with a 7-bit body (quoted-printable) for a server without 8BITMIME;
+    empty for XMPP."""
 
 
 def check_safe(name: str, value: str) -> str:
@@ -83,17 +90,24 @@ def render_warning(
         ("message-id", message_id),
     ):
         check_safe(key, value)
-    body = _render(template, values)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = subject
-    msg["Date"] = date
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "no"  # written by a person's instruction, not an auto-reply
-    msg.set_content(body.replace("\r\n", "\n"), charset="utf-8")
+    body = _render(template, values).replace("\r\n", "\n")
+    utf8 = not (sender.isascii() and recipient.isascii())
+
+    def build(cte: str | None) -> bytes:
+        msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
+        msg["From"] = sender
+        msg["To"] = recipient
+        msg["Subject"] = subject
+        msg["Date"] = date
+        msg["Message-ID"] = message_id
+        msg["Auto-Submitted"] = "no"  # written by a person's instruction, not an auto-reply
+        msg.set_content(body, charset="utf-8", cte=cte)
+        return msg.as_bytes()
+
+    raw = build(None)
     return WarningMessage(
-        raw=msg.as_bytes(),
+        raw=raw,
+        raw_7bit=raw if raw.isascii() or utf8 else build("quoted-printable"),
         sender=sender,
         recipient=recipient,
         subject=subject,

@@ -6,14 +6,17 @@ here, so core/ never imports settings.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import StateError
+from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.statefiles import private_dir, remove_stale_temps, tighten
+from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
@@ -38,6 +41,15 @@ def build_rules(settings: Settings) -> RuleSet:
     )
 
 
+def see_offenders(warner: Warner) -> None:
+    """Fix the ids of offenders seen for the first time (guardmail.core.offender_ids), so that
+    a rename made later keeps them; a busy database defers it to the warner's first need."""
+    try:
+        warner.ids()
+    except StorageUnavailable as exc:
+        event("offender_ids.deferred", level=logging.WARNING, error=str(exc))
+
+
 def vault_dir(state_dir: Path, tenant: str) -> Path:
     return state_dir / "vault" / tenant
 
@@ -54,6 +66,7 @@ class Tenant:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
         self.pipeline.rules = build_rules(settings)
         self.warner.settings = settings
+        see_offenders(self.warner)
 
     def close(self) -> None:
         self.storage.close()
@@ -83,6 +96,7 @@ def open_tenant(settings: Settings) -> Tenant:
         storage.close()
         raise
     warner = Warner(settings=settings, vault=vault, storage=storage)
+    see_offenders(warner)
     return Tenant(
         name=settings.tenant,
         storage=storage,

@@ -66,6 +66,19 @@ class WarningRow:
     attempts: int = 1
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OffenderIdRow:
+    """An offender's stable id for a tenant (guardmail.core.offender_ids): the entry's last-seen
+    name (case-folded) and identities (one per line), and when and as whom it was first seen."""
+
+    tenant: str
+    id: str
+    name: str
+    identities: str
+    first_name: str
+    first_seen: str
+
+
 class Transaction(Protocol):
     def journal_head(self, tenant: str) -> JournalRow | None:
         """The last entry of the tenant's journal, locked against concurrent appends."""
@@ -88,7 +101,20 @@ class Transaction(Protocol):
     def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None: ...
 
     def warning(self, tenant: str, offender: str) -> WarningRow | None:
-        """The ledger row for this offender (key: the name casefolded), if any."""
+        """The ledger row for this offender (key: its id, see guardmail.core.offender_ids; rows
+        from before ids were keyed by the name case-folded), if any."""
+        ...
+
+    def delete_warning(self, tenant: str, offender: str) -> None:
+        """Remove the ledger row under this key (only to re-key it, in the same transaction)."""
+        ...
+
+    def offender_ids(self, tenant: str) -> list[OffenderIdRow]:
+        """The tenant's offender id table, oldest first."""
+        ...
+
+    def put_offender_id(self, row: OffenderIdRow) -> None:
+        """Insert or replace the row for (row.tenant, row.id)."""
         ...
 
     def warnings(self, tenant: str) -> list[WarningRow]: ...

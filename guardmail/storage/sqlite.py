@@ -17,7 +17,13 @@ from pathlib import Path
 
 from guardmail.errors import StateError
 from guardmail.statefiles import private_dir
-from guardmail.storage.base import Checkpoint, JournalRow, StorageUnavailable, WarningRow
+from guardmail.storage.base import (
+    Checkpoint,
+    JournalRow,
+    OffenderIdRow,
+    StorageUnavailable,
+    WarningRow,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -55,6 +61,15 @@ CREATE TABLE IF NOT EXISTS cursors (
     name   TEXT NOT NULL,
     value  TEXT NOT NULL,
     PRIMARY KEY (tenant, source, name)
+);
+CREATE TABLE IF NOT EXISTS offender_ids (
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    identities TEXT NOT NULL,
+    first_name TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    PRIMARY KEY (tenant, id)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
@@ -197,6 +212,31 @@ class SQLiteTransaction:
             f"INSERT OR REPLACE INTO warnings ({_WARNING_COLUMNS}) "
             f"VALUES ({', '.join('?' * len(_WARNING_FIELDS))})",
             tuple(getattr(row, f) for f in _WARNING_FIELDS),
+        )
+
+    def delete_warning(self, tenant: str, offender: str) -> None:
+        self._conn.execute(
+            "DELETE FROM warnings WHERE tenant = ? AND offender = ?", (tenant, offender)
+        )
+
+    def offender_ids(self, tenant: str) -> list[OffenderIdRow]:
+        rows = self._conn.execute(
+            "SELECT id, name, identities, first_name, first_seen FROM offender_ids "
+            "WHERE tenant = ? ORDER BY first_seen, id",
+            (tenant,),
+        )
+        return [
+            OffenderIdRow(
+                tenant=tenant, id=r[0], name=r[1], identities=r[2], first_name=r[3], first_seen=r[4]
+            )
+            for r in rows
+        ]
+
+    def put_offender_id(self, row: OffenderIdRow) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO offender_ids "
+            "(tenant, id, name, identities, first_name, first_seen) VALUES (?, ?, ?, ?, ?, ?)",
+            (row.tenant, row.id, row.name, row.identities, row.first_name, row.first_seen),
         )
 
     def set_checkpoint(self, tenant: str, source: str, folder: str, point: Checkpoint) -> None:

@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -72,6 +74,34 @@ def test_targets_round_trip_and_bad_ones_are_refused() -> None:
     assert reporting.Target.decode(target.encode()) == target
     with pytest.raises(reporting.ReportError, match="not a report target"):
         reporting.Target.decode("victim|stalker@chat.example")
+
+
+def test_a_report_to_add_to_an_existing_offender_names_it_in_the_request(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    asked: list[dict[str, Any]] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rwb") as stream:
+            asked.append(json.loads(stream.readline()))
+            stream.write(b'{"ok": true, "result": {"offender": "Stalker (reported)"}}\n')
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        store = reporting.StanzaStore()
+        store.add("victim", "alias@chat.example/x", reporting.Kept("m1", None, "<message/>"))
+        target = reporting.Target(account="victim", jid="alias@chat.example", offender="Stalker")
+        assert reporting.Target.decode(target.encode()) == target
+        results = reporting.report(store, path, target, account_jid="victim@chat.example")
+    finally:
+        thread.join(10)
+        server.close()
+    assert asked[0]["offender"] == "Stalker" and asked[0]["channel"] == "xmpp"
+    assert results == [{"offender": "Stalker (reported)"}]
 
 
 def test_nothing_kept_is_a_clear_error(tmp_path: Path) -> None:

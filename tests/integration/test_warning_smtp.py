@@ -185,3 +185,46 @@ def test_on_first_block_warns_once_and_never_answers_auto_submitted_mail(
         assert daemon.stop() == 0, daemon.log_text()
     assert len(sink.received) == 1
     assert sink.received[0].rcpt_tos == ["stalker@example.net"]
+
+
+def test_an_offender_renamed_with_a_reported_alias_is_warned_once_by_twenty_racing_attempts(
+    sink: SmtpSink, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, sink, name="Stalker")
+    with config.open("a") as f:
+        f.write(f'offenders_files: ["{tmp_path}/offenders.d/*.yaml"]\n')
+    alias = b"From: Stalker <alias@other.example>\r\nSubject: new account\r\n\r\nhi\r\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "guardmail", "-c", str(config), "report", "--offender", "Stalker"],
+        input=alias,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"Stalker (reported)" in done.stdout
+    text = config.read_text().replace('name: "Stalker"', 'name: "Stalker Renamed"')
+    config.write_text(text.replace("send: manual", "send: on_first_block"))
+    names = ["Stalker Renamed", "Stalker (reported)"]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "guardmail", "-c", str(config), "warn", names[i % 2], "--yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(20)
+    ]
+    codes = sorted(p.wait(timeout=120) for p in racers)
+    assert codes == [0] + [1] * 19
+    # The alias's next mail, with on_first_block, is archived and sends nothing more either.
+    done = subprocess.run(
+        [sys.executable, "-m", "guardmail", "-c", str(config), "report"],
+        input=alias.replace(b"hi", b"again"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(sink.received) == 1
+    assert "Stalker Renamed: sent at" in status(config)
+    assert "Stalker (reported): sent at" in status(config)

@@ -1,7 +1,9 @@
 """A submission server for tests: aiosmtpd with AUTH PLAIN/LOGIN that records what it received.
 
 Runs aiosmtpd's Controller (its own loop in a thread): fine for a test peer. ``hold_data`` makes
-DATA wait until released, to test a client killed mid-send.
+DATA wait until released, to test a client killed mid-send. ``eight_bit=False`` leaves 8BITMIME
+out of the EHLO answer (a server of the kind RFC 6152 still allows); ``smtputf8=True`` offers
+SMTPUTF8 (aiosmtpd leaves it off by default).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes  # the message exactly as transmitted (dot-unstuffed)
+    mail_options: list[str] = field(default_factory=list)  # e.g. BODY=8BITMIME, SMTPUTF8
 
 
 @dataclass
@@ -35,6 +38,15 @@ class Recorder:
     data_started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     hold_data: bool = False
+    eight_bit: bool = True
+
+    async def handle_EHLO(
+        self, server: Any, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.eight_bit:
+            return responses
+        return [r for r in responses if r[4:].upper() != "8BITMIME"]
 
     async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
         self.data_started.set()
@@ -43,7 +55,10 @@ class Recorder:
         content = envelope.original_content or b""
         self.received.append(
             Received(
-                mail_from=str(envelope.mail_from), rcpt_tos=list(envelope.rcpt_tos), data=content
+                mail_from=str(envelope.mail_from),
+                rcpt_tos=list(envelope.rcpt_tos),
+                data=content,
+                mail_options=list(envelope.mail_options),
             )
         )
         return "250 2.0.0 Ok: queued as TEST1"
@@ -62,9 +77,15 @@ class SmtpSink:
     """STARTTLS required before AUTH, with a certificate from a CA made for the test."""
 
     def __init__(
-        self, ca_file: Path, *, username: str = "victim", password: str = "secret"
+        self,
+        ca_file: Path,
+        *,
+        username: str = "victim",
+        password: str = "secret",
+        eight_bit: bool = True,
+        smtputf8: bool = False,
     ) -> None:
-        self.recorder = Recorder(username=username, password=password)
+        self.recorder = Recorder(username=username, password=password, eight_bit=eight_bit)
         (self.port,) = free_ports(1)
         ca = trustme.CA()
         ca.cert_pem.write_to_path(str(ca_file))
@@ -79,6 +100,7 @@ class SmtpSink:
             auth_required=True,
             tls_context=server_ctx,
             require_starttls=True,
+            enable_SMTPUTF8=smtputf8,
         )
 
     def __enter__(self) -> SmtpSink:

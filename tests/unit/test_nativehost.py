@@ -120,3 +120,34 @@ def test_host_answers_a_framing_error_once_and_stops(config: Path) -> None:
     serve(io.BytesIO(frame(b"{bad") + frame(b'{"op": "ping"}')), out, Host(load_config(config)))
     (answer,) = frames(out.getvalue())
     assert answer["ok"] is False and "not UTF-8 JSON" in answer["error"]
+
+
+def test_add_to_existing_offender_makes_the_alias_the_same_person_for_the_warning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "guardmail.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path}/var\n"
+        f'offenders_files: ["{tmp_path}/offenders.d/*"]\n'
+        "offenders:\n  - name: Stalker\n    addresses: [stalker@known.example]\n"
+    )
+    report = {
+        "op": "report",
+        "raw": base64.b64encode(MAIL).decode(),
+        "client": "thunderbird",
+        "offender": "Stalker",  # the add-on's "Add to Stalker" menu item
+    }
+    out = io.BytesIO()
+    serve(io.BytesIO(frame(json.dumps(report).encode())), out, Host(load_config(path)))
+    (reported,) = frames(out.getvalue())
+    assert reported["ok"], reported
+    assert reported["result"]["offender"] == "Stalker (reported)"
+    tenant = open_tenant(load_config(path).settings)  # reloaded: the alias entry is in it
+    try:
+        ids = tenant.warner.ids()
+    finally:
+        tenant.close()
+    assert ids["stalker (reported)"] == ids["stalker"]
+    # The entry carries the id itself, so renaming either entry later keeps them one person.
+    written = (tmp_path / "offenders.d" / "reported.yaml").read_text()
+    assert f"id: {ids['stalker']}" in written

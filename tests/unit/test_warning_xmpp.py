@@ -200,11 +200,12 @@ def test_offenders_owed_an_xmpp_warning_on_first_block_are_held_until_the_ledger
             tenant.close()
     tenant = open_tenant(load_config(path.name, cwd=tmp_path).settings)
     try:
+        key = tenant.warner.offender_id("ex")  # the ledger goes by the offender's id
         with tenant.storage.transaction() as tx:
             tx.put_warning(
                 WarningRow(
                     tenant="default",
-                    offender="ex",
+                    offender=key,
                     state="failed",
                     recipient="ex@example.net",
                     message_id="guardmail-warning-1",

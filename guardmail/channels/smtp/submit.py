@@ -1,8 +1,9 @@
 """Submitting one message over SMTP, telling apart "certainly not sent" from "maybe sent".
 
-The difference matters for the at-most-once warning: a refusal before or at DATA's reply is
-certain (nothing was accepted), but a connection lost after the message was transmitted leaves
-the outcome unknown, and guardmail must then never resend by itself.
+The difference matters for the at-most-once warning: any failure before the server answers DATA
+with 354, and a refusal of the message after it, is certain (nothing was accepted), but a
+connection lost while or after the message was transmitted leaves the outcome unknown, and
+guardmail must then never resend by itself.
 
 No secret reaches an error: the server's reply to AUTH is never quoted (a server may echo what
 it was sent), only its code and enhanced status code; a password with non-ASCII characters,
@@ -21,7 +22,10 @@ from guardmail.config.secrets import read_secret
 from guardmail.config.warning import SmtpConfig
 from guardmail.errors import SecretError, SubmitError
 
-__all__ = ["SubmitError", "submit"]
+__all__ = ["SubmitError", "submit", "submit_message"]
+
+_EOL = re.compile(rb"\r\n|\n|\r")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 _ENHANCED = re.compile(rb"\s*([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -89,8 +93,40 @@ def _login_utf8(smtp: smtplib.SMTP, host: str, user: str, password: str) -> None
         raise smtplib.SMTPAuthenticationError(code, reply)
 
 
-def submit(cfg: SmtpConfig, *, sender: str, recipient: str, raw: bytes) -> str:
-    """Send ``raw`` unchanged from ``sender`` to ``recipient``; return the server's final reply."""
+def _is_ascii(data: str | bytes) -> bool:
+    return (data.encode("utf-8") if isinstance(data, str) else data).isascii()
+
+
+def _dot_stuffed(raw: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled, the ending ``.`` line."""
+    data = _EOL.sub(b"\r\n", raw)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+
+
+def submit(
+    cfg: SmtpConfig, *, sender: str, recipient: str, raw: bytes, raw_7bit: bytes | None = None
+) -> str:
+    """Send ``raw`` from ``sender`` to ``recipient``; return the server's final reply.
+
+    See ``submit_message``; this is its reply alone.
+    """
+    return submit_message(cfg, sender=sender, recipient=recipient, raw=raw, raw_7bit=raw_7bit)[0]
+
+
+def submit_message(
+    cfg: SmtpConfig, *, sender: str, recipient: str, raw: bytes, raw_7bit: bytes | None = None
+) -> tuple[str, bytes]:
+    """Send one message unchanged; return the server's final reply and the bytes sent.
+
+    ``raw`` goes with ``BODY=8BITMIME`` when it holds 8-bit bytes and the server offers
+    8BITMIME; otherwise ``raw_7bit`` (the same message with its body quoted-printable) goes,
+    and with neither a 7-bit form nor 8BITMIME the message is refused before MAIL FROM.
+    Non-ASCII envelope addresses go with ``SMTPUTF8`` when offered and are refused before
+    MAIL FROM otherwise. Every failure before the server answers DATA with 354 is certain
+    (``SubmitError.certain``): nothing of the message was transmitted.
+    """
     envelope_from = parseaddr(sender)[1]
     envelope_to = parseaddr(recipient)[1] or recipient
     try:
@@ -100,7 +136,45 @@ def submit(cfg: SmtpConfig, *, sender: str, recipient: str, raw: bytes) -> str:
         # secret was sent either: login failures are SubmitError already.
         raise SubmitError(f"cannot submit via {cfg.host}: {exc}", certain=True) from None
     try:
-        code, reply = smtp.mail(envelope_from)
+        return _transaction(smtp, cfg, envelope_from, envelope_to, raw, raw_7bit)
+    finally:
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            smtp.close()
+
+
+def _transaction(
+    smtp: smtplib.SMTP,
+    cfg: SmtpConfig,
+    envelope_from: str,
+    envelope_to: str,
+    raw: bytes,
+    raw_7bit: bytes | None,
+) -> tuple[str, bytes]:
+    options: list[str] = []
+    if not (_is_ascii(envelope_from) and _is_ascii(envelope_to)):
+        if not smtp.has_extn("smtputf8"):
+            raise SubmitError(
+                f"{cfg.host} does not offer SMTPUTF8, which the non-ASCII address in "
+                f"{envelope_from} -> {envelope_to} needs; nothing was sent",
+                certain=True,
+            )
+        options.append("SMTPUTF8")
+    data = raw
+    if not _is_ascii(raw):
+        if smtp.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
+        elif raw_7bit is not None and _is_ascii(raw_7bit):
+            data = raw_7bit
+        else:
+            raise SubmitError(
+                f"{cfg.host} does not offer 8BITMIME and the message has 8-bit content; "
+                "nothing was sent",
+                certain=True,
+            )
+    try:
+        code, reply = smtp.mail(envelope_from, options)
         if code != 250:
             text = reply.decode(errors="replace")
             raise SubmitError(f"sender refused: {code} {text}", certain=True)
@@ -110,18 +184,21 @@ def submit(cfg: SmtpConfig, *, sender: str, recipient: str, raw: bytes) -> str:
                 f"recipient {envelope_to} refused: {code} {reply.decode(errors='replace')}",
                 certain=True,
             )
-        try:
-            code, reply = smtp.data(raw)
-        except smtplib.SMTPDataError as exc:
-            raise SubmitError(f"message refused: {exc}", certain=True) from None
-        except (OSError, smtplib.SMTPException) as exc:
-            # The bytes may have reached the server before the connection broke.
-            raise SubmitError(f"connection lost during DATA: {exc}", certain=False) from None
-        return f"{code} {reply.decode(errors='replace')}"
-    except (OSError, smtplib.SMTPServerDisconnected) as exc:
-        raise SubmitError(f"connection lost before DATA: {exc}", certain=True) from None
-    finally:
-        try:
-            smtp.quit()
-        except (OSError, smtplib.SMTPException):
-            smtp.close()
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            raise SubmitError(
+                f"message refused: {code} {reply.decode(errors='replace')}", certain=True
+            )
+    except SubmitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - before DATA's 354 nothing of the message left
+        raise SubmitError(f"not sent, failed before DATA: {exc!r}", certain=True) from None
+    try:
+        smtp.send(_dot_stuffed(data))
+        code, reply = smtp.getreply()
+    except (OSError, smtplib.SMTPException) as exc:
+        # The bytes may have reached the server before the connection broke.
+        raise SubmitError(f"connection lost during DATA: {exc}", certain=False) from None
+    if code != 250:
+        raise SubmitError(f"message refused: {code} {reply.decode(errors='replace')}", certain=True)
+    return f"{code} {reply.decode(errors='replace')}", data

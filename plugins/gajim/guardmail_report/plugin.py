@@ -17,7 +17,15 @@ from gajim.common import app, ged
 from gajim.plugins import GajimPlugin
 from gi.repository import Gio, GLib
 
-from .reporting import Kept, ReportError, StanzaStore, Target, report, socket_path
+from .reporting import (
+    Kept,
+    ReportError,
+    StanzaStore,
+    Target,
+    offender_names,
+    report,
+    socket_path,
+)
 
 log = logging.getLogger("gajim.p.guardmail_report")
 
@@ -45,10 +53,22 @@ def remember(store: StanzaStore, account: str, account_jid: str, stanza: Any) ->
     return True
 
 
-def _menu_item(target: Target) -> Gio.MenuItem:
-    item = Gio.MenuItem.new(LABEL, None)
+def _menu_item(target: Target, label: str = LABEL) -> Gio.MenuItem:
+    item = Gio.MenuItem.new(label, None)
     item.set_action_and_target_value(f"app.{ACTION}", GLib.Variant("s", target.encode()))
     return item
+
+
+def _report_items(target: Target, offenders: list[str]) -> list[Gio.MenuItem]:
+    """The default report, then "add to existing offender" for each one guardmail knows."""
+    items = [_menu_item(target)]
+    if offenders:
+        sub = Gio.Menu()
+        for name in offenders:
+            aliased = Target(**{**target.__dict__, "offender": name})
+            sub.append_item(_menu_item(aliased, f"Add to {name}"))
+        items.append(Gio.MenuItem.new_submenu("Block as alias of an existing offender", sub))
+    return items
 
 
 class GuardmailReportPlugin(GajimPlugin):
@@ -62,13 +82,21 @@ class GuardmailReportPlugin(GajimPlugin):
             "signed-in": (ged.GUI2, self._on_signed_in),
         }
         self._unpatch: list[Callable[[], None]] = []
+        self.offenders: list[str] = []  # for the "add to existing offender" submenu
 
     def activate(self) -> None:
         action = Gio.SimpleAction.new(ACTION, GLib.VariantType.new("s"))
         action.connect("activate", self._on_report_action)
         app.app.add_action(action)
         self._patch_menus()
+        self._refresh_offenders()
         log.info("guardmail_report activated")
+
+    def _refresh_offenders(self) -> None:
+        try:
+            self.offenders = offender_names(socket_path(str(self.config["socket"])))
+        except ReportError as exc:
+            log.info("guardmail_report: no offender list yet: %s", exc)
 
     def deactivate(self) -> None:
         app.app.remove_action(ACTION)
@@ -101,6 +129,7 @@ class GuardmailReportPlugin(GajimPlugin):
             )
             if r.get("file_loaded") is False:
                 log.error("guardmail_report: kept as evidence, but NOT blocked: %s", r.get("hint"))
+        self._refresh_offenders()
 
     def _patch_menus(self) -> None:
         from gajim.gtk import chat_list_row
@@ -111,7 +140,8 @@ class GuardmailReportPlugin(GajimPlugin):
 
         def chat_list_menu(workspace_id: str, account: str, jid: Any, pinned: bool) -> Any:
             menu = chat_menu(workspace_id, account, jid, pinned)
-            menu.append_item(_menu_item(Target(account=account, jid=str(jid))))
+            for item in _report_items(Target(account=account, jid=str(jid)), self.offenders):
+                menu.append_item(item)
             return menu
 
         def chat_row_menu(
@@ -130,7 +160,8 @@ class GuardmailReportPlugin(GajimPlugin):
                 message_id=message_id,
                 stanza_id=stanza_id,
             )
-            menu.append_item(_menu_item(target))
+            for item in _report_items(target, self.offenders):
+                menu.append_item(item)
             return menu
 
         chat_list_row.get_chat_list_row_menu = chat_list_menu

@@ -102,12 +102,14 @@ def call(path: Path, request: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Target:
-    """What a menu item or the D-Bus action names: a chat, or one message in it."""
+    """What a menu item or the D-Bus action names: a chat, or one message in it, and the
+    existing offender to add the sender to as an alias (None: guardmail's default)."""
 
     account: str
     jid: str
     message_id: str | None = None
     stanza_id: str | None = None
+    offender: str | None = None
 
     def encode(self) -> str:
         return json.dumps({k: v for k, v in self.__dict__.items() if v is not None}, sort_keys=True)
@@ -121,6 +123,7 @@ class Target:
                 jid=str(data["jid"]),
                 message_id=data.get("message_id"),
                 stanza_id=data.get("stanza_id"),
+                offender=data.get("offender"),
             )
         except (ValueError, KeyError, TypeError):
             raise ReportError(f"not a report target: {text!r}") from None
@@ -138,18 +141,26 @@ def report(
         )
     results = []
     for k in kept:
-        answer = call(
-            path,
-            {
-                "op": "report",
-                "raw": base64.b64encode(k.xml.encode("utf-8")).decode("ascii"),
-                "channel": "xmpp",
-                "client": "gajim",
-                "account": account_jid,
-                "fidelity": FIDELITY,
-            },
-        )
+        request = {
+            "op": "report",
+            "raw": base64.b64encode(k.xml.encode("utf-8")).decode("ascii"),
+            "channel": "xmpp",
+            "client": "gajim",
+            "account": account_jid,
+            "fidelity": FIDELITY,
+        }
+        if target.offender is not None:
+            request["offender"] = target.offender
+        answer = call(path, request)
         if not answer.get("ok"):
             raise ReportError(f"guardmail refused the report: {answer.get('error')}")
         results.append(answer["result"])
     return results
+
+
+def offender_names(path: Path) -> list[str]:
+    """The offenders guardmail knows, for the "Add to existing offender" menu."""
+    answer = call(path, {"op": "offenders"})
+    if not answer.get("ok"):
+        raise ReportError(f"guardmail refused the offender list: {answer.get('error')}")
+    return [str(o["name"]) for o in answer.get("offenders", [])]

@@ -1,0 +1,74 @@
+"""What `evidence list` and `evidence show` read: every kind of evidence with bytes in the vault.
+
+Three kinds of journal entry carry a blob: ``archived`` (an item received: mail, stanza, a
+report), ``warning`` (the warning guardmail sent, the exact bytes the server took) and
+``abuse_report`` (a report sent to a provider). ``list`` shows them in journal order, each
+line starting with the seq that ``show`` takes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from guardmail.storage.base import JournalRow
+from guardmail.vault import journal
+from guardmail.vault.store import Vault
+
+KINDS = ("archived", "warning", "abuse_report")
+
+
+def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str, Any]:
+    if row.kind == "archived":
+        return {
+            "seq": row.seq,
+            "kind": row.kind,
+            "time": body.get("time"),
+            "sha256": row.sha256,
+            "channel": body.get("channel"),
+            "account": body.get("account"),
+            "offender": body.get("offender"),
+            "action": body.get("action"),
+            "subject": body.get("subject"),
+            "done": done,
+        }
+    return {
+        "seq": row.seq,
+        "kind": row.kind,
+        "time": body.get("time"),
+        "sha256": row.sha256,
+        "channel": body.get("channel", "email"),
+        "offender": body.get("offender"),
+        "to": body.get("to"),
+        "subject": body.get("subject"),
+        "done": f"sent to {body.get('to')}: {body.get('server_reply')}",
+    }
+
+
+def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> None:
+    """Print the entries of ``kinds`` (one line, or one JSON object, each)."""
+    actions: dict[Any, Any] = {}
+    for row in vault.rows(kind="action"):
+        body = journal.entry(row)
+        actions[body.get("archived_seq")] = body.get("done")
+    for row in vault.rows():
+        if row.kind not in kinds or row.sha256 is None:
+            continue
+        rec = _record(row, journal.entry(row), actions.get(row.seq))
+        if as_json:
+            print(json.dumps(rec, ensure_ascii=False))
+            continue
+        what = rec["action"] if row.kind == "archived" else row.kind
+        print(
+            f"{rec['seq']:>6}  {rec['time']}  {rec['channel']:<4}  "
+            f"{what:<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
+            f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
+        )
+
+
+def evidence_row(vault: Vault, seq: int) -> JournalRow | None:
+    """The entry ``show`` prints the bytes of: one of ``KINDS`` with a blob, else None."""
+    found = vault.row(seq)
+    if found is None or found.kind not in KINDS or found.sha256 is None:
+        return None
+    return found
