@@ -15,8 +15,8 @@ from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import StateError
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
-from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.storage.base import StorageUnavailable
+from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
@@ -77,7 +77,7 @@ def open_tenant(settings: Settings) -> Tenant:
 
     The state directory and the tenant's vault directories end up 0700 (created so, or tightened
     with a warning event), the database 0600, and temp files left by a writer that died are
-    removed (``guardmail.statefiles``). StateError or PermissionError if they cannot be used.
+    removed (``guardmail.storage.files``). StateError or PermissionError if they cannot be used.
     """
     state = settings.state_dir
     try:

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from guardmail.errors import StateError
-from guardmail.statefiles import private_dir
 from guardmail.storage.base import (
     Checkpoint,
     JournalRow,
@@ -24,6 +23,7 @@ from guardmail.storage.base import (
     StorageUnavailable,
     WarningRow,
 )
+from guardmail.storage.files import private_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from guardmail.errors import StateError
-from guardmail.statefiles import private_dir
+from guardmail.storage.files import private_dir
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

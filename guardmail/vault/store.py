@@ -40,8 +40,8 @@ from typing import Any
 from guardmail import faults
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.statefiles import private_dir, remove_stale_temps, tighten
 from guardmail.storage.base import JournalRow, Storage, StorageUnavailable, Transaction
+from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal
 from guardmail.vault.blobs import BlobStore, write_durably
 
@@ -225,7 +225,7 @@ class Vault:
         return [r for r in rows if r.kind == "archived" and r.seq not in acted]
 
     def open(self) -> None:
-        """Start-up care of the tenant's directories (see ``guardmail.statefiles``): the vault
+        """Start-up care of the tenant's directories (see ``guardmail.storage.files``): the vault
         directory and its parent private (tightened with a warning if they were not), and the
         temp files of writers that died removed. Best effort: a vault that cannot be tidied now
         is logged, not fatal (archiving then fails, and items stay where they are until it can).
