@@ -253,11 +253,11 @@ class Warner:
 
     def state(self, name: str) -> WarningRow | None:
         key = self.offender_id(name)
-        with self.storage.transaction() as tx:
+        with self.storage.read() as tx:
             return tx.warning(self.vault.tenant, key)
 
     def ledger(self) -> list[WarningRow]:
-        with self.storage.transaction() as tx:
+        with self.storage.read() as tx:
             return tx.warnings(self.vault.tenant)
 
     def send(self, plan: Plan, *, retry: bool = False) -> WarningRow:

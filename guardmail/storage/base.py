@@ -147,6 +147,14 @@ class Transaction(Protocol):
 
 
 class Storage(Protocol):
-    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction: it takes the database's write lock at its start."""
+        ...
+
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A consistent read-only snapshot that takes no write lock, so that readers (status,
+        evidence list, the warning's recipients) never hold up the daemon's writers. Writing
+        through it is an error."""
+        ...
 
     def close(self) -> None: ...

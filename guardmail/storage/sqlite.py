@@ -317,10 +317,27 @@ class SQLiteStorage:
 
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
+        """A write transaction (``BEGIN IMMEDIATE``: the write lock from its start)."""
+        with self._session("BEGIN IMMEDIATE", read_only=False) as tx:
+            yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[SQLiteTransaction]:
+        """A read-only snapshot (deferred ``BEGIN``, ``query_only``): no write lock is taken,
+        so a reader never holds up the daemon's writers (WAL)."""
+        with self._session("BEGIN", read_only=True) as tx:
+            yield tx
+
+    @contextmanager
+    def _session(self, begin: str, *, read_only: bool) -> Iterator[SQLiteTransaction]:
         with self._lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(begin)
+                if read_only:
+                    self._conn.execute("PRAGMA query_only = ON")
             except sqlite3.OperationalError as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise StorageUnavailable(
                     f"cannot start a transaction on {self.path}: {exc}"
                 ) from exc
@@ -339,6 +356,9 @@ class SQLiteStorage:
                 ):
                     raise StateError(f"{self.path}: the database is damaged ({exc})") from None
                 raise
+            finally:
+                if read_only:
+                    self._conn.execute("PRAGMA query_only = OFF")
 
     def close(self) -> None:
         with self._lock:

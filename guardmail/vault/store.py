@@ -196,7 +196,7 @@ class Vault:
 
     def stored_rows(self) -> list[JournalRow]:
         """The journal rows exactly as stored, index columns included (for ``verify``)."""
-        with self.storage.transaction() as tx:
+        with self.storage.read() as tx:
             return list(tx.journal_rows(self.tenant))
 
     def _indexed(self, row: JournalRow) -> JournalRow:
@@ -214,7 +214,7 @@ class Vault:
         return rows if kind is None else [r for r in rows if r.kind == kind]
 
     def row(self, seq: int) -> JournalRow | None:
-        with self.storage.transaction() as tx:
+        with self.storage.read() as tx:
             found = tx.journal_row(self.tenant, seq)
         return None if found is None else self._indexed(found)
 

@@ -1,9 +1,10 @@
 """The evidence vault keeps exact bytes durably and detects any tampering, naming the entry."""
 
 import hashlib
+import sqlite3
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,6 +234,9 @@ class FailingInsertStorage:
             tx.journal_insert = insert  # type: ignore[method-assign]
             yield tx
 
+    def read(self) -> AbstractContextManager[Transaction]:
+        return self.storage.read()
+
     def close(self) -> None:
         self.storage.close()
 
@@ -273,3 +277,24 @@ def test_record_many_is_all_or_nothing(tmp_path: Path, storage: SQLiteStorage) -
     with pytest.raises(VaultUnavailable, match="cannot journal action"):
         vault.record_many([Record(kind="action", fields={"n": i}) for i in range(3)], now=NOW)
     assert vault.rows() == []
+
+
+def test_a_reader_takes_no_write_lock_and_cannot_write(tmp_path: Path) -> None:
+    # status and evidence list read while the daemon archives: with BEGIN IMMEDIATE they
+    # took the write lock and could make the daemon's archive wait or fail.
+    path = tmp_path / "state.sqlite3"
+    reader, writer = SQLiteStorage(path), SQLiteStorage(path)
+    try:
+        with reader.read() as seen:
+            seen.journal_rows("t")
+            with writer.transaction() as tx:  # another connection writes meanwhile
+                tx.set_cursor("t", "s", "n", "v")
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                seen.set_cursor("t", "s", "n", "w")
+        with reader.read() as seen:
+            assert seen.cursor("t", "s", "n") == "v"
+        with reader.transaction() as tx:  # query_only does not outlive the read
+            tx.set_cursor("t", "s", "n", "x")
+    finally:
+        reader.close()
+        writer.close()
