@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trustme
 
+from tests.servers.certs import Flaw, issue
 from tests.servers.ports import free_ports, wait_for_banner, wait_for_port
 from tests.servers.process import halt
 
@@ -161,7 +162,12 @@ def _wait_ready(server: Dovecot) -> None:
 
 
 def start_dovecot(
-    users: dict[str, str], *, extra_conf: str = "", tls: bool = False, sieve: bool = False
+    users: dict[str, str],
+    *,
+    extra_conf: str = "",
+    tls: bool = False,
+    sieve: bool = False,
+    cert_flaw: Flaw = "none",
 ) -> Dovecot:
     """Dovecot with IMAP and LMTP on loopback; with ``tls``, also IMAPS with a test CA;
     with ``sieve``, Pigeonhole Sieve at LMTP delivery and ManageSieve."""
@@ -187,7 +193,7 @@ def start_dovecot(
     ssl_conf, ca_file = "ssl = no", None
     if tls:
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert = issue(ca, "127.0.0.1", "localhost", flaw=cert_flaw)
         cert.private_key_and_cert_chain_pem.write_to_path(str(root / "server.pem"))
         ca_file = root / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_file))

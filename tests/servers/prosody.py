@@ -25,6 +25,7 @@ from urllib.parse import quote
 import trustme
 
 from guardmail.channels.xmpp.tee import StanzaSlicer
+from tests.servers.certs import Flaw, issue
 from tests.servers.ports import free_ports, wait_for_port
 from tests.servers.process import halt
 
@@ -144,7 +145,12 @@ def _wait_ready(server: Prosody) -> None:
 
 
 def start_prosody(
-    users: dict[str, str], *, log_level: str = "info", starttls: bool = True, extra: str = ""
+    users: dict[str, str],
+    *,
+    log_level: str = "info",
+    starttls: bool = True,
+    extra: str = "",
+    cert_flaw: Flaw = "none",
 ) -> Prosody:
     """Prosody on loopback with a certificate for ``localhost`` from a CA made for the test.
 
@@ -158,7 +164,7 @@ def start_prosody(
     (root / "data").mkdir()
     (root / "certs").mkdir()
     ca = trustme.CA()
-    cert = ca.issue_cert(DOMAIN)
+    cert = issue(ca, DOMAIN, flaw=cert_flaw)
     cert.cert_chain_pems[0].write_to_path(str(root / "server.crt"))
     cert.private_key_pem.write_to_path(str(root / "server.key"))
     ca_file = root / "ca.pem"

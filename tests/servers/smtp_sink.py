@@ -19,6 +19,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from tests.servers.certs import Flaw, issue
 from tests.servers.ports import free_ports
 
 
@@ -84,6 +85,7 @@ class SmtpSink:
         password: str = "secret",
         eight_bit: bool = True,
         smtputf8: bool = False,
+        cert_flaw: Flaw = "none",
     ) -> None:
         self.recorder = Recorder(username=username, password=password, eight_bit=eight_bit)
         (self.port,) = free_ports(1)
@@ -91,7 +93,7 @@ class SmtpSink:
         ca.cert_pem.write_to_path(str(ca_file))
         self.ca_file = ca_file
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+        issue(ca, "127.0.0.1", "localhost", flaw=cert_flaw).configure_cert(server_ctx)
         self._controller = Controller(
             self.recorder,
             hostname="127.0.0.1",
