@@ -106,7 +106,11 @@ class Dovecot:
 
     def imap(self, user: str) -> imaplib.IMAP4:
         conn = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
-        conn.login(user, self.users[user])
+        password = self.users[user]
+        if password.isascii():
+            conn.login(user, password)
+        else:  # LOGIN is ASCII only: SASL PLAIN carries UTF-8
+            conn.authenticate("PLAIN", lambda _: f"\0{user}\0{password}".encode())
         return conn
 
     def log(self) -> str:
