@@ -5,9 +5,11 @@ the outside: the Maildir, the vault, the SMTP sink that receives the warning.
 Used by ``tests/integration/test_chaos.py`` (a short run) and ``bench/chaos.py`` (a long one).
 
 Each round starts the daemon, delivers a few messages (offenders' and clean, into ``new/`` and
-``cur/``, some renamed by "the person's mail client" from ``new/`` to ``cur/`` meanwhile), and
-kills it: either at a crash point (``GUARDMAIL_FAULT=POINT:COUNT``) or at a random instant. A
-final run without faults lets it finish. Then, for every message delivered:
+``cur/``, some renamed by "the person's mail client" from ``new/`` to ``cur/`` meanwhile), now and
+then adds an offender to ``offenders.d/late.yaml`` (a hot reload; mail from that sender may already
+be in the inbox, judged clean until then), and kills it: either at a crash point
+(``GUARDMAIL_FAULT=POINT:COUNT``) or at a random instant. A final run without faults lets it
+finish. Then, for every message delivered:
 - an offender's message is archived exactly once, byte-exact, is no longer in the inbox (in
   ``.Quarantine`` once for ``quarantine``, gone for ``block``), and its action is journaled once;
 - a clean message is in the inbox exactly once, untouched, and never archived;
@@ -77,10 +79,6 @@ class Message:
     name: str  # the Maildir unique name
 
     @property
-    def offender(self) -> bool:
-        return self.sender in OFFENDERS
-
-    @property
     def sha256(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
@@ -113,7 +111,28 @@ class Campaign:
         self.log = log
         self.maildir = root / "Maildir"
         self.messages: list[Message] = []
+        self.late: list[str] = []  # offenders added during the campaign (quarantine)
         self.result = Result(seed=seed)
+
+    def action(self, sender: str) -> str | None:
+        """What the final configuration does to ``sender``'s mail (None: clean)."""
+        return OFFENDERS.get(sender) or ("quarantine" if sender in self.late else None)
+
+    def add_late_offender(self) -> None:
+        """One more offender in offenders.d/late.yaml, written atomically: a hot reload."""
+        self.late.append(f"late{len(self.late)}@late.example")
+        lines = ["offenders:"]
+        for n, address in enumerate(self.late):
+            lines += [
+                f"  - name: Late {n}",
+                f"    addresses: [{address}]",
+                "    action: quarantine",
+            ]
+        folder = self.root / "offenders.d"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / ".late.yaml.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.rename(tmp, folder / "late.yaml")
 
     # --- setup and traffic ---------------------------------------------------------------
 
@@ -128,7 +147,8 @@ class Campaign:
 
     def deliver(self) -> None:
         n = len(self.messages)
-        sender = self.rng.choice([*OFFENDERS, *CLEAN])
+        upcoming = f"late{len(self.late)}@late.example"  # an offender only from a later round
+        sender = self.rng.choice([*OFFENDERS, *CLEAN, *self.late[-2:], upcoming])
         raw = (
             f"From: <{sender}>\r\nTo: jane@example.org\r\nSubject: message {n}\r\n"
             f"Message-ID: <chaos-{self.seed}-{n}@test>\r\nX-Chaos: {n}\r\n\r\nbody {n} "
@@ -182,6 +202,8 @@ class Campaign:
         proc = self.start(config, fault)
         for _ in range(self.rng.randint(1, 4)):
             self.deliver()
+        if self.rng.random() < 0.2:
+            self.add_late_offender()
         if self.rng.random() < 0.3:
             self.client_reads()
         deadline = time.monotonic() + (3.0 if fault else self.rng.uniform(0.2, 2.0))
@@ -234,7 +256,7 @@ class Campaign:
 
     def inbox_offenders(self) -> list[str]:
         names = self.inbox()
-        return [m.name for m in self.messages if m.offender and names[m.name]]
+        return [m.name for m in self.messages if self.action(m.sender) and names[m.name]]
 
     def journal(self) -> list[dict[str, object]]:
         path = self.root / "var" / "guardmail.sqlite3"
@@ -273,7 +295,8 @@ class Campaign:
         blobs = self.root / "var" / "vault" / "default" / "blobs"
         for m in self.messages:
             mine = by_sha.get(m.sha256, [])
-            if not m.offender:
+            action = self.action(m.sender)
+            if action is None:
                 if mine:
                     self.violate(-1, f"clean message {m.number} was archived")
                 if inbox[m.name] != 1 or quarantine[m.name]:
@@ -293,7 +316,7 @@ class Campaign:
                 )
             if inbox[m.name]:
                 self.violate(-1, f"offender message {m.number} still in the inbox")
-            wanted = 1 if OFFENDERS[m.sender] == "quarantine" else 0
+            wanted = 1 if action == "quarantine" else 0
             if quarantine[m.name] != wanted:
                 self.violate(-1, f"offender message {m.number} in quarantine {quarantine[m.name]}x")
         to = Counter(r for received in sink.received for r in received.rcpt_tos)
