@@ -153,3 +153,22 @@ def test_schema_command_prints_the_committed_schema(capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, "schema")
     committed = Path(__file__).parents[2] / "config" / "guardmail.schema.json"
     assert code == 0 and out == committed.read_text()
+
+
+def test_explain_says_an_address_was_found_in_a_display_name(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b'From: "x@burner.example" <friend@innocent.example>\r\n\r\n')
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml))
+    assert code == 0
+    assert "  header: From (display name): x@burner.example\n" in out
+    assert "  found:  an address in the display name of From\n" in out
+    assert (
+        "  From (display name): <x@burner.example>  (an address in the display name of From)\n"
+        in out
+    )
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    data = json.loads(out)
+    assert data["header"] == "From (display name)"
+    assert data["matches"][0]["found_in"] == "an address in the display name of From"

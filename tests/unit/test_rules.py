@@ -77,8 +77,40 @@ def verdict_of(raw: bytes, **kw: str) -> tuple[str, str | None, str | None, str 
             b"From: stalker@example.net\nSender: worse@example.org\n\n",
             ("block", "Blocked One", "addresses[0]: worse@example.org", "Sender"),
         ),
+        (
+            b"From: =?utf-8?b?c3RhbGtlckBleGFtcGxlLm5ldA==?=\n\n",
+            (
+                "quarantine",
+                "Example Offender",
+                "addresses[0]: stalker@example.net",
+                "From (encoded word)",
+            ),
+        ),
+        (
+            b'From: "x@burner.example" <friend@innocent.example>\n\n',
+            (
+                "quarantine",
+                "Example Offender",
+                "patterns[0]: *@burner.example",
+                "From (display name)",
+            ),
+        ),
+        (
+            b'From: "friend@innocent.example, a@harass.example" <friend@innocent.example>\n\n',
+            ("quarantine", "Example Offender", "domains[0]: harass.example", "From (display name)"),
+        ),
+        (
+            b"From: =?utf-8?b?c3TQsGxrZXJAZXhhbXBsZS5uZXQ=?=\n\n",
+            (
+                "quarantine",
+                "Example Offender",
+                "addresses[0]: stalker@example.net",
+                "From (encoded word)",
+            ),
+        ),
         (b"From: friend@innocent.example\n\n", ("pass", None, None, None)),
         (b"From: Stalk Free <friend@notharass.example>\n\n", ("pass", None, None, None)),
+        (b"From: Support Team <help@shop.example>\n\n", ("pass", None, None, None)),
         (b"Subject: no sender\n\n", ("pass", None, None, None)),
     ],
     ids=[
@@ -93,8 +125,13 @@ def verdict_of(raw: bytes, **kw: str) -> tuple[str, str | None, str | None, str 
         "cyrillic-a",
         "jid-as-mail-address",
         "block-beats-quarantine",
+        "encoded-word-address",
+        "address-shaped-display-name",
+        "two-addresses-in-a-display-name",
+        "encoded-word-cyrillic-lookalike",
         "clean",
         "similar-but-clean-domain",
+        "clean-display-name",
         "no-identity",
     ],
 )
