@@ -92,6 +92,7 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
                 "value": m.value,
                 "normalized": m.normalized,
                 "found_in": describe_source(m.header),
+                "looks_like": m.looks_like,
             }
             for m in verdict.matches
         ],
@@ -124,6 +125,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if describe_source(m.header) != m.header:
             print(f"  found:  {describe_source(m.header)}")
         print(f"  as:     {m.normalized}")
+        if m.looks_like:
+            print(f"  {m.looks_like}")
     print("identities read:")
     for ident in reading.identities:
         name = f'"{ident.display_name}" ' if ident.display_name else ""

@@ -172,3 +172,17 @@ def test_explain_says_an_address_was_found_in_a_display_name(
     data = json.loads(out)
     assert data["header"] == "From (display name)"
     assert data["matches"][0]["found_in"] == "an address in the display name of From"
+
+
+def test_explain_names_the_lookalike_letters_of_a_pattern_match(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes("From: st\u0430lker1@gmail.com\r\n\r\n".encode())
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml))
+    assert code == 0
+    assert "  rule:   patterns[1]: re:^st[a4]lker[0-9]*@\n" in out
+    assert "  looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)\n" in out
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    looks = "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"
+    assert json.loads(out)["matches"][0]["looks_like"] == looks

@@ -202,3 +202,60 @@ def test_many_rules_still_find_the_right_offender() -> None:
 def test_any_bytes_are_decided_without_raising(raw: bytes) -> None:
     verdict = decide(mail_identities(raw), RULES, now=NOW)
     assert verdict.action in set(Action)
+
+
+LOOKALIKE = RuleSet(
+    [
+        OffenderRule(
+            name="Patterned",
+            patterns=("re:^st[a4]lker[0-9]*@", "stalker[0-9]*@gmail.com"),
+        )
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "looks_like"),
+    [
+        ("st\u0430lker1@gmail.com", "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"),
+        ("st\u03b1lker1@gmail.com", "looks like stalker1@gmail.com: Greek \u03b1 (U+03B1)"),
+        ("\uff53talker1@gmail.com", "looks like stalker1@gmail.com: Fullwidth \uff53 (U+FF53)"),
+        ("ST\u0410LKER1@GMAIL.COM", "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"),
+        ("stalker1@gmail.com", ""),
+    ],
+    ids=["cyrillic", "greek", "fullwidth", "cyrillic-capital", "ascii"],
+)
+def test_lookalike_letters_do_not_get_past_a_regex_or_a_glob(address: str, looks_like: str) -> None:
+    v = decide([Identity(source="From", address=address)], LOOKALIKE, now=NOW)
+    assert [(m.rule, m.looks_like) for m in v.matches] == [
+        ("patterns[0]: re:^st[a4]lker[0-9]*@", looks_like),
+        ("patterns[1]: stalker[0-9]*@gmail.com", looks_like),
+    ]
+
+
+@pytest.mark.parametrize(
+    "address", ["stolker1@gmail.com", "walker1@gmail.com", "stalkerx@gmail.com", "j\u00f6rg@x.de"]
+)
+def test_clean_address_near_a_pattern_is_not_matched(address: str) -> None:
+    v = decide([Identity(source="From", address=address)], LOOKALIKE, now=NOW)
+    assert v.action is Action.PASS
+
+
+def test_lookalike_display_name_does_not_get_past_a_display_name_glob() -> None:
+    rules = RuleSet([OffenderRule(name="Named", display_names=("Stalker[0-9]*",))])
+    v = decide([Identity(source="From", display_name="St\u0430lker1 Bob")], rules, now=NOW)
+    assert [(m.rule, m.looks_like) for m in v.matches] == [
+        ("display_names[0]: Stalker[0-9]*", "looks like stalker1 bob: Cyrillic \u0430 (U+0430)")
+    ]
+
+
+def test_punycode_lookalike_domain_does_not_get_past_a_glob() -> None:
+    rules = RuleSet([OffenderRule(name="Apple", patterns=("*@apple.com",))])
+    v = decide([Identity(source="From", address="x@xn--pple-43d.com")], rules, now=NOW)
+    assert [(m.rule, m.normalized, m.looks_like) for m in v.matches] == [
+        (
+            "patterns[0]: *@apple.com",
+            "x@\u0430pple.com",
+            "looks like x@apple.com: Cyrillic \u0430 (U+0430)",
+        )
+    ]
