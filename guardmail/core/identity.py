@@ -161,8 +161,11 @@ def ascii_lookalike(text: str) -> str:
 def lookalike_letters(*texts: str, limit: int = 8) -> tuple[str, ...]:
     """The characters of ``texts`` that ``ascii_lookalike`` replaces, each named once for a
     person (``"Cyrillic а (U+0430)"``), in order; at most ``limit`` of them. Never raises."""
+    text = "".join(texts)
+    if text.isascii():
+        return ()
     out: dict[str, str] = {}
-    for ch in "".join(t for t in texts if not t.isascii()):
+    for ch in text:
         if len(out) >= limit:
             break
         if ch not in out and not ch.isascii() and _ascii_twin(ch):
