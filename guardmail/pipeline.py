@@ -80,7 +80,7 @@ class Outcome:
 
 
 def _match_fields(m: Match) -> dict[str, str]:
-    return {
+    fields = {
         "offender": m.offender,
         "action": str(m.action),
         "rule": m.rule,
@@ -88,6 +88,9 @@ def _match_fields(m: Match) -> dict[str, str]:
         "value": m.value,
         "normalized": m.normalized,
     }
+    if m.looks_like:
+        fields["looks_like"] = m.looks_like
+    return fields
 
 
 def evidence_metadata(item: Item, verdict: Verdict) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from guardmail.commands import (
 )
 from guardmail.config.settings import render_schema
 from guardmail.config.tenants import load_tenants
-from guardmail.core.item import read_mail
+from guardmail.core.item import describe_source, read_mail
 from guardmail.core.rules import Verdict, decide
 from guardmail.daemon.tenant import build_rules
 
@@ -74,6 +74,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    """The verdict for ``explain --json``: the primary match's fields, then every match."""
     p = verdict.primary
     return {
         "action": str(verdict.action),
@@ -90,6 +91,8 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
                 "header": m.header,
                 "value": m.value,
                 "normalized": m.normalized,
+                "found_in": describe_source(m.header),
+                "looks_like": m.looks_like,
             }
             for m in verdict.matches
         ],
@@ -119,11 +122,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"offender: {m.offender} ({m.action})")
         print(f"  rule:   {m.rule}")
         print(f"  header: {m.header}: {m.value}")
+        if describe_source(m.header) != m.header:
+            print(f"  found:  {describe_source(m.header)}")
         print(f"  as:     {m.normalized}")
+        if m.looks_like:
+            print(f"  {m.looks_like}")
     print("identities read:")
     for ident in reading.identities:
         name = f'"{ident.display_name}" ' if ident.display_name else ""
-        print(f"  {ident.source}: {name}<{ident.address or ''}>")
+        where = describe_source(ident.source)
+        note = f"  ({where})" if where != ident.source else ""
+        print(f"  {ident.source}: {name}<{ident.address or ''}>{note}")
     for error in data["parse_errors"]:
         print(f"unreadable: {error}")
     return EXIT_OK

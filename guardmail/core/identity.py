@@ -15,6 +15,11 @@ Two levels, both pure functions of their input:
   to one prototype (UTS #39 confusables), so it is only for comparing, never for display. Every
   comparison applies ``fold`` (or ``.key``) to both sides; comparing a folded string with an
   unfolded one is a bug.
+- The *ASCII look-alike* form (``ascii_lookalike``) is for what cannot be folded: patterns a
+  person writes in ASCII (``re:^st[a4]lker[0-9]*@``). Only non-ASCII characters that look like
+  ASCII are replaced (Cyrillic ``а`` by ``a``); ASCII is kept as written, since folding it would
+  turn ``1`` into ``l`` and ``m`` into ``rn`` under the pattern's feet. ``lookalike_letters``
+  names the replaced characters, for people.
 
 Invariants:
 
@@ -33,6 +38,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -140,6 +146,44 @@ def fold(text: str) -> str:
 
 def _fold_once(text: str) -> str:
     return skeleton(unicodedata.normalize("NFKC", text).casefold()).casefold()
+
+
+def ascii_lookalike(text: str) -> str:
+    """``text`` with each non-ASCII character that looks like ASCII replaced by what it looks
+    like (Cyrillic ``а`` U+0430 by ``a``, fullwidth ``ｓ`` by ``s``, lower case); ASCII and the
+    other characters (``ö``, ``山``) kept. Pass it normalised text. Idempotent; never raises.
+    """
+    if text.isascii():
+        return text
+    return "".join(ch if ch.isascii() else _ascii_twin(ch) or ch for ch in text)
+
+
+def lookalike_letters(*texts: str, limit: int = 8) -> tuple[str, ...]:
+    """The characters of ``texts`` that ``ascii_lookalike`` replaces, each named once for a
+    person (``"Cyrillic а (U+0430)"``), in order; at most ``limit`` of them. Never raises."""
+    text = "".join(texts)
+    if text.isascii():
+        return ()
+    out: dict[str, str] = {}
+    for ch in text:
+        if len(out) >= limit:
+            break
+        if ch not in out and not ch.isascii() and _ascii_twin(ch):
+            name = unicodedata.name(ch, "")
+            kind = name.split(" ", 1)[0].capitalize() if name else "Character"
+            out[ch] = f"{kind} {ch} (U+{ord(ch):04X})"
+    return tuple(out.values())
+
+
+# One entry per distinct non-ASCII character seen in a sender: a few thousand at most in practice,
+# and the cache is bounded for a hostile stream of all of Unicode.
+@functools.lru_cache(maxsize=8192)
+def _ascii_twin(ch: str) -> str:
+    """The ASCII ``ch`` looks like (its fold, case-folded), or "" if it looks like no ASCII."""
+    if "\ud800" <= ch <= "\udfff":
+        return ""
+    twin = fold(ch)
+    return twin if twin.isascii() and twin.isprintable() else ""
 
 
 def _decode_label(label: str) -> str:

@@ -13,6 +13,10 @@ Contracts:
   the strict address parser sees at most ``STRICT_LIMIT`` characters of one header and
   ``STRICT_BUDGET`` of one message, and the encoded-word decoder ``DECODE_LIMIT`` of one value;
   beyond that everything is read loosely, in linear time.
+- What a reader is shown as the sender is an identity too, even when no server delivers from it
+  (the Mailsploit class of spoofing): an address-shaped run in a decoded display name, or in the
+  decoded encoded-words of a sender header, is read as an identity whose ``source`` says so
+  (``From (display name)``, ``From (encoded word)``), after the header's own identities.
 """
 
 from __future__ import annotations
@@ -48,6 +52,17 @@ _FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$", re.DOTALL)
 # address, i.e. a run of characters between these separators with an "@" inside (split, not
 # searched for, so that it stays linear in the length of the header).
 _LOOSE_SEPARATORS = re.compile(r"[\s<>(),;:\"\[\]]+")
+# Decoded text can hold any control character; a client stops showing a name at a NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Where in a sender header an address that is no addr-spec of it was read (Identity.source is
+# "<Header> (<where>)"); SOURCE_WHERE says it in words.
+IN_DISPLAY_NAME = "display name"
+IN_ENCODED_WORD = "encoded word"
+_SOURCE_WHERE = {
+    IN_DISPLAY_NAME: "an address in the display name of {header}",
+    IN_ENCODED_WORD: "an address in an encoded word of {header}",
+}
 
 
 class Channel(enum.StrEnum):
@@ -60,8 +75,10 @@ class Identity:
     """One claim of who sent an item.
 
     ``source`` is where it was read: a header name (``From``, ``Reply-To`` ...), ``envelope``
-    for the SMTP MAIL FROM, or ``jid`` for an XMPP sender. ``address`` is the addr-spec as found
-    (not yet normalised); ``display_name`` the decoded phrase, if any.
+    for the SMTP MAIL FROM, or ``jid`` for an XMPP sender; or, for an address shown to the
+    reader but not an addr-spec of the header, ``<Header> (display name)`` or ``<Header>
+    (encoded word)`` (``describe_source`` says it in words). ``address`` is the addr-spec as
+    found (not yet normalised); ``display_name`` the decoded phrase, if any.
     """
 
     source: str
@@ -97,6 +114,14 @@ class Item:
     summary: Summary = field(default_factory=Summary)
     meta: tuple[tuple[str, str], ...] = ()
     dedupe_scope: str | None = None  # the same bytes archive once per scope (default: source_ref)
+
+
+def describe_source(source: str) -> str:
+    """Where an identity was read, for people: ``From (display name)`` is "an address in the
+    display name of From"; a header name, ``envelope`` or ``jid`` is returned as it is."""
+    header, sep, where = source.partition(" (")
+    template = _SOURCE_WHERE.get(where.removesuffix(")")) if sep else None
+    return template.format(header=header) if template else source
 
 
 def header_section(raw: bytes) -> bytes:
@@ -217,14 +242,41 @@ class _Reader:
             # An undecodable byte (U+FFFD here) inside an address must not hide it: a client
             # shows it as a mark beside the address the victim recognises. Dovecot also serves
             # a NUL in a header as 0x80.
-            for display, addr in self.addresses(canonical, value.replace("\ufffd", "")):
+            value = value.replace("\ufffd", "")
+            read: list[Identity] = []
+            for display, addr in self.addresses(canonical, value):
                 decoded = self.decode(canonical, display).strip() if display else ""
-                found.append(
+                read.append(
                     Identity(source=canonical, address=addr or None, display_name=decoded or None)
                 )
+            found += read
+            found += self.hidden(canonical, value, read)
         if envelope_sender:
             found.append(Identity(source="envelope", address=envelope_sender))
         return tuple(found)
+
+    def hidden(self, header: str, value: str, read: list[Identity]) -> list[Identity]:
+        """Addresses a reader is shown in ``header`` beside its addr-specs (``read``): those in
+        its decoded display names, then those only its decoded encoded-words hold."""
+        seen = {i.address.casefold() for i in read if i.address}
+        out: list[Identity] = []
+
+        def add(where: str, text: str) -> None:
+            for addr in _loose_addresses(_CONTROL.sub(" ", text)):
+                if addr.casefold() not in seen:
+                    seen.add(addr.casefold())
+                    out.append(Identity(source=f"{header} ({where})", address=addr))
+
+        for ident in read:
+            if ident.display_name and "@" in ident.display_name:
+                add(IN_DISPLAY_NAME, ident.display_name)
+        if "=?" in value:
+            # Encoded-words where RFC 2047 allows none (the whole value, an addr-spec) are
+            # decoded by clients all the same; the decoder's failure is noted by its caller.
+            decoded, why = _decode(value)
+            if why is None:
+                add(IN_ENCODED_WORD, decoded)
+        return out
 
     def summary(self, fields: list[tuple[str, str]]) -> Summary:
         first: dict[str, str] = {}

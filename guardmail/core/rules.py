@@ -4,7 +4,9 @@ Contracts:
 - ``decide`` is pure: the same identities, rules and ``now`` give the same Verdict.
 - Every identity is compared in its normalised and confusable-folded forms (core/identity.py), so
   case, sub-address tags, Gmail dots, punycode, trailing dots, quoting, comments, invisible
-  characters and homoglyphs do not let an offender through.
+  characters and homoglyphs do not let an offender through. Globs and regexes also see its ASCII
+  look-alike form (``ascii_lookalike``): a pattern written in ASCII cannot be folded, so the
+  identity is brought to ASCII instead, and a Match then says what it looks like.
 - Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
   display names are hash lookups; globs and regexes sit behind a trigram prefilter (patterns.py).
 - Globs and regexes run on RE2 (regexes.py), in time linear in the (bounded) identity whatever
@@ -24,8 +26,10 @@ from datetime import datetime
 from functools import lru_cache
 
 from guardmail.core.identity import (
+    ascii_lookalike,
     domain_suffixes,
     fold,
+    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_domain,
@@ -70,7 +74,10 @@ class Match:
     """One rule of one offender that matched one identity.
 
     ``rule`` reads like the config (``patterns[1]: re:^st[a4]lker[0-9]*@``); ``header`` is where
-    the identity came from; ``value`` the identity as found; ``normalized`` the form that matched.
+    the identity came from (an Identity's ``source``: ``From``, ``From (display name)`` ...);
+    ``value`` the identity as found; ``normalized`` its normalised form; ``looks_like``, when
+    the identity holds look-alike letters, what it looks like and which letters those are
+    (``looks like stalker1@gmail.com: Cyrillic а (U+0430)``), else "".
     """
 
     offender: str
@@ -79,6 +86,7 @@ class Match:
     header: str
     value: str
     normalized: str
+    looks_like: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,13 +116,25 @@ class _Ref:
 
 @dataclass(frozen=True, slots=True)
 class _Forms:
-    """The strings an identity is compared in: as found, normalised, and confusable-folded."""
+    """The strings an identity is compared in: as found, normalised, confusable-folded and its
+    ASCII look-alike (``texts``, for patterns), and what it looks like (``looks_like``)."""
 
     texts: tuple[str, ...]
     grams: frozenset[str]
     folded: str
     normalized: str
     domain_keys: tuple[str, ...]
+    looks_like: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """One rule an identity matched, with what a Match tells about the identity."""
+
+    ref: _Ref
+    value: str
+    normalized: str
+    looks_like: str
 
 
 class RuleSet:
@@ -155,9 +175,9 @@ class RuleSet:
         for key in keys:
             self._exact.setdefault(key, []).append(ref)
 
-    def matches(self, identity: Identity) -> list[tuple[_Ref, str, str]]:
-        """(rule, value as found, normalised form) for every rule this identity matches."""
-        out: list[tuple[_Ref, str, str]] = []
+    def matches(self, identity: Identity) -> list[_Found]:
+        """Every rule this identity matches, with its value as found and normalised."""
+        out: list[_Found] = []
         if identity.address:
             forms = _address_forms(identity)
             if forms is not None:
@@ -167,12 +187,14 @@ class RuleSet:
                 refs.extend(
                     e.payload for e in self._addr_patterns.matching(forms.texts, forms.grams)
                 )
-                out.extend((r, identity.address, forms.normalized) for r in _ordered(refs))
+                address, normalized, note = identity.address, forms.normalized, forms.looks_like
+                out.extend(_Found(r, address, normalized, note) for r in _ordered(refs))
         if identity.display_name:
-            name, folded, texts, grams = _name_forms(identity.display_name)
-            refs = list(self._names.get(folded, ()))
-            refs.extend(e.payload for e in self._name_patterns.matching(texts, grams))
-            out.extend((r, identity.display_name, name) for r in _ordered(refs))
+            name = _name_forms(identity.display_name)
+            refs = list(self._names.get(name.folded, ()))
+            refs.extend(e.payload for e in self._name_patterns.matching(name.texts, name.grams))
+            display, normalized, note = identity.display_name, name.normalized, name.looks_like
+            out.extend(_Found(r, display, normalized, note) for r in _ordered(refs))
         return out
 
 
@@ -195,14 +217,26 @@ def _forms_of(address: str, is_jid: bool) -> _Forms | None:
     if norm is None:
         return None
     key = norm.key
-    texts = tuple(dict.fromkeys((found, norm.address, key)))
+    # The look-alike form is ASCII (when the letters are), so the prefilter's ASCII literals
+    # find the patterns it matches.
+    twin = ascii_lookalike(norm.address)
+    texts = tuple(dict.fromkeys((found, norm.address, key, twin)))
     return _Forms(
         texts=texts,
         grams=lookup_grams(texts),
         folded=key,
         normalized=norm.address,
         domain_keys=domain_suffixes(fold(norm.domain)),
+        # As found for fullwidth letters (normalising made them ASCII), normalised for
+        # punycode (decoding revealed them).
+        looks_like=_looks_like(twin, found, norm.address),
     )
+
+
+def _looks_like(twin: str, *texts: str) -> str:
+    """``looks like <twin>: <letters>`` if ``texts`` hold look-alike letters, else ""."""
+    letters = lookalike_letters(*texts)
+    return f"looks like {twin}: {', '.join(letters)}" if letters else ""
 
 
 def clear_caches() -> None:
@@ -211,12 +245,24 @@ def clear_caches() -> None:
     _name_forms.cache_clear()
 
 
+@dataclass(frozen=True, slots=True)
+class _NameForms:
+    """A display name's forms, as ``_Forms`` for an address."""
+
+    normalized: str
+    folded: str
+    texts: tuple[str, ...]
+    grams: frozenset[str]
+    looks_like: str
+
+
 @lru_cache(maxsize=16384)
-def _name_forms(display_name: str) -> tuple[str, str, tuple[str, ...], frozenset[str]]:
+def _name_forms(display_name: str) -> _NameForms:
     name = normalize_display_name(display_name)
     folded = fold(name)
-    texts = (name, folded) if folded != name else (name,)
-    return name, folded, texts, lookup_grams(texts)
+    twin = ascii_lookalike(name)
+    texts = tuple(dict.fromkeys((name, folded, twin)))
+    return _NameForms(name, folded, texts, lookup_grams(texts), _looks_like(twin, display_name))
 
 
 def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
@@ -293,7 +339,7 @@ def check_pattern(pattern: str) -> None:
 def check_display_name(glob: str) -> None:
     """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
     entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
-    if all(_any_matches(entries, texts) for _, _, texts, _ in map(_name_forms, ANYONE_NAMES)):
+    if all(_any_matches(entries, n.texts) for n in map(_name_forms, ANYONE_NAMES)):
         raise ValueError(
             f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
             f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "
@@ -306,20 +352,21 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
     found: list[Match] = []
     seen: set[tuple[int, str, str]] = set()
     for identity in identities:
-        for ref, value, normalized in rules.matches(identity):
-            key = (ref.offender, ref.rule, identity.source)
+        for hit in rules.matches(identity):
+            key = (hit.ref.offender, hit.ref.rule, identity.source)
             if key in seen:
                 continue
             seen.add(key)
-            off = rules.offenders[ref.offender]
+            off = rules.offenders[hit.ref.offender]
             found.append(
                 Match(
                     offender=off.name,
                     action=off.action,
-                    rule=ref.rule,
+                    rule=hit.ref.rule,
                     header=identity.source,
-                    value=value,
-                    normalized=normalized,
+                    value=hit.value,
+                    normalized=hit.normalized,
+                    looks_like=hit.looks_like,
                 )
             )
     action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)

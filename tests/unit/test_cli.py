@@ -153,3 +153,36 @@ def test_schema_command_prints_the_committed_schema(capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, "schema")
     committed = Path(__file__).parents[2] / "config" / "guardmail.schema.json"
     assert code == 0 and out == committed.read_text()
+
+
+def test_explain_says_an_address_was_found_in_a_display_name(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(b'From: "x@burner.example" <friend@innocent.example>\r\n\r\n')
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml))
+    assert code == 0
+    assert "  header: From (display name): x@burner.example\n" in out
+    assert "  found:  an address in the display name of From\n" in out
+    assert (
+        "  From (display name): <x@burner.example>  (an address in the display name of From)\n"
+        in out
+    )
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    data = json.loads(out)
+    assert data["header"] == "From (display name)"
+    assert data["matches"][0]["found_in"] == "an address in the display name of From"
+
+
+def test_explain_names_the_lookalike_letters_of_a_pattern_match(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes("From: st\u0430lker1@gmail.com\r\n\r\n".encode())
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml))
+    assert code == 0
+    assert "  rule:   patterns[1]: re:^st[a4]lker[0-9]*@\n" in out
+    assert "  looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)\n" in out
+    code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
+    looks = "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"
+    assert json.loads(out)["matches"][0]["looks_like"] == looks

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from guardmail.core.confusables_data import CONFUSABLES
 from guardmail.core.identity import (
     NormalizedAddress,
+    ascii_lookalike,
     domain_suffixes,
     fold,
+    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_domain,
@@ -333,6 +335,7 @@ def test_no_input_makes_normalisation_raise(junk: str) -> None:
     domain_suffixes(normalize_domain(junk))
     normalize_display_name(junk)
     fold(junk)
+    lookalike_letters(junk, ascii_lookalike(junk))
 
 
 @given(st.text())
@@ -398,3 +401,32 @@ def test_plain_ascii_fast_path_agrees_with_the_general_parser(local: str, domain
     # A leading space keeps the address off the fast path; the general parser strips it.
     address = f"{local}@{domain}"
     assert normalize_address(address) == normalize_address(f" {address}")
+
+
+@pytest.mark.parametrize(
+    ("text", "twin", "letters"),
+    [
+        ("st\u0430lker1@gmail.com", "stalker1@gmail.com", ("Cyrillic \u0430 (U+0430)",)),
+        ("st\u03b1lker1@gmail.com", "stalker1@gmail.com", ("Greek \u03b1 (U+03B1)",)),
+        ("\uff53t\uff53", "sts", ("Fullwidth \uff53 (U+FF53)",)),
+        ("ST\u0410LKER", "STaLKER", ("Cyrillic \u0410 (U+0410)",)),
+        # ASCII stays as written: folding would make "1" an "l" and "m" an "rn".
+        ("m1@gmail.com", "m1@gmail.com", ()),
+        ("j\u00f6rg@m\u00fcnchen.de", "j\u00f6rg@m\u00fcnchen.de", ()),
+        ("\u5c71\u7530@\u4f8b\u3048.jp", "\u5c71\u7530@\u4f8b\u3048.jp", ()),
+        ("a\ud800b", "a\ud800b", ()),
+    ],
+    ids=["cyrillic", "greek", "fullwidth", "capital", "ascii", "latin-accents", "cjk", "surrogate"],
+)
+def test_ascii_lookalike_replaces_only_letters_that_look_like_ascii(
+    text: str, twin: str, letters: tuple[str, ...]
+) -> None:
+    assert ascii_lookalike(text) == twin
+    assert lookalike_letters(text) == letters
+
+
+@given(st.text())
+def test_ascii_lookalike_is_idempotent_and_keeps_ascii_text_as_it_is(text: str) -> None:
+    twin = ascii_lookalike(text)
+    assert ascii_lookalike(twin) == twin
+    assert twin == text or not text.isascii()

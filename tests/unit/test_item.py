@@ -8,6 +8,7 @@ from guardmail.core.item import (
     HEADER_SCAN_LIMIT,
     Channel,
     Identity,
+    describe_source,
     header_fields,
     mail_identities,
     mail_item,
@@ -114,3 +115,89 @@ def test_mail_item_keeps_the_raw_bytes() -> None:
     assert item.raw is raw
     assert item.channel is Channel.MAIL
     assert item.identities == (Identity(source="From", address="a@b.example"),)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"From: =?utf-8?b?c3RhbGtlckBldmlsLmV4YW1wbGU=?=\n\n",
+            [("From (encoded word)", "stalker@evil.example", None)],
+        ),
+        (
+            b'From: "stalker@evil.example" <x@y.example>\n\n',
+            [
+                ("From", "x@y.example", "stalker@evil.example"),
+                ("From (display name)", "stalker@evil.example", None),
+            ],
+        ),
+        (
+            b'Reply-To: "a@evil.example, b@worse.example" <x@y.example>\n\n',
+            [
+                ("Reply-To", "x@y.example", "a@evil.example, b@worse.example"),
+                ("Reply-To (display name)", "a@evil.example", None),
+                ("Reply-To (display name)", "b@worse.example", None),
+            ],
+        ),
+        (
+            b"From: =?utf-8?b?c3TQsGxrZXJAZXZpbC5leGFtcGxl?= <x@y.example>\n\n",
+            [
+                ("From", "x@y.example", "st\u0430lker@evil.example"),
+                ("From (display name)", "st\u0430lker@evil.example", None),
+            ],
+        ),
+        (
+            # Mailsploit (2017): encoded-words and a NUL in the local part; clients show the
+            # address before the NUL.
+            b"From: =?utf-8?b?cG90dXNAd2hpdGVob3VzZS5nb3Y=?==?utf-8?Q?=00?=@mailsploit.example\n\n",
+            [
+                (
+                    "From",
+                    "=?utf-8?b?cG90dXNAd2hpdGVob3VzZS5nb3Y=?==?utf-8?Q?=00?=@mailsploit.example",
+                    None,
+                ),
+                ("From (encoded word)", "potus@whitehouse.gov", None),
+            ],
+        ),
+        (
+            b"From: Support Team <help@shop.example>\n\n",
+            [("From", "help@shop.example", "Support Team")],
+        ),
+        (
+            b'From: "Bob@Example.net" <bob@example.net>\n\n',
+            [("From", "bob@example.net", "Bob@Example.net")],
+        ),
+        (
+            b"From: =?utf-8?q?Support_Team?= <help@shop.example>\n\n",
+            [("From", "help@shop.example", "Support Team")],
+        ),
+    ],
+    ids=[
+        "encoded-word-address",
+        "address-shaped-display-name",
+        "two-addresses-in-a-display-name",
+        "encoded-cyrillic-lookalike",
+        "mailsploit-nul",
+        "clean-display-name",
+        "display-name-is-the-address",
+        "clean-encoded-display-name",
+    ],
+)
+def test_addresses_shown_in_display_names_and_encoded_words_are_identities(
+    raw: bytes, expected: list[tuple[str, str | None, str | None]]
+) -> None:
+    assert ids(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("From (display name)", "an address in the display name of From"),
+        ("Reply-To (encoded word)", "an address in an encoded word of Reply-To"),
+        ("From", "From"),
+        ("envelope", "envelope"),
+        ("X (unknown)", "X (unknown)"),
+    ],
+)
+def test_identity_source_is_described_in_words(source: str, words: str) -> None:
+    assert describe_source(source) == words

@@ -273,3 +273,18 @@ def test_all_clean_batch_is_neither_archived_nor_acted_on(
     outcomes = drive(driver, Pipeline(vault=vault, rules=RULES), [clean(1), clean(2)], actor)
     assert [o.verdict.action for o in outcomes] == [Action.PASS, Action.PASS]
     assert actor.calls == [] and vault.rows() == [] and vault.head_witness() is None
+
+
+def test_journal_records_what_a_lookalike_sender_looks_like(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
+    raw = "From: st\u0430lker@example.net\r\nReply-To: stalker@example.net\r\n\r\nbody".encode()
+    asyncio.run(pipeline.process(item(raw), RecordingActor(vault)))
+    archived, _ = vault.rows()
+    matches = journal.entry(archived)["matches"]
+    assert [m.get("looks_like") for m in matches] == [
+        "looks like stalker@example.net: Cyrillic \u0430 (U+0430)",
+        None,  # a plain ASCII sender: no key, so older journals read the same
+    ]

@@ -77,8 +77,40 @@ def verdict_of(raw: bytes, **kw: str) -> tuple[str, str | None, str | None, str 
             b"From: stalker@example.net\nSender: worse@example.org\n\n",
             ("block", "Blocked One", "addresses[0]: worse@example.org", "Sender"),
         ),
+        (
+            b"From: =?utf-8?b?c3RhbGtlckBleGFtcGxlLm5ldA==?=\n\n",
+            (
+                "quarantine",
+                "Example Offender",
+                "addresses[0]: stalker@example.net",
+                "From (encoded word)",
+            ),
+        ),
+        (
+            b'From: "x@burner.example" <friend@innocent.example>\n\n',
+            (
+                "quarantine",
+                "Example Offender",
+                "patterns[0]: *@burner.example",
+                "From (display name)",
+            ),
+        ),
+        (
+            b'From: "friend@innocent.example, a@harass.example" <friend@innocent.example>\n\n',
+            ("quarantine", "Example Offender", "domains[0]: harass.example", "From (display name)"),
+        ),
+        (
+            b"From: =?utf-8?b?c3TQsGxrZXJAZXhhbXBsZS5uZXQ=?=\n\n",
+            (
+                "quarantine",
+                "Example Offender",
+                "addresses[0]: stalker@example.net",
+                "From (encoded word)",
+            ),
+        ),
         (b"From: friend@innocent.example\n\n", ("pass", None, None, None)),
         (b"From: Stalk Free <friend@notharass.example>\n\n", ("pass", None, None, None)),
+        (b"From: Support Team <help@shop.example>\n\n", ("pass", None, None, None)),
         (b"Subject: no sender\n\n", ("pass", None, None, None)),
     ],
     ids=[
@@ -93,8 +125,13 @@ def verdict_of(raw: bytes, **kw: str) -> tuple[str, str | None, str | None, str 
         "cyrillic-a",
         "jid-as-mail-address",
         "block-beats-quarantine",
+        "encoded-word-address",
+        "address-shaped-display-name",
+        "two-addresses-in-a-display-name",
+        "encoded-word-cyrillic-lookalike",
         "clean",
         "similar-but-clean-domain",
+        "clean-display-name",
         "no-identity",
     ],
 )
@@ -165,3 +202,60 @@ def test_many_rules_still_find_the_right_offender() -> None:
 def test_any_bytes_are_decided_without_raising(raw: bytes) -> None:
     verdict = decide(mail_identities(raw), RULES, now=NOW)
     assert verdict.action in set(Action)
+
+
+LOOKALIKE = RuleSet(
+    [
+        OffenderRule(
+            name="Patterned",
+            patterns=("re:^st[a4]lker[0-9]*@", "stalker[0-9]*@gmail.com"),
+        )
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "looks_like"),
+    [
+        ("st\u0430lker1@gmail.com", "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"),
+        ("st\u03b1lker1@gmail.com", "looks like stalker1@gmail.com: Greek \u03b1 (U+03B1)"),
+        ("\uff53talker1@gmail.com", "looks like stalker1@gmail.com: Fullwidth \uff53 (U+FF53)"),
+        ("ST\u0410LKER1@GMAIL.COM", "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"),
+        ("stalker1@gmail.com", ""),
+    ],
+    ids=["cyrillic", "greek", "fullwidth", "cyrillic-capital", "ascii"],
+)
+def test_lookalike_letters_do_not_get_past_a_regex_or_a_glob(address: str, looks_like: str) -> None:
+    v = decide([Identity(source="From", address=address)], LOOKALIKE, now=NOW)
+    assert [(m.rule, m.looks_like) for m in v.matches] == [
+        ("patterns[0]: re:^st[a4]lker[0-9]*@", looks_like),
+        ("patterns[1]: stalker[0-9]*@gmail.com", looks_like),
+    ]
+
+
+@pytest.mark.parametrize(
+    "address", ["stolker1@gmail.com", "walker1@gmail.com", "stalkerx@gmail.com", "j\u00f6rg@x.de"]
+)
+def test_clean_address_near_a_pattern_is_not_matched(address: str) -> None:
+    v = decide([Identity(source="From", address=address)], LOOKALIKE, now=NOW)
+    assert v.action is Action.PASS
+
+
+def test_lookalike_display_name_does_not_get_past_a_display_name_glob() -> None:
+    rules = RuleSet([OffenderRule(name="Named", display_names=("Stalker[0-9]*",))])
+    v = decide([Identity(source="From", display_name="St\u0430lker1 Bob")], rules, now=NOW)
+    assert [(m.rule, m.looks_like) for m in v.matches] == [
+        ("display_names[0]: Stalker[0-9]*", "looks like stalker1 bob: Cyrillic \u0430 (U+0430)")
+    ]
+
+
+def test_punycode_lookalike_domain_does_not_get_past_a_glob() -> None:
+    rules = RuleSet([OffenderRule(name="Apple", patterns=("*@apple.com",))])
+    v = decide([Identity(source="From", address="x@xn--pple-43d.com")], rules, now=NOW)
+    assert [(m.rule, m.normalized, m.looks_like) for m in v.matches] == [
+        (
+            "patterns[0]: *@apple.com",
+            "x@\u0430pple.com",
+            "looks like x@apple.com: Cyrillic \u0430 (U+0430)",
+        )
+    ]
