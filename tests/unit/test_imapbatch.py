@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -353,3 +354,32 @@ def test_a_bug_building_one_item_leaves_that_message_and_handles_the_others(
     assert sorted(folder.mail) == [2, 4]  # the offender it could not read is left in place
     assert [r.getMessage() for r in caplog.records] == ["imap.item_failed"]
     assert len(watcher.pipeline.vault.rows(kind="archived")) == 2
+
+
+class LateSync(FakeFolder):
+    """Dovecot with another session syncing INBOX: a SEARCH runs on the old view of the folder,
+    and the mail it did not see is announced (``* n EXISTS``) with the same reply. Here the
+    next message arrives just as a search finds nothing new."""
+
+    def __init__(self, offenders: set[int], total: int, arriving: list[bytes]) -> None:
+        super().__init__(offenders, total)
+        self.arriving = arriving
+        self.uidnext = total + 1
+        self._imap = SimpleNamespace(untagged_responses={})
+
+    def search(self, criteria: list[str]) -> list[int]:
+        found = super().search(criteria)
+        if self.arriving and not [u for u in found if u >= int(criteria[1].split(":")[0])]:
+            self.mail[self.uidnext] = self.arriving.pop(0)
+            self.uidnext += 1
+            self._imap.untagged_responses.setdefault("EXISTS", []).append(b"1")
+        return found
+
+
+def test_mail_announced_with_the_last_search_reply_is_searched_for_before_idle(
+    watcher: FolderWatcher,
+) -> None:
+    folder = LateSync(offenders={1}, total=1, arriving=[message(2, True), message(3, True)])
+    assert watcher._catch_up(folder, 7, 0) == 3
+    assert [cmd for cmd in folder.sent if cmd[0] == "MOVE"] == [("MOVE", [u]) for u in (1, 2, 3)]
+    assert folder._imap.untagged_responses == {}  # nothing left for IDLE to miss

@@ -50,6 +50,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
+from guardmail.channels.imap.wake import Nudge, announced
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
 from guardmail.core.item import Item
@@ -63,6 +64,9 @@ FETCH_BATCH = 200
 # How long an IDLE wait blocks before looking at the stop flag (stop also closes the socket).
 IDLE_SLICE = 5.0
 VAULT_RETRY_SECONDS = 5.0
+# Empty searches in a row that each came with an EXISTS before the watcher goes to IDLE anyway
+# (a server that announced mail its search never finds would otherwise keep it searching).
+RESEARCH_LIMIT = 3
 
 
 class FolderWatcher:
@@ -86,10 +90,17 @@ class FolderWatcher:
         self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
+        self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
 
     # --- thread side -------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._rejudge.close()
+
+    def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -127,6 +138,11 @@ class FolderWatcher:
                 self.actions.reset()
                 close_quietly(client)
 
+    def rejudge(self) -> None:
+        """Judge the folder's existing mail again by the current rules, at once (any thread):
+        wakes the watcher from IDLE; kept pending across reconnects until a pass completes."""
+        self._rejudge.set()
+
     def stop(self) -> None:
         """Ask the thread to finish; interrupts a blocking IDLE by closing the socket."""
         self._stopping.set()
@@ -145,6 +161,8 @@ class FolderWatcher:
         can_idle = client.has_capability("IDLE")
         while not self._stopping.is_set():
             try:
+                if self._rejudge.take():
+                    self._rejudge_existing(client, uidvalidity, last)
                 last = self._catch_up(client, uidvalidity, last)
             except VaultUnavailable as exc:
                 event(
@@ -160,7 +178,7 @@ class FolderWatcher:
             if can_idle:
                 self._idle(client)
             else:
-                self._stopping.wait(self.cfg.poll_seconds)
+                self._rejudge.wait(client.socket(), self.cfg.poll_seconds)
                 client.noop()
 
     def _start_point(self, uidvalidity: int, uidnext: int) -> int:
@@ -205,13 +223,22 @@ class FolderWatcher:
         EXISTS the server sent with an earlier command's reply (MOVE, FETCH) is not repeated.
         """
         judged = 0
+        unfound = 0
         while True:
+            announced(client)  # what earlier replies announced, this search covers
             # The server answers "n:*" with the highest UID even when it is not above n.
             uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
-            if not uids:
-                break
-            last = self._handle(client, uidvalidity, last, uids)
-            judged += len(uids)
+            if uids:
+                last = self._handle(client, uidvalidity, last, uids)
+                judged += len(uids)
+                unfound = 0
+                continue
+            # Mail announced with the search's own reply may be newer than what it searched
+            # (Dovecot syncs its view when a command ends): search again (wake.py).
+            if announced(client) and unfound < RESEARCH_LIMIT:
+                unfound += 1
+                continue
+            break
         if judged:
             event(
                 "imap.caught_up",
@@ -221,6 +248,22 @@ class FolderWatcher:
                 last_uid=last,
             )
         return last
+
+    def _rejudge_existing(self, client: IMAPClient, uidvalidity: int, last: int) -> None:
+        """Judge every message at or below the checkpoint again (rules changed): offenders are
+        archived and acted on as new mail is; the checkpoint does not move. If it fails, it is
+        asked for again, so the next pass (after the vault retry, or on the next connection)
+        does it."""
+        try:
+            uids = (
+                sorted(u for u in client.search(["UID", f"1:{last}"]) if u <= last) if last else []
+            )
+            if uids:
+                self._handle(client, uidvalidity, last, uids)
+        except BaseException:
+            self._rejudge.set()
+            raise
+        event("imap.rejudged", account=self.cfg.name, folder=self.folder, judged=len(uids))
 
     def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:
         """Judge ``uids`` (ascending, all above the checkpoint ``last``) on headers a batch at a
@@ -305,18 +348,21 @@ class FolderWatcher:
         pending = _buffered_responses(client)
         try:
             while not self._stopping.is_set() and time.monotonic() < deadline:
-                began = time.monotonic()
-                responses = pending or client.idle_check(timeout=IDLE_SLICE)
                 if pending:
-                    pending, began = [], 0.0
+                    responses, pending = pending, []
+                elif not self._rejudge.wait(client.socket(), IDLE_SLICE):
+                    if self._rejudge.is_set():
+                        break  # the rules changed: judge the folder again now
+                    continue  # a quiet slice: look at the stop flag and the deadline
+                else:
+                    responses = client.idle_check(timeout=0)
+                    if not responses:
+                        # Readable, yet nothing to read: imapclient swallows EOF in idle_check.
+                        raise ConnectionError("connection closed during IDLE")
                 if any(_is_bye(r) for r in responses):
                     raise ConnectionError("server said BYE during IDLE")
                 if any(_is_news(r) for r in responses):
                     break
-                if not responses and time.monotonic() - began < IDLE_SLICE / 2:
-                    # imapclient swallows EOF in idle_check and returns nothing at once: the
-                    # server is gone (a real quiet spell lasts the whole slice).
-                    raise ConnectionError("connection closed during IDLE")
         finally:
             if not self._stopping.is_set():
                 client.idle_done()
