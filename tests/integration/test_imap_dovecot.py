@@ -501,3 +501,58 @@ def test_mail_is_moved_at_once_while_another_client_polls_the_selected_inbox(
     )
     assert Mailbox(dovecot).count("INBOX") == 0
     assert daemon.log_text().count("item.quarantined") == 300
+
+
+LATER = b"From: Later <later@example.org>\r\nSubject: before\r\n\r\nsent before the report\r\n"
+
+
+def test_a_new_offender_s_existing_mail_is_moved_at_once_while_other_mail_keeps_arriving(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    """IMAP and Maildir: mail already there from someone who becomes an offender by a config
+    edit is judged again at once, not after a quiet spell that a busy mailbox never has."""
+    config = tmp_path / "guardmail.yaml"
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur", ".Quarantine/tmp", ".Quarantine/new", ".Quarantine/cur"):
+        (maildir / sub).mkdir(parents=True)
+    text = config_text(tmp_path, dovecot) + f"  maildir:\n    - path: {maildir}\n"
+    config.write_text(text)
+    box = Mailbox(dovecot)
+    box.append(LATER)
+    (maildir / "new" / "later").write_bytes(LATER)
+    daemon = start(tmp_path, daemon_factory)
+    wait_for(lambda: "imap.caught_up" in daemon.log_text(), what="existing mail judged clean")
+    conn = dovecot.imap("alice")
+    stop = threading.Event()
+
+    def busy() -> None:  # someone else's mail, every 200 ms, into both
+        n = 0
+        while not stop.wait(0.2):
+            conn.append("INBOX", None, None, clean_mail(n))
+            (maildir / "tmp" / f"busy{n}").write_bytes(clean_mail(n))
+            (maildir / "tmp" / f"busy{n}").rename(maildir / "new" / f"busy{n}")
+            n += 1
+
+    feeder = threading.Thread(target=busy)
+    feeder.start()
+    try:
+        time.sleep(1)  # well into the busy spell
+        edited = text.replace(
+            "offenders:\n", "offenders:\n  - name: Later\n    addresses: [later@example.org]\n"
+        )
+        config.write_text(edited)  # the daemon watches its config: a reload
+        wait_for(lambda: "config.reloaded" in daemon.log_text(), what="reload")
+        began = time.monotonic()
+        wait_for(lambda: box.count("Quarantine") == 1, timeout=10, what="IMAP mail moved")
+        wait_for(
+            lambda: (maildir / ".Quarantine" / "new" / "later").exists(),
+            timeout=10,
+            what="Maildir mail moved",
+        )
+        print(f"both moved {time.monotonic() - began:.2f} s after the reload was logged")
+    finally:
+        stop.set()
+        feeder.join()
+        conn.logout()
+    assert [raw for _, raw in box.messages("Quarantine")] == [LATER]
+    assert "imap.rejudged" in daemon.log_text()

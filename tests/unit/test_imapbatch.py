@@ -383,3 +383,37 @@ def test_mail_announced_with_the_last_search_reply_is_searched_for_before_idle(
     assert watcher._catch_up(folder, 7, 0) == 3
     assert [cmd for cmd in folder.sent if cmd[0] == "MOVE"] == [("MOVE", [u]) for u in (1, 2, 3)]
     assert folder._imap.untagged_responses == {}  # nothing left for IDLE to miss
+
+
+class Ranged(FakeFolder):
+    """Also answers ``UID SEARCH UID 1:n``."""
+
+    def search(self, criteria: list[str]) -> list[int]:
+        low, sep, high = criteria[1].partition(":")
+        if sep and high != "*":
+            return [u for u in self.mail if int(low) <= u <= int(high)]
+        return super().search(criteria)
+
+
+def test_a_rejudge_moves_existing_mail_of_a_new_offender_and_keeps_the_checkpoint(
+    watcher: FolderWatcher,
+) -> None:
+    folder = Ranged(offenders={2, 4}, total=6)
+    watcher._save(7, 5)  # 1-5 judged before the offender was known; 6 not yet
+    watcher.rejudge()  # a reload, from the event loop's thread
+    assert watcher._rejudge.take()
+    watcher._rejudge_existing(folder, 7, 5)
+    assert [c for c in folder.sent if c[0] == "MOVE"] == [("MOVE", [2, 4])]
+    assert checkpoint(watcher) == 5  # 6 is new mail: the catch-up's, not the rejudge's
+    assert not watcher._rejudge.is_set()
+
+
+def test_a_rejudge_the_vault_refused_is_asked_for_again(watcher: FolderWatcher) -> None:
+    folder = Ranged(offenders={3}, total=3)
+    vault = watcher.pipeline.vault
+    vault.blobs.root.mkdir(parents=True)
+    sha = hashlib.sha256(folder.mail[3]).hexdigest()
+    (vault.blobs.root / sha[:2]).write_text("a file where a blob directory should be")
+    with pytest.raises(VaultUnavailable):
+        watcher._rejudge_existing(folder, 7, 3)
+    assert watcher._rejudge.is_set() and 3 in folder.mail  # done again after the vault retry

@@ -412,10 +412,20 @@ class ImapSource:
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
+        self._watchers: list[FolderWatcher] = []
+        self._rejudge_pending = False
+
+    def rejudge(self) -> None:
+        """The rules changed: every folder judges its existing mail again, at once (the event
+        loop's thread; a reload). Between a failure and the restart, the next watchers do."""
+        if not self._watchers:
+            self._rejudge_pending = True
+        for w in self._watchers:
+            w.rejudge()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        watchers = [
+        self._watchers = watchers = [
             FolderWatcher(
                 cfg=self.cfg,
                 folder=folder,
@@ -425,6 +435,10 @@ class ImapSource:
             )
             for folder in self.cfg.folders
         ]
+        if self._rejudge_pending:
+            self._rejudge_pending = False
+            for w in watchers:
+                w.rejudge()
         # Dedicated threads: the default executor is small and serves the pipeline's own work.
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(watchers), thread_name_prefix=f"imap-{self.cfg.name}"
@@ -433,6 +447,7 @@ class ImapSource:
         try:
             await asyncio.gather(*futures)
         finally:
+            self._watchers = []
             for w in watchers:
                 w.stop()
             # Never block the loop on the threads: they may be waiting for it.
