@@ -7,16 +7,26 @@ Contracts:
   client that SELECTs and polls INBOX, as Thunderbird or a phone does) is then announced after
   the search results, with the tagged OK, and never again in IDLE. A watcher that enters IDLE
   after such a reply would leave that mail until the next one arrives.
+- ``idle`` returns when the server announces news (EXISTS, RECENT), the nudge is raised, the
+  watcher is stopping or ``seconds`` pass; a BYE or a closed connection is ConnectionError.
 - ``Nudge`` wakes a thread blocked waiting on an IMAP socket, from any thread, without touching
   the connection (which only its own thread may use): one pipe, polled beside the socket.
 """
 
 from __future__ import annotations
 
+import imaplib
 import os
 import select
 import threading
+import time
 from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.imapclient import _parse_untagged_response
+
+# How long an IDLE wait blocks before looking at the stop flag (stop also closes the socket).
+IDLE_SLICE = 5.0
 
 
 def announced(client: Any) -> bool:
@@ -91,3 +101,67 @@ class Nudge:
                     pass
             except OSError:
                 pass  # empty (BlockingIOError)
+
+
+def idle(client: IMAPClient, *, seconds: float, stopping: threading.Event, nudge: Nudge) -> None:
+    """One IDLE of at most ``seconds``, ended by news, the nudge or ``stopping``."""
+    client.idle()
+    deadline = time.monotonic() + seconds
+    # Dovecot often sends "* N EXISTS" in the same packet as "+ idling"; imapclient's idle()
+    # leaves that line in imaplib's read buffer, where idle_check (which waits on the raw
+    # socket) never looks. Read what is already buffered first.
+    pending = _buffered_responses(client)
+    try:
+        while not stopping.is_set() and time.monotonic() < deadline:
+            if pending:
+                responses, pending = pending, []
+            elif not nudge.wait(client.socket(), IDLE_SLICE):
+                if nudge.is_set():
+                    break  # asked to look now (the rules changed)
+                continue  # a quiet slice: look at the stop flag and the deadline
+            else:
+                responses = client.idle_check(timeout=0)
+                if not responses:
+                    # Readable, yet nothing to read: imapclient swallows EOF in idle_check.
+                    raise ConnectionError("connection closed during IDLE")
+            if any(_is_bye(r) for r in responses):
+                raise ConnectionError("server said BYE during IDLE")
+            if any(_is_news(r) for r in responses):
+                break
+    finally:
+        if not stopping.is_set():
+            client.idle_done()
+
+
+def _is_news(response: Any) -> bool:
+    return (
+        isinstance(response, tuple)
+        and len(response) >= 2
+        and response[1]
+        in (
+            b"EXISTS",
+            b"RECENT",
+        )
+    )
+
+
+def _buffered_responses(client: IMAPClient) -> list[Any]:
+    """Untagged responses already sitting in imaplib's buffer, read without blocking."""
+    sock = client.socket()
+    responses: list[Any] = []
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                line = client._imap._get_line()
+            except (OSError, imaplib.IMAP4.abort):
+                break  # nothing (more) buffered, or an incomplete line: idle_check takes over
+            responses.append(_parse_untagged_response(line))
+    finally:
+        sock.setblocking(True)
+        client._set_read_timeout()
+    return responses
+
+
+def _is_bye(response: Any) -> bool:
+    return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"

@@ -28,17 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import imaplib
 import logging
 import random
 import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.imapclient import _parse_untagged_response
 
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import (
@@ -50,7 +46,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
-from guardmail.channels.imap.wake import Nudge, announced
+from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
 from guardmail.core.item import Item
@@ -61,8 +57,6 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Checkpoint, Storage
 
 FETCH_BATCH = 200
-# How long an IDLE wait blocks before looking at the stop flag (stop also closes the socket).
-IDLE_SLICE = 5.0
 VAULT_RETRY_SECONDS = 5.0
 # Empty searches in a row that each came with an EXISTS before the watcher goes to IDLE anyway
 # (a server that announced mail its search never finds would otherwise keep it searching).
@@ -340,66 +334,7 @@ class FolderWatcher:
         return self.actions.carry_out(client, uids, [v.action for v in verdicts])
 
     def _idle(self, client: IMAPClient) -> None:
-        client.idle()
-        deadline = time.monotonic() + self.cfg.idle_seconds
-        # Dovecot often sends "* N EXISTS" in the same packet as "+ idling"; imapclient's idle()
-        # leaves that line in imaplib's read buffer, where idle_check (which waits on the raw
-        # socket) never looks. Read what is already buffered first.
-        pending = _buffered_responses(client)
-        try:
-            while not self._stopping.is_set() and time.monotonic() < deadline:
-                if pending:
-                    responses, pending = pending, []
-                elif not self._rejudge.wait(client.socket(), IDLE_SLICE):
-                    if self._rejudge.is_set():
-                        break  # the rules changed: judge the folder again now
-                    continue  # a quiet slice: look at the stop flag and the deadline
-                else:
-                    responses = client.idle_check(timeout=0)
-                    if not responses:
-                        # Readable, yet nothing to read: imapclient swallows EOF in idle_check.
-                        raise ConnectionError("connection closed during IDLE")
-                if any(_is_bye(r) for r in responses):
-                    raise ConnectionError("server said BYE during IDLE")
-                if any(_is_news(r) for r in responses):
-                    break
-        finally:
-            if not self._stopping.is_set():
-                client.idle_done()
-
-
-def _is_news(response: Any) -> bool:
-    return (
-        isinstance(response, tuple)
-        and len(response) >= 2
-        and response[1]
-        in (
-            b"EXISTS",
-            b"RECENT",
-        )
-    )
-
-
-def _buffered_responses(client: IMAPClient) -> list[Any]:
-    """Untagged responses already sitting in imaplib's buffer, read without blocking."""
-    sock = client.socket()
-    responses: list[Any] = []
-    sock.setblocking(False)
-    try:
-        while True:
-            try:
-                line = client._imap._get_line()
-            except (OSError, imaplib.IMAP4.abort):
-                break  # nothing (more) buffered, or an incomplete line: idle_check takes over
-            responses.append(_parse_untagged_response(line))
-    finally:
-        sock.setblocking(True)
-        client._set_read_timeout()
-    return responses
-
-
-def _is_bye(response: Any) -> bool:
-    return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"
+        idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)
 
 
 class ImapSource:
