@@ -4,7 +4,9 @@
    Dovecot, each tool on its own account: (a) a bare IDLE client (APPEND to untagged EXISTS: the
    floor, Dovecot batches IDLE notifications ~0.5 s), (b) ``guardmail run``, (c) imapfilter in an
    IDLE loop. (b) and (c) are done when the message is in Quarantine and gone from INBOX. Then
-   back-to-back pairs: the second message arrives before the watcher is back in IDLE.
+   back-to-back pairs: the second message arrives before the watcher is back in IDLE. With
+   ``--other-client``, each account also has a second client that SELECTs INBOX and searches it
+   every 20 ms (the person's own mail program), which changes when Dovecot announces new mail.
 2. First run over a full INBOX (10% from the offender): guardmail until its ``imap.caught_up``
    line names the last UID (it judges headers in batches of 200 and moves the offenders a chunk
    of up to 50 at a time, one UID MOVE per chunk, each archived first); a bare client doing only
@@ -20,6 +22,7 @@ Dovecot and imapfilter (scripts/system-packages.sh).
 
     python bench/imap.py            # 200 messages, 20,000-message folder, 20 and 500 accounts
     python bench/imap.py --quick    # 10 messages, 500-message folder, 5 and 20 accounts
+    python bench/imap.py --part 1 --other-client   # latency beside a polling mail program
 """
 
 from __future__ import annotations
@@ -66,10 +69,11 @@ QUICK = Sizes(messages=10, folder=500, accounts=(5, 20), pairs=3)
 # --- 1. latency ---------------------------------------------------------------------------------
 
 
-def part_latency(sizes: Sizes) -> None:
+def part_latency(sizes: Sizes, *, other_client: bool = False) -> None:
     users = {"floor": "pw-floor", "gm": "pw-gm", "ifl": "pw-ifl"}
     n = sizes.messages
-    print(f"\n## 1. Latency from APPEND to archived-and-moved ({n} messages per tool)")
+    beside = ", another client SELECTing and searching INBOX every 20 ms" if other_client else ""
+    print(f"\n## 1. Latency from APPEND to archived-and-moved ({n} messages per tool{beside})")
     with procs.workspace(users) as (server, tmp, stack):
         clients: dict[str, Any] = {}
         for user in ("gm", "ifl"):
@@ -88,6 +92,9 @@ def part_latency(sizes: Sizes) -> None:
         filt.wait_ready(timeout=60)
         floor = mail.IdleFloor.open(server.imap_port, "floor", users["floor"])
         stack.callback(floor.close)
+        if other_client:
+            for user, password in users.items():
+                stack.callback(mail.OtherClient(server.imap_port, user, password).close)
 
         tools: list[tuple[str, Callable[[bytes], float | None]]] = [
             ("(a) bare IDLE client: EXISTS (floor)", lambda raw: floor.latency(raw, timeout=10)),
@@ -304,6 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--part", type=int, choices=(1, 2, 3), action="append", help="only these")
     ap.add_argument(
+        "--other-client",
+        action="store_true",
+        help="part 1: each account also has a client that SELECTs INBOX and searches it every"
+        " 20 ms, as the person's own mail program does",
+    )
+    ap.add_argument(
         "--keep-inotify-limit",
         action="store_true",
         help="part 3: leave fs.inotify.max_user_instances as it is (default: raise it for the"
@@ -321,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.perf_counter()
     failed = []
     parts: list[tuple[int, Callable[[Sizes], None]]] = [
-        (1, part_latency),
+        (1, lambda s: part_latency(s, other_client=args.other_client)),
         (2, part_scan),
         (
             3,

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,32 @@ class IdleFloor:
             pass
         logout(self.watcher)
         logout(self.appender)
+
+
+class OtherClient:
+    """The person's own mail program on an account: INBOX SELECTed read-write (it takes
+    \\Recent, moves Maildir's new/ to cur/, syncs Dovecot's index) and searched every
+    ``every`` seconds, as Thunderbird or a phone polls. Runs in a thread until ``close``."""
+
+    def __init__(self, port: int, user: str, password: str, *, every: float = 0.02) -> None:
+        self.client = connect(port, user, password)
+        self.every = every
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"other-{user}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.client.select_folder("INBOX")
+            self.client.search(["ALL"])
+            self.polls += 1
+            self._stop.wait(self.every)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        logout(self.client)
 
 
 def percentile(values: list[float], q: float) -> float:

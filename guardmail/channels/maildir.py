@@ -7,9 +7,11 @@ Contracts:
   the Maildir++ folder ``.<quarantine_folder>`` (created if missing, owned like the Maildir), into
   ``new/`` or ``cur/`` as it was.
   Block unlinks it. Both fsync the directories involved. Clean mail is never touched.
-- A file the vault could not take stays where it is and is retried at the next full rescan.
+- A file the vault could not take stays where it is and is retried on its own backoff
+  (``VAULT_RETRY``: 1 s doubling to a minute), however busy the Maildir is.
 - Every file present at start-up is judged, as is every file that appears later (watchdog events,
-  plus a periodic rescan in case an event is missed).
+  plus a rescan every ``rescan_seconds`` in case an event is missed, due however much new mail
+  keeps arriving). ``rejudge`` (the rules changed) has every file judged again at once.
 - Only regular files are read. A FIFO, device, socket or symlink in new/ or cur/ is never opened
   for a blocking read and never followed (lstat, then O_NONBLOCK | O_NOFOLLOW and fstat): it is
   logged once and skipped, so it can neither stall the source nor hold up a stop.
@@ -26,6 +28,7 @@ import asyncio
 import errno
 import logging
 import os
+import random
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from guardmail import faults
+from guardmail.core.backoff import Backoff
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import VaultUnavailable
@@ -113,6 +117,10 @@ class _Events(FileSystemEventHandler):
             self._offer(event.dest_path)
 
 
+# Retrying a file the vault refused: soon, then less often while the vault stays down.
+VAULT_RETRY = Backoff(base=1.0, cap=60.0)
+
+
 class MaildirSource:
     def __init__(
         self,
@@ -133,6 +141,9 @@ class MaildirSource:
         self._passed: set[str] = set()
         self._skipped: set[str] = set()  # files that are not regular files, logged once
         self._queue: asyncio.Queue[Path] = asyncio.Queue()
+        self._rescan_now = False  # set by rejudge(): the run loop scans before the next file
+        # Files the vault refused, by unique name: (path, failures so far, when to retry).
+        self._retry: dict[str, tuple[Path, int, float]] = {}
 
     async def run(self) -> None:
         ensure_maildir(self.root)
@@ -147,20 +158,39 @@ class MaildirSource:
         try:
             await self.reconcile()
             await self.scan()
-            while True:
-                try:
-                    path = await asyncio.wait_for(self._queue.get(), timeout=self.rescan_seconds)
-                except TimeoutError:
-                    await self.scan()
-                    continue
-                await self.handle(path)
+            await self._watch()
         finally:
             observer.stop()
             await asyncio.to_thread(observer.join)
 
+    async def _watch(self) -> None:
+        """Files as they appear; a full scan when asked for or due; vault retries when due.
+
+        Neither a scan nor a retry waits for a quiet spell: on a busy Maildir they come
+        between two new files.
+        """
+        clock = asyncio.get_running_loop().time
+        next_scan = clock() + self.rescan_seconds
+        while True:
+            if self._rescan_now or clock() >= next_scan:
+                self._rescan_now = False
+                await self.scan()
+                next_scan = clock() + self.rescan_seconds
+                continue
+            for key, (path, _, due) in list(self._retry.items()):
+                if due <= clock() and key in self._retry:
+                    await self.handle(path)
+            wake = min([next_scan, *(due for _, _, due in self._retry.values())])
+            try:
+                path = await asyncio.wait_for(self._queue.get(), timeout=max(wake - clock(), 0))
+            except TimeoutError:
+                continue
+            await self.handle(path)
+
     def rejudge(self) -> None:
-        """Forget which files were clean, so the next scan judges them by the current rules."""
+        """Forget which files were clean and judge every file by the current rules, at once."""
         self._passed.clear()
+        self._rescan_now = True
         self._queue.put_nowait(self.root / "new")  # wakes the loop; not a file, so ignored
 
     async def scan(self) -> None:
@@ -191,6 +221,7 @@ class MaildirSource:
         key = unique_name(path.name)
         if key in self._passed:
             return
+        failures = self._retry.pop(key, (path, 0, 0.0))[1]  # back if the vault refuses again
         ref = f"{path.parent.name}/{path.name}"
         try:
             raw = await asyncio.to_thread(read_regular, path)
@@ -223,12 +254,15 @@ class MaildirSource:
             )
             outcome = await self.pipeline.process(item, self)
         except VaultUnavailable as exc:
+            wait = VAULT_RETRY.delay(failures, rand=random.random())
+            due = asyncio.get_running_loop().time() + wait
+            self._retry[key] = (path, failures + 1, due)
             event(
                 "maildir.vault_unavailable",
                 level=logging.WARNING,
                 account=self.account,
                 file=ref,
-                retry_in=self.rescan_seconds,
+                retry_in=round(wait, 1),
                 error=str(exc),
             )
             return

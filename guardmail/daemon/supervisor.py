@@ -142,8 +142,8 @@ class Daemon:
         self.config = new
         self._record_last_good()
         for source in self.sources:
-            if isinstance(source, MaildirSource):
-                source.rejudge()
+            if isinstance(source, MaildirSource | ImapSource):
+                source.rejudge()  # existing mail, by the new rules, now
             elif isinstance(source, XmppSource):
                 source.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
         event("config.reloaded", offenders=len(new.settings.offenders))

@@ -5,6 +5,8 @@ and the first scan handling its offenders as one batch."""
 import hashlib
 import imaplib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -425,3 +427,132 @@ def test_hostile_corpus_offenders_are_archived_exactly_and_moved_the_rest_left_u
         stored.append(blob)
     # The very bytes the server serves for each moved message, one archive each.
     assert sorted(stored) == sorted(raw for _, raw in box.messages("Quarantine"))
+
+
+class Poller:
+    """The person's own mail program: has INBOX SELECTed read-write (taking \\Recent, moving
+    Maildir's new/ to cur/, syncing Dovecot's index) and looks at it every 20 ms."""
+
+    def __init__(self, server: Dovecot) -> None:
+        self.server = server
+        self._stop = threading.Event()
+        self.polls = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = self.server.imap("alice")
+        try:
+            while not self._stop.is_set():
+                conn.select("INBOX")
+                conn.search(None, "ALL")
+                self.polls += 1
+                self._stop.wait(0.02)
+        finally:
+            conn.logout()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def moved_within(conn: imaplib.IMAP4, want: int, *, timeout: float) -> float:
+    """Seconds until Quarantine holds ``want`` messages (STATUS, polled every 5 ms)."""
+    began = time.monotonic()
+
+    def there() -> bool:
+        typ, data = conn.status("Quarantine", "(MESSAGES)")
+        assert typ == "OK", data
+        return int(data[0].split(b"MESSAGES ")[1].rstrip(b")")) >= want
+
+    while not there():
+        assert time.monotonic() - began < timeout, f"message {want} not moved in {timeout} s"
+        time.sleep(0.005)
+    return time.monotonic() - began
+
+
+def test_mail_is_moved_at_once_while_another_client_polls_the_selected_inbox(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    """Dovecot announces mail that another session synced with the reply to our SEARCH, not in
+    the IDLE after it: the watcher searches again rather than wait for the next message."""
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, dovecot))
+    daemon = start(tmp_path, daemon_factory)
+    conn = dovecot.imap("alice")
+    conn.create("Quarantine")
+    poller = Poller(dovecot)
+    seconds: list[float] = []
+    try:
+        for n in range(200):  # each as soon as the one before was moved
+            conn.append("INBOX", None, None, offender_mail(n))
+            seconds.append(moved_within(conn, n + 1, timeout=10))
+        for n in range(200, 300, 2):  # pairs: the second arrives while the first is handled
+            conn.append("INBOX", None, None, offender_mail(n))
+            conn.append("INBOX", None, None, offender_mail(n + 1))
+            seconds.append(moved_within(conn, n + 2, timeout=10))
+    finally:
+        poller.stop()
+        conn.logout()
+    ordered = sorted(seconds)
+    print(
+        f"APPEND -> moved, {len(seconds)} waits ({poller.polls} polls by the other client):"
+        f" p50 {ordered[len(ordered) // 2]:.3f} s, p99 {ordered[int(len(ordered) * 0.99)]:.3f} s,"
+        f" max {ordered[-1]:.3f} s"
+    )
+    assert Mailbox(dovecot).count("INBOX") == 0
+    assert daemon.log_text().count("item.quarantined") == 300
+
+
+LATER = b"From: Later <later@example.org>\r\nSubject: before\r\n\r\nsent before the report\r\n"
+
+
+def test_a_new_offender_s_existing_mail_is_moved_at_once_while_other_mail_keeps_arriving(
+    dovecot: Dovecot, tmp_path: Path, daemon_factory: list[Daemon]
+) -> None:
+    """IMAP and Maildir: mail already there from someone who becomes an offender by a config
+    edit is judged again at once, not after a quiet spell that a busy mailbox never has."""
+    config = tmp_path / "guardmail.yaml"
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur", ".Quarantine/tmp", ".Quarantine/new", ".Quarantine/cur"):
+        (maildir / sub).mkdir(parents=True)
+    text = config_text(tmp_path, dovecot) + f"  maildir:\n    - path: {maildir}\n"
+    config.write_text(text)
+    box = Mailbox(dovecot)
+    box.append(LATER)
+    (maildir / "new" / "later").write_bytes(LATER)
+    daemon = start(tmp_path, daemon_factory)
+    wait_for(lambda: "imap.caught_up" in daemon.log_text(), what="existing mail judged clean")
+    conn = dovecot.imap("alice")
+    stop = threading.Event()
+
+    def busy() -> None:  # someone else's mail, every 200 ms, into both
+        n = 0
+        while not stop.wait(0.2):
+            conn.append("INBOX", None, None, clean_mail(n))
+            (maildir / "tmp" / f"busy{n}").write_bytes(clean_mail(n))
+            (maildir / "tmp" / f"busy{n}").rename(maildir / "new" / f"busy{n}")
+            n += 1
+
+    feeder = threading.Thread(target=busy)
+    feeder.start()
+    try:
+        time.sleep(1)  # well into the busy spell
+        edited = text.replace(
+            "offenders:\n", "offenders:\n  - name: Later\n    addresses: [later@example.org]\n"
+        )
+        config.write_text(edited)  # the daemon watches its config: a reload
+        wait_for(lambda: "config.reloaded" in daemon.log_text(), what="reload")
+        began = time.monotonic()
+        wait_for(lambda: box.count("Quarantine") == 1, timeout=10, what="IMAP mail moved")
+        wait_for(
+            lambda: (maildir / ".Quarantine" / "new" / "later").exists(),
+            timeout=10,
+            what="Maildir mail moved",
+        )
+        print(f"both moved {time.monotonic() - began:.2f} s after the reload was logged")
+    finally:
+        stop.set()
+        feeder.join()
+        conn.logout()
+    assert [raw for _, raw in box.messages("Quarantine")] == [LATER]
+    assert "imap.rejudged" in daemon.log_text()

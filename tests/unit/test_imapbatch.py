@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -353,3 +354,66 @@ def test_a_bug_building_one_item_leaves_that_message_and_handles_the_others(
     assert sorted(folder.mail) == [2, 4]  # the offender it could not read is left in place
     assert [r.getMessage() for r in caplog.records] == ["imap.item_failed"]
     assert len(watcher.pipeline.vault.rows(kind="archived")) == 2
+
+
+class LateSync(FakeFolder):
+    """Dovecot with another session syncing INBOX: a SEARCH runs on the old view of the folder,
+    and the mail it did not see is announced (``* n EXISTS``) with the same reply. Here the
+    next message arrives just as a search finds nothing new."""
+
+    def __init__(self, offenders: set[int], total: int, arriving: list[bytes]) -> None:
+        super().__init__(offenders, total)
+        self.arriving = arriving
+        self.uidnext = total + 1
+        self._imap = SimpleNamespace(untagged_responses={})
+
+    def search(self, criteria: list[str]) -> list[int]:
+        found = super().search(criteria)
+        if self.arriving and not [u for u in found if u >= int(criteria[1].split(":")[0])]:
+            self.mail[self.uidnext] = self.arriving.pop(0)
+            self.uidnext += 1
+            self._imap.untagged_responses.setdefault("EXISTS", []).append(b"1")
+        return found
+
+
+def test_mail_announced_with_the_last_search_reply_is_searched_for_before_idle(
+    watcher: FolderWatcher,
+) -> None:
+    folder = LateSync(offenders={1}, total=1, arriving=[message(2, True), message(3, True)])
+    assert watcher._catch_up(folder, 7, 0) == 3
+    assert [cmd for cmd in folder.sent if cmd[0] == "MOVE"] == [("MOVE", [u]) for u in (1, 2, 3)]
+    assert folder._imap.untagged_responses == {}  # nothing left for IDLE to miss
+
+
+class Ranged(FakeFolder):
+    """Also answers ``UID SEARCH UID 1:n``."""
+
+    def search(self, criteria: list[str]) -> list[int]:
+        low, sep, high = criteria[1].partition(":")
+        if sep and high != "*":
+            return [u for u in self.mail if int(low) <= u <= int(high)]
+        return super().search(criteria)
+
+
+def test_a_rejudge_moves_existing_mail_of_a_new_offender_and_keeps_the_checkpoint(
+    watcher: FolderWatcher,
+) -> None:
+    folder = Ranged(offenders={2, 4}, total=6)
+    watcher._save(7, 5)  # 1-5 judged before the offender was known; 6 not yet
+    watcher.rejudge()  # a reload, from the event loop's thread
+    assert watcher._rejudge.take()
+    watcher._rejudge_existing(folder, 7, 5)
+    assert [c for c in folder.sent if c[0] == "MOVE"] == [("MOVE", [2, 4])]
+    assert checkpoint(watcher) == 5  # 6 is new mail: the catch-up's, not the rejudge's
+    assert not watcher._rejudge.is_set()
+
+
+def test_a_rejudge_the_vault_refused_is_asked_for_again(watcher: FolderWatcher) -> None:
+    folder = Ranged(offenders={3}, total=3)
+    vault = watcher.pipeline.vault
+    vault.blobs.root.mkdir(parents=True)
+    sha = hashlib.sha256(folder.mail[3]).hexdigest()
+    (vault.blobs.root / sha[:2]).write_text("a file where a blob directory should be")
+    with pytest.raises(VaultUnavailable):
+        watcher._rejudge_existing(folder, 7, 3)
+    assert watcher._rejudge.is_set() and 3 in folder.mail  # done again after the vault retry

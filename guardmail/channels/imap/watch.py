@@ -28,17 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import imaplib
 import logging
 import random
 import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.imapclient import _parse_untagged_response
 
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import (
@@ -50,6 +46,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
+from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
 from guardmail.core.item import Item
@@ -60,9 +57,10 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Checkpoint, Storage
 
 FETCH_BATCH = 200
-# How long an IDLE wait blocks before looking at the stop flag (stop also closes the socket).
-IDLE_SLICE = 5.0
 VAULT_RETRY_SECONDS = 5.0
+# Empty searches in a row that each came with an EXISTS before the watcher goes to IDLE anyway
+# (a server that announced mail its search never finds would otherwise keep it searching).
+RESEARCH_LIMIT = 3
 
 
 class FolderWatcher:
@@ -86,10 +84,17 @@ class FolderWatcher:
         self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
+        self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
 
     # --- thread side -------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._rejudge.close()
+
+    def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -127,6 +132,11 @@ class FolderWatcher:
                 self.actions.reset()
                 close_quietly(client)
 
+    def rejudge(self) -> None:
+        """Judge the folder's existing mail again by the current rules, at once (any thread):
+        wakes the watcher from IDLE; kept pending across reconnects until a pass completes."""
+        self._rejudge.set()
+
     def stop(self) -> None:
         """Ask the thread to finish; interrupts a blocking IDLE by closing the socket."""
         self._stopping.set()
@@ -145,6 +155,8 @@ class FolderWatcher:
         can_idle = client.has_capability("IDLE")
         while not self._stopping.is_set():
             try:
+                if self._rejudge.take():
+                    self._rejudge_existing(client, uidvalidity, last)
                 last = self._catch_up(client, uidvalidity, last)
             except VaultUnavailable as exc:
                 event(
@@ -160,7 +172,7 @@ class FolderWatcher:
             if can_idle:
                 self._idle(client)
             else:
-                self._stopping.wait(self.cfg.poll_seconds)
+                self._rejudge.wait(client.socket(), self.cfg.poll_seconds)
                 client.noop()
 
     def _start_point(self, uidvalidity: int, uidnext: int) -> int:
@@ -205,13 +217,22 @@ class FolderWatcher:
         EXISTS the server sent with an earlier command's reply (MOVE, FETCH) is not repeated.
         """
         judged = 0
+        unfound = 0
         while True:
+            announced(client)  # what earlier replies announced, this search covers
             # The server answers "n:*" with the highest UID even when it is not above n.
             uids = sorted(u for u in client.search(["UID", f"{last + 1}:*"]) if u > last)
-            if not uids:
-                break
-            last = self._handle(client, uidvalidity, last, uids)
-            judged += len(uids)
+            if uids:
+                last = self._handle(client, uidvalidity, last, uids)
+                judged += len(uids)
+                unfound = 0
+                continue
+            # Mail announced with the search's own reply may be newer than what it searched
+            # (Dovecot syncs its view when a command ends): search again (wake.py).
+            if announced(client) and unfound < RESEARCH_LIMIT:
+                unfound += 1
+                continue
+            break
         if judged:
             event(
                 "imap.caught_up",
@@ -221,6 +242,22 @@ class FolderWatcher:
                 last_uid=last,
             )
         return last
+
+    def _rejudge_existing(self, client: IMAPClient, uidvalidity: int, last: int) -> None:
+        """Judge every message at or below the checkpoint again (rules changed): offenders are
+        archived and acted on as new mail is; the checkpoint does not move. If it fails, it is
+        asked for again, so the next pass (after the vault retry, or on the next connection)
+        does it."""
+        try:
+            uids = (
+                sorted(u for u in client.search(["UID", f"1:{last}"]) if u <= last) if last else []
+            )
+            if uids:
+                self._handle(client, uidvalidity, last, uids)
+        except BaseException:
+            self._rejudge.set()
+            raise
+        event("imap.rejudged", account=self.cfg.name, folder=self.folder, judged=len(uids))
 
     def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:
         """Judge ``uids`` (ascending, all above the checkpoint ``last``) on headers a batch at a
@@ -297,63 +334,7 @@ class FolderWatcher:
         return self.actions.carry_out(client, uids, [v.action for v in verdicts])
 
     def _idle(self, client: IMAPClient) -> None:
-        client.idle()
-        deadline = time.monotonic() + self.cfg.idle_seconds
-        # Dovecot often sends "* N EXISTS" in the same packet as "+ idling"; imapclient's idle()
-        # leaves that line in imaplib's read buffer, where idle_check (which waits on the raw
-        # socket) never looks. Read what is already buffered first.
-        pending = _buffered_responses(client)
-        try:
-            while not self._stopping.is_set() and time.monotonic() < deadline:
-                began = time.monotonic()
-                responses = pending or client.idle_check(timeout=IDLE_SLICE)
-                if pending:
-                    pending, began = [], 0.0
-                if any(_is_bye(r) for r in responses):
-                    raise ConnectionError("server said BYE during IDLE")
-                if any(_is_news(r) for r in responses):
-                    break
-                if not responses and time.monotonic() - began < IDLE_SLICE / 2:
-                    # imapclient swallows EOF in idle_check and returns nothing at once: the
-                    # server is gone (a real quiet spell lasts the whole slice).
-                    raise ConnectionError("connection closed during IDLE")
-        finally:
-            if not self._stopping.is_set():
-                client.idle_done()
-
-
-def _is_news(response: Any) -> bool:
-    return (
-        isinstance(response, tuple)
-        and len(response) >= 2
-        and response[1]
-        in (
-            b"EXISTS",
-            b"RECENT",
-        )
-    )
-
-
-def _buffered_responses(client: IMAPClient) -> list[Any]:
-    """Untagged responses already sitting in imaplib's buffer, read without blocking."""
-    sock = client.socket()
-    responses: list[Any] = []
-    sock.setblocking(False)
-    try:
-        while True:
-            try:
-                line = client._imap._get_line()
-            except (OSError, imaplib.IMAP4.abort):
-                break  # nothing (more) buffered, or an incomplete line: idle_check takes over
-            responses.append(_parse_untagged_response(line))
-    finally:
-        sock.setblocking(True)
-        client._set_read_timeout()
-    return responses
-
-
-def _is_bye(response: Any) -> bool:
-    return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"
+        idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)
 
 
 class ImapSource:
@@ -366,10 +347,20 @@ class ImapSource:
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
+        self._watchers: list[FolderWatcher] = []
+        self._rejudge_pending = False
+
+    def rejudge(self) -> None:
+        """The rules changed: every folder judges its existing mail again, at once (the event
+        loop's thread; a reload). Between a failure and the restart, the next watchers do."""
+        if not self._watchers:
+            self._rejudge_pending = True
+        for w in self._watchers:
+            w.rejudge()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        watchers = [
+        self._watchers = watchers = [
             FolderWatcher(
                 cfg=self.cfg,
                 folder=folder,
@@ -379,6 +370,10 @@ class ImapSource:
             )
             for folder in self.cfg.folders
         ]
+        if self._rejudge_pending:
+            self._rejudge_pending = False
+            for w in watchers:
+                w.rejudge()
         # Dedicated threads: the default executor is small and serves the pipeline's own work.
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(watchers), thread_name_prefix=f"imap-{self.cfg.name}"
@@ -387,6 +382,7 @@ class ImapSource:
         try:
             await asyncio.gather(*futures)
         finally:
+            self._watchers = []
             for w in watchers:
                 w.stop()
             # Never block the loop on the threads: they may be waiting for it.
