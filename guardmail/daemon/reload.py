@@ -65,10 +65,35 @@ class _Changes(FileSystemEventHandler):
 class ConfigWatcher:
     """Runs until cancelled; calls ``reload()`` (in the loop) after watched files change."""
 
-    def __init__(self, config: Callable[[], LoadedConfig], reload: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        config: Callable[[], LoadedConfig],
+        reload: Callable[[], bool],
+        *,
+        loaded_ns: int | None = None,
+    ) -> None:
+        """``loaded_ns``: when the running config was read (``time.time_ns()`` before reading);
+        a file changed since, before the watching began, is reloaded at once."""
         self._config = config
         self._reload = reload
         self._changed = asyncio.Event()
+        self._loaded_ns = loaded_ns
+
+    def _changed_since_load(self) -> bool:
+        """Whether a watched file or glob directory changed after the config was read (an edit
+        made while the daemon was starting, before the observer ran)."""
+        if self._loaded_ns is None:
+            return False
+        # File times come from a coarse clock (a few ms behind time_ns): leave a margin.
+        since = self._loaded_ns - 50_000_000
+        files, _ = watched_paths(self._config())
+        for path in [*files, *glob_dirs(self._config())]:
+            try:
+                if path.stat().st_mtime_ns >= since:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def _matters(self, path: str) -> bool:
         files, _ = watched_paths(self._config())
@@ -91,6 +116,9 @@ class ConfigWatcher:
             for d in sorted(dirs):
                 observer.schedule(handler, str(d), recursive=False)
             observer.start()
+            if self._changed_since_load():
+                self._changed.set()
+            self._loaded_ns = None  # later reloads are seen by the observer, which now runs
             try:
                 await self._changed.wait()
                 # Debounce: wait until DEBOUNCE seconds pass with no further change.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def source_name(source: Source) -> str:
 
 
 class Daemon:
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: LoadedConfig, *, loaded_ns: int | None = None) -> None:
+        """``loaded_ns``: when ``config`` was read (an edit after it is applied at start)."""
         self.config = config
+        self.loaded_ns = loaded_ns
         self.started_with = config.settings  # state_dir and tenant: a reload does not move them
         self.tenant: Tenant = open_tenant(config.settings)
         self.sources: list[Source] = [
@@ -206,7 +209,10 @@ class Daemon:
                     group.create_task(watchdog_loop(self.notifier, interval))
                 for source in self.sources:
                     group.create_task(keep_running(source_name(source), source.run))
-                group.create_task(ConfigWatcher(lambda: self.config, self._reload_notified).run())
+                watcher = ConfigWatcher(
+                    lambda: self.config, self._reload_notified, loaded_ns=self.loaded_ns
+                )
+                group.create_task(watcher.run())
                 group.create_task(self._publish_status())
                 group.create_task(self.control.run())
                 group.create_task(self._wait_for_stop())
@@ -226,11 +232,12 @@ class Daemon:
 
 def run(config_path: Path) -> int:
     """Run the daemon in the foreground until SIGTERM. ConfigError propagates to the CLI."""
+    loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
 
     async def main() -> None:
-        await Daemon(config).run()
+        await Daemon(config, loaded_ns=loaded_ns).run()
 
     asyncio.run(main())
     return 0
