@@ -155,7 +155,7 @@ class Warner:
             return self._jids(offender)
         found = [a for a in offender.addresses if _GLOB.isdisjoint(a)]
         names = self.same_person(offender.name)
-        for row in self.vault.rows(kind="archived"):
+        for row in self.vault.iter_rows(kind="archived"):
             body = journal.entry(row)
             if str(body.get("offender")).casefold() not in names or body.get("channel") != "mail":
                 continue
@@ -168,7 +168,7 @@ class Warner:
     def _jids(self, offender: OffenderConfig) -> list[str]:
         found = [j for j in offender.jids if _GLOB.isdisjoint(j) and not j.startswith("re:")]
         names = self.same_person(offender.name)
-        for row in self.vault.rows(kind="archived"):
+        for row in self.vault.iter_rows(kind="archived"):
             body = journal.entry(row)
             if str(body.get("offender")).casefold() not in names or body.get("channel") != "xmpp":
                 continue

@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"guardmail: vault {tenant.name}: {problem}", file=sys.stderr)
         if problems:
             return EXIT_FAILED
-        print(f"vault {tenant.name}: {len(vault.rows())} entries intact")
+        print(f"vault {tenant.name}: {sum(1 for _ in vault.iter_rows())} entries intact")
         return EXIT_OK
     finally:
         tenant.close()

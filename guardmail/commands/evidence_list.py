@@ -48,10 +48,10 @@ def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str
 def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> None:
     """Print the entries of ``kinds`` (one line, or one JSON object, each)."""
     actions: dict[Any, Any] = {}
-    for row in vault.rows(kind="action"):
+    for row in vault.iter_rows(kind="action"):
         body = journal.entry(row)
         actions[body.get("archived_seq")] = body.get("done")
-    for row in vault.rows():
+    for row in vault.iter_rows():
         if row.kind not in kinds or row.sha256 is None:
             continue
         rec = _record(row, journal.entry(row), actions.get(row.seq))

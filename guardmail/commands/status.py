@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     tenant = open_tenant(tenant_settings(args, loaded))
     try:
         problems = verify_vault(tenant.vault, blobs=args.verify)
-        entries = len(tenant.vault.rows())
+        entries = sum(1 for _ in tenant.vault.iter_rows())
     finally:
         tenant.close()
     report["vault"] = {

@@ -216,7 +216,7 @@ def build_item(request: ReportRequest, *, tenant: str, now: datetime) -> tuple[I
 
 def wire_copy(vault: Vault, stanza_id: str) -> int | None:
     """The vault entry of the stanza the daemon's XMPP watcher archived with ``stanza_id``."""
-    for row in vault.rows(kind="archived"):
+    for row in vault.iter_rows(kind="archived"):
         fields = journal.entry(row)
         meta = fields.get("meta")
         if fields.get("channel") == Channel.XMPP.value and isinstance(meta, dict):

@@ -31,9 +31,10 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from guardmail.vault import journal
 from guardmail.vault.blobs import BlobStore, write_durably
 
 HEAD_FILE = "HEAD"
+ROWS_PAGE = 1000  # journal entries read per snapshot by iter_rows
 TAMPER_FILE = "TAMPERED"  # notes of a HEAD found missing or broken before an append
 
 
@@ -210,8 +212,22 @@ class Vault:
 
     def rows(self, *, kind: str | None = None) -> list[JournalRow]:
         """The journal in seq order (only ``kind`` when given), index columns from the body."""
-        rows = [self._indexed(r) for r in self.stored_rows()]
-        return rows if kind is None else [r for r in rows if r.kind == kind]
+        return list(self.iter_rows(kind=kind))
+
+    def iter_rows(self, *, kind: str | None = None, page: int = ROWS_PAGE) -> Iterator[JournalRow]:
+        """``rows`` streamed: ``page`` entries at a time, each page one read snapshot (no write
+        lock, nothing held between pages), so a long journal is never in memory at once."""
+        after = 0
+        while True:
+            with self.storage.read() as tx:
+                batch = list(islice(tx.journal_rows(self.tenant, after_seq=after), page))
+            for stored in batch:
+                indexed = self._indexed(stored)
+                if kind is None or indexed.kind == kind:
+                    yield indexed
+            if len(batch) < page:
+                return
+            after = batch[-1].seq
 
     def row(self, seq: int) -> JournalRow | None:
         with self.storage.read() as tx:

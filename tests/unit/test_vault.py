@@ -298,3 +298,19 @@ def test_a_reader_takes_no_write_lock_and_cannot_write(tmp_path: Path) -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def test_rows_stream_page_by_page_in_order_with_the_kind_read_from_the_body(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    fill(vault, 7)
+    every = vault.rows()
+    for page in (1, 2, 3, 100):
+        assert list(vault.iter_rows(page=page)) == every
+        assert list(vault.iter_rows(kind="archived", page=page)) == vault.rows(kind="archived")
+    # A page is one read snapshot: a writer may commit between pages without waiting.
+    stream = vault.iter_rows(page=2)
+    next(stream)
+    with storage.transaction() as tx:
+        tx.set_cursor("jane", "s", "n", "v")
+    assert len([next(stream), *stream]) == len(every) - 1
