@@ -83,7 +83,10 @@ class Mailbox:
             for part in data:
                 if isinstance(part, tuple):
                     flags = part[0].split(b"FLAGS (")[1].split(b")")[0]
-                    out.append((flags, part[1]))
+                    # \Recent is not stored: it goes to whichever session sees the message
+                    # first (guardmail's or this one), so it says nothing about "untouched".
+                    kept = b" ".join(f for f in flags.split() if f != b"\\Recent")
+                    out.append((kept, part[1]))
             return out
         finally:
             conn.logout()
