@@ -44,6 +44,7 @@ from guardmail.core.rules import Action, Verdict
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
+from guardmail.vault.blobs import fsync_dir
 
 _SUBDIRS = ("new", "cur")
 
@@ -85,14 +86,6 @@ def read_regular(path: Path) -> bytes | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return f.read()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Events(FileSystemEventHandler):
@@ -304,7 +297,7 @@ class MaildirSource:
         if verdict.action is Action.BLOCK:
             path.unlink()
             faults.reached("maildir.moved")
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return f"deleted {sub}/{path.name}"
         ensure_maildir(self.quarantine, like=self.root)
         marker = self.quarantine / "maildirfolder"
@@ -313,12 +306,12 @@ class MaildirSource:
             st = self.root.stat()
             if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
                 os.chown(marker, st.st_uid, st.st_gid)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         target = self.quarantine / sub / path.name
         os.rename(path, target)
         faults.reached("maildir.moved")
-        _fsync_dir(target.parent)
-        _fsync_dir(path.parent)
+        fsync_dir(target.parent)
+        fsync_dir(path.parent)
         return f"moved to {self.quarantine.name}/{sub}/{path.name}"
 
     # After a crash between an action and its journal entry (pipeline.reconcile). Kept apart

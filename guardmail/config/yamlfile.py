@@ -263,12 +263,8 @@ def _kind_of(value: object) -> str:
 
 def _shown(value: object) -> str:
     """A bad value as an issue quotes it: short, and by kind for lists and mappings."""
-    if value is None:
-        return "an empty value"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
+    if value is None or isinstance(value, dict | list):
+        return _kind_of(value)
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from guardmail.vault.blobs import fsync_dir
+
 
 class Sink(Protocol):
     path: Path
@@ -37,14 +39,6 @@ class Sink(Protocol):
 
 def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FolderSink:
@@ -71,7 +65,7 @@ class FolderSink:
         # One rename makes the whole folder appear; the vault, not the bundle, is the durable copy,
         # so the files are not fsync'd one by one (20,000 fsyncs would dominate the export).
         os.rename(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -103,7 +97,7 @@ class ZipSink:
         os.fsync(self._file.fileno())
         self._file.close()
         os.rename(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def abort(self) -> None:
         self._zip.close()
