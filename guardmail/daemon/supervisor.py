@@ -29,7 +29,7 @@ from guardmail.daemon import lastgood
 from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
-from guardmail.daemon.supervise import keep_running
+from guardmail.daemon.supervise import describe, keep_running
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.daemon.tenants import TenantDirectory
 from guardmail.errors import ConfigError
@@ -128,7 +128,8 @@ class Daemon:
                 event("config.reload_rejected", level=logging.ERROR, issue=str(issue))
             return False
         except Exception as exc:  # a bug in reading; the daemon must outlive it (keep the last)
-            event("config.reload_failed", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            # Class and place only: the message may quote the file's content (a secret).
+            event("config.reload_failed", level=logging.ERROR, error=describe(exc))
             return False
         old = self.config.settings
         if (new.settings.sources, new.settings.state_dir, new.settings.tenant) != (
@@ -144,9 +145,11 @@ class Daemon:
         self.tenant.apply(new.settings)
         self.config = new
         self._record_last_good()
+        rules_changed = new.settings.offenders != old.offenders
         for source in self.sources:
             if isinstance(source, MaildirSource | ImapSource):
-                source.rejudge()  # existing mail, by the new rules, now
+                if rules_changed:  # re-reading every folder's headers is not free
+                    source.rejudge()  # existing mail, by the new rules, now
             elif isinstance(source, XmppSource):
                 source.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
         event("config.reloaded", offenders=len(new.settings.offenders))
