@@ -11,8 +11,9 @@ Contracts:
   ignores case with Unicode simple case folding, as ``re.IGNORECASE`` does.
 - Globs are fnmatch globs, translated here (not by ``fnmatch.translate``, whose 3.11 output uses
   atomic groups RE2 lacks) with the same meaning, including its quirks for ranges in ``[...]``,
-  case-insensitive and with ``*`` spanning newlines. Like fnmatch's regex they are anchored at
-  the end only, and searched (tests compare with ``fnmatch.translate`` on Python's re).
+  case-insensitive and with ``*`` spanning newlines. As ``fnmatch.fnmatch`` does, a glob matches
+  the whole text: ``rob@*`` matches ``rob@x`` but not ``jarob@x`` (tests compare with
+  ``fnmatch.translate`` matched on Python's re).
 - ``regex_literal`` and ``glob_literal`` return a string every match contains ("" if unsure):
   the prefilter of patterns.py relies on it never being wrong, only sometimes short.
 - Pure: no I/O. RE2 writes nothing to stderr (``log_errors`` off).
@@ -106,7 +107,7 @@ def _python_end_anchor(source: str) -> str:
 
 
 def glob_regex(glob: str) -> Matcher:
-    """A glob (fnmatch syntax, case-insensitive, anchored at the end) compiled by RE2.
+    """A glob (fnmatch syntax, case-insensitive, whole text) compiled by RE2.
 
     ValueError only for a glob too large for RE2's memory budget.
     """
@@ -143,7 +144,7 @@ def glob_source(glob: str) -> str:
                 i = j + 1
         else:
             out.append(_escape(ch))
-    return "(?s:" + "".join(out) + ")\\z"
+    return "\\A(?s:" + "".join(out) + ")\\z"
 
 
 def _bracket(glob: str, i: int, j: int) -> str:

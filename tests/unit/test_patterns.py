@@ -112,4 +112,20 @@ def test_glob_matches_exactly_what_fnmatch_translate_matches(glob: str, text: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "possible nested set" and the like
         python = re.compile(translate(glob), re.IGNORECASE | re.DOTALL)
-    assert bool(glob_regex(glob).search(text)) == bool(python.search(text))
+    assert bool(glob_regex(glob).search(text)) == bool(python.match(text))
+
+
+@pytest.mark.parametrize(
+    ("glob", "text", "matches"),
+    [
+        ("rob@*", "rob@example.net", True),
+        ("rob@*", "jarob@example.net", False),  # was matched while globs were searched
+        ("Stalker*", "Stalker Mark", True),
+        ("Stalker*", "Not Stalker", False),
+        ("*stalker*", "Not Stalker", True),
+        ("*@burner.example", "x@burner.example", True),
+        ("*@burner.example", "x@burner.example.net", False),
+    ],
+)
+def test_a_glob_matches_the_whole_text_as_fnmatch_does(glob: str, text: str, matches: bool) -> None:
+    assert bool(glob_regex(glob).search(text)) is matches
