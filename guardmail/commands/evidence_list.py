@@ -59,9 +59,11 @@ def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> Non
             print(json.dumps(rec, ensure_ascii=False))
             continue
         what = rec["action"] if row.kind == "archived" else row.kind
+        # str(): a hand-edited entry may hold null or a number where a name belongs (verify
+        # names such an entry; listing it still works).
         print(
-            f"{rec['seq']:>6}  {rec['time']}  {rec['channel']:<4}  "
-            f"{what:<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
+            f"{rec['seq']:>6}  {rec['time']}  {str(rec['channel']):<4}  "
+            f"{str(what):<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
             f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
         )
 
