@@ -14,6 +14,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from imapclient.exceptions import ProtocolError
+from imapclient.response_parser import parse_fetch_response
+
+from guardmail.channels.imap.batch import WHOLE, Folder
 from guardmail.channels.smtp.wire import queue_id, unstuff, xtext_decode
 from guardmail.channels.xmpp.stanza import read_stanza
 from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer
@@ -108,7 +112,51 @@ def control_request(data: bytes) -> None:
         pass  # answered with an error line
 
 
+_LITERAL = re.compile(rb".*\{(\d{1,9})\}$")
+
+
+def _imaplib_lines(wire: bytes) -> list[bytes | tuple[bytes, bytes]]:
+    """A server's untagged lines as imaplib hands them to imapclient: a line ending in
+    ``{N}`` becomes (line, the N bytes after it) and the line's rest follows it."""
+    out: list[bytes | tuple[bytes, bytes]] = []
+    rest = wire
+    while rest:
+        line, _, rest = rest.partition(b"\r\n")
+        literal = _LITERAL.match(line)
+        if literal is None:
+            out.append(line)
+            continue
+        size = int(literal.group(1))
+        out.append((line, rest[:size]))
+        rest = rest[size:]
+    return out
+
+
+def imap_fetch(data: bytes) -> None:
+    """A FETCH reply of a server holding a message anyone wrote, after lines the server sent
+    before it: the item's bytes are the literal's bytes, exactly, or the reply is refused as a
+    protocol error (the watcher reconnects); never another exception."""
+    cut = data[0] % (len(data) + 1) if data else 0
+    noise, body = data[:cut], data[cut:]
+    wire = (
+        b'* 3 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE "02-Dec-2026 10:00:00 +0000" '
+        b"BODY[] {" + str(len(body)).encode() + b"}\r\n" + body + b")"
+    )
+    stream = noise + b"\r\n" + wire if noise else wire
+    try:
+        reply = parse_fetch_response(_imaplib_lines(stream), True, True)
+    except ProtocolError:
+        return
+    if 7 not in reply or WHOLE not in reply[7]:
+        return  # the noise swallowed the reply: the UID is confirmed gone or refetched
+    where = Folder(tenant="t", account="a", folder="INBOX", uidvalidity=1)
+    item = where.item(7, reply[7], NOW)
+    # Bytes the server sent, unchanged: the message's own when nothing came before it.
+    assert item.raw == body if not noise else item.raw in stream, (noise, body)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "imap_fetch": imap_fetch,
     "mail": mail,
     "encoded_words": encoded_words,
     "identities": identities,

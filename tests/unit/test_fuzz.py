@@ -19,6 +19,7 @@ from tests.hostile.corpus import corpus
 SEEDS = [h.raw[:8192] for h in corpus()]
 # Structured seeds for the parsers that are not mail.
 SEEDS += [
+    b"* 1 EXISTS\r\n* 2 FETCH (FLAGS (\\Seen))\r\n",
     b"<message from='s@x/r' type='chat'><body>x</body></message>",
     b'{"op": "report", "raw": "RnJvbTogYUBiLmM=", "channel": "mail"}',
     b"From: a@b.example\r\n.\r\n..\r\n",
