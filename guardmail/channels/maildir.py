@@ -182,8 +182,10 @@ class MaildirSource:
             await self.handle(path)
 
     def rejudge(self) -> None:
-        """Forget which files were clean and judge every file by the current rules, at once."""
+        """Forget which files were clean and judge every file by the current rules, at once
+        (those waiting for the vault too)."""
         self._passed.clear()
+        self._retry = {key: (path, n, 0.0) for key, (path, n, _) in self._retry.items()}
         self._rescan_now = True
         self._queue.put_nowait(self.root / "new")  # wakes the loop; not a file, so ignored
 

@@ -165,11 +165,10 @@ def test_a_file_the_vault_refused_waits_for_its_backoff_whatever_the_rescans(
     assert (source.root / "cur" / "1000.mail.host:2,S").read_bytes() == OFFENDER
     vault.root.unlink()
 
-    async def due() -> None:
-        for key, (path, failures, _) in list(source._retry.items()):
-            source._retry[key] = (path, failures, 0.0)  # the backoff has run out
+    async def rules_changed() -> None:
+        source.rejudge()  # every file at once, those waiting for the vault too
         await source.scan()
 
-    asyncio.run(due())
+    asyncio.run(rules_changed())
     assert (source.quarantine / "cur" / "1000.mail.host:2,S").read_bytes() == OFFENDER
     assert len(archived(vault)) == 1
