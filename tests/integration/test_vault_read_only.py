@@ -13,8 +13,9 @@ How each fault is made, for real (the tests run as root):
 - Lost permission: root ignores mode bits, and the daemon's interpreter lives under /root
   (0700), out of reach of a second local user. So the daemon runs as the shipped systemd unit
   runs it, without any capability (``CapabilityBoundingSet=``, here ``setpriv --bounding-set
-  -all``): mode bits and ownership then bind it like any user. The vault is chowned to nobody
-  (0700) mid-run and given back afterwards.
+  -all``): mode bits and ownership then bind it like any user. Mid-run the vault directory is
+  chowned to nobody (0700), or chmodded 000 (still the daemon's, but out of its reach: guardmail
+  does not chmod its way back), and given back afterwards.
 """
 
 from __future__ import annotations
@@ -195,18 +196,24 @@ class CaplessDaemon(Daemon):
             )  # fmt: skip
 
 
+@pytest.mark.parametrize("how", ["chown", "chmod"])
 def test_a_vault_taken_out_of_the_daemons_permission_destroys_nothing_and_recovers(
-    root: Path,
+    root: Path, how: str
 ) -> None:
     config, port = setup(root)
     vault = root / "var" / "vault"
+
+    def lose() -> None:
+        if how == "chown":
+            os.chown(vault, NOBODY, NOBODY)  # 0700, another owner
+        else:
+            vault.chmod(0)  # still ours, out of reach (0500 would leave the 0700 dirs below)
+
+    def restore() -> None:
+        os.chown(vault, 0, 0)
+        vault.chmod(0o700)
+
     daemon = CaplessDaemon(config, root / "daemon.log")
     handled_once_after_the_vault_returns(
-        root,
-        daemon,
-        config,
-        port,
-        lose=lambda: os.chown(vault, NOBODY, NOBODY),
-        restore=lambda: os.chown(vault, 0, 0),
-        logged="Permission denied",
+        root, daemon, config, port, lose=lose, restore=restore, logged="Permission denied"
     )
