@@ -121,6 +121,17 @@ def dump(value: Any) -> str:
     return yaml.safe_dump(value, allow_unicode=True, sort_keys=False)
 
 
+# What YAML means by punctuation: anchors, aliases (a list holding itself), merges, tags
+# (Python objects among them, which only the unsafe loader builds), documents, out-of-range scalars.
+YAML_TOKENS = [
+    "&a ", "*a", "&a [*a]", "&a {k: *a}", "<<: *a", "<<: [*a, *a]", "!!binary ",
+    "!!python/object/apply:os.system [true] ", "!!set ", "!!omap ", "!!timestamp ", "!!int ",
+    "!!float ", "!!str ", "!custom ", "? ", "- ", ": ", "{", "}", "[", "]", "'", '"', "%YAML 1.1\n",
+    "---\n", "...\n", "\t", "~", "2026-13-45", "1e400", "0o17", "0x", "9" * 5000, "\\x",
+    "|\n", ">-\n",
+]  # fmt: skip
+
+
 def _uncomment(text: str, chosen: set[int]) -> str:
     """Switch on some commented-out lines of the example (``#   key: value`` -> ``  key``)."""
     lines = text.splitlines(keepends=True)
@@ -164,9 +175,10 @@ example_mutations = st.builds(
             st.integers(0, 5),
             st.integers(0, 200),
             st.integers(0, 200),
-            st.text(alphabet=string.printable + "\u00e9\u2028\ufeff", max_size=8),
+            st.text(alphabet=string.printable + "\u00e9\u2028\ufeff", max_size=8)
+            | st.sampled_from(YAML_TOKENS),
         ),
-        max_size=4,
+        max_size=6,
     ),
 )
 
