@@ -8,7 +8,8 @@ Contracts:
   ``new/`` or ``cur/`` as it was.
   Block unlinks it. Both fsync the directories involved. Clean mail is never touched.
 - A file the vault could not take stays where it is and is retried on its own backoff
-  (``VAULT_RETRY``: 1 s doubling to a minute), however busy the Maildir is.
+  (``VAULT_RETRY``: 1 s doubling to a minute), however busy the Maildir is; a rescan or an event
+  for it before it is due does not retry it sooner.
 - Every file present at start-up is judged, as is every file that appears later (watchdog events,
   plus a rescan every ``rescan_seconds`` in case an event is missed, due however much new mail
   keeps arriving). ``rejudge`` (the rules changed) has every file judged again at once.
@@ -181,8 +182,10 @@ class MaildirSource:
             await self.handle(path)
 
     def rejudge(self) -> None:
-        """Forget which files were clean and judge every file by the current rules, at once."""
+        """Forget which files were clean and judge every file by the current rules, at once
+        (those waiting for the vault too)."""
         self._passed.clear()
+        self._retry = {key: (path, n, 0.0) for key, (path, n, _) in self._retry.items()}
         self._rescan_now = True
         self._queue.put_nowait(self.root / "new")  # wakes the loop; not a file, so ignored
 
@@ -213,6 +216,12 @@ class MaildirSource:
             return
         key = unique_name(path.name)
         if key in self._passed:
+            return
+        waiting = self._retry.get(key)
+        if waiting is not None and waiting[2] > asyncio.get_running_loop().time():
+            # Refused by the vault and not due again yet: a rescan (or a client renaming the
+            # file) must not defeat the backoff. Remember where it is now for the retry.
+            self._retry[key] = (path, waiting[1], waiting[2])
             return
         failures = self._retry.pop(key, (path, 0, 0.0))[1]  # back if the vault refuses again
         ref = f"{path.parent.name}/{path.name}"

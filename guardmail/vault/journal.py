@@ -5,6 +5,11 @@ entry (sorted keys, no spaces, UTF-8) including its own ``seq``. Changing, remov
 an entry therefore breaks the chain at that point, and ``check_chain`` names it. The first entry
 of a tenant's chain follows ``GENESIS``.
 
+Every character is written as itself, except surrogates, which have no UTF-8 form (aiosmtpd hands
+over an 8-bit envelope byte as one, ``\\udcff``): a high one directly followed by a low one is
+written as the character the pair stands for (what the pair means in JSON), and a lone one as its
+JSON escape. Decoding a body gives the entry back, and encoding that gives the same body.
+
 The columns stored beside the body (``kind``, ``sha256``, ``source_ref``, ``scope``) are an index
 for lookups, not evidence: ``check_chain`` reports any that disagree with the body, and readers
 take their values from the body (``indexed``).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,10 +28,19 @@ from typing import Any
 from guardmail.storage.base import JournalRow, Transaction
 
 GENESIS = "0" * 64
+# Names ``append`` fills from its arguments (the last three only when given).
+RESERVED = frozenset({"seq", "tenant", "kind", "time", "sha256", "source_ref", "scope"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def canonical_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one text of ``value`` that is hashed: sorted keys, no spaces, surrogates as the
+    module docstring says (they can only stand inside a JSON string, so escaping is safe)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if _SURROGATE.search(text) is None:
+        return text
+    paired = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", paired)
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
@@ -43,11 +58,15 @@ def append(
     source_ref: str | None = None,
     scope: str | None = None,
 ) -> JournalRow:
-    """Append one entry after the tenant's current head, inside the caller's transaction."""
+    """Append one entry after the tenant's current head, inside the caller's transaction.
+
+    The arguments own the names they fill (``RESERVED``): a key of ``fields`` with one of those
+    names is left out, so that the hashed body and the index columns always agree.
+    """
     head = tx.journal_head(tenant)
     seq = head.seq + 1 if head else 1
     prev = head.hash if head else GENESIS
-    entry = dict(fields)
+    entry = {k: v for k, v in fields.items() if k not in RESERVED}
     entry.update(seq=seq, tenant=tenant, kind=kind, time=now.isoformat())
     if sha256 is not None:
         entry["sha256"] = sha256

@@ -139,3 +139,36 @@ def test_message_renamed_by_a_client_after_a_failed_move_is_archived_once(
     asyncio.run(source.scan())
     assert (source.quarantine / "cur" / "1000.mail.host:2,S").read_bytes() == OFFENDER
     assert len(archived(vault)) == 1
+
+
+def test_a_file_the_vault_refused_waits_for_its_backoff_whatever_the_rescans(
+    source: MaildirSource, vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every rescan used to retry it at once (and log it again): with ``rescan_seconds: 0.3`` a
+    vault outage meant an archive attempt and a warning per file three times a second."""
+    new = source.root / "new" / "1000.mail.host"
+    new.write_bytes(OFFENDER)
+    vault.root.parent.mkdir(parents=True, exist_ok=True)
+    vault.root.write_text("a file where the vault directory goes: archiving fails")
+
+    async def outage() -> None:
+        for _ in range(5):
+            await source.scan()
+        # A client reading it meanwhile: the retry follows the file to its new name.
+        os.rename(new, source.root / "cur" / "1000.mail.host:2,S")
+        await source.scan()
+
+    with caplog.at_level(logging.WARNING, logger="guardmail"):
+        asyncio.run(outage())
+    refused = [r for r in caplog.records if r.getMessage() == "maildir.vault_unavailable"]
+    assert len(refused) == 1 and archived(vault) == []
+    assert (source.root / "cur" / "1000.mail.host:2,S").read_bytes() == OFFENDER
+    vault.root.unlink()
+
+    async def rules_changed() -> None:
+        source.rejudge()  # every file at once, those waiting for the vault too
+        await source.scan()
+
+    asyncio.run(rules_changed())
+    assert (source.quarantine / "cur" / "1000.mail.host:2,S").read_bytes() == OFFENDER
+    assert len(archived(vault)) == 1
