@@ -1,0 +1,235 @@
+"""guardmail as the milter of a real, private Postfix (``smtpd_milters`` and
+``non_smtpd_milters``), run as ``guardmail run``: protected recipients removed after archiving,
+protected-only mail refused or discarded, local submissions filtered, a vault failure a 4xx."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardmail.config.settings import Settings
+from guardmail.daemon.tenant import open_tenant
+from guardmail.vault import journal
+from tests.conftest import wait_for
+from tests.servers.postfix import Guardmail, Postfix, start_postfix, strip_added_headers
+
+pytestmark = pytest.mark.integration
+
+USERS = [
+    "user@example.test",
+    "alice@example.test",
+    "alice-quarantine@example.test",
+    "bob@example.test",
+]
+ALICE = """\
+name: alice
+recipients: [alice@example.test]
+offenders:
+  - name: Ex
+    addresses: [ex@bad.example]
+quarantine_mailbox: alice-quarantine@example.test
+"""
+BOB = """\
+name: bob
+recipients: [bob@example.test]
+offenders:
+  - name: Ex
+    domains: [bad.example]
+    action: block
+"""
+# The main config's own offender protects every recipient of no tenant (user@).
+CONFIG = """\
+state_dir: {root}/var
+tenant: main
+offenders:
+  - name: Main ex
+    addresses: [main-ex@worse.example]
+sources:
+  smtp_filter:
+    listen: unix:{socket}
+    socket_group: postfix
+    mode: milter
+    tenants_dir: {root}/tenants.d
+"""
+OFFENDER = (
+    b"From: Ex <ex@bad.example>\r\nSubject: you\r\nMessage-ID: <o-1@bad.example>\r\n\r\n"
+    b"I see you.\r\n"
+)
+# What must reach the vault unchanged: 8-bit, a long folded header, a leading dot, a tab,
+# "From " at a line start, trailing spaces, a 1,500-octet line.
+SHAPED = (
+    b"From: Main Ex <main-ex@worse.example>\r\n"
+    b"To: user@example.test\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+    b"X-Long: " + b" ".join(b"word%d" % i for i in range(60)) + b"\r\n"
+    b"X-Folded: one\r\n\ttwo\r\n   three\r\n"
+    b"X-Tab:\tvalue\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"Hallo, w\xc3\xb6rld.\r\n"
+    b".leading dot\r\nFrom a line\r\ntrailing   \r\n"
+    b"tab\there\r\n" + b"x" * 1500 + b"\r\n"
+)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "tenants.d").mkdir()
+    (tmp_path / "tenants.d" / "alice.yaml").write_text(ALICE)
+    (tmp_path / "tenants.d" / "bob.yaml").write_text(BOB)
+    return tmp_path
+
+
+@pytest.fixture
+def started() -> Iterator[list[Postfix | Guardmail]]:
+    running: list[Postfix | Guardmail] = []
+    yield running
+    for thing in reversed(running):
+        thing.stop()
+
+
+def start(root: Path, started: list[Postfix | Guardmail]) -> tuple[Postfix, Guardmail]:
+    # The socket lives in Postfix's own (0755) directory: pytest's tmp_path is 0700.
+    pf_root = Path(tempfile.mkdtemp(prefix="gm-pf-"))
+    socket = pf_root / "milter.sock"
+    postfix = start_postfix("milter", USERS, root=pf_root, milter=f"unix:{socket}")
+    started.append(postfix)
+    (root / "guardmail.yaml").write_text(CONFIG.format(root=root, socket=socket))
+    guardmail = Guardmail(root / "guardmail.yaml", root / "guardmail.log")
+    started.append(guardmail)
+    guardmail.wait_listening()
+    return postfix, guardmail
+
+
+def evidence(root: Path, tenant: str) -> list[tuple[dict[str, Any], bytes]]:
+    """(journal entry, blob) of each item archived for ``tenant``."""
+    opened = open_tenant(Settings(state_dir=root / "var", tenant=tenant))
+    try:
+        return [
+            (journal.entry(row), opened.vault.blobs.get(str(row.sha256)))
+            for row in opened.vault.rows(kind="archived")
+        ]
+    finally:
+        opened.close()
+
+
+def sendmail(postfix: Postfix, sender: str, recipients: list[str], raw: bytes) -> None:
+    """A local submission: Postfix's sendmail -> postdrop -> pickup -> cleanup."""
+    subprocess.run(
+        ["/usr/sbin/sendmail", "-C", str(postfix.etc), "-f", sender, "-i", "--", *recipients],
+        input=raw.replace(b"\r\n", b"\n"),
+        check=True,
+        timeout=60,
+    )
+
+
+def content(delivered: bytes) -> bytes:
+    """A Maildir file without the headers Postfix added, with CRLF line ends again."""
+    _, rest = strip_added_headers(delivered)
+    return rest.replace(b"\n", b"\r\n")
+
+
+def settle(postfix: Postfix) -> None:
+    wait_for(lambda: postfix.queue() == [], what="empty queue")
+
+
+def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    postfix, guardmail = start(root, started)
+    recipients = ["alice@example.test", "user@example.test", "bob@example.test"]
+    refused = postfix.send(recipients, OFFENDER, sender="ex@bad.example")
+    assert refused == {}
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="clean copy")
+    wait_for(
+        lambda: len(postfix.delivered("alice-quarantine@example.test")) == 1, what="quarantine"
+    )
+    settle(postfix)
+    assert postfix.delivered("alice@example.test") == []
+    assert postfix.delivered("bob@example.test") == []
+    assert content(postfix.delivered("user@example.test")[0]) == OFFENDER
+    assert content(postfix.delivered("alice-quarantine@example.test")[0]) == OFFENDER
+    ((alice, alice_blob),) = evidence(root, "alice")
+    ((bob, bob_blob),) = evidence(root, "bob")
+    assert alice_blob == bob_blob == OFFENDER  # exactly as the client sent it
+    assert alice["meta"]["rcpt_to"] == "alice@example.test" and bob["meta"]["rcpt_to"] == "bob@example.test"
+    assert alice["meta"]["mode"] == "milter" and alice["meta"]["queue_id"]
+    assert "smtp_filter.error" not in guardmail.log_text()
+
+
+def test_protected_only_mail_is_refused_with_550_or_discarded_and_archived_exactly(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    postfix, guardmail = start(root, started)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        postfix.send(["bob@example.test"], OFFENDER, sender="ex@bad.example")
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.startswith(b"5.7.1 ")
+    # The main config's offender, to a recipient of no tenant: discarded (quarantine, and no
+    # mailbox to put it in), the client told 250.
+    assert postfix.send(["user@example.test"], SHAPED, sender="main-ex@worse.example") == {}
+    wait_for(lambda: "milter-discard" in postfix.log(), what="discard logged")
+    settle(postfix)
+    assert postfix.delivered("user@example.test") == []
+    assert postfix.delivered("bob@example.test") == []
+    ((_, bob_blob),) = evidence(root, "bob")
+    assert bob_blob == OFFENDER
+    ((main, main_blob),) = evidence(root, "main")
+    assert main_blob == SHAPED
+    assert main["meta"]["rcpt_to"] == "user@example.test"
+    assert "smtp_filter.error" not in guardmail.log_text()
+
+
+def test_a_locally_submitted_message_is_filtered_too(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    postfix, _ = start(root, started)
+    sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="clean copy")
+    wait_for(
+        lambda: len(postfix.delivered("alice-quarantine@example.test")) == 1, what="quarantine"
+    )
+    settle(postfix)
+    assert postfix.delivered("alice@example.test") == []
+    ((entry, blob),) = evidence(root, "alice")
+    assert entry["meta"]["rcpt_to"] == "alice@example.test"
+    # As submitted, plus the Date header cleanup adds to local mail that lacks one.
+    head, body = OFFENDER.split(b"\r\n\r\n", 1)
+    assert blob.startswith(head + b"\r\nDate: ") and blob.endswith(b"\r\n\r\n" + body)
+
+
+def test_a_vault_failure_is_a_451_and_local_mail_stays_queued_until_it_recovers(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    postfix, guardmail = start(root, started)
+    blobs = root / "var" / "vault" / "alice" / "blobs"
+    blobs.parent.mkdir(parents=True, exist_ok=True)
+    blobs.write_text("a file where the blob directory should be")
+    with pytest.raises(smtplib.SMTPDataError) as deferred:
+        postfix.send(["alice@example.test", "user@example.test"], OFFENDER, sender="ex@bad.example")
+    assert deferred.value.smtp_code == 451
+    assert deferred.value.smtp_error.startswith(b"4.3.0 Evidence vault unavailable")
+    sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
+    wait_for(
+        lambda: guardmail.log_text().count("smtp_filter.vault_unavailable") >= 2,
+        what="the local submission refused too",
+    )
+    assert postfix.queue() != []  # still in Postfix's hands (maildrop)
+    assert postfix.delivered("user@example.test") == []  # not even the clean copy
+
+    blobs.unlink()
+    postfix.postfix_cmd("postkick", "public", "pickup", "W")
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="after recovery")
+    wait_for(
+        lambda: len(postfix.delivered("alice-quarantine@example.test")) == 1, what="quarantine"
+    )
+    settle(postfix)
+    assert len(evidence(root, "alice")) == 1
