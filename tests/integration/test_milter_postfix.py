@@ -109,9 +109,9 @@ def start(root: Path, started: list[Postfix | Guardmail]) -> tuple[Postfix, Guar
     return postfix, guardmail
 
 
-def evidence(root: Path, tenant: str) -> list[tuple[dict[str, Any], bytes]]:
+def evidence(state_dir: Path, tenant: str) -> list[tuple[dict[str, Any], bytes]]:
     """(journal entry, blob) of each item archived for ``tenant``."""
-    opened = open_tenant(Settings(state_dir=root / "var", tenant=tenant))
+    opened = open_tenant(Settings(state_dir=state_dir, tenant=tenant))
     try:
         return [
             (journal.entry(row), opened.vault.blobs.get(str(row.sha256)))
@@ -157,8 +157,8 @@ def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
     assert postfix.delivered("bob@example.test") == []
     assert content(postfix.delivered("user@example.test")[0]) == OFFENDER
     assert content(postfix.delivered("alice-quarantine@example.test")[0]) == OFFENDER
-    ((alice, alice_blob),) = evidence(root, "alice")
-    ((bob, bob_blob),) = evidence(root, "bob")
+    ((alice, alice_blob),) = evidence(root / "var", "alice")
+    ((bob, bob_blob),) = evidence(root / "var", "bob")
     assert alice_blob == bob_blob == OFFENDER  # exactly as the client sent it
     assert alice["meta"]["rcpt_to"] == "alice@example.test" and bob["meta"]["rcpt_to"] == "bob@example.test"
     assert alice["meta"]["mode"] == "milter" and alice["meta"]["queue_id"]
@@ -180,9 +180,9 @@ def test_protected_only_mail_is_refused_with_550_or_discarded_and_archived_exact
     settle(postfix)
     assert postfix.delivered("user@example.test") == []
     assert postfix.delivered("bob@example.test") == []
-    ((_, bob_blob),) = evidence(root, "bob")
+    ((_, bob_blob),) = evidence(root / "var", "bob")
     assert bob_blob == OFFENDER
-    ((main, main_blob),) = evidence(root, "main")
+    ((main, main_blob),) = evidence(root / "var", "main")
     assert main_blob == SHAPED
     assert main["meta"]["rcpt_to"] == "user@example.test"
     assert "smtp_filter.error" not in guardmail.log_text()
@@ -199,7 +199,7 @@ def test_a_locally_submitted_message_is_filtered_too(
     )
     settle(postfix)
     assert postfix.delivered("alice@example.test") == []
-    ((entry, blob),) = evidence(root, "alice")
+    ((entry, blob),) = evidence(root / "var", "alice")
     assert entry["meta"]["rcpt_to"] == "alice@example.test"
     # As submitted, plus the Date header cleanup adds to local mail that lacks one.
     head, body = OFFENDER.split(b"\r\n\r\n", 1)
@@ -232,4 +232,4 @@ def test_a_vault_failure_is_a_451_and_local_mail_stays_queued_until_it_recovers(
         lambda: len(postfix.delivered("alice-quarantine@example.test")) == 1, what="quarantine"
     )
     settle(postfix)
-    assert len(evidence(root, "alice")) == 1
+    assert len(evidence(root / "var", "alice")) == 1

@@ -15,11 +15,12 @@ Contracts:
 - Nothing is decoded as text: addresses, header names and values, macros stay bytes.
 - ``Message.raw()`` is the message as the MTA holds it: each header ``name:value`` with its
   value's line breaks made CRLF, CRLF after each, a blank line, then the body chunks joined
-  (the MTA sends the body with CRLF line ends). What this cannot carry exactly: whether the
-  header block ended with an empty line (a message whose header block is broken by a non-header
-  line gets one added), and anything the MTA itself changed before the milter (Postfix: bare LF
-  and bare CR line ends, over-long headers); the after-queue mode sees the same changes except
-  the first.
+  (the MTA sends the body with CRLF line ends). With Postfix this equals, byte for byte, what
+  the after-queue filter archives without the Received header Postfix adds (a milter is not
+  shown it); tests/integration/test_milter_bytes.py holds that over CPython's email corpus and
+  ours. What cannot be carried: whether a message with no body ended its header block with a
+  blank line (the blank line is always rebuilt: the common form). Neither mode has what Postfix
+  changed on receipt (bare LF and bare CR line ends, headers past header_size_limit).
 """
 
 from __future__ import annotations
