@@ -89,8 +89,11 @@ def shapes() -> dict[str, bytes]:
 # its header block with a blank line. The common form (a blank line) is the one rebuilt.
 NOT_EXACT = {
     "no-body",
-    *(f"hostile-{s}-{w}" for s in ("bare-cr", "no-separator", "no-newline-at-all")
-      for w in ("offender", "clean")),
+    *(
+        f"hostile-{s}-{w}"
+        for s in ("bare-cr", "no-separator", "no-newline-at-all")
+        for w in ("offender", "clean")
+    ),
 }
 
 

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -160,7 +160,10 @@ def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
     ((alice, alice_blob),) = evidence(root / "var", "alice")
     ((bob, bob_blob),) = evidence(root / "var", "bob")
     assert alice_blob == bob_blob == OFFENDER  # exactly as the client sent it
-    assert alice["meta"]["rcpt_to"] == "alice@example.test" and bob["meta"]["rcpt_to"] == "bob@example.test"
+    assert (
+        alice["meta"]["rcpt_to"] == "alice@example.test"
+        and bob["meta"]["rcpt_to"] == "bob@example.test"
+    )
     assert alice["meta"]["mode"] == "milter" and alice["meta"]["queue_id"]
     assert "smtp_filter.error" not in guardmail.log_text()
 
@@ -172,7 +175,7 @@ def test_protected_only_mail_is_refused_with_550_or_discarded_and_archived_exact
     with pytest.raises(smtplib.SMTPDataError) as refused:
         postfix.send(["bob@example.test"], OFFENDER, sender="ex@bad.example")
     assert refused.value.smtp_code == 550
-    assert refused.value.smtp_error.startswith(b"5.7.1 ")
+    assert cast(bytes, refused.value.smtp_error).startswith(b"5.7.1 ")
     # The main config's offender, to a recipient of no tenant: discarded (quarantine, and no
     # mailbox to put it in), the client told 250.
     assert postfix.send(["user@example.test"], SHAPED, sender="main-ex@worse.example") == {}
@@ -216,7 +219,7 @@ def test_a_vault_failure_is_a_451_and_local_mail_stays_queued_until_it_recovers(
     with pytest.raises(smtplib.SMTPDataError) as deferred:
         postfix.send(["alice@example.test", "user@example.test"], OFFENDER, sender="ex@bad.example")
     assert deferred.value.smtp_code == 451
-    assert deferred.value.smtp_error.startswith(b"4.3.0 Evidence vault unavailable")
+    assert cast(bytes, deferred.value.smtp_error).startswith(b"4.3.0 Evidence vault unavailable")
     sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
     wait_for(
         lambda: guardmail.log_text().count("smtp_filter.vault_unavailable") >= 2,

@@ -263,9 +263,9 @@ class MilterSource:
             if routed is None:
                 clean.append(rcpt)
             else:
-                groups.setdefault(routed.name, _Group(routed=routed, recipients=[])).recipients.append(
-                    rcpt
-                )
+                groups.setdefault(
+                    routed.name, _Group(routed=routed, recipients=[])
+                ).recipients.append(rcpt)
         if not groups:
             return _CONTINUE, clean
         raw = message.raw()
@@ -304,4 +304,3 @@ class MilterSource:
             ("mode", "milter"),
         )
         return tuple((k, v) for k, v in pairs if v)
-
