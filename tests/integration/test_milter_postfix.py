@@ -236,3 +236,28 @@ def test_a_vault_failure_is_a_451_and_local_mail_stays_queued_until_it_recovers(
     )
     settle(postfix)
     assert len(evidence(root / "var", "alice")) == 1
+
+
+def test_with_the_daemon_stopped_postfix_defers_and_after_restart_delivers_once(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # milter_default_action = tempfail: nothing passes unjudged while guardmail is down.
+    postfix, guardmail = start(root, started)
+    assert guardmail.stop() == 0
+    with pytest.raises(smtplib.SMTPResponseException) as deferred:
+        postfix.send(["alice@example.test", "user@example.test"], OFFENDER, sender="ex@bad.example")
+    assert 400 <= deferred.value.smtp_code < 500
+    sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
+    wait_for(lambda: "milter" in postfix.log() and postfix.queue() != [], what="kept queued")
+    assert postfix.delivered("user@example.test") == []
+
+    again = Guardmail(root / "guardmail.yaml", root / "guardmail-2.log")
+    started.append(again)
+    again.wait_listening()
+    postfix.postfix_cmd("postkick", "public", "pickup", "W")
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="after restart")
+    settle(postfix)
+    assert postfix.postfix_cmd("postqueue", "-p").stdout.strip() == "Mail queue is empty"
+    assert len(postfix.delivered("alice-quarantine@example.test")) == 1
+    assert postfix.delivered("alice@example.test") == []
+    assert len(evidence(root / "var", "alice")) == 1
