@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from guardmail.channels.smtp import milter_codec as mc
-from guardmail.channels.smtp.milter import REFUSED, _Group, answer
+from guardmail.channels.smtp.milter import REFUSED, Group, answer
 from guardmail.core.rules import Action
 from guardmail.pipeline import Pipeline
 
@@ -109,8 +109,8 @@ class _Tenant:
         raise AssertionError("not used by answer()")
 
 
-ALICE = _Group(routed=_Tenant("alice", "q@x"), recipients=[b"<alice@x>"])
-BOB = _Group(routed=_Tenant("bob", None), recipients=[b"<bob@x>", b"<bob2@x>"])
+ALICE = Group(routed=_Tenant("alice", "q@x"), recipients=[b"<alice@x>"])
+BOB = Group(routed=_Tenant("bob", None), recipients=[b"<bob@x>", b"<bob2@x>"])
 DEL, ADD = mc.R_DELRCPT, mc.R_ADDRCPT
 CONT = (mc.R_CONTINUE, b"")
 
@@ -144,6 +144,6 @@ CONT = (mc.R_CONTINUE, b"")
     ],
 )
 def test_the_answer_removes_protected_recipients_or_refuses_or_discards(
-    outcomes: list[tuple[_Group, Action]], clean: list[bytes], expected: list[tuple[int, bytes]]
+    outcomes: list[tuple[Group, Action]], clean: list[bytes], expected: list[tuple[int, bytes]]
 ) -> None:
     assert split(answer(outcomes, clean)) == expected
