@@ -12,8 +12,8 @@ its Maildirs:
    ``--milter-tcp``, on loopback TCP) -> Maildir, the same tenants and mail.
 
 at 1 and 4 (``--connections``) client connections (each reused for its messages, ~3 KB
-messages), then one large message end to end. Prints delivered msg/s and guardmail's CPU per message; asserts nothing
-about time. Needs root and Postfix (scripts/system-packages.sh).
+messages), then one large message end to end. Prints delivered msg/s and guardmail's CPU per
+message; asserts nothing about time. Needs root and Postfix (scripts/system-packages.sh).
 
     python bench/smtp_filter.py            # 2,000 messages a run, 1,000 tenants, 50 MB
     python bench/smtp_filter.py --quick    # 200 messages a run, 100 tenants, 10 MB
