@@ -5,6 +5,7 @@ protected-only mail refused or discarded, local submissions filtered, a vault fa
 from __future__ import annotations
 
 import smtplib
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from guardmail.config.settings import Settings
 from guardmail.daemon.tenant import open_tenant
 from guardmail.vault import journal
 from tests.conftest import wait_for
+from tests.servers.ports import free_ports
 from tests.servers.postfix import Guardmail, Postfix, start_postfix, strip_added_headers
 
 pytestmark = pytest.mark.integration
@@ -52,8 +54,7 @@ offenders:
     addresses: [main-ex@worse.example]
 sources:
   smtp_filter:
-    listen: unix:{socket}
-    socket_group: postfix
+    listen: {listen}
     mode: milter
     tenants_dir: {root}/tenants.d
 """
@@ -96,13 +97,20 @@ def started() -> Iterator[list[Postfix | Guardmail]]:
         thing.stop()
 
 
-def start(root: Path, started: list[Postfix | Guardmail]) -> tuple[Postfix, Guardmail]:
+def start(
+    root: Path, started: list[Postfix | Guardmail], *, tcp: bool = False
+) -> tuple[Postfix, Guardmail]:
     # The socket lives in Postfix's own (0755) directory: pytest's tmp_path is 0700.
     pf_root = Path(tempfile.mkdtemp(prefix="gm-pf-"))
-    socket = pf_root / "milter.sock"
-    postfix = start_postfix("milter", USERS, root=pf_root, milter=f"unix:{socket}")
+    if tcp:
+        (port,) = free_ports(1)
+        milter, listen = f"inet:127.0.0.1:{port}", f"127.0.0.1:{port}"
+    else:
+        milter = f"unix:{pf_root / 'milter.sock'}"
+        listen = f"{milter}\n    socket_group: postfix"
+    postfix = start_postfix("milter", USERS, root=pf_root, milter=milter)
     started.append(postfix)
-    (root / "guardmail.yaml").write_text(CONFIG.format(root=root, socket=socket))
+    (root / "guardmail.yaml").write_text(CONFIG.format(root=root, listen=listen))
     guardmail = Guardmail(root / "guardmail.yaml", root / "guardmail.log")
     started.append(guardmail)
     guardmail.wait_listening()
@@ -141,10 +149,11 @@ def settle(postfix: Postfix) -> None:
     wait_for(lambda: postfix.queue() == [], what="empty queue")
 
 
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
 def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
-    root: Path, started: list[Postfix | Guardmail]
+    root: Path, started: list[Postfix | Guardmail], tcp: bool
 ) -> None:
-    postfix, guardmail = start(root, started)
+    postfix, guardmail = start(root, started, tcp=tcp)
     recipients = ["alice@example.test", "user@example.test", "bob@example.test"]
     refused = postfix.send(recipients, OFFENDER, sender="ex@bad.example")
     assert refused == {}
@@ -261,3 +270,24 @@ def test_with_the_daemon_stopped_postfix_defers_and_after_restart_delivers_once(
     assert len(postfix.delivered("alice-quarantine@example.test")) == 1
     assert postfix.delivered("alice@example.test") == []
     assert len(evidence(root / "var", "alice")) == 1
+
+
+def test_a_peer_that_is_not_postfix_is_dropped_and_mail_goes_on(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    postfix, guardmail = start(root, started)
+    path = str(postfix.root / "milter.sock")
+    for garbage in (
+        b"\xff\xff\xff\xffO",  # a 4 GB packet
+        b"\0\0\0\x05M<a>\0",  # MAIL before negotiation
+        b"\0\0\0\x02Ox",  # a negotiation too short
+    ):
+        with socket.socket(socket.AF_UNIX) as peer:
+            peer.connect(path)
+            peer.sendall(garbage)
+            peer.settimeout(10)
+            assert peer.recv(100) == b""  # closed by guardmail
+    assert postfix.send(["alice@example.test"], OFFENDER, sender="ex@bad.example") == {}
+    wait_for(lambda: len(evidence(root / "var", "alice")) == 1, what="archived")
+    log = guardmail.log_text()
+    assert log.count("smtp_filter.milter_dropped") == 3 and "Traceback" not in log
