@@ -171,6 +171,8 @@ class MilterSource:
             await self._session(reader, writer)
         except (mc.ProtocolViolation, ConnectionError) as exc:
             event("smtp_filter.milter_dropped", level=logging.WARNING, error=str(exc))
+        except Exception:  # a bug: this connection ends (Postfix tempfails), the daemon goes on
+            logging.getLogger("guardmail").exception("smtp_filter.error", extra={"gm_fields": {}})
         finally:
             self._writers.discard(writer)
             writer.close()
