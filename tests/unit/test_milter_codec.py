@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass
 
 import pytest
 
 from guardmail.channels.smtp import milter_codec as mc
-from guardmail.channels.smtp.milter import REFUSED, Group, answer
+from guardmail.channels.smtp.milter import CHANGED, REFUSED, Group, MilterSource, answer
+from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.rules import Action
 from guardmail.pipeline import Pipeline
 
@@ -147,3 +149,39 @@ def test_the_answer_removes_protected_recipients_or_refuses_or_discards(
     outcomes: list[tuple[Group, Action]], clean: list[bytes], expected: list[tuple[int, bytes]]
 ) -> None:
     assert split(answer(outcomes, clean)) == expected
+
+
+def test_a_body_not_kept_is_counted_and_marked() -> None:
+    message = mc.Message(keep_body=False)
+    message.header(b"From\0 a@x\0")
+    message.chunk(b"body\r\n")
+    assert (message.body, message.body_dropped, message.size) == ([], True, 17)
+
+
+class _OneTenant:
+    """Routes every recipient to one tenant: as if tenants.d protected them after the envelope."""
+
+    names = ("alice",)
+
+    def route(self, recipient: str) -> _Tenant:
+        return _Tenant("alice", None)
+
+    def reload(self) -> bool:
+        return True
+
+    async def watch(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_recipient_protected_after_its_body_was_dropped_is_retried_whole() -> None:
+    source = MilterSource(
+        cfg=SmtpFilterConfig(mode="milter", listen="unix:/nonexistent/m.sock"),
+        tenants=_OneTenant(),
+    )
+    message = mc.Message(recipients=[b"<alice@x>"], keep_body=False)
+    message.chunk(b"the part that was not kept\r\n")
+    reply = asyncio.run(source.end_of_message(message))
+    assert split(reply) == [(mc.R_REPLYCODE, CHANGED.encode() + b"\0")]

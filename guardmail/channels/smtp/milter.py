@@ -15,6 +15,9 @@ Contracts, at the end of each message:
   add: remove each protected recipient (SMFIR_DELRCPT), add each quarantine mailbox once
   (SMFIR_ADDRCPT), continue. Every recipient protected and nothing to add: ``550 5.7.1`` when
   every tenant blocks, else DISCARD (archived, delivered nowhere, no bounce).
+- Mail for no protected recipient (known at the end of the headers) is counted, not kept: its
+  body is dropped as it arrives. Should a reload protect one of its recipients before its end,
+  it is answered ``451 4.3.0`` and retried whole; nothing is archived in part.
 - A vault failure or any bug: ``451 4.3.0`` (SMFIR_REPLYCODE): Postfix refuses the message for
   now, the client (or pickup) keeps it and retries. The daemon down: Postfix applies
   ``milter_default_action``, which must be ``tempfail`` (plugins/postfix/README.md).
@@ -42,14 +45,19 @@ from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
-from guardmail.errors import VaultUnavailable
+from guardmail.errors import GuardmailError, VaultUnavailable
 from guardmail.logs import event
 
 READ_SIZE = 1 << 16
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
 VAULT_DOWN = "451 4.3.0 Evidence vault unavailable, try again later"
 INTERNAL = "451 4.3.0 Internal error in the mail filter, try again later"
+CHANGED = "451 4.3.0 Protection changed during the message, try again"
 _CONTINUE = mc.packet(mc.R_CONTINUE)
+
+
+class _Changed(GuardmailError):
+    """Tenants were reloaded between the envelope and the end of a message: retry it whole."""
 
 
 def _text(value: bytes) -> str:
@@ -211,6 +219,9 @@ class MilterSource:
                     message.recipients.append((mc.cstrings(p.data) or [b""])[0])
                 elif command == mc.HEADER:
                     message.header(p.data)
+                elif command == mc.EOH:
+                    # Mail for no protected recipient (most of an ISP's): its body is not kept.
+                    message.keep_body = any(self._route(r) for r in message.recipients)
                 elif command == mc.BODY:
                     message.chunk(p.data)
                 elif command == mc.BODYEOB:
@@ -243,6 +254,9 @@ class MilterSource:
         except VaultUnavailable as exc:
             reply, clean = mc.reply_code(VAULT_DOWN), []
             event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
+        except _Changed as exc:
+            reply, clean = mc.reply_code(CHANGED), []
+            event("smtp_filter.retry", level=logging.WARNING, error=str(exc))
         except Exception:
             logging.getLogger("guardmail").exception(
                 "smtp_filter.error", extra={"gm_fields": {"queue_id": queue_id}}
@@ -283,6 +297,8 @@ class MilterSource:
                 ).recipients.append(rcpt)
         if not groups:
             return _CONTINUE, clean
+        if message.body_dropped:  # a tenant added for a recipient during this very message
+            raise _Changed("a recipient became protected during the message; try again")
         raw = message.raw()
         sender = _text(mc.unbracket(message.sender))
         ref = f"smtp:{queue_id}" if queue_id else f"smtp:unqueued:{os.urandom(8).hex()}"
