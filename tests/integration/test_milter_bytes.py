@@ -135,13 +135,17 @@ def test_the_milter_archives_what_the_after_queue_filter_archives(
     assert len(sent) > 60
     wait_for(lambda: postfix.queue() == [], timeout=120, what="every message handled")
 
-    milter = {e["meta"]["queue_id"]: b for e, b in evidence(tmp_path / "milter-var", "alice")}
+    # The milter archives the same bytes from the same envelope once (a retry has a new queue
+    # ID), and a few shapes are the same bytes once Postfix has read them: match by content.
+    milter_entries = evidence(tmp_path / "milter-var", "alice")
+    milter = {blob for _, blob in milter_entries}
+    assert {e["meta"]["queue_id"] for e, _ in milter_entries} <= set(sent)
     after = {e["meta"]["queue_id"]: b for e, b in evidence(tmp_path / "after-var", "bob")}
-    assert set(milter) == set(after) == set(sent)
+    assert set(after) == set(sent)
     differ = []
     for queue_id, name in sent.items():
         received = _FIRST_FIELD.match(after[queue_id])
         assert received is not None and received.group().startswith(b"Received: from ")
-        if after[queue_id][received.end() :] != milter[queue_id]:
+        if after[queue_id][received.end() :] not in milter:
             differ.append(name)
     assert sorted(differ) == sorted(NOT_EXACT)

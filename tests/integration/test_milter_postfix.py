@@ -291,3 +291,28 @@ def test_a_peer_that_is_not_postfix_is_dropped_and_mail_goes_on(
     wait_for(lambda: len(evidence(root / "var", "alice")) == 1, what="archived")
     log = guardmail.log_text()
     assert log.count("smtp_filter.milter_dropped") == 3 and "Traceback" not in log
+
+
+def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
+    root: Path, started: list[Postfix | Guardmail], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed (SIGKILL) right after archiving, before answering Postfix: Postfix tempfails, pickup
+    # keeps the local submission, and after the restart it is delivered once.
+    monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
+    postfix, guardmail = start(root, started)
+    sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
+    wait_for(lambda: guardmail.proc.poll() is not None, what="guardmail killed at the fault")
+    assert postfix.queue() != [] and postfix.delivered("user@example.test") == []
+
+    monkeypatch.delenv("GUARDMAIL_FAULT")
+    again = Guardmail(root / "guardmail.yaml", root / "guardmail-2.log")
+    started.append(again)
+    again.wait_listening()
+    postfix.postfix_cmd("postkick", "public", "pickup", "W")
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="after restart")
+    settle(postfix)
+    assert postfix.postfix_cmd("postqueue", "-p").stdout.strip() == "Mail queue is empty"
+    assert len(postfix.delivered("alice-quarantine@example.test")) == 1
+    assert postfix.delivered("alice@example.test") == []
+    archived = evidence(root / "var", "alice")
+    assert len(archived) == 1  # once, although the retry came with a new queue ID

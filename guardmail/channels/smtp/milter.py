@@ -18,6 +18,9 @@ Contracts, at the end of each message:
 - Mail for no protected recipient (known at the end of the headers) is counted, not kept: its
   body is dropped as it arrives. Should a reload protect one of its recipients before its end,
   it is answered ``451 4.3.0`` and retried whole; nothing is archived in part.
+- Archiving is at-least-once per attempt, deduplicated by content: the same bytes from the same
+  envelope sender to the same recipients of a tenant are archived once, whatever the queue ID
+  (each retry after a 451 or a crash gets a new one).
 - A vault failure or any bug: ``451 4.3.0`` (SMFIR_REPLYCODE): Postfix refuses the message for
   now, the client (or pickup) keeps it and retries. The daemon down: Postfix applies
   ``milter_default_action``, which must be ``tempfail`` (plugins/postfix/README.md).
@@ -312,7 +315,9 @@ class MilterSource:
                 received_at=received_at,
                 envelope_sender=sender or None,
                 meta=self._meta(message, group, sender, queue_id),
-                dedupe_scope=ref if queue_id else None,
+                # A retry gets a new queue ID (the client's or pickup's next attempt): the same
+                # bytes from the same sender to the same recipients archive once.
+                dedupe_scope=f"milter:{sender}>{','.join(group.addresses)}",
             )
             # One message at a time per tenant: the vault's HEAD temp file is named by process.
             async with self._locks.setdefault(name, asyncio.Lock()):
