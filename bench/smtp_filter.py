@@ -1,4 +1,5 @@
-"""Mail through a private Postfix with and without guardmail as its after-queue content filter.
+"""Mail through a private Postfix with and without guardmail as its after-queue content filter
+or its milter.
 
 Each round starts a fresh Postfix (shared/recipes/postfix.md) and counts messages delivered into
 its Maildirs:
@@ -7,10 +8,12 @@ its Maildirs:
 2. guardmail: smtplib -> Postfix -> guardmail (``guardmail run``, after-queue) -> Postfix ->
    Maildir, with many tenant files loaded; all mail clean (to unprotected recipients), then
    with 10% from an offender to protected recipients (archived with fsync, quarantined).
+3. milter: smtplib -> Postfix with guardmail as ``smtpd_milters`` on a Unix socket (and, with
+   ``--milter-tcp``, on loopback TCP) -> Maildir, the same tenants and mail.
 
-at 1 and 4 client connections (each reused for its messages, ~3 KB messages), then one large
-message end to end. Prints delivered msg/s and guardmail's CPU per message; asserts nothing
-about time. Needs root and Postfix (scripts/system-packages.sh).
+at 1 and 4 (``--connections``) client connections (each reused for its messages, ~3 KB
+messages), then one large message end to end. Prints delivered msg/s and guardmail's CPU per
+message; asserts nothing about time. Needs root and Postfix (scripts/system-packages.sh).
 
     python bench/smtp_filter.py            # 2,000 messages a run, 1,000 tenants, 50 MB
     python bench/smtp_filter.py --quick    # 200 messages a run, 100 tenants, 10 MB
@@ -123,7 +126,9 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def start_guardmail(root: Path, postfix: Postfix, tenants: int) -> Guardmail:
+def start_guardmail(
+    root: Path, postfix: Postfix, tenants: int, milter: str | None = None
+) -> Guardmail:
     tenants_dir = root / "tenants.d"
     tenants_dir.mkdir()
     for n in range(tenants):
@@ -138,16 +143,23 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int) -> Guardmail:
             "quarantine_mailbox: quarantine@example.test\n"
         )
     config = root / "guardmail.yaml"
+    if milter is None:
+        listen = (
+            f"    listen: 127.0.0.1:{postfix.filter_port}\n"
+            f"    next_hop: 127.0.0.1:{postfix.reinject_port}\n"
+        )
+    elif milter.startswith("unix:"):
+        listen = f"    mode: milter\n    listen: {milter}\n    socket_group: postfix\n"
+    else:
+        listen = f"    mode: milter\n    listen: 127.0.0.1:{postfix.filter_port}\n"
     config.write_text(
-        f"state_dir: {root}/var\nlog_level: warning\nsources:\n  smtp_filter:\n"
-        f"    listen: 127.0.0.1:{postfix.filter_port}\n"
-        f"    next_hop: 127.0.0.1:{postfix.reinject_port}\n"
+        f"state_dir: {root}/var\nlog_level: warning\nsources:\n  smtp_filter:\n{listen}"
         f"    tenants_dir: {tenants_dir}\n"
     )
     (root / "guardmail.log").write_text("")
     guardmail = Guardmail(config, root / "guardmail.log")
     deadline = time.monotonic() + 120
-    while not _listening(postfix.filter_port):
+    while not _listening(milter if milter and milter.startswith("unix:") else postfix.filter_port):
         if guardmail.proc.poll() is not None or time.monotonic() > deadline:
             guardmail.stop()
             raise RuntimeError(f"guardmail did not start: {guardmail.log_text()}")
@@ -155,18 +167,25 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int) -> Guardmail:
     return guardmail
 
 
-def _listening(port: int) -> bool:
+def _listening(where: int | str) -> bool:
     import socket
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        if isinstance(where, str):  # unix:/PATH
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(where[5:])
+                return True
+        with socket.create_connection(("127.0.0.1", where), timeout=1):
             return True
     except OSError:
         return False
 
 
 def run_round(
-    name: str, sizes: Sizes, make: Callable[[Path], tuple[Postfix, Guardmail | None]]
+    name: str,
+    sizes: Sizes,
+    make: Callable[[Path], tuple[Postfix, Guardmail | None]],
+    connections_list: tuple[int, ...] = (1, 4),
 ) -> None:
     root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
     root.chmod(0o755)
@@ -174,7 +193,7 @@ def run_round(
         postfix, guardmail = make(root)
         try:
             blast(postfix, 20, 1, 0)  # warm up: first connections, first Maildir files
-            for connections in (1, 4):
+            for connections in connections_list:
                 for offender_every in (0, 10) if guardmail else (0,):
                     cpu = cpu_seconds(guardmail.proc.pid) if guardmail else 0.0
                     took = blast(postfix, sizes.messages, connections, offender_every)
@@ -207,8 +226,17 @@ def run_round(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for CI")
+    parser.add_argument(
+        "--connections", default="1,4", help="client connections per run, e.g. 1,4,16"
+    )
+    parser.add_argument("--milter-tcp", action="store_true", help="also the milter on TCP")
+    parser.add_argument(
+        "--only", default="plain,after,milter", help="which of plain,after,milter to run"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    conns = tuple(int(c) for c in args.connections.split(","))
+    only = set(args.only.split(","))
     print(
         f"{sizes.messages} messages of ~{len(message(0, offender=False)[2])} bytes a run, "
         f"{sizes.tenants} tenants, {os.cpu_count()} CPUs"
@@ -225,8 +253,36 @@ def main() -> int:
             postfix.stop()
             raise
 
-    run_round("plain", sizes, plain)
-    run_round("guardmail", sizes, after)
+    def milter(transport: str) -> Callable[[Path], tuple[Postfix, Guardmail | None]]:
+        def make(root: Path) -> tuple[Postfix, Guardmail | None]:
+            pf_root = root / "postfix"
+            pf_root.mkdir()
+            socket = f"unix:{pf_root}/milter.sock"
+            postfix = start_postfix("milter", USERS, root=pf_root, milter=socket)
+            if transport == "tcp":  # the port Postfix was given, now for the milter
+                main_cf = postfix.etc / "main.cf"
+                tcp = f"inet:127.0.0.1:{postfix.filter_port}"
+                main_cf.write_text(main_cf.read_text().replace(socket, tcp))
+                old = time.time() - 60
+                os.utime(main_cf, (old, old))
+                postfix.postfix_cmd("/usr/sbin/postfix", "reload")
+            try:
+                named = socket if transport == "unix" else "tcp"
+                return postfix, start_guardmail(root, postfix, sizes.tenants, milter=named)
+            except BaseException:
+                postfix.stop()
+                raise
+
+        return make
+
+    if "plain" in only:
+        run_round("plain", sizes, plain, conns)
+    if "after" in only:
+        run_round("after", sizes, after, conns)
+    if "milter" in only:
+        run_round("milter", sizes, milter("unix"), conns)
+        if args.milter_tcp:
+            run_round("milter-tcp", sizes, milter("tcp"), conns)
     return 0
 
 

@@ -367,5 +367,11 @@ def _next_steps(plan: Plan) -> None:
   2. Let the service reach the Maildir: systemctl edit guardmail (docs/deployment.md)
   3. systemctl daemon-reload && systemctl enable --now guardmail
   4. systemctl status guardmail; journalctl -u guardmail
+  For an ISP's Postfix with sources.smtp_filter.mode: milter, add to /etc/postfix/main.cf
+  (plugins/postfix/README.md, "Milter mode"; the socket path as seen by a chrooted smtpd):
+       smtpd_milters = unix:/guardmail/milter.sock
+       non_smtpd_milters = unix:/guardmail/milter.sock
+       milter_default_action = tempfail
+  tempfail, not Postfix's default accept: while guardmail is down, mail must wait, not pass.
 """
     )

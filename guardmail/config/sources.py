@@ -220,6 +220,20 @@ def split_host_port(value: str) -> tuple[str, str]:
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
+def _listen(value: str) -> str:
+    """HOST:PORT, or ``unix:/ABSOLUTE/PATH``."""
+    stripped = value.strip()
+    if stripped.startswith("unix:"):
+        path = stripped[5:]
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError(
+                f"{value!r}: a Unix socket is written unix:/ABSOLUTE/PATH "
+                "(like unix:/run/guardmail/milter.sock)"
+            )
+        return stripped
+    return _host_port(value)
+
+
 class SmtpFilterConfig(BaseModel):
     """guardmail as a Postfix content filter for an ISP: one file per protected customer.
 
@@ -230,13 +244,18 @@ class SmtpFilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    listen: HostPort = "127.0.0.1:10025"
-    """Where Postfix hands mail to guardmail (a loopback address and port)."""
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:10025"
+    """Where Postfix hands mail to guardmail: a loopback HOST:PORT, or with mode: milter also
+    unix:/PATH (a Unix socket, as in Postfix's smtpd_milters = unix:/PATH)."""
     next_hop: HostPort = "127.0.0.1:10026"
     """The Postfix smtpd that takes re-injected mail (FILTER_README's 127.0.0.1:10026)."""
-    mode: Literal["after_queue", "before_queue"] = "after_queue"
-    """after_queue (content_filter: never bounces) or before_queue (smtpd_proxy_filter: a block
-    is refused with 550 while the sender is still connected)."""
+    mode: Literal["after_queue", "before_queue", "milter"] = "after_queue"
+    """after_queue (content_filter: never bounces), before_queue (smtpd_proxy_filter: a block
+    is refused with 550 while the sender is still connected) or milter (smtpd_milters and
+    non_smtpd_milters: protected recipients removed from the message; next_hop is unused)."""
+    socket_group: NonEmpty | None = None
+    """mode: milter on a Unix socket: the group that may connect (the socket is 0660), e.g.
+    postfix; default: the daemon's own group only."""
     tenants_dir: DirPath = Path("/etc/guardmail/tenants.d")
     """One YAML file per protected customer; re-read when a file changes."""
     recipient_delimiter: str = "+"
@@ -248,8 +267,16 @@ class SmtpFilterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _loopback(self) -> SmtpFilterConfig:
+        if self.listen_unix is not None:
+            if self.mode != "milter":
+                raise ValueError(
+                    f"listen: {self.listen!r} is a Unix socket, which only mode: milter "
+                    "serves; the content filter modes listen on a loopback HOST:PORT"
+                )
+        elif self.socket_group is not None:
+            raise ValueError("socket_group applies only to a unix:/PATH listen socket")
         host, _ = split_host_port(self.listen)
-        if not is_loopback(host):
+        if self.listen_unix is None and not is_loopback(host):
             raise ValueError(
                 f"listen: {self.listen!r} is not a loopback address; the filter re-injects "
                 "whatever it is given into a next hop that trusts it, so anywhere else it "
@@ -260,6 +287,11 @@ class SmtpFilterConfig(BaseModel):
                 f"recipient_delimiter {self.recipient_delimiter!r} may not hold spaces or '@'"
             )
         return self
+
+    @property
+    def listen_unix(self) -> Path | None:
+        """The Unix socket of ``listen: unix:/PATH``, else None."""
+        return Path(self.listen[5:]) if self.listen.startswith("unix:") else None
 
     @property
     def listen_address(self) -> tuple[str, int]:

@@ -22,6 +22,7 @@ from guardmail import logs
 from guardmail.channels.imap.watch import ImapSource
 from guardmail.channels.maildir import MaildirSource
 from guardmail.channels.smtp.filter import SmtpFilterSource
+from guardmail.channels.smtp.milter import MilterSource
 from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
@@ -31,7 +32,7 @@ from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.supervise import describe, keep_running
 from guardmail.daemon.tenant import Tenant, open_tenant
-from guardmail.daemon.tenants import TenantDirectory
+from guardmail.daemon.tenants import MainRecipients, TenantDirectory
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 
@@ -42,14 +43,14 @@ class _Shutdown(Exception):
     """Raised inside the task group to stop every task."""
 
 
-Source = MaildirSource | ImapSource | XmppSource | SmtpFilterSource
+Source = MaildirSource | ImapSource | XmppSource | SmtpFilterSource | MilterSource
 
 
 def source_name(source: Source) -> str:
     """The name status and logs give a source (its account, as the sources' own events do)."""
     if isinstance(source, MaildirSource):
         return source.account
-    if isinstance(source, SmtpFilterSource):
+    if isinstance(source, SmtpFilterSource | MilterSource):
         return "smtp_filter"
     return source.cfg.name
 
@@ -91,7 +92,7 @@ class Daemon:
             )
             for x in config.settings.sources.xmpp
         ]
-        self.smtp_filter: SmtpFilterSource | None = None
+        self.smtp_filter: SmtpFilterSource | MilterSource | None = None
         if config.settings.sources.smtp_filter is not None:
             # Loads tenants.d; a bad tenant file raises ConfigError (exit 2 with file:line).
             cfg = config.settings.sources.smtp_filter
@@ -101,7 +102,12 @@ class Daemon:
                 delimiter=cfg.recipient_delimiter,
                 reserved=frozenset({self.tenant.name}),
             )
-            self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants)
+            if cfg.mode == "milter":
+                # The main config's own offenders protect every recipient of no tenant.
+                main = MainRecipients(tenant=self.tenant)
+                self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
+            else:
+                self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants)
             self.sources.append(self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)

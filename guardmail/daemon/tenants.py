@@ -57,6 +57,26 @@ class Routed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MainRecipients:
+    """The main config's tenant as the milter's fallback: recipients of no tenants.d file are
+    judged by the main config's offenders (no quarantine mailbox: removed or discarded)."""
+
+    tenant: Tenant
+
+    @property
+    def name(self) -> str:
+        return self.tenant.name
+
+    @property
+    def quarantine_mailbox(self) -> str | None:
+        return None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.tenant.pipeline
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Snapshot:
     router: Router
     tenants: Mapping[str, Routed]

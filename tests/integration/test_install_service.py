@@ -94,6 +94,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "would create system user guardmail: " in out and "--system" in out
     assert f"would install {tmp_path}/etc/systemd/system/guardmail.service" in out
     assert f"would create {tmp_path}/etc/guardmail/secrets (0700 guardmail:guardmail)" in out
+    # The Postfix milter lines, with tempfail: mail waits while guardmail is down.
+    assert "non_smtpd_milters = unix:/guardmail/milter.sock" in out
+    assert "milter_default_action = tempfail" in out
 
 
 @as_root

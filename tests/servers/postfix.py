@@ -67,6 +67,13 @@ mailbox_size_limit = 0
 virtual_mailbox_limit = 0
 """
 
+MILTER_CF = """\
+smtpd_milters = {milter}
+non_smtpd_milters = {milter}
+milter_default_action = tempfail
+milter_protocol = 6
+"""
+
 MASTER_CF = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -101,7 +108,7 @@ def services(mode: str, n: int, a: int, b: int) -> tuple[str, str]:
     with the test's ports (N for the public ``smtp`` service, A for 10025, B for 10026) and no
     chroot (a private instance has no jail to run in).
     """
-    if mode == "plain":
+    if mode in ("plain", "milter"):
         return f"127.0.0.1:{n} inet n - n - - smtpd\n", ""
     text = (PLUGIN / f"master.cf.{mode}-queue").read_text()
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -203,9 +210,19 @@ class Postfix:
 
 
 def start_postfix(
-    mode: str, users: Sequence[str], *, filter_port: int | None = None, root: Path | None = None
+    mode: str,
+    users: Sequence[str],
+    *,
+    filter_port: int | None = None,
+    root: Path | None = None,
+    milter: str | None = None,
 ) -> Postfix:
-    """A private Postfix on loopback delivering ``users`` (full addresses) into Maildirs."""
+    """A private Postfix on loopback delivering ``users`` (full addresses) into Maildirs.
+
+    ``milter`` (mode ``milter``): Postfix's name of the milter socket (``unix:/PATH`` or
+    ``inet:HOST:PORT``), set as ``smtpd_milters`` and ``non_smtpd_milters`` with
+    ``milter_default_action = tempfail``, as plugins/postfix/README.md says.
+    """
     if not Path(POSTFIX).exists():
         raise AssertionError(f"{POSTFIX} missing: run scripts/system-packages.sh as root")
     root = root or Path(tempfile.mkdtemp(prefix="gm-pf-"))
@@ -217,7 +234,10 @@ def start_postfix(
     n, a, b = free_ports(3)
     a = filter_port or a
     domains = sorted({u.partition("@")[2] for u in users})
-    (root / "etc" / "main.cf").write_text(MAIN_CF.format(root=root, domains=", ".join(domains)))
+    main_cf = MAIN_CF.format(root=root, domains=", ".join(domains))
+    if milter is not None:
+        main_cf += MILTER_CF.format(milter=milter)
+    (root / "etc" / "main.cf").write_text(main_cf)
     (root / "etc" / "vmailbox").write_text(
         "".join(f"{u}  {u.partition('@')[2]}/{u.partition('@')[0]}/\n" for u in users)
     )
