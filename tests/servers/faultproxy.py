@@ -4,8 +4,8 @@ The test arms a ``Fault`` at run time (``proxy.arm(...)``); until then, and once
 struck ``times`` connections, bytes pass through unchanged. A fault watches one direction of
 every open connection (``down``: from the server, ``up``: from the client) and strikes either
 after ``after`` bytes counted from the moment it was armed, or where ``pattern`` first appears
-(plus ``keep`` bytes of it and past it: a literal cut in the middle). Everything before that
-point is forwarded, nothing after it; then:
+(plus ``keep`` bytes of it and past it: a literal cut in the middle; ``skip`` occurrences let
+through first). Everything before that point is forwarded, nothing after it; then:
 
 - ``close``  both sockets are shut down (FIN): the peer sees the server hang up;
 - ``reset``  the client's socket is closed with SO_LINGER 0 (RST), the server's closed;
@@ -40,6 +40,7 @@ class Fault:
     keep: int = 0  # bytes forwarded from the pattern's start before striking
     reply: bytes = b""  # for "reply": what the client gets instead
     times: int = 1  # connections it strikes before the proxy passes traffic again
+    skip: int = 0  # occurrences of ``pattern`` (over all connections) let through first
 
     def __post_init__(self) -> None:
         if (self.after is None) == (not self.pattern):
@@ -53,6 +54,7 @@ class _Armed:
         self.fault = fault
         self.generation = generation
         self.left = fault.times
+        self.skip = fault.skip
 
 
 class _Link:
@@ -180,8 +182,12 @@ class FaultProxy:
                     dst.sendall(part)
                     seen += len(part)
                 if not self._strike(armed):
-                    dst.sendall(data[len(part) :])  # another connection took the last strike
+                    # Skipped, or another connection took the last strike: look for the next
+                    # occurrence (a second one in this same read is not seen).
+                    dst.sendall(data[len(part) :])
                     seen += len(data) - len(part)
+                    if fault.pattern:
+                        limit, tail = None, b""
                     continue
                 self._act(link, fault)
                 if fault.action != "stall":
@@ -193,6 +199,9 @@ class FaultProxy:
     def _strike(self, armed: _Armed) -> bool:
         with self._lock:
             if self._armed is not armed or armed.left <= 0:
+                return False
+            if armed.skip > 0:
+                armed.skip -= 1
                 return False
             armed.left -= 1
             if armed.left == 0:
