@@ -7,6 +7,7 @@ offender's mail is archived once."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,8 +94,7 @@ def test_a_next_hop_failing_after_data_defers_and_the_retry_delivers_each_copy_o
 
     # Offender mail to a protected and an unprotected recipient: the quarantine copy goes
     # through, then the clean copy's transaction fails; the retry sends only what is missing.
-    fault = FAULTS[case]
-    proxy.arm(Fault(**{**_fields(fault), "skip": 1}))
+    proxy.arm(dataclasses.replace(FAULTS[case], skip=1))
     postfix.send(["alice@example.test", "user@example.test"], OFFENDER, sender="ex@bad.example")
     proxy.wait_struck(2)
     deferred(postfix, 2)
@@ -112,7 +112,3 @@ def test_a_next_hop_failing_after_data_defers_and_the_retry_delivers_each_copy_o
     text = guardmail.log_text()
     assert text.count("smtp_filter.next_hop_failed") == 2 and "Traceback" not in text
     assert guardmail.proc.poll() is None
-
-
-def _fields(fault: Fault) -> dict[str, object]:
-    return {name: getattr(fault, name) for name in Fault.__dataclass_fields__}
