@@ -22,7 +22,7 @@ from tests.integration.test_xmpp_prosody import (
     meta,
     peer,
 )
-from tests.servers.faultproxy import Fault, FaultProxy
+from tests.servers.faultproxy import Action, Fault, FaultProxy
 from tests.servers.prosody import Peer, Prosody, start_prosody
 
 pytestmark = pytest.mark.integration
@@ -62,9 +62,12 @@ def chat(sender: Peer, ident: str, body: str) -> None:
     sender.send(f"<message to='{VICTIM}' type='chat' id='{ident}'><body>{body}</body></message>")
 
 
-def test_a_reset_mid_stanza_archives_no_fragment_and_the_archive_catches_up_once(
-    prosody: Prosody, tmp_path: Path, peers: list[Peer], daemons: list[Daemon]
+@pytest.mark.parametrize("action", ["reset", "stall"])
+def test_a_stream_cut_mid_stanza_archives_no_fragment_and_the_archive_catches_up_once(
+    prosody: Prosody, tmp_path: Path, peers: list[Peer], daemons: list[Daemon], action: Action
 ) -> None:
+    """``reset``: RST in the middle of the stanza. ``stall``: the server hangs there; the
+    keepalive ping (every 2 s) gets no answer within timeout_seconds and the watcher leaves."""
     with FaultProxy(prosody.port) as proxy:
         write_config(tmp_path, prosody, port=proxy.port, tls="none")
         phone = peer(prosody, peers, "victim", resource="phone", priority=5)  # carbons flow
@@ -75,12 +78,12 @@ def test_a_reset_mid_stanza_archives_no_fragment_and_the_archive_catches_up_once
         friend = peer(prosody, peers, "friend")
         chat(stalker, "s1", "whole")
         wait_for(lambda: daemon.count("item.quarantined") == 1, what="s1 archived live")
-        proxy.arm(Fault(action="reset", pattern=b"CUT-HERE", keep=4))  # inside <body>
+        proxy.arm(Fault(action=action, pattern=b"CUT-HERE", keep=4))  # inside <body>
         chat(stalker, "s2", "CUT-HERE and the rest")
         proxy.wait_struck()
         chat(stalker, "s3", "while you were away")
         chat(friend, "f1", "lunch?")
-        wait_for(lambda: "xmpp.disconnected" in daemon.log_text(), what="the reset noticed")
+        wait_for(lambda: "xmpp.disconnected" in daemon.log_text(), what="the cut noticed")
         wait_for(lambda: daemon.count("item.quarantined") == 3, what="s2 and s3 caught up")
         wait_for(lambda: daemon.count("xmpp.caught_up") >= 2, what="caught up again")
         assert b"id='f1'" in b"".join(phone.drain(quiet=0.5))
