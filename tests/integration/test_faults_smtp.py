@@ -112,3 +112,22 @@ def test_a_next_hop_failing_after_data_defers_and_the_retry_delivers_each_copy_o
     text = guardmail.log_text()
     assert text.count("smtp_filter.next_hop_failed") == 2 and "Traceback" not in text
     assert guardmail.proc.poll() is None
+
+
+def test_a_next_hop_reply_lost_after_it_took_the_message_is_451_and_nothing_is_lost(
+    rig: tuple[Postfix, FaultProxy, Guardmail],
+) -> None:
+    """The next hop queued the message but its 250 never arrived: the filter cannot know, so it
+    answers 451 and Postfix's retry delivers a second copy. That is SMTP's own limit (RFC 1047;
+    Postfix's smtp client does the same): at least once, never lost, never 250 unconfirmed."""
+    postfix, proxy, guardmail = rig
+    proxy.arm(Fault(action="close", pattern=b"250 2.0.0 Ok: queued"))
+    postfix.send(["user@example.test"], CLEAN, sender="friend@ok.example")
+    proxy.wait_struck(1)
+    deferred(postfix, 1)
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="the hop's copy")
+    postfix.flush()
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 2, what="the retry's copy")
+    settle(postfix)
+    assert [body(m) for m in postfix.delivered("user@example.test")] == [lf(CLEAN)] * 2
+    assert guardmail.log_text().count("smtp_filter.next_hop_failed") == 1
