@@ -26,3 +26,7 @@ NETWORK = Backoff(base=1.0, cap=300.0)
 # A refused login or an untrusted certificate will not fix itself in a second; retrying fast
 # would only lock the account (fail2ban, provider throttling). Back off to an hour.
 REFUSED = Backoff(base=30.0, cap=3600.0)
+# A session that lasted this long starts the backoff afresh. A shorter one does not, so that a
+# server that accepts the login and then drops the connection at once (at the same message,
+# every time) is retried with growing delays rather than every second forever.
+STABLE_SECONDS = 60.0

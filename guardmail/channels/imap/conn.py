@@ -99,6 +99,10 @@ def _open(cfg: ImapSourceConfig) -> IMAPClient:
     except ssl.SSLCertVerificationError as exc:
         reason = f"certificate of {cfg.host} not trusted: {exc.verify_message}"
         failure = ConnectFailure(event="imap.tls_failed", reason=reason, refused=True)
+    except TimeoutError as exc:  # a server (or a box in between) that accepts and goes silent
+        step = "TLS handshake with" if "handshake" in str(exc) else "connecting to"
+        reason = f"{step} {where}: no answer within {cfg.timeout_seconds:g}s"
+        failure = ConnectFailure(event="imap.connect_failed", reason=reason, refused=False)
     except CONNECTION_ERRORS as exc:
         failure = ConnectFailure(
             event="imap.connect_failed", reason=f"{where}: {_text(exc)}", refused=False

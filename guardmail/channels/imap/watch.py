@@ -19,6 +19,9 @@ Contracts:
 - One message cannot stop the folder: building its Item (from the header or the whole message)
   is contained per message. On an unexpected error (a bug: reading mail is total) the message
   is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
+- After a drop, a reconnect with backoff and jitter; the backoff starts afresh only after a
+  session that lasted ``STABLE_SECONDS``, so a server that dies at the same message after every
+  login is not hammered once a second.
 - One thread and connection per folder (imapclient is synchronous). The thread runs the
   pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
   its own thread and the way from IDLE to MOVE has no hop through the event loop.
@@ -31,6 +34,7 @@ import concurrent.futures
 import logging
 import random
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -48,7 +52,7 @@ from guardmail.channels.imap.batch import (
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
-from guardmail.core.backoff import NETWORK, REFUSED
+from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import ConnectFailure, VaultUnavailable
@@ -97,10 +101,11 @@ class FolderWatcher:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            began: float | None = None
             try:
                 self._client = connect(self.cfg)
                 event("imap.connected", account=self.cfg.name, folder=self.folder)
-                failures = 0
+                began = time.monotonic()
                 self._session(self._client)
             except ConnectFailure as exc:
                 wait = (REFUSED if exc.refused else NETWORK).delay(failures, rand=random.random())
@@ -116,6 +121,8 @@ class FolderWatcher:
             except CONNECTION_ERRORS as exc:
                 if self._stopping.is_set():
                     break
+                if began is not None and time.monotonic() - began >= STABLE_SECONDS:
+                    failures = 0  # else keep backing off: it dies soon after every login
                 wait = NETWORK.delay(failures, rand=random.random())
                 failures += 1
                 event(

@@ -174,6 +174,9 @@ class NextHop:
             except (OSError, EOFError, TimeoutError, UnicodeError) as exc:
                 conn.close()
                 raise NextHopUnavailable(f"next hop {self}: {_why(exc)}") from None
+            except asyncio.CancelledError:  # the client left (or shutdown): no half transaction
+                conn.close()
+                raise
             self._release(conn, healthy=result.reply.code != 421)
             return result
         raise NextHopUnavailable(f"next hop {self}: connections keep closing")  # pragma: no cover

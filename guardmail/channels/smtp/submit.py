@@ -131,6 +131,11 @@ def submit_message(
     envelope_to = parseaddr(recipient)[1] or recipient
     try:
         smtp = _connect(cfg)
+    except TimeoutError as exc:  # a server (or a box in between) that accepts and goes silent
+        where = f"{cfg.host}:{cfg.effective_port}"
+        step = "TLS handshake with" if "handshake" in str(exc) else "talking to"
+        reason = f"cannot submit via {cfg.host}: {step} {where}: no answer within"
+        raise SubmitError(f"{reason} {cfg.timeout_seconds:g}s", certain=True) from None
     except (OSError, smtplib.SMTPException, SecretError) as exc:
         # Nothing was transmitted yet (a TLS failure included): certainly not sent. Nothing
         # secret was sent either: login failures are SubmitError already.

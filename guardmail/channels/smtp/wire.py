@@ -175,12 +175,18 @@ class FilterSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         envelope.wire = await read_data(self._reader)
-        self._reset_timeout()
+        # The client now waits for our answer: it is not idle, and the idle timer must not close
+        # its connection while the handler works (with a next hop that hung after DATA, the
+        # timer fired with the next hop's timeout and the client lost the connection instead of
+        # getting 451). The handler bounds its own work; the timer restarts after the answer.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
         content = unstuff(envelope.wire)
         envelope.content = envelope.original_content = content
         try:
             status: Any = await self._call_handler_hook("DATA")
         except Exception as error:  # a filter must never answer 5xx by accident
             status = await self.handle_exception(error)
+        self._reset_timeout()
         self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
         await self.push(status if isinstance(status, str) else "250 OK")

@@ -134,6 +134,10 @@ class WatchClient(ClientXMPP):
         self.cert_sha256 = ""
         self.tee_failure: str | None = None
         self.tls_missing = False
+        # How far the connection got, for a login that times out: "connect" (TCP, and the TLS
+        # handshake with direct TLS), "tls" (STARTTLS asked for: <proceed/> and the handshake),
+        # "stream" (then SASL and binding).
+        self.stage = "connect"
         self._slicer: StanzaSlicer | None = None
         self._slices: deque[Slice] = deque()
         self._context: StreamContext | None = None
@@ -202,11 +206,19 @@ class WatchClient(ClientXMPP):
 
     def connection_made(self, transport: Any, send_event: bool = True) -> None:
         super().connection_made(transport, send_event)
+        self.stage = "stream"
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is not None:
             der = ssl_object.getpeercert(True)
             if der:
                 self.cert_sha256 = hashlib.sha256(der).hexdigest()
+
+    async def start_tls(self) -> bool:
+        self.stage = "tls"
+        try:
+            return await super().start_tls()
+        finally:
+            self.stage = "stream"
 
     @property
     def encrypted(self) -> bool:
@@ -220,4 +232,6 @@ class WatchClient(ClientXMPP):
             self.tls_missing = True
             self.abort()
             return None
+        if self.tls_mode == "starttls" and not self.encrypted:
+            self.stage = "tls"  # <starttls/> goes out: <proceed/> and the handshake to come
         return await super()._handle_stream_features(features)

@@ -57,6 +57,18 @@ def connect_failure(cfg: XmppSourceConfig, error: BaseException | str) -> Connec
     )
 
 
+def stalled(cfg: XmppSourceConfig, stage: str) -> str:
+    """Why a login attempt timed out, by how far it got (``WatchClient.stage``)."""
+    where, seconds = target(cfg), f"{cfg.timeout_seconds:g}s"
+    if stage == "tls":
+        return f"TLS handshake with {where} (STARTTLS): no answer within {seconds}"
+    if stage == "connect" and cfg.tls == "implicit":
+        return f"connecting to {where} (TCP connect or TLS handshake): no answer within {seconds}"
+    if stage == "connect":
+        return f"connecting to {where}: no answer within {seconds}"
+    return f"no session with {where} within {seconds}: the stream opened, the login did not end"
+
+
 async def login(
     client: WatchClient, cfg: XmppSourceConfig, *, on_roster_push: Callable[[Iq], None]
 ) -> None:
@@ -114,7 +126,7 @@ async def login(
         async with asyncio.timeout(cfg.timeout_seconds):
             await started
     except TimeoutError:
-        reason = f"no session with {target(cfg)} within {cfg.timeout_seconds:g}s"
+        reason = stalled(cfg, client.stage)
         raise ConnectFailure(event="xmpp.connect_failed", reason=reason, refused=False) from None
     finally:
         client.del_event_handler("disconnected", on_disconnected)

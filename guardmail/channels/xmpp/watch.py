@@ -86,7 +86,7 @@ from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import XmppSourceConfig
-from guardmail.core.backoff import NETWORK, REFUSED
+from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
@@ -95,7 +95,6 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
-STABLE_SECONDS = 60.0  # a session that lasted this long resets the backoff
 SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
 STRANGER = "stranger (not in the roster)"
