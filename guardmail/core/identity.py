@@ -218,7 +218,9 @@ def normalize_domain(domain: str) -> str:
     text = unicodedata.normalize("NFKC", _remove_invisible(domain))
     text = text.replace(_IDEOGRAPHIC_FULL_STOP, ".").strip().rstrip(".").strip()
     if text.startswith("[") and text.endswith("]"):
-        return _nfkc_casefold(text[1:-1].strip())
+        # Inside the brackets as outside: no trailing dots, so "[.]" is no domain at all (found
+        # by bench/fuzz.py: it gave "." which, written back as an address, was not one).
+        return _nfkc_casefold(text[1:-1].strip().rstrip(".").strip())
     labels = text.split(".")
     # Only the rightmost labels can be part of a real domain; decoding a million "xn--" labels
     # would cost seconds.

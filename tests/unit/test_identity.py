@@ -430,3 +430,17 @@ def test_ascii_lookalike_is_idempotent_and_keeps_ascii_text_as_it_is(text: str) 
     twin = ascii_lookalike(text)
     assert ascii_lookalike(twin) == twin
     assert twin == text or not text.isascii()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [("g@[.]", None), ("g@[...]", None), ("g@[192.0.2.1.]", "g@192.0.2.1")],
+)
+def test_an_address_literal_of_dots_is_no_domain(address: str, expected: str | None) -> None:
+    # bench/fuzz.py (identities) found "g@[.]" normalised to domain "."; written back as an
+    # address that was not one, so normalisation was not idempotent.
+    found = normalize_address(address)
+    assert (None if found is None else f"{found.local}@{found.domain}") == expected
+    if found is not None:
+        again = normalize_address(f"{found.local}@{found.domain}")
+        assert again is not None and again.key == found.key
