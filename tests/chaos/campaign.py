@@ -58,7 +58,10 @@ COMMON_POINTS = frozenset(
     {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled"}
 )
 # Where each channel lives: "module:class", imported only when a campaign uses it.
-CHANNELS = {"maildir": "tests.chaos.maildir:MaildirChannel"}
+CHANNELS = {
+    "maildir": "tests.chaos.maildir:MaildirChannel",
+    "smtp": "tests.chaos.smtp:SmtpChannel",
+}
 
 WARNING = """\
 warning:
@@ -244,6 +247,22 @@ class Campaign:
         tmp = folder / ".late.yaml.tmp"
         tmp.write_text("\n".join(lines) + "\n")
         os.rename(tmp, folder / "late.yaml")
+        self.rules_changed()
+
+    def rules_changed(self) -> None:
+        """Give every offender now configured (main config and late.yaml), as an ``offenders:``
+        YAML block, to the channels whose items are judged by rules of their own: an SMTP
+        filter judges by its tenants' files, not by the main config (a channel's optional
+        ``rules(text)``)."""
+        lines = ["offenders:"]
+        people = [(p, a, p.title()) for p, a in OFFENDERS.items()]
+        people += [(p, "quarantine", f"Late {n}") for n, p in enumerate(self.late)]
+        for person, action, name in people:
+            lines += [f"  - name: {name}", *self._identities(person), f"    action: {action}"]
+        for channel in self.channels:
+            hook = getattr(channel, "rules", None)
+            if hook is not None:
+                hook("\n".join(lines) + "\n")
 
     # --- setup and traffic ---------------------------------------------------------------
 
@@ -259,6 +278,7 @@ class Campaign:
         lines += [c.sources().rstrip("\n") for c in self.channels]
         config = self.root / "guardmail.yaml"
         config.write_text("\n".join(lines) + "\n")
+        self.rules_changed()
         return config
 
     def deliver(self) -> None:

@@ -203,9 +203,15 @@ class Postfix:
 
 
 def start_postfix(
-    mode: str, users: Sequence[str], *, filter_port: int | None = None, root: Path | None = None
+    mode: str,
+    users: Sequence[str],
+    *,
+    filter_port: int | None = None,
+    root: Path | None = None,
+    main_cf: str = "",
 ) -> Postfix:
-    """A private Postfix on loopback delivering ``users`` (full addresses) into Maildirs."""
+    """A private Postfix on loopback delivering ``users`` (full addresses) into Maildirs;
+    ``main_cf``: more main.cf lines (short retry timers, ...)."""
     if not Path(POSTFIX).exists():
         raise AssertionError(f"{POSTFIX} missing: run scripts/system-packages.sh as root")
     root = root or Path(tempfile.mkdtemp(prefix="gm-pf-"))
@@ -217,7 +223,9 @@ def start_postfix(
     n, a, b = free_ports(3)
     a = filter_port or a
     domains = sorted({u.partition("@")[2] for u in users})
-    (root / "etc" / "main.cf").write_text(MAIN_CF.format(root=root, domains=", ".join(domains)))
+    (root / "etc" / "main.cf").write_text(
+        MAIN_CF.format(root=root, domains=", ".join(domains)) + main_cf
+    )
     (root / "etc" / "vmailbox").write_text(
         "".join(f"{u}  {u.partition('@')[2]}/{u.partition('@')[0]}/\n" for u in users)
     )
@@ -291,6 +299,7 @@ class Guardmail:
 
     config: Path
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment (a fault)
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -301,6 +310,7 @@ class Guardmail:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 cwd=Path(__file__).resolve().parents[2],
+                env={**os.environ, **self.env},
             )
 
     def log_text(self) -> str:

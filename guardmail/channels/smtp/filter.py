@@ -45,6 +45,7 @@ from typing import Any
 
 from aiosmtpd.smtp import Session
 
+from guardmail import faults
 from guardmail.channels.smtp.relay import (
     NextHop,
     NextHopUnavailable,
@@ -57,8 +58,9 @@ from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, x
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
-from guardmail.errors import GuardmailError, VaultUnavailable
+from guardmail.errors import GuardmailError, StateError, VaultUnavailable
 from guardmail.logs import event
+from guardmail.storage.base import StorageUnavailable
 
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
 OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
@@ -171,6 +173,7 @@ class SmtpFilterSource:
         *,
         cfg: SmtpFilterConfig,
         tenants: Tenants,
+        relayed: RelayedCopies,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
@@ -178,7 +181,7 @@ class SmtpFilterSource:
         self.clock = clock
         host, port = cfg.next_hop_address
         self.next_hop = NextHop(host, port, helo=cfg.hostname, timeout=cfg.timeout_seconds)
-        self._remembered = RelayedCopies()
+        self._remembered = relayed
         self._connections: weakref.WeakSet[FilterSMTP] = weakref.WeakSet()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -232,7 +235,7 @@ class SmtpFilterSource:
         fates = _Fates()
         try:
             reply = await self._handle(message, fates)
-        except VaultUnavailable as exc:
+        except (VaultUnavailable, StorageUnavailable) as exc:
             reply = "451 4.3.0 Evidence vault unavailable, try again later"
             event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
         except (NextHopUnavailable, Deferred) as exc:
@@ -253,6 +256,7 @@ class SmtpFilterSource:
             reply=reply[:3],
             ms=round((time.monotonic() - began) * 1000, 1),
         )
+        faults.reached("smtp.replied")
         return reply
 
     def _message(self, envelope: FilterEnvelope) -> _Message:
@@ -309,6 +313,10 @@ class SmtpFilterSource:
             # One message at a time per tenant: Vault writes its HEAD through a temp file named
             # by process ID only, so two threads archiving for one tenant would collide.
             async with self._locks.setdefault(name, asyncio.Lock()):
+                handled = await self._handled_before(message, routed)
+                if handled is not None:
+                    fates.archived[name] = handled
+                    continue
                 outcome = await routed.pipeline.process(items[name], actor)
             if outcome.verdict.action is Action.PASS:
                 clean += rcpts
@@ -320,14 +328,42 @@ class SmtpFilterSource:
         in_order = [r for r in message.envelope.rcpt_tos if r in passed]
         return await self._relay_clean(message, in_order, fates)
 
+    async def _handled_before(self, message: _Message, routed: RecipientTenant) -> Action | None:
+        """The action this tenant took on this very message (queue ID and bytes) at an earlier
+        attempt whose reply a crash cut off; None if it has not acted on it yet."""
+        if message.key is None:
+            return None
+        vault = routed.pipeline.vault
+        done = await asyncio.to_thread(vault.acted, message.key[1], message.ref)
+        if done is None:
+            return None
+        event("smtp_filter.handled_before", queue_id=message.queue_id, tenant=routed.name)
+        return Action(done)
+
+    async def _remember(self, message: _Message, copies: list[str]) -> None:
+        """Record the copies the next hop just took, durably, before Postfix hears anything. If
+        the database cannot, say so and go on: the copies are delivered; only a retry of this
+        message would send them again."""
+        try:
+            await asyncio.to_thread(self._remembered.add, message.key, copies)
+        except (StorageUnavailable, StateError) as exc:
+            event(
+                "smtp_filter.relayed_unrecorded",
+                level=logging.ERROR,
+                queue_id=message.queue_id,
+                copies=len(copies),
+                error=str(exc),
+            )
+
     async def _relay_clean(self, message: _Message, clean: list[str], fates: _Fates) -> str:
-        done = self._remembered.get(message.key)
+        done = await asyncio.to_thread(self._remembered.get, message.key)
         todo = [r for r in clean if f"rcpt:{r}" not in done]
         if todo:
             relayed = await self.next_hop.send(message.outgoing, todo)
             if not relayed.delivered:
                 return self._refused(message, relayed, todo, fates)
-            self._remembered.add(message.key, [f"rcpt:{r}" for r in todo])
+            await self._remember(message, [f"rcpt:{r}" for r in todo])
+            faults.reached("smtp.relayed")
         fates.relayed = clean
         return f"250 2.0.0 Ok: {len(clean)} relayed, {len(fates.archived)} tenant(s) archived"
 
@@ -352,7 +388,8 @@ class SmtpFilterSource:
 
     async def quarantine(self, message: _Message, mailbox: str, recipients: str) -> str:
         """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
-        if f"quarantine:{mailbox}" in self._remembered.get(message.key):
+        done = await asyncio.to_thread(self._remembered.get, message.key)
+        if f"quarantine:{mailbox}" in done:
             return f"already delivered to quarantine mailbox {mailbox} (retry)"
         copy = Outgoing(
             sender="",
@@ -363,7 +400,8 @@ class SmtpFilterSource:
         )
         relayed = await self.next_hop.send(copy, [mailbox])
         if relayed.delivered:
-            self._remembered.add(message.key, [f"quarantine:{mailbox}"])
+            await self._remember(message, [f"quarantine:{mailbox}"])
+            faults.reached("smtp.quarantined")
             return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
         if not relayed.reply.permanent:
             raise Deferred(f"quarantine mailbox {mailbox}: next hop answered {relayed.reply}")

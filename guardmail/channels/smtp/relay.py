@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from guardmail.errors import PeerError
+from guardmail.storage.base import Storage
 
 SEND_CHUNK = 1 << 20
 MAX_COMMAND = 512  # RFC 5321 4.5.3.1.4, CRLF included
@@ -285,25 +286,38 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-REMEMBERED = 4096  # messages whose relayed copies are remembered for retries
+KEEP = timedelta(days=7)  # longer than Postfix keeps a message queued (maximal_queue_lifetime 5d)
 
 
 class RelayedCopies:
-    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again."""
+    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again.
 
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._size = size
-        self._done: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
+    Durable (the storage seam, committed and fsync'd before ``add`` returns), so that a retry
+    after a crash of the daemon skips them too. A key of None (no queue ID: before-queue, where
+    Postfix never retries) remembers nothing. Rows older than ``KEEP`` are forgotten as new ones
+    are added. Blocking calls: run them in a thread. StorageUnavailable if the database cannot.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        tenant: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._storage = storage
+        self._tenant = tenant
+        self._clock = clock
 
     def get(self, key: tuple[str, str] | None) -> set[str]:
         if key is None:
             return set()
-        return self._done.get(key, set())
+        with self._storage.read() as tx:
+            return tx.relayed(self._tenant, *key)
 
     def add(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
         if key is None:
             return
-        self._done.setdefault(key, set()).update(copies)
-        self._done.move_to_end(key)
-        while len(self._done) > self._size:
-            self._done.popitem(last=False)
+        now = self._clock()
+        with self._storage.transaction() as tx:
+            tx.add_relayed(self._tenant, *key, copies, now.isoformat())
+            tx.forget_relayed(self._tenant, (now - KEEP).isoformat())
