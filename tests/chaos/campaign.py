@@ -108,6 +108,8 @@ class Result:
     messages: Counter[str] = field(default_factory=Counter)  # items delivered, per channel
     warnings: int = 0
     violations: list[str] = field(default_factory=list)
+    # What a channel shows to be a known limit, not a broken promise (RFC 1047's window).
+    limits: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         points = ", ".join(f"{p} {n}" for p, n in sorted(self.points.items())) or "none"
@@ -116,6 +118,7 @@ class Result:
             f"seed {self.seed} [{' + '.join(self.channels)}]: {self.rounds} rounds, "
             f"{self.kills} kills (at crash points: {points}), items {items}, "
             f"{self.warnings} warnings sent, {len(self.violations)} violations"
+            + (f", {len(self.limits)} known limits hit" if self.limits else "")
         )
 
 
@@ -132,6 +135,7 @@ class Checks:
         self._vault = vault
         self.action = action
         self.violate = violate
+        self.limits: list[str] = []  # see Result.limits; a channel appends what it proves
         self._archived: dict[tuple[str, str], list[dict[str, object]]] = {}
         self._actions: Counter[tuple[str, object]] = Counter()
         for tenant, rows in entries.items():
@@ -396,6 +400,7 @@ class Campaign:
         for channel in self.channels:
             channel.check(checks)
             self.result.messages[channel.name] = len(channel.messages)
+        self.result.limits += checks.limits
         to = Counter(r for received in sink.received for r in received.rcpt_tos)
         self.result.warnings = sum(to.values())
         for address, count in to.items():

@@ -18,7 +18,11 @@ Contracts, for every message:
   transaction for every clean recipient, so a vault failure never leaves clean copies delivered
   that the retry would deliver again. Redelivery is at-least-once: the vault archives the same
   bytes once per queue ID (``dedupe_scope``), and copies the next hop took are remembered per
-  queue ID and bytes, so a retry after a partial failure skips them.
+  queue ID and bytes (``RelayedCopies``, durable, committed before Postfix is answered), so a
+  retry after a partial failure or a crash skips them: a recipient whose copy was relayed is done
+  (not judged again), a tenant that archived and acted on the message is not asked again. What is
+  left is RFC 1047's window, between the next hop's 250 and that commit (a few milliseconds; the
+  ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice.
 - After-queue never answers 5xx to offender mail (no backscatter): a block is silent. Before-queue
   answers ``550 5.7.1`` while the sender is connected when every recipient blocks the message
   (archived first); with some recipients clean, they get it and the blocking ones do not.
@@ -91,6 +95,9 @@ class _Message:
     received_at: datetime
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The longest time between the next hop's 250 and its record committed: a crash then makes
+    # Postfix retry, and that copy is delivered again (RFC 1047's window, moved here).
+    unrecorded_ms: float = 0.0
 
     @property
     def ref(self) -> str:
@@ -255,6 +262,7 @@ class SmtpFilterSource:
             size=len(message.raw),
             reply=reply[:3],
             ms=round((time.monotonic() - began) * 1000, 1),
+            unrecorded_ms=round(message.unrecorded_ms, 1),
         )
         faults.reached("smtp.replied")
         return reply
@@ -282,9 +290,12 @@ class SmtpFilterSource:
     async def _handle(self, message: _Message, fates: _Fates) -> str:
         clean: list[str] = []
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
+        # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
+        # if a rule added since would judge them otherwise (judging again could only duplicate).
+        done = await asyncio.to_thread(self._remembered.get, message.key)
         for rcpt in message.envelope.rcpt_tos:
             routed = self.tenants.route(rcpt)
-            if routed is None:
+            if routed is None or f"rcpt:{rcpt}" in done:
                 clean.append(rcpt)
             else:
                 groups.setdefault(routed.name, (routed, []))[1].append(rcpt)
@@ -326,7 +337,7 @@ class SmtpFilterSource:
             return REFUSED  # (a reload in between may have changed a verdict: checked again)
         passed = set(clean)
         in_order = [r for r in message.envelope.rcpt_tos if r in passed]
-        return await self._relay_clean(message, in_order, fates)
+        return await self._relay_clean(message, in_order, fates, done)
 
     async def _handled_before(self, message: _Message, routed: RecipientTenant) -> Action | None:
         """The action this tenant took on this very message (queue ID and bytes) at an earlier
@@ -344,8 +355,11 @@ class SmtpFilterSource:
         """Record the copies the next hop just took, durably, before Postfix hears anything. If
         the database cannot, say so and go on: the copies are delivered; only a retry of this
         message would send them again."""
+        began = time.monotonic()
         try:
             await asyncio.to_thread(self._remembered.add, message.key, copies)
+            took = (time.monotonic() - began) * 1000
+            message.unrecorded_ms = max(message.unrecorded_ms, took)
         except (StorageUnavailable, StateError) as exc:
             event(
                 "smtp_filter.relayed_unrecorded",
@@ -355,8 +369,9 @@ class SmtpFilterSource:
                 error=str(exc),
             )
 
-    async def _relay_clean(self, message: _Message, clean: list[str], fates: _Fates) -> str:
-        done = await asyncio.to_thread(self._remembered.get, message.key)
+    async def _relay_clean(
+        self, message: _Message, clean: list[str], fates: _Fates, done: set[str]
+    ) -> str:
         todo = [r for r in clean if f"rcpt:{r}" not in done]
         if todo:
             relayed = await self.next_hop.send(message.outgoing, todo)
