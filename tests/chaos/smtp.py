@@ -5,8 +5,8 @@ re-injection port what the filter relays.
 The filter judges by its tenants' files, not by the main config: the campaign gives this channel
 every offender (``rules``) and it writes them as tenant ``jane`` (recipients jane@ and
 jane+tag@; quarantine mailbox jane-quarantine@). Some messages also go to bob@, protected by no
-one. Postfix retries every second, so a message deferred while the daemon was dead (or killed
-while handling it) comes back soon.
+one. Postfix retries every second and the queue is flushed twice a second, so a message deferred
+while the daemon was dead (or killed while handling it) comes back as soon as it listens.
 
 After the campaign, from the servers' side (the Maildirs Postfix delivered to, its queue) and
 the vault's: what is compared is the delivered file without the header fields Postfix itself
@@ -30,6 +30,8 @@ import random
 import re
 import smtplib
 import sqlite3
+import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -80,6 +82,21 @@ class SmtpChannel:
         self.postfix = start_postfix("after", [JANE, QUARANTINE, BOB], main_cf=RETRY)
         stack.callback(self.postfix.stop)
         (self.root / "tenants.d").mkdir(exist_ok=True)
+        # Postfix waits a second or two after a refused connection (the daemon was down), more
+        # than a round lets a fresh daemon live: flush the queue twice a second meanwhile.
+        stop = threading.Event()
+        flusher = threading.Thread(target=self._flush, args=(stop,), daemon=True)
+        flusher.start()
+        stack.callback(flusher.join, 10)
+        stack.callback(stop.set)
+
+    def _flush(self, stop: threading.Event) -> None:
+        while not stop.wait(0.5):
+            try:
+                if self.server.queue():
+                    self.server.flush()
+            except (OSError, subprocess.SubprocessError):
+                pass  # Postfix is being stopped
 
     def rules(self, offenders: str) -> None:
         """Tenant jane's file with these offenders, written atomically (the filter reloads)."""

@@ -328,6 +328,30 @@ def test_a_crash_after_the_next_hop_took_a_copy_and_postfix_retrying_delivers_it
         assert postfix.delivered("alice@example.test") == []
 
 
+def test_a_retry_after_a_crash_does_not_judge_again_a_recipient_already_relayed(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # Relayed clean to alice, killed before Postfix heard it; meanwhile the sender became one of
+    # alice's offenders. The retry must not quarantine (and archive) a copy alice already has.
+    postfix, killed = start(root, started, fault="smtp.relayed:1")
+    postfix.send(["alice@example.test"], CLEAN, sender="friend@ok.example")
+    assert killed.proc.wait(timeout=60) == -signal.SIGKILL
+    wait_for(lambda: len(postfix.delivered("alice@example.test")) == 1, what="the first copy")
+    (root / "tenants.d" / "alice.yaml").write_text(
+        ALICE.replace("[ex@bad.example]", "[ex@bad.example, friend@ok.example]")
+    )
+    again = Guardmail(root / "guardmail.yaml", root / "again.log")
+    started.append(again)
+    again.wait_listening()
+    postfix.flush()
+    settle(postfix)
+    assert "smtp_filter.message" in again.log_text()
+    (copy,) = postfix.delivered("alice@example.test")
+    assert body(copy) == lf(CLEAN)
+    assert postfix.delivered("alice-quarantine@example.test") == []
+    assert evidence(root, "alice") == []
+
+
 def test_tenant_file_edits_apply_and_a_broken_edit_keeps_the_last_good_tenants(
     root: Path, started: list[Postfix | Guardmail]
 ) -> None:
