@@ -4,11 +4,11 @@ took (``RelayedCopies``) and the action a tenant already took (``Vault.acted``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from guardmail.channels.smtp.relay import KEEP, RelayedCopies
 from guardmail.storage.base import StorageUnavailable
@@ -22,8 +22,8 @@ KEY = ("4F1A2B3C4D", hashlib.sha256(b"message").hexdigest())
 def test_copies_are_remembered_across_a_reopen_per_queue_id_and_bytes(tmp_path: Path) -> None:
     path = tmp_path / "guardmail.sqlite3"
     storage = SQLiteStorage(path)
-    RelayedCopies(storage, "default", clock=lambda: NOW).add(KEY, ["rcpt:a@x.test"])
-    RelayedCopies(storage, "default", clock=lambda: NOW).add(KEY, ["quarantine:q@x.test"])
+    RelayedCopies(storage, "default", clock=lambda: NOW).add([(KEY, ["rcpt:a@x.test"])])
+    RelayedCopies(storage, "default", clock=lambda: NOW).add([(KEY, ["quarantine:q@x.test"])])
     storage.close()  # a crash after the commit: nothing in memory survives
 
     reopened = SQLiteStorage(path)
@@ -33,16 +33,17 @@ def test_copies_are_remembered_across_a_reopen_per_queue_id_and_bytes(tmp_path: 
     assert copies.get(("5E6F7A8B9C", KEY[1])) == set()
     assert RelayedCopies(reopened, "other").get(KEY) == set()  # rows are keyed by tenant
     assert copies.get(None) == set()
-    copies.add(None, ["rcpt:a@x.test"])  # no queue ID (before-queue): nothing to remember
+    asyncio.run(copies.remember(None, ["rcpt:a@x.test"]))  # no queue ID: nothing to remember
+    copies.close()
     reopened.close()
 
 
 def test_copies_older_than_a_queued_message_can_live_are_forgotten(tmp_path: Path) -> None:
     storage = SQLiteStorage(tmp_path / "guardmail.sqlite3")
     old = ("0A0B0C0D0E", KEY[1])
-    RelayedCopies(storage, "default", clock=lambda: NOW).add(old, ["rcpt:a@x.test"])
+    RelayedCopies(storage, "default", clock=lambda: NOW).add([(old, ["rcpt:a@x.test"])])
     later = NOW + KEEP + timedelta(seconds=1)
-    RelayedCopies(storage, "default", clock=lambda: later).add(KEY, ["rcpt:a@x.test"])
+    RelayedCopies(storage, "default", clock=lambda: later).add([(KEY, ["rcpt:a@x.test"])])
     copies = RelayedCopies(storage, "default")
     assert copies.get(old) == set()
     assert copies.get(KEY) == {"rcpt:a@x.test"}
@@ -55,8 +56,39 @@ def test_a_database_that_cannot_take_the_record_raises_storage_unavailable(
     storage = SQLiteStorage(tmp_path / "guardmail.sqlite3")
     storage._conn.execute("DROP TABLE relayed")
     storage._conn.execute("CREATE TABLE relayed (x)")  # damaged: the insert fails
-    with pytest.raises(StorageUnavailable):
-        RelayedCopies(storage, "default").add(KEY, ["rcpt:a@x.test"])
+    copies = RelayedCopies(storage, "default")
+
+    async def both() -> list[BaseException | None]:
+        calls = [copies.remember(KEY, ["rcpt:a@x.test"]), copies.remember(KEY, ["rcpt:b@x.test"])]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    assert [type(e) for e in asyncio.run(both())] == [StorageUnavailable, StorageUnavailable]
+    copies.close()
+    storage.close()
+
+
+def test_records_made_meanwhile_are_committed_together_and_all_awaited(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "guardmail.sqlite3")
+    copies = RelayedCopies(storage, "default")
+    commits: list[int] = []
+    add = copies.add
+
+    def counted(records: Sequence[tuple[tuple[str, str], Collection[str]]]) -> None:
+        commits.append(len(records))
+        add(records)
+
+    copies.add = counted  # type: ignore[method-assign]
+    keys = [(f"{n:010X}", KEY[1]) for n in range(20)]
+
+    async def burst() -> None:
+        await asyncio.gather(
+            *(copies.remember(k, [f"rcpt:{n}@x.test"]) for n, k in enumerate(keys))
+        )
+
+    asyncio.run(burst())
+    assert [copies.get(k) for k in keys] == [{f"rcpt:{n}@x.test"} for n in range(len(keys))]
+    assert sum(commits) == len(keys) and len(commits) < len(keys), commits
+    copies.close()
     storage.close()
 
 

@@ -234,6 +234,7 @@ class SmtpFilterSource:
     def close(self) -> None:
         """Close the tenants' state (at daemon exit; ``run`` may be started again before)."""
         self.tenants.close()
+        self._remembered.close()
 
     async def handle(self, envelope: FilterEnvelope) -> str:
         """The SMTP reply to one message; see the module contracts."""
@@ -357,7 +358,7 @@ class SmtpFilterSource:
         message would send them again."""
         began = time.monotonic()
         try:
-            await asyncio.to_thread(self._remembered.add, message.key, copies)
+            await self._remembered.remember(message.key, copies)
             took = (time.monotonic() - began) * 1000
             message.unrecorded_ms = max(message.unrecorded_ms, took)
         except (StorageUnavailable, StateError) as exc:
