@@ -22,7 +22,7 @@ from guardmail import logs
 from guardmail.channels.imap.watch import ImapSource
 from guardmail.channels.maildir import MaildirSource
 from guardmail.channels.smtp.filter import SmtpFilterSource
-from guardmail.channels.smtp.relay import RelayedCopies
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer

@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from guardmail.channels.smtp.filter import SmtpFilterSource
-from guardmail.channels.smtp.relay import RelayedCopies
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.daemon.tenants import TenantDirectory
 from guardmail.storage.sqlite import SQLiteStorage

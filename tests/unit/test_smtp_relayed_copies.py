@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from guardmail.channels.smtp.relay import KEEP, RelayedCopies
+from guardmail.channels.smtp.relayed import KEEP, RelayedCopies
 from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault

@@ -55,8 +55,8 @@ from guardmail.channels.smtp.relay import (
     NextHopUnavailable,
     Outgoing,
     Relayed,
-    RelayedCopies,
 )
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
 from guardmail.config.sources import SmtpFilterConfig
