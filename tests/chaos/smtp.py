@@ -3,9 +3,9 @@ hands it after-queue (``content_filter``) to the daemon's SMTP filter and takes 
 re-injection port what the filter relays.
 
 The filter judges by its tenants' files, not by the main config: the campaign gives this channel
-every offender (``rules``) and it writes them as tenant ``jane`` (recipients jane@ and
-jane+tag@; quarantine mailbox jane-quarantine@). Some messages also go to bob@, protected by no
-one. Postfix retries every second and the queue is flushed twice a second, so a message deferred
+every offender (``rules``) and it writes them as tenant ``jane`` (recipient jane@, quarantine
+mailbox jane-quarantine@). A quarter of the messages also go to bob@, protected by no one.
+Postfix retries every second and the queue is flushed twice a second, so a message deferred
 while the daemon was dead (or killed while handling it) comes back as soon as it listens.
 
 After the campaign, from the servers' side (the Maildirs Postfix delivered to, its queue) and
@@ -21,6 +21,8 @@ one Received field, then exactly the submitted bytes.
 - a late offender's message (``offenders.d`` grew during the campaign) may have been judged clean
   before the reload reached the filter: either outcome, exactly one of the two, whole;
 - Postfix's queue is empty, and no file in any of those Maildirs is unaccounted for.
+A second copy is not a violation only when the filter's own record proves it RFC 1047's (see
+``_window``): it is then reported in ``Result.limits``.
 """
 
 from __future__ import annotations
