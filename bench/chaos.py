@@ -52,6 +52,8 @@ def main() -> int:
             print(f"{result.summary()} in {time.monotonic() - started:.0f} s")
             reached = ", ".join(f"{p} {n}" for p, n in sorted(result.reached.items()))
             print(f"  crash points passed (all rounds): {reached or 'none'}")
+            for limit in result.limits:
+                print(f"  known limit: {limit}")
             for violation in result.violations:
                 print(f"  VIOLATION {violation}")
             failed |= bool(result.violations)

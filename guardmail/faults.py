@@ -12,6 +12,11 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
 - ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
 - ``maildir.moved``: a Maildir file is renamed (or unlinked); the directories are not fsync'd.
+- ``smtp.relayed``: the SMTP filter's next hop accepted the clean copies and that is recorded;
+  Postfix has not been answered.
+- ``smtp.quarantined``: the next hop accepted the quarantine copy and that is recorded; the
+  pipeline's action entry is not journaled, Postfix not answered.
+- ``smtp.replied``: the filter's reply to Postfix is decided (everything durable); not written.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import os
 import signal
 
 POINTS = frozenset(
-    {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled", "maildir.moved"}
+    {
+        "vault.blob",
+        "pipeline.archived",
+        "pipeline.acted",
+        "pipeline.journaled",
+        "maildir.moved",
+        "smtp.relayed",
+        "smtp.quarantined",
+        "smtp.replied",
+    }
 )
 
 

@@ -23,6 +23,7 @@ from guardmail.channels.imap.watch import ImapSource
 from guardmail.channels.maildir import MaildirSource
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.milter import MilterSource
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
@@ -107,7 +108,9 @@ class Daemon:
                 main = MainRecipients(tenant=self.tenant)
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
-                self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants)
+                # Copies relayed are remembered in the daemon's own database, for retries.
+                relayed = RelayedCopies(self.tenant.storage, self.tenant.name)
+                self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants, relayed=relayed)
             self.sources.append(self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)

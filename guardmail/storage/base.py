@@ -1,4 +1,5 @@
-"""The storage seam: checkpoints, the evidence journal and (later) the warning ledger.
+"""The storage seam: checkpoints, the evidence journal, the warning ledger, and the copies the
+SMTP filter has relayed.
 
 One small interface with two backends: SQLite (embedded default) and PostgreSQL (several nodes).
 Transactions are owned by the caller: every read and write goes through a ``Transaction`` obtained
@@ -10,7 +11,7 @@ Rows are keyed by tenant: one tenant never reads another's rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,6 +144,25 @@ class Transaction(Protocol):
         For items whose bytes differ between deliveries of the same thing: an XMPP message live
         and later from the server archive carries one server id but different wrappers.
         """
+        ...
+
+    def find_actions(self, tenant: str, sha256: str) -> list[JournalRow]:
+        """The ``action`` entries for these bytes (whichever archived entry they answer)."""
+        ...
+
+    def relayed(self, tenant: str, queue_id: str, sha256: str) -> set[str]:
+        """The copies of this queued message (queue ID, SHA-256 of its bytes) the SMTP filter's
+        next hop has accepted (``rcpt:ADDRESS``, ``quarantine:ADDRESS``)."""
+        ...
+
+    def add_relayed(
+        self, tenant: str, queue_id: str, sha256: str, copies: Collection[str], at: str
+    ) -> None:
+        """Remember more accepted copies of that message, ``at`` (ISO 8601 UTC) now."""
+        ...
+
+    def forget_relayed(self, tenant: str, before: str) -> int:
+        """Forget the copies remembered before ``before`` (ISO 8601 UTC); how many rows."""
         ...
 
 

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,6 +71,17 @@ CREATE TABLE IF NOT EXISTS offender_ids (
     first_seen TEXT NOT NULL,
     PRIMARY KEY (tenant, id)
 );
+CREATE TABLE IF NOT EXISTS relayed (
+    tenant   TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    copy     TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    PRIMARY KEY (tenant, queue_id, sha256, copy)
+);
+CREATE INDEX IF NOT EXISTS relayed_at ON relayed (tenant, at);
+CREATE INDEX IF NOT EXISTS journal_action
+    ON journal (tenant, sha256) WHERE kind = 'action';
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
     source      TEXT    NOT NULL,
@@ -271,6 +282,36 @@ class SQLiteTransaction:
         )
         r = cur.fetchone()
         return _row(r, self._path) if r else None
+
+    def find_actions(self, tenant: str, sha256: str) -> list[JournalRow]:
+        cur = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? "
+            "AND kind = 'action' ORDER BY +seq",  # +seq: use the partial index
+            (tenant, sha256),
+        )
+        return [_row(r, self._path) for r in cur]
+
+    def relayed(self, tenant: str, queue_id: str, sha256: str) -> set[str]:
+        cur = self._conn.execute(
+            "SELECT copy FROM relayed WHERE tenant = ? AND queue_id = ? AND sha256 = ?",
+            (tenant, queue_id, sha256),
+        )
+        return {str(r[0]) for r in cur}
+
+    def add_relayed(
+        self, tenant: str, queue_id: str, sha256: str, copies: Collection[str], at: str
+    ) -> None:
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO relayed (tenant, queue_id, sha256, copy, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(tenant, queue_id, sha256, copy, at) for copy in copies],
+        )
+
+    def forget_relayed(self, tenant: str, before: str) -> int:
+        cur = self._conn.execute(
+            "DELETE FROM relayed WHERE tenant = ? AND at < ?", (tenant, before)
+        )
+        return cur.rowcount
 
     def tenants(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]

@@ -234,6 +234,23 @@ class Vault:
             found = tx.journal_row(self.tenant, seq)
         return None if found is None else self._indexed(found)
 
+    def acted(self, sha256: str, scope: str) -> str | None:
+        """The action journaled for these bytes archived within this dedupe scope, or None (not
+        archived, or not acted on yet): a source that is handed the same item again (Postfix
+        retrying a message whose reply a crash cut off) knows it was handled.
+        VaultUnavailable if the journal cannot be read."""
+        try:
+            with self.storage.read() as tx:
+                archived = tx.find_archived(self.tenant, sha256, scope)
+                actions = [] if archived is None else tx.find_actions(self.tenant, sha256)
+        except (StorageUnavailable, StateError) as exc:
+            raise VaultUnavailable(f"vault {self.root} cannot read its journal: {exc}") from exc
+        for row in actions:
+            body = journal.entry(row)
+            if archived is not None and body.get("archived_seq") == archived.seq:
+                return str(body.get("action"))
+        return None
+
     def unacted(self) -> list[JournalRow]:
         """The ``archived`` entries that no ``action`` entry answers (a crash in between)."""
         rows = self.rows()

@@ -20,3 +20,17 @@ def test_thirty_kills_break_no_promise(tmp_path: Path) -> None:
     assert result.kills == 30
     assert result.violations == [], "\n".join(result.violations)
     assert result.points, "no round was killed at a crash point"
+
+
+def test_ten_kills_of_the_smtp_filter_behind_a_real_postfix_break_no_promise(
+    tmp_path: Path,
+) -> None:
+    # A kill between the next hop's 250 and the filter's record of it (RFC 1047's window) may
+    # deliver one copy twice: proven from the record, it is reported apart (result.limits).
+    seed = int(os.environ.get("GUARDMAIL_CHAOS_SEED", "20261202"))
+    result = Campaign(tmp_path, seed=seed, channels=("smtp",)).run(10)
+    print(result.summary())
+    assert result.kills == 10
+    assert result.violations == [], "\n".join(result.violations)
+    assert result.points, "no round was killed at a crash point"
+    assert any(p.startswith("smtp.") for p in result.reached), result.reached

@@ -19,8 +19,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from guardmail.channels.smtp.filter import SmtpFilterSource
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.daemon.tenants import TenantDirectory
+from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from tests.hostile.corpus import corpus
 from tests.servers.ports import free_ports
@@ -168,7 +170,8 @@ async def rig(
         timeout_seconds=10,
     )
     tenants = TenantDirectory(directory=tenants_dir, state_dir=tmp_path / "var")
-    source = SmtpFilterSource(cfg=cfg, tenants=tenants)
+    storage = SQLiteStorage(tmp_path / "var" / "guardmail.sqlite3")
+    source = SmtpFilterSource(cfg=cfg, tenants=tenants, relayed=RelayedCopies(storage, "default"))
     r = Rig(
         root=tmp_path, port=port, hop=Hop(), hop_port=hop_port, source=source, directory=tenants
     )
@@ -185,6 +188,7 @@ async def rig(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         source.close()
+        storage.close()
         r.stop_hop()
 
 

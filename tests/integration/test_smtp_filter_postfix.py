@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import smtplib
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def started() -> Iterator[list[Postfix | Guardmail]]:
 
 
 def start(
-    root: Path, started: list[Postfix | Guardmail], mode: str = "after"
+    root: Path, started: list[Postfix | Guardmail], mode: str = "after", fault: str = ""
 ) -> tuple[Postfix, Guardmail]:
     postfix = start_postfix(mode, USERS)
     started.append(postfix)
@@ -114,7 +115,8 @@ def start(
             mode="after_queue" if mode == "after" else "before_queue",
         )
     )
-    guardmail = Guardmail(root / "guardmail.yaml", root / "guardmail.log")
+    env = {"GUARDMAIL_FAULT": fault} if fault else {}
+    guardmail = Guardmail(root / "guardmail.yaml", root / "guardmail.log", env=env)
     started.append(guardmail)
     guardmail.wait_listening()
     return postfix, guardmail
@@ -128,6 +130,15 @@ def evidence(root: Path, tenant: str) -> list[tuple[dict[str, Any], bytes]]:
             (journal.entry(row), opened.vault.blobs.get(str(row.sha256)))
             for row in opened.vault.rows(kind="archived")
         ]
+    finally:
+        opened.close()
+
+
+def actions(root: Path, tenant: str) -> list[dict[str, Any]]:
+    """The ``action`` entries of ``tenant``'s journal."""
+    opened = open_tenant(Settings(state_dir=root / "var", tenant=tenant))
+    try:
+        return [journal.entry(row) for row in opened.vault.rows(kind="action")]
     finally:
         opened.close()
 
@@ -279,6 +290,66 @@ def test_next_hop_down_defers_and_the_retry_delivers_once(
     assert len(evidence(root, "alice")) == 1  # archived at the first attempt, not again
     time.sleep(0.5)
     assert len(postfix.delivered("user@example.test")) == 2
+
+
+@pytest.mark.parametrize(
+    ("point", "to", "raw", "mailbox"),
+    [
+        ("smtp.relayed", "user@example.test", CLEAN, "user@example.test"),
+        ("smtp.replied", "user@example.test", CLEAN, "user@example.test"),
+        ("smtp.quarantined", "alice@example.test", OFFENDER, "alice-quarantine@example.test"),
+        ("pipeline.journaled", "alice@example.test", OFFENDER, "alice-quarantine@example.test"),
+    ],
+)
+def test_a_crash_after_the_next_hop_took_a_copy_and_postfix_retrying_delivers_it_once(
+    root: Path, started: list[Postfix | Guardmail], point: str, to: str, raw: bytes, mailbox: str
+) -> None:
+    # Killed after the next hop's 250 and before Postfix heard the filter's: Postfix retries
+    # the message. The copy the next hop took is remembered durably (it was in memory only:
+    # the retry delivered a second copy), and the tenant's action is not taken again.
+    postfix, killed = start(root, started, fault=f"{point}:1")
+    postfix.send([to], raw, sender="ex@bad.example" if raw is OFFENDER else "friend@ok.example")
+    assert killed.proc.wait(timeout=60) == -signal.SIGKILL
+    wait_for(lambda: len(postfix.delivered(mailbox)) == 1, what="the copy taken before the kill")
+    wait_for(lambda: "message may be sent more than once" in postfix.log(), what="deferral")
+    assert len(postfix.queue()) == 1  # Postfix will try it again
+
+    again = Guardmail(root / "guardmail.yaml", root / "again.log")
+    started.append(again)
+    again.wait_listening()
+    postfix.flush()
+    settle(postfix)
+    assert "smtp_filter.message" in again.log_text()
+    (copy,) = postfix.delivered(mailbox)
+    assert body(copy) == lf(raw)
+    if raw is OFFENDER:
+        assert len(evidence(root, "alice")) == 1
+        assert len(actions(root, "alice")) == 1
+        assert postfix.delivered("alice@example.test") == []
+
+
+def test_a_retry_after_a_crash_does_not_judge_again_a_recipient_already_relayed(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # Relayed clean to alice, killed before Postfix heard it; meanwhile the sender became one of
+    # alice's offenders. The retry must not quarantine (and archive) a copy alice already has.
+    postfix, killed = start(root, started, fault="smtp.relayed:1")
+    postfix.send(["alice@example.test"], CLEAN, sender="friend@ok.example")
+    assert killed.proc.wait(timeout=60) == -signal.SIGKILL
+    wait_for(lambda: len(postfix.delivered("alice@example.test")) == 1, what="the first copy")
+    (root / "tenants.d" / "alice.yaml").write_text(
+        ALICE.replace("[ex@bad.example]", "[ex@bad.example, friend@ok.example]")
+    )
+    again = Guardmail(root / "guardmail.yaml", root / "again.log")
+    started.append(again)
+    again.wait_listening()
+    postfix.flush()
+    settle(postfix)
+    assert "smtp_filter.message" in again.log_text()
+    (copy,) = postfix.delivered("alice@example.test")
+    assert body(copy) == lf(CLEAN)
+    assert postfix.delivered("alice-quarantine@example.test") == []
+    assert evidence(root, "alice") == []
 
 
 def test_tenant_file_edits_apply_and_a_broken_edit_keeps_the_last_good_tenants(

@@ -216,12 +216,14 @@ def start_postfix(
     filter_port: int | None = None,
     root: Path | None = None,
     milter: str | None = None,
+    main_cf: str = "",
 ) -> Postfix:
     """A private Postfix on loopback delivering ``users`` (full addresses) into Maildirs.
 
     ``milter`` (mode ``milter``): Postfix's name of the milter socket (``unix:/PATH`` or
     ``inet:HOST:PORT``), set as ``smtpd_milters`` and ``non_smtpd_milters`` with
-    ``milter_default_action = tempfail``, as plugins/postfix/README.md says.
+    ``milter_default_action = tempfail``, as plugins/postfix/README.md says. ``main_cf``: more
+    main.cf lines (short retry timers, ...).
     """
     if not Path(POSTFIX).exists():
         raise AssertionError(f"{POSTFIX} missing: run scripts/system-packages.sh as root")
@@ -234,10 +236,10 @@ def start_postfix(
     n, a, b = free_ports(3)
     a = filter_port or a
     domains = sorted({u.partition("@")[2] for u in users})
-    main_cf = MAIN_CF.format(root=root, domains=", ".join(domains))
+    lines = MAIN_CF.format(root=root, domains=", ".join(domains))
     if milter is not None:
-        main_cf += MILTER_CF.format(milter=milter)
-    (root / "etc" / "main.cf").write_text(main_cf)
+        lines += MILTER_CF.format(milter=milter)
+    (root / "etc" / "main.cf").write_text(lines + main_cf)
     (root / "etc" / "vmailbox").write_text(
         "".join(f"{u}  {u.partition('@')[2]}/{u.partition('@')[0]}/\n" for u in users)
     )
@@ -311,6 +313,7 @@ class Guardmail:
 
     config: Path
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment (a fault)
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -321,6 +324,7 @@ class Guardmail:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 cwd=Path(__file__).resolve().parents[2],
+                env={**os.environ, **self.env},
             )
 
     def log_text(self) -> str:

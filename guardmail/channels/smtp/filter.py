@@ -18,7 +18,11 @@ Contracts, for every message:
   transaction for every clean recipient, so a vault failure never leaves clean copies delivered
   that the retry would deliver again. Redelivery is at-least-once: the vault archives the same
   bytes once per queue ID (``dedupe_scope``), and copies the next hop took are remembered per
-  queue ID and bytes, so a retry after a partial failure skips them.
+  queue ID and bytes (``RelayedCopies``, durable, committed before Postfix is answered), so a
+  retry after a partial failure or a crash skips them: a recipient whose copy was relayed is done
+  (not judged again), a tenant that archived and acted on the message is not asked again. What is
+  left is RFC 1047's window, between the next hop's 250 and that commit (a few milliseconds; the
+  ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice.
 - After-queue never answers 5xx to offender mail (no backscatter): a block is silent. Before-queue
   answers ``550 5.7.1`` while the sender is connected when every recipient blocks the message
   (archived first); with some recipients clean, they get it and the blocking ones do not.
@@ -45,20 +49,22 @@ from typing import Any
 
 from aiosmtpd.smtp import Session
 
+from guardmail import faults
 from guardmail.channels.smtp.relay import (
     NextHop,
     NextHopUnavailable,
     Outgoing,
     Relayed,
-    RelayedCopies,
 )
+from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
-from guardmail.errors import GuardmailError, VaultUnavailable
+from guardmail.errors import GuardmailError, StateError, VaultUnavailable
 from guardmail.logs import event
+from guardmail.storage.base import StorageUnavailable
 
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
 OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
@@ -89,6 +95,9 @@ class _Message:
     received_at: datetime
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The longest time between the next hop's 250 and its record committed: a crash then makes
+    # Postfix retry, and that copy is delivered again (RFC 1047's window, moved here).
+    unrecorded_ms: float = 0.0
 
     @property
     def ref(self) -> str:
@@ -171,6 +180,7 @@ class SmtpFilterSource:
         *,
         cfg: SmtpFilterConfig,
         tenants: Tenants,
+        relayed: RelayedCopies,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
@@ -178,7 +188,7 @@ class SmtpFilterSource:
         self.clock = clock
         host, port = cfg.next_hop_address
         self.next_hop = NextHop(host, port, helo=cfg.hostname, timeout=cfg.timeout_seconds)
-        self._remembered = RelayedCopies()
+        self._remembered = relayed
         self._connections: weakref.WeakSet[FilterSMTP] = weakref.WeakSet()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -224,6 +234,7 @@ class SmtpFilterSource:
     def close(self) -> None:
         """Close the tenants' state (at daemon exit; ``run`` may be started again before)."""
         self.tenants.close()
+        self._remembered.close()
 
     async def handle(self, envelope: FilterEnvelope) -> str:
         """The SMTP reply to one message; see the module contracts."""
@@ -232,7 +243,7 @@ class SmtpFilterSource:
         fates = _Fates()
         try:
             reply = await self._handle(message, fates)
-        except VaultUnavailable as exc:
+        except (VaultUnavailable, StorageUnavailable) as exc:
             reply = "451 4.3.0 Evidence vault unavailable, try again later"
             event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
         except (NextHopUnavailable, Deferred) as exc:
@@ -252,7 +263,9 @@ class SmtpFilterSource:
             size=len(message.raw),
             reply=reply[:3],
             ms=round((time.monotonic() - began) * 1000, 1),
+            unrecorded_ms=round(message.unrecorded_ms, 1),
         )
+        faults.reached("smtp.replied")
         return reply
 
     def _message(self, envelope: FilterEnvelope) -> _Message:
@@ -278,9 +291,12 @@ class SmtpFilterSource:
     async def _handle(self, message: _Message, fates: _Fates) -> str:
         clean: list[str] = []
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
+        # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
+        # if a rule added since would judge them otherwise (judging again could only duplicate).
+        done = await asyncio.to_thread(self._remembered.get, message.key)
         for rcpt in message.envelope.rcpt_tos:
             routed = self.tenants.route(rcpt)
-            if routed is None:
+            if routed is None or f"rcpt:{rcpt}" in done:
                 clean.append(rcpt)
             else:
                 groups.setdefault(routed.name, (routed, []))[1].append(rcpt)
@@ -309,6 +325,10 @@ class SmtpFilterSource:
             # One message at a time per tenant: Vault writes its HEAD through a temp file named
             # by process ID only, so two threads archiving for one tenant would collide.
             async with self._locks.setdefault(name, asyncio.Lock()):
+                handled = await self._handled_before(message, routed)
+                if handled is not None:
+                    fates.archived[name] = handled
+                    continue
                 outcome = await routed.pipeline.process(items[name], actor)
             if outcome.verdict.action is Action.PASS:
                 clean += rcpts
@@ -318,16 +338,48 @@ class SmtpFilterSource:
             return REFUSED  # (a reload in between may have changed a verdict: checked again)
         passed = set(clean)
         in_order = [r for r in message.envelope.rcpt_tos if r in passed]
-        return await self._relay_clean(message, in_order, fates)
+        return await self._relay_clean(message, in_order, fates, done)
 
-    async def _relay_clean(self, message: _Message, clean: list[str], fates: _Fates) -> str:
-        done = self._remembered.get(message.key)
+    async def _handled_before(self, message: _Message, routed: RecipientTenant) -> Action | None:
+        """The action this tenant took on this very message (queue ID and bytes) at an earlier
+        attempt whose reply a crash cut off; None if it has not acted on it yet."""
+        if message.key is None:
+            return None
+        vault = routed.pipeline.vault
+        done = await asyncio.to_thread(vault.acted, message.key[1], message.ref)
+        if done is None:
+            return None
+        event("smtp_filter.handled_before", queue_id=message.queue_id, tenant=routed.name)
+        return Action(done)
+
+    async def _remember(self, message: _Message, copies: list[str]) -> None:
+        """Record the copies the next hop just took, durably, before Postfix hears anything. If
+        the database cannot, say so and go on: the copies are delivered; only a retry of this
+        message would send them again."""
+        began = time.monotonic()
+        try:
+            await self._remembered.remember(message.key, copies)
+            took = (time.monotonic() - began) * 1000
+            message.unrecorded_ms = max(message.unrecorded_ms, took)
+        except (StorageUnavailable, StateError) as exc:
+            event(
+                "smtp_filter.relayed_unrecorded",
+                level=logging.ERROR,
+                queue_id=message.queue_id,
+                copies=len(copies),
+                error=str(exc),
+            )
+
+    async def _relay_clean(
+        self, message: _Message, clean: list[str], fates: _Fates, done: set[str]
+    ) -> str:
         todo = [r for r in clean if f"rcpt:{r}" not in done]
         if todo:
             relayed = await self.next_hop.send(message.outgoing, todo)
             if not relayed.delivered:
                 return self._refused(message, relayed, todo, fates)
-            self._remembered.add(message.key, [f"rcpt:{r}" for r in todo])
+            await self._remember(message, [f"rcpt:{r}" for r in todo])
+            faults.reached("smtp.relayed")
         fates.relayed = clean
         return f"250 2.0.0 Ok: {len(clean)} relayed, {len(fates.archived)} tenant(s) archived"
 
@@ -352,7 +404,8 @@ class SmtpFilterSource:
 
     async def quarantine(self, message: _Message, mailbox: str, recipients: str) -> str:
         """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
-        if f"quarantine:{mailbox}" in self._remembered.get(message.key):
+        done = await asyncio.to_thread(self._remembered.get, message.key)
+        if f"quarantine:{mailbox}" in done:
             return f"already delivered to quarantine mailbox {mailbox} (retry)"
         copy = Outgoing(
             sender="",
@@ -363,7 +416,8 @@ class SmtpFilterSource:
         )
         relayed = await self.next_hop.send(copy, [mailbox])
         if relayed.delivered:
-            self._remembered.add(message.key, [f"quarantine:{mailbox}"])
+            await self._remember(message, [f"quarantine:{mailbox}"])
+            faults.reached("smtp.quarantined")
             return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
         if not relayed.reply.permanent:
             raise Deferred(f"quarantine mailbox {mailbox}: next hop answered {relayed.reply}")

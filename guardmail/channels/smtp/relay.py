@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from guardmail.errors import PeerError
@@ -286,27 +285,3 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     return str(exc) or type(exc).__name__
-
-
-REMEMBERED = 4096  # messages whose relayed copies are remembered for retries
-
-
-class RelayedCopies:
-    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._size = size
-        self._done: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
-
-    def get(self, key: tuple[str, str] | None) -> set[str]:
-        if key is None:
-            return set()
-        return self._done.get(key, set())
-
-    def add(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
-        if key is None:
-            return
-        self._done.setdefault(key, set()).update(copies)
-        self._done.move_to_end(key)
-        while len(self._done) > self._size:
-            self._done.popitem(last=False)

@@ -1,0 +1,88 @@
+"""What the content filter's next hop has taken, remembered durably for Postfix's retries.
+
+See ``RelayedCopies``: keyed by Postfix's queue ID and the SHA-256 of the bytes, in the daemon's
+database (the storage seam), so that a retry after a partial failure or a crash of the daemon
+sends no copy twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+from guardmail.storage.base import Storage
+
+KEEP = timedelta(days=7)  # longer than Postfix keeps a message queued (maximal_queue_lifetime 5d)
+
+
+class RelayedCopies:
+    """Copies the next hop accepted, per (queue ID, SHA-256): a retry does not send them again.
+
+    Durable (the storage seam, committed and fsync'd before ``remember`` returns), so that a retry
+    after a crash of the daemon skips them too. A key of None (no queue ID: before-queue, where
+    Postfix never retries) remembers nothing. Rows older than ``KEEP`` are forgotten as new ones
+    are added. StorageUnavailable if the database cannot.
+
+    The time between the next hop's 250 and this commit is the window in which a crash still
+    delivers a copy twice (RFC 1047), so ``remember`` keeps it short under a burst: records
+    arriving while one commits wait for the next commit together (one transaction, one fsync),
+    on a thread of their own rather than behind the pipeline's work.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        tenant: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._storage = storage
+        self._tenant = tenant
+        self._clock = clock
+        self._pending: list[tuple[tuple[str, str], Collection[str], asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relayed")
+
+    def get(self, key: tuple[str, str] | None) -> set[str]:
+        """The copies remembered for ``key`` (blocking: run it in a thread)."""
+        if key is None:
+            return set()
+        with self._storage.read() as tx:
+            return tx.relayed(self._tenant, *key)
+
+    def add(self, records: Sequence[tuple[tuple[str, str], Collection[str]]]) -> None:
+        """Remember every (key, copies) in one transaction (blocking)."""
+        now = self._clock()
+        with self._storage.transaction() as tx:
+            for key, copies in records:
+                tx.add_relayed(self._tenant, *key, copies, now.isoformat())
+            tx.forget_relayed(self._tenant, (now - KEEP).isoformat())
+
+    async def remember(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
+        """``add`` for one key, committed together with the others waiting meanwhile."""
+        if key is None:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((key, copies, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit())
+        await asyncio.shield(done)  # a cancelled caller does not cancel the others' commit
+
+    async def _commit(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await loop.run_in_executor(self._thread, self.add, [(k, c) for k, c, _ in batch])
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
