@@ -33,6 +33,7 @@ from guardmail.export.selection import Criteria, journaled_offenders, select, un
 from guardmail.export.verify import verify_bundle
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobs import write_durably
+from guardmail.vault.signing import fingerprint, make_key, public_pem
 from guardmail.vault.verify import verify_vault
 
 # Below this many items an export is quick enough that a progress line is only noise.
@@ -64,6 +65,13 @@ def register(sub: Subparsers) -> None:
         help="an exported bundle (folder or .zip) to check on its own, without the vault",
     )
     verify.set_defaults(handler=cmd_verify)
+
+    key = ev.add_parser(
+        "key",
+        help="the public key that signs the vault's tree heads, and its fingerprint "
+        "(made now if the tenant has none yet)",
+    )
+    key.set_defaults(handler=cmd_key)
 
     ex = ev.add_parser("export", help="write a verifiable evidence bundle (folder, or .zip)")
     ex.add_argument("--offender", action="append", default=[], help="only this offender (repeat)")
@@ -151,6 +159,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         tenant.close()
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    loaded = load_read_only(args)
+    tenant = open_tenant(tenant_settings(args, loaded))
+    try:
+        key = make_key(tenant.vault.root)
+    finally:
+        tenant.close()
+    public = key.public_key()
+    print(public_pem(public), end="")
+    print(f"fingerprint (SHA-256 of the raw Ed25519 key): {fingerprint(public)}")
+    return EXIT_OK
 
 
 def _verify_bundle(path: Path) -> int:
