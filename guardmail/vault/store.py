@@ -224,7 +224,13 @@ class Vault:
 
     def _grow(self, tx: Transaction, now: datetime) -> None:
         if self._key is None:
-            self._key = make_key(self.root)
+            try:
+                self._key = make_key(self.root)
+            except StateError as exc:
+                # A damaged key must not stop archiving (items would wait in place for ever):
+                # the entries are journaled unsigned, and that is noted and reported.
+                self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
+                return
         treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
 
     def tree_heads(self) -> list[TreeHeadRow]:

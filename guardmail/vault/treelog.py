@@ -183,7 +183,7 @@ def check_log(
         problems.append(
             Problem(
                 seq=tree.size,
-                message=f"entries {covered + 1}-{tree.size} are covered by no signed tree head "
+                message=f"{_span(covered + 1, tree.size)} covered by no signed tree head "
                 "(heads deleted, or a journal from before the log that no daemon has sealed yet)",
             )
         )
@@ -200,6 +200,10 @@ def _consistent(tree: Tree, first: TreeHeadRow, second: TreeHeadRow) -> bool:
         second_root=_unhex(second.root_hash),
         proof=proof,
     )
+
+
+def _span(first: int, last: int) -> str:
+    return f"entry {first} is" if first == last else f"entries {first}-{last} are"
 
 
 def _more(n: int, noun: str) -> str:

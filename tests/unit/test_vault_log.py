@@ -188,3 +188,17 @@ def test_entries_cut_after_a_head_are_named(vault: Vault, storage: SQLiteStorage
     fill(vault, 0)
     vault.seal(now=NOW)  # signs nothing over the cut journal
     assert [h.tree_size for h in vault.tree_heads()] == [1, 2, 3, 4]
+
+
+def test_a_damaged_key_does_not_stop_archiving_and_is_reported(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    fill(vault, 2)
+    (vault.root / KEY_FILE).write_bytes(b"not a key\n")
+    fresh = Vault(vault.root, storage, "jane")  # a restart: the key is read again
+    receipt = fresh.put(b"still archived", source_ref="new/x", metadata={}, now=NOW)
+    assert fresh.blobs.get(receipt.sha256) == b"still archived"
+    problems = [str(p) for p in verify_vault(fresh, blobs=False)]
+    assert f"entry 0: {vault.root / KEY_FILE}: not a tree-head key" in problems[0]
+    assert any("entry 3 is covered by no signed tree head" in p for p in problems)
+    assert any("journaled without a signed tree head" in p for p in problems)
