@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from guardmail.core.merkle import Tree, leaf_hash, verify_consistency, verify_inclusion
+from guardmail.daemon.tenant import seal_log
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from guardmail.vault.journal import GENESIS, check_chain
@@ -157,7 +158,7 @@ def test_a_journal_from_before_the_log_is_sealed_in_place_its_chain_kept(
         "from before the log that no daemon has sealed yet)"
     ]
     vault = Vault(vault.root, storage, "jane")  # the first start of the new guardmail
-    vault.seal(now=NOW)
+    seal_log(vault, now=NOW)  # what the daemon does at its start (serve_tenant)
     assert [h.tree_size for h in vault.tree_heads()] == [4]
     assert [(r.seq, r.hash) for r in vault.stored_rows()] == chain
     assert verify_vault(vault) == []
