@@ -12,13 +12,15 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from guardmail.core.merkle import leaf_hash, verify_inclusion
 from guardmail.export.proofs import HEAD_JSON, HEAD_SIG, PROOFS, PROOFS_FORMAT, PUBLIC_KEY
 from guardmail.storage.base import TreeHeadRow
 from guardmail.vault.signing import HEAD_FORMAT, load_public_pem, signature_valid, signed_bytes
 
 
-def _head(data: bytes, signature: bytes) -> TreeHeadRow:
+def read_head(data: bytes, signature: bytes) -> TreeHeadRow:
     """The head from tree-head.json; ValueError if it is not one."""
     fields = json.loads(data)
     if not isinstance(fields, dict) or fields.get("format") != HEAD_FORMAT:
@@ -54,7 +56,7 @@ def check_log(
     except ValueError as exc:
         return [f"log: {PUBLIC_KEY} is not an Ed25519 public key ({exc})"]
     try:
-        head = _head(read(HEAD_JSON), read(HEAD_SIG))
+        head = read_head(read(HEAD_JSON), read(HEAD_SIG))
     except ValueError as exc:
         return [f"log: {HEAD_JSON} is not a signed tree head ({exc})"]
     if not signature_valid(public, head) or _canonical_mismatch(read(HEAD_JSON), head):
@@ -93,6 +95,21 @@ def check_log(
         if not any(p.startswith(f"log: {file}:") for p in problems):
             problems.append(f"log: {file} has no inclusion proof in {PROOFS}")
     return problems
+
+
+def bundle_head(
+    read: Callable[[str], bytes], present: set[str]
+) -> tuple[TreeHeadRow, Ed25519PublicKey]:
+    """The bundle's signed tree head and public key; ValueError naming what is wrong if either
+    is missing or unreadable, or the signature does not verify."""
+    for name in (HEAD_JSON, HEAD_SIG, PUBLIC_KEY):
+        if name not in present:
+            raise ValueError(f"{name} is missing")
+    public = load_public_pem(read(PUBLIC_KEY))
+    head = read_head(read(HEAD_JSON), read(HEAD_SIG))
+    if not signature_valid(public, head) or _canonical_mismatch(read(HEAD_JSON), head):
+        raise ValueError(f"{HEAD_SIG} does not verify {HEAD_JSON} with {PUBLIC_KEY}")
+    return head, public
 
 
 def _canonical_mismatch(data: bytes, head: TreeHeadRow) -> bool:

@@ -96,7 +96,8 @@ def log_readme(head: TreeHeadRow, key_fingerprint: str) -> str:
    which must print "Signature Verified Successfully". log/inclusion-proofs.json proves that
    each item's journal entry is leaf (seq - 1) of that tree: the leaf hash is
    SHA-256(0x00 || body) and the audit path is checked as RFC 9162 section 2.1.3.2 says, with
-   SHA-256(0x01 || left || right) for each node. A head signed and handed out earlier (an
-   older bundle) and this one must be consistent: the owner's later heads extend it, which
-   "guardmail evidence verify" in the vault checks.
+   SHA-256(0x01 || left || right) for each node. Keep this bundle: its head holds the owner's
+   journal to what it was on that day. "guardmail evidence verify --against BUNDLE", run on
+   the owner's vault at any later time, proves with a consistency proof that no entry covered
+   by this head has been rewritten since, even by someone holding the signing key.
 """

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from guardmail.export import JOURNAL, MANIFEST, SUMS, BundleUnreadable
-from guardmail.export.logcheck import check_log
+from guardmail.export.logcheck import bundle_head, check_log
+from guardmail.storage.base import TreeHeadRow
 from guardmail.vault.journal import chain_hash
+from guardmail.vault.signing import public_pem
 
 OLD_FORMAT = "guardmail-evidence-bundle/1"
 _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
@@ -244,6 +246,19 @@ def verify_bundle(path: Path) -> list[str]:
         raise BundleUnreadable(f"{path} cannot be read: {exc}") from exc
     finally:
         files.close()
+
+
+def handed_out_head(path: Path) -> tuple[TreeHeadRow, str]:
+    """The signed tree head an exported bundle carries, with its key's PEM text; BundleUnreadable
+    if the path is not a bundle with a signed head whose signature verifies."""
+    files = _Files(path)
+    try:
+        head, public = bundle_head(files.read, set(files.names))
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise BundleUnreadable(f"{path}: no signed tree head to check against ({exc})") from None
+    finally:
+        files.close()
+    return head, public_pem(public)
 
 
 def _verify(files: _Files) -> list[str]:

@@ -215,3 +215,35 @@ def _unhex(text: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         return b""
+
+
+def check_handed_out(rows: Sequence[JournalRow], head: TreeHeadRow, where: str) -> list[Problem]:
+    """A head that left the machine (an exported bundle's, at ``where``) against the journal:
+    its first ``tree_size`` entries must still have its root, which a consistency proof from it
+    to the whole journal shows. This is what catches a history rewritten *and re-signed* with
+    the key from the vault directory."""
+    tree = Tree(leaf(r) for r in rows)
+    what = f"the head over entries 1-{head.tree_size} from {where} (signed {head.time})"
+    if head.tree_size > tree.size:
+        return [
+            Problem(
+                seq=head.tree_size,
+                message=f"{what}: the journal ends at entry {tree.size} (entries cut)",
+            )
+        ]
+    proof = tree.consistency_proof(head.tree_size)
+    if verify_consistency(
+        first=head.tree_size,
+        second=tree.size,
+        first_root=_unhex(head.root_hash),
+        second_root=tree.root(),
+        proof=proof,
+    ):
+        return []
+    return [
+        Problem(
+            seq=head.tree_size,
+            message=f"{what}: no consistency proof joins it to the journal: entries 1-"
+            f"{head.tree_size} were rewritten after it was handed out",
+        )
+    ]

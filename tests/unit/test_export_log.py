@@ -16,8 +16,10 @@ from guardmail.cli import main
 from guardmail.core.merkle import leaf_hash, verify_inclusion
 from guardmail.export.proofs import HEAD_JSON, PROOFS
 from guardmail.export.verify import verify_bundle
-from guardmail.vault.journal import chain_hash
-from tests.unit.test_export import Case, export, files_of, make_case, resum, rewrite
+from guardmail.vault.journal import GENESIS, chain_hash
+from guardmail.vault.signing import KEY_FILE
+from guardmail.vault.store import HEAD_FILE, Vault
+from tests.unit.test_export import NOW, Case, export, files_of, make_case, resum, rewrite
 
 
 @pytest.fixture
@@ -147,3 +149,58 @@ def test_a_bundle_from_before_the_signed_log_still_verifies_without_one(case: Ca
     resum(files)
     rewrite(result.path, files)
     assert [p for p in verify_bundle(result.path) if p.startswith("missing: log/")]
+
+
+def rewrite_and_resign(case: Case, seq: int, *, new_key: bool) -> None:
+    """The attacker who can read the vault directory: entry ``seq`` rewritten, the chain and
+    HEAD recomputed, every head dropped and the forged history signed again with the vault's key
+    (or with a new one)."""
+    db = case.storage._conn
+    db.execute(
+        "UPDATE journal SET body = replace(body, '\"Jo Stalker\"', '\"Someone Else\"') "
+        "WHERE seq = ?",
+        (seq,),
+    )
+    prev = GENESIS
+    for row in case.vault.stored_rows():
+        prev_hash, prev = prev, chain_hash(prev, row.body)
+        db.execute("UPDATE journal SET prev_hash = ?, hash = ? WHERE seq = ?",
+                   (prev_hash, prev, row.seq))  # fmt: skip
+    (case.vault.root / HEAD_FILE).write_text(f"{row.seq} {prev}\n")
+    db.execute("DELETE FROM tree_heads")
+    db.execute("DELETE FROM cursors WHERE source = 'vault'")
+    if new_key:
+        (case.vault.root / KEY_FILE).unlink()
+    Vault(case.vault.root, case.storage, "jane").seal(now=NOW)
+
+
+@pytest.mark.parametrize("new_key", [False, True])
+def test_a_history_rewritten_and_resigned_is_caught_by_a_head_handed_out_before(
+    case: Case, capsys: pytest.CaptureFixture[str], new_key: bool
+) -> None:
+    bundle = export(case, "bundle").path
+    seq = json.loads((bundle / "manifest.json").read_bytes())["items"][0]["seq"]
+    head = json.loads((bundle / HEAD_JSON).read_bytes())
+    size = head["tree_size"]
+    rewrite_and_resign(case, seq, new_key=new_key)
+    assert main(["-c", str(case.config), "evidence", "verify"]) == 0  # alone, it cannot tell
+    capsys.readouterr()
+    code = main(["-c", str(case.config), "evidence", "verify", "--against", str(bundle)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert (
+        f"guardmail: vault jane: entry {size}: the head over entries 1-{size} from {bundle} "
+        f"(signed {head['time']}): no consistency proof joins it to the journal: "
+        f"entries 1-{size} were rewritten after it was handed out\n"
+    ) in err
+    assert ("its head was signed by another key than the vault's" in err) == new_key
+
+
+def test_verify_against_an_untouched_vault_passes_and_a_non_bundle_is_a_usage_error(
+    case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = export(case, "bundle").path
+    case.vault.record("action", {"later": True}, now=NOW)  # the log grew since: still consistent
+    assert main(["-c", str(case.config), "evidence", "verify", "--against", str(bundle)]) == 0
+    assert main(["-c", str(case.config), "evidence", "verify", "--against", str(case.root)]) == 2
+    assert "no signed tree head to check against" in capsys.readouterr().err
