@@ -26,13 +26,18 @@ from guardmail.commands.evidence_list import KINDS, evidence_row, list_evidence
 from guardmail.config.settings import Settings
 from guardmail.config.warning import SmtpConfig
 from guardmail.daemon.tenant import open_tenant
+from guardmail.errors import StateError
 from guardmail.export import BundleUnreadable
 from guardmail.export.arf import AbuseReport, Original, build_report, original, valid_address
 from guardmail.export.progress import ProgressLine
 from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
-from guardmail.export.verify import verify_bundle
+from guardmail.export.verify import handed_out_head, verify_bundle
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobs import write_durably
+from guardmail.vault.journal import Problem
+from guardmail.vault.signing import fingerprint, load_key, make_key, public_pem
+from guardmail.vault.store import Vault
+from guardmail.vault.treelog import check_handed_out
 from guardmail.vault.verify import verify_vault
 
 # Below this many items an export is quick enough that a progress line is only noise.
@@ -63,7 +68,23 @@ def register(sub: Subparsers) -> None:
         type=Path,
         help="an exported bundle (folder or .zip) to check on its own, without the vault",
     )
+    verify.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="BUNDLE",
+        help="also check the vault against the signed tree head of a bundle exported earlier "
+        "(repeat): its entries must be unchanged since",
+    )
     verify.set_defaults(handler=cmd_verify)
+
+    key = ev.add_parser(
+        "key",
+        help="the public key that signs the vault's tree heads, and its fingerprint "
+        "(made now if the tenant has none yet)",
+    )
+    key.set_defaults(handler=cmd_key)
 
     ex = ev.add_parser("export", help="write a verifiable evidence bundle (folder, or .zip)")
     ex.add_argument("--offender", action="append", default=[], help="only this offender (repeat)")
@@ -136,6 +157,8 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.path is not None:
+        if args.against:
+            return _usage("--against checks the vault: give no bundle PATH with it")
         why = "a bundle is checked on its own, without a config or a vault"
         return refuse_tenant(args, why) or _verify_bundle(args.path)
     loaded = load_read_only(args)
@@ -143,6 +166,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         vault = tenant.vault
         problems = verify_vault(vault)
+        try:
+            problems += _against(vault, args.against)
+        except BundleUnreadable as exc:
+            return _usage(str(exc))
         for problem in problems:
             print(f"guardmail: vault {tenant.name}: {problem}", file=sys.stderr)
         if problems:
@@ -151,6 +178,43 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         tenant.close()
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    loaded = load_read_only(args)
+    tenant = open_tenant(tenant_settings(args, loaded))
+    try:
+        key = make_key(tenant.vault.root)
+    finally:
+        tenant.close()
+    public = key.public_key()
+    print(public_pem(public), end="")
+    print(f"fingerprint (SHA-256 of the raw Ed25519 key): {fingerprint(public)}")
+    return EXIT_OK
+
+
+def _against(vault: Vault, bundles: list[Path]) -> list[Problem]:
+    """The vault against the signed heads of bundles handed out earlier (``--against``)."""
+    if not bundles:
+        return []
+    rows = vault.stored_rows()
+    try:
+        own = load_key(vault.root)
+    except StateError:
+        own = None  # verify_vault reports it
+    problems: list[Problem] = []
+    for bundle in bundles:
+        head, pem = handed_out_head(bundle)
+        problems += check_handed_out(rows, head, str(bundle))
+        if own is None or public_pem(own.public_key()) != pem:
+            problems.append(
+                Problem(
+                    seq=0,
+                    message=f"{bundle}: its head was signed by another key than the "
+                    "vault's (the vault's key was replaced, or the bundle is not from this vault)",
+                )
+            )
+    return problems
 
 
 def _verify_bundle(path: Path) -> int:

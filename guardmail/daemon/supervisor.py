@@ -32,7 +32,7 @@ from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.supervise import describe, keep_running
-from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.daemon.tenants import MainRecipients, TenantDirectory
 from guardmail.errors import ConfigError
 from guardmail.logs import event
@@ -62,7 +62,7 @@ class Daemon:
         self.config = config
         self.loaded_ns = loaded_ns
         self.started_with = config.settings  # state_dir and tenant: a reload does not move them
-        self.tenant: Tenant = open_tenant(config.settings)
+        self.tenant: Tenant = serve_tenant(config.settings)
         self.sources: list[Source] = [
             MaildirSource(
                 path=m.path,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
-from guardmail.errors import StateError
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import StorageUnavailable
@@ -48,6 +49,23 @@ def see_offenders(warner: Warner) -> None:
         warner.ids()
     except StorageUnavailable as exc:
         event("offender_ids.deferred", level=logging.WARNING, error=str(exc))
+
+
+def seal_log(vault: Vault, *, now: datetime | None = None) -> None:
+    """At a daemon's start: sign a tree head over entries no head covers (a journal from before
+    the Merkle log is sealed here, its key made). A failure is logged, not fatal: the next append
+    seals them too."""
+    try:
+        vault.seal(now=now or datetime.now(UTC))
+    except VaultUnavailable as exc:
+        event("vault.unsealed", level=logging.WARNING, vault=str(vault.root), error=str(exc))
+
+
+def serve_tenant(settings: Settings) -> Tenant:
+    """``open_tenant`` for a daemon (not for commands that only read): the log sealed too."""
+    tenant = open_tenant(settings)
+    seal_log(tenant.vault)
+    return tenant
 
 
 def vault_dir(state_dir: Path, tenant: str) -> Path:

@@ -30,7 +30,7 @@ from guardmail.config.tenants import (
     load_tenants,
 )
 from guardmail.daemon.reload import DEBOUNCE
-from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
@@ -91,7 +91,7 @@ class TenantDirectory:
     delimiter: str = "+"
     reserved: frozenset[str] = frozenset()
     base: Path = field(default_factory=Path.cwd)
-    opener: Callable[[Settings], Tenant] = open_tenant
+    opener: Callable[[Settings], Tenant] = serve_tenant
     _snapshot: _Snapshot = field(init=False)
     _open: dict[str, Tenant] = field(init=False, default_factory=dict)
     _retired: list[Tenant] = field(init=False, default_factory=list)

@@ -7,6 +7,7 @@ A bundle is a folder (or a zip holding one folder) that a third party checks wit
     journal.jsonl                               the hash-chained journal rows covering them
     manifest.json                               each file's metadata and SHA-256
     report.pdf, report.html                     the printable report
+    log/                                        signed tree head, public key, inclusion proofs
     README.txt                                  what this is and how to check it
     SHA256SUMS                                  every other file, for ``sha256sum -c``
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 from guardmail.errors import GuardmailError
 
 # The bundle's fixed file names (verify.py reads them without loading the report libraries).
-FORMAT = "guardmail-evidence-bundle/1"
+FORMAT = "guardmail-evidence-bundle/2"  # /2: with log/; /1 bundles verify without it
 SUMS, MANIFEST, JOURNAL, README = "SHA256SUMS", "manifest.json", "journal.jsonl", "README.txt"
 
 

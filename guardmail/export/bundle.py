@@ -8,6 +8,8 @@ Contracts:
 - After the bundle is in place the vault keeps a copy of its SHA256SUMS (as a blob) and journals
   an ``export`` entry naming that file's SHA-256: the owner can later show which bundle was
   handed over.
+- Each item and warning carries an inclusion proof against the vault's latest signed tree head
+  (``guardmail.export.proofs``), sealed first if the journal has entries no head covers.
 - Time is a parameter: ``now`` stamps the report, the manifest and the journal entry.
 """
 
@@ -27,6 +29,7 @@ from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
 from guardmail.export.html import render_html
 from guardmail.export.pdf import render_pdf
+from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
@@ -160,21 +163,38 @@ def _fill(
             view = WarningView(warning=w, subject=subject_of(raw), text=message_text(raw))
         warnings.append(view)
     sink.add(JOURNAL, journal_lines(evidence))
-    sink.add(MANIFEST, _json(manifest(evidence, now=now, version=version)))
+    head, key_fingerprint, signed = log_files(vault, evidence)
+    for name, data in signed.items():
+        sink.add(name, data)
+    body = manifest(evidence, now=now, version=version)
+    body["log"] = {
+        "tree_size": head.tree_size,
+        "root_hash": head.root_hash,
+        "signed_at": head.time,
+        "key_fingerprint": key_fingerprint,
+        "files": sorted(signed),
+    }
+    sink.add(MANIFEST, _json(body))
+    signed_log = log_readme(head, key_fingerprint)
     report = build(
         evidence,
         details=details,
         warnings=warnings,
         now=now,
         version=version,
-        verification=verification(evidence),
+        verification=verification(evidence, signed_log=signed_log),
     )
     chart = timeline_png(report.per_day)
     sink.add(REPORT_HTML, render_html(report, chart_png=chart).encode())
     progress("report.pdf", 0, len(evidence.items))  # the cover and item table come first
     pdf = render_pdf(report, chart_png=chart, progress=lambda d, t: progress("report.pdf", d, t))
     sink.add(REPORT_PDF, pdf)
-    text = readme(evidence, generated_at=f"{now:%Y-%m-%d %H:%M} UTC", version=version)
+    text = readme(
+        evidence,
+        generated_at=f"{now:%Y-%m-%d %H:%M} UTC",
+        version=version,
+        signed_log=signed_log,
+    )
     sink.add(README, text.encode())
 
 
@@ -196,6 +216,10 @@ def write_bundle(
 
     FileExistsError if ``out`` exists; ExportError if a blob is missing or altered.
     """
+    try:
+        vault.seal(now=now)  # a head over every exported entry, even in a journal never sealed
+    except VaultUnavailable as exc:
+        raise ExportError(f"cannot sign a tree head for the export: {exc}") from exc
     sink = open_sink(out, now)
     try:
         _fill(sink, vault, evidence, now, version, progress or (lambda stage, done, total: None))

@@ -23,8 +23,9 @@ print("journal chain intact")
 EOF"""
 
 
-def verification(evidence: Evidence) -> str:
-    """How to check the bundle: files, then journal chain, then items against the journal."""
+def verification(evidence: Evidence, *, signed_log: str = "") -> str:
+    """How to check the bundle: files, then journal chain, then items against the journal, then
+    (``signed_log``, from ``guardmail.export.proofs.log_readme``) the signed Merkle log."""
     first = evidence.journal[0] if evidence.journal else None
     last = evidence.journal[-1] if evidence.journal else None
     anchor = (
@@ -73,11 +74,11 @@ def verification(evidence: Evidence) -> str:
    entry of kind "export" naming the SHA-256 of this bundle's SHA256SUMS file, so the
    owner can show that this is the bundle that was handed over.
 
-guardmail does all of this with:  guardmail evidence verify PATH
+{signed_log}guardmail does all of this with:  guardmail evidence verify PATH
 """
 
 
-def readme(evidence: Evidence, *, generated_at: str, version: str) -> str:
+def readme(evidence: Evidence, *, generated_at: str, version: str, signed_log: str = "") -> str:
     items = evidence.items
     period = (
         f"received between {items[0].received_at:%Y-%m-%d %H:%M} and "
@@ -116,8 +117,10 @@ report.html    the same report as a web page.
 manifest.json  each item's details: time received, channel, account, source reference,
                offender, matching rule and header, action taken, seq, SHA-256, file name.
 journal.jsonl  the journal entries covering these items (see below).
+log/           the vault's signed tree head, its public key, and a proof for every item
+               that its journal entry is in the signed log (see below).
 SHA256SUMS     the SHA-256 checksum of every other file.
 
 How to check it
 ---------------
-{verification(evidence)}"""
+{verification(evidence, signed_log=signed_log)}"""

@@ -8,6 +8,8 @@ Each problem is one line naming the file or journal entry, starting with what is
     reordered: journal.jsonl entries or manifest.json items are not in journal order
     journal:   an entry is altered or does not follow the one before it (chain broken)
     manifest:  manifest.json is unreadable or disagrees with the journal
+    log:       the signed tree head, its signature or an item's inclusion proof fails
+               (``guardmail.export.logcheck``)
 
 The three layers back each other up: rewriting SHA256SUMS after changing a file still leaves the
 manifest and the journal entry naming the old SHA-256, and rewriting those breaks the chain.
@@ -28,8 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from guardmail.export import JOURNAL, MANIFEST, SUMS, BundleUnreadable
+from guardmail.export.logcheck import bundle_head, check_log
+from guardmail.storage.base import TreeHeadRow
 from guardmail.vault.journal import chain_hash
+from guardmail.vault.signing import public_pem
 
+OLD_FORMAT = "guardmail-evidence-bundle/1"
 _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
 _ITEM_NAME = re.compile(r"^items/(\d+)-[0-9TZ]+-seq(\d+)\.\w+$")
 
@@ -96,6 +102,7 @@ class _Entry:
     sha256: str | None
     prev_hash: str
     hash: str
+    body: str
 
 
 def _parse_sums(text: str, problems: list[str]) -> dict[str, str]:
@@ -144,6 +151,7 @@ def _check_journal(data: bytes, problems: list[str]) -> dict[int, _Entry]:
             sha256=sha if isinstance(sha, str) else None,
             prev_hash=str(prev),
             hash=str(digest),
+            body=str(body),
         )
         prev_hash, prev_seq = str(digest), seq
     return entries
@@ -240,6 +248,19 @@ def verify_bundle(path: Path) -> list[str]:
         files.close()
 
 
+def handed_out_head(path: Path) -> tuple[TreeHeadRow, str]:
+    """The signed tree head an exported bundle carries, with its key's PEM text; BundleUnreadable
+    if the path is not a bundle with a signed head whose signature verifies."""
+    files = _Files(path)
+    try:
+        head, public = bundle_head(files.read, set(files.names))
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise BundleUnreadable(f"{path}: no signed tree head to check against ({exc})") from None
+    finally:
+        files.close()
+    return head, public_pem(public)
+
+
 def _verify(files: _Files) -> list[str]:
     problems = [
         f"added: {name} (a second file of that name in the zip)" for name in files.duplicates
@@ -277,6 +298,14 @@ def _verify(files: _Files) -> list[str]:
         return problems
     _check_ends(manifest, journal, problems)
     named = _check_manifest(manifest, journal, hashes, problems)
+    if manifest.get("format") != OLD_FORMAT:  # a bundle from before the signed log has none
+        wanted = {
+            str(o.get("file")): o.get("seq")
+            for key in ("items", "warnings")
+            for o in _objects(manifest, key, [])
+        }
+        bodies = {seq: e.body for seq, e in journal.items()}
+        problems.extend(check_log(files.read, present, bodies, wanted))
     for name in sorted(named - present):
         if name not in listed:  # else already reported as missing
             problems.append(f"missing: {name} (named in {MANIFEST})")

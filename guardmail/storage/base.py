@@ -39,6 +39,18 @@ class JournalRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TreeHeadRow:
+    """A signed tree head of the tenant's journal log (guardmail.vault.treelog): the Merkle root
+    over its first ``tree_size`` entries, when it was signed, and the Ed25519 signature (hex)."""
+
+    tenant: str
+    tree_size: int
+    root_hash: str  # hex
+    time: str  # ISO 8601
+    signature: str  # hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Checkpoint:
     """How far a source has handled a folder: every UID up to ``last_uid`` is done."""
 
@@ -94,6 +106,16 @@ class Transaction(Protocol):
         ...
 
     def journal_row(self, tenant: str, seq: int) -> JournalRow | None: ...
+
+    def tree_head_last(self, tenant: str) -> TreeHeadRow | None:
+        """The tenant's signed tree head with the largest tree size, if any."""
+        ...
+
+    def tree_head_insert(self, row: TreeHeadRow) -> None: ...
+
+    def tree_heads(self, tenant: str) -> Iterator[TreeHeadRow]:
+        """The tenant's signed tree heads, smallest tree first."""
+        ...
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         """The ``archived`` entry for these bytes within this dedupe scope, if any."""

@@ -21,6 +21,7 @@ from guardmail.storage.base import (
     JournalRow,
     OffenderIdRow,
     StorageUnavailable,
+    TreeHeadRow,
     WarningRow,
 )
 from guardmail.storage.files import private_dir
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS relayed (
 CREATE INDEX IF NOT EXISTS relayed_at ON relayed (tenant, at);
 CREATE INDEX IF NOT EXISTS journal_action
     ON journal (tenant, sha256) WHERE kind = 'action';
+CREATE TABLE IF NOT EXISTS tree_heads (
+    tenant    TEXT    NOT NULL,
+    tree_size INTEGER NOT NULL,
+    root_hash TEXT    NOT NULL,
+    time      TEXT    NOT NULL,
+    signature TEXT    NOT NULL,
+    PRIMARY KEY (tenant, tree_size)
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
     source      TEXT    NOT NULL,
@@ -132,6 +141,21 @@ def _row(r: _Row, path: Path) -> JournalRow:
         sha256=r[6],
         source_ref=r[7],
         scope=r[8],
+    )
+
+
+_HEAD_COLUMNS = "tree_size, root_hash, time, signature"
+
+
+def _head(tenant: str, r: tuple[object, ...], path: Path) -> TreeHeadRow:
+    size, root, time, signature = r
+    if not isinstance(size, int) or not all(isinstance(v, str) for v in (root, time, signature)):
+        raise StateError(
+            f"{path}: a tree head of tenant {tenant!r} has a field of the wrong type "
+            f"({r!r}): the file was edited"
+        )
+    return TreeHeadRow(
+        tenant=tenant, tree_size=size, root_hash=str(root), time=str(time), signature=str(signature)
     )
 
 
@@ -186,6 +210,28 @@ class SQLiteTransaction:
         )
         r = cur.fetchone()
         return _row(r, self._path) if r else None
+
+    def tree_head_last(self, tenant: str) -> TreeHeadRow | None:
+        r = self._conn.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tenant = ? "
+            "ORDER BY tree_size DESC LIMIT 1",
+            (tenant,),
+        ).fetchone()
+        return _head(tenant, r, self._path) if r else None
+
+    def tree_head_insert(self, row: TreeHeadRow) -> None:
+        self._conn.execute(
+            f"INSERT INTO tree_heads (tenant, {_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (row.tenant, row.tree_size, row.root_hash, row.time, row.signature),
+        )
+
+    def tree_heads(self, tenant: str) -> Iterator[TreeHeadRow]:
+        cur = self._conn.execute(
+            f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tenant = ? ORDER BY tree_size",
+            (tenant,),
+        )
+        for r in cur:
+            yield _head(tenant, r, self._path)
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         cur = self._conn.execute(

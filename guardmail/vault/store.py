@@ -21,6 +21,10 @@ Contracts:
 - Files are 0600 and directories 0700. One tenant, one directory: tenants never share blobs.
 - Blob paths are built in one place, ``BlobStore.path``, and only from a 64-hex SHA-256; a blob is
   read only through ``BlobStore.get``, which returns its bytes only if they hash to that name.
+- Every commit that appends entries also stores a signed tree head over the whole journal, in
+  the same transaction (``guardmail.vault.treelog``); the tenant's Ed25519 key is made in the
+  vault directory (0600) the first time one is needed, or by ``seal`` at start-up, which also
+  seals a journal from before the log.
 - Readers see journal rows through ``rows``/``row``, whose index columns come from the hashed
   body (``journal.indexed``): editing a column changes no answer, and ``evidence verify`` names it.
 """
@@ -38,13 +42,22 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from guardmail import faults
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.storage.base import JournalRow, Storage, StorageUnavailable, Transaction
+from guardmail.storage.base import (
+    JournalRow,
+    Storage,
+    StorageUnavailable,
+    Transaction,
+    TreeHeadRow,
+)
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
-from guardmail.vault import journal
+from guardmail.vault import journal, treelog
 from guardmail.vault.blobs import BlobStore, write_durably
+from guardmail.vault.signing import make_key
 
 HEAD_FILE = "HEAD"
 ROWS_PAGE = 1000  # journal entries read per snapshot by iter_rows
@@ -86,6 +99,7 @@ class Vault:
         self.tenant = tenant
         self.storage = storage
         self.blobs = BlobStore(root / "blobs")
+        self._key: Ed25519PrivateKey | None = None
 
     def put(
         self,
@@ -141,6 +155,8 @@ class Vault:
                         scope=scope,
                     )
                     receipts.append(Receipt(sha256=sha, seq=last.seq))
+                if last is not None:
+                    self._grow(tx, now)
             if witness and last is not None:
                 self._write_head(last)
         except (OSError, StorageUnavailable, StateError) as exc:
@@ -180,6 +196,7 @@ class Vault:
                     )
                     for r in records
                 ]
+                self._grow(tx, now)
             self._write_head(rows[-1])
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot journal {kinds}: {exc}") from exc
@@ -195,6 +212,31 @@ class Vault:
                 self._write_head(head)
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
+
+    def seal(self, *, now: datetime) -> None:
+        """Sign a tree head over the entries no head covers yet (a journal from before the log,
+        at the first start), making the tenant's key if it has none. VaultUnavailable if not."""
+        try:
+            with self.storage.transaction() as tx:
+                self._grow(tx, now)
+        except (OSError, StorageUnavailable, StateError) as exc:
+            raise VaultUnavailable(f"vault {self.root} cannot sign a tree head: {exc}") from exc
+
+    def _grow(self, tx: Transaction, now: datetime) -> None:
+        if self._key is None:
+            try:
+                self._key = make_key(self.root)
+            except StateError as exc:
+                # A damaged key must not stop archiving (items would wait in place for ever):
+                # the entries are journaled unsigned, and that is noted and reported.
+                self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
+                return
+        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
+
+    def tree_heads(self) -> list[TreeHeadRow]:
+        """The tenant's signed tree heads, smallest first."""
+        with self.storage.read() as tx:
+            return list(tx.tree_heads(self.tenant))
 
     def stored_rows(self) -> list[JournalRow]:
         """The journal rows exactly as stored, index columns included (for ``verify``)."""

@@ -7,8 +7,13 @@ disagrees with the hashed entry, entries cut from the end (HEAD names an entry t
 longer has), a HEAD missing beside a journal with entries, and what an append found wrong with
 HEAD before rewriting it (``TAMPERED``).
 
-What this does not catch: someone who can write the state directory can rewrite the whole chain
-and HEAD consistently (README, Evidence). A corrupt HEAD file raises ``StateError``.
+And the Merkle log's problems (``guardmail.vault.treelog.check_log``): a head whose signature
+fails, or whose root no longer matches the journal, which catches an entry rewritten together
+with the whole chain and HEAD after the head was signed.
+
+What this does not catch: someone who can write the state directory *and read its key* can
+re-sign a forged history; only a head kept elsewhere (an export bundle) shows that. A corrupt
+HEAD file raises ``StateError``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from guardmail.errors import StateError
 from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
 from guardmail.vault.journal import GENESIS, Problem, check_chain
+from guardmail.vault.signing import load_key
 from guardmail.vault.store import HEAD_FILE, TAMPER_FILE, Vault
+from guardmail.vault.treelog import check_log
 
 
 def verify_vault(vault: Vault, *, blobs: bool = True) -> list[Problem]:
@@ -51,6 +58,12 @@ def verify_vault(vault: Vault, *, blobs: bool = True) -> list[Problem]:
             )
         elif row.hash != digest:
             problems.append(Problem(seq=seq, message="differs from the HEAD witness"))
+    try:
+        key = load_key(vault.root)
+    except StateError as exc:
+        problems.append(Problem(seq=0, message=str(exc)))
+        key = None
+    problems.extend(check_log(rows, vault.tree_heads(), None if key is None else key.public_key()))
     for note in vault.tamper_notes():
         problems.append(Problem(seq=0, message=f"{vault.root / TAMPER_FILE}: {note}"))
     if blobs:
