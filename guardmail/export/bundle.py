@@ -128,16 +128,20 @@ def manifest(evidence: Evidence, *, now: datetime, version: str) -> dict[str, An
     }
 
 
+WITHHELD = "not part of this export: only its hashes are given"
+
+
 def journal_lines(evidence: Evidence) -> bytes:
-    return "".join(
-        json.dumps(
-            {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, "body": r.body},
-            ensure_ascii=False,
-            sort_keys=True,
-        )
-        + "\n"
-        for r in evidence.journal
-    ).encode()
+    """The run of journal rows, one JSON object a line; rows about others without their body."""
+    lines = []
+    for r in evidence.journal:
+        line: dict[str, Any] = {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash}
+        if evidence.withheld(r):
+            line["withheld"] = WITHHELD
+        else:
+            line["body"] = r.body
+        lines.append(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+    return "".join(lines).encode()
 
 
 def _fill(

@@ -7,6 +7,10 @@ Contracts:
 - ``Evidence.journal`` is the contiguous run of rows from the lowest to the highest seq among the
   exported items, their ``action`` rows and the exported offenders' ``warning`` rows, including
   every row in between: a third party recomputes the chain over it from its first ``prev_hash``.
+- No one else's facts leave the vault: only the rows in ``Evidence.shown`` (the exported items,
+  their ``action`` rows, the exported offenders' warnings) travel with their bodies; every other
+  row of the run stands in the bundle as its ``prev_hash`` and ``hash`` alone (``withheld``), so
+  the chain still links from end to end and an export for one offender says nothing of another.
 - Reading only: nothing here writes to the vault.
 """
 
@@ -81,6 +85,11 @@ class Evidence:
     warnings: tuple[SentWarning, ...]
     journal: tuple[JournalRow, ...]
     head: JournalRow | None  # the vault's last row when the selection was made
+    shown: frozenset[int] = frozenset()  # seqs of ``journal`` rows exported with their bodies
+
+    def withheld(self, row: JournalRow) -> bool:
+        """Whether ``row`` goes into the bundle as its hashes only (it is about someone else)."""
+        return row.seq not in self.shown
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -209,6 +218,7 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         warnings=warnings,
         journal=run,
         head=rows[-1] if rows else None,
+        shown=frozenset(seqs),
     )
 
 
