@@ -144,15 +144,31 @@ def journal_lines(evidence: Evidence) -> bytes:
     return "".join(lines).encode()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportOptions:
+    """What the report says beyond the evidence: the case settings, and whether text is shown."""
+
+    bodies: bool = True  # False: a summary copy without the messages' text
+    protected: tuple[tuple[str, str], ...] = ()  # (label, value): name, reference numbers
+
+
 def _fill(
-    sink: Sink, vault: Vault, evidence: Evidence, now: datetime, version: str, progress: Progress
+    sink: Sink,
+    vault: Vault,
+    evidence: Evidence,
+    now: datetime,
+    version: str,
+    progress: Progress,
+    options: ReportOptions,
 ) -> None:
     total = len(evidence.items)
     details: list[Details] = []
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
-        details.append(describe(raw, channel=item.channel, subject=item.subject))
+        details.append(
+            describe(raw, channel=item.channel, subject=item.subject, bodies=options.bodies)
+        )
         progress("copying items", n, total)
     warnings: list[WarningView] = []
     for w in evidence.warnings:
@@ -172,6 +188,8 @@ def _fill(
         now=now,
         version=version,
         verification=verification(evidence),
+        bodies=options.bodies,
+        protected=options.protected,
     )
     chart = timeline_png(report.per_day)
     sink.add(REPORT_HTML, render_html(report, chart_png=chart).encode())
@@ -195,6 +213,7 @@ def write_bundle(
     now: datetime,
     version: str,
     progress: Progress | None = None,
+    options: ReportOptions | None = None,
 ) -> BundleResult:
     """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
 
@@ -202,7 +221,15 @@ def write_bundle(
     """
     sink = open_sink(out, now)
     try:
-        _fill(sink, vault, evidence, now, version, progress or (lambda stage, done, total: None))
+        _fill(
+            sink,
+            vault,
+            evidence,
+            now,
+            version,
+            progress or (lambda stage, done, total: None),
+            options or ReportOptions(),
+        )
         sums = sums_file(sink.sums)
         sink.add(SUMS, sums)
         sink.commit()

@@ -59,6 +59,7 @@ class ExportItem:
     subject: str
     message_id: str
     date: str
+    looks_like: tuple[str, ...] = ()  # the matches' look-alike findings, in words
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +201,7 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
             subject=_text(body, "subject"),
             message_id=_text(body, "message_id"),
             date=_text(body, "date"),
+            looks_like=_looks_like(body),
         )
         for i, (row, body, when) in enumerate(picked, start=1)
     )
@@ -220,6 +222,17 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         head=rows[-1] if rows else None,
         shown=frozenset(seqs),
     )
+
+
+def _looks_like(body: dict[str, Any]) -> tuple[str, ...]:
+    """What the decision found about look-alike letters (``looks like x@y: Cyrillic а ...``)."""
+    matches = body.get("matches")
+    found: dict[str, None] = {}
+    if isinstance(matches, list):
+        for m in matches[:20]:
+            if isinstance(m, dict) and isinstance(m.get("looks_like"), str) and m["looks_like"]:
+                found.setdefault(m["looks_like"][:300], None)
+    return tuple(found)
 
 
 def _warnings(
