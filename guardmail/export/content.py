@@ -38,6 +38,7 @@ MAX_NAME = 200
 _NESTED = re.compile(rb"boundary\s*=|message/", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLANKS = re.compile(r"\n{3,}")
+_SPACES = re.compile(r"\s+")
 _BLOCK = frozenset(
     "p div br tr li h1 h2 h3 h4 h5 h6 table blockquote pre hr section article ul ol".split()
 )
@@ -111,7 +112,7 @@ class _Text(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if not self.skip:
-            self.out.append(" ".join(data.split()) if data.strip() else " ")
+            self.out.append(_SPACES.sub(" ", data))  # keeps the space at a tag's edge
 
 
 def html_text(markup: str) -> str:
