@@ -191,7 +191,8 @@ def _fill(
         bodies=options.bodies,
         protected=options.protected,
     )
-    chart = timeline_png(report.per_day)
+    sent = (w.sent for w in report.warnings)
+    chart = timeline_png(report.per_day, warned=tuple(d.date() for d in sent if d is not None))
     sink.add(REPORT_HTML, render_html(report, chart_png=chart).encode())
     progress("report.pdf", 0, len(evidence.items))  # the cover and item table come first
     pdf = render_pdf(report, chart_png=chart, progress=lambda d, t: progress("report.pdf", d, t))
