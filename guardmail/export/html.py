@@ -62,7 +62,8 @@ img { max-width: 100%; }
 <table>
 <tr><th>Day (UTC)</th><th>Offender</th><th>What</th></tr>
 {% for e in events %}
-<tr{% if e.what == "warning" %} class="warn"{% endif %}><td>{{ e.day }}</td><td>{{ e.offender }}</td>
+<tr{% if e.what == "warning" %} class="warn"{% endif %}><td>{{ e.day }}</td>
+<td>{{ e.offender }}</td>
 <td>{% if e.what == "items" %}{{ e.count }} item{{ "s" if e.count != 1 }}
 {%- if e.after_warning %} (&#9650; {{ e.after_warning }} after the warning){% endif %}
 {%- else %}{{ e.text }}{% endif %}</td></tr>
