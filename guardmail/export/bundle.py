@@ -30,7 +30,7 @@ from guardmail.export.pdf import render_pdf
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
-from guardmail.export.summary import WarningView, build
+from guardmail.export.summary import NoteView, WarningView, build
 from guardmail.vault.store import Vault
 
 REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
@@ -124,6 +124,18 @@ def manifest(evidence: Evidence, *, now: datetime, version: str) -> dict[str, An
             }
             for w in evidence.warnings
         ],
+        "notes": [
+            {
+                "seq": n.note.seq,
+                "time": n.note.time.isoformat(),
+                "offender": n.note.offender or None,
+                "files": [
+                    {"file": name, "name": f.name, "sha256": f.sha256, "size": f.size}
+                    for name, f in n.files
+                ],
+            }
+            for n in evidence.notes
+        ],
         "reports": [REPORT_PDF, REPORT_HTML],
     }
 
@@ -179,6 +191,18 @@ def _fill(
         else:
             view = WarningView(warning=w, subject=subject_of(raw), text=message_text(raw))
         warnings.append(view)
+    notes: list[NoteView] = []
+    for kept in evidence.notes:
+        for name, f in kept.files:
+            sink.add(name, read_blob(vault, f.sha256, f"note seq {kept.note.seq}: {f.name}"))
+        notes.append(
+            NoteView(
+                seq=kept.note.seq,
+                time=kept.note.time,
+                text=kept.note.text,
+                files=tuple((name, f.sha256, f.size) for name, f in kept.files),
+            )
+        )
     sink.add(JOURNAL, journal_lines(evidence))
     sink.add(MANIFEST, _json(manifest(evidence, now=now, version=version)))
     report = build(
@@ -190,6 +214,7 @@ def _fill(
         verification=verification(evidence),
         bodies=options.bodies,
         protected=options.protected,
+        notes=tuple(notes),
     )
     sent = (w.sent for w in report.warnings)
     chart = timeline_png(report.per_day, warned=tuple(d.date() for d in sent if d is not None))

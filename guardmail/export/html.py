@@ -94,6 +94,13 @@ img { max-width: 100%; }
 <pre>{{ w.text }}</pre>
 {% endfor %}
 
+{% if r.notes %}<h2>Case journal: what the protected person did</h2>
+{% for n in r.notes %}<h3>{{ when(n.time) }} UTC &middot; journal entry {{ n.seq }}</h3>
+<pre>{{ n.text }}</pre>
+{% for name, sha, size in n.files %}<p>File <span class="mono">{{ name }}</span> ({{ size }} bytes),
+SHA-256 <span class="hash">{{ sha }}</span></p>{% endfor %}
+{% endfor %}{% endif %}
+
 <h2>How to verify this bundle</h2>
 <pre>{{ r.verification }}</pre>
 

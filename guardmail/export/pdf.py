@@ -225,6 +225,21 @@ def _warnings(r: Report, s: Styles) -> Iterator[Flowable]:
         yield Preformatted(clean(w.text), s.text, maxLineLength=TEXT_COLUMNS)
 
 
+def _case_journal(r: Report, s: Styles) -> Iterator[Flowable]:
+    if not r.notes:
+        return
+    yield Mark(section="Case journal")
+    yield Paragraph("Case journal: what the protected person did", s.h1)
+    for note in r.notes:
+        yield Paragraph(esc(f"{when(note.time)} UTC \u00b7 journal entry {note.seq}"), s.h2)
+        yield Preformatted(clean(note.text), s.text, maxLineLength=TEXT_COLUMNS)
+        for name, sha256, size in note.files:
+            yield Paragraph(
+                f"File {esc(name)} ({size:,} bytes), SHA-256 <font name='GMMono'>{sha256}</font>",
+                s.cell,
+            )
+
+
 def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = None) -> bytes:
     register_fonts()
     s = Styles()
@@ -233,6 +248,7 @@ def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = 
     story: list[Flowable] = [*_first_page(report, s)]
     story += _timeline(report, s, chart_png, doc.width)
     story += _warnings(report, s)
+    story += _case_journal(report, s)
     story += [Mark(section="How to verify"), Paragraph("How to verify this bundle", s.h1)]
     story.append(Preformatted(report.verification, s.pre, maxLineLength=TEXT_COLUMNS))
     story += items_story(report, s)

@@ -96,6 +96,11 @@ def readme(evidence: Evidence, *, generated_at: str, version: str) -> str:
         if evidence.warnings
         else ""
     )
+    if evidence.notes:
+        warnings += (
+            "notes/         files the protected person kept with their case notes (guardmail\n"
+            "               case note --attach), exactly as kept; the notes are journal entries.\n"
+        )
     return f"""\
 guardmail evidence bundle
 =========================

@@ -24,6 +24,7 @@ from typing import Any
 from guardmail.export import ExportError
 from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
+from guardmail.vault.notes import Note, NoteFile, note_of
 
 EXTENSIONS = {"mail": "eml", "xmpp": "xml"}
 
@@ -78,6 +79,14 @@ class SentWarning:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ExportNote:
+    """A case-journal note in the export, and its attached files' names in the bundle."""
+
+    note: Note
+    files: tuple[tuple[str, NoteFile], ...]  # (bundle-relative name, the file as journaled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
     tenant: str
     criteria: Criteria
@@ -87,6 +96,7 @@ class Evidence:
     journal: tuple[JournalRow, ...]
     head: JournalRow | None  # the vault's last row when the selection was made
     shown: frozenset[int] = frozenset()  # seqs of ``journal`` rows exported with their bodies
+    notes: tuple[ExportNote, ...] = ()
 
     def withheld(self, row: JournalRow) -> bool:
         """Whether ``row`` goes into the bundle as its hashes only (it is about someone else)."""
@@ -207,7 +217,8 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
     )
     offenders = tuple(dict.fromkeys(item.offender for item in items))
     warnings = _warnings(rows, bodies, {o.casefold() for o in offenders})
-    seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings)]
+    notes = _notes(rows, criteria, {o.casefold() for o in offenders}) if items else ()
+    seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings), *(n.note.seq for n in notes)]
     run: tuple[JournalRow, ...] = ()
     if seqs:
         lo, hi = min(seqs), max(seqs)
@@ -221,7 +232,34 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         journal=run,
         head=rows[-1] if rows else None,
         shown=frozenset(seqs),
+        notes=notes,
     )
+
+
+def _notes(
+    rows: Sequence[JournalRow], criteria: Criteria, offenders: set[str]
+) -> tuple[ExportNote, ...]:
+    """The case notes an export carries: those about no one offender, or about one exported."""
+    found: list[ExportNote] = []
+    for row in rows:
+        note = note_of(row)
+        if note is None or (note.offender and note.offender.casefold() not in offenders):
+            continue
+        day = note.time.date()
+        if (criteria.since and day < criteria.since) or (criteria.until and day > criteria.until):
+            continue
+        files = tuple(
+            (f"notes/seq{note.seq}-{n}-{slug(f.name.rsplit('.', 1)[0])}{_suffix(f.name)}", f)
+            for n, f in enumerate(note.files, start=1)
+        )
+        found.append(ExportNote(note=note, files=files))
+    return tuple(found)
+
+
+def _suffix(name: str) -> str:
+    """A file name's extension if it is a plain short one (``.pdf``), else nothing."""
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    return f".{ext.lower()}" if ext.isascii() and ext.isalnum() and len(ext) <= 8 else ""
 
 
 def _looks_like(body: dict[str, Any]) -> tuple[str, ...]:

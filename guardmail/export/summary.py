@@ -215,11 +215,12 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """One line of the report's timeline: a day's items from one offender, or the warning."""
+    """One line of the report's timeline: a day's items from one offender, the warning, or a
+    case note (its first words: the note in full is in the report's case journal)."""
 
     day: date
     offender: str
-    what: str  # "items" or "warning"
+    what: str  # "items", "warning" or "note"
     count: int = 0  # items that day
     after_warning: int = 0  # of which received after the warning to this offender
     text: str = ""  # for the warning: when and to whom
@@ -245,5 +246,15 @@ def timeline(report: Report) -> tuple[Event, ...]:
         text = f"warning sent {sent:%Y-%m-%d %H:%M} UTC to {w.warning.to}"
         event = Event(day=sent.date(), offender=w.warning.offender, what="warning", text=text)
         keyed.append((sent, event))
+    for note in report.notes:
+        words = " ".join(note.text.split())
+        words = words if len(words) <= 300 else words[:299] + "\u2026"
+        text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC): {words}"
+        keyed.append(
+            (
+                note.time,
+                Event(day=note.time.date(), offender="case journal", what="note", text=text),
+            )
+        )
     keyed.sort(key=lambda k: k[0])
     return tuple(e for _, e in keyed)

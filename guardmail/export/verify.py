@@ -97,6 +97,7 @@ class _Entry:
     sha256: str | None
     prev_hash: str
     hash: str
+    files: frozenset[str] = frozenset()  # a note's attached files' SHA-256
 
 
 def _parse_sums(text: str, problems: list[str]) -> dict[str, str]:
@@ -146,12 +147,15 @@ def _check_journal(data: bytes, problems: list[str]) -> dict[int, _Entry]:
         elif fields.get("seq") != seq:
             problems.append(f"reordered: {where} holds the body of entry {fields.get('seq')}")
         sha = fields.get("sha256")
+        listed_files = fields.get("files")
+        attached = listed_files if isinstance(listed_files, list) else []
         entries[seq] = _Entry(
             seq=seq,
             kind=str(fields.get("kind")),
             sha256=sha if isinstance(sha, str) else None,
             prev_hash=str(prev),
             hash=str(digest),
+            files=frozenset(str(f.get("sha256")) for f in attached if isinstance(f, dict)),
         )
         prev_hash, prev_seq = str(digest), seq
     return entries
@@ -184,7 +188,26 @@ def _check_manifest(
         named.add(file)
         if isinstance(seq, int):
             _against_journal(file, seq, warning.get("sha256"), "warning", journal, hashes, problems)
+    for note in manifest.get("notes") or []:
+        if isinstance(note, dict) and isinstance(note.get("files"), list):
+            for f in note["files"]:
+                if isinstance(f, dict):
+                    named.add(str(f.get("file")))
+                    _note_file(str(f.get("file")), note.get("seq"), journal, hashes, problems)
     return named
+
+
+def _note_file(
+    file: str, seq: object, journal: dict[int, _Entry], hashes: dict[str, str], problems: list[str]
+) -> None:
+    """A note's attached file is one the journaled note names, byte for byte."""
+    entry = journal.get(seq) if isinstance(seq, int) else None
+    if entry is None or entry.kind != "note":
+        problems.append(f"manifest: {file}: no note entry seq {seq} in {JOURNAL}")
+        return
+    actual = hashes.get(file)
+    if actual is not None and actual not in entry.files:
+        problems.append(f"changed: {file} (SHA-256 not among the files of note seq {seq})")
 
 
 def _check_ends(manifest: dict[str, Any], journal: dict[int, _Entry], problems: list[str]) -> None:
@@ -288,7 +311,7 @@ def _verify(files: _Files) -> list[str]:
     for name in sorted(named - present):
         if name not in listed:  # else already reported as missing
             problems.append(f"missing: {name} (named in {MANIFEST})")
-    for name in sorted(n for n in present - named if n.startswith("items/")):
+    for name in sorted(n for n in present - named if n.startswith(("items/", "notes/"))):
         if name in listed:  # else already reported as added
             problems.append(f"added: {name} (not in {MANIFEST})")
     return problems

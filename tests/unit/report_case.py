@@ -19,6 +19,7 @@ from guardmail.export.bundle import write_bundle
 from guardmail.export.selection import Criteria, select
 from guardmail.pipeline import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.notes import add_note
 from guardmail.vault.store import Vault
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -45,6 +46,7 @@ RULES = RuleSet(
     ]
 )
 
+LETTER = b"%PDF-1.4 a letter from the police\n"
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
 FIRST = (
     b"From: =?utf-8?b?" + base64.b64encode("Säm Stälker".encode()) + b"?= <stalker@example.net>\r\n"
@@ -171,6 +173,13 @@ def make_report_case(root: Path) -> ReportCase:
     _archive(vault, _mail(FIRST, 1, _at(2, 9, 30)))
     _archive(vault, _mail(OTHER_MAIL, 2, _at(2, 10)))
     _warning(vault, _at(3, 12))
+    add_note(
+        vault,
+        "Called Springfield police, report 2026-1234, Officer Diaz.\nThey asked for the messages.",
+        files=[("letter from police.pdf", LETTER)],
+        now=_at(4, 10),
+    )
+    add_note(vault, "Olga's sister phoned about Olga.", files=[], offender=OLGA, now=_at(4, 11))
     _archive(vault, _mail(LOOKALIKE, 3, _at(5, 0, 1)))
     _archive(vault, _chat(SAM_CHAT, 4, _at(5, 18), "sam@chat.example"))
     _archive(vault, _chat(OTHER_CHAT, 5, _at(5, 19), "olga@chat.elsewhere.example"))

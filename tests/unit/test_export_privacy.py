@@ -39,7 +39,7 @@ def _texts(folder: Path) -> dict[str, str]:
             continue
         name = path.relative_to(folder).as_posix()
         out[name] = path.read_bytes().decode("utf-8", "replace")
-        if path.suffix == ".pdf":
+        if name == "report.pdf":
             for tool in (["pdftotext", str(path), "-"], ["pdfinfo", str(path)]):
                 run = subprocess.run(tool, capture_output=True, check=True)
                 out[f"{name} ({tool[0]})"] = run.stdout.decode()
@@ -68,7 +68,10 @@ def test_other_entries_stand_as_their_hashes_and_the_chain_still_verifies(
     withheld = [r for r in rows if "withheld" in r]
     kinds = {json.loads(r["body"])["kind"] for r in rows if "body" in r}
     assert withheld and all(set(r) == {"seq", "prev_hash", "hash", "withheld"} for r in withheld)
-    assert kinds == {"archived", "action", "warning"}  # the other's items and the export: hashes
+    # The other offender's items, her note and her earlier export: hashes only.
+    assert kinds == {"archived", "action", "warning", "note"}
+    notes = [json.loads(r["body"]) for r in rows if "body" in r and "note" in r["body"]]
+    assert [n["text"][:6] for n in notes if n["kind"] == "note"] == ["Called"]
     assert [r["seq"] for r in rows] == list(range(rows[0]["seq"], rows[-1]["seq"] + 1))
     assert verify_bundle(path) == []
     check = subprocess.run(
