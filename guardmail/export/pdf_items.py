@@ -18,7 +18,6 @@ from reportlab.lib.utils import simpleSplit
 from reportlab.platypus import (
     CondPageBreak,
     Flowable,
-    PageBreak,
     Paragraph,
     Preformatted,
     Spacer,
@@ -31,13 +30,14 @@ from guardmail.export.summary import Report, Row
 
 TABLE_CHUNK = 60  # rows per Table: platypus splits long tables in quadratic time
 TITLE_MAX = 200  # characters of a subject in the table (the item's own page has all of it)
+SECTION_MIN_SPACE = 200  # points: a section's heading and its first lines
 ITEM_MIN_SPACE = 110  # points: an item's heading, facts and a few lines of text
 HEADER_COLUMNS = 128  # DejaVu Sans Mono at 6.5 pt: 0.602 em a character, 510 pt a line
 TEXT_COLUMNS = 112  # DejaVu Sans Mono at 7.5 pt in the 510 pt frame, less the text's padding
 
 
 def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
-    yield PageBreak()
+    yield CondPageBreak(SECTION_MIN_SPACE)  # a new page only if little is left of this one
     yield Mark(section="Items")
     yield Paragraph(f"Items ({len(rows)})", s.h1)
     yield Paragraph(
@@ -148,7 +148,7 @@ def _text(row: Row, s: Styles) -> Iterator[Flowable]:
 
 def headers_appendix(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
     """Every item's header fields as received, in order (every ``Received:`` line)."""
-    yield PageBreak()
+    yield CondPageBreak(SECTION_MIN_SPACE)
     yield Mark(section="Appendix: full headers")
     yield Paragraph("Appendix: full headers of every item", s.h1)
     for row in rows:
@@ -164,7 +164,8 @@ def items_story(report: Report, s: Styles) -> list[Flowable]:
     if not report.rows:
         return []
     story: list[Flowable] = [*item_table(report.rows, s)]
-    story += [PageBreak(), Mark(section="Item details"), Paragraph("Item details", s.h1)]
+    story += [CondPageBreak(SECTION_MIN_SPACE), Mark(section="Item details")]
+    story.append(Paragraph("Item details", s.h1))
     if not report.bodies:
         story.append(Paragraph("Summary copy: the messages' text is left out.", s.body))
     for row in report.rows:
