@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from reportlab.lib.utils import simpleSplit
 from reportlab.platypus import (
     CondPageBreak,
     Flowable,
@@ -82,12 +81,7 @@ def _title(row: Row) -> str:
 
 def _cell(text: str, width: float) -> str:
     """Plain cell lines wrapped to ``width`` (no markup parse: 20,000 rows stay quick)."""
-    lines: list[str] = []
-    for part in clean(text).split("\n"):
-        lines += simpleSplit(part, SANS, 7, width - 4) if " " in part else []
-        if " " not in part:
-            lines += wrap_text(part, SANS, 7, width - 4)
-    return "\n".join(lines)
+    return "\n".join(wrap_text(text, SANS, 7, width - 4))
 
 
 def item_detail(row: Row, s: Styles, *, bodies: bool) -> Iterator[Flowable]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -115,12 +116,12 @@ def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
                 rule="r",
                 header="From",
                 action="block",
-                done="",
+                done="moved to the folder " + "Quarantine/" * 30,
                 subject="s",
                 message_id="",
                 date="",
             ),
-            sender="x" * 300,
+            sender=f"Someone <{'x' * 300}@{'long-domain.' * 12}example>",
             title="word " * 200,
             headers=(("X-Long", "y" * 5000),) * 3,
         )
@@ -151,3 +152,15 @@ def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
     (tmp_path / "r.pdf").write_bytes(pdf)
     assert seen[-1] == 300
     assert "Items (300)" in pdf_text(tmp_path / "r.pdf")
+    # Nothing drawn past the right margin (A4 is 595 pt wide, the margin 15 mm = 42.5 pt),
+    # and long values are wrapped, not cut.
+    bbox = subprocess.run(
+        ["pdftotext", "-bbox", "-f", "2", "-l", "12", str(tmp_path / "r.pdf"), "-"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    right = [float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)]
+    assert right and max(right) <= 595.3 - 42.5 + 1
+    details = pdf_text(tmp_path / "r.pdf").split("Item details", 1)[1]
+    assert "\u2026" not in details
+    assert "Quarantine/Quarantine/" in details
