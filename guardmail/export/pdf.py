@@ -25,6 +25,7 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     BaseDocTemplate,
+    CondPageBreak,
     Flowable,
     Frame,
     Image,
@@ -240,6 +241,60 @@ def _case_journal(r: Report, s: Styles) -> Iterator[Flowable]:
             )
 
 
+CERTIFICATION = """\
+I, ______________________________ (name), declare:
+
+1. I am the person protected by this case, or the custodian of the records it holds, and I am
+   familiar with how they were made.
+
+2. The records listed in this bundle were collected by guardmail {version}, which received each
+   message, stored its bytes unaltered in an evidence vault identified by their SHA-256 hash,
+   and wrote each event to an append-only journal in which every entry carries the hash of the
+   one before it. This process was in regular use and produces an accurate copy of what was
+   received.
+
+3. Each item file in this bundle has the SHA-256 hash value shown for it in this report, in
+   manifest.json and in SHA256SUMS. Those values were computed when the item was received and
+   again when this bundle was made on {made} UTC. The journal entries
+   covering them run from seq {first} to seq {last}; the last has the hash
+   {last_hash}.
+
+4. {items} items, {warnings} warning(s) and {notes} case note(s) are included; of the journal's
+   other entries the bundle holds only their hashes.
+
+I declare under penalty of perjury under the laws of ______________________ that the
+foregoing is true and correct.
+
+
+Signature: ______________________________     Date: ____________________
+
+Place: __________________________________"""
+
+
+def _certification(r: Report, s: Styles, last_hash: str) -> Iterator[Flowable]:
+    yield CondPageBreak(400)
+    yield Mark(section="Certification (template)")
+    yield Paragraph("Certification of records (template)", s.h1)
+    yield Paragraph(
+        "A custodian's declaration that these electronic records are what they appear to be, "
+        "identified by their hash values (the practice of, for example, US Federal Rule of "
+        "Evidence 902(14)). Fill in, sign and date it only if it is true; the wording a court "
+        "needs may differ: ask the officer or your lawyer.",
+        s.body,
+    )
+    text = CERTIFICATION.format(
+        version=r.version,
+        made=when(r.generated_at),
+        first=r.journal_first,
+        last=r.journal_last,
+        last_hash=last_hash or "-",
+        items=len(r.rows),
+        warnings=len(r.warnings),
+        notes=len(r.notes),
+    )
+    yield Preformatted(text, s.pre, maxLineLength=TEXT_COLUMNS)
+
+
 def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = None) -> bytes:
     register_fonts()
     s = Styles()
@@ -252,6 +307,7 @@ def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = 
     story += [Mark(section="How to verify"), Paragraph("How to verify this bundle", s.h1)]
     story.append(Preformatted(report.verification, s.pre, maxLineLength=TEXT_COLUMNS))
     story += items_story(report, s)
+    story += _certification(report, s, report.journal_last_hash)
     footer = (
         f"guardmail evidence report \u2014 {clean(report.protected_name)} \u2014 "
         f"generated {when(report.generated_at)} UTC"

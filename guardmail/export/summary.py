@@ -83,6 +83,7 @@ class Report:
     bodies: bool = True  # False: a summary copy, message text left out
     protected: tuple[tuple[str, str], ...] = ()  # (label, value) from the case settings
     notes: tuple[NoteView, ...] = ()
+    journal_last_hash: str = ""  # the hash of the last journal entry in the bundle
 
     @property
     def protected_name(self) -> str:
@@ -165,6 +166,7 @@ def build(
         bodies=bodies,
         protected=protected,
         notes=notes,
+        journal_last_hash=evidence.journal[-1].hash if evidence.journal else "",
     )
 
 

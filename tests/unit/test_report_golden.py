@@ -68,6 +68,7 @@ def test_report_says_what_an_officer_needs_in_words(report: Path) -> None:
         "Do not contact me again. Any further message goes to the police.",
         "case note (entry 6, 10:00 UTC): Called Springfield police",
         "page 1 of ",
+        "Certification of records (template)",
     ):
         assert needed in flat, needed
     assert "\r" not in text and "=?utf-8?" not in text.split("Appendix")[0]
