@@ -154,10 +154,31 @@ def headers_appendix(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
         yield Preformatted(text, s.mono, maxLineLength=HEADER_COLUMNS, newLineChars="    ")
 
 
+def transcript(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
+    """The instant messages of each offender as one conversation, in the order received."""
+    chats = [r for r in rows if r.item.channel == "xmpp"]
+    if not chats:
+        return
+    yield CondPageBreak(SECTION_MIN_SPACE)
+    yield Mark(section="Chat transcript")
+    yield Paragraph("Chat transcript (instant messages, in the order received)", s.h1)
+    for offender in dict.fromkeys(r.item.offender for r in chats):
+        yield Paragraph(esc(offender), s.h2)
+        lines = []
+        for r in (r for r in chats if r.item.offender == offender):
+            who = r.content.sender or r.sender or "?"
+            lines.append(f"[{when(r.item.received_at)} UTC] (item {r.item.index}) {who}:")
+            lines.append(f"    {r.content.text or '(no text)'}")
+        text = "\n".join(lines)
+        yield Preformatted(text, s.text, maxLineLength=TEXT_COLUMNS, newLineChars="    ")
+
+
 def items_story(report: Report, s: Styles) -> list[Flowable]:
     if not report.rows:
         return []
     story: list[Flowable] = [*item_table(report.rows, s)]
+    if report.bodies:
+        story += transcript(report.rows, s)
     story += [CondPageBreak(SECTION_MIN_SPACE), Mark(section="Item details")]
     story.append(Paragraph("Item details", s.h1))
     if not report.bodies:

@@ -69,6 +69,7 @@ def test_report_says_what_an_officer_needs_in_words(report: Path) -> None:
         "case note (entry 6, 10:00 UTC): Called Springfield police",
         "page 1 of ",
         "Certification of records (template)",
+        "Chat transcript",
     ):
         assert needed in flat, needed
     assert "\r" not in text and "=?utf-8?" not in text.split("Appendix")[0]
