@@ -29,6 +29,7 @@ from guardmail.export.summary import Report, Row
 
 TABLE_CHUNK = 60  # rows per Table: platypus splits long tables in quadratic time
 TITLE_MAX = 200  # characters of a subject in the table (the item's own page has all of it)
+FROM_MAX = 300  # characters of a sender in the table
 SECTION_MIN_SPACE = 200  # points: a section's heading and its first lines
 ITEM_MIN_SPACE = 110  # points: an item's heading, facts and a few lines of text
 HEADER_COLUMNS = 128  # DejaVu Sans Mono at 6.5 pt: 0.602 em a character, 510 pt a line
@@ -61,7 +62,7 @@ def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
                     f"{item.received_at:%Y-%m-%d}\n{item.received_at:%H:%M:%S}",
                     f"{sent:%Y-%m-%d}\n{sent:%H:%M:%S}" if sent else "-",
                     item.channel,
-                    _cell(row.content.sender or row.sender, widths[4]),
+                    _cell(_short(row.content.sender or row.sender, FROM_MAX), widths[4]),
                     title,
                     f"{item.sha256[:32]}\n{item.sha256[32:]}",
                 ]
@@ -71,9 +72,13 @@ def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
         yield table
 
 
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _title(row: Row) -> str:
-    title = " ".join(row.title.split())
-    title = title if len(title) <= TITLE_MAX else title[: TITLE_MAX - 1] + "\u2026"
+    title = _short(row.title, TITLE_MAX)
     marks = ["look-alike sender"] if any(f.startswith("looks like") for f in row.flags) else []
     marks += ["after the warning"] if row.after_warning else []
     return f"{title}\n[{', '.join(marks)}]" if marks else title

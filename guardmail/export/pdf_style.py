@@ -25,7 +25,8 @@ from reportlab.platypus import Flowable, Paragraph, Table, TableStyle
 from guardmail.export.details import clean
 
 SANS, BOLD, MONO = "GMSans", "GMSans-Bold", "GMMono"
-MAX_WRAPPED = 4000  # characters of one fact value laid out (values are bounded before this)
+MAX_WRAPPED = 4000  # characters of one text laid out (values are bounded before this)
+MAX_FACT = 600  # characters of one fact shown; the item file holds the rest
 
 
 def register_fonts() -> None:
@@ -131,7 +132,7 @@ class Facts(Flowable):
 
     def __init__(self, rows: list[tuple[str, str, str]], *, red: frozenset[str] = frozenset()):
         super().__init__()
-        self.rows = rows  # (key, value, font of the value)
+        self.rows = [(k, _bounded(v), f) for k, v, f in rows]  # (key, value, font of the value)
         self.red = red  # keys whose value is drawn in red (flags)
         self._laid: list[tuple[str, list[str], str]] = []
 
@@ -141,6 +142,19 @@ class Facts(Flowable):
         self._laid = [(k, wrap_text(v, f, self.SIZE, room), f) for k, v, f in self.rows]
         self.height = 2 + self.LINE * sum(len(lines) for _, lines, _ in self._laid)
         return self.width, self.height
+
+    def split(self, availWidth: float, availHeight: float) -> list[Flowable]:
+        """Whole rows on this page and the rest on the next (an offender's long To: list)."""
+        self.wrap(availWidth, availHeight)
+        used, n = 2.0, 0
+        for _, lines, _ in self._laid:
+            if used + self.LINE * len(lines) > availHeight:
+                break
+            used += self.LINE * len(lines)
+            n += 1
+        if n == 0 or n == len(self.rows):
+            return []
+        return [Facts(self.rows[:n], red=self.red), Facts(self.rows[n:], red=self.red)]
 
     def draw(self) -> None:
         c = self.canv
@@ -156,6 +170,12 @@ class Facts(Flowable):
                 c.drawString(self.KEY, y, line)
                 y -= self.LINE
         c.setFillColor(colors.black)
+
+
+def _bounded(value: str) -> str:
+    if len(value) <= MAX_FACT:
+        return value
+    return f"{value[:MAX_FACT]} [{len(value) - MAX_FACT:,} more characters: see the item file]"
 
 
 def grid(data: list[list[Any]], widths: list[Any], *, repeat: int) -> Table:

@@ -164,3 +164,31 @@ def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
     details = pdf_text(tmp_path / "r.pdf").split("Item details", 1)[1]
     assert "\u2026" not in details
     assert "Quarantine/Quarantine/" in details
+
+
+def test_an_item_with_huge_header_fields_still_lays_out(tmp_path: Path) -> None:
+    """2,000-character From, To, Cc and Subject (the most details keep) and every flag at once
+    are more than a page of facts: they must split or be bounded, never stop the export."""
+    from guardmail.export.content import Content
+    from guardmail.export.pdf import render_pdf
+    from guardmail.export.selection import ExportItem
+    from guardmail.export.summary import Report, Row
+
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    huge = "a@b.example, " * 160
+    item = ExportItem(
+        index=1, seq=1, sha256="ab" * 32, size=10, file="items/0001.eml", received_at=when,
+        archived_at="", channel="mail", account="a", source_ref="r", offender="O", rule="r",
+        header="From", action="block", done="", subject=huge, message_id="", date="",
+    )  # fmt: skip
+    content = Content(sender=huge, to=huge, cc=huge, subject=huge, text="t")
+    row = Row(item=item, sender=huge, title=huge, headers=(), content=content, flags=(huge,) * 20)
+    report = Report(
+        tenant="t", offenders=("O",), since=None, until=None, first=when, last=when,
+        generated_at=when, version="1", rows=(row,), warnings=(), per_offender=(),
+        per_channel=(("mail", 1),), per_day={"O": {when.date(): 1}}, journal_first=1,
+        journal_last=1, verification="",
+    )  # fmt: skip
+    (tmp_path / "r.pdf").write_bytes(render_pdf(report, chart_png=timeline_png(report.per_day)))
+    flat = " ".join(pdf_text(tmp_path / "r.pdf").split())
+    assert "more characters: see the item file" in flat
