@@ -98,3 +98,15 @@ def test_bad_charsets_encodings_and_markup_never_raise(raw: bytes) -> None:
 def test_unreadable_dates_are_none() -> None:
     assert sent_time("yesterday") is None
     assert sent_time("Mon, 02 Nov 2026 08:00:00") == datetime(2026, 11, 2, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "unit", ["<a ", "<!--", "</", "<a href='", "<script>", "&#", "<a href=x>y"]
+)
+def test_html_that_takes_the_stdlib_parser_quadratic_time_is_read_in_one_pass(unit: str) -> None:
+    # html.parser took 20 s for 32 KB of "<a " (minutes for the 256 KB read here); the
+    # scanner is linear, so each of these finishes at once: a regression shows as a hang.
+    from guardmail.export.content import MAX_HTML
+
+    text = html_text(unit * (MAX_HTML // len(unit)))
+    assert "<a" not in text and "<!--" not in text
