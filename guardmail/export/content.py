@@ -36,6 +36,14 @@ MAX_ATTACHMENTS = 50
 MAX_NAME = 200
 
 _NESTED = re.compile(rb"boundary\s*=|message/", re.IGNORECASE)
+# A Content-Type or Content-Disposition field with its folded continuation lines. The stdlib
+# reads their parameters in time quadratic in the field's length (email.message._parseparam),
+# for the boundary while parsing and for charset and filename after, so long ones are refused.
+_PARAM_FIELD = re.compile(
+    rb"^content-(?:type|disposition)[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+MAX_PARAM_FIELD = 4096
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLANKS = re.compile(r"\n{3,}")
 _BLOCK = frozenset(
@@ -193,6 +201,13 @@ def mail_content(raw: bytes, *, bodies: bool = True) -> Content:
         return replace(base, notes=tuple(notes))
     if len(_NESTED.findall(raw)) > MAX_NESTED:
         notes.append(f"the message nests more than {MAX_NESTED} MIME parts: not taken apart here")
+        return replace(base, notes=tuple(notes))
+    longest = max((len(m.group(0)) for m in _PARAM_FIELD.finditer(raw)), default=0)
+    if longest > MAX_PARAM_FIELD:
+        notes.append(
+            f"a Content-Type or Content-Disposition field is {longest:,} bytes long: "
+            "the message is not taken apart here"
+        )
         return replace(base, notes=tuple(notes))
     try:
         msg = email.message_from_bytes(raw)
