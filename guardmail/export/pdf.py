@@ -191,7 +191,7 @@ def _timeline(r: Report, s: Styles, chart: bytes, width: float) -> Iterator[Flow
         if e.what == "warning":
             what = f"\u25b6 {e.text}"
             warning_rows.append(len(data))
-        elif e.what == "note":
+        elif e.what in ("note", "report"):
             what = e.text
         else:
             what = f"{e.count} item{'s' if e.count != 1 else ''}"
@@ -208,9 +208,7 @@ def _timeline(r: Report, s: Styles, chart: bytes, width: float) -> Iterator[Flow
 
 def _warnings(r: Report, s: Styles) -> Iterator[Flowable]:
     for w in r.warnings:
-        yield Mark(section=f"Warning to {clean(w.warning.offender)}")
-        yield Paragraph(f"Warning sent to {esc(w.warning.offender)}", s.h1)
-        yield facts_table(
+        facts = facts_table(
             [
                 ("Sent", esc(w.warning.sent_at)),
                 ("To", esc(w.warning.to)),
@@ -222,6 +220,12 @@ def _warnings(r: Report, s: Styles) -> Iterator[Flowable]:
             s,
             30 * mm,
         )
+        # On one page where it fits: the warning is read as one piece.
+        lines = sum(1 + len(line) // TEXT_COLUMNS for line in w.text.splitlines())
+        yield CondPageBreak(min(170 + 9.5 * lines, 700))
+        yield Mark(section=f"Warning to {clean(w.warning.offender)}")
+        yield Paragraph(f"Warning sent to {esc(w.warning.offender)}", s.h1)
+        yield facts
         yield Spacer(1, 2 * mm)
         yield Preformatted(clean(w.text), s.text, maxLineLength=TEXT_COLUMNS)
 

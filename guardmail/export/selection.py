@@ -79,6 +79,16 @@ class SentWarning:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AbuseSent:
+    """A journaled ``abuse_report`` entry: a complaint sent to an offender's provider."""
+
+    seq: int
+    time: datetime
+    offender: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExportNote:
     """A case-journal note in the export, and its attached files' names in the bundle."""
 
@@ -97,6 +107,7 @@ class Evidence:
     head: JournalRow | None  # the vault's last row when the selection was made
     shown: frozenset[int] = frozenset()  # seqs of ``journal`` rows exported with their bodies
     notes: tuple[ExportNote, ...] = ()
+    abuse_reports: tuple[AbuseSent, ...] = ()  # sent about the exported offenders
 
     def withheld(self, row: JournalRow) -> bool:
         """Whether ``row`` goes into the bundle as its hashes only (it is about someone else)."""
@@ -217,8 +228,20 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
     )
     offenders = tuple(dict.fromkeys(item.offender for item in items))
     warnings = _warnings(rows, bodies, {o.casefold() for o in offenders})
-    notes = _notes(rows, criteria, {o.casefold() for o in offenders}) if items else ()
+    folded = {o.casefold() for o in offenders}
+    notes = _notes(rows, criteria, folded) if items else ()
+    reports = tuple(
+        AbuseSent(
+            seq=row.seq,
+            time=received_at(bodies[row.seq]),
+            offender=_text(bodies[row.seq], "offender"),
+            to=_text(bodies[row.seq], "to"),
+        )
+        for row in rows
+        if row.kind == "abuse_report" and _text(bodies[row.seq], "offender").casefold() in folded
+    )
     seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings), *(n.note.seq for n in notes)]
+    seqs += [r.seq for r in reports]
     run: tuple[JournalRow, ...] = ()
     if seqs:
         lo, hi = min(seqs), max(seqs)
@@ -233,6 +256,7 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         head=rows[-1] if rows else None,
         shown=frozenset(seqs),
         notes=notes,
+        abuse_reports=reports,
     )
 
 

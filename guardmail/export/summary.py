@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from guardmail.core.identity import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
 from guardmail.export.details import Details
-from guardmail.export.selection import Evidence, ExportItem, SentWarning
+from guardmail.export.selection import AbuseSent, Evidence, ExportItem, SentWarning
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +83,7 @@ class Report:
     bodies: bool = True  # False: a summary copy, message text left out
     protected: tuple[tuple[str, str], ...] = ()  # (label, value) from the case settings
     notes: tuple[NoteView, ...] = ()
+    abuse_reports: tuple[AbuseSent, ...] = ()
     journal_last_hash: str = ""  # the hash of the last journal entry in the bundle
 
     @property
@@ -166,6 +167,7 @@ def build(
         bodies=bodies,
         protected=protected,
         notes=notes,
+        abuse_reports=evidence.abuse_reports,
         journal_last_hash=evidence.journal[-1].hash if evidence.journal else "",
     )
 
@@ -222,7 +224,7 @@ class Event:
 
     day: date
     offender: str
-    what: str  # "items", "warning" or "note"
+    what: str  # "items", "warning", "note" or "report" (an abuse report sent)
     count: int = 0  # items that day
     after_warning: int = 0  # of which received after the warning to this offender
     text: str = ""  # for the warning: when and to whom
@@ -257,6 +259,11 @@ def timeline(report: Report) -> tuple[Event, ...]:
                 note.time,
                 Event(day=note.time.date(), offender="case journal", what="note", text=text),
             )
+        )
+    for a in report.abuse_reports:
+        text = f"abuse report sent {a.time:%H:%M} UTC to {a.to} (journal entry {a.seq})"
+        keyed.append(
+            (a.time, Event(day=a.time.date(), offender=a.offender, what="report", text=text))
         )
     keyed.sort(key=lambda k: k[0])
     return tuple(e for _, e in keyed)

@@ -166,6 +166,14 @@ def _warning(vault: Vault, when: datetime) -> None:
     )
 
 
+def _abuse_report(vault: Vault, offender: str, to: str, when: datetime) -> None:
+    raw = f"To: {to}\r\nSubject: abuse report about {offender}\r\n\r\n".encode()
+    sha = hashlib.sha256(raw).hexdigest()
+    vault.blobs.put(raw, sha)
+    fields = {"offender": offender, "to": to, "from": "jane@home.example", "server_reply": "250"}
+    vault.record("abuse_report", {**fields, "subject": f"abuse: {offender}"}, now=when, sha256=sha)
+
+
 def make_report_case(root: Path) -> ReportCase:
     storage = SQLiteStorage(root / "state" / "guardmail.sqlite3")
     vault = Vault(root / "state" / "vault" / "jane", storage, "jane")
@@ -187,4 +195,6 @@ def make_report_case(root: Path) -> ReportCase:
     olga = select(vault.rows(), tenant="jane", criteria=Criteria(offenders=(OLGA,)))
     write_bundle(vault, olga, root / "olga-bundle", now=_at(5, 20), version="9.9")
     _archive(vault, _mail(LAST, 6, _at(6, 7, 5)))
+    _abuse_report(vault, SAM, "abuse@example.net", _at(6, 9))
+    _abuse_report(vault, OLGA, "abuse@elsewhere.example", _at(6, 10))
     return ReportCase(root=root, vault=vault, storage=storage)

@@ -68,8 +68,8 @@ def test_other_entries_stand_as_their_hashes_and_the_chain_still_verifies(
     withheld = [r for r in rows if "withheld" in r]
     kinds = {json.loads(r["body"])["kind"] for r in rows if "body" in r}
     assert withheld and all(set(r) == {"seq", "prev_hash", "hash", "withheld"} for r in withheld)
-    # The other offender's items, her note and her earlier export: hashes only.
-    assert kinds == {"archived", "action", "warning", "note"}
+    # The other offender's items, her note, her abuse report and her earlier export: hashes.
+    assert kinds == {"archived", "action", "warning", "note", "abuse_report"}
     notes = [json.loads(r["body"]) for r in rows if "body" in r and "note" in r["body"]]
     assert [n["text"][:6] for n in notes if n["kind"] == "note"] == ["Called"]
     assert [r["seq"] for r in rows] == list(range(rows[0]["seq"], rows[-1]["seq"] + 1))
