@@ -17,6 +17,7 @@ from guardmail.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
     basic,
+    case,
     client,
     evidence,
     refuse_tenant,
@@ -31,7 +32,7 @@ from guardmail.errors import ConfigError, GuardmailError, StateError
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
 # Each module registers its subcommands (see guardmail/commands/__init__.py).
-COMMAND_MODULES = (basic, evidence, service, sieve, status, warn, report, client)
+COMMAND_MODULES = (basic, evidence, case, service, sieve, status, warn, report, client)
 
 
 def _parser() -> argparse.ArgumentParser:

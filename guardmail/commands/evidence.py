@@ -91,6 +91,11 @@ def register(sub: Subparsers) -> None:
     ex.add_argument("--since", type=_iso_date, help="first day, YYYY-MM-DD (UTC, inclusive)")
     ex.add_argument("--until", type=_iso_date, help="last day, YYYY-MM-DD (UTC, inclusive)")
     ex.add_argument("--out", type=Path, required=True, help="new folder, or a file ending .zip")
+    ex.add_argument(
+        "--no-bodies",
+        action="store_true",
+        help="a summary copy: the report leaves the messages' text out (the files stay)",
+    )
     ex.set_defaults(handler=cmd_export)
 
     ab = ev.add_parser(
@@ -233,7 +238,7 @@ def _verify_bundle(path: Path) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     # Imported here: the report's chart and PDF libraries take ~0.3 s to load, and every other
     # command (the daemon included) has no use for them.
-    from guardmail.export.bundle import write_bundle
+    from guardmail.export.bundle import ReportOptions, write_bundle
 
     if args.since and args.until and args.since > args.until:
         return _usage(f"--since {args.since} is after --until {args.until}")
@@ -262,6 +267,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 now=datetime.now(UTC),
                 version=__version__,
                 progress=progress,
+                options=ReportOptions(
+                    bodies=not args.no_bodies, protected=settings.case.lines(tenant.name)
+                ),
             )
         finally:
             if progress is not None:

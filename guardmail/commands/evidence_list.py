@@ -2,8 +2,9 @@
 
 Three kinds of journal entry carry a blob: ``archived`` (an item received: mail, stanza, a
 report), ``warning`` (the warning guardmail sent, the exact bytes the server took) and
-``abuse_report`` (a report sent to a provider). ``list`` shows them in journal order, each
-line starting with the seq that ``show`` takes.
+``abuse_report`` (a report sent to a provider); ``note`` entries (the case journal, ``guardmail
+case note``) are listed too, their files shown by ``guardmail case show``. ``list`` shows them
+in journal order, each line starting with the seq that ``show`` takes.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
 from guardmail.vault.store import Vault
 
-KINDS = ("archived", "warning", "abuse_report")
+KINDS = ("archived", "warning", "abuse_report", "note")
 
 
 def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str, Any]:
+    if row.kind == "note":
+        files = body.get("files") or []
+        return {
+            "seq": row.seq,
+            "kind": row.kind,
+            "time": body.get("time"),
+            "sha256": None,
+            "channel": "case",
+            "offender": body.get("offender"),
+            "subject": " ".join(str(body.get("text", "")).split())[:80],
+            "done": f"note with {len(files)} file(s)",
+        }
     if row.kind == "archived":
         return {
             "seq": row.seq,
@@ -52,7 +65,7 @@ def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> Non
         body = journal.entry(row)
         actions[body.get("archived_seq")] = body.get("done")
     for row in vault.iter_rows():
-        if row.kind not in kinds or row.sha256 is None:
+        if row.kind not in kinds or (row.sha256 is None and row.kind != "note"):
             continue
         rec = _record(row, journal.entry(row), actions.get(row.seq))
         if as_json:

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from guardmail.config.case import CaseConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
     Action,
@@ -117,6 +118,8 @@ class Settings(BaseModel):
     """The one cease-contact warning (left out: guardmail never sends anything)."""
     metrics: MetricsConfig | None = None
     """Prometheus metrics on a loopback port (left out: none served)."""
+    case: CaseConfig = CaseConfig()
+    """The protected person's name and case reference numbers, for the evidence report."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

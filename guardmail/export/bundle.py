@@ -33,7 +33,7 @@ from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
-from guardmail.export.summary import WarningView, build
+from guardmail.export.summary import NoteView, WarningView, build
 from guardmail.vault.store import Vault
 
 REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
@@ -127,31 +127,63 @@ def manifest(evidence: Evidence, *, now: datetime, version: str) -> dict[str, An
             }
             for w in evidence.warnings
         ],
+        "notes": [
+            {
+                "seq": n.note.seq,
+                "time": n.note.time.isoformat(),
+                "offender": n.note.offender or None,
+                "files": [
+                    {"file": name, "name": f.name, "sha256": f.sha256, "size": f.size}
+                    for name, f in n.files
+                ],
+            }
+            for n in evidence.notes
+        ],
         "reports": [REPORT_PDF, REPORT_HTML],
     }
 
 
+WITHHELD = "not part of this export: only its hashes are given"
+
+
 def journal_lines(evidence: Evidence) -> bytes:
-    return "".join(
-        json.dumps(
-            {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash, "body": r.body},
-            ensure_ascii=False,
-            sort_keys=True,
-        )
-        + "\n"
-        for r in evidence.journal
-    ).encode()
+    """The run of journal rows, one JSON object a line; rows about others without their body."""
+    lines = []
+    for r in evidence.journal:
+        line: dict[str, Any] = {"seq": r.seq, "prev_hash": r.prev_hash, "hash": r.hash}
+        if evidence.withheld(r):
+            line["withheld"] = WITHHELD
+        else:
+            line["body"] = r.body
+        lines.append(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+    return "".join(lines).encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportOptions:
+    """What the report says beyond the evidence: the case settings, and whether text is shown."""
+
+    bodies: bool = True  # False: a summary copy without the messages' text
+    protected: tuple[tuple[str, str], ...] = ()  # (label, value): name, reference numbers
 
 
 def _fill(
-    sink: Sink, vault: Vault, evidence: Evidence, now: datetime, version: str, progress: Progress
+    sink: Sink,
+    vault: Vault,
+    evidence: Evidence,
+    now: datetime,
+    version: str,
+    progress: Progress,
+    options: ReportOptions,
 ) -> None:
     total = len(evidence.items)
     details: list[Details] = []
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
-        details.append(describe(raw, channel=item.channel, subject=item.subject))
+        details.append(
+            describe(raw, channel=item.channel, subject=item.subject, bodies=options.bodies)
+        )
         progress("copying items", n, total)
     warnings: list[WarningView] = []
     for w in evidence.warnings:
@@ -162,6 +194,18 @@ def _fill(
         else:
             view = WarningView(warning=w, subject=subject_of(raw), text=message_text(raw))
         warnings.append(view)
+    notes: list[NoteView] = []
+    for kept in evidence.notes:
+        for name, f in kept.files:
+            sink.add(name, read_blob(vault, f.sha256, f"note seq {kept.note.seq}: {f.name}"))
+        notes.append(
+            NoteView(
+                seq=kept.note.seq,
+                time=kept.note.time,
+                text=kept.note.text,
+                files=tuple((name, f.sha256, f.size) for name, f in kept.files),
+            )
+        )
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
     for name, data in signed.items():
@@ -183,8 +227,12 @@ def _fill(
         now=now,
         version=version,
         verification=verification(evidence, signed_log=signed_log),
+        bodies=options.bodies,
+        protected=options.protected,
+        notes=tuple(notes),
     )
-    chart = timeline_png(report.per_day)
+    sent = (w.sent for w in report.warnings)
+    chart = timeline_png(report.per_day, warned=tuple(d.date() for d in sent if d is not None))
     sink.add(REPORT_HTML, render_html(report, chart_png=chart).encode())
     progress("report.pdf", 0, len(evidence.items))  # the cover and item table come first
     pdf = render_pdf(report, chart_png=chart, progress=lambda d, t: progress("report.pdf", d, t))
@@ -211,6 +259,7 @@ def write_bundle(
     now: datetime,
     version: str,
     progress: Progress | None = None,
+    options: ReportOptions | None = None,
 ) -> BundleResult:
     """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
 
@@ -222,7 +271,15 @@ def write_bundle(
         raise ExportError(f"cannot sign a tree head for the export: {exc}") from exc
     sink = open_sink(out, now)
     try:
-        _fill(sink, vault, evidence, now, version, progress or (lambda stage, done, total: None))
+        _fill(
+            sink,
+            vault,
+            evidence,
+            now,
+            version,
+            progress or (lambda stage, done, total: None),
+            options or ReportOptions(),
+        )
         sums = sums_file(sink.sums)
         sink.add(SUMS, sums)
         sink.commit()

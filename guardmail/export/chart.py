@@ -20,8 +20,11 @@ MAX_LEGEND = 12
 MAX_TICKS = 12
 
 
-def timeline_png(per_day: dict[str, dict[date, int]], *, dpi: int = 150) -> bytes:
-    """A PNG of ``per_day`` (offender -> day -> count); every day of the span gets a slot."""
+def timeline_png(
+    per_day: dict[str, dict[date, int]], *, warned: tuple[date, ...] = (), dpi: int = 150
+) -> bytes:
+    """A PNG of ``per_day`` (offender -> day -> count); every day of the span gets a slot, and
+    each day in ``warned`` (a warning was sent) a dashed line labelled "warning"."""
     fig = Figure(figsize=(8.0, 3.2), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -46,6 +49,11 @@ def timeline_png(per_day: dict[str, dict[date, int]], *, dpi: int = 150) -> byte
         ax.set_xticks(x[::step], [d.isoformat() for d in span[::step]])
         ax.set_xlim(-1, len(span))
         ax.grid(axis="y", alpha=0.3)
+        for n, day in enumerate(sorted(set(warned))[:MAX_LEGEND]):
+            if span[0] <= day <= span[-1]:
+                at = (day - span[0]).days
+                label = "warning sent" if n == 0 else "_nolegend_"
+                ax.axvline(at, color="#c00000", linestyle="--", linewidth=1.2, label=label)
         ax.legend(loc="upper left", fontsize="small", frameon=False)
         fig.autofmt_xdate()
     buf = io.BytesIO()

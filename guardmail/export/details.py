@@ -15,9 +15,11 @@ import email.policy
 import html
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 from guardmail.core.item import decode_words, header_fields, mail_identities
+from guardmail.export.content import MAX_TEXT, Content, mail_content, sent_time
 
 MAX_FIELDS = 100
 MAX_VALUE = 2000
@@ -27,6 +29,7 @@ _STANZA_ATTR = re.compile(rb"""\b(from|to|type|id)\s*=\s*(?:'([^']*)'|"([^"]*)")
 _MESSAGE_TAG = re.compile(rb"<(?:\w+:)?message\b[^>]*>")
 _STANZA_BODY = re.compile(rb"<body(?:\s[^>]*)?>(.*?)</body>", re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
+_DELAY = re.compile(rb"""<delay\b[^>]{0,500}?\bstamp\s*=\s*['"]([^'"]{1,40})['"]""")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -35,6 +38,7 @@ class Details:
     headers: tuple[tuple[str, str], ...]
     sender: str  # "Name <addr>" or the stanza's from
     first_words: str  # the start of the text, for items without a subject
+    content: Content = Content()  # what the message says (content.py), bounded
 
 
 def clean(text: str) -> str:
@@ -71,7 +75,7 @@ def _mail_text(raw: bytes) -> str:
         return ""
 
 
-def mail_details(raw: bytes, *, want_words: bool) -> Details:
+def mail_details(raw: bytes, *, want_words: bool, bodies: bool = True) -> Details:
     fields = header_fields(raw)[:MAX_FIELDS]
     headers = tuple((clean(n), _shorten(clean(v), MAX_VALUE)) for n, v in fields)
     sender = ""
@@ -80,11 +84,14 @@ def mail_details(raw: bytes, *, want_words: bool) -> Details:
             addr = f"<{ident.address}>" if ident.address else ""
             sender = clean(" ".join(p for p in (ident.display_name or "", addr) if p))
             break
-    words = _words(_mail_text(raw)) if want_words else ""
-    return Details(headers=headers, sender=_shorten(sender, 200), first_words=words)
+    content = mail_content(raw, bodies=bodies)
+    words = _words(content.text) if want_words and bodies else ""
+    return Details(
+        headers=headers, sender=_shorten(sender, 200), first_words=words, content=content
+    )
 
 
-def stanza_details(raw: bytes) -> Details:
+def stanza_details(raw: bytes, *, bodies: bool = True) -> Details:
     """The addressing attributes and ``<body>`` text of an XMPP stanza.
 
     A message fetched from the server archive (MAM) wraps the original in ``<forwarded>``: the
@@ -98,24 +105,48 @@ def stanza_details(raw: bytes) -> Details:
         attrs.append((m.group(1).decode(), html.unescape(value.decode("utf-8", "replace"))))
     body = _STANZA_BODY.search(raw)
     text = html.unescape(body.group(1).decode("utf-8", "replace")) if body else ""
-    sender = next((v for k, v in attrs if k == "from"), "")
+    sender = _shorten(clean(next((v for k, v in attrs if k == "from"), "")), 200)
+    delay = _DELAY.search(raw)
+    stamp = delay.group(1).decode("ascii", "replace") if delay else ""
+    content = Content(
+        date_header=clean(stamp),
+        sent=_iso_time(stamp),
+        sender=sender,
+        to=_shorten(clean(next((v for k, v in attrs if k == "to"), "")), 200),
+        text=clean(text)[:MAX_TEXT].strip() if bodies else "",
+    )
     return Details(
         headers=tuple((k, _shorten(clean(v), MAX_VALUE)) for k, v in attrs),
-        sender=_shorten(clean(sender), 200),
-        first_words=_words(text),
+        sender=sender,
+        first_words=_words(text) if bodies else "",
+        content=content,
     )
 
 
-def describe(raw: bytes, *, channel: str, subject: str) -> Details:
-    """The report's view of ``raw``; first words are read only when there is no subject."""
+def _iso_time(stamp: str) -> datetime | None:
+    """An XEP-0203 delay stamp (ISO 8601) in UTC; None if unreadable."""
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return sent_time(stamp) if stamp else None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def describe(raw: bytes, *, channel: str, subject: str, bodies: bool = True) -> Details:
+    """The report's view of ``raw``; first words are read only when there is no subject.
+
+    With ``bodies`` False (a summary copy) no message text is read at all.
+    """
     if channel == "xmpp":
-        return stanza_details(raw)
-    return mail_details(raw, want_words=not subject.strip())
+        return stanza_details(raw, bodies=bodies)
+    return mail_details(raw, want_words=not subject.strip(), bodies=bodies)
 
 
 def message_text(raw: bytes) -> str:
-    """The readable text of a mail message (for the warning sent), control characters removed."""
-    return clean(_mail_text(raw)).strip()
+    """The readable text of a mail message (for the warning sent), control characters removed
+    and line ends made plain line feeds (a CR would print as a box)."""
+    text = _mail_text(raw).replace("\r\n", "\n").replace("\r", "\n")
+    return clean(text).strip()
 
 
 def stanza_text(raw: bytes) -> str:

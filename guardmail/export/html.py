@@ -12,7 +12,7 @@ from datetime import datetime
 
 from jinja2 import Environment, StrictUndefined
 
-from guardmail.export.summary import Report
+from guardmail.export.summary import Report, timeline
 
 TEMPLATE = """\
 <!DOCTYPE html>
@@ -35,13 +35,16 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f6f6f6; paddin
 .item { page-break-inside: avoid; border-top: 1px solid #ccc; margin-top: 1em; }
 .detail { page-break-before: always; }
 img { max-width: 100%; }
+.flag { color: #a00000; font-weight: bold; } tr.warn td { background: #ffe8c0; }
 @media print { body { margin: 0; } .detail h2 { page-break-before: always; } }
 </style>
 </head>
 <body>
 <h1>Evidence report</h1>
 <table class="facts">
-<tr><th>Protected person (tenant)</th><td>{{ r.tenant }}</td></tr>
+{% for label, value in r.protected or [("Protected person", r.tenant)] %}
+<tr><th>{{ label }}</th><td>{{ value }}</td></tr>
+{% endfor %}
 <tr><th>Offenders</th><td>{{ r.offenders | join(", ") or "-" }}</td></tr>
 <tr><th>Period</th><td>{{ r.period }}</td></tr>
 <tr><th>First and last item</th><td>{{ when(r.first) }} &ndash; {{ when(r.last) }}</td></tr>
@@ -56,13 +59,25 @@ img { max-width: 100%; }
 
 <h2>Timeline</h2>
 <img alt="Items per day per offender" src="data:image/png;base64,{{ chart }}">
+<table>
+<tr><th>Day (UTC)</th><th>Offender</th><th>What</th></tr>
+{% for e in events %}
+<tr{% if e.what == "warning" %} class="warn"{% endif %}><td>{{ e.day }}</td>
+<td>{{ e.offender }}</td>
+<td>{% if e.what == "items" %}{{ e.count }} item{{ "s" if e.count != 1 }}
+{%- if e.after_warning %} (&#9650; {{ e.after_warning }} after the warning){% endif %}
+{%- else %}{{ e.text }}{% endif %}</td></tr>
+{% endfor %}
+</table>
 
 <h2>Per offender</h2>
 <table>
-<tr><th>Offender</th><th>Items</th><th>First</th><th>Last</th><th>Channels</th></tr>
+<tr><th>Offender</th><th>Items</th><th>After the warning</th><th>First</th><th>Last</th>
+<th>Channels</th><th>Wrote from</th></tr>
 {% for o in r.per_offender %}
-<tr><td>{{ o.offender }}</td><td>{{ o.items }}</td><td>{{ when(o.first) }}</td>
-<td>{{ when(o.last) }}</td><td>{{ o.channels }}</td></tr>
+<tr><td>{{ o.offender }}</td><td>{{ o.items }}</td><td>{{ o.after_warning }}</td>
+<td>{{ when(o.first) }}</td><td>{{ when(o.last) }}</td><td>{{ o.channels }}</td>
+<td>{{ o.addresses | join(", ") }}</td></tr>
 {% endfor %}
 </table>
 
@@ -79,17 +94,27 @@ img { max-width: 100%; }
 <pre>{{ w.text }}</pre>
 {% endfor %}
 
+{% if r.notes %}<h2>Case journal: what the protected person did</h2>
+{% for n in r.notes %}<h3>{{ when(n.time) }} UTC &middot; journal entry {{ n.seq }}</h3>
+<pre>{{ n.text }}</pre>
+{% for name, sha, size in n.files %}<p>File <span class="mono">{{ name }}</span> ({{ size }} bytes),
+SHA-256 <span class="hash">{{ sha }}</span></p>{% endfor %}
+{% endfor %}{% endif %}
+
 <h2>How to verify this bundle</h2>
 <pre>{{ r.verification }}</pre>
 
 <h2>Items</h2>
 <table>
-<tr><th>#</th><th>Received (UTC)</th><th>Channel</th><th>From</th><th>Subject or first words</th>
-<th>SHA-256</th></tr>
+<tr><th>#</th><th>Received (UTC)</th><th>Sent (UTC)</th><th>Channel</th><th>From</th>
+<th>Subject or first words</th><th>SHA-256</th></tr>
 {% for row in r.rows %}
-<tr><td><a href="#item-{{ row.item.index }}">{{ row.item.index }}</a></td>
-<td>{{ when(row.item.received_at) }}</td><td>{{ row.item.channel }}</td><td>{{ row.sender }}</td>
-<td>{{ row.title }}</td><td class="hash">{{ row.item.sha256 }}</td></tr>
+<tr><td><a href="#item-{{ row.item.index }}">{{ row.item.index }}</a>
+{%- if row.after_warning %} &#9650;{% endif %}</td>
+<td>{{ when(row.item.received_at) }}</td><td>{{ when(row.content.sent) }}</td>
+<td>{{ row.item.channel }}</td><td>{{ row.content.sender or row.sender }}</td>
+<td>{{ row.title }}{% for f in row.flags %}<div class="flag">{{ f }}</div>{% endfor %}</td>
+<td class="hash">{{ row.item.sha256 }}</td></tr>
 {% endfor %}
 </table>
 
@@ -101,17 +126,32 @@ img { max-width: 100%; }
 <table class="facts">
 <tr><th>File</th><td class="mono">{{ i.file }}</td></tr>
 <tr><th>SHA-256</th><td class="hash">{{ i.sha256 }}</td></tr>
-<tr><th>Received</th><td>{{ when(i.received_at) }} ({{ i.size }} bytes)</td></tr>
+<tr><th>Received</th><td>{{ when(i.received_at) }} UTC ({{ i.size }} bytes)</td></tr>
+<tr><th>Sent</th><td>{{ when(row.content.sent) }} UTC
+  {%- if row.content.date_header %} (Date: {{ row.content.date_header }}){% endif %}</td></tr>
+<tr><th>From</th><td>{{ row.content.sender or row.sender }}</td></tr>
+<tr><th>To</th><td>{{ row.content.to }}</td></tr>
+{% if row.content.cc %}<tr><th>Cc</th><td>{{ row.content.cc }}</td></tr>{% endif %}
+<tr><th>Subject</th><td>{{ row.content.subject or i.subject }}</td></tr>
+{% for f in row.flags %}<tr><th>Flag</th><td class="flag">{{ f }}</td></tr>{% endfor %}
 <tr><th>Channel, account</th><td>{{ i.channel }}, {{ i.account }}</td></tr>
 <tr><th>Source reference</th><td class="mono">{{ i.source_ref }}</td></tr>
 <tr><th>Offender</th><td>{{ i.offender }}</td></tr>
 <tr><th>Matched</th><td>{{ i.rule }} in {{ i.header }}</td></tr>
 <tr><th>Action</th><td>{{ i.action }}{% if i.done %}: {{ i.done }}{% endif %}</td></tr>
 </table>
+{% if r.bodies %}<pre>{{ row.content.text or "(no readable text)" }}</pre>
+{% if row.content.attachments %}<table>
+<tr><th>Attachment</th><th>Type</th><th>Bytes</th><th>SHA-256</th></tr>
+{% for a in row.content.attachments %}<tr><td>{{ a.name }}</td><td>{{ a.content_type }}</td>
+<td>{{ a.size }}</td><td class="hash">{{ a.sha256 }}</td></tr>{% endfor %}
+</table>{% endif %}
+{% for n in row.content.notes %}<p>Note: {{ n }}.</p>{% endfor %}{% endif %}
+<details><summary>Full headers</summary>
 <table class="mono">
 {% for name, value in row.headers %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
 {% endfor %}
-</table>
+</table></details>
 </div>
 {% endfor %}
 </div>
@@ -129,4 +169,9 @@ _TEMPLATE = _ENV.from_string(TEMPLATE)
 
 
 def render_html(report: Report, *, chart_png: bytes) -> str:
-    return _TEMPLATE.render(r=report, chart=base64.b64encode(chart_png).decode("ascii"), when=_when)
+    return _TEMPLATE.render(
+        r=report,
+        chart=base64.b64encode(chart_png).decode("ascii"),
+        when=_when,
+        events=timeline(report),
+    )

@@ -15,10 +15,12 @@ prev = None
 for line in open("journal.jsonl", encoding="utf-8"):
     e = json.loads(line)
     assert prev is None or e["prev_hash"] == prev, f"entry {e['seq']}: chain broken"
+    prev = e["hash"]
+    if "withheld" in e:
+        continue
     assert json.loads(e["body"])["seq"] == e["seq"], f"entry {e['seq']}: moved"
     h = hashlib.sha256((e["prev_hash"] + "\\n" + e["body"]).encode("utf-8")).hexdigest()
     assert h == e["hash"], f"entry {e['seq']}: altered"
-    prev = e["hash"]
 print("journal chain intact")
 EOF"""
 
@@ -64,7 +66,10 @@ def verification(evidence: Evidence, *, signed_log: str = "") -> str:
 
 {indented}
 
-   Changing, removing or reordering an entry breaks the chain at that point.{anchor}
+   Changing, removing or reordering an entry breaks the chain at that point.
+   Entries about anyone this bundle is not for are "withheld": such a line has no body, only
+   its prev_hash and hash, and the next entry's prev_hash must equal that hash. Nothing about
+   other people leaves the vault, and the chain still runs unbroken from end to end.{anchor}
 3. The items against the journal. Each item file's name ends in its journal number
    (seq); the body of the journal entry with that seq (kind "archived") names the
    SHA-256 of the item's bytes, which must equal the file's SHA-256 in SHA256SUMS.
@@ -92,6 +97,11 @@ def readme(evidence: Evidence, *, generated_at: str, version: str, signed_log: s
         if evidence.warnings
         else ""
     )
+    if evidence.notes:
+        warnings += (
+            "notes/         files the protected person kept with their case notes (guardmail\n"
+            "               case note --attach), exactly as kept; the notes are journal entries.\n"
+        )
     return f"""\
 guardmail evidence bundle
 =========================

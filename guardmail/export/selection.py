@@ -7,6 +7,10 @@ Contracts:
 - ``Evidence.journal`` is the contiguous run of rows from the lowest to the highest seq among the
   exported items, their ``action`` rows and the exported offenders' ``warning`` rows, including
   every row in between: a third party recomputes the chain over it from its first ``prev_hash``.
+- No one else's facts leave the vault: only the rows in ``Evidence.shown`` (the exported items,
+  their ``action`` rows, the exported offenders' warnings) travel with their bodies; every other
+  row of the run stands in the bundle as its ``prev_hash`` and ``hash`` alone (``withheld``), so
+  the chain still links from end to end and an export for one offender says nothing of another.
 - Reading only: nothing here writes to the vault.
 """
 
@@ -20,6 +24,7 @@ from typing import Any
 from guardmail.export import ExportError
 from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
+from guardmail.vault.notes import Note, NoteFile, note_of
 
 EXTENSIONS = {"mail": "eml", "xmpp": "xml"}
 
@@ -55,6 +60,7 @@ class ExportItem:
     subject: str
     message_id: str
     date: str
+    looks_like: tuple[str, ...] = ()  # the matches' look-alike findings, in words
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +79,24 @@ class SentWarning:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AbuseSent:
+    """A journaled ``abuse_report`` entry: a complaint sent to an offender's provider."""
+
+    seq: int
+    time: datetime
+    offender: str
+    to: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportNote:
+    """A case-journal note in the export, and its attached files' names in the bundle."""
+
+    note: Note
+    files: tuple[tuple[str, NoteFile], ...]  # (bundle-relative name, the file as journaled)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
     tenant: str
     criteria: Criteria
@@ -81,6 +105,13 @@ class Evidence:
     warnings: tuple[SentWarning, ...]
     journal: tuple[JournalRow, ...]
     head: JournalRow | None  # the vault's last row when the selection was made
+    shown: frozenset[int] = frozenset()  # seqs of ``journal`` rows exported with their bodies
+    notes: tuple[ExportNote, ...] = ()
+    abuse_reports: tuple[AbuseSent, ...] = ()  # sent about the exported offenders
+
+    def withheld(self, row: JournalRow) -> bool:
+        """Whether ``row`` goes into the bundle as its hashes only (it is about someone else)."""
+        return row.seq not in self.shown
 
 
 def _text(body: dict[str, Any], key: str) -> str:
@@ -191,12 +222,26 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
             subject=_text(body, "subject"),
             message_id=_text(body, "message_id"),
             date=_text(body, "date"),
+            looks_like=_looks_like(body),
         )
         for i, (row, body, when) in enumerate(picked, start=1)
     )
     offenders = tuple(dict.fromkeys(item.offender for item in items))
     warnings = _warnings(rows, bodies, {o.casefold() for o in offenders})
-    seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings)]
+    folded = {o.casefold() for o in offenders}
+    notes = _notes(rows, criteria, folded) if items else ()
+    reports = tuple(
+        AbuseSent(
+            seq=row.seq,
+            time=received_at(bodies[row.seq]),
+            offender=_text(bodies[row.seq], "offender"),
+            to=_text(bodies[row.seq], "to"),
+        )
+        for row in rows
+        if row.kind == "abuse_report" and _text(bodies[row.seq], "offender").casefold() in folded
+    )
+    seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings), *(n.note.seq for n in notes)]
+    seqs += [r.seq for r in reports]
     run: tuple[JournalRow, ...] = ()
     if seqs:
         lo, hi = min(seqs), max(seqs)
@@ -209,7 +254,47 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         warnings=warnings,
         journal=run,
         head=rows[-1] if rows else None,
+        shown=frozenset(seqs),
+        notes=notes,
+        abuse_reports=reports,
     )
+
+
+def _notes(
+    rows: Sequence[JournalRow], criteria: Criteria, offenders: set[str]
+) -> tuple[ExportNote, ...]:
+    """The case notes an export carries: those about no one offender, or about one exported."""
+    found: list[ExportNote] = []
+    for row in rows:
+        note = note_of(row)
+        if note is None or (note.offender and note.offender.casefold() not in offenders):
+            continue
+        day = note.time.date()
+        if (criteria.since and day < criteria.since) or (criteria.until and day > criteria.until):
+            continue
+        files = tuple(
+            (f"notes/seq{note.seq}-{n}-{slug(f.name.rsplit('.', 1)[0])}{_suffix(f.name)}", f)
+            for n, f in enumerate(note.files, start=1)
+        )
+        found.append(ExportNote(note=note, files=files))
+    return tuple(found)
+
+
+def _suffix(name: str) -> str:
+    """A file name's extension if it is a plain short one (``.pdf``), else nothing."""
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    return f".{ext.lower()}" if ext.isascii() and ext.isalnum() and len(ext) <= 8 else ""
+
+
+def _looks_like(body: dict[str, Any]) -> tuple[str, ...]:
+    """What the decision found about look-alike letters (``looks like x@y: Cyrillic а ...``)."""
+    matches = body.get("matches")
+    found: dict[str, None] = {}
+    if isinstance(matches, list):
+        for m in matches[:20]:
+            if isinstance(m, dict) and isinstance(m.get("looks_like"), str) and m["looks_like"]:
+                found.setdefault(m["looks_like"][:300], None)
+    return tuple(found)
 
 
 def _warnings(

@@ -7,12 +7,14 @@ parameter: ``generated_at`` is the ``now`` the caller passes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
+from guardmail.core.identity import ascii_lookalike, lookalike_letters
+from guardmail.export.content import Content
 from guardmail.export.details import Details
-from guardmail.export.selection import Evidence, ExportItem, SentWarning
+from guardmail.export.selection import AbuseSent, Evidence, ExportItem, SentWarning
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,6 +25,9 @@ class Row:
     sender: str
     title: str  # the subject, or the first words when there is none
     headers: tuple[tuple[str, str], ...]
+    content: Content = Content()
+    flags: tuple[str, ...] = ()  # in words: look-alike letters, sent after the warning
+    after_warning: bool = False  # received after the warning to its offender was sent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +35,10 @@ class WarningView:
     warning: SentWarning
     subject: str
     text: str  # the readable text of the message sent
+
+    @property
+    def sent(self) -> datetime | None:
+        return _parse_time(self.warning.sent_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +48,18 @@ class OffenderCount:
     first: datetime
     last: datetime
     channels: str
+    after_warning: int = 0  # items received after the warning to this offender
+    addresses: tuple[str, ...] = ()  # the addresses and JIDs its items came from
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoteView:
+    """A case-journal note (``guardmail case note``): the person's own record of what they did."""
+
+    seq: int
+    time: datetime
+    text: str
+    files: tuple[tuple[str, str, int], ...] = ()  # (bundle file, SHA-256, bytes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +80,15 @@ class Report:
     journal_first: int
     journal_last: int
     verification: str  # how to check the bundle, in plain words (the README's text)
+    bodies: bool = True  # False: a summary copy, message text left out
+    protected: tuple[tuple[str, str], ...] = ()  # (label, value) from the case settings
+    notes: tuple[NoteView, ...] = ()
+    abuse_reports: tuple[AbuseSent, ...] = ()
+    journal_last_hash: str = ""  # the hash of the last journal entry in the bundle
+
+    @property
+    def protected_name(self) -> str:
+        return self.protected[0][1] if self.protected else self.tenant
 
     @property
     def period(self) -> str:
@@ -75,15 +105,19 @@ def build(
     now: datetime,
     version: str,
     verification: str,
+    bodies: bool = True,
+    protected: tuple[tuple[str, str], ...] = (),
+    notes: tuple[NoteView, ...] = (),
 ) -> Report:
     """``details[i]`` describes ``evidence.items[i]``."""
+    warned: dict[str, datetime] = {}
+    for w in warnings:
+        sent = w.sent
+        key = w.warning.offender.casefold()
+        if sent is not None and (key not in warned or sent < warned[key]):
+            warned[key] = sent
     rows = tuple(
-        Row(
-            item=item,
-            sender=d.sender,
-            title=item.subject.strip() or d.first_words,
-            headers=d.headers,
-        )
+        _row(item, d, warned.get(item.offender.casefold()))
         for item, d in zip(evidence.items, details, strict=True)
     )
     per_day: dict[str, dict[date, int]] = {}
@@ -106,6 +140,8 @@ def build(
             first=firsts[name],
             last=lasts[name],
             channels=", ".join(f"{c} {n}" for c, n in sorted(channels[name].items())),
+            after_warning=sum(1 for r in rows if r.after_warning and r.item.offender == name),
+            addresses=_addresses(r for r in rows if (r.item.offender or "(unknown)") == name),
         )
         for name in per_day
     )
@@ -128,4 +164,106 @@ def build(
         journal_first=evidence.journal[0].seq if evidence.journal else 0,
         journal_last=evidence.journal[-1].seq if evidence.journal else 0,
         verification=verification,
+        bodies=bodies,
+        protected=protected,
+        notes=notes,
+        abuse_reports=evidence.abuse_reports,
+        journal_last_hash=evidence.journal[-1].hash if evidence.journal else "",
     )
+
+
+MAX_ADDRESSES = 20
+
+
+def _addresses(rows: Iterable[Row]) -> tuple[str, ...]:
+    """Distinct sender addresses (mail) and bare JIDs (XMPP), in order of first use."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        sender = row.content.sender or row.sender
+        address = sender.rsplit("<", 1)[-1].rstrip(">").strip()
+        if row.item.channel == "xmpp":
+            address = address.split("/", 1)[0]
+        if address and len(seen) < MAX_ADDRESSES:
+            seen.setdefault(address[:200], None)
+    return tuple(seen)
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
+    flags = list(item.looks_like)
+    if not flags:  # entries journaled before matches said so: read the sender's address
+        address = d.sender.rsplit("<", 1)[-1].rstrip(">").strip()
+        letters = lookalike_letters(address)
+        if letters:
+            flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
+    after = warned is not None and item.received_at > warned
+    if after:
+        flags.append(f"received after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
+    return Row(
+        item=item,
+        sender=d.sender,
+        title=item.subject.strip() or d.content.subject or d.first_words,
+        headers=d.headers,
+        content=d.content,
+        flags=tuple(flags),
+        after_warning=after,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One line of the report's timeline: a day's items from one offender, the warning, or a
+    case note (its first words: the note in full is in the report's case journal)."""
+
+    day: date
+    offender: str
+    what: str  # "items", "warning", "note" or "report" (an abuse report sent)
+    count: int = 0  # items that day
+    after_warning: int = 0  # of which received after the warning to this offender
+    text: str = ""  # for the warning: when and to whom
+
+
+def timeline(report: Report) -> tuple[Event, ...]:
+    """Items per day per offender, with the warning in its place; in time order."""
+    days: dict[tuple[date, str], list[Row]] = {}
+    for row in report.rows:
+        days.setdefault((row.item.received_at.date(), row.item.offender), []).append(row)
+    keyed: list[tuple[datetime, Event]] = []
+    for (day, offender), rows in days.items():
+        first = min(r.item.received_at for r in rows)
+        after = sum(1 for r in rows if r.after_warning)
+        event = Event(
+            day=day, offender=offender, what="items", count=len(rows), after_warning=after
+        )
+        keyed.append((first, event))
+    for w in report.warnings:
+        sent = w.sent
+        if sent is None:
+            continue
+        text = f"warning sent {sent:%Y-%m-%d %H:%M} UTC to {w.warning.to}"
+        event = Event(day=sent.date(), offender=w.warning.offender, what="warning", text=text)
+        keyed.append((sent, event))
+    for note in report.notes:
+        words = " ".join(note.text.split())
+        words = words if len(words) <= 300 else words[:299] + "\u2026"
+        text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC): {words}"
+        keyed.append(
+            (
+                note.time,
+                Event(day=note.time.date(), offender="case journal", what="note", text=text),
+            )
+        )
+    for a in report.abuse_reports:
+        text = f"abuse report sent {a.time:%H:%M} UTC to {a.to} (journal entry {a.seq})"
+        keyed.append(
+            (a.time, Event(day=a.time.date(), offender=a.offender, what="report", text=text))
+        )
+    keyed.sort(key=lambda k: k[0])
+    return tuple(e for _, e in keyed)

@@ -37,6 +37,7 @@ from guardmail.vault.signing import public_pem
 
 OLD_FORMAT = "guardmail-evidence-bundle/1"
 _SUMS_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ITEM_NAME = re.compile(r"^items/(\d+)-[0-9TZ]+-seq(\d+)\.\w+$")
 
 
@@ -103,6 +104,7 @@ class _Entry:
     prev_hash: str
     hash: str
     body: str
+    files: frozenset[str] = frozenset()  # a note's attached files' SHA-256
 
 
 def _parse_sums(text: str, problems: list[str]) -> dict[str, str]:
@@ -127,10 +129,15 @@ def _check_journal(data: bytes, problems: list[str]) -> dict[int, _Entry]:
     for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
         try:
             row = json.loads(line)
-            seq, prev, digest, body = row["seq"], row["prev_hash"], row["hash"], row["body"]
-            fields = json.loads(body)
+            seq, prev, digest = row["seq"], row["prev_hash"], row["hash"]
+            # A withheld entry (about someone this bundle is not for) has no body: its hash
+            # stands for it, and the entry after it must name that hash as its prev_hash.
+            body = row["body"] if "withheld" not in row else None
+            fields = json.loads(body) if body is not None else {"seq": seq, "kind": "withheld"}
             if not (isinstance(seq, int) and isinstance(fields, dict)):
                 raise TypeError("seq is not a number or body is not an object")
+            if not (_HEX64.match(str(prev)) and _HEX64.match(str(digest))):
+                raise ValueError("prev_hash or hash is not 64 hex digits")
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"journal: {JOURNAL} line {n} is not a journal entry ({exc})")
             prev_hash = prev_seq = None
@@ -140,18 +147,23 @@ def _check_journal(data: bytes, problems: list[str]) -> dict[int, _Entry]:
             problems.append(f"reordered: {where} follows seq {prev_seq}, expected {prev_seq + 1}")
         if prev_hash is not None and prev != prev_hash:
             problems.append(f"journal: {where} does not follow the entry before it (chain broken)")
-        if chain_hash(str(prev), str(body)) != digest:
+        if body is None:
+            pass
+        elif chain_hash(str(prev), str(body)) != digest:
             problems.append(f"journal: {where} is altered (hash mismatch)")
         elif fields.get("seq") != seq:
             problems.append(f"reordered: {where} holds the body of entry {fields.get('seq')}")
         sha = fields.get("sha256")
+        listed_files = fields.get("files")
+        attached = listed_files if isinstance(listed_files, list) else []
         entries[seq] = _Entry(
             seq=seq,
             kind=str(fields.get("kind")),
             sha256=sha if isinstance(sha, str) else None,
             prev_hash=str(prev),
             hash=str(digest),
-            body=str(body),
+            body="" if body is None else str(body),
+            files=frozenset(str(f.get("sha256")) for f in attached if isinstance(f, dict)),
         )
         prev_hash, prev_seq = str(digest), seq
     return entries
@@ -184,7 +196,26 @@ def _check_manifest(
         named.add(file)
         if isinstance(seq, int):
             _against_journal(file, seq, warning.get("sha256"), "warning", journal, hashes, problems)
+    for note in manifest.get("notes") or []:
+        if isinstance(note, dict) and isinstance(note.get("files"), list):
+            for f in note["files"]:
+                if isinstance(f, dict):
+                    named.add(str(f.get("file")))
+                    _note_file(str(f.get("file")), note.get("seq"), journal, hashes, problems)
     return named
+
+
+def _note_file(
+    file: str, seq: object, journal: dict[int, _Entry], hashes: dict[str, str], problems: list[str]
+) -> None:
+    """A note's attached file is one the journaled note names, byte for byte."""
+    entry = journal.get(seq) if isinstance(seq, int) else None
+    if entry is None or entry.kind != "note":
+        problems.append(f"manifest: {file}: no note entry seq {seq} in {JOURNAL}")
+        return
+    actual = hashes.get(file)
+    if actual is not None and actual not in entry.files:
+        problems.append(f"changed: {file} (SHA-256 not among the files of note seq {seq})")
 
 
 def _check_ends(manifest: dict[str, Any], journal: dict[int, _Entry], problems: list[str]) -> None:
@@ -309,7 +340,7 @@ def _verify(files: _Files) -> list[str]:
     for name in sorted(named - present):
         if name not in listed:  # else already reported as missing
             problems.append(f"missing: {name} (named in {MANIFEST})")
-    for name in sorted(n for n in present - named if n.startswith("items/")):
+    for name in sorted(n for n in present - named if n.startswith(("items/", "notes/"))):
         if name in listed:  # else already reported as added
             problems.append(f"added: {name} (not in {MANIFEST})")
     return problems

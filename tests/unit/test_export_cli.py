@@ -164,3 +164,26 @@ def test_export_bundle_checks_with_sha256sum_after_the_cli(
     assert gm(case, capsys, "export", "--out", str(out))[0] == 0
     check = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=out, check=False)
     assert check.returncode == 0
+
+
+def test_export_puts_the_case_settings_on_the_first_page_and_no_bodies_leaves_text_out(
+    case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with case.config.open("a") as f:
+        f.write(
+            "case:\n  name: Jane Doe\n  references:\n"
+            "    - {label: Police report, value: Springfield PD 2026-1234}\n"
+            "  contacts: [Officer Diaz]\n"
+        )
+    full, summary = case.root / "full", case.root / "summary"
+    assert gm(case, capsys, "export", "--out", str(full))[0] == 0
+    assert gm(case, capsys, "export", "--no-bodies", "--out", str(summary))[0] == 0
+    texts = {}
+    for path in (full, summary):
+        run_ = subprocess.run(["pdftotext", str(path / "report.pdf"), "-"], capture_output=True)
+        texts[path.name] = run_.stdout.decode()
+    first = texts["full"].split("\f")[0]
+    assert "Jane Doe" in first and "Springfield PD 2026-1234" in first and "Officer Diaz" in first
+    assert "I found you." in texts["full"]
+    assert "I found you." not in texts["summary"] and "summary copy" in texts["summary"]
+    assert "first contact" in texts["summary"]  # subjects stay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -32,14 +33,15 @@ def test_pdf_cover_names_who_what_period_how_many_when_and_version(
     text = pdf_text(bundle[1] / "report.pdf")
     cover = text.split("\f")[0]
     assert "Evidence report" in cover
-    assert "jane" in cover and "Jo Stalker, Burner" in cover
+    assert "Protected person" in cover and "jane" in cover  # no case name set: the tenant
+    assert "Jo Stalker: 3 items, 2 after the warning" in cover
+    assert "Burner: 1 items" in cover
+    assert "wrote from: jo@stalk.example, jo@chat.example" in cover
     assert "2026-11-20 to 2026-11-23" in cover
     assert "2026-11-20 09:30:00 – 2026-11-23 09:30:00" in cover
-    assert "4 (mail: 3, xmpp: 1)" in cover
+    assert "4 (mail: 3, xmpp: 1); 2 received after the warning" in cover
     assert "2026-11-25 12:00:00 by guardmail 9.9" in cover
-    per_offender = [line.split() for line in cover.splitlines() if "2026-11-2" in line]
-    assert ["Jo", "Stalker", "3"] in [words[:3] for words in per_offender]
-    assert ["Burner", "1"] in [words[:2] for words in per_offender]
+    assert "page 1 of " in cover
 
 
 def test_pdf_lists_every_items_hash_and_date_with_summary_before_detail(
@@ -53,7 +55,7 @@ def test_pdf_lists_every_items_hash_and_date_with_summary_before_detail(
         assert text.count(digest[:32]) >= 2 and text.count(digest[32:]) >= 2  # and in the table
     for day in ("2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"):
         assert day in text
-    order = [text.index(s) for s in ("Timeline", "Per offender", "How to verify", "Items (4)")]
+    order = [text.index(s) for s in ("Timeline", "How to verify this", "Items (4)")]
     assert order == sorted(order)
     assert text.index("Items (4)") < text.index("Item details")
 
@@ -114,12 +116,12 @@ def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
                 rule="r",
                 header="From",
                 action="block",
-                done="",
+                done="moved to the folder " + "Quarantine/" * 30,
                 subject="s",
                 message_id="",
                 date="",
             ),
-            sender="x" * 300,
+            sender=f"Someone <{'x' * 300}@{'long-domain.' * 12}example>",
             title="word " * 200,
             headers=(("X-Long", "y" * 5000),) * 3,
         )
@@ -150,3 +152,43 @@ def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
     (tmp_path / "r.pdf").write_bytes(pdf)
     assert seen[-1] == 300
     assert "Items (300)" in pdf_text(tmp_path / "r.pdf")
+    # Nothing drawn past the right margin (A4 is 595 pt wide, the margin 15 mm = 42.5 pt),
+    # and long values are wrapped, not cut.
+    bbox = subprocess.run(
+        ["pdftotext", "-bbox", "-f", "2", "-l", "12", str(tmp_path / "r.pdf"), "-"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    right = [float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)]
+    assert right and max(right) <= 595.3 - 42.5 + 1
+    details = pdf_text(tmp_path / "r.pdf").split("Item details", 1)[1]
+    assert "\u2026" not in details
+    assert "Quarantine/Quarantine/" in details
+
+
+def test_an_item_with_huge_header_fields_still_lays_out(tmp_path: Path) -> None:
+    """2,000-character From, To, Cc and Subject (the most details keep) and every flag at once
+    are more than a page of facts: they must split or be bounded, never stop the export."""
+    from guardmail.export.content import Content
+    from guardmail.export.pdf import render_pdf
+    from guardmail.export.selection import ExportItem
+    from guardmail.export.summary import Report, Row
+
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    huge = "a@b.example, " * 160
+    item = ExportItem(
+        index=1, seq=1, sha256="ab" * 32, size=10, file="items/0001.eml", received_at=when,
+        archived_at="", channel="mail", account="a", source_ref="r", offender="O", rule="r",
+        header="From", action="block", done="", subject=huge, message_id="", date="",
+    )  # fmt: skip
+    content = Content(sender=huge, to=huge, cc=huge, subject=huge, text="t")
+    row = Row(item=item, sender=huge, title=huge, headers=(), content=content, flags=(huge,) * 20)
+    report = Report(
+        tenant="t", offenders=("O",), since=None, until=None, first=when, last=when,
+        generated_at=when, version="1", rows=(row,), warnings=(), per_offender=(),
+        per_channel=(("mail", 1),), per_day={"O": {when.date(): 1}}, journal_first=1,
+        journal_last=1, verification="",
+    )  # fmt: skip
+    (tmp_path / "r.pdf").write_bytes(render_pdf(report, chart_png=timeline_png(report.per_day)))
+    flat = " ".join(pdf_text(tmp_path / "r.pdf").split())
+    assert "more characters: see the item file" in flat
