@@ -83,9 +83,10 @@ def log_readme(head: TreeHeadRow, key_fingerprint: str) -> str:
     return f"""\
 5. The signed log. The journal is also a Merkle tree (RFC 9162, Certificate Transparency):
    log/tree-head.json is the vault's latest signed tree head when this bundle was made (over
-   entries 1-{head.tree_size}, root {head.root_hash},
-   signed {head.time}), log/tree-head.sig its Ed25519 signature, and log/public-key.pem the
-   key that signed it, whose fingerprint is
+   entries 1-{head.tree_size}, signed {head.time}) with the root hash
+    {head.root_hash}
+   log/tree-head.sig is its Ed25519 signature, and log/public-key.pem the key that signed it,
+   whose fingerprint is
     {key_fingerprint}
    Ask the owner for the fingerprint guardmail shows them ("guardmail evidence key") and
    compare: the bundle alone cannot prove whose key it is. The signature checks with
