@@ -12,6 +12,11 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
 - ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
 - ``maildir.moved``: a Maildir file is renamed (or unlinked); the directories are not fsync'd.
+- ``imap.moved``: the UID MOVE to the quarantine folder (or, without MOVE, the UID COPY + STORE
+  + UID EXPUNGE) returned OK; a ``block`` of the same chunk is not done, nothing is journaled.
+- ``imap.copied``: without MOVE, the UID COPY to the quarantine folder returned OK; the
+  originals are not marked \\Deleted yet.
+- ``imap.flagged``: the messages are marked \\Deleted (UID STORE); the UID EXPUNGE is not sent.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import os
 import signal
 
 POINTS = frozenset(
-    {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled", "maildir.moved"}
+    {
+        "vault.blob",
+        "pipeline.archived",
+        "pipeline.acted",
+        "pipeline.journaled",
+        "maildir.moved",
+        "imap.moved",
+        "imap.copied",
+        "imap.flagged",
+    }
 )
 
 

@@ -46,6 +46,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
+from guardmail.channels.imap.reconcile import StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
@@ -81,10 +82,15 @@ class FolderWatcher:
         self.pipeline = pipeline
         self.storage = storage
         self.source = f"imap:{cfg.name}"
-        self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
+        self.actions = FolderActions(
+            folder=folder,
+            quarantine=cfg.quarantine_folder,
+            marks=StoredCopyMarks(storage, tenant=tenant, source=self.source, folder=folder),
+        )
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
         self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
+        self._fresh = False  # this folder had no checkpoint at all: nothing judged before
 
     # --- thread side -------------------------------------------------------------------------
 
@@ -152,6 +158,18 @@ class FolderWatcher:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0))
         last = self._start_point(uidvalidity, uidnext)
+        if self._rules_changed():
+            self._rejudge.set()
+        reconcile_folder(
+            client,
+            self.pipeline,
+            Folder(
+                tenant=self.tenant,
+                account=self.cfg.name,
+                folder=self.folder,
+                uidvalidity=uidvalidity,
+            ),
+        )
         can_idle = client.has_capability("IDLE")
         while not self._stopping.is_set():
             try:
@@ -192,6 +210,7 @@ class FolderWatcher:
                 start = 0  # every UID is new: rescan; the vault's dedupe scope prevents doubles
             else:
                 start = 0 if self.cfg.scan_existing else max(uidnext - 1, 0)
+                self._fresh = True
             tx.set_checkpoint(
                 self.tenant,
                 self.source,
@@ -199,6 +218,25 @@ class FolderWatcher:
                 Checkpoint(uidvalidity=uidvalidity, last_uid=start),
             )
         return start
+
+    def _rules_changed(self) -> bool:
+        """Whether the offender rules differ from those every UID at or below the checkpoint
+        was last judged by (kept beside the checkpoint; none kept: an older checkpoint, judged
+        by unknown rules). Offenders added while the daemon was down, or a reload whose
+        re-judging a crash cut short, are applied to the mail already there at start."""
+        with self.storage.transaction() as tx:
+            kept = tx.cursor(self.tenant, self.source, self._rules_key)
+            if kept is None and self._fresh:
+                # Nothing was judged yet: the rules of now are those of everything to come.
+                tx.set_cursor(
+                    self.tenant, self.source, self._rules_key, self.pipeline.rules.fingerprint()
+                )
+                return False
+        return kept != self.pipeline.rules.fingerprint()
+
+    @property
+    def _rules_key(self) -> str:
+        return f"rules:{self.folder}"
 
     def _save(self, uidvalidity: int, last: int) -> None:
         with self.storage.transaction() as tx:
@@ -248,6 +286,7 @@ class FolderWatcher:
         archived and acted on as new mail is; the checkpoint does not move. If it fails, it is
         asked for again, so the next pass (after the vault retry, or on the next connection)
         does it."""
+        rules = self.pipeline.rules.fingerprint()  # what this pass judges by
         try:
             uids = (
                 sorted(u for u in client.search(["UID", f"1:{last}"]) if u <= last) if last else []
@@ -257,6 +296,10 @@ class FolderWatcher:
         except BaseException:
             self._rejudge.set()
             raise
+        # Every UID at or below the checkpoint is now judged by these rules (a reload during
+        # the pass left another fingerprint, and the nudge, for the next pass).
+        with self.storage.transaction() as tx:
+            tx.set_cursor(self.tenant, self.source, self._rules_key, rules)
         event("imap.rejudged", account=self.cfg.name, folder=self.folder, judged=len(uids))
 
     def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:
@@ -331,7 +374,8 @@ class FolderWatcher:
         self, client: IMAPClient, items: Sequence[Item], verdicts: Sequence[Verdict]
     ) -> list[str]:
         uids = [int(dict(item.meta)["uid"]) for item in items]
-        return self.actions.carry_out(client, uids, [v.action for v in verdicts])
+        actions = [v.action for v in verdicts]
+        return self.actions.carry_out(client, uids, actions, [item.raw for item in items])
 
     def _idle(self, client: IMAPClient) -> None:
         idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)

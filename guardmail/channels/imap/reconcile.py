@@ -1,0 +1,79 @@
+"""After a crash (or a lost connection) between an IMAP action and its journal entry: the
+message was moved or expunged, so no later scan meets it again, and its ``archived`` entry would
+stay without an ``action`` for ever. At the start of each session, before the first search, every
+such entry of this folder (same account, folder and UIDVALIDITY) whose UID the folder no longer
+holds gets its ``action`` entry (``pipeline.reconcile``); one whose UID is still there is left to
+the scan, which acts on it again through the pipeline (the vault's dedupe scope keeps it from
+being archived twice). ``StoredCopyMarks`` keeps, for act.py, the UIDs a UID COPY was about to
+copy, so that after a crash before the UID EXPUNGE they are not copied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from imapclient import IMAPClient
+
+from guardmail.channels.imap.act import uid_set
+from guardmail.channels.imap.batch import Folder
+from guardmail.errors import StateError, VaultUnavailable
+from guardmail.logs import event
+from guardmail.pipeline import Pipeline, reconcile
+from guardmail.storage.base import Storage
+
+
+def reconcile_folder(client: IMAPClient, pipeline: Pipeline, where: Folder) -> None:
+    """Journal the actions a crash kept from the journal; log, never raise, if the vault cannot
+    (connection errors propagate: the session reconnects and tries again)."""
+    prefix = where.ref(0).removesuffix("0")  # "imap:ACCOUNT/FOLDER;UIDVALIDITY=V/;UID="
+
+    def where_now(body: dict[str, Any]) -> str | None:
+        ref = body.get("source_ref")
+        if not isinstance(ref, str) or not ref.startswith(prefix):
+            return None
+        number = ref[len(prefix) :]
+        if not number.isdigit():
+            return None
+        uid = int(number)
+        # The server answers a UID set with the highest UID even when that is not in the set.
+        if uid in client.search(["UID", str(uid)]):
+            return None
+        return f"UID {uid} no longer in {where.folder} (moved or expunged)"
+
+    try:
+        reconcile(pipeline.vault, where_now, now=pipeline.clock())
+    except (VaultUnavailable, StateError, OSError) as exc:
+        event(
+            "imap.reconcile_failed",
+            level=logging.ERROR,
+            account=where.account,
+            folder=where.folder,
+            error=str(exc),
+        )
+
+
+class StoredCopyMarks:
+    """act.py's ``CopyMarks`` in the state storage, one set of UIDs per watched folder (the last
+    COPY's: a crash leaves at most that one unfinished)."""
+
+    def __init__(self, storage: Storage, *, tenant: str, source: str, folder: str) -> None:
+        self.storage = storage
+        self.tenant = tenant
+        self.source = source
+        self.key = f"copying:{folder}"
+
+    def marked(self) -> set[int]:
+        with self.storage.read() as tx:
+            value = tx.cursor(self.tenant, self.source, self.key) or ""
+        uids: set[int] = set()
+        for part in value.split(","):
+            first, _, last = part.partition(":")
+            if first.isdigit() and (not last or last.isdigit()):
+                uids.update(range(int(first), int(last or first) + 1))
+        return uids
+
+    def mark(self, uids: Sequence[int]) -> None:
+        with self.storage.transaction() as tx:
+            tx.set_cursor(self.tenant, self.source, self.key, uid_set(uids))
