@@ -58,7 +58,7 @@ COMMON_POINTS = frozenset(
     {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled"}
 )
 # Where each channel lives: "module:class", imported only when a campaign uses it.
-CHANNELS = {"maildir": "tests.chaos.maildir:MaildirChannel"}
+CHANNELS = {"maildir": "tests.chaos.maildir:MaildirChannel", "imap": "tests.chaos.imap:ImapChannel"}
 
 WARNING = """\
 warning:
