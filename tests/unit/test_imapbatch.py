@@ -185,7 +185,21 @@ def test_without_move_a_uid_copied_before_a_crash_is_not_copied_again(tmp_path: 
     ]
     assert done[0] == "UID 5 already copied to Quarantine before a restart; expunged by UID"
     assert done[2].startswith("copied UID 7 to Quarantine")
-    assert marks.marked() == {7, 8}  # marked before their COPY
+    assert marks.marked() == set()  # expunged: nothing left to doubt
+    storage.close()
+
+
+def test_copy_marks_outlive_another_chunk_copied_first_after_a_crash(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "state.sqlite3")
+    marks = StoredCopyMarks(storage, tenant="t", source="imap:a", folder="INBOX")
+    marks.mark([5, 6])  # copied, then the crash
+    client = QuarantineHolding([b"five 5", b"six 66"])
+    actions = FolderActions(folder="INBOX", quarantine="Quarantine", marks=marks)
+    actions.carry_out(client, [2], [Q], [b"two"])  # a re-judging pass comes first
+    assert marks.marked() == {5, 6}
+    actions.carry_out(client, [5, 6], [Q, Q], [b"five 5", b"six 66"])
+    assert not [c for c in client.sent if c[0] == "UID COPY" and c[1] != [2]]
+    assert marks.marked() == set()
     storage.close()
 
 

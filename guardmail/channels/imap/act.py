@@ -60,7 +60,10 @@ class CopyMarks(Protocol):
     def marked(self) -> set[int]: ...
 
     def mark(self, uids: Sequence[int]) -> None:
-        """Durably, before the COPY of ``uids``."""
+        """Add ``uids``, durably, before their COPY."""
+
+    def unmark(self, uids: Sequence[int]) -> None:
+        """Take ``uids`` out, once they are expunged (or marked \\Deleted) after their COPY."""
 
 
 class FolderActions:
@@ -121,6 +124,8 @@ class FolderActions:
             faults.reached("imap.copied")
         removed = _remove(client, uids)
         faults.reached("imap.moved")
+        if self.marks is not None:
+            self.marks.unmark(uids)
         note = _together("UID COPY + UID STORE + UID EXPUNGE", to_copy)
         done = {u: f"copied UID {u} to {target}; {removed}{note}" for u in to_copy}
         done.update(

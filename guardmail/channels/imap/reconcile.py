@@ -55,8 +55,9 @@ def reconcile_folder(client: IMAPClient, pipeline: Pipeline, where: Folder) -> N
 
 
 class StoredCopyMarks:
-    """act.py's ``CopyMarks`` in the state storage, one set of UIDs per watched folder (the last
-    COPY's: a crash leaves at most that one unfinished)."""
+    """act.py's ``CopyMarks`` in the state storage, one set of UIDs per watched folder: those a
+    COPY was sent for and whose EXPUNGE has not returned. Not only the last COPY's: after a crash,
+    another chunk (a re-judging pass, a lower UID) may be copied before the one the crash cut."""
 
     def __init__(self, storage: Storage, *, tenant: str, source: str, folder: str) -> None:
         self.storage = storage
@@ -66,14 +67,25 @@ class StoredCopyMarks:
 
     def marked(self) -> set[int]:
         with self.storage.read() as tx:
-            value = tx.cursor(self.tenant, self.source, self.key) or ""
-        uids: set[int] = set()
-        for part in value.split(","):
-            first, _, last = part.partition(":")
-            if first.isdigit() and (not last or last.isdigit()):
-                uids.update(range(int(first), int(last or first) + 1))
-        return uids
+            return _uids(tx.cursor(self.tenant, self.source, self.key))
 
     def mark(self, uids: Sequence[int]) -> None:
         with self.storage.transaction() as tx:
-            tx.set_cursor(self.tenant, self.source, self.key, uid_set(uids))
+            kept = _uids(tx.cursor(self.tenant, self.source, self.key))
+            tx.set_cursor(self.tenant, self.source, self.key, uid_set(sorted(kept | set(uids))))
+
+    def unmark(self, uids: Sequence[int]) -> None:
+        with self.storage.transaction() as tx:
+            kept = _uids(tx.cursor(self.tenant, self.source, self.key))
+            if kept & set(uids):
+                tx.set_cursor(self.tenant, self.source, self.key, uid_set(sorted(kept - set(uids))))
+
+
+def _uids(value: str | None) -> set[int]:
+    """The UIDs of a compact set as ``uid_set`` writes it ("3:5,9")."""
+    uids: set[int] = set()
+    for part in (value or "").split(","):
+        first, _, last = part.partition(":")
+        if first.isdigit() and (not last or last.isdigit()):
+            uids.update(range(int(first), int(last or first) + 1))
+    return uids
