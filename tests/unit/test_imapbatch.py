@@ -14,7 +14,7 @@ import pytest
 from guardmail.channels.imap import watch
 from guardmail.channels.imap.act import FolderActions, uid_set
 from guardmail.channels.imap.batch import Folder, Pending, chunks
-from guardmail.channels.imap.reconcile import StoredCopyMarks
+from guardmail.channels.imap.recovery import StoredCopyMarks
 from guardmail.channels.imap.watch import FolderWatcher
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet

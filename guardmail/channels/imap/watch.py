@@ -16,6 +16,10 @@ Contracts:
   meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
   everything newer is judged; a new UIDVALIDITY means a full rescan, and the vault's per-folder
   dedupe scope keeps a message already archived from being archived again.
+- Each session starts with recovery.py: actions a crash kept from the journal are reconciled,
+  and if the offender rules differ from those the mail at or below the checkpoint was judged by
+  (offenders added while the daemon was down, a reload's re-judging cut short), that mail is
+  judged again, as a hot reload has it judged.
 - One message cannot stop the folder: building its Item (from the header or the whole message)
   is contained per message. On an unexpected error (a bug: reading mail is total) the message
   is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
@@ -46,7 +50,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
-from guardmail.channels.imap.reconcile import StoredCopyMarks, reconcile_folder
+from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED
@@ -91,6 +95,7 @@ class FolderWatcher:
         self._client: IMAPClient | None = None
         self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
         self._fresh = False  # this folder had no checkpoint at all: nothing judged before
+        self.rules_mark = RulesMark(storage, tenant=tenant, source=self.source, folder=folder)
 
     # --- thread side -------------------------------------------------------------------------
 
@@ -158,8 +163,8 @@ class FolderWatcher:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0))
         last = self._start_point(uidvalidity, uidnext)
-        if self._rules_changed():
-            self._rejudge.set()
+        if self.rules_mark.changed(self.pipeline.rules.fingerprint(), fresh=self._fresh):
+            self._rejudge.set()  # the offenders changed since this folder's mail was judged
         reconcile_folder(
             client,
             self.pipeline,
@@ -219,25 +224,6 @@ class FolderWatcher:
             )
         return start
 
-    def _rules_changed(self) -> bool:
-        """Whether the offender rules differ from those every UID at or below the checkpoint
-        was last judged by (kept beside the checkpoint; none kept: an older checkpoint, judged
-        by unknown rules). Offenders added while the daemon was down, or a reload whose
-        re-judging a crash cut short, are applied to the mail already there at start."""
-        with self.storage.transaction() as tx:
-            kept = tx.cursor(self.tenant, self.source, self._rules_key)
-            if kept is None and self._fresh:
-                # Nothing was judged yet: the rules of now are those of everything to come.
-                tx.set_cursor(
-                    self.tenant, self.source, self._rules_key, self.pipeline.rules.fingerprint()
-                )
-                return False
-        return kept != self.pipeline.rules.fingerprint()
-
-    @property
-    def _rules_key(self) -> str:
-        return f"rules:{self.folder}"
-
     def _save(self, uidvalidity: int, last: int) -> None:
         with self.storage.transaction() as tx:
             tx.set_checkpoint(
@@ -296,10 +282,7 @@ class FolderWatcher:
         except BaseException:
             self._rejudge.set()
             raise
-        # Every UID at or below the checkpoint is now judged by these rules (a reload during
-        # the pass left another fingerprint, and the nudge, for the next pass).
-        with self.storage.transaction() as tx:
-            tx.set_cursor(self.tenant, self.source, self._rules_key, rules)
+        self.rules_mark.keep(rules)  # a reload during the pass nudged for another
         event("imap.rejudged", account=self.cfg.name, folder=self.folder, judged=len(uids))
 
     def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:

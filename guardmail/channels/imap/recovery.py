@@ -1,11 +1,17 @@
-"""After a crash (or a lost connection) between an IMAP action and its journal entry: the
-message was moved or expunged, so no later scan meets it again, and its ``archived`` entry would
-stay without an ``action`` for ever. At the start of each session, before the first search, every
-such entry of this folder (same account, folder and UIDVALIDITY) whose UID the folder no longer
-holds gets its ``action`` entry (``pipeline.reconcile``); one whose UID is still there is left to
-the scan, which acts on it again through the pipeline (the vault's dedupe scope keeps it from
-being archived twice). ``StoredCopyMarks`` keeps, for act.py, the UIDs a UID COPY was about to
-copy, so that after a crash before the UID EXPUNGE they are not copied twice.
+"""What an IMAP folder's watcher keeps, beside its checkpoint, to recover from a crash, and what
+it does with it when a session starts.
+
+- ``reconcile_folder``: a crash (or a lost connection) between an action and its journal entry
+  leaves the message moved or expunged, so no later scan meets it again and its ``archived``
+  entry would stay without an ``action`` for ever. Each such entry of this folder (same account,
+  folder and UIDVALIDITY) whose UID the folder no longer holds gets its ``action`` entry
+  (``pipeline.reconcile``); one whose UID is still there is left to the scan, which acts on it
+  again through the pipeline (the vault's dedupe scope keeps it from being archived twice).
+- ``RulesMark``: the fingerprint of the offender rules every UID at or below the checkpoint was
+  judged by. At start, other rules (offenders added while the daemon was down, or a reload whose
+  re-judging a crash cut short) mean the folder's existing mail is judged again.
+- ``StoredCopyMarks``: for act.py, the UIDs a UID COPY was sent for whose EXPUNGE has not
+  returned, so that after a crash in between they are not copied twice.
 """
 
 from __future__ import annotations
@@ -89,3 +95,29 @@ def _uids(value: str | None) -> set[int]:
         if first.isdigit() and (not last or last.isdigit()):
             uids.update(range(int(first), int(last or first) + 1))
     return uids
+
+
+class RulesMark:
+    """The rules fingerprint kept for one watched folder (see the module docstring)."""
+
+    def __init__(self, storage: Storage, *, tenant: str, source: str, folder: str) -> None:
+        self.storage = storage
+        self.tenant = tenant
+        self.source = source
+        self.key = f"rules:{folder}"
+
+    def changed(self, rules: str, *, fresh: bool) -> bool:
+        """Whether ``rules`` differ from those kept. None kept: an older checkpoint, judged by
+        unknown rules (changed), unless ``fresh``: no checkpoint before, nothing judged yet,
+        and ``rules`` are kept as those of everything to come."""
+        with self.storage.transaction() as tx:
+            kept = tx.cursor(self.tenant, self.source, self.key)
+            if kept is None and fresh:
+                tx.set_cursor(self.tenant, self.source, self.key, rules)
+                return False
+        return kept != rules
+
+    def keep(self, rules: str) -> None:
+        """Every UID at or below the checkpoint is now judged by ``rules``."""
+        with self.storage.transaction() as tx:
+            tx.set_cursor(self.tenant, self.source, self.key, rules)
