@@ -10,8 +10,9 @@ delivers items, disturbs them as the person's own client would, and checks them 
 set of channels runs at once against one daemon.
 
 Each round starts the daemon, delivers a few items on random channels (offenders' and clean),
-now and then adds an offender to ``offenders.d/late.yaml`` (a hot reload; that sender's items may
-already have arrived, judged clean until then), and kills it: at a crash point
+now and then adds an offender to ``offenders.d/late.yaml`` (that sender's items may already have
+arrived, judged clean until then; half the time once the daemon watches, a hot reload, else at
+once, which a daemon still starting reads at start), and kills it: at a crash point
 (``GUARDMAIL_FAULT=POINT:COUNT``) or at a random instant. A final run without faults lets it
 finish. Then, for every item delivered:
 - an offender's item is archived exactly once, byte-exact, acted on as the channel defines, and
@@ -291,10 +292,16 @@ class Campaign:
         fault = None
         if self.rng.random() < 0.7:
             fault = f"{self.rng.choice(self.points)}:{self.rng.randint(1, 3)}"
+        log = self.root / "daemon.log"
+        offset = log.stat().st_size if log.exists() else 0
         proc = self.start(config, fault)
         for _ in range(self.rng.randint(1, 4)):
             self.deliver()
         if self.rng.random() < 0.2:
+            # Half the time once the daemon watches: a hot reload. Written at once, the daemon
+            # (seconds to start) reads it at start, and no reload would ever be tested.
+            if self.rng.random() < 0.5:
+                self.wait_watching(proc, log, offset)
             self.add_late_offender()
         if self.rng.random() < 0.3:
             self.rng.choice(self.channels).disturb()
@@ -313,6 +320,14 @@ class Campaign:
         if point is not None:
             self.result.points[point] += 1
         self.result.rounds += 1
+
+    def wait_watching(self, proc: subprocess.Popen[bytes], log: Path, offset: int) -> None:
+        """Until this run's log says every channel watches (bounded; or the daemon died)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            if all(c.watching(log.read_bytes()[offset:]) for c in self.channels):
+                return
+            time.sleep(0.05)
 
     def settle(self, config: Path) -> None:
         """A last run without faults, until every offender item has been acted on (seen from the
