@@ -215,6 +215,7 @@ class Campaign:
         self.root = root
         self.seed = seed
         self.rng = random.Random(seed)
+        self.reload_rng = random.Random(seed + 1)  # apart: self.rng's draws stay those of before
         self.log = log
         self.channels = [make_channel(name, root, self.rng) for name in channels]
         self.points = sorted(COMMON_POINTS.union(*(c.points for c in self.channels)))
@@ -300,11 +301,15 @@ class Campaign:
         if self.rng.random() < 0.2:
             # Half the time once the daemon watches: a hot reload. Written at once, the daemon
             # (seconds to start) reads it at start, and no reload would ever be tested.
-            if self.rng.random() < 0.5:
+            if self.reload_rng.random() < 0.5:
                 self.wait_watching(proc, log, offset)
             self.add_late_offender()
         if self.rng.random() < 0.3:
             self.rng.choice(self.channels).disturb()
+        if fault:
+            # The 3 s count from a daemon that watches: on a loaded machine starting can take
+            # longer, and the kill would land before any crash point could be reached.
+            self.wait_watching(proc, log, offset)
         deadline = time.monotonic() + (3.0 if fault else self.rng.uniform(0.2, 2.0))
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
