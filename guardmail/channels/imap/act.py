@@ -147,12 +147,12 @@ class FolderActions:
             for uid, raw in wanted.items():
                 size = len(raw)
                 same = client.search(["LARGER", str(size - 1), "SMALLER", str(size + 1)])
-                same = sorted(same)[-SAME_SIZE_LIMIT:]  # the newest: a crash's copy is recent
-                if not same:
-                    continue
-                reply = client.fetch(same, ["BODY.PEEK[]"])
-                if any(entry.get(b"BODY[]") == raw for entry in reply.values()):
-                    found.add(uid)
+                # The newest first (a crash's copy is recent), one at a time: memory holds one.
+                for candidate in sorted(same, reverse=True)[:SAME_SIZE_LIMIT]:
+                    reply = client.fetch([candidate], ["BODY.PEEK[]"])
+                    if reply.get(candidate, {}).get(b"BODY[]") == raw:
+                        found.add(uid)
+                        break
         finally:
             client.select_folder(self.folder)
         return found
