@@ -17,6 +17,11 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``smtp.quarantined``: the next hop accepted the quarantine copy and that is recorded; the
   pipeline's action entry is not journaled, Postfix not answered.
 - ``smtp.replied``: the filter's reply to Postfix is decided (everything durable); not written.
+- ``imap.moved``: the UID MOVE to the quarantine folder (or, without MOVE, the UID COPY + STORE
+  + UID EXPUNGE) returned OK; a ``block`` of the same chunk is not done, nothing is journaled.
+- ``imap.copied``: without MOVE, the UID COPY to the quarantine folder returned OK; the
+  originals are not marked \\Deleted yet.
+- ``imap.flagged``: the messages are marked \\Deleted (UID STORE); the UID EXPUNGE is not sent.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ POINTS = frozenset(
         "smtp.relayed",
         "smtp.quarantined",
         "smtp.replied",
+        "imap.moved",
+        "imap.copied",
+        "imap.flagged",
     }
 )
 

@@ -20,6 +20,7 @@ Contracts:
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,6 +170,12 @@ class RuleSet:
                     name_entries.extend(_glob_entries(normalize_display_name(name), ref))
         self._addr_patterns = PatternIndex.from_entries(addr_entries)
         self._name_patterns = PatternIndex.from_entries(name_entries)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the offender rules as configured: equal for equal rules, across
+        processes (a source keeps it to tell, at start, whether the rules changed since it
+        last judged its mail)."""
+        return hashlib.sha256(repr(self.offenders).encode("utf-8")).hexdigest()
 
     def _add_exact(self, value: str, ref: _Ref) -> None:
         keys = {n.key for n in (normalize_address(value), normalize_jid(value)) if n is not None}

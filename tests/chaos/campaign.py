@@ -10,8 +10,9 @@ delivers items, disturbs them as the person's own client would, and checks them 
 set of channels runs at once against one daemon.
 
 Each round starts the daemon, delivers a few items on random channels (offenders' and clean),
-now and then adds an offender to ``offenders.d/late.yaml`` (a hot reload; that sender's items may
-already have arrived, judged clean until then), and kills it: at a crash point
+now and then adds an offender to ``offenders.d/late.yaml`` (that sender's items may already have
+arrived, judged clean until then; half the time once the daemon watches, a hot reload, else at
+once, which a daemon still starting reads at start), and kills it: at a crash point
 (``GUARDMAIL_FAULT=POINT:COUNT``) or at a random instant. A final run without faults lets it
 finish. Then, for every item delivered:
 - an offender's item is archived exactly once, byte-exact, acted on as the channel defines, and
@@ -60,6 +61,7 @@ COMMON_POINTS = frozenset(
 # Where each channel lives: "module:class", imported only when a campaign uses it.
 CHANNELS = {
     "maildir": "tests.chaos.maildir:MaildirChannel",
+    "imap": "tests.chaos.imap:ImapChannel",
     "smtp": "tests.chaos.smtp:SmtpChannel",
 }
 
@@ -221,6 +223,7 @@ class Campaign:
         self.root = root
         self.seed = seed
         self.rng = random.Random(seed)
+        self.reload_rng = random.Random(seed + 1)  # apart: self.rng's draws stay those of before
         self.log = log
         self.channels = [make_channel(name, root, self.rng) for name in channels]
         self.points = sorted(COMMON_POINTS.union(*(c.points for c in self.channels)))
@@ -321,14 +324,19 @@ class Campaign:
         for _ in range(self.rng.randint(1, 4)):
             self.deliver()
         if self.rng.random() < 0.2:
+            # Half the time once the daemon watches: a hot reload. Written at once, the daemon
+            # (seconds to start) reads it at start, and no reload would ever be tested.
+            if self.reload_rng.random() < 0.5:
+                self.wait_watching(proc, log, offset)
             self.add_late_offender()
         if self.rng.random() < 0.3:
             self.rng.choice(self.channels).disturb()
-        # A loaded machine takes seconds to start Python: in most rounds the daemon's time runs
-        # from when every channel watches, so that kills land in its work, not in its imports.
+        # A loaded machine takes seconds to start Python: a fault round's 3 s, and most other
+        # rounds' time, run from when every channel watches, so that kills land in the daemon's
+        # work, not in its imports (and a crash point can be reached at all).
         began = time.monotonic()
-        if self.rng.random() < 0.8:
-            self.wait_watching(proc, offset)
+        if fault or self.rng.random() < 0.8:
+            self.wait_watching(proc, log, offset)
         deadline = time.monotonic() + (3.0 if fault else self.rng.uniform(0.2, 2.0))
         if time.monotonic() - began > 20:
             self.log(f"round {number}: the daemon took {time.monotonic() - began:.0f} s to watch")
@@ -347,9 +355,9 @@ class Campaign:
             self.result.points[point] += 1
         self.result.rounds += 1
 
-    def wait_watching(self, proc: subprocess.Popen[bytes], offset: int) -> None:
-        """Until every channel watches, by the daemon's log past ``offset`` (at most 30 s)."""
-        log = self.root / "daemon.log"
+    def wait_watching(self, proc: subprocess.Popen[bytes], log: Path, offset: int) -> None:
+        """Until this run's log past ``offset`` says every channel watches (at most 30 s; or
+        the daemon died)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             text = log.read_bytes()[offset:]

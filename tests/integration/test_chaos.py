@@ -34,3 +34,13 @@ def test_ten_kills_of_the_smtp_filter_behind_a_real_postfix_break_no_promise(
     assert result.violations == [], "\n".join(result.violations)
     assert result.points, "no round was killed at a crash point"
     assert any(p.startswith("smtp.") for p in result.reached), result.reached
+
+
+def test_ten_kills_of_an_imap_watching_daemon_break_no_promise(tmp_path: Path) -> None:
+    seed = int(os.environ.get("GUARDMAIL_CHAOS_SEED", "20261203"))
+    result = Campaign(tmp_path, seed=seed, channels=("imap",)).run(10)
+    print(result.summary())
+    assert result.kills == 10
+    assert result.violations == [], "\n".join(result.violations)
+    assert result.points, "no round was killed at a crash point"
+    assert any(p.startswith("imap.") for p in result.reached), "no IMAP action was reached"

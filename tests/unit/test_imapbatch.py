@@ -14,6 +14,7 @@ import pytest
 from guardmail.channels.imap import watch
 from guardmail.channels.imap.act import FolderActions, uid_set
 from guardmail.channels.imap.batch import Folder, Pending, chunks
+from guardmail.channels.imap.recovery import StoredCopyMarks
 from guardmail.channels.imap.watch import FolderWatcher
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet
@@ -145,6 +146,75 @@ def test_without_move_a_batch_is_copied_then_flagged_and_expunged_by_uid_as_one_
     assert sent[2:] == ([("UID EXPUNGE", [5, 6])] if capabilities else [])
     note = " (one UID COPY + UID STORE + UID EXPUNGE of 2 UIDs: 5:6)"
     assert done == [f"copied UID {u} to Quarantine; {removed}{note}" for u in (5, 6)]
+
+
+class QuarantineHolding(FakeClient):
+    """A server without MOVE whose quarantine folder already holds some messages."""
+
+    def __init__(self, held: list[bytes]) -> None:
+        super().__init__({"UIDPLUS"})
+        self.held = dict(enumerate(held, start=1))
+
+    def select_folder(self, name: str, readonly: bool = False) -> None:
+        self.sent.append(("SELECT", name, readonly))
+
+    def search(self, criteria: list[str]) -> list[int]:
+        assert criteria[0] == "LARGER" and criteria[2] == "SMALLER"
+        low, high = int(criteria[1]), int(criteria[3])
+        return [u for u, raw in self.held.items() if low < len(raw) < high]
+
+    def fetch(self, uids: list[int], parts: list[str]) -> dict[int, dict[bytes, bytes]]:
+        return {u: {b"BODY[]": self.held[u]} for u in uids}
+
+
+def test_without_move_a_uid_copied_before_a_crash_is_not_copied_again(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "state.sqlite3")
+    marks = StoredCopyMarks(storage, tenant="t", source="imap:a", folder="INBOX")
+    marks.mark([5, 6, 7])  # then the crash, after the COPY of 5 and 6 (7: its copy deleted)
+    five, six, seven, same_size = b"five 5", b"six 66", b"seven 7", b"5 evif"
+    client = QuarantineHolding([same_size, five, six])
+    actions = FolderActions(folder="INBOX", quarantine="Quarantine", marks=marks)
+    done = actions.carry_out(client, [5, 6, 7, 8], [Q] * 4, [five, six, seven, b"eight"])
+    sent = [c for c in client.sent if c[0].startswith(("UID", "SELECT"))]
+    assert sent == [
+        ("SELECT", "Quarantine", True),
+        ("SELECT", "INBOX", False),
+        ("UID COPY", [7, 8], "Quarantine"),
+        ("UID STORE", [5, 6, 7, 8], (b"\\Deleted",), True),
+        ("UID EXPUNGE", [5, 6, 7, 8]),
+    ]
+    assert done[0] == "UID 5 already copied to Quarantine before a restart; expunged by UID"
+    assert done[2].startswith("copied UID 7 to Quarantine")
+    assert marks.marked() == set()  # expunged: nothing left to doubt
+    storage.close()
+
+
+def test_copy_marks_outlive_another_chunk_copied_first_after_a_crash(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "state.sqlite3")
+    marks = StoredCopyMarks(storage, tenant="t", source="imap:a", folder="INBOX")
+    marks.mark([5, 6])  # copied, then the crash
+    client = QuarantineHolding([b"five 5", b"six 66"])
+    actions = FolderActions(folder="INBOX", quarantine="Quarantine", marks=marks)
+    actions.carry_out(client, [2], [Q], [b"two"])  # a re-judging pass comes first
+    assert marks.marked() == {5, 6}
+    actions.carry_out(client, [5, 6], [Q, Q], [b"five 5", b"six 66"])
+    assert not [c for c in client.sent if c[0] == "UID COPY" and c[1] != [2]]
+    assert marks.marked() == set()
+    storage.close()
+
+
+def test_unmarked_uids_are_copied_without_looking_in_the_quarantine(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "state.sqlite3")
+    marks = StoredCopyMarks(storage, tenant="t", source="imap:a", folder="INBOX")
+    client = QuarantineHolding([b"x"])
+    actions = FolderActions(folder="INBOX", quarantine="Quarantine", marks=marks)
+    actions.carry_out(client, [3], [Q], [b"x"])
+    assert [c[0] for c in client.sent if c[0].startswith(("UID", "SELECT"))] == [
+        "UID COPY",
+        "UID STORE",
+        "UID EXPUNGE",
+    ]
+    storage.close()
 
 
 def test_quarantine_folder_watched_itself_leaves_the_mail_in_place() -> None:

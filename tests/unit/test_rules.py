@@ -259,3 +259,13 @@ def test_punycode_lookalike_domain_does_not_get_past_a_glob() -> None:
             "looks like x@apple.com: Cyrillic \u0430 (U+0430)",
         )
     ]
+
+
+def test_the_fingerprint_is_equal_for_equal_rules_and_changes_with_an_offender() -> None:
+    one = OffenderRule(name="A", addresses=("a@example.net",))
+    two = OffenderRule(name="B", domains=("example.org",), action=Action.BLOCK)
+    assert RuleSet([one]).fingerprint() == RuleSet([one]).fingerprint()
+    assert RuleSet([one]).fingerprint() != RuleSet([one, two]).fingerprint()
+    blocked = OffenderRule(name="A", addresses=("a@example.net",), action=Action.BLOCK)
+    assert RuleSet([one]).fingerprint() != RuleSet([blocked]).fingerprint()
+    assert RuleSet([]).fingerprint() != RuleSet([one]).fingerprint()

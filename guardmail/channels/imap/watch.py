@@ -16,6 +16,10 @@ Contracts:
   meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
   everything newer is judged; a new UIDVALIDITY means a full rescan, and the vault's per-folder
   dedupe scope keeps a message already archived from being archived again.
+- Each session starts with recovery.py: actions a crash kept from the journal are reconciled,
+  and if the offender rules differ from those the mail at or below the checkpoint was judged by
+  (offenders added while the daemon was down, a reload's re-judging cut short), that mail is
+  judged again, as a hot reload has it judged.
 - One message cannot stop the folder: building its Item (from the header or the whole message)
   is contained per message. On an unexpected error (a bug: reading mail is total) the message
   is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
@@ -50,6 +54,7 @@ from guardmail.channels.imap.batch import (
     fetch_whole,
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
+from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
@@ -85,10 +90,16 @@ class FolderWatcher:
         self.pipeline = pipeline
         self.storage = storage
         self.source = f"imap:{cfg.name}"
-        self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
+        self.actions = FolderActions(
+            folder=folder,
+            quarantine=cfg.quarantine_folder,
+            marks=StoredCopyMarks(storage, tenant=tenant, source=self.source, folder=folder),
+        )
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
         self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
+        self._fresh = False  # this folder had no checkpoint at all: nothing judged before
+        self.rules_mark = RulesMark(storage, tenant=tenant, source=self.source, folder=folder)
 
     # --- thread side -------------------------------------------------------------------------
 
@@ -159,6 +170,18 @@ class FolderWatcher:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0))
         last = self._start_point(uidvalidity, uidnext)
+        if self.rules_mark.changed(self.pipeline.rules.fingerprint(), fresh=self._fresh):
+            self._rejudge.set()  # the offenders changed since this folder's mail was judged
+        reconcile_folder(
+            client,
+            self.pipeline,
+            Folder(
+                tenant=self.tenant,
+                account=self.cfg.name,
+                folder=self.folder,
+                uidvalidity=uidvalidity,
+            ),
+        )
         can_idle = client.has_capability("IDLE")
         while not self._stopping.is_set():
             try:
@@ -199,6 +222,7 @@ class FolderWatcher:
                 start = 0  # every UID is new: rescan; the vault's dedupe scope prevents doubles
             else:
                 start = 0 if self.cfg.scan_existing else max(uidnext - 1, 0)
+                self._fresh = True
             tx.set_checkpoint(
                 self.tenant,
                 self.source,
@@ -255,6 +279,7 @@ class FolderWatcher:
         archived and acted on as new mail is; the checkpoint does not move. If it fails, it is
         asked for again, so the next pass (after the vault retry, or on the next connection)
         does it."""
+        rules = self.pipeline.rules.fingerprint()  # what this pass judges by
         try:
             uids = (
                 sorted(u for u in client.search(["UID", f"1:{last}"]) if u <= last) if last else []
@@ -264,6 +289,7 @@ class FolderWatcher:
         except BaseException:
             self._rejudge.set()
             raise
+        self.rules_mark.keep(rules)  # a reload during the pass nudged for another
         event("imap.rejudged", account=self.cfg.name, folder=self.folder, judged=len(uids))
 
     def _handle(self, client: IMAPClient, uidvalidity: int, last: int, uids: list[int]) -> int:
@@ -338,7 +364,8 @@ class FolderWatcher:
         self, client: IMAPClient, items: Sequence[Item], verdicts: Sequence[Verdict]
     ) -> list[str]:
         uids = [int(dict(item.meta)["uid"]) for item in items]
-        return self.actions.carry_out(client, uids, [v.action for v in verdicts])
+        actions = [v.action for v in verdicts]
+        return self.actions.carry_out(client, uids, actions, [item.raw for item in items])
 
     def _idle(self, client: IMAPClient) -> None:
         idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)
