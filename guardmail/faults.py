@@ -12,6 +12,10 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
 - ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
 - ``maildir.moved``: a Maildir file is renamed (or unlinked); the directories are not fsync'd.
+- ``xmpp.cursor``: an XMPP archive (MAM) page was handled and its cursor saved; the next page is
+  not asked for yet.
+- ``xmpp.blocklisted``: the server accepted a blocklist change (XEP-0191 block or unblock); what
+  guardmail manages there is not saved yet.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import os
 import signal
 
 POINTS = frozenset(
-    {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled", "maildir.moved"}
+    {
+        "vault.blob",
+        "pipeline.archived",
+        "pipeline.acted",
+        "pipeline.journaled",
+        "maildir.moved",
+        "xmpp.cursor",
+        "xmpp.blocklisted",
+    }
 )
 
 
