@@ -31,6 +31,7 @@ import random
 import re
 import socket
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -98,6 +99,22 @@ def _pump(src: socket.socket, dst: socket.socket, record: bytearray | None) -> N
 
 class Phone(Peer):
     """The person's own client: a raw c2s session of the watched account."""
+
+    def request(self, payload: str, kind: str) -> tuple[bytes, list[bytes]]:
+        """An iq and its answer, and every other stanza read meanwhile (``Peer.iq`` drops
+        those: messages the phone received would go uncounted)."""
+        ident = uuid.uuid4().hex[:8]
+        self.send(f"<iq type='{kind}' id='{ident}'>{payload}</iq>")
+        needles = (f"id='{ident}'".encode(), f'id="{ident}"'.encode())
+        for _ in range(100):
+            for i, raw in enumerate(self._pending):
+                if raw.startswith(b"<iq") and any(n in raw for n in needles):
+                    others = self._pending[:i] + self._pending[i + 1 :]
+                    self._pending = []
+                    assert b"type='result'" in raw or b'type="result"' in raw, raw
+                    return raw, others
+            self._read(0.1)
+        raise AssertionError(f"no answer to {payload}")
 
     def hang_up(self) -> list[bytes]:
         """Close the stream and read until the server closed it: nothing in flight is lost."""
@@ -206,7 +223,10 @@ class XmppChannel:
             unblock = "".join(
                 f"<item jid='{jid(p)}'/>" for p, a in OFFENDERS.items() if a == "block"
             )
-            self.phone.iq(f"<unblock xmlns='urn:xmpp:blocking'>{unblock}</unblock>")
+            _, others = self.phone.request(
+                f"<unblock xmlns='urn:xmpp:blocking'>{unblock}</unblock>", "set"
+            )
+            self.at_phone.update(ids(others, errors=False))
         else:
             self.at_phone.update(ids(self.phone.hang_up(), errors=False))
             self.phone = None
@@ -285,7 +305,8 @@ class XmppChannel:
             kept = checks.blob(mine[0])
             if kept is not None and (m.key.encode() not in kept or not self.recorder.sent(kept)):
                 checks.violate(f"xmpp: offender item {n}: the vault's bytes were not on the wire")
-        answer = self.phone.iq("<blocklist xmlns='urn:xmpp:blocking'/>", kind="get")
+        answer, others = self.phone.request("<blocklist xmlns='urn:xmpp:blocking'/>", "get")
+        self.at_phone.update(ids(others, errors=False))
         listed = set(re.findall(rb"""jid=['"]([^'"]+)['"]""", answer))
         wanted = {jid(p).encode() for p, a in OFFENDERS.items() if a == "block"}
         if listed != wanted:
