@@ -150,7 +150,9 @@ class XmppSource:
         try:  # actions a crash kept from the journal (evidence.where_now), before any judging
             await self.pipeline.reconcile(partial(where_now, source=self.source))
         except VaultUnavailable as exc:
-            event("xmpp.reconcile_failed", level=logging.ERROR, account=self.cfg.name, error=str(exc))
+            event(
+                "xmpp.reconcile_failed", level=logging.ERROR, account=self.cfg.name, error=str(exc)
+            )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._drain())
             group.create_task(self._connect_forever())
