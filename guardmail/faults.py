@@ -22,6 +22,10 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``imap.copied``: without MOVE, the UID COPY to the quarantine folder returned OK; the
   originals are not marked \\Deleted yet.
 - ``imap.flagged``: the messages are marked \\Deleted (UID STORE); the UID EXPUNGE is not sent.
+- ``xmpp.cursor``: an XMPP archive (MAM) page was handled and its cursor saved; the next page is
+  not asked for yet.
+- ``xmpp.blocklisted``: the server accepted a blocklist change (XEP-0191 block or unblock); a
+  block was recorded as guardmail's before it was sent, an unblock's record is not updated yet.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ POINTS = frozenset(
         "imap.moved",
         "imap.copied",
         "imap.flagged",
+        "xmpp.cursor",
+        "xmpp.blocklisted",
     }
 )
 

@@ -63,6 +63,7 @@ CHANNELS = {
     "maildir": "tests.chaos.maildir:MaildirChannel",
     "imap": "tests.chaos.imap:ImapChannel",
     "smtp": "tests.chaos.smtp:SmtpChannel",
+    "xmpp": "tests.chaos.xmpp:XmppChannel",
 }
 
 WARNING = """\
@@ -135,6 +136,7 @@ class Checks:
         violate: Callable[[str], None],
     ) -> None:
         self._vault = vault
+        self.entries = entries  # per tenant, for channels whose items are found by other keys
         self.action = action
         self.violate = violate
         self.limits: list[str] = []  # see Result.limits; a channel appends what it proves
@@ -156,15 +158,33 @@ class Checks:
         if self.archived(message, tenant):
             self.violate(f"{channel}: clean item {message.number} was archived")
 
-    def offender(self, channel: str, message: Message, tenant: str = "default") -> bool:
+    def blob(self, entry: dict[str, object], tenant: str = "default") -> bytes | None:
+        """The vault's bytes of an archived entry, if present and matching its SHA-256."""
+        sha = str(entry.get("sha256"))
+        path = self._vault / tenant / "blobs" / sha[:2] / sha
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        return raw if hashlib.sha256(raw).hexdigest() == sha else None
+
+    def offender(
+        self,
+        channel: str,
+        message: Message,
+        tenant: str = "default",
+        *,
+        found: list[dict[str, object]] | None = None,
+    ) -> bool:
         """An offender's item: archived once, byte-exact, one action journaled. False when not
-        archived at all (the channel's own checks then have nothing to add)."""
-        mine = self.archived(message, tenant)
+        archived at all (the channel's own checks then have nothing to add). ``found``: its
+        archived entries, for a channel whose archived bytes are not the bytes it sent (XMPP:
+        the server's delivery); the channel then checks those bytes itself."""
+        mine = self.archived(message, tenant) if found is None else found
         if len(mine) != 1:
             self.violate(f"{channel}: offender item {message.number} archived {len(mine)}x")
             return bool(mine)
-        blob = self._vault / tenant / "blobs" / message.sha256[:2] / message.sha256
-        if not blob.exists() or hashlib.sha256(blob.read_bytes()).hexdigest() != message.sha256:
+        kept = self.blob(mine[0], tenant)
+        if kept is None or (found is None and kept != message.raw):
             self.violate(f"{channel}: offender item {message.number}: blob missing or altered")
         acted = self._actions[(tenant, mine[0]["seq"])]
         if acted != 1:

@@ -9,6 +9,8 @@ message id and server stanza-id (XEP-0359), and for archive results says what th
 
 from __future__ import annotations
 
+from typing import Any
+
 from guardmail.channels.xmpp.client import Received
 from guardmail.channels.xmpp.stanza import Incoming, Via
 from guardmail.core.item import Channel, Item
@@ -56,3 +58,18 @@ def stanza_item(
         meta=tuple(meta),
         dedupe_scope=source,
     )
+
+
+RECONCILED = "the stanza stays as the server delivered it; never acknowledged"
+
+
+def where_now(body: dict[str, Any], *, source: str) -> str | None:
+    """For ``Pipeline.reconcile``: where a message this source archived is now; None if the entry
+    is not this source's, or is a subscription request (still pending at the server, which
+    repeats it at the next login, where it is judged and denied through the pipeline)."""
+    ref, meta = body.get("source_ref"), body.get("meta")
+    if not isinstance(ref, str) or not ref.startswith(source + ":") or not isinstance(meta, dict):
+        return None
+    if meta.get("via") == str(Via.SUBSCRIBE):
+        return None
+    return RECONCILED

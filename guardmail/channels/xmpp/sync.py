@@ -9,8 +9,10 @@ Contracts:
 - A cursor the archive no longer holds (expired) is replaced by its time (``start``).
 - Results of the watcher's own query reach ``offer`` with their bytes, in stream order, before
   the query's answer; nothing else is taken.
-- The blocklist holds what blocklist.plan says; which entries guardmail added is recorded as soon
-  as they are added, so it never mistakes them later for the person's own.
+- The blocklist holds what blocklist.plan says; which entries guardmail adds is recorded before
+  they are added, so that it never mistakes them later for the person's own (not even after a
+  crash right after the server took them; an entry recorded but never added is added at the next
+  sync, or forgotten there when no longer wanted).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from guardmail import faults
 from guardmail.channels.xmpp import blocklist, queries
 from guardmail.channels.xmpp.client import Received, WatchClient
 from guardmail.channels.xmpp.session import Refused, request
@@ -159,6 +162,7 @@ class ArchiveReader:
                 stamp = _stamp(page[-1].xml) if page else None
                 cursor = {"id": last, "stamp": stamp or cursor.get("stamp", "")}
                 await asyncio.to_thread(self.state.save, MAM_CURSOR, json.dumps(cursor))
+                faults.reached("xmpp.cursor")
             if complete or not page or last is None or last == after:
                 break
             after, start = last, None
@@ -236,13 +240,15 @@ class Blocklist:
             current = {c for j in items if (c := blocklist.canonical(j))}
             todo = blocklist.plan(wanted=wanted, current=current, managed=managed)
             if todo.add:
+                adding = json.dumps(sorted(managed | todo.add))
+                await asyncio.to_thread(self.state.save, BLOCKLIST, adding)
                 iq = queries.blocklist_change(client, "block", todo.add)
                 await request(client, iq, seconds=timeout)
-                added = json.dumps(sorted(managed | todo.add))
-                await asyncio.to_thread(self.state.save, BLOCKLIST, added)
+                faults.reached("xmpp.blocklisted")
             if todo.remove:
                 iq = queries.blocklist_change(client, "unblock", todo.remove)
                 await request(client, iq, seconds=timeout)
+                faults.reached("xmpp.blocklisted")
             await asyncio.to_thread(self.state.save, BLOCKLIST, json.dumps(sorted(todo.managed)))
         except (Refused, StorageUnavailable) as exc:
             event("xmpp.blocklist_failed", level=logging.ERROR, account=cfg.name, error=str(exc))

@@ -58,6 +58,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 from slixmpp.stanza import Iq
 from slixmpp.xmlstream.xmlstream import NotConnectedError
@@ -70,7 +71,7 @@ from guardmail.channels.xmpp.client import (
     WatchClient,
     shared_context,
 )
-from guardmail.channels.xmpp.evidence import stanza_item
+from guardmail.channels.xmpp.evidence import stanza_item, where_now
 from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
 from guardmail.channels.xmpp.stanza import (
     MESSAGE,
@@ -145,6 +146,12 @@ class XmppSource:
         self._rules_changed.set()
 
     async def run(self) -> None:
+        try:  # actions a crash kept from the journal (evidence.where_now), before any judging
+            await self.pipeline.reconcile(partial(where_now, source=self.source))
+        except VaultUnavailable as exc:
+            event(
+                "xmpp.reconcile_failed", level=logging.ERROR, account=self.cfg.name, error=str(exc)
+            )
         async with asyncio.TaskGroup() as group:
             group.create_task(self._drain())
             group.create_task(self._connect_forever())
