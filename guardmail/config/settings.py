@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from guardmail.config.aliases import AliasesConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
     Action,
@@ -117,6 +118,8 @@ class Settings(BaseModel):
     """The one cease-contact warning (left out: guardmail never sends anything)."""
     metrics: MetricsConfig | None = None
     """Prometheus metrics on a loopback port (left out: none served)."""
+    aliases: AliasesConfig = AliasesConfig()
+    """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

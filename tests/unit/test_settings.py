@@ -92,7 +92,8 @@ CASES = [
         files={MAIN: "colour: blue\n"},
         expected=[
             "guardmail.yaml:1:1: colour: unknown key 'colour'; expected one of: state_dir, "
-            "tenant, offenders, offenders_files, sources, log_format, log_level, warning, metrics"
+            "tenant, offenders, offenders_files, sources, log_format, log_level, warning, metrics, "
+            "aliases"
         ],
     ),
     Case(
@@ -309,7 +310,7 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics'; "
+            "'warning', 'metrics', 'aliases'; "
             "the file is empty"
         ],
     ),
@@ -319,7 +320,7 @@ CASES = [
         expected=[
             "guardmail.yaml:2:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics'; "
+            "'warning', 'metrics', 'aliases'; "
             "found a list"
         ],
     ),
