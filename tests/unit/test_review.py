@@ -166,6 +166,15 @@ class _NoReviews:
         return ["done"] * len(items)
 
 
+def test_no_warning_step_runs_for_an_item_held_for_review(setup: Setup) -> None:
+    called: list[Action] = []
+    setup.tenant.pipeline.after_block = lambda item, verdict: called.append(verdict.action)
+    setup.deliver("1.a.host", OFFENDER)
+    setup.deliver("2.b.host", ALIAS)
+    assert (setup.maildir / ".Review" / "new" / "2.b.host").exists()
+    assert called == [Action.QUARANTINE]
+
+
 def test_a_source_that_cannot_hold_for_review_gets_pass(setup: Setup) -> None:
     setup.deliver("1.a.host", OFFENDER)
     item = mail_item(ALIAS, tenant="default", account="x", source_ref="r", received_at=held_now())
