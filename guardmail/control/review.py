@@ -8,11 +8,13 @@ The pipeline archives a suspected alias's item (``action: review``, its signals 
   stable id, so one warning for both), which the daemon hot-reloads: later mail from it is
   quarantined or blocked by the rules. The item becomes that offender's evidence: its features
   are learned for the offender, and in a Maildir it moves from the review folder to the
-  quarantine folder (an offender whose action is ``block``: it is deleted, as a block is).
+  quarantine folder (an offender whose action is ``block``: it is deleted, as a block is); in
+  IMAP likewise, over a connection of its own (channels/imap/review.py).
 - ``dismiss``: the sender is remembered as not an alias of that offender (storage, read by the
   daemon whenever it would hold this sender again), and the message goes back where it was,
   byte-identical: the same file renamed back, or, if it is gone from the review folder, the
-  vault's copy written back (its SHA-256 checked against the archived one).
+  vault's copy written back (its SHA-256 checked against the archived one). In IMAP the held
+  message is found by its bytes and moved back to its folder (or the vault's copy APPENDed).
 
 Contracts:
 - Each decision is one journal entry, ``review.confirmed`` or ``review.dismissed``, naming the
@@ -32,8 +34,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from guardmail.channels.imap.review import move_held
 from guardmail.channels.maildir import find_in, move_into, restore, unique_name
 from guardmail.config.settings import LoadedConfig, Settings
+from guardmail.config.sources import ImapSourceConfig
 from guardmail.control.offenders import ReportedFile, plan, reported_path
 from guardmail.core.item import Identity, mail_item
 from guardmail.core.rules import decide
@@ -66,6 +70,8 @@ class Held:
     where: str  # the last thing done with it
     meta: dict[str, Any] = field(default_factory=dict)
     source_ref: str = ""
+    account: str = ""
+    message_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +128,8 @@ def held_items(tenant: Tenant) -> list[Held]:
                 where=where.get(seq, ""),
                 meta=meta if isinstance(meta, dict) else {},
                 source_ref=str(body.get("source_ref", "")),
+                account=str(body.get("account", "")),
+                message_id=str(body.get("message_id", "")),
             )
         )
     return out
@@ -149,6 +157,17 @@ def _maildir_of(held: Held) -> tuple[Path, str] | None:
     if not isinstance(root, str) or "/" not in held.source_ref:
         return None
     return Path(root), unique_name(held.source_ref.partition("/")[2])
+
+
+def _imap_of(settings: Settings, held: Held) -> tuple[ImapSourceConfig, str] | None:
+    """The IMAP account the item came from and the folder it was in, if it came from one."""
+    folder = held.meta.get("folder")
+    if not isinstance(folder, str) or "uid" not in held.meta:
+        return None
+    for cfg in settings.sources.imap:
+        if cfg.name == held.account:
+            return cfg, folder
+    raise BadReview(f"item {held.seq} came from IMAP account {held.account!r}, not configured")
 
 
 def _quarantine_folder(settings: Settings, root: Path) -> str:
@@ -214,9 +233,19 @@ def confirm(
         raw, tenant=tenant.name, account="review", source_ref=held.source_ref, received_at=now
     )
     tenant.linker.learn([(item, offender.name, held.sha256)], now=now)
-    done = "left where it is (not from a Maildir)"
+    done = "left where it is (not from a Maildir or IMAP folder)"
     place = _maildir_of(held)
-    if place is not None:
+    imap = _imap_of(settings, held)
+    if imap is not None:
+        cfg, _ = imap
+        done = move_held(
+            cfg,
+            review=settings.aliases.review_folder,
+            target=None if offender.action == "block" else cfg.quarantine_folder,
+            sha256=held.sha256,
+            message_id=held.message_id,
+        )
+    elif place is not None:
         root, key = place
         review = root / f".{settings.aliases.review_folder}"
         found = find_in(review, key)
@@ -251,9 +280,20 @@ def dismiss(settings: Settings, tenant: Tenant, seq: int, *, now: datetime) -> D
     held = _undecided(tenant, seq)
     with tenant.storage.transaction() as tx:
         tx.put_not_alias(tenant.name, held.offender, held.sender, now.isoformat())
-    done = "nothing to move back (not from a Maildir)"
+    done = "nothing to move back (not from a Maildir or IMAP folder)"
     place = _maildir_of(held)
-    if place is not None:
+    imap = _imap_of(settings, held)
+    if imap is not None:
+        cfg, folder = imap
+        done = move_held(
+            cfg,
+            review=settings.aliases.review_folder,
+            target=folder,
+            sha256=held.sha256,
+            message_id=held.message_id,
+            raw=tenant.vault.blobs.get(held.sha256),
+        )
+    elif place is not None:
         root, key = place
         review = root / f".{settings.aliases.review_folder}"
         back = restore(root, review, key)

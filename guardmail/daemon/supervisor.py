@@ -79,6 +79,7 @@ class Daemon:
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 storage=self.tenant.storage,
+                review_folder=config.settings.aliases.review_folder,
             )
             for i in config.settings.sources.imap
         ]

@@ -7,7 +7,8 @@ Contracts:
 - Never a bare EXPUNGE: it would remove every message anyone marked \\Deleted. Without UIDPLUS
   the messages stay marked \\Deleted for the user's own client to expunge.
 - Quarantining into the watched folder itself leaves the mail where it is (the server's Sieve
-  filed it there); a ``block`` verdict still deletes.
+  filed it there); a ``block`` verdict still deletes. A ``review`` verdict (a suspected alias)
+  moves the set to the review folder the same way, or leaves it if that is the watched folder.
 - A UID someone else expunged meanwhile is simply not there: the server acts on the rest.
 - The caller has archived every message before calling (the pipeline's contract); this module
   only does protocol I/O.
@@ -46,38 +47,42 @@ def _together(command: str, uids: Sequence[int]) -> str:
 class FolderActions:
     """The actions one connection carries out in one watched folder."""
 
-    def __init__(self, *, folder: str, quarantine: str) -> None:
+    def __init__(self, *, folder: str, quarantine: str, review: str = "Review") -> None:
         self.folder = folder
         self.quarantine = quarantine
-        self._quarantine_ready = False
+        self.review = review
+        self._ready: set[str] = set()  # target folders known to exist on this connection
 
     def reset(self) -> None:
-        """A new connection: check the quarantine folder again before the next move."""
-        self._quarantine_ready = False
+        """A new connection: check the target folders again before the next move."""
+        self._ready.clear()
 
     def carry_out(
         self, client: IMAPClient, uids: Sequence[int], actions: Sequence[Action]
     ) -> list[str]:
         """Act on each UID as its action says; one description per UID, in order."""
-        unknown = [str(a) for a in actions if a not in (Action.QUARANTINE, Action.BLOCK)]
+        known = (Action.QUARANTINE, Action.BLOCK, Action.REVIEW)
+        unknown = [str(a) for a in actions if a not in known]
         if unknown:
             raise ValueError(f"no IMAP action for a {unknown[0]!r} verdict")
         to_quarantine = [u for u, a in zip(uids, actions, strict=True) if a is Action.QUARANTINE]
+        to_review = [u for u, a in zip(uids, actions, strict=True) if a is Action.REVIEW]
         to_delete = [u for u, a in zip(uids, actions, strict=True) if a is Action.BLOCK]
         done: dict[int, str] = {}
         if to_quarantine:
-            done.update(self._quarantine(client, to_quarantine))
+            done.update(self._move(client, to_quarantine, self.quarantine))
+        if to_review:
+            done.update(self._move(client, to_review, self.review))
         if to_delete:
             removed = _remove(client, to_delete)
             note = _together("UID STORE + UID EXPUNGE", to_delete)
             done.update((u, f"deleted UID {u}: {removed}{note}") for u in to_delete)
         return [done[u] for u in uids]
 
-    def _quarantine(self, client: IMAPClient, uids: list[int]) -> dict[int, str]:
-        target = self.quarantine
+    def _move(self, client: IMAPClient, uids: list[int], target: str) -> dict[int, str]:
         if self.folder == target:
             return {u: f"UID {u} left in {target}, where the server's Sieve filed it" for u in uids}
-        self._ensure_quarantine(client)
+        self._ensure(client, target)
         if client.has_capability("MOVE"):
             client.move(uids, target)
             note = _together("UID MOVE", uids)
@@ -87,10 +92,9 @@ class FolderActions:
         note = _together("UID COPY + UID STORE + UID EXPUNGE", uids)
         return {u: f"copied UID {u} to {target}; {removed}{note}" for u in uids}
 
-    def _ensure_quarantine(self, client: IMAPClient) -> None:
-        if self._quarantine_ready:
+    def _ensure(self, client: IMAPClient, target: str) -> None:
+        if target in self._ready:
             return
-        target = self.quarantine
         if not client.folder_exists(target):
             try:
                 client.create_folder(target)
@@ -99,7 +103,7 @@ class FolderActions:
                 if "EXISTS" not in str(exc).upper():  # [ALREADYEXISTS] (RFC 5530)
                     raise
             client.subscribe_folder(target)
-        self._quarantine_ready = True
+        self._ready.add(target)
 
 
 def _remove(client: IMAPClient, uids: list[int]) -> str:

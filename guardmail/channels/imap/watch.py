@@ -74,6 +74,7 @@ class FolderWatcher:
         tenant: str,
         pipeline: Pipeline,
         storage: Storage,
+        review_folder: str = "Review",
     ) -> None:
         self.cfg = cfg
         self.folder = folder
@@ -81,7 +82,9 @@ class FolderWatcher:
         self.pipeline = pipeline
         self.storage = storage
         self.source = f"imap:{cfg.name}"
-        self.actions = FolderActions(folder=folder, quarantine=cfg.quarantine_folder)
+        self.actions = FolderActions(
+            folder=folder, quarantine=cfg.quarantine_folder, review=review_folder
+        )
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
         self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
@@ -296,7 +299,7 @@ class FolderWatcher:
         found: list[tuple[int, int]] = []
         for uid, (header, size) in sorted(headers.items()):
             try:
-                verdict = self.pipeline.judge(where.probe(uid, header, now))
+                verdict = self.pipeline.judge(where.probe(uid, header, now), reviews=True)
             except Exception:
                 self._item_failed(uid)
                 continue
@@ -317,7 +320,7 @@ class FolderWatcher:
             except Exception:
                 self._item_failed(uid)
         if items:
-            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v))
+            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v), reviews=True)
 
     def _item_failed(self, uid: int) -> None:
         # A bug must not stop the folder: the message stays where it is, unchanged; the
@@ -341,9 +344,16 @@ class ImapSource:
     """Every folder of one IMAP account, each watched by a FolderWatcher in its own thread."""
 
     def __init__(
-        self, *, cfg: ImapSourceConfig, tenant: str, pipeline: Pipeline, storage: Storage
+        self,
+        *,
+        cfg: ImapSourceConfig,
+        tenant: str,
+        pipeline: Pipeline,
+        storage: Storage,
+        review_folder: str = "Review",
     ) -> None:
         self.cfg = cfg
+        self.review_folder = review_folder
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
@@ -367,6 +377,7 @@ class ImapSource:
                 tenant=self.tenant,
                 pipeline=self.pipeline,
                 storage=self.storage,
+                review_folder=self.review_folder,
             )
             for folder in self.cfg.folders
         ]
