@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from guardmail.config.aliases import AliasesConfig
@@ -97,11 +98,17 @@ class Linker:
         self.index = AliasIndex.build(entries, seen)
         self.config = config
 
-    def learn(self, items: Sequence[tuple[Item, str, str]], *, now: datetime) -> None:
-        """Store and index the features of archived offender items: (item, offender, sha256)."""
+    def learn(self, items: Sequence[tuple[Item, str, str, bool]], *, now: datetime) -> None:
+        """Store and index the features of archived offender items: (item, offender, sha256,
+        whether its From is the offender's). When a rule matched another identity (Reply-To,
+        Sender ...), the From may be anyone's, so its address, local part and display names
+        are not learned: an offender must not get an innocent sender held by writing them in."""
         if not items or not self.config.enabled:
             return
-        learned = [(offender, item_features(item), sha) for item, offender, sha in items]
+        learned = [
+            (offender, _trusted(item_features(item), from_is_theirs), sha)
+            for item, offender, sha, from_is_theirs in items
+        ]
         try:
             with self.storage.transaction() as tx:
                 for offender, features, sha in learned:
@@ -170,6 +177,12 @@ def explain_scores(
         if storage is not None:
             storage.close()
     return index.score(extract(raw, identities), now=now), note
+
+
+def _trusted(features: Features, from_is_theirs: bool) -> Features:
+    if from_is_theirs:
+        return features
+    return replace(features, address="", addresses=(), local="", names=(), lookalike=False)
 
 
 def _when(text: str) -> datetime | None:

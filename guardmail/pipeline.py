@@ -258,6 +258,11 @@ def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
     return [int(r.fields["archived_seq"]) for r in records]
 
 
+def _from_matched(verdict: Verdict) -> bool:
+    """Whether a rule of the verdict's offender matched the From address itself."""
+    return any(m.header == "From" and m.offender == verdict.offender for m in verdict.matches)
+
+
 class _Batch:
     """One batch on its way through the steps. Each step blocks; the drivers decide where."""
 
@@ -318,7 +323,7 @@ class _Batch:
         if linker is None:
             return
         fresh = [
-            (item, verdict.offender, receipt.sha256)
+            (item, verdict.offender, receipt.sha256, _from_matched(verdict))
             for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True)
             if verdict.offender is not None and not receipt.duplicate
         ]

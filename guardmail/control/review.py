@@ -232,7 +232,7 @@ def confirm(
     item = mail_item(
         raw, tenant=tenant.name, account="review", source_ref=held.source_ref, received_at=now
     )
-    tenant.linker.learn([(item, offender.name, held.sha256)], now=now)
+    tenant.linker.learn([(item, offender.name, held.sha256, True)], now=now)
     done = "left where it is (not from a Maildir or IMAP folder)"
     place = _maildir_of(held)
     imap = _imap_of(settings, held)

@@ -131,10 +131,11 @@ def from_dict(data: Mapping[str, Any]) -> Features:
 
 def name_tokens(display_name: str) -> tuple[str, ...]:
     """A display name as folded tokens (at most ``MAX_TOKENS`` of ``MAX_TOKEN`` characters);
-    empty for a name that holds an address (that is an identity, not a name)."""
+    empty for a name that holds an address (that is an identity, not a name) or encoded-words
+    that did not decode (their charset and encoding would read as tokens)."""
     text = display_name[:MAX_VALUE]
-    if "@" in text:
-        return ()
+    if "@" in text or "=?" in text:
+        return ()  # an address, or encoded-words that did not decode: not a name
     folded = ascii_lookalike(normalize_display_name(text))
     tokens = [t[:MAX_TOKEN] for t in _TOKEN_SPLIT.split(folded) if t]
     return tuple(tokens[:MAX_TOKENS])

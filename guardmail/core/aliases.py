@@ -14,7 +14,8 @@ writes to the person. Per offender, each signal counts once (its strongest form)
 signal              form                                                   LR      weight
 ==================  =====================================================  ======  =========
 linked_address      one of the item's addresses (From, Reply-To, Sender,   10000   9.2
-                    Return-Path, envelope) was seen in the offender's mail
+                    Return-Path, envelope) is the offender's: in their
+                    entry, or the From of their mail that a rule matched
 display_name        the same full name (2+ tokens, folded)                  2000   7.6
                     the same full name, a letter apart                       500   6.2
                     name and initial ("M. Dalton", "Mark D.")                100   4.6
@@ -229,8 +230,9 @@ class AliasIndex:
     def add(self, offender: str, features: Features, seen_at: datetime | None = None) -> None:
         """Learn one message of ``offender`` (``seen_at`` None: from the config, timeless)."""
         ref = _Ref(offender, seen_at)
-        for key in (features.address, *features.addresses):
-            self._put("address", key, ref)
+        # Only the From address is the offender's: the other addresses of their mail (Reply-To,
+        # Sender, more From fields) are theirs to write, and could name anyone.
+        self._put("address", features.address, ref)
         local = features.local
         if len(local) >= 4 and local not in ROLE_LOCALS:
             self._put("local", local, ref)

@@ -69,8 +69,8 @@ def test_features_of_the_offender_mail() -> None:
 FREE = "Received: from mail-sor-f41.google.com (mail-sor-f41.google.com [209.85.220.41])"
 HITS = [
     (
-        "a linked Reply-To alone",
-        mail("From: Someone <new1@gmail.com>", "Reply-To: md.private@protonmail.com"),
+        "a Reply-To of the offender's",
+        mail("From: Someone <new1@gmail.com>", "Reply-To: mark.dalton@dalton-family.example"),
     ),
     ("the full name alone", mail("From: Mark Dalton <zz9912@gmail.com>")),
     ("the full name in Cyrillic look-alikes", mail("From: M\u0430rk D\u0430lton <q1@gmail.com>")),
@@ -113,6 +113,14 @@ MISSES = [
             "Message-ID: <1234.99@mail.dalton-family.example>",
             "User-Agent: Mozilla Thunderbird 115.3.1",
         ),
+    ),
+    (
+        "an address the offender's mail wrote in Reply-To (theirs to write, anyone's)",
+        mail("From: Pat <md.private@protonmail.com>"),
+    ),
+    (
+        "an undecodable encoded-word name (its charset is no name)",
+        mail("From: =?x-no?q?Mark_Dalton?= <b@e.org>"),
     ),
     ("the surname only", mail("From: Sue Dalton <sue.d@gmail.com>")),
     ("a short shared local part", mail("From: <mark@example.net>")),

@@ -102,6 +102,20 @@ def test_an_offenders_new_account_is_held_for_review_not_quarantined_nor_warned(
     assert "warning" not in setup.kinds()
 
 
+def test_an_innocent_from_on_offender_mail_matched_by_reply_to_is_not_learned(
+    setup: Setup,
+) -> None:
+    spoofed = (
+        b"From: Ann Friend <ann.friend@innocent.example>\r\n"
+        b"Reply-To: mark.dalton@dalton-family.example\r\nSubject: x\r\n\r\nx\r\n"
+    )
+    setup.deliver("1.a.host", spoofed)
+    assert (setup.maildir / ".Quarantine" / "new" / "1.a.host").exists()
+    setup.deliver("2.b.host", b"From: Ann Friend <ann.friend@innocent.example>\r\n\r\nhi\r\n")
+    assert (setup.maildir / "new" / "2.b.host").exists()
+    assert held_items(setup.tenant) == []
+
+
 def test_dismiss_puts_the_message_back_byte_identical_and_it_stays(setup: Setup) -> None:
     setup.deliver("1.a.host", OFFENDER)
     setup.deliver("2.b.host", ALIAS)
