@@ -27,11 +27,12 @@ local_part          the same letters of 8+ (digits, separators stripped)    3000
                     the same letters of 5-7                                  300   5.7
                     the same 4 letters                                        10   2.3
                     one letter apart, 6+ letters                             100   4.6
-origin_ip           the same first external hop / X-Originating-IP          300   5.7
-                    (within ``IP_WINDOW``; older: LR 20, weight 3.0)
+origin_ip           the same first external hop / X-Originating-IP          100   4.6
+                    (within ``IP_WINDOW``; older: LR 10, weight 2.3); a
+                    carrier's NAT puts thousands behind one address
 dkim_domain         the same DKIM d= (never a large provider's)              300   5.7
 message_domain      the same Message-ID right-hand side                       30   3.4
-client              the same User-Agent / X-Mailer, version included           5   1.6
+client              the same User-Agent / X-Mailer, version included           3   1.1
 ==================  =====================================================  ======  =========
 
 The likelihood is ``sigmoid(PRIOR_LOG_ODDS + sum of weights)``: naive Bayes with a prior of
@@ -51,7 +52,8 @@ than as probabilities.
 
 With ``DEFAULT_THRESHOLD`` 0.5, any one of: a linked address, the same full name, the same
 8+ letter local part crosses it alone; a name with initial, an IP, a DKIM domain needs one more
-medium signal. A free-mail domain is never a signal, and nothing of a large provider is.
+medium signal; an IP with the same client and a first name does not. A free-mail domain is
+never a signal, and nothing of a large provider is.
 
 Contracts: pure; ``score`` costs hash lookups per feature value plus a bounded comparison with
 the candidates those find (at most ``MAX_NAMES_PER_OFFENDER`` names of one offender, strings of
@@ -119,11 +121,11 @@ W_LOCAL_LONG = _w(3000)
 W_LOCAL = _w(300)
 W_LOCAL_SHORT = _w(10)
 W_LOCAL_NEAR = _w(100)
-W_IP = _w(300)
-W_IP_OLD = _w(20)
+W_IP = _w(100)
+W_IP_OLD = _w(10)
 W_DKIM = _w(300)
 W_MSGID = _w(30)
-W_CLIENT = _w(5)
+W_CLIENT = _w(3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,6 +183,32 @@ def _deletions(text: str) -> set[str]:
     return {text[:i] + text[i + 1 :] for i in range(len(text))}
 
 
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion or substitution (or
+    not at all): ``levenshtein(a, b, 1) <= 1`` in one linear pass."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :]
+    return a[i:] == b[i + 1 :]
+
+
+def _name_keys(tokens: tuple[str, ...]) -> frozenset[str]:
+    """Every token and, for tokens of 5+ letters, its one-letter deletions: two names share a
+    key exactly when some token of one is the same as, or a letter from, one of the other's."""
+    keys: set[str] = set()
+    for t in tokens:
+        keys.add(t)
+        if len(t) >= _NEAR_MIN:
+            keys |= _deletions(t)
+    return frozenset(keys)
+
+
 class AliasIndex:
     """What is known of each offender, indexed by feature value.
 
@@ -193,7 +221,8 @@ class AliasIndex:
             k: {}
             for k in ("address", "local", "local_del", "token", "ip", "dkim", "msgid", "client")
         }
-        self._names: dict[str, tuple[tuple[str, ...], ...]] = {}
+        # Each offender's names, with their ``_name_keys`` (compared only if they share one).
+        self._names: dict[str, tuple[tuple[tuple[str, ...], frozenset[str]], ...]] = {}
         self.offenders: tuple[str, ...] = ()
 
     @classmethod
@@ -241,13 +270,11 @@ class AliasIndex:
                     self._put("local_del", d, ref)
         names = self._names.get(offender, ())
         for tokens in features.names:
-            if tokens not in names and len(names) < MAX_NAMES_PER_OFFENDER:
-                names = (*names, tokens)
-                for t in tokens:
-                    self._put("token", t, _Ref(offender, None))
-                    if len(t) >= _NEAR_MIN:
-                        for d in _deletions(t):
-                            self._put("token", d, _Ref(offender, None))
+            if len(names) < MAX_NAMES_PER_OFFENDER and all(n != tokens for n, _ in names):
+                keys = _name_keys(tokens)
+                names = (*names, (tokens, keys))
+                for key in keys:
+                    self._put("token", key, _Ref(offender, None))
         self._names[offender] = names
         for ip in features.origin_ips:
             self._put("ip", ip, ref)
@@ -367,16 +394,17 @@ class AliasIndex:
 
     def _score_names(self, features: Features, hit: _Hit) -> None:
         candidates: dict[str, None] = {}
-        for tokens in features.names:
-            for t in tokens:
-                keys = (t, *_deletions(t)) if len(t) >= _NEAR_MIN else (t,)
-                for key in keys:
-                    for r in self._values["token"].get(key, ()):
-                        candidates[r.offender] = None
+        queries = [(q, _name_keys(q)) for q in features.names]
+        for _, keys in queries:
+            for key in keys:
+                for r in self._values["token"].get(key, ()):
+                    candidates[r.offender] = None
         for off in candidates:
             best: Signal | None = None
-            for query in features.names:
-                for known in self._names.get(off, ()):
+            for query, qkeys in queries:
+                for known, kkeys in self._names.get(off, ()):
+                    if qkeys.isdisjoint(kkeys):
+                        continue  # no token alike: compare_names would say None
                     s = compare_names(query, known)
                     if s is not None and (best is None or s.weight > best.weight):
                         best = s
@@ -394,11 +422,14 @@ class AliasIndex:
                 )
 
 
+_RANK = {"exact": 0, "near": 1, "initial": 2}
+
+
 def _token_match(q: str, k: str) -> str:
     """``exact``, ``near`` (a letter apart, 5+ letters), ``initial`` or ""."""
     if q == k:
         return "exact"
-    if min(len(q), len(k)) >= _NEAR_MIN and levenshtein(q, k, 1) <= 1:
+    if min(len(q), len(k)) >= _NEAR_MIN and _one_edit(q, k):
         return "near"
     if (len(q) == 1 or len(k) == 1) and q[:1] == k[:1]:
         return "initial"
@@ -410,15 +441,12 @@ def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | No
     used: set[int] = set()
     kinds: list[tuple[str, int]] = []  # (match kind, index in known)
     for q in query:
-        for rank in ("exact", "near", "initial"):
-            j = next(
-                (j for j, k in enumerate(known) if j not in used and _token_match(q, k) == rank),
-                None,
-            )
-            if j is not None:
-                used.add(j)
-                kinds.append((rank, j))
-                break
+        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
+        free = sorted(f for f in found if f[1] not in used)
+        if free:
+            _, j, kind = free[0]
+            used.add(j)
+            kinds.append((kind, j))
     full = [j for kind, j in kinds if kind in ("exact", "near")]
     initials = [j for kind, j in kinds if kind == "initial"]
     shorter = min(len(query), len(known))

@@ -115,6 +115,14 @@ MISSES = [
         ),
     ),
     (
+        "the same IP and client with a common first name (a carrier's NAT)",
+        mail(
+            "Received: from phone ([81.2.69.142]) by smtp.other.example; 1 Dec 2026",
+            "From: Mark Jones <mj@other.example>",
+            "User-Agent: Mozilla Thunderbird 115.3.1",
+        ),
+    ),
+    (
         "an address the offender's mail wrote in Reply-To (theirs to write, anyone's)",
         mail("From: Pat <md.private@protonmail.com>"),
     ),
