@@ -58,7 +58,7 @@ never a signal, and nothing of a large provider is.
 Contracts: pure; ``score`` costs hash lookups per feature value plus a bounded comparison with
 the candidates those find (at most ``MAX_NAMES_PER_OFFENDER`` names of one offender, strings of
 bounded length), never a scan of every offender or archived message; each index key keeps at
-most ``MAX_REFS`` references (the newest).
+most ``MAX_REFS`` references, one per offender (the newest).
 """
 
 from __future__ import annotations
@@ -250,11 +250,17 @@ class AliasIndex:
     def _put(self, kind: str, value: str, ref: _Ref) -> None:
         if not value:
             return
+        # One reference per offender and value, the newest (a config entry's, timeless, is
+        # never replaced): an offender's thousand messages from one client are one reference,
+        # and cannot push other offenders out of the MAX_REFS.
         table = self._values[kind]
         old = table.get(value, ())
-        if any(r.offender == ref.offender and r.seen_at == ref.seen_at for r in old):
-            return
-        table[value] = (*old, ref)[-MAX_REFS:]
+        for r in old:
+            if r.offender == ref.offender:
+                if r.seen_at is None or (ref.seen_at is not None and r.seen_at >= ref.seen_at):
+                    return
+        others = tuple(r for r in old if r.offender != ref.offender)
+        table[value] = (*others, ref)[-MAX_REFS:]
 
     def add(self, offender: str, features: Features, seen_at: datetime | None = None) -> None:
         """Learn one message of ``offender`` (``seen_at`` None: from the config, timeless)."""

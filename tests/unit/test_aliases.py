@@ -259,3 +259,19 @@ def test_an_offender_without_any_mail_is_still_known_by_the_entry() -> None:
     idx = AliasIndex.build([("Mark", ["darkwolf.stalks@gmail.com"], [])])
     found = idx.score(features(mail("From: <darkwolf.stalks99@yahoo.com>")), now=NOW)
     assert found and found[0].offender == "Mark" and found[0].likelihood >= DEFAULT_THRESHOLD
+
+
+def test_an_offenders_many_messages_are_one_reference_and_keep_the_newest_time() -> None:
+    idx = AliasIndex.build([("Mark", [], []), ("Other", [], [])])
+    client = Features(client="rare mailer 1.0")
+    idx.add("Other", client, NOW - timedelta(days=1))
+    for n in range(200):
+        idx.add("Mark", client, NOW - timedelta(days=200 - n))
+    found = {s.offender for s in idx.score(client, now=NOW)}
+    assert found == {"Mark", "Other"}
+    ip = Features(origin_ips=("81.2.69.142",))
+    idx.add("Mark", ip, NOW - timedelta(days=90))
+    idx.add("Mark", ip, NOW - timedelta(days=1))
+    idx.add("Mark", ip, NOW - timedelta(days=60))  # older than what is known: no change
+    [s] = idx.score(ip, now=NOW)
+    assert "within 30 days" in s.signals[0].why
