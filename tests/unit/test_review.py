@@ -24,6 +24,7 @@ from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.errors import ConfigError
+from guardmail.export.selection import Criteria, select
 from guardmail.linker import item_features
 from guardmail.vault import journal
 
@@ -187,6 +188,20 @@ def test_no_warning_step_runs_for_an_item_held_for_review(setup: Setup) -> None:
     setup.deliver("2.b.host", ALIAS)
     assert (setup.maildir / ".Review" / "new" / "2.b.host").exists()
     assert called == [Action.QUARANTINE]
+
+
+def test_an_item_held_for_review_is_exported_only_once_confirmed(setup: Setup) -> None:
+    setup.deliver("1.a.host", OFFENDER)
+    setup.deliver("2.b.host", ALIAS)
+    rows = setup.tenant.vault.rows()
+    evidence = select(rows, tenant=setup.tenant.name, criteria=Criteria())
+    assert [i.offender for i in evidence.items] == ["Mark"]
+    [held] = held_items(setup.tenant)
+    confirm(setup.config, setup.tenant, held.seq, as_offender=None, now=held_now())
+    rows = setup.tenant.vault.rows()
+    evidence = select(rows, tenant=setup.tenant.name, criteria=Criteria(offenders=("mark",)))
+    assert [i.seq for i in evidence.items] == [rows[0].seq, held.seq]
+    assert [i.offender for i in evidence.items] == ["Mark", "Mark"]
 
 
 def test_a_source_that_cannot_hold_for_review_gets_pass(setup: Setup) -> None:
