@@ -22,6 +22,7 @@ from guardmail.commands import (
     evidence,
     refuse_tenant,
     report,
+    review,
     service,
     sieve,
     status,
@@ -32,7 +33,7 @@ from guardmail.errors import ConfigError, GuardmailError, StateError
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
 # Each module registers its subcommands (see guardmail/commands/__init__.py).
-COMMAND_MODULES = (basic, evidence, case, service, sieve, status, warn, report, client)
+COMMAND_MODULES = (basic, evidence, case, service, sieve, status, warn, report, review, client)
 
 
 def _parser() -> argparse.ArgumentParser:

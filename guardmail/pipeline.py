@@ -31,18 +31,28 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from guardmail import faults
+from guardmail.core.aliases import Suspicion
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import StateError, VaultUnavailable
+from guardmail.linker import Linker, sender_address
 from guardmail.logs import event
 from guardmail.vault import journal
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
-_DONE_EVENT = {Action.QUARANTINE: "item.quarantined", Action.BLOCK: "item.blocked"}
+_DONE_EVENT = {
+    Action.REVIEW: "item.held_for_review",
+    Action.QUARANTINE: "item.quarantined",
+    Action.BLOCK: "item.blocked",
+}
 
 
 class Actor(Protocol):
-    """What a source implements: carry out a verdict on an item it produced."""
+    """What a source implements: carry out a verdict on an item it produced.
+
+    A source that can hold items for review (a Review folder) says so with a class attribute
+    ``reviews = True``; only its items are scored for suspected aliases (``Action.REVIEW``).
+    """
 
     async def act(self, item: Item, verdict: Verdict) -> str:
         """Move, delete, reject or drop the item; return a short description of what was done."""
@@ -67,6 +77,7 @@ class _OneItem:
 
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
+        self.reviews = bool(getattr(actor, "reviews", False))
 
     async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
         return [await self.actor.act(i, v) for i, v in zip(items, verdicts, strict=True)]
@@ -93,10 +104,24 @@ def _match_fields(m: Match) -> dict[str, str]:
     return fields
 
 
-def evidence_metadata(item: Item, verdict: Verdict) -> dict[str, Any]:
-    """What the journal keeps beside the blob: who, where, when and why."""
-    primary = verdict.primary
+def suspicion_fields(s: Suspicion) -> dict[str, Any]:
+    """A suspected alias as the journal keeps it (``review list/show`` and ``explain``)."""
     return {
+        "offender": s.offender,
+        "likelihood": round(s.likelihood, 4),
+        "signals": [{"signal": x.signal, "weight": x.weight, "why": x.why} for x in s.signals],
+    }
+
+
+def evidence_metadata(item: Item, verdict: Verdict) -> dict[str, Any]:
+    """What the journal keeps beside the blob: who, where, when and why. An item held for
+    review names no offender (it is not one's until a person confirms it): its ``suspected``
+    field names the offender it resembles, with the signals."""
+    primary = verdict.primary
+    extra: dict[str, Any] = {}
+    if verdict.suspicion is not None:
+        extra["suspected"] = suspicion_fields(verdict.suspicion) | {"sender": sender_address(item)}
+    return extra | {
         "channel": str(item.channel),
         "account": item.account,
         "received_at": item.received_at.isoformat(),
@@ -122,16 +147,29 @@ class Pipeline:
         rules: RuleSet,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         after_block: Callable[[Item, Verdict], None] | None = None,
+        linker: Linker | None = None,
     ) -> None:
         self.vault = vault
         self.rules = rules
+        # Suspected aliases (guardmail.linker): None for a pipeline that holds nothing for review.
+        self.linker = linker
         self.clock = clock
         # The warning step (Warner.on_block): runs in a thread after the action; it decides
         # itself whether a warning is due and records it at most once.
         self.after_block = after_block
 
-    def judge(self, item: Item) -> Verdict:
-        return decide(item.identities, self.rules, now=self.clock())
+    def judge(self, item: Item, *, reviews: bool = False) -> Verdict:
+        """The rules' verdict; for an item they pass, on a source that ``reviews``, ``review``
+        if its sender looks like an offender's alias."""
+        now = self.clock()
+        verdict = decide(item.identities, self.rules, now=now)
+        linker = self.linker
+        if verdict.action is not Action.PASS or not reviews or linker is None:
+            return verdict
+        suspicion = linker.suspect(item, now=now)
+        if suspicion is None:
+            return verdict
+        return Verdict(action=Action.REVIEW, decided_at=now, suspicion=suspicion)
 
     async def process(self, item: Item, actor: Actor) -> Outcome:
         """Decide on ``item``; if it is to be blocked, archive it, then have ``actor`` act."""
@@ -141,7 +179,7 @@ class Pipeline:
     async def process_many(self, items: Sequence[Item], actor: BatchActor) -> list[Outcome]:
         """Decide on every item; archive the ones to block, then have ``actor`` act on them
         together. One Outcome per item, in order."""
-        batch = _Batch(self, items)
+        batch = _Batch(self, items, reviews=bool(getattr(actor, "reviews", False)))
         if batch.items:
             await asyncio.to_thread(batch.archive)
             try:
@@ -160,9 +198,11 @@ class Pipeline:
         except StateError as exc:  # a journal edited by hand: the source must still start
             raise VaultUnavailable(f"cannot reconcile after restart: {exc}") from exc
 
-    def run_many(self, items: Sequence[Item], act_many: ActMany) -> list[Outcome]:
+    def run_many(
+        self, items: Sequence[Item], act_many: ActMany, *, reviews: bool = False
+    ) -> list[Outcome]:
         """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""
-        batch = _Batch(self, items)
+        batch = _Batch(self, items, reviews=reviews)
         if batch.items:
             batch.archive()
             try:
@@ -218,11 +258,17 @@ def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
     return [int(r.fields["archived_seq"]) for r in records]
 
 
+def _from_matched(verdict: Verdict) -> bool:
+    """Whether a rule of the verdict's offender matched the From address itself."""
+    return any(m.header == "From" and m.offender == verdict.offender for m in verdict.matches)
+
+
 class _Batch:
     """One batch on its way through the steps. Each step blocks; the drivers decide where."""
 
-    def __init__(self, pipeline: Pipeline, items: Sequence[Item]) -> None:
+    def __init__(self, pipeline: Pipeline, items: Sequence[Item], *, reviews: bool) -> None:
         self.pipeline = pipeline
+        self.reviews = reviews
         self.all_verdicts = [self._judge(item) for item in items]
         # The items to block (with their positions in the batch), in order.
         self.where = [k for k, v in enumerate(self.all_verdicts) if v.action is not Action.PASS]
@@ -232,7 +278,7 @@ class _Batch:
         self.done: list[str] = []
 
     def _judge(self, item: Item) -> Verdict:
-        verdict = self.pipeline.judge(item)
+        verdict = self.pipeline.judge(item, reviews=self.reviews)
         event(
             "item.judged",
             level=logging.DEBUG,
@@ -258,6 +304,7 @@ class _Batch:
         ]
         self.receipts = vault.put_many(archives, now=self.pipeline.clock(), witness=False)
         faults.reached("pipeline.archived")
+        self.learn()
         for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
             event(
                 "item.archived",
@@ -269,6 +316,19 @@ class _Batch:
                 offender=verdict.offender,
                 source_ref=item.source_ref,
             )
+
+    def learn(self) -> None:
+        """The alias linker learns the offenders' items archived now for the first time."""
+        linker = self.pipeline.linker
+        if linker is None:
+            return
+        fresh = [
+            (item, verdict.offender, receipt.sha256, _from_matched(verdict))
+            for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True)
+            if verdict.offender is not None and not receipt.duplicate
+        ]
+        if fresh:
+            linker.learn(fresh, now=self.pipeline.clock())
 
     def witness(self) -> None:
         """The HEAD witness for the archived entries, when the actor failed (no ``finish``)."""
@@ -306,12 +366,15 @@ class _Batch:
                 tenant=item.tenant,
                 seq=receipt.seq,
                 offender=verdict.offender,
+                suspected=verdict.suspicion.offender if verdict.suspicion else None,
                 done=text,
             )
         hook = self.pipeline.after_block
         if hook is None:
             return
         for item, verdict in zip(self.items, self.verdicts, strict=True):
+            if verdict.action is Action.REVIEW:
+                continue  # never a warning to a suspected alias
             try:
                 hook(item, verdict)
             except Exception:

@@ -5,7 +5,8 @@ Contracts:
   happen in the pipeline, which calls ``act`` only after the vault holds the bytes.
 - Quarantine renames the file, unchanged and under the same name (so its flags survive), into
   the Maildir++ folder ``.<quarantine_folder>`` (created if missing, owned like the Maildir), into
-  ``new/`` or ``cur/`` as it was.
+  ``new/`` or ``cur/`` as it was. Review (a suspected alias) does the same into
+  ``.<review_folder>``; ``restore`` moves a file from there back, unchanged, where it was.
   Block unlinks it. Both fsync the directories involved. Clean mail is never touched.
 - A file the vault could not take stays where it is and is retried on its own backoff
   (``VAULT_RETRY``: 1 s doubling to a minute), however busy the Maildir is; a rescan or an event
@@ -116,6 +117,8 @@ VAULT_RETRY = Backoff(base=1.0, cap=60.0)
 
 
 class MaildirSource:
+    reviews = True  # it holds suspected aliases in the review folder (pipeline.Actor)
+
     def __init__(
         self,
         *,
@@ -124,6 +127,7 @@ class MaildirSource:
         tenant: str,
         pipeline: Pipeline,
         quarantine_folder: str = "Quarantine",
+        review_folder: str = "Review",
         rescan_seconds: float = 30.0,
     ) -> None:
         self.root = path
@@ -131,6 +135,7 @@ class MaildirSource:
         self.tenant = tenant
         self.pipeline = pipeline
         self.quarantine = path / f".{quarantine_folder}"
+        self.review = path / f".{review_folder}"
         self.rescan_seconds = rescan_seconds
         self._passed: set[str] = set()
         self._skipped: set[str] = set()  # files that are not regular files, logged once
@@ -308,20 +313,8 @@ class MaildirSource:
             faults.reached("maildir.moved")
             fsync_dir(path.parent)
             return f"deleted {sub}/{path.name}"
-        ensure_maildir(self.quarantine, like=self.root)
-        marker = self.quarantine / "maildirfolder"
-        if not marker.exists():
-            marker.touch(mode=0o600)
-            st = self.root.stat()
-            if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
-                os.chown(marker, st.st_uid, st.st_gid)
-            fsync_dir(self.root)
-        target = self.quarantine / sub / path.name
-        os.rename(path, target)
-        faults.reached("maildir.moved")
-        fsync_dir(target.parent)
-        fsync_dir(path.parent)
-        return f"moved to {self.quarantine.name}/{sub}/{path.name}"
+        folder = self.review if verdict.action is Action.REVIEW else self.quarantine
+        return move_into(self.root, path, folder)
 
     # After a crash between an action and its journal entry (pipeline.reconcile). Kept apart
     # from the watching above: it only reads where files are, once, before the first scan.
@@ -346,12 +339,55 @@ class MaildirSource:
         if not isinstance(ref, str) or self._locate(ref) is not None:
             return None
         key = unique_name(ref.partition("/")[2])
-        for sub in _SUBDIRS:
-            try:
-                names = [e.name for e in os.scandir(self.quarantine / sub)]
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if unique_name(name) == key:
-                    return f"in {self.quarantine.name}/{sub}/{name}"
+        for folder in (self.quarantine, self.review):
+            found = find_in(folder, key)
+            if found is not None:
+                return f"in {folder.name}/{found.parent.name}/{found.name}"
         return "gone from the Maildir"
+
+
+def find_in(folder: Path, key: str) -> Path | None:
+    """The file of unique name ``key`` in the Maildir(++ folder) ``folder``'s new/ or cur/."""
+    for sub in _SUBDIRS:
+        try:
+            names = [e.name for e in os.scandir(folder / sub)]
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if unique_name(name) == key:
+                return folder / sub / name
+    return None
+
+
+def move_into(root: Path, path: Path, folder: Path) -> str:
+    """Rename ``path`` (in ``root``'s new/ or cur/) unchanged into the Maildir++ ``folder`` of
+    ``root`` (made if missing, owned like ``root``), into the same sub-directory; fsync both."""
+    sub = path.parent.name
+    ensure_maildir(folder, like=root)
+    marker = folder / "maildirfolder"
+    if not marker.exists():
+        marker.touch(mode=0o600)
+        st = root.stat()
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+            os.chown(marker, st.st_uid, st.st_gid)
+        fsync_dir(root)
+    target = folder / sub / path.name
+    os.rename(path, target)
+    faults.reached("maildir.moved")
+    fsync_dir(target.parent)
+    fsync_dir(path.parent)
+    return f"moved to {folder.name}/{sub}/{path.name}"
+
+
+def restore(root: Path, folder: Path, key: str) -> Path | None:
+    """Move the file of unique name ``key`` from the Maildir++ ``folder`` back, unchanged and
+    under its name, into ``root``'s new/ or cur/ (as it was in the folder); its new path, or
+    None if the folder does not hold it."""
+    found = find_in(folder, key)
+    if found is None:
+        return None
+    target = root / found.parent.name / found.name
+    os.rename(found, target)
+    fsync_dir(target.parent)
+    fsync_dir(found.parent)
+    return target

@@ -19,9 +19,12 @@ from guardmail.commands import (
 )
 from guardmail.config.settings import render_schema
 from guardmail.config.tenants import load_tenants
+from guardmail.core.aliases import Suspicion
 from guardmail.core.item import describe_source, read_mail
-from guardmail.core.rules import Verdict, decide
+from guardmail.core.rules import Action, Verdict, decide
 from guardmail.daemon.tenant import build_rules
+from guardmail.linker import explain_scores
+from guardmail.pipeline import suspicion_fields
 
 
 def register(sub: Subparsers) -> None:
@@ -112,6 +115,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     verdict = decide(reading.identities, build_rules(settings), now=now)
     data = _verdict_json(verdict)
     data["parse_errors"] = list(reading.parse_errors)
+    aliases, note = explain_scores(settings, raw, reading.identities, now=now)
+    threshold = settings.aliases.review_threshold
+    held = verdict.action is Action.PASS and settings.aliases.enabled
+    held = held and any(s.likelihood >= threshold for s in aliases)
+    data["aliases"] = [suspicion_fields(s) for s in aliases]
+    data["review_threshold"] = threshold
+    data["held_for_review"] = held
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
         return EXIT_OK
@@ -135,4 +145,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  {ident.source}: {name}<{ident.address or ''}>{note}")
     for error in data["parse_errors"]:
         print(f"unreadable: {error}")
+    _print_aliases(aliases, threshold, held, note)
     return EXIT_OK
+
+
+def _print_aliases(aliases: list[Suspicion], threshold: float, held: bool, note: str) -> None:
+    if note:
+        print(f"aliases:  {note}")
+    if not aliases:
+        print("aliases:  the sender resembles no offender")
+        return
+    if held:
+        print(
+            f"aliases:  held for review (a Maildir source's Review folder; threshold {threshold})"
+        )
+    for s in aliases:
+        print(f"alias of: {s.offender}: likelihood {s.likelihood:.2f} (threshold {threshold})")
+        for x in s.signals:
+            print(f"  {x.signal:<15} {x.weight:+5.1f}  {x.why}")

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
@@ -120,6 +121,8 @@ class Settings(BaseModel):
     """Prometheus metrics on a loopback port (left out: none served)."""
     case: CaseConfig = CaseConfig()
     """The protected person's name and case reference numbers, for the evidence report."""
+    aliases: AliasesConfig = AliasesConfig()
+    """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

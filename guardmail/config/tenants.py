@@ -35,6 +35,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from guardmail.config.aliases import AliasesConfig
 from guardmail.config.settings import (
     TENANT_PATTERN,
     Address,
@@ -91,11 +92,17 @@ class TenantConfig(BaseModel):
     """Quarantined mail is delivered here, unchanged (left out: it is only archived)."""
     warning: WarningConfig | None = None
     """The one cease-contact warning, as in the main config."""
+    aliases: AliasesConfig = AliasesConfig()
+    """Suspected aliases held for review, as in the main config."""
 
     def settings(self, *, state_dir: Path) -> Settings:
         """The Settings that open_tenant and Tenant.apply take for this tenant."""
         return Settings(
-            state_dir=state_dir, tenant=self.name, offenders=self.offenders, warning=self.warning
+            state_dir=state_dir,
+            tenant=self.name,
+            offenders=self.offenders,
+            warning=self.warning,
+            aliases=self.aliases,
         )
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+from guardmail.core.aliases import Suspicion
 from guardmail.core.identity import (
     ascii_lookalike,
     domain_suffixes,
@@ -45,7 +46,12 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 class Action(enum.StrEnum):
+    """What becomes of an item. ``review`` is never a rule's action: the pipeline gives it to an
+    item no rule matched whose sender looks like an offender's alias (core/aliases.py), and
+    only on a source that can hold items for review; it is never blocked and never warned."""
+
     PASS = "pass"
+    REVIEW = "review"
     QUARANTINE = "quarantine"
     BLOCK = "block"
 
@@ -54,7 +60,7 @@ class Action(enum.StrEnum):
         return _SEVERITY[self]
 
 
-_SEVERITY = {Action.PASS: 0, Action.QUARANTINE: 1, Action.BLOCK: 2}
+_SEVERITY = {Action.PASS: 0, Action.REVIEW: 1, Action.QUARANTINE: 2, Action.BLOCK: 3}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,9 +98,12 @@ class Match:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
+    """``suspicion``: for ``review``, the offender the sender may be an alias of, and why."""
+
     action: Action
     decided_at: datetime
     matches: tuple[Match, ...] = ()
+    suspicion: Suspicion | None = None
 
     @property
     def primary(self) -> Match | None:

@@ -70,6 +70,7 @@ class Daemon:
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 quarantine_folder=m.quarantine_folder,
+                review_folder=config.settings.aliases.review_folder,
                 rescan_seconds=m.rescan_seconds,
             )
             for m in config.settings.sources.maildir
@@ -80,6 +81,7 @@ class Daemon:
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 storage=self.tenant.storage,
+                review_folder=config.settings.aliases.review_folder,
             )
             for i in config.settings.sources.imap
         ]

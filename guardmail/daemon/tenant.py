@@ -14,6 +14,8 @@ from pathlib import Path
 from guardmail.config.settings import Settings
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import StateError, VaultUnavailable
+from guardmail.linker import DB_FILE as DB_FILE  # one name; explain opens it without a tenant
+from guardmail.linker import Linker
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import StorageUnavailable
@@ -21,8 +23,6 @@ from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
-
-DB_FILE = "guardmail.sqlite3"
 
 
 def build_rules(settings: Settings) -> RuleSet:
@@ -79,10 +79,12 @@ class Tenant:
     vault: Vault
     pipeline: Pipeline
     warner: Warner
+    linker: Linker
 
     def apply(self, settings: Settings) -> None:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
         self.pipeline.rules = build_rules(settings)
+        self.linker.reload(settings.offenders, settings.aliases)
         self.warner.settings = settings
         see_offenders(self.warner)
 
@@ -115,10 +117,20 @@ def open_tenant(settings: Settings) -> Tenant:
         raise
     warner = Warner(settings=settings, vault=vault, storage=storage)
     see_offenders(warner)
+    linker = Linker(
+        storage=storage,
+        tenant=settings.tenant,
+        offenders=settings.offenders,
+        config=settings.aliases,
+    )
+    pipeline = Pipeline(
+        vault=vault, rules=build_rules(settings), after_block=warner.on_block, linker=linker
+    )
     return Tenant(
         name=settings.tenant,
         storage=storage,
         vault=vault,
-        pipeline=Pipeline(vault=vault, rules=build_rules(settings), after_block=warner.on_block),
+        pipeline=pipeline,
         warner=warner,
+        linker=linker,
     )

@@ -176,10 +176,24 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
     wanted = {o.casefold() for o in criteria.offenders}
     bodies = {row.seq: journal.entry(row) for row in rows}
     picked: list[tuple[JournalRow, dict[str, Any], datetime]] = []
+    confirmed = {
+        body["archived_seq"]: _text(body, "offender")
+        for row in rows
+        if row.kind == "review.confirmed"
+        and isinstance((body := bodies[row.seq]).get("archived_seq"), int)
+    }
     for row in rows:
         if row.kind != "archived" or row.sha256 is None:
             continue
         body = bodies[row.seq]
+        if body.get("action") == "review":
+            # Held as a suspected alias: no one's evidence until a person confirms it (the
+            # bundle's offender list and report would otherwise name a suspicion); once
+            # confirmed (``review.confirmed``), the offender's.
+            if row.seq not in confirmed:
+                continue
+            body = body | {"offender": confirmed[row.seq]}
+            bodies[row.seq] = body
         offender = _text(body, "offender")
         if wanted and offender.casefold() not in wanted:
             continue

@@ -1,5 +1,5 @@
-"""The storage seam: checkpoints, the evidence journal, the warning ledger, and the copies the
-SMTP filter has relayed.
+"""The storage seam: checkpoints, the evidence journal, the warning ledger, the copies the SMTP
+filter has relayed, the signed tree heads, alias features.
 
 One small interface with two backends: SQLite (embedded default) and PostgreSQL (several nodes).
 Transactions are owned by the caller: every read and write goes through a ``Transaction`` obtained
@@ -92,6 +92,19 @@ class OffenderIdRow:
     first_seen: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AliasFeaturesRow:
+    """The alias linker's features (guardmail.core.alias_features, as JSON) of one archived
+    item of ``offender``: written when the pipeline archives it, read when the daemon starts
+    or reloads, never rebuilt from the blobs at decision time."""
+
+    tenant: str
+    offender: str
+    sha256: str
+    seen_at: str
+    features: str
+
+
 class Transaction(Protocol):
     def journal_head(self, tenant: str) -> JournalRow | None:
         """The last entry of the tenant's journal, locked against concurrent appends."""
@@ -159,6 +172,22 @@ class Transaction(Protocol):
         ...
 
     def set_cursor(self, tenant: str, source: str, name: str, value: str) -> None: ...
+
+    def put_alias_features(self, row: AliasFeaturesRow) -> None:
+        """Insert or replace the row for (row.tenant, row.offender, row.sha256)."""
+        ...
+
+    def alias_features(self, tenant: str) -> list[AliasFeaturesRow]:
+        """The tenant's alias features, oldest first."""
+        ...
+
+    def put_not_alias(self, tenant: str, offender: str, address: str, at: str) -> None:
+        """Remember that ``address`` is not an alias of ``offender`` (a dismissed review)."""
+        ...
+
+    def not_alias_of(self, tenant: str, address: str) -> list[str]:
+        """The offenders ``address`` was found not to be an alias of."""
+        ...
 
     def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
         """The first ``archived`` entry with this source reference, if any.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from guardmail.errors import StateError
 from guardmail.storage.base import (
+    AliasFeaturesRow,
     Checkpoint,
     JournalRow,
     OffenderIdRow,
@@ -90,6 +91,21 @@ CREATE TABLE IF NOT EXISTS tree_heads (
     time      TEXT    NOT NULL,
     signature TEXT    NOT NULL,
     PRIMARY KEY (tenant, tree_size)
+);
+CREATE TABLE IF NOT EXISTS alias_features (
+    tenant   TEXT NOT NULL,
+    offender TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    seen_at  TEXT NOT NULL,
+    features TEXT NOT NULL,
+    PRIMARY KEY (tenant, offender, sha256)
+);
+CREATE TABLE IF NOT EXISTS not_aliases (
+    tenant   TEXT NOT NULL,
+    address  TEXT NOT NULL,
+    offender TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    PRIMARY KEY (tenant, address, offender)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     tenant      TEXT    NOT NULL,
@@ -317,6 +333,44 @@ class SQLiteTransaction:
             "ON CONFLICT (tenant, source, name) DO UPDATE SET value = excluded.value",
             (tenant, source, name, value),
         )
+
+    def put_alias_features(self, row: AliasFeaturesRow) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO alias_features (tenant, offender, sha256, seen_at, features) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (row.tenant, row.offender, row.sha256, row.seen_at, row.features),
+        )
+
+    def alias_features(self, tenant: str) -> list[AliasFeaturesRow]:
+        rows = self._conn.execute(
+            "SELECT offender, sha256, seen_at, features FROM alias_features WHERE tenant = ? "
+            "ORDER BY seen_at, rowid",
+            (tenant,),
+        )
+        return [
+            AliasFeaturesRow(
+                tenant=tenant,
+                offender=str(r[0]),
+                sha256=str(r[1]),
+                seen_at=str(r[2]),
+                features=str(r[3]),
+            )
+            for r in rows
+        ]
+
+    def put_not_alias(self, tenant: str, offender: str, address: str, at: str) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO not_aliases (tenant, address, offender, at) "
+            "VALUES (?, ?, ?, ?)",
+            (tenant, address, offender, at),
+        )
+
+    def not_alias_of(self, tenant: str, address: str) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT offender FROM not_aliases WHERE tenant = ? AND address = ? ORDER BY offender",
+            (tenant, address),
+        )
+        return [str(r[0]) for r in rows]
 
     def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
         cur = self._conn.execute(

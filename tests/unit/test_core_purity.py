@@ -31,6 +31,8 @@ PURE = {
     "string",
     "typing",
     "unicodedata",
+    "ipaddress",
+    "math",
     "xml",
 }
 CORE = Path(guardmail.core.__file__).parent

@@ -7,12 +7,13 @@ Contracts:
 - Never a bare EXPUNGE: it would remove every message anyone marked \\Deleted. Without UIDPLUS
   the messages stay marked \\Deleted for the user's own client to expunge.
 - Quarantining into the watched folder itself leaves the mail where it is (the server's Sieve
-  filed it there); a ``block`` verdict still deletes.
+  filed it there); a ``block`` verdict still deletes. A ``review`` verdict (a suspected alias)
+  moves the set to the review folder the same way, or leaves it if that is the watched folder.
 - A UID someone else expunged meanwhile is simply not there: the server acts on the rest.
 - Without MOVE, a crash between the UID COPY and the UID EXPUNGE leaves the originals in the
   folder, to be acted on again: the UIDs about to be copied are marked durably first (``marks``),
-  and a marked UID is copied again only if the quarantine folder holds no message with its exact
-  bytes, so the quarantine gets each message once.
+  and a marked UID is copied again only if the target folder holds no message with its exact
+  bytes, so the quarantine (or review) folder gets each message once.
 - The caller has archived every message before calling (the pipeline's contract); this module
   only does protocol I/O.
 """
@@ -69,15 +70,23 @@ class CopyMarks(Protocol):
 class FolderActions:
     """The actions one connection carries out in one watched folder."""
 
-    def __init__(self, *, folder: str, quarantine: str, marks: CopyMarks | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        folder: str,
+        quarantine: str,
+        review: str = "Review",
+        marks: CopyMarks | None = None,
+    ) -> None:
         self.folder = folder
         self.quarantine = quarantine
+        self.review = review
         self.marks = marks
-        self._quarantine_ready = False
+        self._ready: set[str] = set()  # target folders known to exist on this connection
 
     def reset(self) -> None:
-        """A new connection: check the quarantine folder again before the next move."""
-        self._quarantine_ready = False
+        """A new connection: check the target folders again before the next move."""
+        self._ready.clear()
 
     def carry_out(
         self,
@@ -88,34 +97,37 @@ class FolderActions:
     ) -> list[str]:
         """Act on each UID as its action says; one description per UID, in order. ``raws``:
         each UID's exact bytes, to recognise a copy a crash left (without MOVE)."""
-        unknown = [str(a) for a in actions if a not in (Action.QUARANTINE, Action.BLOCK)]
+        known = (Action.QUARANTINE, Action.BLOCK, Action.REVIEW)
+        unknown = [str(a) for a in actions if a not in known]
         if unknown:
             raise ValueError(f"no IMAP action for a {unknown[0]!r} verdict")
         to_quarantine = [u for u, a in zip(uids, actions, strict=True) if a is Action.QUARANTINE]
+        to_review = [u for u, a in zip(uids, actions, strict=True) if a is Action.REVIEW]
         to_delete = [u for u, a in zip(uids, actions, strict=True) if a is Action.BLOCK]
         done: dict[int, str] = {}
+        raw_of = dict(zip(uids, raws, strict=False))
         if to_quarantine:
-            raw_of = dict(zip(uids, raws, strict=False))
-            done.update(self._quarantine(client, to_quarantine, raw_of))
+            done.update(self._move(client, to_quarantine, self.quarantine, raw_of))
+        if to_review:
+            done.update(self._move(client, to_review, self.review, raw_of))
         if to_delete:
             removed = _remove(client, to_delete)
             note = _together("UID STORE + UID EXPUNGE", to_delete)
             done.update((u, f"deleted UID {u}: {removed}{note}") for u in to_delete)
         return [done[u] for u in uids]
 
-    def _quarantine(
-        self, client: IMAPClient, uids: list[int], raw_of: dict[int, bytes]
+    def _move(
+        self, client: IMAPClient, uids: list[int], target: str, raw_of: dict[int, bytes]
     ) -> dict[int, str]:
-        target = self.quarantine
         if self.folder == target:
             return {u: f"UID {u} left in {target}, where the server's Sieve filed it" for u in uids}
-        self._ensure_quarantine(client)
+        self._ensure(client, target)
         if client.has_capability("MOVE"):
             client.move(uids, target)
             faults.reached("imap.moved")
             note = _together("UID MOVE", uids)
             return {u: f"moved UID {u} to {target}{note}" for u in uids}
-        there = self._copied_before(client, uids, raw_of)
+        there = self._copied_before(client, uids, target, raw_of)
         to_copy = [u for u in uids if u not in there]
         if to_copy:
             if self.marks is not None:
@@ -134,15 +146,15 @@ class FolderActions:
         return done
 
     def _copied_before(
-        self, client: IMAPClient, uids: list[int], raw_of: dict[int, bytes]
+        self, client: IMAPClient, uids: list[int], target: str, raw_of: dict[int, bytes]
     ) -> set[int]:
-        """The marked UIDs whose exact bytes the quarantine folder already holds."""
+        """The marked UIDs whose exact bytes ``target`` already holds."""
         marked = self.marks.marked() if self.marks is not None else set()
         wanted = {u: raw_of[u] for u in uids if u in marked and u in raw_of}
         if not wanted:
             return set()
         found: set[int] = set()
-        client.select_folder(self.quarantine, readonly=True)
+        client.select_folder(target, readonly=True)
         try:
             for uid, raw in wanted.items():
                 size = len(raw)
@@ -157,10 +169,9 @@ class FolderActions:
             client.select_folder(self.folder)
         return found
 
-    def _ensure_quarantine(self, client: IMAPClient) -> None:
-        if self._quarantine_ready:
+    def _ensure(self, client: IMAPClient, target: str) -> None:
+        if target in self._ready:
             return
-        target = self.quarantine
         if not client.folder_exists(target):
             try:
                 client.create_folder(target)
@@ -169,7 +180,7 @@ class FolderActions:
                 if "EXISTS" not in str(exc).upper():  # [ALREADYEXISTS] (RFC 5530)
                     raise
             client.subscribe_folder(target)
-        self._quarantine_ready = True
+        self._ready.add(target)
 
 
 def _remove(client: IMAPClient, uids: list[int]) -> str:

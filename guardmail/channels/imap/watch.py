@@ -83,6 +83,7 @@ class FolderWatcher:
         tenant: str,
         pipeline: Pipeline,
         storage: Storage,
+        review_folder: str = "Review",
     ) -> None:
         self.cfg = cfg
         self.folder = folder
@@ -93,6 +94,7 @@ class FolderWatcher:
         self.actions = FolderActions(
             folder=folder,
             quarantine=cfg.quarantine_folder,
+            review=review_folder,
             marks=StoredCopyMarks(storage, tenant=tenant, source=self.source, folder=folder),
         )
         self._stopping = threading.Event()
@@ -329,7 +331,7 @@ class FolderWatcher:
         found: list[tuple[int, int]] = []
         for uid, (header, size) in sorted(headers.items()):
             try:
-                verdict = self.pipeline.judge(where.probe(uid, header, now))
+                verdict = self.pipeline.judge(where.probe(uid, header, now), reviews=True)
             except Exception:
                 self._item_failed(uid)
                 continue
@@ -350,7 +352,7 @@ class FolderWatcher:
             except Exception:
                 self._item_failed(uid)
         if items:
-            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v))
+            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v), reviews=True)
 
     def _item_failed(self, uid: int) -> None:
         # A bug must not stop the folder: the message stays where it is, unchanged; the
@@ -375,9 +377,16 @@ class ImapSource:
     """Every folder of one IMAP account, each watched by a FolderWatcher in its own thread."""
 
     def __init__(
-        self, *, cfg: ImapSourceConfig, tenant: str, pipeline: Pipeline, storage: Storage
+        self,
+        *,
+        cfg: ImapSourceConfig,
+        tenant: str,
+        pipeline: Pipeline,
+        storage: Storage,
+        review_folder: str = "Review",
     ) -> None:
         self.cfg = cfg
+        self.review_folder = review_folder
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
@@ -401,6 +410,7 @@ class ImapSource:
                 tenant=self.tenant,
                 pipeline=self.pipeline,
                 storage=self.storage,
+                review_folder=self.review_folder,
             )
             for folder in self.cfg.folders
         ]

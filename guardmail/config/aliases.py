@@ -1,0 +1,21 @@
+"""Configuration of the alias linker (guardmail.core.aliases): on or off, and its threshold."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guardmail.core.aliases import DEFAULT_THRESHOLD
+
+
+class AliasesConfig(BaseModel):
+    """Suspected aliases: a sender who resembles an offender (name, address, client, origin)
+    is held for review in a Review folder, never blocked and never warned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Score senders no rule matches against each offender's earlier mail."""
+    review_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, le=1.0)
+    """Likelihood (0 < x <= 1) from which an item is held for review; higher holds less."""
+    review_folder: str = Field(default="Review", min_length=1, pattern=r"^[^/.\\][^/\\]*$")
+    """The Maildir++ folder (no dots first, no slashes) held items are moved to."""

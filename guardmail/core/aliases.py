@@ -1,0 +1,497 @@
+"""Suspected aliases: how likely a new sender is one of the offenders, and why.
+
+``AliasIndex`` holds what is known of each offender: the addresses and display names of their
+config entry, and the features (core/alias_features.py) of every message of theirs the vault
+archived. ``score`` compares a new message's features with it and returns, for each offender it
+resembles, a ``Suspicion``: a likelihood and the signals behind it, each ``(signal, weight,
+why)``.
+
+Signals and weights. Each weight is the natural log of a likelihood ratio: how much more often
+the signal is seen when the sender IS the offender than when the sender is anyone else who
+writes to the person. Per offender, each signal counts once (its strongest form):
+
+==================  =====================================================  ======  =========
+signal              form                                                   LR      weight
+==================  =====================================================  ======  =========
+linked_address      one of the item's addresses (From, Reply-To, Sender,   10000   9.2
+                    Return-Path, envelope) is the offender's: in their
+                    entry, or the From of their mail that a rule matched
+display_name        the same full name (2+ tokens, folded)                  2000   7.6
+                    the same full name, a letter apart                       500   6.2
+                    name and initial ("M. Dalton", "Mark D.")                100   4.6
+                    the same one-word name of 6+ letters (a handle)          300   5.7
+                    the offender's surname only                               20   3.0
+                    a first name or short one-word name only                   3   1.1
+lookalike           a name match written with look-alike letters              20   3.0
+local_part          the same letters of 8+ (digits, separators stripped)    3000   8.0
+                    the same letters of 5-7                                  300   5.7
+                    the same 4 letters                                        10   2.3
+                    one letter apart, 6+ letters                             100   4.6
+origin_ip           the same first external hop / X-Originating-IP          100   4.6
+                    (within ``IP_WINDOW``; older: LR 10, weight 2.3); a
+                    carrier's NAT puts thousands behind one address
+dkim_domain         the same DKIM d= (never a large provider's)              300   5.7
+message_domain      the same Message-ID right-hand side                       30   3.4
+client              the same User-Agent / X-Mailer, version included           3   1.1
+==================  =====================================================  ======  =========
+
+The likelihood is ``sigmoid(PRIOR_LOG_ODDS + sum of weights)``: naive Bayes with a prior of
+1 in 1,000 (of the senders a protected person hears from, few are an offender's new account).
+Naive Bayes over-counts correlated signals (a private domain's DKIM d= and Message-ID right-hand
+side usually go together); the weights above are set with that in mind.
+
+Calibration. These likelihood ratios are first estimates, set by reasoning about how common each
+coincidence is among unrelated senders, then checked against the table-driven tests
+(tests/unit/test_aliases.py): a common first name alone, two unrelated users of one free-mail
+provider, and a mailing list's shared Message-ID domain stay far below ``DEFAULT_THRESHOLD``;
+a full name, a linked address, or two independent medium signals cross it. The labelled-set
+benchmark of issue 24 (bench/aliases.py: alias campaigns mixed into public mail corpora, with
+a threshold sweep and a calibration table) is what is meant to re-fit them (Platt scaling of
+the summed weight against the labels); until it exists, treat the numbers as a ranking more
+than as probabilities.
+
+With ``DEFAULT_THRESHOLD`` 0.5, any one of: a linked address, the same full name, the same
+8+ letter local part crosses it alone; a name with initial, an IP, a DKIM domain needs one more
+medium signal; an IP with the same client and a first name does not. A free-mail domain is
+never a signal, and nothing of a large provider is.
+
+Contracts: pure; ``score`` costs hash lookups per feature value plus a bounded comparison with
+the candidates those find (at most ``MAX_NAMES_PER_OFFENDER`` names of one offender, strings of
+bounded length), never a scan of every offender or archived message; each index key keeps at
+most ``MAX_REFS`` references, one per offender (the newest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from guardmail.core.alias_features import (
+    Features,
+    address_key,
+    local_skeleton,
+    name_tokens,
+)
+
+PRIOR_LOG_ODDS = math.log(1 / 1000)
+DEFAULT_THRESHOLD = 0.5
+IP_WINDOW = timedelta(days=30)
+MAX_REFS = 64
+MAX_NAMES_PER_OFFENDER = 32
+MAX_OFFENDERS_SCORED = 16
+_NEAR_MIN = 5  # letters a token needs before "a letter apart" counts as the same
+
+# Local parts that name a role, not a person: anyone may write from them.
+ROLE_LOCALS = frozenset(
+    {
+        "admin",
+        "contact",
+        "hello",
+        "help",
+        "info",
+        "mail",
+        "mailer",
+        "noreply",
+        "office",
+        "postmaster",
+        "sales",
+        "support",
+        "team",
+        "user",
+        "webmaster",
+    }
+)
+
+
+def _w(likelihood_ratio: float) -> float:
+    return round(math.log(likelihood_ratio), 1)
+
+
+W_LINKED = _w(10000)
+W_NAME_FULL = _w(2000)
+W_NAME_NEAR = _w(500)
+W_NAME_INITIAL = _w(100)
+W_NAME_HANDLE = _w(300)
+W_NAME_SURNAME = _w(20)
+W_NAME_FIRST = _w(3)
+W_LOOKALIKE = _w(20)
+W_LOCAL_LONG = _w(3000)
+W_LOCAL = _w(300)
+W_LOCAL_SHORT = _w(10)
+W_LOCAL_NEAR = _w(100)
+W_IP = _w(100)
+W_IP_OLD = _w(10)
+W_DKIM = _w(300)
+W_MSGID = _w(30)
+W_CLIENT = _w(3)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """One reason a sender resembles an offender: its name, log-likelihood weight, and why."""
+
+    signal: str
+    weight: float
+    why: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suspicion:
+    """How likely the sender is ``offender`` (0..1), and the signals that say so."""
+
+    offender: str
+    likelihood: float
+    signals: tuple[Signal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    offender: str
+    seen_at: datetime | None
+
+
+_Hit = Callable[[str, Signal], None]
+
+
+def likelihood(weights: Iterable[float]) -> float:
+    """``sigmoid(PRIOR_LOG_ODDS + sum(weights))``."""
+    x = PRIOR_LOG_ODDS + sum(weights)
+    return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
+
+
+def levenshtein(a: str, b: str, limit: int = 2) -> int:
+    """Edit distance of ``a`` and ``b``, or ``limit + 1`` if it is more than ``limit``
+    (cost O(len * limit): only a band of the table is filled)."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [limit + 1] * len(b)
+        lo, hi = max(1, i - limit), min(len(b), i + limit)
+        for j in range(lo, hi + 1):
+            cost = 0 if ca == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+        if min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return min(prev[len(b)], limit + 1)
+
+
+def _deletions(text: str) -> set[str]:
+    return {text[:i] + text[i + 1 :] for i in range(len(text))}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion or substitution (or
+    not at all): ``levenshtein(a, b, 1) <= 1`` in one linear pass."""
+    if len(a) > len(b):
+        a, b = b, a
+    if len(b) - len(a) > 1:
+        return False
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1 :] == b[i + 1 :]
+    return a[i:] == b[i + 1 :]
+
+
+def _name_keys(tokens: tuple[str, ...]) -> frozenset[str]:
+    """Every token and, for tokens of 5+ letters, its one-letter deletions: two names share a
+    key exactly when some token of one is the same as, or a letter from, one of the other's."""
+    keys: set[str] = set()
+    for t in tokens:
+        keys.add(t)
+        if len(t) >= _NEAR_MIN:
+            keys |= _deletions(t)
+    return frozenset(keys)
+
+
+class AliasIndex:
+    """What is known of each offender, indexed by feature value.
+
+    ``add`` only ever replaces a key's tuple of references with a longer copy (never mutates
+    one), so a reader in another thread sees the old or the new tuple, both consistent.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[str, tuple[_Ref, ...]]] = {
+            k: {}
+            for k in ("address", "local", "local_del", "token", "ip", "dkim", "msgid", "client")
+        }
+        # Each offender's names, with their ``_name_keys`` (compared only if they share one).
+        self._names: dict[str, tuple[tuple[tuple[str, ...], frozenset[str]], ...]] = {}
+        self.offenders: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        offenders: Iterable[tuple[str, Sequence[str], Sequence[str]]],
+        seen: Iterable[tuple[str, Features, datetime | None]] = (),
+    ) -> AliasIndex:
+        """An index of ``offenders`` (name, configured addresses, configured plain display
+        names) and their archived messages' features ``seen`` (offender, features, when)."""
+        index = cls()
+        for name, addresses, display_names in offenders:
+            index.offenders = (*index.offenders, name)
+            for addr in addresses:
+                index.add(name, Features(address=address_key(addr), local=local_skeleton(addr)))
+            for display in display_names:
+                tokens = name_tokens(display)
+                if tokens:
+                    index.add(name, Features(names=(tokens,)))
+        for name, features, when in seen:
+            if name in index.offenders:
+                index.add(name, features, when)
+        return index
+
+    def _put(self, kind: str, value: str, ref: _Ref) -> None:
+        if not value:
+            return
+        # One reference per offender and value, the newest (a config entry's, timeless, is
+        # never replaced): an offender's thousand messages from one client are one reference,
+        # and cannot push other offenders out of the MAX_REFS.
+        table = self._values[kind]
+        old = table.get(value, ())
+        for r in old:
+            if r.offender == ref.offender:
+                if r.seen_at is None or (ref.seen_at is not None and r.seen_at >= ref.seen_at):
+                    return
+        others = tuple(r for r in old if r.offender != ref.offender)
+        table[value] = (*others, ref)[-MAX_REFS:]
+
+    def add(self, offender: str, features: Features, seen_at: datetime | None = None) -> None:
+        """Learn one message of ``offender`` (``seen_at`` None: from the config, timeless)."""
+        ref = _Ref(offender, seen_at)
+        # Only the From address is the offender's: the other addresses of their mail (Reply-To,
+        # Sender, more From fields) are theirs to write, and could name anyone.
+        self._put("address", features.address, ref)
+        local = features.local
+        if len(local) >= 4 and local not in ROLE_LOCALS:
+            self._put("local", local, ref)
+            if len(local) >= 6:
+                for d in _deletions(local):
+                    self._put("local_del", d, ref)
+        names = self._names.get(offender, ())
+        for tokens in features.names:
+            if len(names) < MAX_NAMES_PER_OFFENDER and all(n != tokens for n, _ in names):
+                keys = _name_keys(tokens)
+                names = (*names, (tokens, keys))
+                for key in keys:
+                    self._put("token", key, _Ref(offender, None))
+        self._names[offender] = names
+        for ip in features.origin_ips:
+            self._put("ip", ip, ref)
+        for domain in features.dkim_domains:
+            self._put("dkim", domain, ref)
+        self._put("msgid", features.message_domain, ref)
+        self._put("client", features.client, ref)
+
+    def score(self, features: Features, *, now: datetime) -> list[Suspicion]:
+        """Every offender ``features`` resemble, most likely first (at most
+        ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out."""
+        found: dict[str, dict[str, Signal]] = {}
+
+        def hit(offender: str, signal: Signal) -> None:
+            best = found.setdefault(offender, {})
+            old = best.get(signal.signal)
+            if old is None or old.weight < signal.weight:
+                best[signal.signal] = signal
+
+        v = self._values
+        for key in features.addresses:
+            for r in v["address"].get(key, ()):
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="linked_address",
+                        weight=W_LINKED,
+                        why=f"{key} was seen in the offender's mail or entry",
+                    ),
+                )
+        self._score_local(features.local, hit)
+        self._score_names(features, hit)
+        for ip in features.origin_ips:
+            for r in v["ip"].get(ip, ()):
+                recent = r.seen_at is None or now - r.seen_at <= IP_WINDOW
+                when = "within 30 days" if recent else "more than 30 days apart"
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="origin_ip",
+                        weight=W_IP if recent else W_IP_OLD,
+                        why=f"sent from {ip}, as the offender's mail ({when})",
+                    ),
+                )
+        for domain in features.dkim_domains:
+            for r in v["dkim"].get(domain, ()):
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="dkim_domain",
+                        weight=W_DKIM,
+                        why=f"signed by {domain} (DKIM d=), as the offender's mail",
+                    ),
+                )
+        if features.message_domain:
+            for r in v["msgid"].get(features.message_domain, ()):
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="message_domain",
+                        weight=W_MSGID,
+                        why=f"Message-ID from {features.message_domain}, as the offender's mail",
+                    ),
+                )
+        if features.client:
+            for r in v["client"].get(features.client, ()):
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="client",
+                        weight=W_CLIENT,
+                        why=f"written with {features.client!r}, as the offender's mail",
+                    ),
+                )
+        out = [
+            Suspicion(
+                offender=name,
+                likelihood=likelihood(s.weight for s in signals.values()),
+                signals=tuple(sorted(signals.values(), key=lambda s: -s.weight)),
+            )
+            for name, signals in found.items()
+        ]
+        out.sort(key=lambda s: (-s.likelihood, s.offender))
+        return out[:MAX_OFFENDERS_SCORED]
+
+    def _score_local(self, local: str, hit: _Hit) -> None:
+        if len(local) < 4 or local in ROLE_LOCALS:
+            return
+        v = self._values
+        exact = {r.offender for r in v["local"].get(local, ())}
+        weight = W_LOCAL_LONG if len(local) >= 8 else W_LOCAL if len(local) >= 5 else W_LOCAL_SHORT
+        for off in sorted(exact):
+            hit(
+                off,
+                Signal(
+                    signal="local_part",
+                    weight=weight,
+                    why=f"the address's letters {local!r} are the offender's",
+                ),
+            )
+        if len(local) < 6:
+            return
+        near: dict[str, None] = {}
+        for key in (local, *_deletions(local)):
+            for r in (*v["local_del"].get(key, ()), *v["local"].get(key, ())):
+                if r.offender not in exact:
+                    near[r.offender] = None
+        for off in near:
+            hit(
+                off,
+                Signal(
+                    signal="local_part",
+                    weight=W_LOCAL_NEAR,
+                    why=f"the address's letters {local!r} are one letter from the offender's",
+                ),
+            )
+
+    def _score_names(self, features: Features, hit: _Hit) -> None:
+        candidates: dict[str, None] = {}
+        queries = [(q, _name_keys(q)) for q in features.names]
+        for _, keys in queries:
+            for key in keys:
+                for r in self._values["token"].get(key, ()):
+                    candidates[r.offender] = None
+        for off in candidates:
+            best: Signal | None = None
+            for query, qkeys in queries:
+                for known, kkeys in self._names.get(off, ()):
+                    if qkeys.isdisjoint(kkeys):
+                        continue  # no token alike: compare_names would say None
+                    s = compare_names(query, known)
+                    if s is not None and (best is None or s.weight > best.weight):
+                        best = s
+            if best is None:
+                continue
+            hit(off, best)
+            if features.lookalike and best.weight >= W_NAME_INITIAL:
+                hit(
+                    off,
+                    Signal(
+                        signal="lookalike",
+                        weight=W_LOOKALIKE,
+                        why="the name is written with look-alike letters",
+                    ),
+                )
+
+
+_RANK = {"exact": 0, "near": 1, "initial": 2}
+
+
+def _token_match(q: str, k: str) -> str:
+    """``exact``, ``near`` (a letter apart, 5+ letters), ``initial`` or ""."""
+    if q == k:
+        return "exact"
+    if min(len(q), len(k)) >= _NEAR_MIN and _one_edit(q, k):
+        return "near"
+    if (len(q) == 1 or len(k) == 1) and q[:1] == k[:1]:
+        return "initial"
+    return ""
+
+
+def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | None:
+    """How ``query`` (a new sender's name tokens) resembles ``known`` (an offender's)."""
+    used: set[int] = set()
+    kinds: list[tuple[str, int]] = []  # (match kind, index in known)
+    for q in query:
+        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
+        free = sorted(f for f in found if f[1] not in used)
+        if free:
+            _, j, kind = free[0]
+            used.add(j)
+            kinds.append((kind, j))
+    full = [j for kind, j in kinds if kind in ("exact", "near")]
+    initials = [j for kind, j in kinds if kind == "initial"]
+    shorter = min(len(query), len(known))
+    spelled = " ".join(query)
+    known_text = " ".join(known)
+    if not full:
+        return None
+    if len(full) >= 2 and len(full) + len(initials) >= shorter:
+        if all(kind == "exact" for kind, _ in kinds):
+            return Signal(
+                signal="display_name",
+                weight=W_NAME_FULL,
+                why=f"the name {spelled!r} is the offender's {known_text!r}",
+            )
+        return Signal(
+            signal="display_name",
+            weight=W_NAME_NEAR,
+            why=f"the name {spelled!r} is a letter from the offender's {known_text!r}",
+        )
+    if len(full) == 1 and initials and len(full) + len(initials) >= shorter:
+        return Signal(
+            signal="display_name",
+            weight=W_NAME_INITIAL,
+            why=f"the name {spelled!r} is the offender's {known_text!r} with an initial",
+        )
+    if len(query) == 1 and len(known) == 1 and len(query[0]) >= 6 and kinds[0][0] == "exact":
+        return Signal(
+            signal="display_name",
+            weight=W_NAME_HANDLE,
+            why=f"the one-word name {spelled!r} is the offender's",
+        )
+    if full[0] > 0:
+        return Signal(
+            signal="display_name",
+            weight=W_NAME_SURNAME,
+            why=f"the name {spelled!r} shares the offender's surname {known[full[0]]!r}",
+        )
+    return Signal(
+        signal="display_name",
+        weight=W_NAME_FIRST,
+        why=f"the name {spelled!r} shares only a first name with {known_text!r}",
+    )
