@@ -55,6 +55,8 @@ def test_alias_lands_in_review_dismiss_restores_confirm_quarantines(
     config = tmp_path / "guardmail.yaml"
     config.write_text(f"""\
 state_dir: {tmp_path}/var
+aliases:
+  enabled: true  # off by default
 offenders:
   - name: Mark
     addresses: [mark.dalton@dalton-family.example]

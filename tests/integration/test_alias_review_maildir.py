@@ -18,6 +18,8 @@ pytestmark = pytest.mark.integration
 
 CONFIG = """\
 state_dir: {root}/var
+aliases:
+  enabled: true  # off by default
 offenders:
   - name: Mark
     addresses: [mark.dalton@dalton-family.example]
