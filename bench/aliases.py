@@ -1,0 +1,474 @@
+"""How well the alias linker (issue 24) tells an offender's new accounts from everyone else.
+
+A labelled set:
+- Alias mail: for each offender (generated from a few templates: a name, a free-mail or a
+  private domain, a mail client with its version, a home IP), new messages from accounts the
+  rules do not know, of the kinds in ``KINDS`` (a new free-mail address with the same name, a
+  name with an initial, look-alike letters, the same local part elsewhere, the same client and
+  IP, a new domain ...). Each kind is reported on its own: the overall recall is that of this
+  mix, not of real campaigns.
+- Unrelated mail that no one here wrote: CPython's email test corpus (every message file in the
+  ``test`` package of the running Python, found at run time; Debian ships it in
+  ``libpython3.11-testsuite``: the script says so if it is absent) and tests/hostile/corpus.py.
+
+The offenders' earlier messages are learned as the pipeline learns them (pipeline ``learn`` ->
+``Linker.learn``): ``extract(raw, mail_identities(raw))`` then ``AliasIndex.add``, into an index
+built by ``AliasIndex.build`` from their config entries. Each item is then scored as
+``Linker.suspect`` does (``AliasIndex.score``; the best offender at or above the threshold). An
+alias counts as found only if the offender named is its own.
+
+Printed: recall and false positives at ``DEFAULT_THRESHOLD``, a sweep over thresholds, a
+calibration table (the best likelihood, bucketed, against the fraction of alias mail in each
+bucket: that fraction depends on this set's mix, far richer in aliases than a real inbox), and
+the cost of a decision with the linker on (``decide`` + ``extract`` + ``score``) and off
+(``decide`` alone), interleaved in one run. Nothing is asserted on time.
+
+    python bench/aliases.py            # 100 offenders, 10,000 learned items
+    python bench/aliases.py --quick    # 10 offenders, 200 learned items (the suite runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from guardmail.core.alias_features import extract  # noqa: E402
+from guardmail.core.aliases import DEFAULT_THRESHOLD, AliasIndex  # noqa: E402
+from guardmail.core.item import Identity, mail_identities  # noqa: E402
+from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, decide  # noqa: E402
+from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
+BUCKETS = (0.0, 0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
+
+FIRST = ["Mark", "Barry", "John", "Michael", "David", "Chris", "Anne", "Maria", "Peter", "Sarah"]
+FIRST += ["Daniel", "Laura", "Thomas", "Julia", "Robert", "Kevin", "Nina", "Oliver", "Paul", "Eva"]
+LAST = ["Dalton", "Warsaw", "Smith", "Jones", "Miller", "Brown", "Fischer", "Novak", "Keller"]
+LAST += ["Larsen", "Moreau", "Rossi", "Walsh", "Becker", "Horvat", "Quinn", "Sandoval", "Tanaka"]
+LAST += ["Okafor", "Lindqvist", "Petrov", "Harlow", "Vance", "Whitaker", "Castellano"]
+FREEMAIL = ["gmail.com", "outlook.com", "yahoo.com", "gmx.de", "proton.me", "web.de"]
+CLIENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64; rv:115.0) Gecko/20100101 Thunderbird/115.{v}",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Thunderbird/128.{v}",
+    "Microsoft Outlook 16.0.{v}",
+    "Apple Mail (2.{v})",
+    "K-9 Mail for Android 6.{v}",
+    "Mutt/2.2.{v} (2023-02-09)",
+]
+CONFUSABLE = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "c": "\u0441", "p": "\u0440"}
+HANDLES = ["night.owl", "quiet.reader", "sunny", "walker", "blue.sky", "coffee", "tr4veller"]
+
+
+@dataclass
+class Offender:
+    name: str
+    first: str
+    last: str
+    address: str
+    domain: str  # "" for a free-mail account
+    client: str
+    ip: str
+
+
+def offenders(n: int, rng: random.Random) -> list[Offender]:
+    out: list[Offender] = []
+    pairs = [(f, s) for s in LAST for f in FIRST]
+    rng.shuffle(pairs)
+    for i, (first, last) in enumerate(pairs[:n]):
+        private = i % 2 == 0
+        domain = f"{last.lower()}-{i}.example" if private else ""
+        local = f"{first.lower()}.{last.lower()}{rng.randrange(10, 99)}"
+        host = domain or rng.choice(FREEMAIL)
+        client = rng.choice(CLIENTS).format(v=rng.randrange(10))
+        octets = (rng.choice([81, 84, 91, 176, 188]), rng.randrange(256), rng.randrange(256))
+        ip = ".".join(map(str, (*octets, rng.randrange(1, 255))))
+        out.append(Offender(f"offender{i}", first, last, f"{local}@{host}", domain, client, ip))
+    return out
+
+
+def message(
+    *,
+    display: str,
+    address: str,
+    ip: str = "",
+    client: str = "",
+    domain: str = "",
+    when: datetime = NOW,
+    serial: int = 0,
+) -> bytes:
+    """A message as it reaches the person's server: one Received from the sender's side."""
+    host = address.rsplit("@", 1)[1]
+    stamp = f"{when:%a, %d %b %Y %H:%M:%S +0000}"
+    lines = []
+    if ip and domain:  # a private domain's own server saw the sender's IP
+        lines.append(f"Received: from laptop ([{ip}]) by mail.{domain} with ESMTPSA; {stamp}")
+    elif ip:  # a small provider's webmail: the IP is in X-Originating-IP
+        lines.append(f"X-Originating-IP: [{ip}]")
+    else:  # a large provider: its own server is the first hop, the user's IP hidden
+        lines.append(
+            "Received: from mail-sor-f41.google.com (mail-sor-f41.google.com"
+            f" [209.85.220.41]) by mx.person.example; {stamp}"
+        )
+    if domain:
+        lines.append(f"DKIM-Signature: v=1; a=rsa-sha256; d={domain}; s=sel; h=from:to; b=AAAA")
+    lines += [
+        f"From: {display} <{address}>" if display else f"From: {address}",
+        "To: person@person.example",
+        f"Subject: message {serial}",
+        f"Date: {when:%a, %d %b %Y %H:%M:%S +0000}",
+        f"Message-ID: <{serial}.{int(when.timestamp())}@{domain or host}>",
+    ]
+    if client:
+        lines.append(f"User-Agent: {client}")
+    return ("\r\n".join(lines) + "\r\n\r\nI know where you are.\r\n").encode()
+
+
+def earlier(off: Offender, k: int, serial: int) -> bytes:
+    return message(
+        display=f"{off.first} {off.last}",
+        address=off.address,
+        ip=off.ip if off.domain else "",
+        client=off.client,
+        domain=off.domain,
+        when=NOW - timedelta(days=1 + k % 50, hours=k % 24),
+        serial=serial,
+    )
+
+
+def _confusable(text: str) -> str:
+    for latin, cyr in CONFUSABLE.items():
+        if latin in text:
+            return text.replace(latin, cyr, 1)
+    return text
+
+
+def _freemail(rng: random.Random) -> str:
+    return f"{rng.choice(HANDLES)}{rng.randrange(100, 9999)}@{rng.choice(FREEMAIL)}"
+
+
+# Each kind: an alias message of ``off`` from an account the rules do not know.
+def _kinds() -> dict[str, Any]:
+    def same_name(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {"display": f"{o.first} {o.last}", "address": _freemail(r)}
+
+    def initial_same_client_ip(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {
+            "display": f"{o.first[0]}. {o.last}",
+            "address": _freemail(r).replace("gmail.com", "posteo.example"),
+            "ip": o.ip,
+            "client": o.client,
+        }
+
+    def first_and_initial(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {"display": f"{o.first} {o.last[0]}.", "address": _freemail(r)}
+
+    def confusable_name(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {"display": _confusable(f"{o.first} {o.last}"), "address": _freemail(r)}
+
+    def same_local_elsewhere(o: Offender, r: random.Random) -> dict[str, Any]:
+        local = o.address.split("@")[0].replace(".", "_")
+        return {"display": "", "address": f"{local}{r.randrange(10)}@{r.choice(FREEMAIL)}"}
+
+    def client_and_ip_only(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {
+            "display": r.choice(["Anonymous", "A friend", ""]),
+            "address": f"{r.choice(HANDLES)}{r.randrange(99)}@tutanota.example",
+            "ip": o.ip,
+            "client": o.client,
+        }
+
+    def new_domain_initial_ip(o: Offender, r: random.Random) -> dict[str, Any]:
+        dom = f"{o.last.lower()}-new{r.randrange(99)}.example"
+        return {
+            "display": f"{o.first[0]}. {o.last}",
+            "address": f"hello@{dom}",
+            "ip": o.ip,
+            "client": o.client,
+            "domain": dom,
+        }
+
+    def first_name_only(o: Offender, r: random.Random) -> dict[str, Any]:
+        return {"display": o.first, "address": _freemail(r), "client": o.client}
+
+    return {
+        f.__name__: f
+        for f in (
+            same_name,
+            initial_same_client_ip,
+            first_and_initial,
+            confusable_name,
+            same_local_elsewhere,
+            client_and_ip_only,
+            new_domain_initial_ip,
+            first_name_only,
+        )
+    }
+
+
+KINDS = _kinds()
+
+
+def unrelated_corpus() -> tuple[list[tuple[str, bytes]], str]:
+    """(name, raw) of every message file in the running Python's ``test`` package, plus the
+    hostile corpus; and a note naming where the first came from (or that it is absent)."""
+    found: list[tuple[str, bytes]] = []
+    # The CPython test package: absent on a Debian Python without the testsuite package.
+    spec = importlib.util.find_spec("test")
+    if spec is not None and spec.origin:
+        root = Path(spec.origin).parent
+    else:
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        root = Path(sys.prefix) / "lib" / version / "test"
+    note = f"CPython test package at {root}"
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".pyc") or not path.is_file():
+                continue
+            try:
+                raw = path.read_bytes()[:200_000]
+            except OSError:
+                continue
+            head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+            first = head.split(b"\n", 1)[0]
+            if b":" in first[:80] and any(
+                line.lower().startswith(b"from:") for line in head.split(b"\n")
+            ):
+                found.append((f"cpython/{path.relative_to(root)}", raw))
+    if not found:
+        note += " holds no message files (on Debian: apt-get install libpython3.11-testsuite)"
+    else:
+        note += f": {len(found)} message files"
+    hostile = [(f"hostile/{h.name}", h.raw) for h in hostile_corpus()]
+    return found + hostile, note + f"; tests/hostile/corpus.py: {len(hostile)} messages"
+
+
+@dataclass
+class Scored:
+    label: str  # the alias kind, or "unrelated"
+    truth: str  # the offender it is an alias of, "" for unrelated mail
+    source: str  # "generated", "cpython/<file>" or "hostile/<name>"
+    best: str  # the offender scored highest, "" if none
+    likelihood: float
+    raw: bytes = field(repr=False)
+    identities: tuple[Identity, ...] = field(repr=False)
+
+
+def build(
+    n_offenders: int, learned: int, aliases_per_kind: int, seed: int
+) -> tuple[list[Offender], RuleSet, AliasIndex, list[Scored], str]:
+    rng = random.Random(seed)
+    offs = offenders(n_offenders, rng)
+    rules = RuleSet([OffenderRule(name=o.name, addresses=(o.address,)) for o in offs])
+    index = AliasIndex.build([(o.name, [o.address], [f"{o.first} {o.last}"]) for o in offs])
+    for i in range(learned):  # as Linker.learn: features of the archived raw, then add
+        off = offs[i % len(offs)]
+        raw = earlier(off, i // len(offs), i)
+        index.add(off.name, extract(raw, mail_identities(raw)), NOW - timedelta(days=1 + i % 50))
+    items: list[tuple[str, str, str, bytes]] = []
+    serial = 10**6
+    for kind, make in KINDS.items():
+        for off in rng.sample(offs, min(aliases_per_kind, len(offs))):
+            serial += 1
+            items.append((kind, off.name, "generated", message(**make(off, rng), serial=serial)))
+    unrelated, note = unrelated_corpus()
+    items += [("unrelated", "", name, raw) for name, raw in unrelated]
+    scored = []
+    for label, truth, source, raw in items:
+        idents = mail_identities(raw)
+        found = index.score(extract(raw, idents), now=NOW)
+        best = found[0] if found else None
+        scored.append(
+            Scored(
+                label,
+                truth,
+                source,
+                best.offender if best else "",
+                best.likelihood if best else 0.0,
+                raw,
+                idents,
+            )
+        )
+    return offs, rules, index, scored, note
+
+
+def accuracy(scored: list[Scored], threshold: float) -> dict[str, Any]:
+    aliases = [s for s in scored if s.truth]
+    others = [s for s in scored if not s.truth]
+    found = sum(1 for s in aliases if s.likelihood >= threshold and s.best == s.truth)
+    wrong = sum(1 for s in aliases if s.likelihood >= threshold and s.best != s.truth)
+    fps = [s for s in others if s.likelihood >= threshold]
+    return {
+        "threshold": threshold,
+        "aliases": len(aliases),
+        "recall": found / len(aliases) if aliases else math.nan,
+        "wrong_offender": wrong,
+        "unrelated": len(others),
+        "false_positives": len(fps),
+        "fp_per_1000": 1000 * len(fps) / len(others) if others else math.nan,
+        # with 0 seen, 95% confidence that the rate is below 3/n (the rule of three)
+        "fp_per_1000_upper95": 1000 * 3 / len(others) if others and not fps else None,
+    }
+
+
+def calibration(scored: list[Scored]) -> list[dict[str, Any]]:
+    rows = []
+    for lo, hi in zip(BUCKETS, BUCKETS[1:], strict=False):
+        inside = [
+            s for s in scored if lo <= s.likelihood < hi or (hi == 1.0 and s.likelihood == 1.0)
+        ]
+        rows.append(
+            {
+                "bucket": f"[{lo}, {hi})",
+                "items": len(inside),
+                "predicted": statistics.fmean(s.likelihood for s in inside) if inside else None,
+                "observed": sum(1 for s in inside if s.truth) / len(inside) if inside else None,
+            }
+        )
+    return rows
+
+
+def cost(
+    scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Microseconds per decision, linker off (``decide``) and on (``decide`` + ``extract`` +
+    ``score`` + the threshold), alternating item by item; first sightings (caches cleared).
+    Over the alias and CPython mail: the hostile corpus's megabyte shapes measure the parser's
+    bounds (bench/fuzz.py), not a decision's cost."""
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(rounds):
+        for s in scored:
+            if s.source.startswith("hostile/"):
+                continue
+            for mode in ("off", "on"):
+                clear_caches()
+                t0 = time.perf_counter_ns()
+                verdict = decide(s.identities, rules, now=NOW)
+                if mode == "on" and verdict.action is Action.PASS:
+                    found = index.score(extract(s.raw, s.identities), now=NOW)
+                    _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
+                times[mode].append((time.perf_counter_ns() - t0) / 1000)
+    out = {}
+    for mode, ts in times.items():
+        ts.sort()
+        out[mode] = {
+            "n": len(ts),
+            "p50_us": ts[len(ts) // 2],
+            "p99_us": ts[min(len(ts) - 1, int(len(ts) * 0.99))],
+        }
+    return out
+
+
+def run(*, quick: bool, seed: int = 24) -> dict[str, Any]:
+    n, learned, per_kind, rounds = (10, 200, 5, 3) if quick else (100, 10_000, 40, 20)
+    offs, rules, index, scored, note = build(n, learned, per_kind, seed)
+    passed = sum(1 for s in scored if decide(s.identities, rules, now=NOW).action is Action.PASS)
+    kinds = {}
+    for kind in KINDS:
+        mine = [s for s in scored if s.label == kind]
+        kinds[kind] = {
+            "items": len(mine),
+            "recall": sum(
+                1 for s in mine if s.likelihood >= DEFAULT_THRESHOLD and s.best == s.truth
+            )
+            / len(mine),
+            "median_likelihood": statistics.median(s.likelihood for s in mine),
+        }
+    return {
+        "offenders": len(offs),
+        "learned": learned,
+        "corpus": note,
+        "rules_passed": passed,
+        "items": len(scored),
+        "default": accuracy(scored, DEFAULT_THRESHOLD),
+        "kinds": kinds,
+        "sweep": [accuracy(scored, t) for t in THRESHOLDS],
+        "calibration": calibration(scored),
+        "false_positives": [
+            s.source for s in scored if not s.truth and s.likelihood >= DEFAULT_THRESHOLD
+        ][:10],
+        "cost": cost(scored, rules, index, rounds),
+    }
+
+
+def _f(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def show(r: dict[str, Any]) -> None:
+    print(
+        f"{r['offenders']} offenders, {r['learned']} learned items; {r['items']} scored"
+        f" ({r['rules_passed']} passed by the rules)"
+    )
+    print(f"unrelated mail: {r['corpus']}")
+    d = r["default"]
+    print(f"\nat the default threshold {d['threshold']}:")
+    print(
+        f"  recall {d['recall']:.1%} of {d['aliases']} alias messages"
+        f" ({d['wrong_offender']} flagged as the wrong offender)"
+    )
+    up = (
+        f", 95% upper bound {d['fp_per_1000_upper95']:.1f}"
+        if d["fp_per_1000_upper95"] is not None
+        else ""
+    )
+    print(
+        f"  false positives {d['false_positives']} of {d['unrelated']} unrelated"
+        f" ({d['fp_per_1000']:.1f} per 1,000{up})"
+    )
+    print("\nby kind (recall at the default, median best likelihood):")
+    for kind, k in r["kinds"].items():
+        print(f"  {kind:24} {k['items']:4}  {k['recall']:6.1%}  {k['median_likelihood']:.4f}")
+    print("\nsweep:  threshold  recall  wrong  FP  FP/1000")
+    for s in r["sweep"]:
+        print(
+            f"        {s['threshold']:9}  {s['recall']:6.1%}  {s['wrong_offender']:5}"
+            f"  {s['false_positives']:2}  {s['fp_per_1000']:7.1f}"
+        )
+    print(
+        "\ncalibration: bucket of best likelihood, items, mean predicted, observed alias fraction"
+    )
+    for c in r["calibration"]:
+        print(
+            f"  {c['bucket']:14} {c['items']:5}"
+            f"  {_f(c['predicted'], '.4f'):>7}  {_f(c['observed']):>6}"
+        )
+    for fp in r["false_positives"]:
+        print(f"  false positive: {fp}")
+    print("\ndecision cost (us; first sightings, linker on = decide + extract + score):")
+    for mode, c in r["cost"].items():
+        print(
+            f"  linker {mode:3}  p50 {c['p50_us']:7.1f}  p99 {c['p99_us']:7.1f}"
+            f"  ({c['n']} decisions)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seed", type=int, default=24)
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+    report = run(quick=args.quick, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        show(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

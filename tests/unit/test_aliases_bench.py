@@ -1,0 +1,90 @@
+"""bench/aliases.py --quick runs and its figures are well-formed (never what they are: the
+accuracy figures are measured, reported in bench/README.md, and not a test's to fix)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "aliases.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_aliases", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _bench()
+
+
+@pytest.fixture(scope="module")
+def report(bench: ModuleType) -> dict[str, Any]:
+    result: dict[str, Any] = bench.run(quick=True)
+    return result
+
+
+def _fraction(x: object) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def test_the_labelled_set_has_both_sides(report: dict[str, Any], bench: ModuleType) -> None:
+    d = report["default"]
+    assert d["aliases"] > 0 and d["unrelated"] > 0
+    assert d["aliases"] + d["unrelated"] == report["items"]
+    # Every kind of alias is in the set, and no item is caught by the rules themselves.
+    assert set(report["kinds"]) == set(bench.KINDS)
+    assert all(k["items"] > 0 for k in report["kinds"].values())
+    assert report["rules_passed"] == report["items"]
+    assert "tests/hostile/corpus.py" in report["corpus"]
+
+
+def test_accuracy_figures_are_well_formed(report: dict[str, Any], bench: ModuleType) -> None:
+    thresholds = [s["threshold"] for s in report["sweep"]]
+    assert thresholds == sorted(thresholds) and bench.DEFAULT_THRESHOLD in thresholds
+    for s in [report["default"], *report["sweep"]]:
+        assert _fraction(s["recall"])
+        assert 0 <= s["false_positives"] <= s["unrelated"]
+        assert 0 <= s["wrong_offender"] <= s["aliases"]
+        assert math.isclose(s["fp_per_1000"], 1000 * s["false_positives"] / s["unrelated"])
+    # A higher threshold never flags more.
+    flagged = [round(s["recall"] * s["aliases"]) + s["false_positives"] for s in report["sweep"]]
+    assert flagged == sorted(flagged, reverse=True)
+    for k in report["kinds"].values():
+        assert _fraction(k["recall"]) and _fraction(k["median_likelihood"])
+
+
+def test_calibration_covers_every_item_once(report: dict[str, Any]) -> None:
+    rows = report["calibration"]
+    assert sum(r["items"] for r in rows) == report["items"]
+    for r in rows:
+        if r["items"]:
+            assert _fraction(r["predicted"]) and _fraction(r["observed"])
+        else:
+            assert r["predicted"] is None and r["observed"] is None
+
+
+def test_cost_is_reported_for_both_modes(report: dict[str, Any]) -> None:
+    for mode in ("off", "on"):
+        c = report["cost"][mode]
+        assert c["n"] > 0 and 0 < c["p50_us"] <= c["p99_us"]
+    assert report["cost"]["off"]["n"] == report["cost"]["on"]["n"]
+
+
+def test_the_report_prints(report: dict[str, Any], bench: ModuleType, capsys: Any) -> None:
+    bench.show(report)
+    out = capsys.readouterr().out
+    assert "at the default threshold" in out and "calibration" in out and "linker on" in out
+    json.dumps(report)  # what --json prints
