@@ -19,7 +19,9 @@ one Received field, then exactly the submitted bytes.
 - an offender's message: archived once (byte-exact, one action), not in jane's Maildir, in the
   quarantine mailbox once when quarantined (none when blocked), in bob's once if sent to him;
 - a late offender's message (``offenders.d`` grew during the campaign) may have been judged clean
-  before the reload reached the filter: either outcome, exactly one of the two, whole;
+  before the reload reached the filter: either outcome, exactly one of the two, whole (both only
+  when the clean copy's attempt was killed in RFC 1047's window, proven by the filter's missing
+  record: a known limit);
 - Postfix's queue is empty, and no file in any of those Maildirs is unaccounted for.
 A second copy is not a violation only when the filter's own record proves it RFC 1047's (see
 ``_window``): it is then reported in ``Result.limits``.
@@ -197,6 +199,20 @@ class SmtpChannel:
                         f"smtp: item {m.number} ({m.person}) is in {box} twice: the daemon was "
                         "killed between the next hop's 250 and its record (RFC 1047's window)"
                     )
+                elif (
+                    late
+                    and mine
+                    and count == 0
+                    and boxes[box][m.number] == 1
+                    and self._unrecorded(box, copies[box][m.number][0][1])
+                ):
+                    # Judged clean and relayed by an attempt killed in the window, judged again
+                    # by the retry after the offender was added: both outcomes, one each.
+                    checks.limits.append(
+                        f"smtp: item {m.number} ({m.person}) reached {box} before its sender "
+                        "became an offender, by an attempt killed between the next hop's 250 "
+                        "and its record (RFC 1047's window), and was archived on the retry"
+                    )
                 elif boxes[box][m.number] != count:
                     checks.violate(
                         f"smtp: item {m.number} ({m.person}, {action or 'clean'}) is in "
@@ -223,13 +239,8 @@ class SmtpChannel:
                     found.setdefault(m.number, []).append((when, ids[-1].decode()))
         return found
 
-    def _window(self, box: str, copies: list[tuple[float, str]]) -> bool:
-        """Whether the second copy of a message in ``box`` is RFC 1047's, proven by the filter's
-        own record: the copy was recorded as relayed only by the attempt that sent it again
-        (no earlier record existed that the retry ignored)."""
-        (first, queue_id), (second, same) = sorted(copies)
-        if queue_id != same:
-            return False  # two messages queued: not a retry
+    def _records(self, queue_id: str, box: str) -> list[str]:
+        """When the filter recorded relaying ``queue_id``'s copy for ``box``."""
         copy = f"quarantine:{box}" if box == QUARANTINE else f"rcpt:{box}"
         db = sqlite3.connect(self.root / "var" / "guardmail.sqlite3")
         try:
@@ -238,9 +249,25 @@ class SmtpChannel:
             ).fetchall()
         finally:
             db.close()
+        return [str(r[0]) for r in rows]
+
+    def _unrecorded(self, box: str, queue_id: str) -> bool:
+        """Whether the copy of ``queue_id`` in ``box`` was relayed with no record of it: only an
+        attempt killed between the next hop's 250 and the commit leaves that (a recorded copy is
+        never judged or relayed again)."""
+        return not self._records(queue_id, box)
+
+    def _window(self, box: str, copies: list[tuple[float, str]]) -> bool:
+        """Whether the second copy of a message in ``box`` is RFC 1047's, proven by the filter's
+        own record: the copy was recorded as relayed only by the attempt that sent it again
+        (no earlier record existed that the retry ignored)."""
+        (first, queue_id), (second, same) = sorted(copies)
+        if queue_id != same:
+            return False  # two messages queued: not a retry
+        rows = self._records(queue_id, box)
         if len(rows) != 1:
             return False
-        recorded = datetime.fromisoformat(rows[0][0]).timestamp()
+        recorded = datetime.fromisoformat(rows[0]).timestamp()
         # A record made by the first attempt is older than the second copy by a retry's delay
         # (a daemon restart and Postfix's backoff: over a second); the second attempt's own
         # record is made within milliseconds of its copy.
