@@ -48,8 +48,15 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def dotted(loc: Loc) -> str:
-    """The key path as issues print it: ``offenders.0.patterns.1``."""
-    return ".".join(str(part) for part in loc) or DOCUMENT_PATH
+    """The key path as issues print it: ``offenders.0.patterns.1``. A key that is blank or holds
+    characters a terminal would act on (a carriage return would overwrite the line) is shown
+    quoted: ``'\\r'``."""
+    return ".".join(_key_shown(part) for part in loc) or DOCUMENT_PATH
+
+
+def _key_shown(part: str | int) -> str:
+    text = str(part)
+    return text if text.strip() and text.isprintable() else repr(text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

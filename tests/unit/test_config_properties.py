@@ -250,3 +250,16 @@ def test_the_watchdog_interrupts_a_hang() -> None:
     with pytest.raises(Hang), watchdog(1):
         while True:
             pass
+
+
+def test_a_key_a_terminal_would_act_on_is_named_quoted(tmp_path: Path) -> None:
+    # Found by the tenant-files property: a key "\r" printed raw made a blank path (and a
+    # terminal returns to the line's start there).
+    tenants = tmp_path / "tenants.d"
+    tenants.mkdir()
+    (tenants / "b.yaml").write_text('"\\r": null\nname: b\nrecipients: [b@x.example]\n')
+    with pytest.raises(ConfigError) as raised:
+        load_tenants(tenants, base=tmp_path)
+    [issue] = raised.value.issues
+    assert issue.path == "'\\r'"
+    assert "\r" not in str(issue)
