@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import shutil
 import smtplib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.relayed import RelayedCopies
+from guardmail.config.offenders import OffenderConfig
+from guardmail.config.settings import Settings
 from guardmail.config.sources import SmtpFilterConfig
-from guardmail.daemon.tenants import TenantDirectory
+from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenants import MainRecipients, TenantDirectory
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from tests.hostile.corpus import corpus
@@ -155,7 +159,10 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    tmp_path: Path, *, mode: Literal["after_queue", "before_queue"] = "after_queue"
+    tmp_path: Path,
+    *,
+    mode: Literal["after_queue", "before_queue"] = "after_queue",
+    main: Tenant | None = None,
 ) -> AsyncIterator[Rig]:
     tenants_dir = tmp_path / "tenants.d"
     tenants_dir.mkdir()
@@ -171,7 +178,12 @@ async def rig(
     )
     tenants = TenantDirectory(directory=tenants_dir, state_dir=tmp_path / "var")
     storage = SQLiteStorage(tmp_path / "var" / "guardmail.sqlite3")
-    source = SmtpFilterSource(cfg=cfg, tenants=tenants, relayed=RelayedCopies(storage, "default"))
+    source = SmtpFilterSource(
+        cfg=cfg,
+        tenants=tenants,
+        relayed=RelayedCopies(storage, "default"),
+        fallback=MainRecipients(tenant=main) if main is not None else None,
+    )
     r = Rig(
         root=tmp_path, port=port, hop=Hop(), hop_port=hop_port, source=source, directory=tenants
     )
@@ -332,6 +344,44 @@ def test_a_vault_failure_is_451_and_nothing_is_delivered(tmp_path: Path) -> None
         assert len(r.hop.received) == 2 and len(r.evidence("alice")) == 1
 
     run(tmp_path, scenario)
+
+
+def test_the_main_configs_offenders_archive_first_and_a_vault_failure_is_451(
+    tmp_path: Path,
+) -> None:
+    offender = OffenderConfig(name="Main ex", addresses=["main-ex@worse.example"])
+    main = open_tenant(Settings(state_dir=tmp_path / "var", tenant="main", offenders=[offender]))
+    raw = OFFENDER.replace(b"Ex <ex@bad.example>", b"Main Ex <main-ex@worse.example>")
+    rcpts = ["nobody@else.example", "alice@example.test"]  # no tenant's, alice's (not hers)
+    sender = "main-ex@worse.example"
+
+    async def scenario(r: Rig) -> None:
+        blobs = tmp_path / "var" / "vault" / "main" / "blobs"
+        shutil.rmtree(blobs, ignore_errors=True)  # created when first needed
+        blobs.write_text("a file where the blob directory should be")
+        assert await r.send(rcpts, raw, sender=sender) == (
+            451,
+            "4.3.0 Evidence vault unavailable, try again later",
+        )
+        assert r.hop.received == []  # alice's copy neither: the retry would duplicate it
+        blobs.unlink()
+        assert await r.send(rcpts, raw, sender=sender) == (250, "")
+        assert await r.send(["nobody@else.example"], CLEAN, sender="friend@ok.example") == (250, "")
+        assert [(g.rcpt_tos, g.data) for g in r.hop.received] == [
+            (["alice@example.test"], raw),
+            (["nobody@else.example"], CLEAN),
+        ]
+        (row,) = main.vault.rows(kind="archived")
+        entry = journal.entry(row)
+        assert (entry["offender"], entry["action"]) == ("Main ex", "quarantine")
+        assert entry["meta"]["rcpt_to"] == "nobody@else.example"
+        assert main.vault.blobs.get(str(row.sha256)) == raw  # the bytes from the wire
+        assert r.evidence("alice") == []
+
+    try:
+        run(tmp_path, scenario, main=main)
+    finally:
+        main.close()
 
 
 def test_next_hop_down_is_451_and_a_closed_pooled_connection_is_replaced(tmp_path: Path) -> None:
