@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import smtplib
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -382,6 +384,78 @@ def test_the_main_configs_offenders_archive_first_and_a_vault_failure_is_451(
         run(tmp_path, scenario, main=main)
     finally:
         main.close()
+
+
+def test_every_reply_but_the_greeting_ehlo_and_354_carries_an_enhanced_status_code(
+    tmp_path: Path,
+) -> None:
+    commands = [
+        b"NOOP",
+        b"HELO",
+        b"MAIL FROM:<early@ok.example>",
+        b"EHLO mx.gmtest.test",
+        b"VRFY someone",
+        b"HELP",
+        b"DATA",
+        b"RCPT TO:<a@else.example>",
+        b"MAIL FROM:bad",
+        b"MAIL FROM:<friend@ok.example> FOO=BAR",
+        b"XFORWARD NAME",
+        b"XFORWARD IDENT=QIDR",
+        b"MAIL FROM:<friend@ok.example>",
+        b"MAIL FROM:<again@ok.example>",
+        b"XFORWARD NAME=x",
+        b"RCPT TO:<refused@else.example>",
+        b"DATA x",
+        b"DATA",
+        b"MAIL FROM:<friend@ok.example>",
+        b"RCPT TO:<nobody@else.example>",
+        b"DATA",
+        b"FOO",
+        b"RSET",
+        b"QUIT",
+    ]
+    coded = re.compile(rb"^[245][0-9]{2} [245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
+
+    def session(port: int) -> list[tuple[bytes, list[bytes]]]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s, s.makefile("rb") as f:
+
+            def reply() -> list[bytes]:
+                lines = [f.readline().rstrip(b"\r\n")]
+                while lines[-1][3:4] == b"-":
+                    lines.append(f.readline().rstrip(b"\r\n"))
+                return lines
+
+            got = [(b"", reply())]
+            for command in commands:
+                s.sendall(command + b"\r\n")
+                got.append((command, reply()))
+                if command == b"DATA" and got[-1][1][-1].startswith(b"354"):
+                    s.sendall(CLEAN + b".\r\n")
+                    got.append((b"(end of data)", reply()))
+            return got
+
+    async def scenario(r: Rig) -> None:
+        r.hop.rcpt_replies["refused@else.example"] = "550 no such user"
+        got = await asyncio.to_thread(session, r.port)
+        uncoded = [
+            (command, lines[-1])
+            for command, lines in got
+            if not coded.match(lines[-1])
+            and not lines[-1].startswith((b"220 ", b"354 "))
+            and not (command.startswith((b"EHLO", b"HELO")) and lines[-1].startswith(b"250"))
+        ]
+        assert uncoded == []
+        replies = dict((c, lines[-1][:3]) for c, lines in got)
+        assert replies[b"EHLO mx.gmtest.test"] == b"250" and replies[b"FOO"] == b"500"
+        ehlo = next(lines for c, lines in got if c.startswith(b"EHLO"))
+        assert b"250-ENHANCEDSTATUSCODES" in ehlo
+        ends = [lines[-1] for c, lines in got if c == b"(end of data)"]
+        assert ends[0] == b"550 5.0.0 no such user"  # the next hop's refusal, passed on
+        assert ends[1].startswith(b"250 2.0.0 Ok: 1 relayed")
+        assert [g.rcpt_tos for g in r.hop.received] == [["nobody@else.example"]]
+
+    run(tmp_path, scenario)
 
 
 def test_next_hop_down_is_451_and_a_closed_pooled_connection_is_replaced(tmp_path: Path) -> None:

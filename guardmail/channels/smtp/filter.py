@@ -69,7 +69,11 @@ from guardmail.logs import event
 from guardmail.storage.base import StorageUnavailable
 
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
-OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+OFFERS = (
+    "250-PIPELINING",
+    "250-ENHANCEDSTATUSCODES",  # every reply carries one (wire.enhanced)
+    "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
+)
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
 
 
