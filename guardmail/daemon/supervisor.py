@@ -105,14 +105,16 @@ class Daemon:
                 delimiter=cfg.recipient_delimiter,
                 reserved=frozenset({self.tenant.name}),
             )
+            # The main config's own offenders protect every recipient of no tenant.
+            main = MainRecipients(tenant=self.tenant)
             if cfg.mode == "milter":
-                # The main config's own offenders protect every recipient of no tenant.
-                main = MainRecipients(tenant=self.tenant)
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
                 # Copies relayed are remembered in the daemon's own database, for retries.
                 relayed = RelayedCopies(self.tenant.storage, self.tenant.name)
-                self.smtp_filter = SmtpFilterSource(cfg=cfg, tenants=tenants, relayed=relayed)
+                self.smtp_filter = SmtpFilterSource(
+                    cfg=cfg, tenants=tenants, relayed=relayed, fallback=main
+                )
             self.sources.append(self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)

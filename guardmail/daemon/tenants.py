@@ -58,8 +58,9 @@ class Routed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MainRecipients:
-    """The main config's tenant as the milter's fallback: recipients of no tenants.d file are
-    judged by the main config's offenders (no quarantine mailbox: removed or discarded)."""
+    """The main config's tenant as the SMTP filter's and the milter's fallback: recipients of
+    no tenants.d file are judged by the main config's offenders (no quarantine mailbox: their
+    copies archived and not delivered, removed or discarded)."""
 
     tenant: Tenant
 

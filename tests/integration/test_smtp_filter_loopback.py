@@ -8,7 +8,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
+import shutil
 import smtplib
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +23,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.relayed import RelayedCopies
+from guardmail.config.offenders import OffenderConfig
+from guardmail.config.settings import Settings
 from guardmail.config.sources import SmtpFilterConfig
-from guardmail.daemon.tenants import TenantDirectory
+from guardmail.daemon.tenant import Tenant, open_tenant
+from guardmail.daemon.tenants import MainRecipients, TenantDirectory
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from tests.hostile.corpus import corpus
@@ -155,7 +161,10 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    tmp_path: Path, *, mode: Literal["after_queue", "before_queue"] = "after_queue"
+    tmp_path: Path,
+    *,
+    mode: Literal["after_queue", "before_queue"] = "after_queue",
+    main: Tenant | None = None,
 ) -> AsyncIterator[Rig]:
     tenants_dir = tmp_path / "tenants.d"
     tenants_dir.mkdir()
@@ -171,7 +180,12 @@ async def rig(
     )
     tenants = TenantDirectory(directory=tenants_dir, state_dir=tmp_path / "var")
     storage = SQLiteStorage(tmp_path / "var" / "guardmail.sqlite3")
-    source = SmtpFilterSource(cfg=cfg, tenants=tenants, relayed=RelayedCopies(storage, "default"))
+    source = SmtpFilterSource(
+        cfg=cfg,
+        tenants=tenants,
+        relayed=RelayedCopies(storage, "default"),
+        fallback=MainRecipients(tenant=main) if main is not None else None,
+    )
     r = Rig(
         root=tmp_path, port=port, hop=Hop(), hop_port=hop_port, source=source, directory=tenants
     )
@@ -330,6 +344,116 @@ def test_a_vault_failure_is_451_and_nothing_is_delivered(tmp_path: Path) -> None
         blobs.unlink()
         assert (await r.send(rcpts, OFFENDER))[0] == 250
         assert len(r.hop.received) == 2 and len(r.evidence("alice")) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_the_main_configs_offenders_archive_first_and_a_vault_failure_is_451(
+    tmp_path: Path,
+) -> None:
+    offender = OffenderConfig(name="Main ex", addresses=["main-ex@worse.example"])
+    main = open_tenant(Settings(state_dir=tmp_path / "var", tenant="main", offenders=[offender]))
+    raw = OFFENDER.replace(b"Ex <ex@bad.example>", b"Main Ex <main-ex@worse.example>")
+    rcpts = ["nobody@else.example", "alice@example.test"]  # no tenant's, alice's (not hers)
+    sender = "main-ex@worse.example"
+
+    async def scenario(r: Rig) -> None:
+        blobs = tmp_path / "var" / "vault" / "main" / "blobs"
+        shutil.rmtree(blobs, ignore_errors=True)  # created when first needed
+        blobs.write_text("a file where the blob directory should be")
+        assert await r.send(rcpts, raw, sender=sender) == (
+            451,
+            "4.3.0 Evidence vault unavailable, try again later",
+        )
+        assert r.hop.received == []  # alice's copy neither: the retry would duplicate it
+        blobs.unlink()
+        assert await r.send(rcpts, raw, sender=sender) == (250, "")
+        assert await r.send(["nobody@else.example"], CLEAN, sender="friend@ok.example") == (250, "")
+        assert [(g.rcpt_tos, g.data) for g in r.hop.received] == [
+            (["alice@example.test"], raw),
+            (["nobody@else.example"], CLEAN),
+        ]
+        (row,) = main.vault.rows(kind="archived")
+        entry = journal.entry(row)
+        assert (entry["offender"], entry["action"]) == ("Main ex", "quarantine")
+        assert entry["meta"]["rcpt_to"] == "nobody@else.example"
+        assert main.vault.blobs.get(str(row.sha256)) == raw  # the bytes from the wire
+        assert r.evidence("alice") == []
+
+    try:
+        run(tmp_path, scenario, main=main)
+    finally:
+        main.close()
+
+
+def test_every_reply_but_the_greeting_ehlo_and_354_carries_an_enhanced_status_code(
+    tmp_path: Path,
+) -> None:
+    commands = [
+        b"NOOP",
+        b"HELO",
+        b"MAIL FROM:<early@ok.example>",
+        b"EHLO mx.gmtest.test",
+        b"VRFY someone",
+        b"HELP",
+        b"DATA",
+        b"RCPT TO:<a@else.example>",
+        b"MAIL FROM:bad",
+        b"MAIL FROM:<friend@ok.example> FOO=BAR",
+        b"XFORWARD NAME",
+        b"XFORWARD IDENT=QIDR",
+        b"MAIL FROM:<friend@ok.example>",
+        b"MAIL FROM:<again@ok.example>",
+        b"XFORWARD NAME=x",
+        b"RCPT TO:<refused@else.example>",
+        b"DATA x",
+        b"DATA",
+        b"MAIL FROM:<friend@ok.example>",
+        b"RCPT TO:<nobody@else.example>",
+        b"DATA",
+        b"FOO",
+        b"RSET",
+        b"QUIT",
+    ]
+    coded = re.compile(rb"^[245][0-9]{2} [245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
+
+    def session(port: int) -> list[tuple[bytes, list[bytes]]]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s, s.makefile("rb") as f:
+
+            def reply() -> list[bytes]:
+                lines = [f.readline().rstrip(b"\r\n")]
+                while lines[-1][3:4] == b"-":
+                    lines.append(f.readline().rstrip(b"\r\n"))
+                return lines
+
+            got = [(b"", reply())]
+            for command in commands:
+                s.sendall(command + b"\r\n")
+                got.append((command, reply()))
+                if command == b"DATA" and got[-1][1][-1].startswith(b"354"):
+                    s.sendall(CLEAN + b".\r\n")
+                    got.append((b"(end of data)", reply()))
+            return got
+
+    async def scenario(r: Rig) -> None:
+        r.hop.rcpt_replies["refused@else.example"] = "550 no such user"
+        got = await asyncio.to_thread(session, r.port)
+        uncoded = [
+            (command, lines[-1])
+            for command, lines in got
+            if not coded.match(lines[-1])
+            and not lines[-1].startswith((b"220 ", b"354 "))
+            and not (command.startswith((b"EHLO", b"HELO")) and lines[-1].startswith(b"250"))
+        ]
+        assert uncoded == []
+        replies = dict((c, lines[-1][:3]) for c, lines in got)
+        assert replies[b"EHLO mx.gmtest.test"] == b"250" and replies[b"FOO"] == b"500"
+        ehlo = next(lines for c, lines in got if c.startswith(b"EHLO"))
+        assert b"250-ENHANCEDSTATUSCODES" in ehlo
+        ends = [lines[-1] for c, lines in got if c == b"(end of data)"]
+        assert ends[0] == b"550 5.0.0 no such user"  # the next hop's refusal, passed on
+        assert ends[1].startswith(b"250 2.0.0 Ok: 1 relayed")
+        assert [g.rcpt_tos for g in r.hop.received] == [["nobody@else.example"]]
 
     run(tmp_path, scenario)
 

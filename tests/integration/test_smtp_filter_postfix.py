@@ -85,6 +85,15 @@ OFFENDER = (
     b"I see you.\r\n"
 )
 
+# The main config's own offender: it protects every recipient of no tenant (user@).
+MAIN = """\
+tenant: main
+offenders:
+  - name: Main ex
+    addresses: [main-ex@worse.example]
+"""
+MAIN_EX = CLEAN.replace(b"Friend <friend@ok.example>", b"Main Ex <main-ex@worse.example>")
+
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
@@ -103,12 +112,17 @@ def started() -> Iterator[list[Postfix | Guardmail]]:
 
 
 def start(
-    root: Path, started: list[Postfix | Guardmail], mode: str = "after", fault: str = ""
+    root: Path,
+    started: list[Postfix | Guardmail],
+    mode: str = "after",
+    fault: str = "",
+    main: str = "",
 ) -> tuple[Postfix, Guardmail]:
     postfix = start_postfix(mode, USERS)
     started.append(postfix)
     (root / "guardmail.yaml").write_text(
-        CONFIG.format(
+        main
+        + CONFIG.format(
             root=root,
             listen=postfix.filter_port,
             next_hop=postfix.reinject_port,
@@ -400,6 +414,47 @@ def test_before_queue_refuses_blocked_mail_with_550_to_the_sender(
     wait_for(lambda: len(postfix.delivered("bob@example.test")) == 1, what="clean")
     wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="split")
     assert body(postfix.delivered("bob@example.test")[0]).endswith(lf(CLEAN))
+
+
+@pytest.mark.parametrize("mode", ["after", "before"])
+def test_the_main_configs_offenders_protect_the_recipients_of_no_tenant(
+    root: Path, started: list[Postfix | Guardmail], mode: str
+) -> None:
+    postfix, guardmail = start(root, started, mode=mode, main=MAIN)
+    assert postfix.send(["user@example.test"], MAIN_EX, sender="main-ex@worse.example") == {}
+    split = MAIN_EX.replace(b"<clean-1@", b"<split-1@")
+    everyone = ["user@example.test", "alice@example.test", "bob@example.test"]
+    assert postfix.send(everyone, split, sender="main-ex@worse.example") == {}
+    assert postfix.send(["user@example.test"], CLEAN, sender="friend@ok.example") == {}
+    wait_for(lambda: len(postfix.delivered("user@example.test")) == 1, what="clean copy")
+    wait_for(lambda: len(postfix.delivered("alice@example.test")) == 1, what="alice's copy")
+    wait_for(lambda: len(postfix.delivered("bob@example.test")) == 1, what="bob's copy")
+    settle(postfix)
+
+    # user@ gets the clean message only; the tenants, whose offender this is not, get theirs once
+    (clean,) = postfix.delivered("user@example.test")
+    assert body(clean) == lf(CLEAN)
+    for other in ("alice@example.test", "bob@example.test"):
+        (copy,) = postfix.delivered(other)
+        assert body(copy) == lf(split)
+    assert postfix.delivered("alice-quarantine@example.test") == []
+    assert evidence(root, "alice") == evidence(root, "bob") == []
+
+    # archived (before the answer) in the main config's vault, each with user@ only
+    archived = evidence(root, "main")
+    assert [(e["action"], e["meta"]["rcpt_to"]) for e, _ in archived] == [
+        ("quarantine", "user@example.test"),
+        ("quarantine", "user@example.test"),
+    ]
+    for (entry, blob), sent in zip(archived, (MAIN_EX, split), strict=True):
+        # exactly what Postfix handed over: its Received header, then the sent bytes
+        assert blob.endswith(sent) and blob.startswith(b"Received: from client.example.org")
+        added = blob[: -len(sent)].split(b"\r\n")
+        assert added[-1] == b"" and all(line[:1] in b" \t" for line in added[1:-1])
+        assert entry["sha256"] == hashlib.sha256(blob).hexdigest()
+        assert entry["meta"]["mode"] == f"{mode}_queue"
+    assert "smtp_filter.error" not in guardmail.log_text()
+    assert "non-delivery notification" not in postfix.log()
 
 
 def test_a_broken_tenant_file_at_start_is_exit_2_with_file_and_line(root: Path) -> None:

@@ -6,11 +6,14 @@ aiosmtpd server (``wire``) runs in the daemon's own loop; re-injection is ``rela
 
 Contracts, for every message:
 - Each recipient is routed to its tenant (``tenants.d``, see ``guardmail.config.tenants``);
-  recipients of no tenant are clean. Each tenant with recipients judges the message once, with its
-  own rules, through its own ``Pipeline.process``: archived in that tenant's vault only, with that
-  tenant's recipients only in the evidence. Clean copies are relayed; quarantined ones are archived
-  and, if the tenant has a ``quarantine_mailbox``, delivered there unchanged (with the null sender,
-  so nothing can ever bounce to the offender); blocked ones are archived and not delivered.
+  a recipient of no tenant is judged by the main config's offenders when the daemon passes a
+  ``fallback`` (``daemon.tenants.MainRecipients``: no quarantine mailbox, so its protected
+  copies are archived only), else it is clean. Each tenant with recipients judges the message
+  once, with its own rules, through its own ``Pipeline.process``: archived in that tenant's vault
+  only, with that tenant's recipients only in the evidence. Clean copies are relayed;
+  quarantined ones are archived and, if the tenant has a ``quarantine_mailbox``, delivered there
+  unchanged (with the null sender, so nothing can ever bounce to the offender); blocked ones are
+  archived and not delivered.
 - 250 only once every recipient's fate is durable: relayed (the next hop answered 250) or
   archived. A vault failure, a next hop that is down or answers 4xx, or any bug: ``451 4.3.0``,
   and Postfix keeps the message queued and retries it.
@@ -40,16 +43,15 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.smtp import Session
 
 from guardmail import faults
+from guardmail.channels.smtp.arrival import Arrival, Fates
 from guardmail.channels.smtp.relay import (
     NextHop,
     NextHopUnavailable,
@@ -58,7 +60,7 @@ from guardmail.channels.smtp.relay import (
 )
 from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
-from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id, xtext_decode
+from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
@@ -67,57 +69,16 @@ from guardmail.logs import event
 from guardmail.storage.base import StorageUnavailable
 
 # aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
-OFFERS = ("250-PIPELINING", "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE")
+OFFERS = (
+    "250-PIPELINING",
+    "250-ENHANCEDSTATUSCODES",  # every reply carries one (wire.enhanced)
+    "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
+)
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
 
 
 class Deferred(GuardmailError):
     """The next hop answered 4xx, or refused only some recipients: retry the whole message."""
-
-
-@dataclass(slots=True, kw_only=True)
-class _Fates:
-    """What happened to one message's recipients, for the reply and the log line."""
-
-    relayed: list[str] = field(default_factory=list)
-    archived: dict[str, Action] = field(default_factory=dict)  # tenant -> quarantine/block
-
-
-@dataclass(slots=True, kw_only=True)
-class _Message:
-    """One message on its way through the filter."""
-
-    envelope: FilterEnvelope
-    raw: bytes
-    queue_id: str | None
-    key: tuple[str, str] | None  # for _Remembered
-    outgoing: Outgoing
-    received_at: datetime
-
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # The longest time between the next hop's 250 and its record committed: a crash then makes
-    # Postfix retry, and that copy is delivered again (RFC 1047's window, moved here).
-    unrecorded_ms: float = 0.0
-
-    @property
-    def ref(self) -> str:
-        """``smtp:QUEUEID``; without one (before-queue), unique to this arrival."""
-        return f"smtp:{self.queue_id}" if self.queue_id else f"smtp:unqueued:{self.token}"
-
-    def meta(self, recipients: Sequence[str], mode: str) -> tuple[tuple[str, str], ...]:
-        xf = {k: xtext_decode(v) for k, v in self.envelope.xforward.items()}
-        client = f"{xf.get('NAME', '')}[{xf.get('ADDR', '')}]" if "ADDR" in xf else ""
-        pairs = (
-            ("mail_from", self.outgoing.sender),
-            ("rcpt_to", ", ".join(recipients)),
-            ("mail_options", " ".join(self.envelope.mail_options)),
-            ("queue_id", self.queue_id or ""),
-            ("client", client),
-            ("helo", xf.get("HELO", "")),
-            ("protocol", xf.get("PROTO", "")),
-            ("mode", mode),
-        )
-        return tuple((k, v) for k, v in pairs if v)
 
 
 class _Act:
@@ -126,7 +87,7 @@ class _Act:
     def __init__(
         self,
         source: SmtpFilterSource,
-        message: _Message,
+        message: Arrival,
         routed: RecipientTenant,
         recipients: Sequence[str],
         *,
@@ -181,10 +142,12 @@ class SmtpFilterSource:
         cfg: SmtpFilterConfig,
         tenants: Tenants,
         relayed: RelayedCopies,
+        fallback: RecipientTenant | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
         self.tenants = tenants
+        self.fallback = fallback
         self.clock = clock
         host, port = cfg.next_hop_address
         self.next_hop = NextHop(host, port, helo=cfg.hostname, timeout=cfg.timeout_seconds)
@@ -240,7 +203,7 @@ class SmtpFilterSource:
         """The SMTP reply to one message; see the module contracts."""
         began = time.monotonic()
         message = self._message(envelope)
-        fates = _Fates()
+        fates = Fates()
         try:
             reply = await self._handle(message, fates)
         except (VaultUnavailable, StorageUnavailable) as exc:
@@ -268,12 +231,12 @@ class SmtpFilterSource:
         faults.reached("smtp.replied")
         return reply
 
-    def _message(self, envelope: FilterEnvelope) -> _Message:
+    def _message(self, envelope: FilterEnvelope) -> Arrival:
         raw = envelope.original_content
         assert isinstance(raw, bytes)
         qid = queue_id(envelope.xforward, raw)
         sender = envelope.mail_from or ""
-        return _Message(
+        return Arrival(
             envelope=envelope,
             raw=raw,
             queue_id=qid,
@@ -288,14 +251,14 @@ class SmtpFilterSource:
             received_at=self.clock(),
         )
 
-    async def _handle(self, message: _Message, fates: _Fates) -> str:
+    async def _handle(self, message: Arrival, fates: Fates) -> str:
         clean: list[str] = []
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
         # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
         # if a rule added since would judge them otherwise (judging again could only duplicate).
         done = await asyncio.to_thread(self._remembered.get, message.key)
         for rcpt in message.envelope.rcpt_tos:
-            routed = self.tenants.route(rcpt)
+            routed = self._route(rcpt)
             if routed is None or f"rcpt:{rcpt}" in done:
                 clean.append(rcpt)
             else:
@@ -340,7 +303,14 @@ class SmtpFilterSource:
         in_order = [r for r in message.envelope.rcpt_tos if r in passed]
         return await self._relay_clean(message, in_order, fates, done)
 
-    async def _handled_before(self, message: _Message, routed: RecipientTenant) -> Action | None:
+    def _route(self, recipient: str) -> RecipientTenant | None:
+        routed = self.tenants.route(recipient)
+        if routed is not None:
+            return routed
+        fallback = self.fallback  # the main config: without offenders, nobody to protect from
+        return fallback if fallback is not None and fallback.pipeline.rules.offenders else None
+
+    async def _handled_before(self, message: Arrival, routed: RecipientTenant) -> Action | None:
         """The action this tenant took on this very message (queue ID and bytes) at an earlier
         attempt whose reply a crash cut off; None if it has not acted on it yet."""
         if message.key is None:
@@ -352,7 +322,7 @@ class SmtpFilterSource:
         event("smtp_filter.handled_before", queue_id=message.queue_id, tenant=routed.name)
         return Action(done)
 
-    async def _remember(self, message: _Message, copies: list[str]) -> None:
+    async def _remember(self, message: Arrival, copies: list[str]) -> None:
         """Record the copies the next hop just took, durably, before Postfix hears anything. If
         the database cannot, say so and go on: the copies are delivered; only a retry of this
         message would send them again."""
@@ -371,7 +341,7 @@ class SmtpFilterSource:
             )
 
     async def _relay_clean(
-        self, message: _Message, clean: list[str], fates: _Fates, done: set[str]
+        self, message: Arrival, clean: list[str], fates: Fates, done: set[str]
     ) -> str:
         todo = [r for r in clean if f"rcpt:{r}" not in done]
         if todo:
@@ -383,7 +353,7 @@ class SmtpFilterSource:
         fates.relayed = clean
         return f"250 2.0.0 Ok: {len(clean)} relayed, {len(fates.archived)} tenant(s) archived"
 
-    def _refused(self, message: _Message, relayed: Relayed, todo: list[str], fates: _Fates) -> str:
+    def _refused(self, message: Arrival, relayed: Relayed, todo: list[str], fates: Fates) -> str:
         if not relayed.reply.permanent or any(not r.permanent for r in relayed.refused.values()):
             raise Deferred(f"next hop {self.next_hop} deferred: {relayed.reply}")
         if len(relayed.refused) < len(todo):
@@ -402,7 +372,7 @@ class SmtpFilterSource:
             return "250 2.0.0 Ok: archived; the next hop refused the other copies"
         return str(relayed.reply)
 
-    async def quarantine(self, message: _Message, mailbox: str, recipients: str) -> str:
+    async def quarantine(self, message: Arrival, mailbox: str, recipients: str) -> str:
         """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
         done = await asyncio.to_thread(self._remembered.get, message.key)
         if f"quarantine:{mailbox}" in done:

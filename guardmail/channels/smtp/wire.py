@@ -15,6 +15,10 @@ Contracts:
   command.
 - An exception in a handler hook is answered ``451 4.3.0`` (Postfix keeps the mail queued),
   never aiosmtpd's default 500.
+- Every 2xx, 4xx and 5xx reply carries an RFC 3463 enhanced status code (RFC 2034; the filter
+  offers ENHANCEDSTATUSCODES): aiosmtpd's own replies and a next hop's passed on without one get
+  the code Postfix would give (``enhanced``). Not the greeting (220), 3xx, nor the 250 lines of
+  the EHLO/HELO reply, as RFC 2034 says.
 """
 
 from __future__ import annotations
@@ -36,6 +40,41 @@ UNAVAILABLE = "[UNAVAILABLE]"
 _XTEXT = re.compile(rb"\+([0-9A-F]{2})")
 # Postfix's own Received header: "... by mx.example (Postfix) with ESMTP id 4ABCD12345 ..."
 _RECEIVED_ID = re.compile(r"\bwith\s+\S+\s+id\s+([0-9A-Za-z]+)\b")
+
+# RFC 3463 codes for replies that come without one, as Postfix's smtpd words them; any other
+# reply code gets its class's generic X.0.0.
+_DETAILS = {
+    b"221": b"2.0.0",
+    b"250": b"2.0.0",
+    b"252": b"2.0.0",
+    b"421": b"4.3.0",
+    b"451": b"4.3.0",
+    b"452": b"4.3.1",
+    b"454": b"4.7.0",
+    b"500": b"5.5.2",
+    b"501": b"5.5.4",
+    b"502": b"5.5.1",
+    b"503": b"5.5.1",
+    b"504": b"5.5.4",
+    b"530": b"5.7.0",
+    b"552": b"5.3.4",
+    b"553": b"5.1.3",
+    b"554": b"5.7.0",
+    b"555": b"5.5.4",
+}
+_HAS_DETAIL = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?: |$)")
+
+
+def enhanced(line: bytes) -> bytes:
+    """``line`` (one reply line) with an enhanced status code after its reply code if it is a
+    2xx, 4xx or 5xx reply without one (the greeting's 220 excepted); otherwise unchanged."""
+    code, sep, text = line[:3], line[3:4], line[4:]
+    if not (len(code) == 3 and code.isdigit() and code[:1] in b"245" and sep in (b" ", b"-", b"")):
+        return line
+    if code == b"220" or _HAS_DETAIL.match(text):
+        return line
+    detail = _DETAILS.get(code, code[:1] + b".0.0")
+    return code + (sep or b" ") + detail + (b" " + text if text else b"")
 
 
 class FilterEnvelope(Envelope):
@@ -119,6 +158,7 @@ class FilterSMTP(SMTP):
 
     line_length_limit = READ_CHUNK
     _replies: list[bytes] | None = None
+    _greeting_reply = False  # answering EHLO or HELO: its 250 lines carry no enhanced code
 
     def _create_envelope(self) -> FilterEnvelope:
         return FilterEnvelope()
@@ -134,6 +174,8 @@ class FilterSMTP(SMTP):
             line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         else:
             line = bytes(status)
+        if not (self._greeting_reply and line.startswith(b"250")):
+            line = enhanced(line)
         replies = self._replies if self._replies is not None else []
         replies.append(line + b"\r\n")
         closing = line[:3] in (b"221", b"421")  # nothing follows these
@@ -143,6 +185,20 @@ class FilterSMTP(SMTP):
         self._replies = None
         self._writer.write(b"".join(replies))
         await self._writer.drain()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._greeting_reply = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._greeting_reply = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._greeting_reply = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._greeting_reply = False
 
     async def smtp_XFORWARD(self, arg: str | None) -> None:
         envelope = self.envelope
@@ -168,10 +224,10 @@ class FilterSMTP(SMTP):
         envelope = self.envelope
         assert isinstance(envelope, FilterEnvelope)
         if not envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push("503 5.5.1 Error: need RCPT command")
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         envelope.wire = await read_data(self._reader)
@@ -189,4 +245,4 @@ class FilterSMTP(SMTP):
             status = await self.handle_exception(error)
         self._reset_timeout()
         self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
-        await self.push(status if isinstance(status, str) else "250 OK")
+        await self.push(status if isinstance(status, str) else "250 2.0.0 OK")
