@@ -86,6 +86,10 @@ class SmtpChannel:
         self.postfix = start_postfix("after", [JANE, QUARANTINE, BOB], main_cf=RETRY)
         stack.callback(self.postfix.stop)
         (self.root / "tenants.d").mkdir(exist_ok=True)
+        # bob is another customer, with no offenders: his copy of any message goes through. (A
+        # recipient of no tenant would be protected by the main config's offenders, which the
+        # campaign fills for the other channels.)
+        (self.root / "tenants.d" / "bob.yaml").write_text(f"name: bob\nrecipients: [{BOB}]\n")
         # Postfix waits a second or two after a refused connection (the daemon was down), more
         # than a round lets a fresh daemon live: flush the queue twice a second meanwhile.
         stop = threading.Event()
