@@ -32,7 +32,9 @@ from typing import Any, Protocol
 
 from guardmail import faults
 from guardmail.core.aliases import Suspicion
-from guardmail.core.item import Item
+from guardmail.core.impersonation import OwnNames, may_be_backscatter
+from guardmail.core.impersonation import check as impersonates
+from guardmail.core.item import Channel, Item
 from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.linker import Linker, sender_address
@@ -121,6 +123,11 @@ def evidence_metadata(item: Item, verdict: Verdict) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if verdict.suspicion is not None:
         extra["suspected"] = suspicion_fields(verdict.suspicion) | {"sender": sender_address(item)}
+    if verdict.impersonation is not None:
+        extra["impersonation"] = {
+            "kind": verdict.impersonation.kind,
+            "why": verdict.impersonation.why,
+        }
     return extra | {
         "channel": str(item.channel),
         "account": item.account,
@@ -148,9 +155,13 @@ class Pipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         after_block: Callable[[Item, Verdict], None] | None = None,
         linker: Linker | None = None,
+        own: OwnNames | None = None,
     ) -> None:
         self.vault = vault
         self.rules = rules
+        # The person's own addresses, for mail forged in their name (core/impersonation.py);
+        # None when not configured. Swapped on reload like ``rules``.
+        self.own = own
         # Suspected aliases (guardmail.linker): None for a pipeline that holds nothing for review.
         self.linker = linker
         self.clock = clock
@@ -159,10 +170,16 @@ class Pipeline:
         self.after_block = after_block
 
     def judge(self, item: Item, *, reviews: bool = False) -> Verdict:
-        """The rules' verdict; for an item they pass, on a source that ``reviews``, ``review``
-        if its sender looks like an offender's alias."""
+        """The rules' verdict; for mail they pass that impersonates the person, ``quarantine``
+        (with no offender: never warned); else, on a source that ``reviews``, ``review`` if its
+        sender looks like an offender's alias."""
         now = self.clock()
         verdict = decide(item.identities, self.rules, now=now)
+        own = self.own
+        if verdict.action is Action.PASS and own is not None and item.channel is Channel.MAIL:
+            found = impersonates(item.raw, item.identities, own)
+            if found is not None:
+                return Verdict(action=Action.QUARANTINE, decided_at=now, impersonation=found)
         linker = self.linker
         if verdict.action is not Action.PASS or not reviews or linker is None:
             return verdict
@@ -170,6 +187,15 @@ class Pipeline:
         if suspicion is None:
             return verdict
         return Verdict(action=Action.REVIEW, decided_at=now, suspicion=suspicion)
+
+    def needs_whole(self, probe: Item) -> bool:
+        """For a source that judges by the header section first (``probe.raw`` is only that):
+        whether the item must be judged again whole although its header passed (a bounce that
+        may return mail forged in the person's name, core/impersonation.py)."""
+        own = self.own
+        return (
+            own is not None and probe.channel is Channel.MAIL and may_be_backscatter(probe.raw, own)
+        )
 
     async def process(self, item: Item, actor: Actor) -> Outcome:
         """Decide on ``item``; if it is to be blocked, archive it, then have ``actor`` act."""
@@ -367,6 +393,7 @@ class _Batch:
                 seq=receipt.seq,
                 offender=verdict.offender,
                 suspected=verdict.suspicion.offender if verdict.suspicion else None,
+                impersonation=verdict.impersonation.kind if verdict.impersonation else None,
                 done=text,
             )
         hook = self.pipeline.after_block

@@ -20,6 +20,7 @@ from guardmail.commands import (
 from guardmail.config.settings import render_schema
 from guardmail.config.tenants import load_tenants
 from guardmail.core.aliases import Suspicion
+from guardmail.core.impersonation import check as impersonates
 from guardmail.core.item import describe_source, read_mail
 from guardmail.core.rules import Action, Verdict, decide
 from guardmail.daemon.tenant import build_rules
@@ -113,7 +114,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     reading = read_mail(raw)
     verdict = decide(reading.identities, build_rules(settings), now=now)
+    own = settings.impersonation.own_names()
+    if verdict.action is Action.PASS and own is not None:
+        found = impersonates(raw, reading.identities, own)
+        if found is not None:
+            verdict = Verdict(action=Action.QUARANTINE, decided_at=now, impersonation=found)
     data = _verdict_json(verdict)
+    data["impersonation"] = (
+        {"kind": verdict.impersonation.kind, "why": verdict.impersonation.why}
+        if verdict.impersonation is not None
+        else None
+    )
     data["parse_errors"] = list(reading.parse_errors)
     aliases, note = explain_scores(settings, raw, reading.identities, now=now)
     threshold = settings.aliases.review_threshold
@@ -126,7 +137,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(data, ensure_ascii=False))
         return EXIT_OK
     print(f"action:   {data['action']}")
-    if verdict.primary is None:
+    if verdict.impersonation is not None:
+        found = verdict.impersonation
+        print(f"why:      impersonation ({found.kind}): {found.why}")
+    elif verdict.primary is None:
         print("why:      no offender rule matches any sender identity")
     for m in verdict.matches:
         print(f"offender: {m.offender} ({m.action})")

@@ -33,6 +33,7 @@ def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str
             "done": f"note with {len(files)} file(s)",
         }
     if row.kind == "archived":
+        impersonation = body.get("impersonation")
         return {
             "seq": row.seq,
             "kind": row.kind,
@@ -44,7 +45,10 @@ def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str
             "action": body.get("action"),
             "subject": body.get("subject"),
             "done": done,
-        }
+        } | (
+            # Mail forged in the person's name: no offender, the kind of forgery instead.
+            {"impersonation": impersonation.get("kind")} if isinstance(impersonation, dict) else {}
+        )
     return {
         "seq": row.seq,
         "kind": row.kind,
@@ -76,9 +80,17 @@ def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> Non
         # names such an entry; listing it still works).
         print(
             f"{rec['seq']:>6}  {rec['time']}  {str(rec['channel']):<4}  "
-            f"{str(what):<10}  {rec['offender']}  {(row.sha256 or '')[:16]}  "
+            f"{str(what):<10}  {_who(rec)}  {(row.sha256 or '')[:16]}  "
             f"{rec['subject']!r}  ({rec['done'] or 'no action recorded'})"
         )
+
+
+def _who(rec: dict[str, Any]) -> str:
+    """The offender column: the offender, or for mail forged in the person's own name what
+    kind of impersonation it is."""
+    if rec["offender"] is None and rec.get("impersonation"):
+        return f"impersonation ({rec['impersonation']})"
+    return str(rec["offender"])
 
 
 def evidence_row(vault: Vault, seq: int) -> JournalRow | None:

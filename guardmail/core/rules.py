@@ -37,6 +37,7 @@ from guardmail.core.identity import (
     normalize_domain,
     normalize_jid,
 )
+from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
 from guardmail.core.patterns import Entry, PatternIndex, lookup_grams, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
@@ -98,12 +99,15 @@ class Match:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
-    """``suspicion``: for ``review``, the offender the sender may be an alias of, and why."""
+    """``suspicion``: for ``review``, the offender the sender may be an alias of, and why.
+    ``impersonation``: for mail no rule matched that is forged in the person's own name (or a
+    bounce of such mail), what it is and why (core/impersonation.py); it names no offender."""
 
     action: Action
     decided_at: datetime
     matches: tuple[Match, ...] = ()
     suspicion: Suspicion | None = None
+    impersonation: Impersonation | None = None
 
     @property
     def primary(self) -> Match | None:

@@ -84,6 +84,7 @@ class Tenant:
     def apply(self, settings: Settings) -> None:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
         self.pipeline.rules = build_rules(settings)
+        self.pipeline.own = settings.impersonation.own_names()
         self.linker.reload(settings.offenders, settings.aliases)
         self.warner.settings = settings
         see_offenders(self.warner)
@@ -124,7 +125,11 @@ def open_tenant(settings: Settings) -> Tenant:
         config=settings.aliases,
     )
     pipeline = Pipeline(
-        vault=vault, rules=build_rules(settings), after_block=warner.on_block, linker=linker
+        vault=vault,
+        rules=build_rules(settings),
+        after_block=warner.on_block,
+        linker=linker,
+        own=settings.impersonation.own_names(),
     )
     return Tenant(
         name=settings.tenant,

@@ -288,3 +288,39 @@ def test_journal_records_what_a_lookalike_sender_looks_like(
         "looks like stalker@example.net: Cyrillic \u0430 (U+0430)",
         None,  # a plain ASCII sender: no key, so older journals read the same
     ]
+
+
+def test_mail_forged_in_the_persons_name_is_quarantined_as_impersonation(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    from guardmail.core.impersonation import OwnNames
+
+    vault = Vault(tmp_path / "vault", storage, "t")
+    actor = RecordingActor(vault)
+    hooked: list[Verdict] = []
+    own = OwnNames.build(["sam@example.org"], [], "mx.example.org")
+    pipeline = Pipeline(
+        vault=vault,
+        rules=RULES,
+        clock=lambda: NOW,
+        own=own,
+        after_block=lambda i, v: hooked.append(v),
+    )
+    forged = (
+        b"Authentication-Results: mx.example.org; dmarc=fail header.from=example.org\r\n"
+        b"From: Sam <sam@example.org>\r\nSubject: it's me\r\n\r\nbody"
+    )
+    genuine = forged.replace(b"dmarc=fail", b"dmarc=pass")
+    outcome = asyncio.run(pipeline.process(item(forged), actor))
+    assert outcome.verdict.action is Action.QUARANTINE and outcome.verdict.offender is None
+    assert actor.calls == [("quarantine", True)]
+    archived, _ = vault.rows()
+    meta = journal.entry(archived)
+    assert meta["offender"] is None and meta["impersonation"]["kind"] == "forged"
+    assert "DMARC failed at mx.example.org" in meta["impersonation"]["why"]
+    # No offender: the warning step sees none (Warner.on_block returns at once for it).
+    assert [v.offender for v in hooked] == [None]
+    assert asyncio.run(pipeline.process(item(genuine), actor)).verdict.action is Action.PASS
+    # An offender's rule still decides first, and names the offender.
+    pipeline.rules = RuleSet([OffenderRule(name="Ex", addresses=("sam@example.org",))])
+    assert asyncio.run(pipeline.process(item(forged), actor)).verdict.offender == "Ex"

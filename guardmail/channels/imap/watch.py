@@ -331,11 +331,13 @@ class FolderWatcher:
         found: list[tuple[int, int]] = []
         for uid, (header, size) in sorted(headers.items()):
             try:
-                verdict = self.pipeline.judge(where.probe(uid, header, now), reviews=True)
+                probe = where.probe(uid, header, now)
+                verdict = self.pipeline.judge(probe, reviews=True)
+                whole = verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
             except Exception:
                 self._item_failed(uid)
                 continue
-            if verdict.action is not Action.PASS:
+            if whole:
                 found.append((uid, size))
         return found
 
