@@ -3,8 +3,10 @@ items archived once with their provenance, never acted on; progress shown."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import json
 import mailbox
 import tracemalloc
 from collections.abc import Iterator
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from guardmail.core.rules import OffenderRule, RuleSet
+from guardmail.core.item import Item, mail_item
+from guardmail.core.rules import OffenderRule, RuleSet, Verdict
+from guardmail.export.bundle import write_bundle
+from guardmail.export.selection import Criteria, select
 from guardmail.imports import UnreadableSource
 from guardmail.imports.engine import DONE, Settings, run_import
 from guardmail.imports.files import EmlFolder, MaildirFolder, Mbox
@@ -237,3 +242,29 @@ def test_a_maildir_needs_cur_and_new(tmp_path: Path) -> None:
 )
 def test_progress_line(counts: Counts, total: int | None, elapsed: float, want: str) -> None:
     assert line(counts, total=total, elapsed=elapsed) == want
+
+
+def test_the_report_keeps_imported_items_apart_from_live_ones(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    class Mover:
+        async def act(self, item: Item, verdict: Verdict) -> str:
+            return "moved to Quarantine"
+
+    live = mail_item(
+        message(7, offender=True), tenant="t", account="a", source_ref="new/7", received_at=NOW
+    )
+    asyncio.run(pipeline.process(live, Mover()))
+    path = tmp_path / "box"
+    write_mbox(path, 1, every=1)
+    run_import(Mbox(path), pipeline=pipeline, settings=settings(), progress=quiet())
+    evidence = select(pipeline.vault.rows(), tenant="t", criteria=Criteria())
+    assert [bool(i.imported) for i in evidence.items] == [False, True]
+    out = tmp_path / "bundle"
+    write_bundle(pipeline.vault, evidence, out, now=NOW, version="test")
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    assert "imported" not in items[0]
+    assert items[1]["imported"].startswith(f"imported from mbox {path}")
+    html = (out / "report.html").read_text()
+    assert html.count("<td>live</td>") == 1 and html.count("<td>imported</td>") == 1
+    assert "Ex (imported)" in html  # the timeline counts them apart
