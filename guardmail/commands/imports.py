@@ -5,6 +5,7 @@
   guardmail import maildir FOLDER       a Maildir folder (its cur/ and new/)
   guardmail import imap SOURCE [--folder NAME]   a folder of a configured IMAP source
   guardmail import gajim FILE           Gajim's history database (~/.local/share/gajim/logs.db)
+  guardmail import xmpp SOURCE --since YYYY-MM-DD   a configured XMPP account's server archive
 
 Each item is judged by the same rules as live mail and chat; the offenders' items (with
 --all, every item) are archived byte for byte, their entries saying where they were imported
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from guardmail.channels.imap.fetch import ImapFolder
+from guardmail.channels.xmpp.mamimport import MamArchive
 from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
 from guardmail.config.settings import Settings
 from guardmail.daemon.tenant import open_tenant
@@ -33,7 +36,7 @@ from guardmail.imports.files import EmlFolder, MaildirFolder, Mbox
 from guardmail.imports.gajim import GajimHistory
 from guardmail.imports.progress import Progress, line
 
-KINDS = ("mbox", "eml", "maildir", "imap", "gajim")
+KINDS = ("mbox", "eml", "maildir", "imap", "gajim", "xmpp")
 
 
 def register(sub: Subparsers) -> None:
@@ -44,8 +47,16 @@ def register(sub: Subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("kind", choices=KINDS, help="what WHAT is")
-    p.add_argument("what", help="the file or folder, or for imap the configured source's name")
+    p.add_argument(
+        "what", help="the file or folder; for imap and xmpp, the configured source's name"
+    )
     p.add_argument("--folder", default="INBOX", help="imap: the folder to import (INBOX)")
+    p.add_argument(
+        "--since",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="xmpp: the archive from this day (UTC) on (required)",
+    )
     p.add_argument("--all", action="store_true", help="archive every item, not only the offenders'")
     p.add_argument(
         "--max-item-bytes",
@@ -61,6 +72,15 @@ def register(sub: Subparsers) -> None:
 def source_of(args: argparse.Namespace, settings: Settings) -> Source:
     """The reader for ``args``; UnreadableSource if the source cannot be one."""
     limit = max(1, int(args.max_item_bytes))
+    if args.kind == "xmpp":
+        if args.since is None:
+            raise UnreadableSource("import xmpp needs --since YYYY-MM-DD (how far back to read)")
+        for xcfg in settings.sources.xmpp:
+            if xcfg.name == args.what:
+                since = datetime.combine(args.since, time(0), tzinfo=UTC)
+                return MamArchive(xcfg, since, max_item=limit)
+        known = ", ".join(c.name for c in settings.sources.xmpp) or "none"
+        raise UnreadableSource(f"no XMPP source named {args.what!r} in the config (known: {known})")
     if args.kind == "imap":
         for cfg in settings.sources.imap:
             if cfg.name == args.what:
