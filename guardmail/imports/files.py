@@ -69,68 +69,71 @@ class Mbox:
     def items(self) -> Iterator[Found]:
         f, self.total = _open_regular(self.path)
         with f:
-            yield from self._read(f)
+            yield from read_mbox(f, max_item=self.max_item)
 
-    def _read(self, f: BinaryIO) -> Iterator[Found]:
-        start = -1  # offset of the current message's From_ line
-        from_line = b""
-        parts: list[bytes] | None = []
-        size = quoted = 0
-        digest = hashlib.sha256()
-        at_line_start = True
-        prev_empty = True  # the start of the file counts as after an empty line
-        in_from_line = False
-        pos = 0
-        while True:
-            piece = f.readline(PIECE)
-            if not piece or (at_line_start and prev_empty and piece.startswith(_FROM)):
-                if start >= 0:
-                    yield self._found(start, from_line, parts, size, quoted, digest, pos)
-                if not piece:
-                    return
-                start, from_line, parts, size, quoted = pos, b"", [], 0, 0
-                digest = hashlib.sha256()
-                in_from_line = True
-            pos += len(piece)
-            if in_from_line:
-                if len(from_line) < FROM_LINE_KEPT:
-                    from_line += piece[: FROM_LINE_KEPT - len(from_line)]
-            else:
-                if at_line_start and piece.startswith(_QUOTED):
-                    quoted += 1
-                digest.update(piece)
-                size += len(piece)
-                if parts is not None:
-                    parts.append(piece)
-                    if size > self.max_item:
-                        parts = None  # over the bound: hash the rest, keep nothing
-            ended = piece.endswith(b"\n")
-            if ended:
-                # The line just ended was empty only if this piece is all of it.
-                empty = at_line_start and piece in (b"\n", b"\r\n")
-                prev_empty = empty and not in_from_line
-                in_from_line = False
-            at_line_start = ended
 
-    def _found(
-        self,
-        start: int,
-        from_line: bytes,
-        parts: list[bytes] | None,
-        size: int,
-        quoted: int,
-        digest: hashlib._Hash,
-        pos: int,
-    ) -> Found:
-        sha = digest.hexdigest()
-        meta: tuple[tuple[str, str], ...] = (
-            ("mbox_offset", str(start)),
-            ("mbox_from_line", from_line.rstrip(b"\r\n").decode("utf-8", "replace")),
-        )
-        if quoted:
-            meta += (("mbox_quoted_from_lines", str(quoted)),)
-        raw = b"".join(parts) if parts is not None else None
-        return Found(key=f"{start}:{sha}", raw=raw, size=size, sha256=sha, position=pos, meta=meta)
+def read_mbox(f: BinaryIO, *, max_item: int = MAX_ITEM_BYTES) -> Iterator[Found]:
+    """The messages of an mbox stream (see the module docstring), in order. Bytes before the
+    first From_ line are no message (``Mbox`` refuses a file that does not start with one)."""
+    start = -1  # offset of the current message's From_ line
+    from_line = b""
+    parts: list[bytes] | None = []
+    size = quoted = 0
+    digest = hashlib.sha256()
+    at_line_start = True
+    prev_empty = True  # the start of the file counts as after an empty line
+    in_from_line = False
+    pos = 0
+    while True:
+        piece = f.readline(PIECE)
+        if not piece or (at_line_start and prev_empty and piece.startswith(_FROM)):
+            if start >= 0:
+                yield _found(start, from_line, parts, size, quoted, digest, pos)
+            if not piece:
+                return
+            start, from_line, parts, size, quoted = pos, b"", [], 0, 0
+            digest = hashlib.sha256()
+            in_from_line = True
+        pos += len(piece)
+        if in_from_line:
+            if len(from_line) < FROM_LINE_KEPT:
+                from_line += piece[: FROM_LINE_KEPT - len(from_line)]
+        else:
+            if at_line_start and piece.startswith(_QUOTED):
+                quoted += 1
+            digest.update(piece)
+            size += len(piece)
+            if parts is not None:
+                parts.append(piece)
+                if size > max_item:
+                    parts = None  # over the bound: hash the rest, keep nothing
+        ended = piece.endswith(b"\n")
+        if ended:
+            # The line just ended was empty only if this piece is all of it.
+            empty = at_line_start and piece in (b"\n", b"\r\n")
+            prev_empty = empty and not in_from_line
+            in_from_line = False
+        at_line_start = ended
+
+
+def _found(
+    start: int,
+    from_line: bytes,
+    parts: list[bytes] | None,
+    size: int,
+    quoted: int,
+    digest: hashlib._Hash,
+    pos: int,
+) -> Found:
+    sha = digest.hexdigest()
+    meta: tuple[tuple[str, str], ...] = (
+        ("mbox_offset", str(start)),
+        ("mbox_from_line", from_line.rstrip(b"\r\n").decode("utf-8", "replace")),
+    )
+    if quoted:
+        meta += (("mbox_quoted_from_lines", str(quoted)),)
+    raw = b"".join(parts) if parts is not None else None
+    return Found(key=f"{start}:{sha}", raw=raw, size=size, sha256=sha, position=pos, meta=meta)
 
 
 def _read_file(path: Path, max_item: int) -> tuple[bytes | None, int, str]:
