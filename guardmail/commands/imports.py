@@ -14,7 +14,8 @@ the source and no warning is sent. Progress goes to stderr. Run it again at any 
 interruption, or after adding offenders): what is archived already is not archived twice.
 
 Exit codes: 0 done; 1 the vault could not take the items (what was archived stays; run it
-again); 2 bad input (no such file, not an mbox, unknown IMAP source, config error).
+again); 2 bad input (no such file, not an mbox, unknown IMAP source, config error); 130
+interrupted (Ctrl-C; run it again to go on).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from guardmail.imports.files import EmlFolder, MaildirFolder, Mbox
 from guardmail.imports.gajim import GajimHistory
 from guardmail.imports.progress import Progress, line
 
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 KINDS = ("mbox", "eml", "maildir", "imap", "gajim", "xmpp")
 
 
@@ -112,6 +114,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     except UnreadableSource as exc:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # The batch in flight was rolled back; what was committed stays and is skipped next time.
+        print("guardmail: import interrupted; run it again to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         tenant.close()
     print(line(counts, total=source.total, elapsed=progress.elapsed()).removeprefix("import: "))

@@ -78,6 +78,11 @@ def _batches(found: Iterable[Found], items: int, size: int) -> Iterator[list[Fou
         yield batch
 
 
+def _from_matched(verdict: Verdict) -> bool:
+    """Whether a rule of the verdict's offender matched the From address itself."""
+    return any(m.header == "From" and m.offender == verdict.offender for m in verdict.matches)
+
+
 class _Run:
     def __init__(self, source: Source, pipeline: Pipeline, settings: Settings) -> None:
         self.source = source
@@ -119,6 +124,7 @@ class _Run:
         c = self.counts
         skip = self.done_before(batch)
         chosen: list[tuple[Found, Verdict]] = []
+        judged: list[Item] = []
         archives: list[Archive] = []
         at = self.pipeline.clock().isoformat()
         what = f"{self.source.kind} {self.source.name}"
@@ -146,6 +152,7 @@ class _Run:
                 "note": NOTE.format(what=what, at=at),
             }
             chosen.append((f, verdict))
+            judged.append(item)
             archives.append(Archive(raw=f.raw, source_ref=ref, metadata=meta, scope=SCOPE))
         if not archives:
             return
@@ -158,6 +165,21 @@ class _Run:
                 c.already += 1
             else:
                 c.archived += 1
+        self.learn(judged, [v for _, v in chosen], receipts)
+
+    def learn(
+        self, items: Sequence[Item], verdicts: Sequence[Verdict], receipts: Sequence[Receipt]
+    ) -> None:
+        """The alias linker learns the offenders' items archived now for the first time, as it
+        learns live ones: months of earlier messages are what it needs most."""
+        linker = self.pipeline.linker
+        fresh = [
+            (item, v.offender, r.sha256, _from_matched(v))
+            for item, v, r in zip(items, verdicts, receipts, strict=True)
+            if v.offender is not None and not r.duplicate
+        ]
+        if linker is not None and fresh:
+            linker.learn(fresh, now=self.pipeline.clock())
 
     def record(
         self, tx: Transaction, chosen: Sequence[tuple[Found, Verdict]], receipts: Sequence[Receipt]

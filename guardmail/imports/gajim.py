@@ -101,17 +101,14 @@ class GajimHistory:
         with self._connect() as db:
             present = [r[1] for r in db.execute("PRAGMA table_info(logs)")]
             cols = [c for c in COLUMNS if c in present]
-            self.total = int(
-                db.execute(
-                    "SELECT COALESCE(SUM(LENGTH(CAST(message AS BLOB))), 0) FROM logs"
-                ).fetchone()[0]
-            )
             jids = {int(r[0]): str(r[1]) for r in db.execute("SELECT jid_id, jid FROM jids")}
             size_sql = "COALESCE(LENGTH(CAST(message AS BLOB)), 0)"
             if "additional_data" in present:
                 size_sql += " + COALESCE(LENGTH(CAST(additional_data AS BLOB)), 0)"
             after, pos = -1, 0
             kinds = ", ".join(str(k) for k in KINDS)
+            total = db.execute(f"SELECT SUM({size_sql}) FROM logs WHERE kind IN ({kinds})")
+            self.total = int(total.fetchone()[0] or 0)
             while True:
                 rows = db.execute(
                     f"SELECT log_line_id, {size_sql} FROM logs WHERE log_line_id > ? "

@@ -46,6 +46,8 @@ def test_an_imap_folder_is_imported_read_only(tmp_path: Path, dovecot: Dovecot) 
     config.write_text(
         f"""\
 state_dir: {tmp_path}/var
+aliases:
+  enabled: true
 offenders:
   - name: Ex
     addresses: [stalker@example.net]
@@ -80,9 +82,13 @@ sources:
         rows = tenant.vault.rows(kind="archived")
         blobs = [tenant.vault.blobs.get(r.sha256 or "") for r in rows]
         bodies = [journal.entry(r) for r in rows]
+        with tenant.storage.read() as tx:
+            learned = tx.alias_features(settings.tenant)
     finally:
         tenant.close()
     assert blobs == [OFFENDER % n for n in range(3)]
+    # The alias linker learned them, as it learns live offender mail.
+    assert sorted(f.sha256 for f in learned) == sorted(r.sha256 or "" for r in rows)
     uids = [b["meta"]["imap_uid"] for b in bodies]
     assert all(re.fullmatch(r"\d+/[135]", u) for u in uids), uids
     assert bodies[0]["imported"]["note"].startswith("imported from imap alice/Old at ")
