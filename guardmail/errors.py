@@ -17,6 +17,7 @@
      ├── BundleUnreadable   (export/__init__.py) an exported bundle cannot be read to verify
      ├── WarningRefused     (warner.py) the warning cannot be sent as configured
      ├── Deferred           (channels/smtp/filter.py) the filter answers 4xx; Postfix retries
+     ├── UnreadableSource   (imports/__init__.py) a source to import is missing or of another kind
      ├── BadReport, ReportIncomplete (control/) a report cannot be taken, or only in part
      └── NoDaemon, Refused, DaemonRefused (control/, commands/report.py) the control socket
                             has no daemon, or the daemon answered a request with an error

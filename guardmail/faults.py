@@ -24,6 +24,8 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``imap.flagged``: the messages are marked \\Deleted (UID STORE); the UID EXPUNGE is not sent.
 - ``xmpp.cursor``: an XMPP archive (MAM) page was handled and its cursor saved; the next page is
   not asked for yet.
+- ``import.committed``: a batch of an import (its entries and progress marks) is committed;
+  the next batch is not read yet.
 - ``xmpp.blocklisted``: the server accepted a blocklist change (XEP-0191 block or unblock); a
   block was recorded as guardmail's before it was sent, an unblock's record is not updated yet.
 """
@@ -48,6 +50,7 @@ POINTS = frozenset(
         "imap.flagged",
         "xmpp.cursor",
         "xmpp.blocklisted",
+        "import.committed",
     }
 )
 

@@ -113,6 +113,8 @@ def manifest(evidence: Evidence, *, now: datetime, version: str) -> dict[str, An
                 "message_id": i.message_id,
                 "date": i.date,
             }
+            # only for an imported item: a live one's entry is as before
+            | ({"imported": i.imported} if i.imported else {})
             for i in evidence.items
         ],
         "warnings": [

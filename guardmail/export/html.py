@@ -106,13 +106,14 @@ SHA-256 <span class="hash">{{ sha }}</span></p>{% endfor %}
 
 <h2>Items</h2>
 <table>
-<tr><th>#</th><th>Received (UTC)</th><th>Sent (UTC)</th><th>Channel</th><th>From</th>
+<tr><th>#</th><th>Received (UTC)</th><th>Sent (UTC)</th><th>Channel</th><th>Origin</th><th>From</th>
 <th>Subject or first words</th><th>SHA-256</th></tr>
 {% for row in r.rows %}
 <tr><td><a href="#item-{{ row.item.index }}">{{ row.item.index }}</a>
 {%- if row.after_warning %} &#9650;{% endif %}</td>
 <td>{{ when(row.item.received_at) }}</td><td>{{ when(row.content.sent) }}</td>
-<td>{{ row.item.channel }}</td><td>{{ row.content.sender or row.sender }}</td>
+<td>{{ row.item.channel }}</td><td>{{ "imported" if row.item.imported else "live" }}</td>
+<td>{{ row.content.sender or row.sender }}</td>
 <td>{{ row.title }}{% for f in row.flags %}<div class="flag">{{ f }}</div>{% endfor %}</td>
 <td class="hash">{{ row.item.sha256 }}</td></tr>
 {% endfor %}

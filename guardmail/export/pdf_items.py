@@ -81,6 +81,7 @@ def _title(row: Row) -> str:
     title = _short(row.title, TITLE_MAX)
     marks = ["look-alike sender"] if any(f.startswith("looks like") for f in row.flags) else []
     marks += ["after the warning"] if row.after_warning else []
+    marks += ["imported"] if row.item.imported else []
     return f"{title}\n[{', '.join(marks)}]" if marks else title
 
 

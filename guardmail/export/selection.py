@@ -61,6 +61,9 @@ class ExportItem:
     message_id: str
     date: str
     looks_like: tuple[str, ...] = ()  # the matches' look-alike findings, in words
+    # "imported from FILE at TIME; not received by guardmail" (``guardmail import``); "" for
+    # an item guardmail received itself: the report keeps the two apart.
+    imported: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +240,7 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
             message_id=_text(body, "message_id"),
             date=_text(body, "date"),
             looks_like=_looks_like(body),
+            imported=_imported(body),
         )
         for i, (row, body, when) in enumerate(picked, start=1)
     )
@@ -298,6 +302,15 @@ def _suffix(name: str) -> str:
     """A file name's extension if it is a plain short one (``.pdf``), else nothing."""
     ext = name.rsplit(".", 1)[-1] if "." in name else ""
     return f".{ext.lower()}" if ext.isascii() and ext.isalnum() and len(ext) <= 8 else ""
+
+
+def _imported(body: dict[str, Any]) -> str:
+    """The provenance of an imported item (``guardmail import``), or "" for a live one."""
+    imported = body.get("imported")
+    if not isinstance(imported, dict):
+        return ""
+    note = imported.get("note")
+    return note[:500] if isinstance(note, str) and note else "imported; not received by guardmail"
 
 
 def _looks_like(body: dict[str, Any]) -> tuple[str, ...]:

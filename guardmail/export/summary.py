@@ -203,7 +203,10 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         letters = lookalike_letters(address)
         if letters:
             flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
-    after = warned is not None and item.received_at > warned
+    # An imported item's received_at is the time of the import: never "after the warning".
+    after = warned is not None and not item.imported and item.received_at > warned
+    if item.imported:
+        flags.append(item.imported)
     if after:
         flags.append(f"received after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
     return Row(
@@ -234,7 +237,9 @@ def timeline(report: Report) -> tuple[Event, ...]:
     """Items per day per offender, with the warning in its place; in time order."""
     days: dict[tuple[date, str], list[Row]] = {}
     for row in report.rows:
-        days.setdefault((row.item.received_at.date(), row.item.offender), []).append(row)
+        # Imported items stand apart from those guardmail received (their day is the import's).
+        who = f"{row.item.offender} (imported)" if row.item.imported else row.item.offender
+        days.setdefault((row.item.received_at.date(), who), []).append(row)
     keyed: list[tuple[datetime, Event]] = []
     for (day, offender), rows in days.items():
         first = min(r.item.received_at for r in rows)

@@ -35,7 +35,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -91,6 +91,11 @@ class Record:
     source_ref: str | None = None
 
 
+# For ``Vault.put_many(within=...)``: more writes in the same transaction as the batch's entries
+# (given the receipts, in order); returns the last journal row it appended, if any.
+Within = Callable[[Transaction, Sequence[Receipt]], JournalRow | None]
+
+
 class Vault:
     """One tenant's evidence: blobs on disk, journal in storage, a HEAD witness file."""
 
@@ -115,18 +120,28 @@ class Vault:
         return self.put_many([archive], now=now)[0]
 
     def put_many(
-        self, archives: Sequence[Archive], *, now: datetime, witness: bool = True
+        self,
+        archives: Sequence[Archive],
+        *,
+        now: datetime,
+        witness: bool = True,
+        within: Within | None = None,
     ) -> list[Receipt]:
         """Archive every item durably and journal them in one transaction; receipts in order.
 
         All or nothing for the journal: on ``VaultUnavailable`` no entry of the batch exists, so
         a retry of the whole batch archives each item once. ``witness=False`` leaves the HEAD
         witness to a later ``record_many`` or ``witness`` (the pipeline writes it after acting).
+        ``within`` runs inside the same transaction, after the entries: what it writes (an
+        import's progress, its entries) commits with them or not at all. With ``within``, a
+        transaction is made even when ``archives`` is empty.
         """
-        if not archives:
+        if not archives and within is None:
             return []
         shas = [hashlib.sha256(a.raw).hexdigest() for a in archives]
-        what = shas[0] if len(shas) == 1 else f"{len(shas)} items ({shas[0]} ...)"
+        what = (
+            shas[0] if len(shas) == 1 else f"{len(shas)} items" + (f" ({shas[0]} ...)" * bool(shas))
+        )
         receipts: list[Receipt] = []
         last: JournalRow | None = None
         try:
@@ -155,6 +170,8 @@ class Vault:
                         scope=scope,
                     )
                     receipts.append(Receipt(sha256=sha, seq=last.seq))
+                if within is not None:
+                    last = within(tx, receipts) or last
                 if last is not None:
                     self._grow(tx, now)
             if witness and last is not None:

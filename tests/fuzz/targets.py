@@ -8,6 +8,8 @@ Used by ``tests/unit/test_fuzz.py`` (a short hypothesis run in the suite) and ``
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -30,6 +32,7 @@ from guardmail.core.identity import (
     skeleton,
 )
 from guardmail.core.item import decode_words, mail_item, read_mail
+from guardmail.imports.files import read_mbox
 
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
 _PLAIN = re.compile(r"[a-z0-9._-]+@[a-z0-9.-]+")
@@ -155,6 +158,21 @@ def imap_fetch(data: bytes) -> None:
     assert item.raw == body if not noise else item.raw in stream, (noise, body)
 
 
+def mbox(data: bytes) -> None:
+    """An mbox an offender wrote (guardmail import): split into messages that lose no byte and
+    add none; each message's bytes and hash agree; no kept message is over the bound."""
+    data = b"From x@y Mon Nov  3 10:00:00 2025\n" + data
+    found = list(read_mbox(io.BytesIO(data), max_item=4096))
+    offsets = [int(dict(f.meta)["mbox_offset"]) for f in found]
+    assert offsets[0] == 0 and offsets == sorted(set(offsets))
+    for n, f in enumerate(found):
+        end = offsets[n + 1] if n + 1 < len(found) else len(data)
+        assert f.position == end and data[offsets[n] : end].startswith(b"From ")
+        body = data[end - f.size : end]
+        assert hashlib.sha256(body).hexdigest() == f.sha256
+        assert f.raw == body if f.size <= 4096 else f.raw is None
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "imap_fetch": imap_fetch,
     "mail": mail,
@@ -163,4 +181,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "stanza_stream": stanza_stream,
     "smtp_wire": smtp_wire,
     "control_request": control_request,
+    "mbox": mbox,
 }
