@@ -40,6 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
+from guardmail.config.evidence import EvidenceConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
     Action,
@@ -123,6 +124,8 @@ class Settings(BaseModel):
     """The protected person's name and case reference numbers, for the evidence report."""
     aliases: AliasesConfig = AliasesConfig()
     """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
+    evidence: EvidenceConfig = EvidenceConfig()
+    """The vault's trusted timestamps (RFC 3161)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +186,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
                 }
             ),
             "warning": warning.resolved(base) if warning else None,
+            "evidence": settings.evidence.resolved(base),
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))

@@ -34,6 +34,7 @@ from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.supervise import describe, keep_running
 from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.daemon.tenants import MainRecipients, TenantDirectory
+from guardmail.daemon.timestamper import Timestamper
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 
@@ -126,6 +127,8 @@ class Daemon:
             on_change=self._reload_notified,  # apply a reported offender at once
         )
         self.notifier = Notifier.from_env()
+        stamp = config.settings.evidence.timestamp  # restart to change it, like the sources
+        self.timestamper = Timestamper(self.tenant.vault, stamp) if stamp is not None else None
 
     def reload(self) -> bool:
         """Load the config again; apply it if valid, else keep the last good one.
@@ -231,6 +234,8 @@ class Daemon:
                 group.create_task(watcher.run())
                 group.create_task(self._publish_status())
                 group.create_task(self.control.run())
+                if self.timestamper is not None:
+                    group.create_task(keep_running("timestamps", self.timestamper.run))
                 group.create_task(self._wait_for_stop())
                 self.notifier.ready(self._status())
         except* _Shutdown:
