@@ -10,6 +10,7 @@ Contracts:
   handed over.
 - Each item and warning carries an inclusion proof against the vault's latest signed tree head
   (``guardmail.export.proofs``), sealed first if the journal has entries no head covers.
+- The RFC 3161 tokens that date the exported entries go with them (``guardmail.export.stamps``).
 - Time is a parameter: ``now`` stamps the report, the manifest and the journal entry.
 """
 
@@ -33,6 +34,7 @@ from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
+from guardmail.export.stamps import stamp_files, stamps_readme
 from guardmail.export.summary import NoteView, WarningView, build
 from guardmail.vault.store import Vault
 
@@ -208,6 +210,7 @@ def _fill(
         )
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
+    signed |= (stamped := stamp_files(vault, evidence, head))
     for name, data in signed.items():
         sink.add(name, data)
     body = manifest(evidence, now=now, version=version)
@@ -219,7 +222,7 @@ def _fill(
         "files": sorted(signed),
     }
     sink.add(MANIFEST, _json(body))
-    signed_log = log_readme(head, key_fingerprint)
+    signed_log = log_readme(head, key_fingerprint) + stamps_readme(stamped)
     report = build(
         evidence,
         details=details,

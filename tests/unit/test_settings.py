@@ -93,7 +93,7 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: colour: unknown key 'colour'; expected one of: state_dir, "
             "tenant, offenders, offenders_files, sources, log_format, log_level, warning, "
-            "metrics, case, aliases"
+            "metrics, case, aliases, evidence"
         ],
     ),
     Case(
@@ -310,7 +310,7 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases'; "
+            "'warning', 'metrics', 'case', 'aliases', 'evidence'; "
             "the file is empty"
         ],
     ),
@@ -320,7 +320,7 @@ CASES = [
         expected=[
             "guardmail.yaml:2:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases'; "
+            "'warning', 'metrics', 'case', 'aliases', 'evidence'; "
             "found a list"
         ],
     ),
