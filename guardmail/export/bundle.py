@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -263,6 +263,7 @@ def write_bundle(
     version: str,
     progress: Progress | None = None,
     options: ReportOptions | None = None,
+    by: Mapping[str, Any] | None = None,
 ) -> BundleResult:
     """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
 
@@ -302,6 +303,8 @@ def write_bundle(
         "until": evidence.criteria.until.isoformat() if evidence.criteria.until else None,
         "sha256sums": sums_sha,
     }
+    if by is not None:
+        fields["by"] = dict(by)  # who made it (guardmail.vault.custody)
     if isinstance(sink, ZipSink):
         with out.open("rb") as f:
             fields["zip_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
