@@ -53,7 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         problems = verify_vault(tenant.vault, blobs=args.verify)
         entries = sum(1 for _ in tenant.vault.iter_rows())
-        stamps = tenant.vault.timestamps()
+        stamp = tenant.vault.last_timestamp()
     finally:
         tenant.close()
     report["vault"] = {
@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "problems": [str(p) for p in problems],
         "blobs_checked": bool(args.verify),
         "last_timestamp": (
-            {"tree_size": stamps[-1].tree_size, "gen_time": stamps[-1].gen_time} if stamps else None
+            {"tree_size": stamp.tree_size, "gen_time": stamp.gen_time} if stamp else None
         ),
     }
     if args.json:

@@ -24,14 +24,14 @@ from cryptography import x509
 
 from guardmail.config.evidence import TimestampConfig
 from guardmail.core.backoff import NETWORK, Backoff
-from guardmail.errors import TimestampFailed, VaultUnavailable
+from guardmail.errors import StateError, TimestampFailed, VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import StorageUnavailable, TimestampRow
 from guardmail.vault import timestamps
 from guardmail.vault.signing import signed_bytes
 from guardmail.vault.store import Vault
 
-IDLE_SECONDS = 60.0  # how often to look for a new head when one may be stamped
+IDLE_SECONDS = 2.0  # how often to look for a new head when one may be stamped (2 indexed reads)
 
 
 class Ask(Protocol):
@@ -63,10 +63,9 @@ class Timestamper:
         every = timedelta(minutes=self.config.every_minutes)
         try:
             head = self.vault.last_tree_head()
-            stamped = self.vault.timestamps()
-        except (StorageUnavailable, VaultUnavailable) as exc:
+            last = self.vault.last_timestamp()
+        except (StorageUnavailable, StateError) as exc:
             return self._failed(f"the vault cannot be read: {exc}")
-        last = stamped[-1] if stamped else None
         if head is None or (last is not None and last.tree_size >= head.tree_size):
             return min(IDLE_SECONDS, every.total_seconds())
         now = self._clock()

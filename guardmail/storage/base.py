@@ -152,6 +152,10 @@ class Transaction(Protocol):
         """The tenant's timestamp tokens, smallest tree first."""
         ...
 
+    def timestamp_last(self, tenant: str) -> TimestampRow | None:
+        """The tenant's token over its largest stamped tree, if any."""
+        ...
+
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         """The ``archived`` entry for these bytes within this dedupe scope, if any."""
         ...

@@ -272,9 +272,15 @@ class SQLiteTransaction:
         )
 
     def timestamps(self, tenant: str) -> Iterator[TimestampRow]:
+        yield from self._timestamps(tenant, "ORDER BY tree_size")
+
+    def timestamp_last(self, tenant: str) -> TimestampRow | None:
+        return next(self._timestamps(tenant, "ORDER BY tree_size DESC LIMIT 1"), None)
+
+    def _timestamps(self, tenant: str, order: str) -> Iterator[TimestampRow]:
         cur = self._conn.execute(
             "SELECT tree_size, token, gen_time, tsa_url, ca_pem FROM tree_head_timestamps "
-            "WHERE tenant = ? ORDER BY tree_size",
+            f"WHERE tenant = ? {order}",
             (tenant,),
         )
         for size, token, gen_time, url, ca in cur:

@@ -248,6 +248,10 @@ class Vault:
         with self.storage.read() as tx:
             return list(tx.timestamps(self.tenant))
 
+    def last_timestamp(self) -> TimestampRow | None:
+        with self.storage.read() as tx:
+            return tx.timestamp_last(self.tenant)
+
     def keep_timestamp(self, row: TimestampRow) -> None:
         """Store a checked token beside its head (``guardmail.vault.timestamps``)."""
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,7 +183,45 @@ def test_at_most_one_timestamp_every_n_minutes(vault: Vault, tsa: TSA) -> None:
 def test_nothing_new_asks_nothing(vault: Vault, tsa: TSA) -> None:
     stamper = _stamper(vault, tsa, Clock())
     asked = tsa.requests
-    assert stamper.step() == 60.0  # an empty vault: no head yet
+    assert stamper.step() == 2.0  # an empty vault: no head yet
     _archive(vault, 1)
     stamper.step()
-    assert stamper.step() == 60.0 and tsa.requests == asked + 1
+    assert stamper.step() == 2.0 and tsa.requests == asked + 1
+
+
+def test_status_shows_a_failing_tsa_then_its_recovery(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guardmail.commands.status import _print as print_status
+    from guardmail.daemon.observe import Board
+
+    board = Board(vault_root=tmp_path, tenant="jane")
+    fail = {
+        "tenant": "jane",
+        "error": "the TSA http://tsa/ answered HTTP 503",
+        "failures": 2,
+        "retry_in": 1.5,
+    }
+    board("timestamp.failed", logging.ERROR, fail)
+    vault = {
+        "tenant": "jane",
+        "entries": 3,
+        "intact": True,
+        "problems": [],
+        "blobs_checked": False,
+        "last_timestamp": None,
+    }
+    print_status({"running": False, **board.snapshot(), "vault": vault})
+    out = capsys.readouterr().out
+    assert "timestamps: FAILING since" in out and "(2 tries, next in 1.5 s)" in out
+    assert "HTTP 503" in out and board.snapshot()["counts"]["errors"] == 1
+    board(
+        "timestamp.stamped",
+        logging.INFO,
+        {"tenant": "jane", "tree_size": 3, "gen_time": "2026-11-25T12:00:00+00:00"},
+    )
+    stamped = {**vault, "last_timestamp": {"tree_size": 3, "gen_time": "2026-11-25T12:00:00+00:00"}}
+    print_status({"running": False, **board.snapshot(), "vault": stamped})
+    out = capsys.readouterr().out
+    assert "timestamps: ok since" in out
+    assert "last trusted timestamp: 2026-11-25T12:00:00+00:00 over entries 1-3" in out
