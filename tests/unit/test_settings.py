@@ -64,6 +64,18 @@ ONE_OFFENDER = "offenders:\n  - name: Ex\n    addresses: [ex@example.net]\n"
 
 CASES = [
     Case(
+        id="timestamp-authority-that-is-not-an-http-url",
+        files={
+            MAIN: "evidence:\n  timestamp:\n    tsa_url: ftp://tsa.example/\n    every_minutes: 0\n"
+        },
+        expected=[
+            "guardmail.yaml:3:14: evidence.timestamp.tsa_url: 'ftp://tsa.example/' is not an "
+            "http:// or https:// URL",
+            "guardmail.yaml:4:20: evidence.timestamp.every_minutes: should be greater than or "
+            "equal to 1 (got 0)",
+        ],
+    ),
+    Case(
         id="yaml-syntax-error",
         files={MAIN: "offenders:\n  - name: [not a string\n"},
         expected=[
