@@ -26,6 +26,12 @@ class TimestampConfig(BaseModel):
     """At most one timestamp this often (a new signed tree head waits for the next slot)."""
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 20.0
     """How long one request to the TSA may take."""
+    publish_command: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1
+    )
+    """A command (program and arguments, no shell) run after each new timestamp with the
+    stamped head, its signature, key fingerprint and token as JSON on stdin: publish heads
+    elsewhere, e.g. mail them to your lawyer. A failure is logged; the next head is sent."""
 
     @field_validator("tsa_url")
     @classmethod

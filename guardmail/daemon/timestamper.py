@@ -8,6 +8,7 @@ Contracts:
 - A failure (TSA down, refused, a token that does not check) logs ``timestamp.failed`` at
   error level (so ``guardmail status`` and the metrics show it) and is retried with backoff
   (``core.backoff.NETWORK``); a success logs ``timestamp.stamped``.
+- After a new token, ``publish_command`` (if set) gets the head (guardmail.daemon.publish).
 - Time is a parameter (``clock``); ``step`` does one round and returns the seconds to wait.
 """
 
@@ -24,6 +25,7 @@ from cryptography import x509
 
 from guardmail.config.evidence import TimestampConfig
 from guardmail.core.backoff import NETWORK, Backoff
+from guardmail.daemon.publish import publish
 from guardmail.errors import StateError, TimestampFailed, VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import StorageUnavailable, TimestampRow
@@ -101,6 +103,8 @@ class Timestamper:
             gen_time=row.gen_time,
             tsa=self.config.tsa_url,
         )
+        if self.config.publish_command:
+            publish(self.config.publish_command, self.vault, head, row)
         return every.total_seconds()
 
     def _failed(self, error: str) -> float:

@@ -225,3 +225,36 @@ def test_status_shows_a_failing_tsa_then_its_recovery(
     out = capsys.readouterr().out
     assert "timestamps: ok since" in out
     assert "last trusted timestamp: 2026-11-25T12:00:00+00:00 over entries 1-3" in out
+
+
+def test_each_new_timestamp_is_published_by_the_hook_and_a_failing_hook_is_logged(
+    vault: Vault, tsa: TSA, tmp_path: Path, events: list[tuple[str, dict[str, Any]]]
+) -> None:
+    import base64
+    import json
+    import sys
+
+    out = tmp_path / "published.json"
+    copy = f"import sys; open({str(out)!r}, 'wb').write(sys.stdin.buffer.read())"
+    cfg = TimestampConfig(
+        tsa_url=tsa.url, ca_file=tsa.ca_file, publish_command=[sys.executable, "-c", copy]
+    )
+    _archive(vault, 1)
+    Timestamper(vault, cfg).step()
+    doc = json.loads(out.read_text())
+    [stamp] = vault.timestamps()
+    head = vault.last_tree_head()
+    assert head is not None
+    assert doc["tree_head"].encode() == signed_bytes(head)
+    assert base64.b64decode(doc["timestamp"]["token"]) == stamp.token
+    assert doc["signature"] == head.signature and len(doc["key_fingerprint"]) == 64
+    failing = cfg.model_copy(
+        update={"publish_command": [sys.executable, "-c", "import sys; sys.exit('no mail')"]}
+    )
+    _archive(vault, 2)
+    clock = Clock()
+    clock.now += timedelta(hours=2)
+    Timestamper(vault, failing, clock=clock).step()
+    assert len(vault.timestamps()) == 2  # stamped all the same
+    [failed] = [f for n, f in events if n == "timestamp.publish_failed"]
+    assert failed["error"] == "exit 1: no mail"
