@@ -16,7 +16,10 @@ from guardmail.config.evidence import TimestampConfig
 from guardmail.daemon.timestamper import Timestamper
 from guardmail.export.bundle import write_bundle
 from guardmail.export.selection import Criteria, select
+from guardmail.export.stamps import chosen
 from guardmail.export.verify import verify_bundle
+from guardmail.storage.base import TimestampRow
+from guardmail.vault.notes import add_note
 from tests.servers.tsa import TSA, make_certificates, start_tsa
 from tests.unit.report_case import NOW, SAM, ReportCase, make_report_case
 
@@ -29,6 +32,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         cfg = TimestampConfig(tsa_url=tsa.url, ca_file=tsa.ca_file, every_minutes=1)
         Timestamper(case.vault, cfg, clock=lambda: datetime.now(UTC)).step()
+        add_note(case.vault, "Entries after the stamp.", files=[], now=NOW)
         evidence = select(case.vault.rows(), tenant="jane", criteria=Criteria(offenders=(SAM,)))
         out = root / "sam"
         write_bundle(case.vault, evidence, out, now=NOW, version="9.9")
@@ -42,6 +46,7 @@ def test_a_bundle_carries_the_token_and_verifies(bundle: Path) -> None:
     index = json.loads((bundle / "log" / "timestamps.json").read_text())
     [stamp] = index["stamps"]
     assert (bundle / "log" / "timestamps" / f"head-{stamp['tree_size']}.tsr").is_file()
+    assert index["tree_size"] > stamp["tree_size"] and stamp["consistency"]  # a real proof
     assert "log/timestamps.json" in (bundle / "SHA256SUMS").read_text()
     assert verify_bundle(bundle) == []
 
@@ -105,3 +110,15 @@ def test_a_consistency_proof_that_does_not_join_is_named(bundle: Path, tmp_path:
     index.write_text(json.dumps(doc))
     problems = verify_bundle(copy)
     assert any("no consistency proof joins it" in p for p in problems), problems
+
+
+def _stamp(size: int) -> TimestampRow:
+    return TimestampRow(tenant="t", tree_size=size, token=b"", gen_time="", tsa_url="", ca_pem="")
+
+
+def test_a_bundle_takes_the_first_token_covering_each_entry_and_the_latest() -> None:
+    stamps = [_stamp(n) for n in (3, 7, 12, 20)]
+    assert [s.tree_size for s in chosen(stamps, [1, 2, 8])] == [3, 12, 20]
+    assert [s.tree_size for s in chosen(stamps, [21])] == [20]  # newer than every token
+    assert [s.tree_size for s in chosen(stamps, [7])] == [7, 20]
+    assert chosen([], [1]) == []
