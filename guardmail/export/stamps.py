@@ -112,7 +112,8 @@ def stamps_readme(files: dict[str, bytes]) -> str:
    log/timestamps/ covers one head: head-N.tsr is the TSA's token over SHA-256 of
    head-N.json, the signed tree head over entries 1-N (its signature head-N.sig checks
    with log/public-key.pem as in step 5). Every entry with a seq up to N existed, unchanged,
-   at the token's time. The latest token here ({last["gen_time"]}, from {last["tsa"]})
+   at the token's time. The latest token here, made {last["gen_time"]} by
+    {last["tsa"]}
    covers entries 1-{n} and checks with
 
     openssl ts -verify -in {head_file(n, "tsr")} -data {head_file(n, "json")} \\
@@ -128,8 +129,8 @@ def stamps_readme(files: dict[str, bytes]) -> str:
           || echo "head $n: FAILED"
     done < {LIST}
 
-   {CA} is the TSA's root certificate as the owner's guardmail trusted it: compare it
-   with the one the TSA publishes. log/timestamps.json holds, for each token, a consistency
+   {CA} holds the TSA's root certificate as the owner's guardmail
+   trusted it: compare it with the one the TSA publishes. log/timestamps.json holds, for each token, a consistency
    proof (RFC 9162 section 2.1.4) that head N is a prefix of log/tree-head.json's tree, so the
    items' inclusion proofs (step 5) reach back to the timestamped heads.
 
