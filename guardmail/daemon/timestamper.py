@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -126,3 +127,42 @@ class Timestamper:
         while True:
             delay = await asyncio.to_thread(self.step)
             await asyncio.sleep(delay)
+
+
+class Timestampers:
+    """One ``Timestamper`` per tenant vault that ``vaults`` returns at each round (the main
+    tenant's and those of tenants.d, which come and go on reload), each on its own schedule."""
+
+    def __init__(
+        self,
+        vaults: Callable[[], list[Vault]],
+        config: TimestampConfig,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._vaults = vaults
+        self.config = config
+        self._monotonic = monotonic
+        self._by: dict[str, tuple[Timestamper, float]] = {}  # tenant -> (stamper, due)
+
+    def round(self) -> float:
+        """Step every vault that is due; seconds until the next is."""
+        now = self._monotonic()
+        current = {v.tenant: v for v in self._vaults()}
+        for name in set(self._by) - set(current):
+            del self._by[name]
+        for name, vault in current.items():
+            stamper, due = self._by.get(name, (None, now))
+            if stamper is None or stamper.vault is not vault:
+                stamper, due = Timestamper(vault, self.config), now
+            if due <= now:
+                due = now + stamper.step()
+            self._by[name] = (stamper, due)
+        if not self._by:
+            return IDLE_SECONDS
+        return max(0.0, min(due for _, due in self._by.values()) - self._monotonic())
+
+    async def run(self) -> None:
+        while True:
+            delay = await asyncio.to_thread(self.round)
+            await asyncio.sleep(max(delay, 0.05))

@@ -130,8 +130,9 @@ def stamps_readme(files: dict[str, bytes]) -> str:
     done < {LIST}
 
    {CA} holds the TSA's root certificate as the owner's guardmail
-   trusted it: compare it with the one the TSA publishes. log/timestamps.json holds, for each token, a consistency
-   proof (RFC 9162 section 2.1.4) that head N is a prefix of log/tree-head.json's tree, so the
-   items' inclusion proofs (step 5) reach back to the timestamped heads.
+   trusted it: compare it with the one the TSA publishes. log/timestamps.json holds, for
+   each token, a consistency proof (RFC 9162 section 2.1.4) that head N is a prefix of
+   log/tree-head.json's tree, so the items' inclusion proofs (step 5) reach back to the
+   timestamped heads.
 
 """

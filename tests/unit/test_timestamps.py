@@ -258,3 +258,28 @@ def test_each_new_timestamp_is_published_by_the_hook_and_a_failing_hook_is_logge
     assert len(vault.timestamps()) == 2  # stamped all the same
     [failed] = [f for n, f in events if n == "timestamp.publish_failed"]
     assert failed["error"] == "exit 1: no mail"
+
+
+def test_every_tenants_vault_is_stamped_on_its_own_schedule(tmp_path: Path, tsa: TSA) -> None:
+    from guardmail.daemon.timestamper import Timestampers
+
+    storage = SQLiteStorage(tmp_path / "multi" / "guardmail.sqlite3")
+    try:
+        main, bob = (Vault(tmp_path / "multi" / n, storage, n) for n in ("main", "bob"))
+        _archive(main, 1)
+        _archive(bob, 1)
+        vaults = [main]
+        clock = [1000.0]
+        cfg = TimestampConfig(tsa_url=tsa.url, ca_file=tsa.ca_file, every_minutes=30)
+        stampers = Timestampers(lambda: list(vaults), cfg, monotonic=lambda: clock[0])
+        assert stampers.round() == 30 * 60
+        assert len(main.timestamps()) == 1 and bob.timestamps() == []
+        vaults.append(bob)  # a tenant of tenants.d added on reload
+        clock[0] += 10
+        assert stampers.round() == 30 * 60 - 10  # main's next slot comes first
+        assert len(bob.timestamps()) == 1 and len(main.timestamps()) == 1
+        vaults.remove(main)
+        clock[0] += 5
+        assert stampers.round() == 30 * 60 - 5  # only bob's schedule is left
+    finally:
+        storage.close()
