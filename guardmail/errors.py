@@ -6,6 +6,7 @@
      ├── PeerError          a server or client we talk to misbehaved
      │    ├── ConnectFailure connecting or logging in to a server failed (IMAP, XMPP)
      │    ├── SubmitError   sending the warning failed (``certain``: certainly not sent)
+     │    ├── TimestampFailed a time-stamping authority was unreachable or its token is not good
      │    ├── NextHopUnavailable (channels/smtp/relay.py) Postfix's next hop cannot take mail
      │    ├── Lost, Refused (channels/xmpp/session.py) a session ended; a request was refused
      │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
@@ -96,6 +97,11 @@ class SubmitError(PeerError):
     def __init__(self, message: str, *, certain: bool) -> None:
         super().__init__(message)
         self.certain = certain
+
+
+class TimestampFailed(PeerError):
+    """An RFC 3161 time-stamping authority could not be reached, refused, or answered with a
+    token that does not check (wrong hash, untrusted certificate ...); the message says which."""
 
 
 class ConnectFailure(PeerError):

@@ -40,6 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
+from guardmail.config.evidence import EvidenceConfig
 from guardmail.config.impersonation import ImpersonationConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
@@ -126,6 +127,8 @@ class Settings(BaseModel):
     """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
     impersonation: ImpersonationConfig = ImpersonationConfig()
     """The person's own addresses: mail forged in their name is quarantined as evidence."""
+    evidence: EvidenceConfig = EvidenceConfig()
+    """The vault's trusted timestamps (RFC 3161)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +189,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
                 }
             ),
             "warning": warning.resolved(base) if warning else None,
+            "evidence": settings.evidence.resolved(base),
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))

@@ -34,6 +34,7 @@ from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
+from guardmail.vault.store import Vault
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +113,11 @@ class TenantDirectory:
     @property
     def router(self) -> Router:
         return self._snapshot.router
+
+    @property
+    def vaults(self) -> list[Vault]:
+        """The open tenants' vaults (for the daemon's timestamps)."""
+        return [r.tenant.vault for r in self._snapshot.tenants.values()]
 
     @property
     def names(self) -> list[str]:

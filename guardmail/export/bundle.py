@@ -10,6 +10,7 @@ Contracts:
   handed over.
 - Each item and warning carries an inclusion proof against the vault's latest signed tree head
   (``guardmail.export.proofs``), sealed first if the journal has entries no head covers.
+- The RFC 3161 tokens that date the exported entries go with them (``guardmail.export.stamps``).
 - Time is a parameter: ``now`` stamps the report, the manifest and the journal entry.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
+from guardmail.export.stamps import stamp_files, stamps_readme
 from guardmail.export.summary import NoteView, WarningView, build
 from guardmail.vault.store import Vault
 
@@ -210,6 +212,7 @@ def _fill(
         )
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
+    signed |= (stamped := stamp_files(vault, evidence, head))
     for name, data in signed.items():
         sink.add(name, data)
     body = manifest(evidence, now=now, version=version)
@@ -221,7 +224,7 @@ def _fill(
         "files": sorted(signed),
     }
     sink.add(MANIFEST, _json(body))
-    signed_log = log_readme(head, key_fingerprint)
+    signed_log = log_readme(head, key_fingerprint) + stamps_readme(stamped)
     report = build(
         evidence,
         details=details,
@@ -262,6 +265,7 @@ def write_bundle(
     version: str,
     progress: Progress | None = None,
     options: ReportOptions | None = None,
+    by: Mapping[str, Any] | None = None,
 ) -> BundleResult:
     """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
 
@@ -301,6 +305,8 @@ def write_bundle(
         "until": evidence.criteria.until.isoformat() if evidence.criteria.until else None,
         "sha256sums": sums_sha,
     }
+    if by is not None:
+        fields["by"] = dict(by)  # who made it (guardmail.vault.custody)
     if isinstance(sink, ZipSink):
         with out.open("rb") as f:
             fields["zip_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()

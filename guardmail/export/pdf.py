@@ -191,7 +191,7 @@ def _timeline(r: Report, s: Styles, chart: bytes, width: float) -> Iterator[Flow
         if e.what == "warning":
             what = f"\u25b6 {e.text}"
             warning_rows.append(len(data))
-        elif e.what in ("note", "report"):
+        elif e.what in ("note", "report", "custody"):
             what = e.text
         else:
             what = f"{e.count} item{'s' if e.count != 1 else ''}"

@@ -14,7 +14,13 @@ from datetime import UTC, date, datetime
 from guardmail.core.identity import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
 from guardmail.export.details import Details
-from guardmail.export.selection import AbuseSent, Evidence, ExportItem, SentWarning
+from guardmail.export.selection import (
+    AbuseSent,
+    CustodyEntry,
+    Evidence,
+    ExportItem,
+    SentWarning,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +91,7 @@ class Report:
     notes: tuple[NoteView, ...] = ()
     abuse_reports: tuple[AbuseSent, ...] = ()
     journal_last_hash: str = ""  # the hash of the last journal entry in the bundle
+    custody: tuple[CustodyEntry, ...] = ()  # who viewed, exported, verified, decided
 
     @property
     def protected_name(self) -> str:
@@ -169,6 +176,7 @@ def build(
         notes=notes,
         abuse_reports=evidence.abuse_reports,
         journal_last_hash=evidence.journal[-1].hash if evidence.journal else "",
+        custody=evidence.custody,
     )
 
 
@@ -227,7 +235,7 @@ class Event:
 
     day: date
     offender: str
-    what: str  # "items", "warning", "note" or "report" (an abuse report sent)
+    what: str  # "items", "warning", "note", "report" (an abuse report sent) or "custody"
     count: int = 0  # items that day
     after_warning: int = 0  # of which received after the warning to this offender
     text: str = ""  # for the warning: when and to whom
@@ -269,6 +277,14 @@ def timeline(report: Report) -> tuple[Event, ...]:
         text = f"abuse report sent {a.time:%H:%M} UTC to {a.to} (journal entry {a.seq})"
         keyed.append(
             (a.time, Event(day=a.time.date(), offender=a.offender, what="report", text=text))
+        )
+    for c in report.custody:
+        text = f"{c.text} ({c.time:%H:%M} UTC, journal entry {c.seq})"
+        keyed.append(
+            (
+                c.time,
+                Event(day=c.time.date(), offender="chain of custody", what="custody", text=text),
+            )
         )
     keyed.sort(key=lambda k: k[0])
     return tuple(e for _, e in keyed)

@@ -1,5 +1,5 @@
 """The storage seam: checkpoints, the evidence journal, the warning ledger, the copies the SMTP
-filter has relayed, the signed tree heads, alias features.
+filter has relayed, the signed tree heads and their timestamp tokens, alias features.
 
 One small interface with two backends: SQLite (embedded default) and PostgreSQL (several nodes).
 Transactions are owned by the caller: every read and write goes through a ``Transaction`` obtained
@@ -48,6 +48,20 @@ class TreeHeadRow:
     root_hash: str  # hex
     time: str  # ISO 8601
     signature: str  # hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampRow:
+    """An RFC 3161 timestamp token over a signed tree head (guardmail.vault.timestamps): the
+    TSA's reply as received (DER), the time it vouches for, and the root certificate(s) (PEM)
+    it was checked against when it arrived."""
+
+    tenant: str
+    tree_size: int  # the head it stamps
+    token: bytes  # the TimeStampResp, DER
+    gen_time: str  # ISO 8601, from the token
+    tsa_url: str
+    ca_pem: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +142,18 @@ class Transaction(Protocol):
 
     def tree_heads(self, tenant: str) -> Iterator[TreeHeadRow]:
         """The tenant's signed tree heads, smallest tree first."""
+        ...
+
+    def timestamp_insert(self, row: TimestampRow) -> None:
+        """Store a token (one per head: a second for the same head is ignored)."""
+        ...
+
+    def timestamps(self, tenant: str) -> Iterator[TimestampRow]:
+        """The tenant's timestamp tokens, smallest tree first."""
+        ...
+
+    def timestamp_last(self, tenant: str) -> TimestampRow | None:
+        """The tenant's token over its largest stamped tree, if any."""
         ...
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
