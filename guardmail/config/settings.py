@@ -40,6 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
+from guardmail.config.evidence import EvidenceConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
     Action,
@@ -123,6 +124,8 @@ class Settings(BaseModel):
     """The protected person's name and case reference numbers, for the evidence report."""
     aliases: AliasesConfig = AliasesConfig()
     """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
+    evidence: EvidenceConfig = EvidenceConfig()
+    """Authenticity checked at receipt: DKIM, ARC, the trusted Authentication-Results."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
