@@ -57,7 +57,8 @@ class DnsResolver:
             else:
                 resolver = dns.resolver.Resolver()
             self._resolver = resolver
-            self.name = "dnspython " + ", ".join(str(s) for s in resolver.nameservers)
+            servers = nameservers or [str(s) for s in resolver.nameservers]
+            self.name = "dnspython " + ", ".join(servers)
         except (dns.resolver.NoResolverConfiguration, OSError, ValueError) as exc:
             self._problem = f"no DNS resolver configured ({exc})"
             self.name = "dnspython (unconfigured)"
