@@ -5,9 +5,9 @@ Contracts:
 - Never before the archive, never holding the item: the pipeline hands an item to ``submit``
   only after ``Vault.put_many`` returned (the bytes are fsync'd and journaled), and ``submit``
   only puts it on a bounded queue (``BACKLOG`` items) and returns at once, whatever DNS does. One
-  worker thread per tenant checks the queue in order; the action on the item does not wait for
-  it. A full queue drops the check (logged as ``receipt.unchecked``); a crash loses the checks
-  still queued (the item stays archived; ``guardmail evidence verify-dkim`` says "not checked").
+  worker thread per tenant checks the queue in order (started by ``submit``, ended after
+  ``IDLE_SECONDS`` without work); the action on the item does not wait for it. A full queue
+  drops the check (logged as ``receipt.unchecked``); a crash loses the checks still queued (the item stays archived; ``guardmail evidence verify-dkim`` says "not checked").
 - Each check is bounded by ``dkimcheck.Limits`` (signatures, ARC sets, DNS time, CPU time).
 - What is kept (``guardmail.storage.base``): one ``ReceiptCheckRow`` per archived entry, one
   ``DkimResultRow`` per signature, and every key record fetched as a ``DkimKeyRow``, stored once
@@ -46,6 +46,7 @@ from guardmail.vault.dkimcheck import (
 from guardmail.vault.keyfetch import Resolver
 
 BACKLOG = 1000  # items waiting for their check; past it a check is dropped, never the item
+IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many quiet tenants)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,8 +123,9 @@ class ReceiptChecker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._jobs or self._closed)
+                self._cond.wait_for(lambda: self._jobs or self._closed, IDLE_SECONDS)
                 if not self._jobs:
+                    self._thread = None  # the next submit starts another
                     return
                 job = self._jobs.popleft()
                 self._busy += 1

@@ -28,10 +28,12 @@ from guardmail.export.selection import Criteria, select
 from guardmail.export.verify import verify_bundle
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault import receipts
 from guardmail.vault.dkimcheck import MAX_RSA_BITS, Limits, check, recheck, trusted_results
 from guardmail.vault.keyfetch import LookupFailed, StaticResolver
 from guardmail.vault.receipts import ReceiptChecker, recheck_stored, stored
 from guardmail.vault.store import Vault
+from tests.conftest import wait_for
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 RULES = RuleSet([OffenderRule(name="Ex", addresses=("stalker@example.net",))])
@@ -93,6 +95,8 @@ def test_signed_message_verifies_and_one_changed_body_byte_fails(key: Key) -> No
     bad = check(raw.replace(b"live.", b"live!"), dns)
     assert bad.signatures[0].result == "fail"
     assert "body hash mismatch" in bad.signatures[0].reason
+    # A Maildir keeps LF line ends: the signature was made over CRLF and still verifies.
+    assert check(raw.replace(b"\r\n", b"\n"), dns).signatures[0].result == "pass"
 
 
 def test_after_the_key_rotates_the_snapshot_still_verifies(
@@ -337,3 +341,20 @@ def test_bundle_carries_the_snapshots_and_checks_them_offline(
     assert any(p.startswith("dkim: items/") for p in verify_bundle(out))
     keys[0].write_bytes(keys[0].read_bytes() + b" ")
     assert any("does not hash to its name" in p for p in verify_bundle(out))
+
+
+def test_an_idle_worker_ends_and_the_next_item_starts_another(
+    key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(receipts, "IDLE_SECONDS", 0.01)
+    checker = ReceiptChecker(
+        storage=storage, tenant="t", resolver=StaticResolver({NAME: key.record})
+    )
+    try:
+        for seq in (1, 2):
+            assert checker.submit(seq=seq, sha256="a" * 64, raw=signed(key))
+            assert checker.drain(30)
+            wait_for(lambda: checker._thread is None, what="the idle worker to end")  # noqa: SLF001
+    finally:
+        checker.close()
+    assert [stored(storage, "t", s).results[0].result for s in (1, 2)] == ["pass", "pass"]
