@@ -7,7 +7,8 @@ Contracts:
   only puts it on a bounded queue (``BACKLOG`` items) and returns at once, whatever DNS does. One
   worker thread per tenant checks the queue in order (started by ``submit``, ended after
   ``IDLE_SECONDS`` without work); the action on the item does not wait for it. A full queue
-  drops the check (logged as ``receipt.unchecked``); a crash loses the checks still queued (the item stays archived; ``guardmail evidence verify-dkim`` says "not checked").
+  drops the check (logged as ``receipt.unchecked``); a crash loses the checks still queued
+  (the item stays archived; ``guardmail evidence verify-dkim`` says "not checked").
 - Each check is bounded by ``dkimcheck.Limits`` (signatures, ARC sets, DNS time, CPU time).
 - What is kept (``guardmail.storage.base``): one ``ReceiptCheckRow`` per archived entry, one
   ``DkimResultRow`` per signature, and every key record fetched as a ``DkimKeyRow``, stored once
