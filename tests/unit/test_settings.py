@@ -93,7 +93,19 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: colour: unknown key 'colour'; expected one of: state_dir, "
             "tenant, offenders, offenders_files, sources, log_format, log_level, warning, "
-            "metrics, case, aliases"
+            "metrics, case, aliases, evidence"
+        ],
+    ),
+    Case(
+        id="evidence-authserv-id-and-nameserver",
+        files={
+            MAIN: 'evidence:\n  authserv_id: "mx.example.org; x"\n  nameservers: [dns.example]\n'
+        },
+        expected=[
+            "guardmail.yaml:2:16: evidence.authserv_id: 'mx.example.org; x' is not an "
+            "authserv-id (one token, no spaces or ';')",
+            "guardmail.yaml:3:16: evidence.nameservers: 'dns.example' is not an IP address "
+            "or IP:PORT",
         ],
     ),
     Case(
@@ -310,7 +322,7 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases'; "
+            "'warning', 'metrics', 'case', 'aliases', 'evidence'; "
             "the file is empty"
         ],
     ),
@@ -320,7 +332,7 @@ CASES = [
         expected=[
             "guardmail.yaml:2:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases'; "
+            "'warning', 'metrics', 'case', 'aliases', 'evidence'; "
             "found a list"
         ],
     ),
