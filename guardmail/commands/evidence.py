@@ -17,6 +17,7 @@ from guardmail.commands import (
     EXIT_OK,
     EXIT_USAGE,
     Subparsers,
+    evidence_dkim,
     load,
     load_read_only,
     refuse_tenant,
@@ -90,6 +91,7 @@ def register(sub: Subparsers) -> None:
         "(made now if the tenant has none yet)",
     )
     key.set_defaults(handler=cmd_key)
+    evidence_dkim.register(ev)
 
     ex = ev.add_parser("export", help="write a verifiable evidence bundle (folder, or .zip)")
     ex.add_argument("--offender", action="append", default=[], help="only this offender (repeat)")

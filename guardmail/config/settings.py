@@ -128,7 +128,8 @@ class Settings(BaseModel):
     impersonation: ImpersonationConfig = ImpersonationConfig()
     """The person's own addresses: mail forged in their name is quarantined as evidence."""
     evidence: EvidenceConfig = EvidenceConfig()
-    """The vault's trusted timestamps (RFC 3161)."""
+    """Authenticity checked at receipt (DKIM, ARC, the trusted Authentication-Results) and
+    trusted timestamps of the vault's log (RFC 3161)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,8 +21,14 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.dkimcheck import Limits
+from guardmail.vault.keyfetch import DnsResolver
+from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
+
+# At a tenant's close, the checks still queued get this long; the rest are dropped (logged).
+RECEIPTS_CLOSE_SECONDS = 2.0
 
 
 def build_rules(settings: Settings) -> RuleSet:
@@ -84,13 +90,31 @@ class Tenant:
     def apply(self, settings: Settings) -> None:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
         self.pipeline.rules = build_rules(settings)
-        self.pipeline.own = settings.impersonation.own_names()
+        self.pipeline.own = settings.impersonation.own_names(settings.evidence.authserv_id)
         self.linker.reload(settings.offenders, settings.aliases)
         self.warner.settings = settings
         see_offenders(self.warner)
+        if self.pipeline.receipts is not None:
+            self.pipeline.receipts.authserv_id = settings.evidence.authserv_id
 
     def close(self) -> None:
+        if self.pipeline.receipts is not None:
+            self.pipeline.receipts.close(timeout=RECEIPTS_CLOSE_SECONDS)
         self.storage.close()
+
+
+def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecker | None:
+    """The tenant's DKIM/ARC check at receipt, unless ``evidence.dkim`` is off."""
+    ev = settings.evidence
+    if not ev.dkim:
+        return None
+    return ReceiptChecker(
+        storage=storage,
+        tenant=settings.tenant,
+        resolver=DnsResolver(ev.nameservers),
+        authserv_id=ev.authserv_id,
+        limits=Limits(lookup_seconds=ev.dns_timeout, dns_budget=ev.dns_budget),
+    )
 
 
 def open_tenant(settings: Settings) -> Tenant:
@@ -129,7 +153,8 @@ def open_tenant(settings: Settings) -> Tenant:
         rules=build_rules(settings),
         after_block=warner.on_block,
         linker=linker,
-        own=settings.impersonation.own_names(),
+        own=settings.impersonation.own_names(settings.evidence.authserv_id),
+        receipts=receipt_checker(settings, storage),
     )
     return Tenant(
         name=settings.tenant,

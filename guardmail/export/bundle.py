@@ -28,6 +28,7 @@ from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
+from guardmail.export.dkimfiles import CHECKS, dkim_files, dkim_readme
 from guardmail.export.html import render_html
 from guardmail.export.pdf import render_pdf
 from guardmail.export.proofs import log_files, log_readme
@@ -215,6 +216,9 @@ def _fill(
     signed |= (stamped := stamp_files(vault, evidence, head))
     for name, data in signed.items():
         sink.add(name, data)
+    dkim = dkim_files(vault, evidence)
+    for name, data in sorted(dkim.items()):
+        sink.add(name, data)
     body = manifest(evidence, now=now, version=version)
     body["log"] = {
         "tree_size": head.tree_size,
@@ -223,8 +227,15 @@ def _fill(
         "key_fingerprint": key_fingerprint,
         "files": sorted(signed),
     }
+    if dkim:
+        body["dkim"] = {"checks": CHECKS, "keys": sum(1 for n in dkim if n != CHECKS)}
     sink.add(MANIFEST, _json(body))
-    signed_log = log_readme(head, key_fingerprint) + stamps_readme(stamped)
+    stamps = stamps_readme(stamped)
+    signed_log = (
+        log_readme(head, key_fingerprint)
+        + stamps
+        + (dkim_readme(7 if stamps else 6) if dkim else "")
+    )
     report = build(
         evidence,
         details=details,

@@ -11,7 +11,7 @@ Rows are keyed by tenant: one tenant never reads another's rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -117,6 +117,57 @@ class AliasFeaturesRow:
     sha256: str
     seen_at: str
     features: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimKeyRow:
+    """A DKIM key record as fetched (guardmail.vault.dkimcheck): the TXT strings joined, kept once
+    per tenant, selector, domain and SHA-256 of the record; when and through which resolver it
+    was first fetched."""
+
+    tenant: str
+    selector: str
+    domain: str
+    record_sha256: str
+    record: bytes
+    fetched_at: str
+    resolver: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimResultRow:
+    """One signature of an archived item as checked at receipt: a DKIM-Signature (``kind``
+    ``dkim``) or an ARC set's message signature or seal (``arc-ams``, ``arc-seal``). ``result``
+    is pass, fail, temperror (DNS did not answer), permerror (no usable key or signature) or
+    skipped (over a bound); ``key_sha256`` names the key snapshot used, if one was fetched."""
+
+    tenant: str
+    seq: int
+    idx: int
+    kind: str
+    domain: str
+    selector: str
+    algorithm: str
+    result: str
+    reason: str
+    key_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptCheckRow:
+    """What was checked of an archived item's authenticity after it was archived: when, through
+    which resolver, the ARC chain's result, and the trusted server's Authentication-Results."""
+
+    tenant: str
+    seq: int
+    sha256: str
+    checked_at: str
+    resolver: str
+    arc_result: str
+    arc_reason: str
+    authserv_id: str
+    auth_results: str  # the topmost Authentication-Results field of authserv_id, or ""
+    note: str = ""
 
 
 class Transaction(Protocol):
@@ -241,6 +292,21 @@ class Transaction(Protocol):
     def forget_relayed(self, tenant: str, before: str) -> int:
         """Forget the copies remembered before ``before`` (ISO 8601 UTC); how many rows."""
         ...
+
+    def put_receipt_check(
+        self, check: ReceiptCheckRow, results: Sequence[DkimResultRow], keys: Sequence[DkimKeyRow]
+    ) -> None:
+        """Store an item's check (replacing an earlier one of the same seq) and its signatures'
+        results; each key record is kept once (an existing snapshot keeps its first fetch)."""
+        ...
+
+    def receipt_check(self, tenant: str, seq: int) -> ReceiptCheckRow | None: ...
+
+    def dkim_results(self, tenant: str, seq: int) -> list[DkimResultRow]:
+        """The item's signature results in ``idx`` order."""
+        ...
+
+    def dkim_key(self, tenant: str, record_sha256: str) -> DkimKeyRow | None: ...
 
 
 class Storage(Protocol):

@@ -27,6 +27,8 @@ from guardmail.storage.base import (
     WarningRow,
 )
 from guardmail.storage.files import private_dir
+from guardmail.storage.sqlite_receipts import SCHEMA as RECEIPTS_SCHEMA
+from guardmail.storage.sqlite_receipts import ReceiptsSQL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -190,7 +192,7 @@ def _head(tenant: str, r: tuple[object, ...], path: Path) -> TreeHeadRow:
     )
 
 
-class SQLiteTransaction:
+class SQLiteTransaction(ReceiptsSQL):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
@@ -497,6 +499,7 @@ class SQLiteStorage:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.executescript(_SCHEMA)
             self._conn.executescript(_TIMESTAMP_SCHEMA)
+            self._conn.executescript(RECEIPTS_SCHEMA)
         except sqlite3.OperationalError as exc:
             self._conn.close()
             if "locked" in str(exc) or "busy" in str(exc):

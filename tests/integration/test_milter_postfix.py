@@ -174,6 +174,9 @@ def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
         and bob["meta"]["rcpt_to"] == "bob@example.test"
     )
     assert alice["meta"]["mode"] == "milter" and alice["meta"]["queue_id"]
+    # The envelope kept: the client's address and HELO name (Postfix's HELO stage).
+    assert alice["meta"]["helo"] == "client.example.org"
+    assert "[127.0.0.1]" in alice["meta"]["client"]
     assert "smtp_filter.error" not in guardmail.log_text()
 
 

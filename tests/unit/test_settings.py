@@ -109,6 +109,18 @@ CASES = [
         ],
     ),
     Case(
+        id="evidence-authserv-id-and-nameserver",
+        files={
+            MAIN: 'evidence:\n  authserv_id: "mx.example.org; x"\n  nameservers: [dns.example]\n'
+        },
+        expected=[
+            "guardmail.yaml:2:16: evidence.authserv_id: 'mx.example.org; x' is not an "
+            "authserv-id (one token, no spaces or ';')",
+            "guardmail.yaml:3:16: evidence.nameservers: 'dns.example' is not an IP address "
+            "or IP:PORT",
+        ],
+    ),
+    Case(
         id="unknown-key-in-a-maildir-source",
         files={MAIN: "sources:\n  maildir:\n    - path: ./m\n      rescan: 5\n"},
         expected=[

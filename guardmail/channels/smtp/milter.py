@@ -193,6 +193,7 @@ class MilterSource:
         options: mc.Options | None = None
         message = mc.Message()
         seen: dict[bytes, bytes] = {}  # macros, for the connection: Postfix sends them per stage
+        helo = b""  # the client's HELO name, for the connection
         sock = writer.get_extra_info("socket")
         tcp = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         while True:
@@ -214,6 +215,8 @@ class MilterSource:
                     raise mc.ProtocolViolation(f"command {chr(command)!r} before OPTNEG")
                 if command == mc.MACRO:
                     seen.update(mc.macros(p.data))
+                elif command == mc.HELO:
+                    helo = (mc.cstrings(p.data) or [b""])[0]
                 elif command == mc.MAIL:
                     args = mc.cstrings(p.data)
                     message = mc.Message()
@@ -231,6 +234,7 @@ class MilterSource:
                     if p.data:
                         message.chunk(p.data)
                     message.macros = dict(seen)
+                    message.helo = helo
                     out.append(await self.end_of_message(message))
                     message = mc.Message()
                     continue
@@ -240,7 +244,7 @@ class MilterSource:
                     writer.write(b"".join(out))
                     return
                 elif command == mc.QUIT_NC:
-                    message, seen = mc.Message(), {}
+                    message, seen, helo = mc.Message(), {}, b""
                 if options.answered(command):
                     out.append(_CONTINUE)
             if out:
@@ -337,6 +341,7 @@ class MilterSource:
             ("mail_options", " ".join(_text(a) for a in message.sender_args)),
             ("queue_id", queue_id or ""),
             ("client", _text(message.macros.get(b"_", b""))),
+            ("helo", _text(message.helo)),
             ("mode", "milter"),
         )
         return tuple((k, v) for k, v in pairs if v)

@@ -47,15 +47,24 @@ R_REJECT, R_TEMPFAIL, R_REPLYCODE = b"rty"
 F_ADDRCPT, F_DELRCPT = 0x04, 0x08
 P_NOCONNECT, P_NOHELO, P_NOUNKNOWN, P_NODATA = 0x01, 0x02, 0x100, 0x200
 P_NR_HDR, P_NR_MAIL, P_NR_RCPT, P_NR_EOH, P_NR_BODY = 0x80, 0x4000, 0x8000, 0x40000, 0x80000
+P_NR_HELO = 0x2000  # libmilter mfdef.h: SMFIP_NR_HELO
 P_HDR_LEADSPC = 0x100000
 WANTED_ACTIONS = F_ADDRCPT | F_DELRCPT
 # No events we do not use; no replies to events we never refuse at (one round trip a message).
+# HELO is used: its name is kept with the evidence (the MTA sends it without waiting, NR_HELO).
 WANTED_PROTOCOL = (
-    P_NOCONNECT | P_NOHELO | P_NOUNKNOWN | P_NODATA | P_HDR_LEADSPC
-    | P_NR_HDR | P_NR_MAIL | P_NR_RCPT | P_NR_EOH | P_NR_BODY
+    P_NOCONNECT | P_NOUNKNOWN | P_NODATA | P_HDR_LEADSPC
+    | P_NR_HDR | P_NR_MAIL | P_NR_RCPT | P_NR_EOH | P_NR_BODY | P_NR_HELO
 )  # fmt: skip
 # Which command is skipped (NO) or not answered (NR) under which protocol flag.
-_NO_REPLY = {HEADER: P_NR_HDR, MAIL: P_NR_MAIL, RCPT: P_NR_RCPT, EOH: P_NR_EOH, BODY: P_NR_BODY}
+_NO_REPLY = {
+    HEADER: P_NR_HDR,
+    MAIL: P_NR_MAIL,
+    RCPT: P_NR_RCPT,
+    EOH: P_NR_EOH,
+    BODY: P_NR_BODY,
+    HELO: P_NR_HELO,
+}
 _ANSWERED = frozenset({CONNECT, HELO, MAIL, RCPT, DATA, HEADER, EOH, BODY, UNKNOWN})
 
 
@@ -163,6 +172,7 @@ class Message:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: list[bytes] = field(default_factory=list)
     macros: dict[bytes, bytes] = field(default_factory=dict)
+    helo: bytes = b""  # the client's HELO/EHLO name, as the MTA passed it
     size: int = 0
     keep_body: bool = True  # False: the body is counted, not kept (no recipient is protected)
     body_dropped: bool = False
