@@ -34,6 +34,7 @@ from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
 from guardmail.export.summary import NoteView, WarningView, build
+from guardmail.export.thumbs import Thumbs
 from guardmail.vault.store import Vault
 
 REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
@@ -178,11 +179,18 @@ def _fill(
 ) -> None:
     total = len(evidence.items)
     details: list[Details] = []
+    thumbs = Thumbs() if options.bodies else None
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
         details.append(
-            describe(raw, channel=item.channel, subject=item.subject, bodies=options.bodies)
+            describe(
+                raw,
+                channel=item.channel,
+                subject=item.subject,
+                bodies=options.bodies,
+                thumbs=thumbs,
+            )
         )
         progress("copying items", n, total)
     warnings: list[WarningView] = []

@@ -2,6 +2,13 @@
 
 ``report.html`` and ``report.pdf`` render the same ``Report``, so they never disagree. Time is a
 parameter: ``generated_at`` is the ``now`` the caller passes.
+
+An item's time on the timeline, and whether it came "after the warning", is when it was sent
+(``sent_at``): its ``Date:`` field (an XMPP delay stamp), bounded by when it was received. A
+``Date:`` that is missing, unreadable, before 1990 or more than ``MAX_SKEW`` after the item was
+received is implausible and the received time stands in: mail found on the first scan then
+falls on the days it was written, and a late delivery of a message sent before the warning is
+not counted against its sender.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from guardmail.core.identity import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
@@ -27,7 +34,13 @@ class Row:
     headers: tuple[tuple[str, str], ...]
     content: Content = Content()
     flags: tuple[str, ...] = ()  # in words: look-alike letters, sent after the warning
-    after_warning: bool = False  # received after the warning to its offender was sent
+    after_warning: bool = False  # sent (``sent_at``) after the warning to its offender was sent
+    sent_at: datetime | None = None  # when sent (see the module docstring); None: received_at
+
+    @property
+    def when(self) -> datetime:
+        """The item's time on the timeline: when it was sent, as far as it can be told."""
+        return self.sent_at or self.item.received_at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +61,7 @@ class OffenderCount:
     first: datetime
     last: datetime
     channels: str
-    after_warning: int = 0  # items received after the warning to this offender
+    after_warning: int = 0  # items sent after the warning to this offender
     addresses: tuple[str, ...] = ()  # the addresses and JIDs its items came from
 
 
@@ -125,10 +138,11 @@ def build(
     firsts: dict[str, datetime] = {}
     lasts: dict[str, datetime] = {}
     counts: Counter[str] = Counter()
-    for item in evidence.items:
+    for row in rows:
+        item = row.item
         name = item.offender or "(unknown)"
         day = per_day.setdefault(name, {})
-        day[item.received_at.date()] = day.get(item.received_at.date(), 0) + 1
+        day[row.when.date()] = day.get(row.when.date(), 0) + 1
         channels.setdefault(name, Counter())[item.channel] += 1
         counts[name] += 1
         firsts[name] = min(firsts.get(name, item.received_at), item.received_at)
@@ -196,6 +210,17 @@ def _parse_time(value: str) -> datetime | None:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+MAX_SKEW = timedelta(hours=1)  # a sender's clock ahead of ours by more than this is not believed
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def sent_at(received: datetime, date_field: datetime | None) -> datetime:
+    """When an item was sent: its ``Date:`` (``date_field``) if plausible, else ``received``."""
+    if date_field is None or date_field < EARLIEST or date_field > received + MAX_SKEW:
+        return received
+    return date_field
+
+
 def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
     flags = list(item.looks_like)
     if not flags:  # entries journaled before matches said so: read the sender's address
@@ -203,9 +228,10 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         letters = lookalike_letters(address)
         if letters:
             flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
-    after = warned is not None and item.received_at > warned
+    sent = sent_at(item.received_at, d.content.sent)
+    after = warned is not None and sent > warned
     if after:
-        flags.append(f"received after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
+        flags.append(f"sent after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
     return Row(
         item=item,
         sender=d.sender,
@@ -214,6 +240,7 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         content=d.content,
         flags=tuple(flags),
         after_warning=after,
+        sent_at=sent,
     )
 
 
@@ -226,18 +253,19 @@ class Event:
     offender: str
     what: str  # "items", "warning", "note" or "report" (an abuse report sent)
     count: int = 0  # items that day
-    after_warning: int = 0  # of which received after the warning to this offender
+    after_warning: int = 0  # of which sent after the warning to this offender
     text: str = ""  # for the warning: when and to whom
 
 
 def timeline(report: Report) -> tuple[Event, ...]:
-    """Items per day per offender, with the warning in its place; in time order."""
+    """Items per day (sent) per offender, with the warning, notes and abuse reports in their
+    places; in time order."""
     days: dict[tuple[date, str], list[Row]] = {}
     for row in report.rows:
-        days.setdefault((row.item.received_at.date(), row.item.offender), []).append(row)
+        days.setdefault((row.when.date(), row.item.offender), []).append(row)
     keyed: list[tuple[datetime, Event]] = []
     for (day, offender), rows in days.items():
-        first = min(r.item.received_at for r in rows)
+        first = min(r.when for r in rows)
         after = sum(1 for r in rows if r.after_warning)
         event = Event(
             day=day, offender=offender, what="items", count=len(rows), after_warning=after

@@ -47,7 +47,13 @@ RULES = RuleSet(
 )
 
 LETTER = b"%PDF-1.4 a letter from the police\n"
-PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+# A real 32 x 20 PNG (shown as a thumbnail), and the same cut short (listed only).
+PHOTO = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAUCAIAAABj86gYAAAAc0lEQVR4nGM8cec/Ay0BE01NH7Vg1AKqABZkzjcL"
+    "UaoYynXiNZw99INoGFvg9OaN05s3xBiBXyV2C+AaCNpBUCUWC9CU4rGDGJUo+QCaflUY0RQhp2sUQIRKLD5Aq4Lw"
+    "1EjEqMQeB3ClBOs7gioZaV1lAgCCdzxCoBh2wQAAAABJRU5ErkJggg=="
+)
+BROKEN = PHOTO[:60]
 FIRST = (
     b"From: =?utf-8?b?" + base64.b64encode("Säm Stälker".encode()) + b"?= <stalker@example.net>\r\n"
     b"To: Jane Doe <jane@home.example>\r\n"
@@ -70,6 +76,10 @@ FIRST = (
     b'Content-Type: image/png; name="car.png"\r\n'
     b'Content-Disposition: attachment; filename="car.png"\r\n'
     b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(PHOTO) + b"\r\n"
+    b"--outer\r\n"
+    b'Content-Type: image/png; name="broken.png"\r\n'
+    b'Content-Disposition: attachment; filename="broken.png"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(BROKEN) + b"\r\n"
     b"--outer--\r\n"
 )
 OTHER_MAIL = (

@@ -67,9 +67,10 @@ def test_report_says_what_an_officer_needs_in_words(report: Path) -> None:
         "2026-11-01 21:15:00 UTC (Date: Sun, 01 Nov 2026 22:15:00 +0100)",  # sent, beside
         "received 2026-11-02 09:30:00 UTC",  # received
         "I know where you live. I saw your car on Mühlenweg.",
-        "car.png image/png 48",
+        "car.png image/png 172",
+        "broken.png image/png 60",
         "looks like stalker@example.net: Cyrillic а (U+0430)",
-        "received after the warning sent 2026-11-03 12:00 UTC",
+        "sent after the warning sent 2026-11-03 12:00 UTC",
         "[2026-11-05 18:00:00 UTC] sam@chat.example/phone: Why don't you answer?",
         "▶ warning sent 2026-11-03 12:00 UTC to stalker@example.net",
         "Do not contact me again. Any further message goes to the police.",
