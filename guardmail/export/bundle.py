@@ -25,6 +25,7 @@ from typing import Any
 
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
+from guardmail.export.abuse_files import AbuseReports
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
 from guardmail.export.html import render_html
@@ -180,9 +181,11 @@ def _fill(
     total = len(evidence.items)
     details: list[Details] = []
     thumbs = Thumbs() if options.bodies else None
+    abuse = AbuseReports()
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
+        abuse.add(item, raw)
         details.append(
             describe(
                 raw,
@@ -212,8 +215,16 @@ def _fill(
                 time=kept.note.time,
                 text=kept.note.text,
                 files=tuple((name, f.sha256, f.size) for name, f in kept.files),
+                kind=kept.note.kind,
+                to=kept.note.to,
+                offender=kept.note.offender,
             )
         )
+    reports = abuse.files(
+        read=lambda i: read_blob(vault, i.sha256, f"item seq {i.seq}"), now=now, version=version
+    )
+    for r in reports:
+        sink.add(r.file, r.data)
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
     for name, data in signed.items():
@@ -226,6 +237,18 @@ def _fill(
         "key_fingerprint": key_fingerprint,
         "files": sorted(signed),
     }
+    body["abuse_reports"] = [
+        {
+            "file": r.file,
+            "offender": r.offender,
+            "domain": r.domain,
+            "to": r.to or None,
+            "items": r.items,
+            "form": r.form,
+            "sha256": hashlib.sha256(r.data).hexdigest(),
+        }
+        for r in reports
+    ]
     sink.add(MANIFEST, _json(body))
     signed_log = log_readme(head, key_fingerprint)
     report = build(

@@ -187,7 +187,10 @@ def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
         "Each blocked message exactly as it arrived (items/, .eml for e-mail, .xml for instant "
         "messages), the warning exactly as sent, the journal entries covering them "
         "(journal.jsonl; entries about anyone else appear only as their hashes), manifest.json, "
-        "this report (report.pdf, report.html), README.txt and SHA256SUMS."
+        "this report (report.pdf, report.html), README.txt and SHA256SUMS. In abuse/: for each "
+        "offender and the provider they wrote from, an abuse report to that provider's abuse "
+        "desk (plain text, and for e-mail an RFC 5965 report with the messages attached), "
+        "ready for the protected person to send."
     )
     if not r.bodies:
         holds += " This is a summary copy: the report leaves the messages' text out."

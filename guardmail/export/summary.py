@@ -73,6 +73,9 @@ class NoteView:
     time: datetime
     text: str
     files: tuple[tuple[str, str, int], ...] = ()  # (bundle file, SHA-256, bytes)
+    kind: str = "note"  # guardmail.vault.notes.NOTE_KINDS: "abuse-report" is a report sent
+    to: str = ""
+    offender: str = ""  # "" for a note about the whole case
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -281,13 +284,19 @@ def timeline(report: Report) -> tuple[Event, ...]:
     for note in report.notes:
         words = " ".join(note.text.split())
         words = words if len(words) <= 300 else words[:299] + "\u2026"
-        text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC): {words}"
-        keyed.append(
-            (
-                note.time,
-                Event(day=note.time.date(), offender="case journal", what="note", text=text),
+        who = note.offender or "case journal"
+        if note.kind == "abuse-report":
+            to = f" to {note.to}" if note.to else ""
+            text = f"abuse report sent {note.time:%H:%M} UTC{to} (case note, entry {note.seq})"
+            event = Event(
+                day=note.time.date(), offender=who, what="report", text=f"{text}: {words}"
             )
-        )
+        else:
+            kind = "" if note.kind == "note" else f", {note.kind}"
+            to = f" to {note.to}" if note.to else ""
+            text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC{kind}{to}): {words}"
+            event = Event(day=note.time.date(), offender=who, what="note", text=text)
+        keyed.append((note.time, event))
     for a in report.abuse_reports:
         text = f"abuse report sent {a.time:%H:%M} UTC to {a.to} (journal entry {a.seq})"
         keyed.append(
