@@ -173,7 +173,7 @@ def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
         *who,
         ("Offenders", offenders or "-"),
         ("Period", esc(r.period)),
-        ("First and last item (UTC)", f"{when(r.first)} \u2013 {when(r.last)}"),
+        ("First and last received (UTC)", f"{when(r.first)} \u2013 {when(r.last)}"),
         ("Items", counts),
         ("Warning sent", warned or "none"),
         ("Case notes", str(len(r.notes)) if r.notes else "none"),

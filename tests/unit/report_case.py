@@ -207,4 +207,23 @@ def make_report_case(root: Path) -> ReportCase:
     _archive(vault, _mail(LAST, 6, _at(6, 7, 5)))
     _abuse_report(vault, SAM, "abuse@example.net", _at(6, 9))
     _abuse_report(vault, OLGA, "abuse@elsewhere.example", _at(6, 10))
+    # Sent by hand from the person's mail program, then noted in the case journal.
+    add_note(
+        vault,
+        "Sent the bundle's abuse report to the chat server.",
+        files=[],
+        offender=SAM,
+        kind="abuse-report",
+        to="abuse@chat.example",
+        now=_at(6, 11),
+    )
+    add_note(
+        vault,
+        "Reported Olga's chat account.",
+        files=[],
+        offender=OLGA,
+        kind="abuse-report",
+        to="abuse@chat.elsewhere.example",
+        now=_at(6, 12),
+    )
     return ReportCase(root=root, vault=vault, storage=storage)
