@@ -129,11 +129,16 @@ class AbuseReports:
             recipient = to.group(1).decode("utf-8", "replace") if to else ""
         else:
             recipient = original(item, raw).recipient
-        groups.setdefault(domain, []).append(
+        group = groups.setdefault(domain, [])
+        if len(group) >= MAX_LISTED:
+            headers = ""  # listed by hash only: memory stays bounded for a large export
+        else:
+            headers = _header_block(raw) if item.channel != "xmpp" else _stanza(raw)
+        group.append(
             _Seen(
                 item=item,
                 domain=domain,
-                headers=_header_block(raw) if item.channel != "xmpp" else _stanza(raw),
+                headers=headers,
                 date=_printable(" ".join(fields.get("date", "").split()))[:200],
                 recipient=_printable(recipient)[:200],
             )

@@ -145,3 +145,20 @@ def test_hostile_headers_cannot_add_lines_or_control_characters() -> None:
     assert "header block cut at 32,768 bytes" in text
     assert len(text) < 40_000
     assert text_file.to == "abuse@evil.example"  # no recipient address: no .eml, text only
+
+
+def test_a_large_group_lists_the_first_items_headers_and_the_rest_by_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from guardmail.export import abuse_files
+
+    monkeypatch.setattr(abuse_files, "MAX_LISTED", 2)
+    reports = AbuseReports()
+    for n in range(1, 5):
+        reports.add(_item(n), f"From: jo@evil.example\r\nX-N: item{n}\r\n\r\n".encode())
+    [text_file] = reports.files(
+        read=lambda i: b"", now=datetime(2026, 11, 25, tzinfo=UTC), version="9"
+    )
+    text = text_file.data.decode()
+    assert "X-N: item2" in text and "X-N: item3" not in text
+    assert f"{4:064x}" in text and text.count("full headers on request") == 2
