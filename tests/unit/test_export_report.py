@@ -65,7 +65,7 @@ def test_pdf_lists_every_items_hash_and_date_with_summary_before_detail(
 def test_pdf_shows_the_warning_its_date_and_text(bundle: tuple[Case, Path]) -> None:
     text = pdf_text(bundle[1] / "report.pdf")
     assert "Warning sent to Jo Stalker" in text
-    assert "2026-11-21T12:30:00+00:00" in text
+    assert "2026-11-21 12:30:00 UTC" in text
     assert "Do not contact me again. Any further message goes to the police." in text
     assert hashlib.sha256(WARNING).hexdigest() in text
 
