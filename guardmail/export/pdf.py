@@ -35,7 +35,6 @@ from reportlab.platypus import (
     Preformatted,
     Spacer,
 )
-from reportlab.platypus.tableofcontents import TableOfContents
 
 from guardmail.export.details import clean
 from guardmail.export.pdf_case import case_journal, certification
@@ -50,6 +49,7 @@ from guardmail.export.pdf_style import (
     register_fonts,
     when,
 )
+from guardmail.export.pdf_toc import Contents, Slot, capacity
 from guardmail.export.summary import Report, timeline
 
 Progress = Callable[[int, int], None]
@@ -58,8 +58,9 @@ MARGIN = 15 * mm
 TEXT_COLUMNS = 100
 
 
-def _numbered(footer: str) -> type[Canvas]:
-    """A canvas class that holds its pages until the end, to write "page x of y" on each."""
+def _numbered(footer: str, contents: Contents) -> type[Canvas]:
+    """A canvas class that holds its pages until the end, to write "page x of y" on each (and
+    the table of contents, whose page numbers are known only then)."""
 
     class Numbered(Canvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -79,6 +80,9 @@ def _numbered(footer: str) -> type[Canvas]:
                 self.setFillColor(colors.grey)
                 self.drawString(MARGIN, MARGIN, footer)
                 self.drawRightString(A4[0] - MARGIN, MARGIN, f"page {n} of {total}")
+                self.setFillColor(colors.black)
+                if n == contents.page:
+                    contents.draw(self)
                 self.restoreState()
                 super().showPage()
             super().save()
@@ -92,7 +96,9 @@ def author(report: Report) -> str:
 
 
 class _Doc(BaseDocTemplate):
-    def __init__(self, buf: io.BytesIO, report: Report, progress: Progress | None) -> None:
+    def __init__(
+        self, buf: io.BytesIO, report: Report, progress: Progress | None, contents: Contents
+    ) -> None:
         offenders = ", ".join(report.offenders) or "-"
         super().__init__(
             buf,
@@ -111,7 +117,7 @@ class _Doc(BaseDocTemplate):
         )
         self._report = report
         self._progress = progress
-        self._done = 0  # items laid out in the passes so far (multiBuild lays out twice)
+        self._contents = contents
         frame = Frame(self.leftMargin, self.bottomMargin, self.width, self.height, id="body")
         self.addPageTemplates([PageTemplate(id="page", frames=[frame])])
 
@@ -125,26 +131,17 @@ class _Doc(BaseDocTemplate):
         stamp.dhh = stamp.dmm = 0
 
     def afterFlowable(self, flowable: Flowable) -> None:
+        if isinstance(flowable, Slot):
+            self._contents.page = self.page
         if not isinstance(flowable, Mark):
             return
         if flowable.section:
             key = f"s{id(flowable)}"
             self.canv.bookmarkPage(key)
             self.canv.addOutlineEntry(flowable.section, key, level=flowable.level)
-            self.notify("TOCEntry", (flowable.level, esc(flowable.section), self.page, key))
+            self._contents.add(flowable.level, flowable.section, self.page)
         if flowable.item and self._progress is not None:
-            # Two layout passes (the contents need page numbers), reported as one run.
-            self._done += 1
-            total = len(self._report.rows)
-            self._progress(min((self._done + 1) // 2, total), total)
-
-
-def _contents(s: Styles) -> Iterator[Flowable]:
-    toc = TableOfContents(dotsMinLevel=0)
-    toc.levelStyles = [s.toc0, s.toc1]
-    yield PageBreak()
-    yield Paragraph("Contents", s.h1)
-    yield toc
+            self._progress(flowable.item, len(self._report.rows))
 
 
 def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
@@ -273,18 +270,23 @@ def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = 
     register_fonts()
     s = Styles()
     buf = io.BytesIO()
-    doc = _Doc(buf, report, progress)
-    story: list[Flowable] = [*_first_page(report, s), *_contents(s)]
-    story += _timeline(report, s, chart_png, doc.width)
+    width = A4[0] - 2 * MARGIN
+    story: list[Flowable] = []
+    story += _timeline(report, s, chart_png, width)
     story += _warnings(report, s)
     story += case_journal(report, s)
     story += [Mark(section="How to verify"), Paragraph("How to verify this bundle", s.h1)]
     story.append(Preformatted(report.verification, s.pre, maxLineLength=TEXT_COLUMNS))
     story += items_story(report, s)
     story += certification(report, s, report.journal_last_hash)
+    first = list(_first_page(report, s))
+    sections = sum(1 for f in [*first, *story] if isinstance(f, Mark) and f.section)
+    contents = Contents(lines=capacity(sections))
+    head = [PageBreak(), Paragraph("Contents", s.h1), Slot(contents)]
+    doc = _Doc(buf, report, progress, contents)
     footer = (
         f"guardmail evidence report \u2014 {clean(report.protected_name)} \u2014 "
         f"generated {when(report.generated_at)} UTC"
     )
-    doc.multiBuild(story, canvasmaker=_numbered(footer))
+    doc.build([*first, *head, *story], canvasmaker=_numbered(footer, contents))
     return buf.getvalue()

@@ -63,12 +63,6 @@ class Styles:
         )
         self.mono = ParagraphStyle("mono", fontName=MONO, fontSize=6.5, leading=8)
         self.pre = ParagraphStyle("pre", fontName=MONO, fontSize=7.5, leading=9.5)
-        self.toc0 = ParagraphStyle(
-            "toc0", fontName=BOLD, fontSize=9, leading=13, leftIndent=0, firstLineIndent=0
-        )
-        self.toc1 = ParagraphStyle(
-            "toc1", fontName=SANS, fontSize=8.5, leading=11, leftIndent=14, firstLineIndent=0
-        )
         self.text = ParagraphStyle(
             "text",
             fontName=MONO,

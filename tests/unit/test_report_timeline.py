@@ -166,3 +166,30 @@ def test_pdf_has_contents_with_page_numbers_and_an_outline_per_section_and_offen
     info = subprocess.run(["pdfinfo", str(path)], capture_output=True, check=True).stdout
     assert b"Author:          guardmail 9.9" in info  # no case name set
     assert b"CreationDate:    Wed Nov 25 12:00:00 2026 UTC" in info
+
+
+def test_contents_of_a_report_with_many_offenders_fit_one_page(tmp_path: Path) -> None:
+    base = _report([(_at(2), _at(2))] * 60)
+    rows = tuple(
+        replace(r, item=replace(r.item, offender=f"Offender {n:02d}"))
+        for n, r in enumerate(base.rows)
+    )
+    warning = base.warnings[0]
+    warnings = tuple(
+        replace(warning, warning=replace(warning.warning, offender=f"Offender {n:02d}"))
+        for n in range(60)
+    )
+    report = replace(base, rows=rows, warnings=warnings)
+    pdf = render_pdf(report, chart_png=timeline_png(report.per_day))
+    path = tmp_path / "r.pdf"
+    path.write_bytes(pdf)
+    page2 = subprocess.run(
+        ["pdftotext", "-layout", "-f", "2", "-l", "2", str(path), "-"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert "Contents" in page2 and "Warning to Offender 00" in page2
+    assert "more sections: see the PDF's bookmarks)" in page2
+    assert "Offender 59 (1 items)" not in page2  # per-offender entries left out first
+    titles = re.findall(rb"/Title \(((?:[^()\\]|\\.)*)\)", pdf)
+    assert b"Offender 59 \\(1 items\\)" in titles and b"Warning to Offender 59" in titles
