@@ -26,6 +26,7 @@ from typing import Any
 
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
+from guardmail.export.abuse_files import AbuseReports
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
 from guardmail.export.dkimfiles import CHECKS, dkim_files, dkim_readme
@@ -37,6 +38,7 @@ from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
 from guardmail.export.stamps import stamp_files, stamps_readme
 from guardmail.export.summary import NoteView, WarningView, build
+from guardmail.export.thumbs import Thumbs
 from guardmail.vault.store import Vault
 
 REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
@@ -183,11 +185,20 @@ def _fill(
 ) -> None:
     total = len(evidence.items)
     details: list[Details] = []
+    thumbs = Thumbs() if options.bodies else None
+    abuse = AbuseReports()
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
+        abuse.add(item, raw)
         details.append(
-            describe(raw, channel=item.channel, subject=item.subject, bodies=options.bodies)
+            describe(
+                raw,
+                channel=item.channel,
+                subject=item.subject,
+                bodies=options.bodies,
+                thumbs=thumbs,
+            )
         )
         progress("copying items", n, total)
     warnings: list[WarningView] = []
@@ -209,8 +220,16 @@ def _fill(
                 time=kept.note.time,
                 text=kept.note.text,
                 files=tuple((name, f.sha256, f.size) for name, f in kept.files),
+                kind=kept.note.kind,
+                to=kept.note.to,
+                offender=kept.note.offender,
             )
         )
+    reports = abuse.files(
+        read=lambda i: read_blob(vault, i.sha256, f"item seq {i.seq}"), now=now, version=version
+    )
+    for r in reports:
+        sink.add(r.file, r.data)
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
     signed |= (stamped := stamp_files(vault, evidence, head))
@@ -229,6 +248,18 @@ def _fill(
     }
     if dkim:
         body["dkim"] = {"checks": CHECKS, "keys": sum(1 for n in dkim if n != CHECKS)}
+    body["abuse_reports"] = [
+        {
+            "file": r.file,
+            "offender": r.offender,
+            "domain": r.domain,
+            "to": r.to or None,
+            "items": r.items,
+            "form": r.form,
+            "sha256": hashlib.sha256(r.data).hexdigest(),
+        }
+        for r in reports
+    ]
     sink.add(MANIFEST, _json(body))
     stamps = stamps_readme(stamped)
     signed_log = (
