@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.chaos import Campaign  # noqa: E402
-from tests.chaos.campaign import CHANNELS  # noqa: E402
+from tests.chaos.campaign import CHANNELS, every_channel  # noqa: E402
 
 
 def main() -> int:
@@ -35,7 +35,7 @@ def main() -> int:
         help=f"comma-separated, of {', '.join(CHANNELS)}; or all",
     )
     args = parser.parse_args()
-    channels = tuple(CHANNELS) if args.channels == "all" else tuple(args.channels.split(","))
+    channels = every_channel() if args.channels == "all" else tuple(args.channels.split(","))
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         parser.error(f"unknown channel(s) {', '.join(unknown)}: choose from {', '.join(CHANNELS)}")
