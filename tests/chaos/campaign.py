@@ -65,10 +65,11 @@ CHANNELS = {
     "smtp": "tests.chaos.smtp:SmtpChannel",
     "xmpp": "tests.chaos.xmpp:XmppChannel",
     "smtp_bq": "tests.chaos.smtp_bq:SmtpBqChannel",
+    "smtp_milter": "tests.chaos.smtp_milter:SmtpMilterChannel",
 }
 # Channels that are modes of one daemon source (``sources.smtp_filter`` is one per daemon): a
 # campaign takes at most one of each group, and ``all`` the first.
-ALTERNATIVES = (("smtp", "smtp_bq"),)
+ALTERNATIVES = (("smtp", "smtp_bq", "smtp_milter"),)
 
 
 def every_channel() -> tuple[str, ...]:

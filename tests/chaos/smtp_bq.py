@@ -61,6 +61,7 @@ class Attempt:
     tag: str
     code: int | None = None  # the final reply of the attempt; None: connection lost
     text: str = ""
+    cut_words: tuple[str, ...] = CUT  # what Postfix says when the filter is down or gone
 
     @property
     def final(self) -> bool:
@@ -69,7 +70,9 @@ class Attempt:
     @property
     def cut(self) -> bool:
         """The session ended without a reply from the filter (it was killed or down)."""
-        return self.code is None or (400 <= self.code < 500 and any(w in self.text for w in CUT))
+        return self.code is None or (
+            400 <= self.code < 500 and any(w in self.text for w in self.cut_words)
+        )
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Job:
 
 class SmtpBqChannel(SmtpChannel):
     name = "smtp_bq"
+    cut_words: tuple[str, ...] = CUT
 
     def __init__(self, root: Path, rng: random.Random) -> None:
         super().__init__(root, rng)
@@ -96,7 +100,11 @@ class SmtpBqChannel(SmtpChannel):
         self.postfix = start_postfix(
             "before", [JANE, QUARANTINE, BOB], main_cf=RETRY + "notify_classes =\n"
         )
-        stack.callback(self.postfix.stop)
+        self._start_rest(stack)
+
+    def _start_rest(self, stack: ExitStack) -> None:
+        """Postfix started: its stop, the tenants, the sending server."""
+        stack.callback(self.server.stop)
         (self.root / "tenants.d").mkdir(exist_ok=True)
         (self.root / "tenants.d" / "bob.yaml").write_text(f"name: bob\nrecipients: [{BOB}]\n")
         stop = threading.Event()
@@ -151,7 +159,7 @@ class SmtpBqChannel(SmtpChannel):
 
     def _attempt(self, job: Job) -> Attempt:
         m = job.message
-        attempt = Attempt(m.number, f"m{m.number}-a{len(job.attempts)}")
+        attempt = Attempt(m.number, f"m{m.number}-a{len(job.attempts)}", cut_words=self.cut_words)
         job.attempts.append(attempt)
         client = smtplib.SMTP(timeout=60)
         try:
