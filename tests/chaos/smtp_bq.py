@@ -306,5 +306,13 @@ class SmtpBqChannel(SmtpChannel):
                 if head is None or not head.group(1).decode().startswith(f"m{n}-"):
                     checks.violate(f"smtp_bq: item {n} archived as {blob.raw[:200]!r}...")
                     continue
+                if not checks.archived(blob, TENANT):
+                    # Killed between the blob's fsync and its journal entry: not archived, so
+                    # not acted on (archive before act); the sender's retry archives it anew.
+                    checks.limits.append(
+                        f"smtp_bq: item {n}: a blob of attempt {head.group(1).decode()} has no "
+                        "journal entry (killed between the blob and its entry; not acted on)"
+                    )
+                    continue
                 found.setdefault(n, []).append((head.group(1).decode(), blob))
         return found
