@@ -1,11 +1,11 @@
 """The crash campaign, long run: ``python bench/chaos.py --rounds 1000 [--seed N] [--channels ..]``.
 
 Kills a real ``guardmail run`` watching the chosen channels at once (``--channels maildir`` by
-default; ``all`` for every one), with the warning sent through a local SMTP sink, at random
-instants and at every crash point of ``guardmail.faults`` those channels reach, then checks every
-promise from the outside (see tests/chaos/campaign.py). Prints rounds, kills, the crash points
-that killed, the points reached, and every violation with the seed that replays it. Exit 1 on
-any violation.
+default; ``all`` for every one, the SMTP filter in its first mode: smtp, smtp_bq and smtp_milter are
+modes of one daemon source), with the warning sent through a local SMTP sink, at random instants and
+at every crash point of ``guardmail.faults`` those channels reach, then checks every promise from
+the outside (see tests/chaos/campaign.py). Prints rounds, kills, the crash points that killed, the
+points reached, and every violation with the seed that replays it. Exit 1 on any violation.
 The suite runs a short campaign (tests/integration/test_chaos.py).
 """
 

@@ -300,7 +300,7 @@ def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
     # Killed (SIGKILL) after archiving (or acting, and journaling that), before answering
     # Postfix: Postfix tempfails, pickup keeps the local submission, and after the restart it is
     # delivered once, archived once, with one action entry (after pipeline.journaled the retry
-    # journaled a second one: found by the milter crash campaign).
+    # journaled a second one: found while adding the milter crash campaign).
     monkeypatch.setenv("GUARDMAIL_FAULT", f"{point}:1")
     postfix, guardmail = start(root, started)
     sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
