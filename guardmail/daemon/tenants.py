@@ -110,6 +110,10 @@ class TenantDirectory:
         name = snapshot.router.route(recipient)
         return snapshot.tenants.get(name) if name is not None else None
 
+    def tenant(self, name: str) -> Routed | None:
+        """The open tenant called ``name`` (None if tenants.d has none now)."""
+        return self._snapshot.tenants.get(name)
+
     @property
     def router(self) -> Router:
         return self._snapshot.router

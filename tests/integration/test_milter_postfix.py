@@ -296,12 +296,15 @@ def test_a_peer_that_is_not_postfix_is_dropped_and_mail_goes_on(
     assert log.count("smtp_filter.milter_dropped") == 3 and "Traceback" not in log
 
 
+@pytest.mark.parametrize("point", ["pipeline.archived", "pipeline.journaled", "milter.replied"])
 def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
-    root: Path, started: list[Postfix | Guardmail], monkeypatch: pytest.MonkeyPatch
+    root: Path, started: list[Postfix | Guardmail], monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
-    # Killed (SIGKILL) right after archiving, before answering Postfix: Postfix tempfails, pickup
-    # keeps the local submission, and after the restart it is delivered once.
-    monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
+    # Killed (SIGKILL) after archiving (or acting, and journaling that), before answering
+    # Postfix: Postfix tempfails, pickup keeps the local submission, and after the restart it is
+    # delivered once, archived once, with one action entry (after pipeline.journaled the retry
+    # journaled a second one: found while adding the milter crash campaign).
+    monkeypatch.setenv("GUARDMAIL_FAULT", f"{point}:1")
     postfix, guardmail = start(root, started)
     sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
     wait_for(lambda: guardmail.proc.poll() is not None, what="guardmail killed at the fault")
@@ -319,3 +322,9 @@ def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
     assert postfix.delivered("alice@example.test") == []
     archived = evidence(root / "var", "alice")
     assert len(archived) == 1  # once, although the retry came with a new queue ID
+    opened = open_tenant(Settings(state_dir=root / "var", tenant="alice"))
+    try:
+        acts = [journal.entry(row) for row in opened.vault.rows(kind="action")]
+    finally:
+        opened.close()
+    assert [a["archived_seq"] for a in acts] == [archived[0][0]["seq"]]

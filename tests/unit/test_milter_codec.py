@@ -168,6 +168,9 @@ class _OneTenant:
     def route(self, recipient: str) -> _Tenant:
         return _Tenant("alice", None)
 
+    def tenant(self, name: str) -> _Tenant | None:
+        return _Tenant("alice", None) if name == "alice" else None
+
     def reload(self) -> bool:
         return True
 

@@ -20,7 +20,8 @@ Contracts, at the end of each message:
   it is answered ``451 4.3.0`` and retried whole; nothing is archived in part.
 - Archiving is at-least-once per attempt, deduplicated by content: the same bytes from the same
   envelope sender to the same recipients of a tenant are archived once, whatever the queue ID
-  (each retry after a 451 or a crash gets a new one).
+  (each retry after a 451 or a crash gets a new one); once acted on, such a retry is answered
+  as the journaled action says, with no second action entry.
 - A vault failure or any bug: ``451 4.3.0`` (SMFIR_REPLYCODE): Postfix refuses the message for
   now, the client (or pickup) keeps it and retries. The daemon down: Postfix applies
   ``milter_default_action``, which must be ``tempfail`` (plugins/postfix/README.md).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -43,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from guardmail import faults
 from guardmail.channels.smtp import milter_codec as mc
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.config.sources import SmtpFilterConfig
@@ -280,6 +283,7 @@ class MilterSource:
             mode="milter",
             ms=round((time.monotonic() - began) * 1000, 1),
         )
+        faults.reached("milter.replied")
         return reply
 
     def _route(self, recipient: bytes) -> RecipientTenant | None:
@@ -325,11 +329,27 @@ class MilterSource:
             )
             # One message at a time per tenant: the vault's HEAD temp file is named by process.
             async with self._locks.setdefault(name, asyncio.Lock()):
-                outcome = await group.routed.pipeline.process(item, _Removed(group))
-            outcomes.append((group, outcome.verdict.action))
-            if outcome.verdict.action is Action.PASS:
+                action = await self._handled_before(item, group)
+                if action is None:
+                    outcome = await group.routed.pipeline.process(item, _Removed(group))
+                    action = outcome.verdict.action
+            outcomes.append((group, action))
+            if action is Action.PASS:
                 clean += group.recipients
         return answer(outcomes, clean), clean
+
+    @staticmethod
+    async def _handled_before(item: Item, group: Group) -> Action | None:
+        """The action journaled for these bytes in this scope by an attempt a crash cut off
+        before its answer (None if none): the retry answers the same, and journals nothing
+        again (each archived entry has one action entry)."""
+        vault = group.routed.pipeline.vault
+        sha = hashlib.sha256(item.raw).hexdigest()
+        done = await asyncio.to_thread(vault.acted, sha, str(item.dedupe_scope))
+        if done is None:
+            return None
+        event("smtp_filter.handled_before", tenant=group.routed.name, action=done)
+        return Action(done)
 
     @staticmethod
     def _meta(
