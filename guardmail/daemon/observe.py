@@ -30,6 +30,8 @@ _DOWN = {
     "imap.tls_failed",
     "imap.connect_failed",
     "imap.secret_unreadable",
+    "imap.oauth_refused",
+    "imap.oauth_failed",
     "maildir.unreadable",
     "source.failed",
 }

@@ -127,6 +127,7 @@ class FolderWatcher:
                     exc.event,
                     level=logging.ERROR,
                     account=self.cfg.name,
+                    folder=self.folder,
                     error=exc.reason,
                     retry_in=round(wait, 1),
                 )
