@@ -20,6 +20,7 @@ from guardmail.commands import (
     case,
     client,
     evidence,
+    login,
     refuse_tenant,
     report,
     review,
@@ -33,7 +34,19 @@ from guardmail.errors import ConfigError, GuardmailError, StateError
 DEFAULT_CONFIG = "/etc/guardmail/guardmail.yaml"
 
 # Each module registers its subcommands (see guardmail/commands/__init__.py).
-COMMAND_MODULES = (basic, evidence, case, service, sieve, status, warn, report, review, client)
+COMMAND_MODULES = (
+    basic,
+    evidence,
+    case,
+    service,
+    sieve,
+    status,
+    warn,
+    report,
+    review,
+    client,
+    login,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
