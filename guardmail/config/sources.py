@@ -156,6 +156,19 @@ def maildir_issues(
     ]
 
 
+IMAP_FOLDER_ROLES = ("\\Archive", "\\Junk", "\\Trash", "\\Flagged", "\\Important")
+
+
+def _imap_folder(value: str) -> str:
+    stripped = _nonempty(value)
+    if stripped.startswith("\\") and stripped not in IMAP_FOLDER_ROLES:
+        raise ValueError(
+            f"{value!r} is not a SPECIAL-USE role guardmail can move mail to "
+            f"(one of {', '.join(IMAP_FOLDER_ROLES)}), nor a folder name"
+        )
+    return stripped
+
+
 class ImapSourceConfig(BaseModel):
     """A mailbox at an IMAP server, watched with IDLE (or polled where the server lacks it)."""
 
@@ -187,8 +200,9 @@ class ImapSourceConfig(BaseModel):
     """Command (argv list) that prints the password, e.g. [pass, show, mail/personal]."""
     folders: list[NonEmpty] = Field(default_factory=lambda: ["INBOX"], min_length=1)
     """Folders to watch; one connection each."""
-    quarantine_folder: NonEmpty = "Quarantine"
-    """Folder quarantined mail is moved to (created if missing)."""
+    quarantine_folder: Annotated[str, AfterValidator(_imap_folder)] = "Quarantine"
+    """Folder quarantined mail is moved to (created if missing), or a SPECIAL-USE role the
+    server flags a folder with, e.g. '\\Junk' (its name in any language; never created)."""
     scan_existing: bool = True
     """On the first run, also judge what is already in the folders."""
     idle_seconds: float = Field(default=24 * 60, gt=0, le=MAX_IDLE_SECONDS, allow_inf_nan=False)

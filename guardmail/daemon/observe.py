@@ -32,6 +32,7 @@ _DOWN = {
     "imap.secret_unreadable",
     "imap.oauth_refused",
     "imap.oauth_failed",
+    "imap.folder_role_missing",
     "maildir.unreadable",
     "source.failed",
 }

@@ -132,3 +132,14 @@ def test_the_warning_smtp_takes_a_preset_and_its_own_token_file(tmp_path: Path) 
     assert (smtp.host, smtp.effective_port, smtp.tls) == ("smtp.office365.com", 587, "starttls")
     assert smtp.oauth2.scope == "https://outlook.office.com/SMTP.Send offline_access"
     assert smtp.oauth2.token_file == tmp_path / "var" / "oauth" / "smtp-warning.json"
+
+
+def test_a_quarantine_folder_may_be_a_special_use_role_but_not_an_unknown_one(
+    tmp_path: Path,
+) -> None:
+    base = "      host: h\n      username: u\n      password_file: pw\n"
+    settings = load(tmp_path, base + "      quarantine_folder: '\\Junk'\n")
+    assert settings.sources.imap[0].quarantine_folder == "\\Junk"  # type: ignore[attr-defined]
+    assert "not a SPECIAL-USE role" in errors(
+        tmp_path, base + "      quarantine_folder: '\\Spam'\n"
+    )
