@@ -84,7 +84,6 @@ class OAuth2Config(BaseModel):
 
 _MS = "https://login.microsoftonline.com/common/oauth2/v2.0"
 _GOOGLE_AUTH = "https://accounts.google.com/o/oauth2/v2/auth"
-_GOOGLE_DEVICE = "https://oauth2.googleapis.com/device/code"
 
 
 # What each provider's documentation says (checked for the README's provider sections).
@@ -113,9 +112,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "imap": {"host": "imap.gmail.com", "port": 993, "tls": "implicit"},
         "smtp": {"host": "smtp.gmail.com", "port": 465, "tls": "implicit"},
         "auth": {},  # app password or oauth2: the operator says which
+        # Google's device flow does not allow the Gmail scopes: the loopback flow only.
         "oauth2_imap": {
             "token_endpoint": "https://oauth2.googleapis.com/token",
-            "device_authorization_endpoint": _GOOGLE_DEVICE,
             "authorization_endpoint": _GOOGLE_AUTH,
             "scope": "https://mail.google.com/",
             "mechanism": "xoauth2",

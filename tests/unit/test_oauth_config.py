@@ -72,6 +72,9 @@ def test_gmail_takes_an_app_password_or_oauth2(tmp_path: Path) -> None:
     (imap,) = settings.sources.imap  # type: ignore[attr-defined]
     assert imap.oauth2.token_endpoint == "https://oauth2.googleapis.com/token"
     assert imap.oauth2.scope == "https://mail.google.com/"
+    # Google's device flow refuses Gmail's scope: only the browser flow is preset.
+    assert imap.oauth2.device_authorization_endpoint is None
+    assert imap.oauth2.authorization_endpoint == "https://accounts.google.com/o/oauth2/v2/auth"
 
 
 @pytest.mark.parametrize(
