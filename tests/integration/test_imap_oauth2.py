@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from guardmail.oauth.store import TokenStore, tokens_from_response
 from tests.conftest import wait_for
@@ -18,6 +19,7 @@ from tests.integration.guardmail_proc import Daemon, guardmail
 from tests.integration.test_imap_dovecot import Mailbox, clean_mail, offender_mail
 from tests.servers.dovecot import Dovecot, start_dovecot
 from tests.servers.oauth_server import OAuthServer, start_oauth_server
+from tests.servers.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +77,13 @@ def signed_in(tmp: Path, name: str, oauth: OAuthServer) -> TokenStore:
     return store
 
 
-def write_config(tmp: Path, accounts: str) -> Path:
+def write_config(tmp: Path, accounts: str, metrics_port: int = 0) -> Path:
     config = tmp / "guardmail.yaml"
+    metrics = f"metrics:\n  listen: 127.0.0.1:{metrics_port}\n" if metrics_port else ""
     config.write_text(
         f"""\
 state_dir: {tmp}/var
-offenders:
+{metrics}offenders:
   - name: Example Offender
     addresses: [stalker@example.net]
 sources:
@@ -159,7 +162,8 @@ def test_a_refused_renewal_is_a_clear_error_and_the_other_account_runs_on(
     accounts = account("alice", dovecot, oauth, "xoauth2") + account(
         "bob", dovecot, oauth, "oauthbearer"
     )
-    config = write_config(tmp_path, accounts)
+    (metrics_port,) = free_ports(1)
+    config = write_config(tmp_path, accounts, metrics_port)
     daemon = Daemon(config, tmp_path / "daemon.log")
     daemons.append(daemon)
     wait_for(lambda: daemon.log_text().count("imap.connected") >= 2, what="both connected")
@@ -178,5 +182,9 @@ def test_a_refused_renewal_is_a_clear_error_and_the_other_account_runs_on(
         return source.get("state") == "down" and "invalid_grant" in source.get("detail", "")
 
     wait_for(status_says_alice_down, timeout=15, what="status shows the refusal")
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert 'guardmail_errors_total{event="imap.oauth_refused"}' in metrics
+    assert 'guardmail_source_up{source="alice/INBOX"} 0.0' in metrics
+    assert 'guardmail_source_up{source="bob/INBOX"} 1.0' in metrics
     assert daemon.proc.poll() is None
     assert os.path.exists(tmp_path / "var" / "oauth" / "imap-alice.json")
