@@ -29,6 +29,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from guardmail.config.oauth import OAuth2Config
 from guardmail.config.secrets import read_secret
 from guardmail.errors import PeerError, SecretError, StateError
+from guardmail.logs import event
 from guardmail.oauth.store import Tokens, TokenStore, tokens_from_response
 
 REFRESH_MARGIN = 300.0
@@ -105,6 +106,7 @@ class AccessTokens:
                 return tokens.access_token
             renewed = self._refresh(tokens, now)
             self.store.save(renewed)
+            event("oauth.renewed", account=self.account, valid_for=int(renewed.expires_at - now))
             return renewed.access_token
 
     def _refresh(self, tokens: Tokens, now: float) -> Tokens:

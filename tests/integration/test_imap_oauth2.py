@@ -152,6 +152,7 @@ def test_token_expiring_while_idle_is_renewed_and_no_mail_is_lost(
     assert oauth.state.requests["/token"] == 1
     assert daemon.log_text().count("imap.connected") >= 2
     assert "imap.oauth_refused" not in daemon.log_text()
+    assert "event=oauth.renewed account=alice valid_for=3600" in daemon.log_text()
 
 
 def test_a_refused_renewal_is_a_clear_error_and_the_other_account_runs_on(
