@@ -9,6 +9,9 @@
      │    ├── TimestampFailed a time-stamping authority was unreachable or its token is not good
      │    ├── NextHopUnavailable (channels/smtp/relay.py) Postfix's next hop cannot take mail
      │    ├── Lost, Refused (channels/xmpp/session.py) a session ended; a request was refused
+     │    ├── TokenRefused, TokenUnavailable (oauth/tokens.py) an OAuth2 grant was refused
+     │    │                 (sign in again) / no fresh access token now (retry)
+     │    ├── LoginFailed   (oauth/flows.py) the sign-in of `guardmail login` did not complete
      │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
      │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now

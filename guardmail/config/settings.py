@@ -173,12 +173,13 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     maildirs = [m.model_copy(update={"path": base / m.path}) for m in settings.sources.maildir]
-    imaps = [i.resolved(base) for i in settings.sources.imap]
+    state_dir = base / settings.state_dir
+    imaps = [i.resolved(base, state_dir) for i in settings.sources.imap]
     xmpps = [x.resolved(base) for x in settings.sources.xmpp]
     smtp_filter = f.resolved(base) if (f := settings.sources.smtp_filter) else None
     final = settings.model_copy(
         update={
-            "state_dir": base / settings.state_dir,
+            "state_dir": state_dir,
             "offenders": [*settings.offenders, *loaded.offenders],
             "offenders_files": loaded.patterns,
             "sources": settings.sources.model_copy(
@@ -189,7 +190,7 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
                     "smtp_filter": smtp_filter,
                 }
             ),
-            "warning": warning.resolved(base) if warning else None,
+            "warning": warning.resolved(base, state_dir) if warning else None,
             "evidence": settings.evidence.resolved(base),
         }
     )

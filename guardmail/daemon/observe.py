@@ -30,6 +30,9 @@ _DOWN = {
     "imap.tls_failed",
     "imap.connect_failed",
     "imap.secret_unreadable",
+    "imap.oauth_refused",
+    "imap.oauth_failed",
+    "imap.folder_role_missing",
     "maildir.unreadable",
     "source.failed",
 }

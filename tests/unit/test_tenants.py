@@ -294,3 +294,12 @@ def test_a_500_deep_tenant_file_on_reload_is_logged_and_the_last_good_rules_stay
         assert again is not None and again.tenant.pipeline.rules is rules.tenant.pipeline.rules
     finally:
         tenants.close()
+
+
+def test_a_tenant_s_warning_may_not_use_oauth2(tmp_path: Path) -> None:
+    text = BOB + (
+        "warning:\n  from: bob@example.org\n  template_file: w.j2\n"
+        "  smtp: {provider: outlook, username: bob@example.org, oauth2: {client_id: app}}\n"
+    )
+    issues = issues_of(write(tmp_path / "t", {"bob.yaml": text}))
+    assert any("auth: oauth2 is for the main configuration" in i for i in issues), issues
