@@ -6,7 +6,8 @@ Each round starts a fresh Postfix (shared/recipes/postfix.md) and its filter:
 - plain: smtplib -> Postfix -> Maildir (the floor).
 - rspamd: Postfix with rspamd's proxy worker as ``smtpd_milters`` on a Unix socket, ``multimap``
   over the 10,000 offender addresses as a ``from`` map, action reject (bench/smtp_peers.py).
-- milter: Postfix with guardmail as ``smtpd_milters`` on a Unix socket.
+- milter: Postfix with guardmail as ``smtpd_milters`` on a Unix socket (``milter-tcp``, only
+  with ``--only``: on loopback TCP).
 - after: Postfix -> guardmail (content_filter) -> Postfix.
 - bare: Postfix -> a bare aiosmtpd relay (content_filter) -> Postfix: the after-queue floor.
 
@@ -45,6 +46,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from smtp_peers import BareRelay, Rspamd, tree_cpu, tree_rss_mb  # noqa: E402
 
+from tests.servers.ports import free_ports  # noqa: E402
 from tests.servers.postfix import Guardmail, Postfix, start_postfix  # noqa: E402
 
 USERS = ["user@example.test", "other@example.test", "quarantine@example.test", "all@customer.test"]
@@ -193,8 +195,10 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | No
             f"    listen: 127.0.0.1:{postfix.filter_port}\n"
             f"    next_hop: 127.0.0.1:{postfix.reinject_port}\n"
         )
-    else:
+    elif milter.startswith("unix:"):
         listen = f"    mode: milter\n    listen: {milter}\n    socket_group: postfix\n"
+    else:
+        listen = f"    mode: milter\n    listen: {milter}\n"
     config.write_text(
         f"state_dir: {root}/var\nlog_level: warning\nsources:\n  smtp_filter:\n{listen}"
         f"    tenants_dir: {tenants_dir}\n"
@@ -202,7 +206,10 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | No
     (root / "guardmail.log").write_text("")
     guardmail = Guardmail(config, root / "guardmail.log")
     deadline = time.monotonic() + 180
-    while not _listening(milter or postfix.filter_port):
+    where: int | str = postfix.filter_port
+    if milter is not None:
+        where = milter if milter.startswith("unix:") else int(milter.rpartition(":")[2])
+    while not _listening(where):
         if guardmail.proc.poll() is not None or time.monotonic() > deadline:
             guardmail.stop()
             raise RuntimeError(f"guardmail did not start: {guardmail.log_text()}")
@@ -246,21 +253,24 @@ def run_round(name: str, sizes: Sizes, conns: tuple[int, ...], runs: list[Run]) 
         pf_root.mkdir()
         sock = pf_root / "milter.sock"
         mode = {"plain": "plain", "rspamd": "milter", "milter": "milter"}.get(name, "after")
+        milter = f"unix:{sock}"
+        if name == "milter-tcp":
+            (port,) = free_ports(1)
+            mode, milter = "milter", f"inet:127.0.0.1:{port}"
         postfix = start_postfix(
             mode,
             USERS,
             root=pf_root,
-            milter=f"unix:{sock}" if mode == "milter" else None,
+            milter=milter if mode == "milter" else None,
             main_cf=extra,
         )
         if name == "rspamd":
             offenders = [offender(n, k) for n in range(sizes.tenants) for k in range(10)]
             r = Rspamd(root / "rspamd", sock, offenders)
             flt = Stoppable(r.proc.pid, r.stop)
-        elif name in ("milter", "after"):
-            g = start_guardmail(
-                root, postfix, sizes.tenants, f"unix:{sock}" if name == "milter" else None
-            )
+        elif name in ("milter", "milter-tcp", "after"):
+            listen = {"milter": milter, "milter-tcp": milter.removeprefix("inet:")}.get(name)
+            g = start_guardmail(root, postfix, sizes.tenants, listen)
             flt = Stoppable(g.proc.pid, g.stop)
         elif name == "bare":
             b = BareRelay(postfix.filter_port, postfix.reinject_port)
@@ -321,7 +331,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small run for CI")
     parser.add_argument("--connections", default="1,4,16", help="client connections, e.g. 1,4")
     parser.add_argument(
-        "--only", default="plain,rspamd,milter,after,bare", help="which rounds to run"
+        "--only",
+        default="plain,rspamd,milter,after,bare",
+        help="rounds, of plain,rspamd,milter,milter-tcp,after,bare",
     )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
