@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from guardmail.cli import main
+from guardmail.config.settings import load_config
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNITS = ("guardmail.service", "guardmail@.service")
@@ -198,6 +199,14 @@ def test_the_printed_milter_lines_agree_with_the_readme_and_the_drop_in(
         "SupplementaryGroups": printed["group"],
         "PrivateUsers": "no",  # the postfix group must be visible inside the service
     }
+    # And guardmail takes the config those lines describe.
+    (tmp_path / "m.yaml").write_text(
+        f"state_dir: {tmp_path}/var\nsources:\n  smtp_filter:\n    mode: milter\n"
+        f"    listen: {printed['listen']}\n    socket_group: {printed['group']}\n"
+        f"    tenants_dir: {tmp_path}\n"
+    )
+    smtp = load_config(tmp_path / "m.yaml").settings.sources.smtp_filter
+    assert smtp is not None and smtp.listen_unix == socket and smtp.mode == "milter"
 
 
 @needs_analyze
