@@ -67,9 +67,9 @@ def seal_log(vault: Vault, *, now: datetime | None = None) -> None:
         event("vault.unsealed", level=logging.WARNING, vault=str(vault.root), error=str(exc))
 
 
-def serve_tenant(settings: Settings) -> Tenant:
+def serve_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> Tenant:
     """``open_tenant`` for a daemon (not for commands that only read): the log sealed too."""
-    tenant = open_tenant(settings)
+    tenant = open_tenant(settings, storage=storage)
     seal_log(tenant.vault)
     return tenant
 
@@ -86,6 +86,7 @@ class Tenant:
     pipeline: Pipeline
     warner: Warner
     linker: Linker
+    owns_storage: bool = True  # False: shared (open_tenant's ``storage``), closed by its owner
 
     def apply(self, settings: Settings) -> None:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
@@ -100,7 +101,8 @@ class Tenant:
     def close(self) -> None:
         if self.pipeline.receipts is not None:
             self.pipeline.receipts.close(timeout=RECEIPTS_CLOSE_SECONDS)
-        self.storage.close()
+        if self.owns_storage:
+            self.storage.close()
 
 
 def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecker | None:
@@ -117,14 +119,9 @@ def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecke
     )
 
 
-def open_tenant(settings: Settings) -> Tenant:
-    """Open (creating if needed) the tenant's state under ``settings.state_dir``.
-
-    The state directory and the tenant's vault directories end up 0700 (created so, or tightened
-    with a warning event), the database 0600, and temp files left by a writer that died are
-    removed (``guardmail.storage.files``). StateError or PermissionError if they cannot be used.
-    """
-    state = settings.state_dir
+def open_storage(state: Path) -> SQLiteStorage:
+    """The state directory made private (0700, created or tightened with a warning event), temp
+    files left by a writer that died removed, and its database (0600) opened."""
     try:
         if state.is_dir():
             tighten(state)
@@ -133,12 +130,28 @@ def open_tenant(settings: Settings) -> Tenant:
     except NotADirectoryError as exc:
         raise StateError(f"{exc.filename}: {exc.strerror}") from None
     remove_stale_temps(state)
-    storage = SQLiteStorage(state / DB_FILE)
-    vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)
+    return SQLiteStorage(state / DB_FILE)
+
+
+def open_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> Tenant:
+    """Open (creating if needed) the tenant's state under ``settings.state_dir``.
+
+    The state directory and the tenant's vault directories end up 0700 (created so, or tightened
+    with a warning event), the database 0600, and temp files left by a writer that died are
+    removed (``guardmail.storage.files``). StateError or PermissionError if they cannot be used.
+    ``storage``: the database of ``settings.state_dir`` already opened (``open_storage``) and
+    shared with other tenants (their rows are keyed by tenant; one transaction at a time); the
+    tenant then does not close it.
+    """
+    owns = storage is None
+    if storage is None:
+        storage = open_storage(settings.state_dir)
+    vault = Vault(vault_dir(settings.state_dir, settings.tenant), storage, settings.tenant)
     try:
         vault.open()
     except BaseException:
-        storage.close()
+        if owns:
+            storage.close()
         raise
     warner = Warner(settings=settings, vault=vault, storage=storage)
     see_offenders(warner)
@@ -163,4 +176,5 @@ def open_tenant(settings: Settings) -> Tenant:
         pipeline=pipeline,
         warner=warner,
         linker=linker,
+        owns_storage=owns,
     )

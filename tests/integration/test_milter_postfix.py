@@ -328,3 +328,30 @@ def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
     finally:
         opened.close()
     assert [a["archived_seq"] for a in acts] == [archived[0][0]["seq"]]
+
+
+def test_a_quarantine_copy_that_cannot_be_delivered_bounces_to_no_one(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # user@ is alice's offender here, and her quarantine mailbox does not exist: its copy fails.
+    # The offender stays the envelope sender (bob's clean copy keeps it), so only the quarantine
+    # recipient's NOTIFY=NEVER (SMFIR_ADDRCPT_PAR) keeps the failure from telling the offender.
+    (root / "tenants.d" / "alice.yaml").write_text(
+        ALICE.replace("ex@bad.example", "user@example.test").replace(
+            "alice-quarantine@", "missing@"
+        )
+    )
+    postfix, guardmail = start(root, started)
+    raw = OFFENDER.replace(b"Ex <ex@bad.example>", b"User <user@example.test>")
+    postfix.send(["alice@example.test", "bob@example.test"], raw, sender="user@example.test")
+    wait_for(lambda: len(postfix.delivered("bob@example.test")) == 1, what="bob's copy")
+    wait_for(lambda: "to=<missing@example.test>" in postfix.log(), what="the quarantine try")
+    settle(postfix)
+    assert "status=bounced" in postfix.log()  # the copy did fail ...
+    assert "sender non-delivery notification" not in postfix.log()  # ... and nobody was told
+    assert postfix.delivered("user@example.test") == []
+    assert postfix.delivered("alice@example.test") == []
+    assert content(postfix.delivered("bob@example.test")[0]) == raw
+    ((alice, blob),) = evidence(root / "var", "alice")
+    assert blob == raw and alice["meta"]["mail_from"] == "user@example.test"
+    assert "smtp_filter.error" not in guardmail.log_text()

@@ -44,7 +44,11 @@ def test_negotiation_asks_only_for_what_the_mta_offers() -> None:
     options, reply = mc.negotiate(POSTFIX_OFFER)
     ((command, data),) = split(reply)
     assert command == mc.OPTNEG
-    assert struct.unpack("!LLL", data) == (6, mc.F_ADDRCPT | mc.F_DELRCPT, mc.WANTED_PROTOCOL)
+    # Postfix offers SMFIR_ADDRCPT_PAR: a quarantine copy is added with NOTIFY=NEVER.
+    wanted = mc.F_ADDRCPT | mc.F_DELRCPT | mc.F_ADDRCPT_PAR
+    assert struct.unpack("!LLL", data) == (6, wanted, mc.WANTED_PROTOCOL)
+    without_par = struct.pack("!LLL", 6, 0x1FF & ~mc.F_ADDRCPT_PAR, 0x1FFFFF)
+    assert mc.negotiate(without_par)[0].actions == mc.F_ADDRCPT | mc.F_DELRCPT
     # Only the end of the message is answered.
     steps = (mc.HELO, mc.MAIL, mc.RCPT, mc.HEADER, mc.EOH, mc.BODY)
     assert [c for c in steps if options.answered(c)] == []
@@ -151,6 +155,15 @@ def test_the_answer_removes_protected_recipients_or_refuses_or_discards(
     outcomes: list[tuple[Group, Action]], clean: list[bytes], expected: list[tuple[int, bytes]]
 ) -> None:
     assert split(answer(outcomes, clean)) == expected
+
+
+def test_with_addrcpt_par_a_quarantine_mailbox_is_added_with_notify_never() -> None:
+    outcomes = [(ALICE, Action.QUARANTINE)]
+    assert split(answer(outcomes, [b"<u@x>"], notify_never=True)) == [
+        (DEL, b"<alice@x>\0"),
+        (mc.R_ADDRCPT_PAR, b"<q@x>\0NOTIFY=NEVER\0"),
+        CONT,
+    ]
 
 
 def test_a_body_not_kept_is_counted_and_marked() -> None:

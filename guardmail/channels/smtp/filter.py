@@ -77,6 +77,7 @@ from guardmail.storage.base import StorageUnavailable
 OFFERS = (
     "250-PIPELINING",
     "250-ENHANCEDSTATUSCODES",  # every reply carries one (wire.enhanced)
+    "250-DSN",  # kept and passed on to the next hop (wire.FilterSMTP.smtp_MAIL, smtp_RCPT)
     "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
 )
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
@@ -256,6 +257,8 @@ class SmtpFilterSource:
                 eight_bit="BODY=8BITMIME" in envelope.mail_options,
                 smtputf8=bool(envelope.smtp_utf8),
                 xforward=dict(envelope.xforward),
+                dsn_mail=envelope.dsn_mail,
+                dsn_rcpt=dict(envelope.dsn_rcpt),
             ),
             received_at=self.clock(),
         )

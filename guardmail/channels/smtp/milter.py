@@ -13,7 +13,9 @@ Contracts, at the end of each message:
   in the evidence.
 - The answer, once every tenant is done: some recipients clean, or a ``quarantine_mailbox`` to
   add: remove each protected recipient (SMFIR_DELRCPT), add each quarantine mailbox once
-  (SMFIR_ADDRCPT), continue. Every recipient protected and nothing to add: ``550 5.7.1`` when
+  (SMFIR_ADDRCPT, or SMFIR_ADDRCPT_PAR with NOTIFY=NEVER where the MTA offers it: a failed
+  delivery to the quarantine mailbox must not bounce to the offender), continue. Every
+  recipient protected and nothing to add: ``550 5.7.1`` when
   every tenant blocks, else DISCARD (archived, delivered nowhere, no bounce).
 - Mail for no protected recipient (known at the end of the headers) is counted, not kept: its
   body is dropped as it arrives. Should a reload protect one of its recipients before its end,
@@ -94,8 +96,15 @@ class _Removed:
         return f"milter: removed {rcpts} (discarded, or refused with 550 if no one else is left)"
 
 
-def answer(groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes]) -> bytes:
-    """The end-of-message answer for the tenants' outcomes (see the module contracts)."""
+def answer(
+    groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes], *, notify_never: bool = False
+) -> bytes:
+    """The end-of-message answer for the tenants' outcomes (see the module contracts).
+
+    ``notify_never`` (the MTA takes SMFIR_ADDRCPT_PAR): each quarantine mailbox is added with
+    ``NOTIFY=NEVER``, so that a failed delivery to it bounces to no one, least of all the
+    offender, who is still the envelope sender (the other recipients' copies keep it).
+    """
     protected = [(g, a) for g, a in groups if a is not Action.PASS]
     if not protected:
         return _CONTINUE
@@ -109,8 +118,9 @@ def answer(groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes]) -> by
             return mc.reply_code(REFUSED)
         return mc.packet(mc.R_DISCARD)
     edits = [mc.recipient_action(mc.R_DELRCPT, r) for g, _ in protected for r in g.recipients]
+    add, args = (mc.R_ADDRCPT_PAR, b"NOTIFY=NEVER") if notify_never else (mc.R_ADDRCPT, b"")
     edits += [
-        mc.recipient_action(mc.R_ADDRCPT, b"<" + m.encode("utf-8", "surrogateescape") + b">")
+        mc.recipient_action(add, b"<" + m.encode("utf-8", "surrogateescape") + b">", args)
         for m in mailboxes
         if m is not None
     ]
@@ -238,7 +248,8 @@ class MilterSource:
                         message.chunk(p.data)
                     message.macros = dict(seen)
                     message.helo = helo
-                    out.append(await self.end_of_message(message))
+                    par = bool(options.actions & mc.F_ADDRCPT_PAR)
+                    out.append(await self.end_of_message(message, notify_never=par))
                     message = mc.Message()
                     continue
                 elif command == mc.ABORT:
@@ -254,13 +265,13 @@ class MilterSource:
                 writer.write(b"".join(out))
                 await writer.drain()
 
-    async def end_of_message(self, message: mc.Message) -> bytes:
+    async def end_of_message(self, message: mc.Message, *, notify_never: bool = False) -> bytes:
         """The answer to one message; see the module contracts. Never raises."""
         began = time.monotonic()
         queue_id = _text(message.macros.get(b"i", b"")) or None
         outcomes: list[tuple[Group, Action]] = []
         try:
-            reply, clean = await self._judge(message, queue_id, outcomes)
+            reply, clean = await self._judge(message, queue_id, outcomes, notify_never)
         except VaultUnavailable as exc:
             reply, clean = mc.reply_code(VAULT_DOWN), []
             event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
@@ -294,7 +305,11 @@ class MilterSource:
         return fallback if fallback is not None and fallback.pipeline.rules.offenders else None
 
     async def _judge(
-        self, message: mc.Message, queue_id: str | None, outcomes: list[tuple[Group, Action]]
+        self,
+        message: mc.Message,
+        queue_id: str | None,
+        outcomes: list[tuple[Group, Action]],
+        notify_never: bool,
     ) -> tuple[bytes, list[bytes]]:
         clean: list[bytes] = []
         groups: dict[str, Group] = {}
@@ -336,7 +351,7 @@ class MilterSource:
             outcomes.append((group, action))
             if action is Action.PASS:
                 clean += group.recipients
-        return answer(outcomes, clean), clean
+        return answer(outcomes, clean, notify_never=notify_never), clean
 
     @staticmethod
     async def _handled_before(item: Item, group: Group) -> Action | None:

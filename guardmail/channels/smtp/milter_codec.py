@@ -41,10 +41,11 @@ ABORT, BODY, CONNECT, MACRO, BODYEOB, HELO, QUIT_NC, HEADER = b"ABCDEHKL"
 MAIL, EOH, OPTNEG, QUIT, RCPT, DATA, UNKNOWN = b"MNOQRTU"
 # Filter -> MTA replies and actions (SMFIR_*).
 R_ADDRCPT, R_DELRCPT, R_ACCEPT, R_CONTINUE, R_DISCARD = b"+-acd"
+R_ADDRCPT_PAR = ord("2")
 R_REJECT, R_TEMPFAIL, R_REPLYCODE = b"rty"
 
 # Actions we may take (SMFIF_*) and protocol steps we need or not (SMFIP_*).
-F_ADDRCPT, F_DELRCPT = 0x04, 0x08
+F_ADDRCPT, F_DELRCPT, F_ADDRCPT_PAR = 0x04, 0x08, 0x80
 P_NOCONNECT, P_NOHELO, P_NOUNKNOWN, P_NODATA = 0x01, 0x02, 0x100, 0x200
 P_NR_HDR, P_NR_MAIL, P_NR_RCPT, P_NR_EOH, P_NR_BODY = 0x80, 0x4000, 0x8000, 0x40000, 0x80000
 P_NR_HELO = 0x2000  # libmilter mfdef.h: SMFIP_NR_HELO
@@ -135,7 +136,8 @@ def negotiate(data: bytes) -> tuple[Options, bytes]:
         )
     agreed = Options(
         version=min(version, VERSION),
-        actions=WANTED_ACTIONS,
+        # Recipients added with ESMTP parameters (NOTIFY=NEVER on a quarantine copy) when offered.
+        actions=WANTED_ACTIONS | (actions & F_ADDRCPT_PAR),
         protocol=protocol & WANTED_PROTOCOL,
     )
     reply = _NEGOTIATE.pack(agreed.version, agreed.actions, agreed.protocol)
@@ -204,6 +206,9 @@ def reply_code(text: str) -> bytes:
     return packet(R_REPLYCODE, text.replace("%", "%%").encode("ascii", "replace") + b"\0")
 
 
-def recipient_action(command: int, address: bytes) -> bytes:
-    """SMFIR_ADDRCPT / SMFIR_DELRCPT for ``address`` (as given in RCPT TO)."""
+def recipient_action(command: int, address: bytes, args: bytes = b"") -> bytes:
+    """SMFIR_ADDRCPT / SMFIR_DELRCPT for ``address`` (as given in RCPT TO); SMFIR_ADDRCPT_PAR
+    with its ESMTP ``args`` (``NOTIFY=NEVER``)."""
+    if command == R_ADDRCPT_PAR:
+        return packet(command, address + b"\0" + args + b"\0")
     return packet(command, address + b"\0")
