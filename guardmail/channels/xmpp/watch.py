@@ -55,8 +55,8 @@ import logging
 import random
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -92,14 +92,24 @@ from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Pipeline
+from guardmail.pipeline import Outcome, Pipeline
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
 SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
+IN_FLIGHT = 2_000  # offender stanzas queued for the vault and not yet acted on, at most
 STRANGER = "stranger (not in the roster)"
 _STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Pending:
+    """A stanza queued for the vault: its group's outcome to await (None: nothing to do)."""
+
+    pipeline: Pipeline
+    item: Item
+    waiter: Awaitable[Outcome] | None
 
 
 class XmppSource:
@@ -312,29 +322,52 @@ class XmppSource:
                 self._roster.add(key)
 
     async def _drain(self) -> None:
-        """Judge live stanzas in arrival order (forever, across reconnections)."""
-        while True:
-            got = await self._inbox.get()
-            await self._roster_ready.wait()
-            if self._paused and self._inbox.qsize() < INBOX_LOW:
-                client = self._client
-                if client is not None and client.transport is not None:
-                    client.transport.resume_reading()
-                self._paused = False
-            await self._handle(got)
+        """Judge live stanzas in arrival order (forever, across reconnections). An offender's
+        stanza is queued for the vault at once and acted on by a task when its group is durable,
+        so that stanzas arriving together share a group commit (at most IN_FLIGHT at a time)."""
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                got = await self._inbox.get()
+                await self._roster_ready.wait()
+                if self._paused and self._inbox.qsize() < INBOX_LOW:
+                    client = self._client
+                    if client is not None and client.transport is not None:
+                        client.transport.resume_reading()
+                    self._paused = False
+                await slots.acquire()
+                try:
+                    pending = await self._start(got)
+                except BaseException:
+                    slots.release()
+                    raise
+                if pending is None:
+                    slots.release()
+                    continue
+                tasks.create_task(self._finish(pending)).add_done_callback(
+                    lambda _: slots.release()
+                )
 
     async def _handle(self, got: Received) -> None:
-        """Judge one stanza (live or from the archive) once; retry while the vault fails."""
+        """Judge one stanza (live or from the archive) once; retry while the vault fails;
+        return once it is archived and acted on."""
+        pending = await self._start(got)
+        if pending is not None:
+            await self._finish(pending)
+
+    async def _start(self, got: Received) -> _Pending | None:
+        """Judge the stanza (in arrival order) and queue it for the vault; None if there is
+        nothing to await (not judged, seen before, archived in an earlier run)."""
         incoming = read_stanza(
             got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
         )
         if incoming is None or not incoming.judged:
-            return
+            return None
         async with self._judging:
             sid = incoming.stanza_id
             if sid is not None and sid in self._seen:
                 if self._seen[sid] == fingerprint(incoming):
-                    return  # already handled this run, live or from the archive
+                    return None  # already handled this run, live or from the archive
                 # Another message under a seen id: forged. Judge it under its stream position.
                 event("xmpp.stanza_id_reused", level=logging.WARNING, account=self.cfg.name, id=sid)
                 incoming = replace(incoming, stanza_id=None)
@@ -343,34 +376,56 @@ class XmppSource:
             pipeline = self._pipeline_for(item, incoming)
             while True:
                 try:
-                    await self._process(pipeline, item, incoming)
+                    waiter = await self._submit(pipeline, item, incoming)
                     break
                 except (VaultUnavailable, StorageUnavailable) as exc:
-                    event(
-                        "xmpp.vault_unavailable",
-                        level=logging.WARNING,
-                        account=self.cfg.name,
-                        source_ref=item.source_ref,
-                        retry_in=VAULT_RETRY_SECONDS,
-                        error=str(exc),
-                    )
-                    await asyncio.sleep(VAULT_RETRY_SECONDS)
+                    await self._vault_failed(item, exc)
             if sid is not None:
+                # Handled from now on: a copy arriving while this one is in flight is not
+                # archived again (this one is retried until it is).
                 self._seen[sid] = fingerprint(incoming)
                 if len(self._seen) > SEEN_LIMIT:
                     self._seen.popitem(last=False)
+        return _Pending(pipeline=pipeline, item=item, waiter=waiter)
 
-    async def _process(self, pipeline: Pipeline, item: Item, incoming: Incoming) -> None:
+    async def _submit(
+        self, pipeline: Pipeline, item: Item, incoming: Incoming
+    ) -> Awaitable[Outcome] | None:
         if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS:
             # The same server id may have been archived in an earlier run (live, or from an
             # archive page whose cursor was not saved yet): never a second item for it.
             same = fingerprint(incoming)
             if await asyncio.to_thread(self.state.archived_before, item.source_ref, same):
+                return None
+        return pipeline.submit(item, self)
+
+    async def _finish(self, pending: _Pending) -> None:
+        """Wait for the stanza's group (then it is acted on, by the pipeline); while the vault
+        fails, retry it alone."""
+        waiter = pending.waiter
+        while True:
+            if waiter is None:
                 return
-        outcome = await pipeline.process(item, self)
+            try:
+                outcome = await waiter
+                break
+            except (VaultUnavailable, StorageUnavailable) as exc:
+                await self._vault_failed(pending.item, exc)
+            waiter = pending.pipeline.submit(pending.item, self)
         offender = outcome.verdict.offender
         if outcome.receipt is not None and self.blocklist.withholds(offender):
             self._rules_changed.set()  # the warning step ran: the offender may now be blocked
+
+    async def _vault_failed(self, item: Item, exc: Exception) -> None:
+        event(
+            "xmpp.vault_unavailable",
+            level=logging.WARNING,
+            account=self.cfg.name,
+            source_ref=item.source_ref,
+            retry_in=VAULT_RETRY_SECONDS,
+            error=str(exc),
+        )
+        await asyncio.sleep(VAULT_RETRY_SECONDS)
 
     def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
         if self._strangers is None or incoming.via is Via.SUBSCRIBE:
