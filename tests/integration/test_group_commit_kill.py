@@ -71,9 +71,9 @@ def test_killed_group_commits_leave_every_acted_item_with_its_blob_and_entry(
     plan += [(None, f"vault.group:{rng.randint(2, 40)}")]
     for round_, (after, fault) in enumerate(plan):
         for line in run_and_kill(state, round_, after=after, fault=fault):
-            word, sha, seq = line.split()  # a torn last line would fail here: lines are flushed
+            word, sha, number = line.split()  # lines are flushed whole
             assert word == "acted"
-            acted[sha] = int(seq)
+            acted[sha] = int(number)
     assert len(acted) > 50, "too few items were acted on to prove anything"
     storage = SQLiteStorage(state / DB_FILE)
     try:
@@ -81,8 +81,8 @@ def test_killed_group_commits_leave_every_acted_item_with_its_blob_and_entry(
         archived = {r.sha256: r.seq for r in vault.rows(kind="archived")}
         for sha, seq in acted.items():
             assert archived.get(sha) == seq, f"acted on {sha} (entry {seq}) not in the journal"
-            path = vault.blobs.path(sha)
-            assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, f"blob {sha} lost"
+            blob = vault.blobs.path(sha).read_bytes()
+            assert hashlib.sha256(blob).hexdigest() == sha, f"blob {sha} lost"
     finally:
         storage.close()
     checked = guardmail(config, "evidence", "verify")

@@ -93,7 +93,7 @@ def test_every_request_of_a_failed_group_hears_the_failure(
     # Each source retries; the vault can take them again.
     (vault.root / "blobs").unlink()
     again = [group.submit([archive(n)], now=NOW) for n in range(1, 6)]
-    assert [f.result(10)[0].seq for f in again] == [2, 3, 4, 5, 6]  # type: ignore[union-attr]
+    assert [f.result(10)[0].seq for f in again] == [2, 3, 4, 5, 6]
     assert verify_vault(vault) == []
 
 
