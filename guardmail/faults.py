@@ -7,7 +7,8 @@ appended to FILE (one name a line, flushed before a kill), so a campaign can rep
 it reached.
 
 Points (``POINTS``), each placed just after a step became durable and before the next:
-- ``vault.blob``: a blob is fsync'd and renamed into place; its journal entry is not written.
+- ``vault.blob``: a blob is fsync'd and renamed into place; its journal entry is not written
+  (a direct ``Vault.put_many``; the sources archive through the group commit, below).
 - ``vault.group``: the same instant in a group commit (``guardmail.vault.group``): every blob of
   the group is fsync'd and its directory too; none of the group's entries is committed.
 - ``pipeline.archived``: the items' journal entries are committed; nothing is acted on yet.
