@@ -44,7 +44,7 @@ from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.linker import Linker, sender_address
 from guardmail.logs import event
-from guardmail.vault import journal
+from guardmail.reconcile import WhereNow, reconcile
 from guardmail.vault.group import Done, committer
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
@@ -267,50 +267,6 @@ class Pipeline:
             batch.announce()
             batch.after()
         return batch.outcomes()
-
-
-RECONCILED = "action reconciled after restart"
-
-# For ``Pipeline.reconcile``: given an archived entry's body, None if the entry is not the
-# source's or the item is still where the source will see it again; else where it is now.
-WhereNow = Callable[[dict[str, Any]], str | None]
-
-
-def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
-    """Journal an ``action`` for every archived entry without one that ``where_now`` places
-    (moved or gone since: the action happened before a crash kept it from the journal); the
-    seqs of the archived entries reconciled. VaultUnavailable if the journal cannot take them."""
-    records: list[Record] = []
-    for row in vault.unacted():
-        body = journal.entry(row)
-        where = where_now(body)
-        if where is None:
-            continue
-        records.append(
-            Record(
-                kind="action",
-                fields={
-                    "archived_seq": row.seq,
-                    "action": body.get("action"),
-                    "done": f"{RECONCILED}: {where}",
-                    "reconciled": True,
-                },
-                sha256=row.sha256,
-                source_ref=row.source_ref,
-            )
-        )
-    if not records:
-        return []
-    vault.record_many(records, now=now)
-    for record in records:
-        event(
-            "action.reconciled",
-            level=logging.WARNING,
-            tenant=vault.tenant,
-            seq=record.fields["archived_seq"],
-            done=record.fields["done"],
-        )
-    return [int(r.fields["archived_seq"]) for r in records]
 
 
 def _from_matched(verdict: Verdict) -> bool:
