@@ -99,17 +99,18 @@ VAULT_RETRY_SECONDS = 5.0
 SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
 IN_FLIGHT = 2_000  # offender stanzas queued for the vault and not yet acted on, at most
+DRAIN_BATCH = 500  # live stanzas judged together (one look at the journal for all of them)
 STRANGER = "stranger (not in the roster)"
 _STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Pending:
-    """A stanza queued for the vault: its group's outcome to await (None: nothing to do)."""
+    """A stanza queued for the vault: its group's outcome to await."""
 
     pipeline: Pipeline
     item: Item
-    waiter: Awaitable[Outcome] | None
+    waiter: Awaitable[Outcome]
 
 
 class XmppSource:
@@ -322,90 +323,103 @@ class XmppSource:
                 self._roster.add(key)
 
     async def _drain(self) -> None:
-        """Judge live stanzas in arrival order (forever, across reconnections). An offender's
-        stanza is queued for the vault at once and acted on by a task when its group is durable,
-        so that stanzas arriving together share a group commit (at most IN_FLIGHT at a time)."""
+        """Judge live stanzas in arrival order (forever, across reconnections). The stanzas
+        waiting are taken together (at most DRAIN_BATCH): an offender's is queued for the vault
+        at once and acted on by a task when its group is durable, so that stanzas arriving
+        together share a group commit (at most IN_FLIGHT at a time)."""
         slots = asyncio.Semaphore(IN_FLIGHT)
         async with asyncio.TaskGroup() as tasks:
             while True:
-                got = await self._inbox.get()
+                batch = [await self._inbox.get()]
+                while len(batch) < DRAIN_BATCH and not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
                 await self._roster_ready.wait()
                 if self._paused and self._inbox.qsize() < INBOX_LOW:
                     client = self._client
                     if client is not None and client.transport is not None:
                         client.transport.resume_reading()
                     self._paused = False
-                await slots.acquire()
-                try:
-                    pending = await self._start(got)
-                except BaseException:
-                    slots.release()
-                    raise
-                if pending is None:
-                    slots.release()
-                    continue
-                tasks.create_task(self._finish(pending)).add_done_callback(
-                    lambda _: slots.release()
-                )
+                for pending in await self._start(batch):
+                    await slots.acquire()
+                    tasks.create_task(self._finish(pending)).add_done_callback(
+                        lambda _: slots.release()
+                    )
 
     async def _handle(self, got: Received) -> None:
         """Judge one stanza (live or from the archive) once; retry while the vault fails;
         return once it is archived and acted on."""
-        pending = await self._start(got)
-        if pending is not None:
+        for pending in await self._start([got]):
             await self._finish(pending)
 
-    async def _start(self, got: Received) -> _Pending | None:
-        """Judge the stanza (in arrival order) and queue it for the vault; None if there is
-        nothing to await (not judged, seen before, archived in an earlier run)."""
-        incoming = read_stanza(
-            got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
-        )
-        if incoming is None or not incoming.judged:
-            return None
+    async def _start(self, batch: list[Received]) -> list[_Pending]:
+        """Judge the stanzas (in arrival order) and queue the offenders' for the vault, in that
+        order; what to await for each (none for a stanza not judged, seen before in this run,
+        or archived in an earlier run)."""
         async with self._judging:
-            sid = incoming.stanza_id
-            if sid is not None and sid in self._seen:
-                if self._seen[sid] == fingerprint(incoming):
-                    return None  # already handled this run, live or from the archive
-                # Another message under a seen id: forged. Judge it under its stream position.
-                event("xmpp.stanza_id_reused", level=logging.WARNING, account=self.cfg.name, id=sid)
-                incoming = replace(incoming, stanza_id=None)
-                sid = None
-            item = self._item(got, incoming)
-            pipeline = self._pipeline_for(item, incoming)
+            fresh: list[tuple[Pipeline, Item, Incoming]] = []
+            for got in batch:
+                incoming = read_stanza(
+                    got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
+                )
+                if incoming is None or not incoming.judged:
+                    continue
+                sid = incoming.stanza_id
+                if sid is not None and sid in self._seen:
+                    if self._seen[sid] == fingerprint(incoming):
+                        continue  # already handled this run, live or from the archive
+                    # Another message under a seen id: forged. Judge it under its position.
+                    event(
+                        "xmpp.stanza_id_reused",
+                        level=logging.WARNING,
+                        account=self.cfg.name,
+                        id=sid,
+                    )
+                    incoming = replace(incoming, stanza_id=None)
+                    sid = None
+                item = self._item(got, incoming)
+                fresh.append((self._pipeline_for(item, incoming), item, incoming))
+                if sid is not None:
+                    # Handled from now on: a copy arriving while this one is in flight is not
+                    # archived again (this one is retried until it is).
+                    self._seen[sid] = fingerprint(incoming)
+                    if len(self._seen) > SEEN_LIMIT:
+                        self._seen.popitem(last=False)
             while True:
                 try:
-                    waiter = await self._submit(pipeline, item, incoming)
+                    before = await self._archived_before(fresh)
                     break
                 except (VaultUnavailable, StorageUnavailable) as exc:
-                    await self._vault_failed(item, exc)
-            if sid is not None:
-                # Handled from now on: a copy arriving while this one is in flight is not
-                # archived again (this one is retried until it is).
-                self._seen[sid] = fingerprint(incoming)
-                if len(self._seen) > SEEN_LIMIT:
-                    self._seen.popitem(last=False)
-        return _Pending(pipeline=pipeline, item=item, waiter=waiter)
+                    await self._vault_failed(fresh[0][1], exc)
+            return [
+                _Pending(pipeline=pipeline, item=item, waiter=pipeline.submit(item, self))
+                for (pipeline, item, _), earlier in zip(fresh, before, strict=True)
+                if not earlier
+            ]
 
-    async def _submit(
-        self, pipeline: Pipeline, item: Item, incoming: Incoming
-    ) -> Awaitable[Outcome] | None:
-        if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS:
-            # The same server id may have been archived in an earlier run (live, or from an
-            # archive page whose cursor was not saved yet): never a second item for it.
-            same = fingerprint(incoming)
-            if await asyncio.to_thread(self.state.archived_before, item.source_ref, same):
-                return None
-        return pipeline.submit(item, self)
+    async def _archived_before(self, fresh: list[tuple[Pipeline, Item, Incoming]]) -> list[bool]:
+        """For each stanza, whether an earlier run archived it already: the same server id may
+        have been archived then (live, or from an archive page whose cursor was not saved
+        yet); never a second item for it. One look at the journal for the whole batch."""
+        asks = [
+            (k, item.source_ref, fingerprint(incoming))
+            for k, (pipeline, item, incoming) in enumerate(fresh)
+            if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS
+        ]
+        found = [False] * len(fresh)
+        if asks:
+
+            def look() -> list[bool]:
+                return [self.state.archived_before(ref, same) for _, ref, same in asks]
+
+            for (k, _, _), earlier in zip(asks, await asyncio.to_thread(look), strict=True):
+                found[k] = earlier
+        return found
 
     async def _finish(self, pending: _Pending) -> None:
         """Wait for the stanza's group (then it is acted on, by the pipeline); while the vault
         fails, retry it alone."""
         waiter = pending.waiter
         while True:
-            if waiter is None:
-                return
             try:
                 outcome = await waiter
                 break
