@@ -19,8 +19,10 @@ Contracts:
   ``VaultUnavailable`` (any other exception, a bug, likewise), and nothing of the group is
   journaled; each request is retried by its source (its blobs are found in place, same name,
   same bytes). No request is ever told it succeeded unless its own entries committed.
-- The HEAD witness is written once per group, after its commit, if any request of the group
-  asked for it. A group's journal time is the latest ``now`` of its requests.
+- The HEAD witness is written after a group's commit if a request of the group asked for it:
+  always when no other request waits, else at most every ``WITNESS_SECONDS`` (it may lag the
+  journal, never lead it: ``guardmail.vault.store``; the signed tree heads cover every group).
+  A group's journal time is the latest ``now`` of its requests.
 - A request cancelled before its group is taken (its awaiting task was cancelled) is dropped,
   never committed: nothing acts on it, and its source sees it again.
 - The committer thread starts when a request arrives and none runs, and ends when the queue has
@@ -31,6 +33,7 @@ Contracts:
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -44,6 +47,7 @@ from guardmail.vault.store import Archive, Receipt, Record, Vault
 MAX_ENTRIES = 2000
 MAX_BYTES = 64 * 1024 * 1024
 LINGER_SECONDS = 0.2  # an idle committer thread waits this long for the next request
+WITNESS_SECONDS = 0.5  # under a flood, the HEAD witness is written at most this often
 
 Done = list[Receipt | JournalRow]
 
@@ -70,6 +74,7 @@ class GroupCommitter:
         self._queue: deque[_Request] = deque()
         self._running = False
         self.groups = 0  # groups committed or failed (for benches and tests)
+        self._witnessed = 0.0  # monotonic time of the last HEAD witness written
 
     def submit(
         self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
@@ -146,13 +151,21 @@ class GroupCommitter:
 
     def _commit(self, group: list[_Request]) -> None:
         entries = [e for r in group for e in r.entries]
+        witness = any(r.witness for r in group)
+        with self._lock:
+            # Under a flood the HEAD witness (two more fsyncs) is written at most every
+            # WITNESS_SECONDS; it is always written when nothing more waits.
+            if witness and self._queue and time.monotonic() - self._witnessed < WITNESS_SECONDS:
+                witness = False
         try:
             done = self.vault.commit(
                 entries,
                 now=max(r.now for r in group),
-                witness=any(r.witness for r in group),
+                witness=witness,
                 point="vault.group",
             )
+            if witness:
+                self._witnessed = time.monotonic()
         except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
             self.groups += 1
             for r in group:

@@ -71,6 +71,7 @@ def test_requests_queued_during_a_commit_share_the_next_group_in_submission_orde
     rows = vault.rows(kind="archived")
     assert [r.source_ref for r in rows] == [f"test:{n}" for n in range(50)]
     assert len(vault.tree_heads()) == 2  # one signed head per group
+    assert vault.head_witness() == (50, rows[-1].hash)  # nothing waited after the last group
     assert verify_vault(vault) == []
 
 
