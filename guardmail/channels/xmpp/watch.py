@@ -111,6 +111,7 @@ class _Pending:
     pipeline: Pipeline
     item: Item
     waiter: Awaitable[Outcome]
+    sid: str | None
 
 
 class XmppSource:
@@ -141,6 +142,9 @@ class XmppSource:
         self._client: WatchClient | None = None
         self._connections = 0
         self._seen: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> fingerprint
+        # Server ids queued for the vault and not durable yet: set once they are (a copy of
+        # one from the archive must not let the archive cursor pass it before that).
+        self._inflight: dict[str, asyncio.Event] = {}
         self._judging = asyncio.Lock()
         self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
@@ -339,7 +343,8 @@ class XmppSource:
                     if client is not None and client.transport is not None:
                         client.transport.resume_reading()
                     self._paused = False
-                for pending in await self._start(batch):
+                pendings, _ = await self._start(batch)  # a copy in flight: nothing to wait for
+                for pending in pendings:
                     await slots.acquire()
                     tasks.create_task(self._finish(pending)).add_done_callback(
                         lambda _: slots.release()
@@ -348,13 +353,18 @@ class XmppSource:
     async def _handle(self, got: Received) -> None:
         """Judge one stanza (live or from the archive) once; retry while the vault fails;
         return once it is archived and acted on."""
-        for pending in await self._start([got]):
+        pendings, inflight = await self._start([got])
+        for pending in pendings:
             await self._finish(pending)
+        for durable in inflight:
+            await durable.wait()  # its live copy, queued earlier: the cursor waits for it
 
-    async def _start(self, batch: list[Received]) -> list[_Pending]:
+    async def _start(self, batch: list[Received]) -> tuple[list[_Pending], list[asyncio.Event]]:
         """Judge the stanzas (in arrival order) and queue the offenders' for the vault, in that
         order; what to await for each (none for a stanza not judged, seen before in this run,
-        or archived in an earlier run)."""
+        or archived in an earlier run), and the events of copies seen before and still in
+        flight (set when those are durable)."""
+        inflight: list[asyncio.Event] = []
         async with self._judging:
             fresh: list[tuple[Pipeline, Item, Incoming]] = []
             for got in batch:
@@ -366,6 +376,8 @@ class XmppSource:
                 sid = incoming.stanza_id
                 if sid is not None and sid in self._seen:
                     if self._seen[sid] == fingerprint(incoming):
+                        if sid in self._inflight:
+                            inflight.append(self._inflight[sid])
                         continue  # already handled this run, live or from the archive
                     # Another message under a seen id: forged. Judge it under its position.
                     event(
@@ -382,6 +394,7 @@ class XmppSource:
                     # Handled from now on: a copy arriving while this one is in flight is not
                     # archived again (this one is retried until it is).
                     self._seen[sid] = fingerprint(incoming)
+                    self._inflight[sid] = asyncio.Event()
                     if len(self._seen) > SEEN_LIMIT:
                         self._seen.popitem(last=False)
             while True:
@@ -390,11 +403,21 @@ class XmppSource:
                     break
                 except (VaultUnavailable, StorageUnavailable) as exc:
                     await self._vault_failed(fresh[0][1], exc)
-            return [
-                _Pending(pipeline=pipeline, item=item, waiter=pipeline.submit(item, self))
-                for (pipeline, item, _), earlier in zip(fresh, before, strict=True)
-                if not earlier
-            ]
+            pendings = []
+            for (pipeline, item, incoming), earlier in zip(fresh, before, strict=True):
+                if earlier:
+                    self._durable(incoming.stanza_id)
+                    continue
+                waiter = pipeline.submit(item, self)
+                pendings.append(
+                    _Pending(pipeline=pipeline, item=item, waiter=waiter, sid=incoming.stanza_id)
+                )
+            return pendings, inflight
+
+    def _durable(self, sid: str | None) -> None:
+        durable = self._inflight.pop(sid, None) if sid is not None else None
+        if durable is not None:
+            durable.set()
 
     async def _archived_before(self, fresh: list[tuple[Pipeline, Item, Incoming]]) -> list[bool]:
         """For each stanza, whether an earlier run archived it already: the same server id may
@@ -426,6 +449,7 @@ class XmppSource:
             except (VaultUnavailable, StorageUnavailable) as exc:
                 await self._vault_failed(pending.item, exc)
             waiter = pending.pipeline.submit(pending.item, self)
+        self._durable(pending.sid)
         offender = outcome.verdict.offender
         if outcome.receipt is not None and self.blocklist.withholds(offender):
             self._rules_changed.set()  # the warning step ran: the offender may now be blocked
