@@ -7,7 +7,10 @@ appended to FILE (one name a line, flushed before a kill), so a campaign can rep
 it reached.
 
 Points (``POINTS``), each placed just after a step became durable and before the next:
-- ``vault.blob``: a blob is fsync'd and renamed into place; its journal entry is not written.
+- ``vault.blob``: a blob is fsync'd and renamed into place; its journal entry is not written
+  (a direct ``Vault.put_many``; the sources archive through the group commit, below).
+- ``vault.group``: the same instant in a group commit (``guardmail.vault.group``): every blob of
+  the group is fsync'd and its directory too; none of the group's entries is committed.
 - ``pipeline.archived``: the items' journal entries are committed; nothing is acted on yet.
 - ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
 - ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
@@ -40,6 +43,7 @@ import signal
 POINTS = frozenset(
     {
         "vault.blob",
+        "vault.group",
         "pipeline.archived",
         "pipeline.acted",
         "pipeline.journaled",

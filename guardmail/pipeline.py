@@ -1,16 +1,19 @@
 """The one path from an item to an action: decide, archive, act, journal.
 
 Invariants held here, for every channel:
-- Archive before act: the actor is called only after ``Vault.put_many`` returned, i.e. after the
-  raw bytes and their journal entries are durable. If the vault fails, ``VaultUnavailable``
+- Archive before act: the actor is called only after the vault's group commit
+  (``guardmail.vault.group``) resolved the batch's request, i.e. after the raw bytes and their
+  journal entries are durable. If the vault fails, ``VaultUnavailable``
   propagates, nothing of the batch is acted on, and the source leaves it where it is to retry
   later (the vault's dedupe scope makes the retry archive nothing twice).
 - Clean items (verdict ``pass``) are neither archived nor touched.
 - Sources never call ``decide`` or the vault themselves: they build Items and carry out actions.
 - A batch takes the same steps as one item, each step once for the whole batch: judge every
-  item; archive the ones to block (one journal transaction); one call to the actor; their
-  ``action`` entries in one transaction, after which the HEAD witness is written (or, if the
-  actor failed, after its failure); then ``after_block`` for each item, in order.
+  item; archive the ones to block (one request to the vault's committer, which commits it in
+  one transaction with whatever other requests of the tenant wait beside it); one call to the
+  actor; their ``action`` entries in one request likewise, after which the HEAD witness is
+  written (or, if the actor failed, after its failure); then ``after_block`` for each item, in
+  order.
 - Authenticity at receipt (DKIM, ARC, the trusted Authentication-Results) is checked after the
   archive, beside the action: archived mail items are queued to ``receipts`` and nothing of the
   path waits for the check or its DNS lookups.
@@ -20,15 +23,19 @@ Invariants held here, for every channel:
   ``action`` entry follows); an item already moved or gone gets one ``action`` entry saying
   where it is now. Either way each archived item ends with exactly one ``action`` entry.
 - Two drivers run those steps: ``process``/``process_many`` for sources that live in the event
-  loop (the blocking steps go to threads), and ``run_many`` for a source that owns a thread (an
-  IMAP folder watcher), which runs every step in that thread, with no hop through the loop.
+  loop (the blocking steps go to threads; waiting for the vault holds no thread), with
+  ``submit``/``submit_many`` to queue an item for the vault at once and await the rest later
+  (items submitted in a row share groups, journaled in the order submitted), and ``run_many``
+  for a source that owns a thread (an IMAP folder watcher), which runs every step in that
+  thread, with no hop through the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,7 +49,8 @@ from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.linker import Linker, sender_address
 from guardmail.logs import event
-from guardmail.vault import journal
+from guardmail.reconcile import WhereNow, reconcile
+from guardmail.vault.group import Done, committer
 from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
@@ -213,15 +221,54 @@ class Pipeline:
     async def process_many(self, items: Sequence[Item], actor: BatchActor) -> list[Outcome]:
         """Decide on every item; archive the ones to block, then have ``actor`` act on them
         together. One Outcome per item, in order."""
+        return await self.submit_many(items, actor)
+
+    def submit(self, item: Item, actor: Actor) -> Awaitable[Outcome]:
+        """``process`` in two halves: judge ``item`` and queue it for the vault's next group
+        now (so that items submitted one after the other are journaled in that order and share
+        a group commit); await the result for the rest (archived, then acted on, journaled)."""
+        return self._first(self.submit_many([item], _OneItem(actor)))
+
+    def submit_many(self, items: Sequence[Item], actor: BatchActor) -> Awaitable[list[Outcome]]:
+        """``process_many`` in two halves, as ``submit``."""
         batch = _Batch(self, items, reviews=bool(getattr(actor, "reviews", False)))
+        queued = None
         if batch.items:
-            await asyncio.to_thread(batch.archive)
-            try:
-                done = await actor.act_many(batch.items, batch.verdicts)
-            except Exception:
-                await asyncio.to_thread(batch.witness)
-                raise
-            await asyncio.to_thread(batch.finish, done)
+            group = committer(self.vault)
+            queued = group.submit(batch.archives(), now=self.clock(), witness=False)
+        return self._complete(batch, actor, queued)
+
+    @staticmethod
+    async def _first(outcomes: Awaitable[list[Outcome]]) -> Outcome:
+        return (await outcomes)[0]
+
+    async def _complete(
+        self, batch: _Batch, actor: BatchActor, queued: Future[Done] | None
+    ) -> list[Outcome]:
+        if queued is None:
+            return batch.outcomes()
+        done = await asyncio.wrap_future(queued)  # durable: only now may anything act
+        receipts = [r for r in done if isinstance(r, Receipt)]
+        if self.linker is not None:
+            await asyncio.to_thread(batch.archived, receipts)
+        else:
+            batch.archived(receipts)
+        try:
+            acts = await actor.act_many(batch.items, batch.verdicts)
+        except Exception:
+            await asyncio.to_thread(batch.witness)
+            raise
+        records = batch.acted(acts)
+        try:
+            await asyncio.wrap_future(
+                committer(self.vault).submit(records, now=self.clock(), witness=True)
+            )
+            faults.reached("pipeline.journaled")
+        except VaultUnavailable as exc:
+            batch.unjournaled(exc)
+        batch.announce()
+        if self.after_block is not None:
+            await asyncio.to_thread(batch.after)
         return batch.outcomes()
 
     async def reconcile(self, where_now: WhereNow) -> list[int]:
@@ -238,58 +285,22 @@ class Pipeline:
         """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""
         batch = _Batch(self, items, reviews=reviews)
         if batch.items:
-            batch.archive()
+            group = committer(self.vault)
+            batch.archived(group.put_many(batch.archives(), now=self.clock(), witness=False))
             try:
-                done = act_many(batch.items, batch.verdicts)
+                acts = act_many(batch.items, batch.verdicts)
             except Exception:
                 batch.witness()
                 raise
-            batch.finish(done)
+            records = batch.acted(acts)
+            try:
+                group.record_many(records, now=self.clock())
+                faults.reached("pipeline.journaled")
+            except VaultUnavailable as exc:
+                batch.unjournaled(exc)
+            batch.announce()
+            batch.after()
         return batch.outcomes()
-
-
-RECONCILED = "action reconciled after restart"
-
-# For ``Pipeline.reconcile``: given an archived entry's body, None if the entry is not the
-# source's or the item is still where the source will see it again; else where it is now.
-WhereNow = Callable[[dict[str, Any]], str | None]
-
-
-def reconcile(vault: Vault, where_now: WhereNow, *, now: datetime) -> list[int]:
-    """Journal an ``action`` for every archived entry without one that ``where_now`` places
-    (moved or gone since: the action happened before a crash kept it from the journal); the
-    seqs of the archived entries reconciled. VaultUnavailable if the journal cannot take them."""
-    records: list[Record] = []
-    for row in vault.unacted():
-        body = journal.entry(row)
-        where = where_now(body)
-        if where is None:
-            continue
-        records.append(
-            Record(
-                kind="action",
-                fields={
-                    "archived_seq": row.seq,
-                    "action": body.get("action"),
-                    "done": f"{RECONCILED}: {where}",
-                    "reconciled": True,
-                },
-                sha256=row.sha256,
-                source_ref=row.source_ref,
-            )
-        )
-    if not records:
-        return []
-    vault.record_many(records, now=now)
-    for record in records:
-        event(
-            "action.reconciled",
-            level=logging.WARNING,
-            tenant=vault.tenant,
-            seq=record.fields["archived_seq"],
-            done=record.fields["done"],
-        )
-    return [int(r.fields["archived_seq"]) for r in records]
 
 
 def _from_matched(verdict: Verdict) -> bool:
@@ -323,11 +334,9 @@ class _Batch:
         )
         return verdict
 
-    def archive(self) -> None:
-        """Every item to block durably in the vault (one journal transaction), or raise
-        ``VaultUnavailable`` with none of them journaled. The HEAD witness waits for ``finish``."""
-        vault = self.pipeline.vault
-        archives = [
+    def archives(self) -> list[Archive]:
+        """What the vault keeps of the items to block, in order."""
+        return [
             Archive(
                 raw=item.raw,
                 source_ref=item.source_ref,
@@ -336,7 +345,11 @@ class _Batch:
             )
             for item, verdict in zip(self.items, self.verdicts, strict=True)
         ]
-        self.receipts = vault.put_many(archives, now=self.pipeline.clock(), witness=False)
+
+    def archived(self, receipts: list[Receipt]) -> None:
+        """The items are durable in the vault (their group committed; the HEAD witness waits
+        for the action entries): the linker learns them, and they are logged."""
+        self.receipts = receipts
         faults.reached("pipeline.archived")
         self.learn()
         self.queue_checks()
@@ -382,11 +395,11 @@ class _Batch:
         except VaultUnavailable as exc:
             event("vault.witness_failed", level=logging.ERROR, error=str(exc))
 
-    def finish(self, done: list[str]) -> None:
-        """Journal the actions (one transaction, then the HEAD witness), log them, then run
-        ``after_block`` for each item in order."""
+    def acted(self, done: list[str]) -> list[Record]:
+        """The actor returned: the ``action`` entries to journal."""
         faults.reached("pipeline.acted")
-        records = [
+        self.done = done
+        return [
             Record(
                 kind="action",
                 fields={"archived_seq": r.seq, "action": str(v.action), "done": d},
@@ -395,16 +408,15 @@ class _Batch:
             )
             for i, v, r, d in zip(self.items, self.verdicts, self.receipts, done, strict=True)
         ]
-        self.done = done
-        try:
-            self.pipeline.vault.record_many(records, now=self.pipeline.clock())
-            faults.reached("pipeline.journaled")
-        except VaultUnavailable as exc:
-            # The actions happened and cannot be undone; the archived entries stand. Say so.
-            for receipt in self.receipts:
-                event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
+
+    def unjournaled(self, exc: VaultUnavailable) -> None:
+        # The actions happened and cannot be undone; the archived entries stand. Say so.
+        for receipt in self.receipts:
+            event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
+
+    def announce(self) -> None:
         for item, verdict, receipt, text in zip(
-            self.items, self.verdicts, self.receipts, done, strict=True
+            self.items, self.verdicts, self.receipts, self.done, strict=True
         ):
             event(
                 _DONE_EVENT[verdict.action],
@@ -415,6 +427,9 @@ class _Batch:
                 impersonation=verdict.impersonation.kind if verdict.impersonation else None,
                 done=text,
             )
+
+    def after(self) -> None:
+        """``after_block`` (the warning step) for each item, in order."""
         hook = self.pipeline.after_block
         if hook is None:
             return

@@ -137,49 +137,8 @@ class Vault:
         import's progress, its entries) commits with them or not at all. With ``within``, a
         transaction is made even when ``archives`` is empty.
         """
-        if not archives and within is None:
-            return []
-        shas = [hashlib.sha256(a.raw).hexdigest() for a in archives]
-        what = (
-            shas[0] if len(shas) == 1 else f"{len(shas)} items" + (f" ({shas[0]} ...)" * bool(shas))
-        )
-        receipts: list[Receipt] = []
-        last: JournalRow | None = None
-        try:
-            self.blobs.put_many((a.raw, sha) for a, sha in zip(archives, shas, strict=True))
-            faults.reached("vault.blob")
-            with self.storage.transaction() as tx:
-                self._check_witness(tx)
-                for archive, sha in zip(archives, shas, strict=True):
-                    scope = archive.source_ref if archive.scope is None else archive.scope
-                    # Also finds an earlier item of this same batch: identical bytes twice in
-                    # one folder archive once, as they would one after the other.
-                    earlier = tx.find_archived(self.tenant, sha, scope)
-                    if earlier is not None:
-                        receipts.append(Receipt(sha256=sha, seq=earlier.seq, duplicate=True))
-                        continue
-                    fields = dict(archive.metadata)
-                    fields["size"] = len(archive.raw)
-                    last = journal.append(
-                        tx,
-                        tenant=self.tenant,
-                        kind="archived",
-                        fields=fields,
-                        now=now,
-                        sha256=sha,
-                        source_ref=archive.source_ref,
-                        scope=scope,
-                    )
-                    receipts.append(Receipt(sha256=sha, seq=last.seq))
-                if within is not None:
-                    last = within(tx, receipts) or last
-                if last is not None:
-                    self._grow(tx, now)
-            if witness and last is not None:
-                self._write_head(last)
-        except (OSError, StorageUnavailable, StateError) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot archive {what}: {exc}") from exc
-        return receipts
+        done = self.commit(archives, now=now, witness=witness, within=within)
+        return [r for r in done if isinstance(r, Receipt)]
 
     def record(
         self,
@@ -196,29 +155,92 @@ class Vault:
 
     def record_many(self, records: Sequence[Record], *, now: datetime) -> list[JournalRow]:
         """Journal every event in one transaction, then write the HEAD witness once."""
-        if not records:
+        done = self.commit(records, now=now, witness=True)
+        return [r for r in done if isinstance(r, JournalRow)]
+
+    def commit(
+        self,
+        entries: Sequence[Archive | Record],
+        *,
+        now: datetime,
+        witness: bool,
+        point: str = "vault.blob",
+        within: Within | None = None,
+    ) -> list[Receipt | JournalRow]:
+        """``put_many`` and ``record_many`` in one: every Archive's blob durable (directories
+        fsync'd once each), then all entries journaled in order in one transaction with one
+        signed tree head, then (``witness``) the HEAD witness once. A Receipt per Archive and a
+        JournalRow per Record, in order; ``VaultUnavailable`` with nothing journaled if not.
+        ``guardmail.vault.group`` commits concurrent requests together through this (its crash
+        ``point``, reached between the blobs' fsyncs and the transaction, is ``vault.group``).
+        ``within``: as for ``put_many`` (a transaction is made for it even with no entries)."""
+        if not entries and within is None:
             return []
-        kinds = ", ".join(sorted({r.kind for r in records}))
+        shas = [
+            hashlib.sha256(e.raw).hexdigest() if isinstance(e, Archive) else "" for e in entries
+        ]
+        archives = [
+            (e.raw, sha) for e, sha in zip(entries, shas, strict=True) if isinstance(e, Archive)
+        ]
+        if archives:
+            first = archives[0][1]
+            what = first if len(entries) == 1 else f"{len(archives)} items ({first} ...)"
+        else:
+            what = (
+                ", ".join(sorted({e.kind for e in entries if isinstance(e, Record)})) or "nothing"
+            )
+        verb = "archive" if archives else "journal"
+        done: list[Receipt | JournalRow] = []
+        last: JournalRow | None = None
         try:
+            if archives:
+                self.blobs.put_many(archives)
+                faults.reached(point)
             with self.storage.transaction() as tx:
                 self._check_witness(tx)
-                rows = [
-                    journal.append(
+                for entry, sha in zip(entries, shas, strict=True):
+                    if isinstance(entry, Record):
+                        last = journal.append(
+                            tx,
+                            tenant=self.tenant,
+                            kind=entry.kind,
+                            fields=entry.fields,
+                            now=now,
+                            sha256=entry.sha256,
+                            source_ref=entry.source_ref,
+                        )
+                        done.append(last)
+                        continue
+                    scope = entry.source_ref if entry.scope is None else entry.scope
+                    # Also finds an earlier item of this same batch: identical bytes twice in
+                    # one folder archive once, as they would one after the other.
+                    earlier = tx.find_archived(self.tenant, sha, scope)
+                    if earlier is not None:
+                        done.append(Receipt(sha256=sha, seq=earlier.seq, duplicate=True))
+                        continue
+                    fields = dict(entry.metadata)
+                    fields["size"] = len(entry.raw)
+                    last = journal.append(
                         tx,
                         tenant=self.tenant,
-                        kind=r.kind,
-                        fields=r.fields,
+                        kind="archived",
+                        fields=fields,
                         now=now,
-                        sha256=r.sha256,
-                        source_ref=r.source_ref,
+                        sha256=sha,
+                        source_ref=entry.source_ref,
+                        scope=scope,
                     )
-                    for r in records
-                ]
-                self._grow(tx, now)
-            self._write_head(rows[-1])
+                    done.append(Receipt(sha256=sha, seq=last.seq))
+                if within is not None:
+                    receipts = [d for d in done if isinstance(d, Receipt)]
+                    last = within(tx, receipts) or last
+                if last is not None:
+                    self._grow(tx, now)
+            if witness and last is not None:
+                self._write_head(last)
         except (OSError, StorageUnavailable, StateError) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot journal {kinds}: {exc}") from exc
-        return rows
+            raise VaultUnavailable(f"vault {self.root} cannot {verb} {what}: {exc}") from exc
+        return done
 
     def witness(self) -> None:
         """Write the HEAD witness for the journal's last entry (after ``put_many(witness=False)``

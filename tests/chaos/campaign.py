@@ -54,9 +54,10 @@ DOMAINS = {
     "friend": "innocent.example",
     "mum": "family.example",
 }
-# Crash points every channel reaches (the vault and the pipeline); channels add their own.
+# Crash points every channel reaches (the vault's group commit and the pipeline); channels add
+# their own.
 COMMON_POINTS = frozenset(
-    {"vault.blob", "pipeline.archived", "pipeline.acted", "pipeline.journaled"}
+    {"vault.group", "pipeline.archived", "pipeline.acted", "pipeline.journaled"}
 )
 # Where each channel lives: "module:class", imported only when a campaign uses it.
 CHANNELS = {

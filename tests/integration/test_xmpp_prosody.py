@@ -494,3 +494,37 @@ def test_forged_stanza_ids_and_headlines_are_judged_and_archived_every_time(
     entries = sorted(archived(tmp_path), key=lambda e: str(e["message_id"]))
     assert [e["message_id"] for e in entries] == ["c1", "c2", "h1"]
     assert all("stanza_id" not in meta(e) for e in entries)
+
+
+def test_a_flood_of_offender_stanzas_is_archived_in_groups_in_arrival_order(
+    prosody: Prosody, tmp_path: Path, peers: list[Peer], daemons: list[Daemon]
+) -> None:
+    (tmp_path / "guardmail.yaml").write_text(config_text(tmp_path, prosody))
+    phone = peer(prosody, peers, "victim", resource="phone", priority=5)
+    daemon = start(tmp_path, daemons)
+    stalker = peer(prosody, peers, "stalker")
+    count = 200
+    stalker.send(
+        "".join(
+            f"<message to='{VICTIM}' type='chat' id='flood{n}'><body>{n}</body></message>"
+            for n in range(count)
+        ).encode()
+    )
+    phone.drain(quiet=1.0)
+    wait_for(lambda: daemon.count("item.quarantined") == count, what="the flood quarantined")
+    assert daemon.stop() == 0
+    entries = archived(tmp_path)
+    # One sender's session: the server delivers in order, and the journal keeps that order.
+    assert [e["message_id"] for e in entries] == [f"flood{n}" for n in range(count)]
+    storage = SQLiteStorage(tmp_path / "var" / "guardmail.sqlite3")
+    try:
+        with storage.read() as tx:
+            heads = list(tx.tree_heads("default"))
+            rows = list(tx.journal_rows("default"))
+    finally:
+        storage.close()
+    assert len(rows) == 2 * count  # each archived, then its action journaled
+    # One signed head per group: one commit per item would have signed 400.
+    assert len(heads) < count, f"{len(heads)} commits for {len(rows)} entries"
+    checked = guardmail(tmp_path / "guardmail.yaml", "evidence", "verify")
+    assert checked.returncode == 0, checked.stdout

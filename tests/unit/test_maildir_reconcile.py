@@ -2,7 +2,7 @@
 archived item ends with exactly one ``action`` entry, and nothing is acted on twice."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
-from guardmail.vault.store import Vault
+from guardmail.vault.store import Archive, Record, Vault
 from guardmail.vault.verify import verify_vault
 
 MAIL = b"From: stalker@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -85,10 +85,14 @@ class Daemon:
 def killed_before_journaling(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """The action happens; the process dies before its journal entry is committed."""
 
-    def die(*args: object, **kwargs: object) -> None:
-        raise VaultUnavailable("SIGKILL")
+    commit = daemon.vault.commit
 
-    monkeypatch.setattr(daemon.vault, "record_many", die)
+    def die(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
+        if all(isinstance(e, Record) for e in entries):  # the action entries
+            raise VaultUnavailable("SIGKILL")
+        return commit(entries, **kwargs)
+
+    monkeypatch.setattr(daemon.vault, "commit", die)
 
 
 @pytest.fixture

@@ -216,7 +216,8 @@ def test_vault_failing_part_way_means_no_action_and_the_retry_archives_each_once
     with pytest.raises(VaultUnavailable):
         drive(driver, pipeline, items, actor)
     assert actor.calls == [] and vault.rows() == []
-    assert vault.blobs.path(sha(items[0].raw)).exists()  # archived part-way, never journaled
+    # Blobs are renamed into place only once all of the group's are written and fsync'd.
+    assert not vault.blobs.path(sha(items[0].raw)).exists()
     blocker.unlink()
     outcomes = drive(driver, pipeline, items, actor)
     receipts = [o.receipt for o in outcomes if o.receipt is not None]

@@ -208,7 +208,9 @@ def test_put_many_failing_part_way_journals_nothing_and_the_retry_archives_each_
     blocker.write_text("a file where the second blob's directory should be")
     with pytest.raises(VaultUnavailable, match="cannot archive 3 items"):
         vault.put_many(batch, now=NOW)
-    assert vault.blobs.path(shas[0]).is_file()  # the first blob landed before the failure
+    # Blobs are renamed into place only once all of them are written and fsync'd.
+    assert not vault.blobs.path(shas[0]).exists()
+    assert not [p for p in vault.blobs.root.rglob("*") if p.name.endswith(".tmp")]
     assert vault.rows() == [] and vault.head_witness() is None
     blocker.unlink()
     receipts = vault.put_many(batch, now=NOW)

@@ -26,7 +26,8 @@ from guardmail.channels.imap.act import uid_set
 from guardmail.channels.imap.batch import Folder
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Pipeline, reconcile
+from guardmail.pipeline import Pipeline
+from guardmail.reconcile import reconcile
 from guardmail.storage.base import Storage
 
 

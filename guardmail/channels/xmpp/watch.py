@@ -55,8 +55,8 @@ import logging
 import random
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -92,14 +92,26 @@ from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Pipeline
+from guardmail.pipeline import Outcome, Pipeline
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
 SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
+IN_FLIGHT = 2_000  # offender stanzas queued for the vault and not yet acted on, at most
+DRAIN_BATCH = 500  # live stanzas judged together (one look at the journal for all of them)
 STRANGER = "stranger (not in the roster)"
 _STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Pending:
+    """A stanza queued for the vault: its group's outcome to await."""
+
+    pipeline: Pipeline
+    item: Item
+    waiter: Awaitable[Outcome]
+    sid: str | None
 
 
 class XmppSource:
@@ -130,6 +142,9 @@ class XmppSource:
         self._client: WatchClient | None = None
         self._connections = 0
         self._seen: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> fingerprint
+        # Server ids queued for the vault and not durable yet: set once they are (a copy of
+        # one from the archive must not let the archive cursor pass it before that).
+        self._inflight: dict[str, asyncio.Event] = {}
         self._judging = asyncio.Lock()
         self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
@@ -312,65 +327,143 @@ class XmppSource:
                 self._roster.add(key)
 
     async def _drain(self) -> None:
-        """Judge live stanzas in arrival order (forever, across reconnections)."""
-        while True:
-            got = await self._inbox.get()
-            await self._roster_ready.wait()
-            if self._paused and self._inbox.qsize() < INBOX_LOW:
-                client = self._client
-                if client is not None and client.transport is not None:
-                    client.transport.resume_reading()
-                self._paused = False
-            await self._handle(got)
+        """Judge live stanzas in arrival order (forever, across reconnections). The stanzas
+        waiting are taken together (at most DRAIN_BATCH): an offender's is queued for the vault
+        at once and acted on by a task when its group is durable, so that stanzas arriving
+        together share a group commit (at most IN_FLIGHT at a time)."""
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        async with asyncio.TaskGroup() as tasks:
+            while True:
+                batch = [await self._inbox.get()]
+                while len(batch) < DRAIN_BATCH and not self._inbox.empty():
+                    batch.append(self._inbox.get_nowait())
+                await self._roster_ready.wait()
+                if self._paused and self._inbox.qsize() < INBOX_LOW:
+                    client = self._client
+                    if client is not None and client.transport is not None:
+                        client.transport.resume_reading()
+                    self._paused = False
+                pendings, _ = await self._start(batch)  # a copy in flight: nothing to wait for
+                for pending in pendings:
+                    await slots.acquire()
+                    tasks.create_task(self._finish(pending)).add_done_callback(
+                        lambda _: slots.release()
+                    )
 
     async def _handle(self, got: Received) -> None:
-        """Judge one stanza (live or from the archive) once; retry while the vault fails."""
-        incoming = read_stanza(
-            got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
-        )
-        if incoming is None or not incoming.judged:
-            return
+        """Judge one stanza (live or from the archive) once; retry while the vault fails;
+        return once it is archived and acted on."""
+        pendings, inflight = await self._start([got])
+        for pending in pendings:
+            await self._finish(pending)
+        for durable in inflight:
+            await durable.wait()  # its live copy, queued earlier: the cursor waits for it
+
+    async def _start(self, batch: list[Received]) -> tuple[list[_Pending], list[asyncio.Event]]:
+        """Judge the stanzas (in arrival order) and queue the offenders' for the vault, in that
+        order; what to await for each (none for a stanza not judged, seen before in this run,
+        or archived in an earlier run), and the events of copies seen before and still in
+        flight (set when those are durable)."""
+        inflight: list[asyncio.Event] = []
         async with self._judging:
-            sid = incoming.stanza_id
-            if sid is not None and sid in self._seen:
-                if self._seen[sid] == fingerprint(incoming):
-                    return  # already handled this run, live or from the archive
-                # Another message under a seen id: forged. Judge it under its stream position.
-                event("xmpp.stanza_id_reused", level=logging.WARNING, account=self.cfg.name, id=sid)
-                incoming = replace(incoming, stanza_id=None)
-                sid = None
-            item = self._item(got, incoming)
-            pipeline = self._pipeline_for(item, incoming)
-            while True:
-                try:
-                    await self._process(pipeline, item, incoming)
-                    break
-                except (VaultUnavailable, StorageUnavailable) as exc:
+            fresh: list[tuple[Pipeline, Item, Incoming]] = []
+            for got in batch:
+                incoming = read_stanza(
+                    got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
+                )
+                if incoming is None or not incoming.judged:
+                    continue
+                sid = incoming.stanza_id
+                if sid is not None and sid in self._seen:
+                    if self._seen[sid] == fingerprint(incoming):
+                        if sid in self._inflight:
+                            inflight.append(self._inflight[sid])
+                        continue  # already handled this run, live or from the archive
+                    # Another message under a seen id: forged. Judge it under its position.
                     event(
-                        "xmpp.vault_unavailable",
+                        "xmpp.stanza_id_reused",
                         level=logging.WARNING,
                         account=self.cfg.name,
-                        source_ref=item.source_ref,
-                        retry_in=VAULT_RETRY_SECONDS,
-                        error=str(exc),
+                        id=sid,
                     )
-                    await asyncio.sleep(VAULT_RETRY_SECONDS)
-            if sid is not None:
-                self._seen[sid] = fingerprint(incoming)
-                if len(self._seen) > SEEN_LIMIT:
-                    self._seen.popitem(last=False)
+                    incoming = replace(incoming, stanza_id=None)
+                    sid = None
+                item = self._item(got, incoming)
+                fresh.append((self._pipeline_for(item, incoming), item, incoming))
+                if sid is not None:
+                    # Handled from now on: a copy arriving while this one is in flight is not
+                    # archived again (this one is retried until it is).
+                    self._seen[sid] = fingerprint(incoming)
+                    self._inflight[sid] = asyncio.Event()
+                    if len(self._seen) > SEEN_LIMIT:
+                        self._seen.popitem(last=False)
+            while True:
+                try:
+                    before = await self._archived_before(fresh)
+                    break
+                except (VaultUnavailable, StorageUnavailable) as exc:
+                    await self._vault_failed(fresh[0][1], exc)
+            pendings = []
+            for (pipeline, item, incoming), earlier in zip(fresh, before, strict=True):
+                if earlier:
+                    self._durable(incoming.stanza_id)
+                    continue
+                waiter = pipeline.submit(item, self)
+                pendings.append(
+                    _Pending(pipeline=pipeline, item=item, waiter=waiter, sid=incoming.stanza_id)
+                )
+            return pendings, inflight
 
-    async def _process(self, pipeline: Pipeline, item: Item, incoming: Incoming) -> None:
-        if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS:
-            # The same server id may have been archived in an earlier run (live, or from an
-            # archive page whose cursor was not saved yet): never a second item for it.
-            same = fingerprint(incoming)
-            if await asyncio.to_thread(self.state.archived_before, item.source_ref, same):
-                return
-        outcome = await pipeline.process(item, self)
+    def _durable(self, sid: str | None) -> None:
+        durable = self._inflight.pop(sid, None) if sid is not None else None
+        if durable is not None:
+            durable.set()
+
+    async def _archived_before(self, fresh: list[tuple[Pipeline, Item, Incoming]]) -> list[bool]:
+        """For each stanza, whether an earlier run archived it already: the same server id may
+        have been archived then (live, or from an archive page whose cursor was not saved
+        yet); never a second item for it. One look at the journal for the whole batch."""
+        asks = [
+            (k, item.source_ref, fingerprint(incoming))
+            for k, (pipeline, item, incoming) in enumerate(fresh)
+            if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS
+        ]
+        found = [False] * len(fresh)
+        if asks:
+
+            def look() -> list[bool]:
+                return [self.state.archived_before(ref, same) for _, ref, same in asks]
+
+            for (k, _, _), earlier in zip(asks, await asyncio.to_thread(look), strict=True):
+                found[k] = earlier
+        return found
+
+    async def _finish(self, pending: _Pending) -> None:
+        """Wait for the stanza's group (then it is acted on, by the pipeline); while the vault
+        fails, retry it alone."""
+        waiter = pending.waiter
+        while True:
+            try:
+                outcome = await waiter
+                break
+            except (VaultUnavailable, StorageUnavailable) as exc:
+                await self._vault_failed(pending.item, exc)
+            waiter = pending.pipeline.submit(pending.item, self)
+        self._durable(pending.sid)
         offender = outcome.verdict.offender
         if outcome.receipt is not None and self.blocklist.withholds(offender):
             self._rules_changed.set()  # the warning step ran: the offender may now be blocked
+
+    async def _vault_failed(self, item: Item, exc: Exception) -> None:
+        event(
+            "xmpp.vault_unavailable",
+            level=logging.WARNING,
+            account=self.cfg.name,
+            source_ref=item.source_ref,
+            retry_in=VAULT_RETRY_SECONDS,
+            error=str(exc),
+        )
+        await asyncio.sleep(VAULT_RETRY_SECONDS)
 
     def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
         if self._strangers is None or incoming.via is Via.SUBSCRIBE:

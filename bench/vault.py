@@ -1,0 +1,108 @@
+"""The vault's group commit beside one commit per request, in one run (issue 28).
+
+N requesters in one event loop each archive items one after another as a source does: the
+archive request, then (once it is durable) the ``action`` entry, as ``Pipeline`` does. Two ways:
+- ``single``: today's path before the group commit: each request is its own ``Vault.put_many``
+  / ``record_many`` in a thread (``asyncio.to_thread``): its own blob fsync, directory fsync,
+  SQLite commit (synchronous=FULL) and signed tree head, the HEAD witness after the action;
+- ``group``: the same requests through ``guardmail.vault.group``: queued, committed together.
+Each (way, N) gets a fresh vault in the same temp directory (same disk). Prints items/s (an item
+is archived and its action journaled), the archive request's latency p50/p99 (submit to
+durable), the number of groups, and whether ``evidence verify`` passes over the result.
+
+    python bench/vault.py [--items N] [--requesters 1,8,64,256] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from guardmail.storage.sqlite import SQLiteStorage  # noqa: E402
+from guardmail.vault.group import committer  # noqa: E402
+from guardmail.vault.store import Archive, Receipt, Record, Vault  # noqa: E402
+from guardmail.vault.verify import verify_vault  # noqa: E402
+
+
+def item(who: int, n: int) -> Archive:
+    raw = f"<message from='ex@evil.example/{who}' id='{n}'><body>{'x' * 200}</body></message>"
+    return Archive(raw=raw.encode(), source_ref=f"xmpp:bench:{who}:{n}")
+
+
+def action(receipt: Receipt) -> Record:
+    fields = {"archived_seq": receipt.seq, "action": "block", "done": "dropped"}
+    return Record(kind="action", fields=fields, sha256=receipt.sha256)
+
+
+async def single(vault: Vault, who: int, count: int, lat: list[float]) -> None:
+    for n in range(count):
+        began = time.perf_counter()
+        now = datetime.now(UTC)
+        (receipt,) = await asyncio.to_thread(vault.put_many, [item(who, n)], now=now, witness=False)
+        lat.append(time.perf_counter() - began)
+        await asyncio.to_thread(vault.record_many, [action(receipt)], now=now)
+
+
+async def grouped(vault: Vault, who: int, count: int, lat: list[float]) -> None:
+    group = committer(vault)
+    for n in range(count):
+        began = time.perf_counter()
+        now = datetime.now(UTC)
+        done = await asyncio.wrap_future(group.submit([item(who, n)], now=now, witness=False))
+        lat.append(time.perf_counter() - began)
+        receipt = done[0]
+        assert isinstance(receipt, Receipt)
+        await asyncio.wrap_future(group.submit([action(receipt)], now=now))
+
+
+async def measure(root: Path, way: str, requesters: int, items: int) -> str:
+    storage = SQLiteStorage(root / f"{way}-{requesters}.db")
+    vault = Vault(root / f"{way}-{requesters}", storage, "bench")
+    vault.seal(now=datetime.now(UTC))  # the key made outside the timing
+    each = max(1, items // requesters)
+    lat: list[float] = []
+    run = single if way == "single" else grouped
+    began = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        for who in range(requesters):
+            tasks.create_task(run(vault, who, each, lat))
+    seconds = time.perf_counter() - began
+    total = each * requesters
+    assert len(vault.rows(kind="archived")) == total
+    ok = "verify OK" if verify_vault(vault, blobs=False) == [] else "verify FAILED"
+    groups = committer(vault).groups if way == "group" else 2 * total
+    storage.close()
+    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else [lat[0]] * 99
+    return (
+        f"{way:6} N={requesters:<4} {total:6} items {total / seconds:8.0f} items/s  "
+        f"archive p50 {q[49] * 1000:6.2f} ms p99 {q[98] * 1000:7.2f} ms  "
+        f"{groups:6} commits  {ok}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=4000, help="items per (way, N)")
+    parser.add_argument("--requesters", default="1,8,64,256")
+    parser.add_argument("--quick", action="store_true", help="500 items, N 1 and 64")
+    args = parser.parse_args()
+    items, counts = args.items, [int(n) for n in args.requesters.split(",")]
+    if args.quick:
+        items, counts = 500, [1, 64]
+    with tempfile.TemporaryDirectory(prefix="gm-bench-vault-") as tmp:
+        for n in counts:
+            for way in ("single", "group"):
+                print(asyncio.run(measure(Path(tmp), way, n, items)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Group commit: concurrent requests to one vault share their fsyncs and their transaction.
+
+Every channel of a tenant (event-loop sources and IMAP folder threads alike) hands its archive
+and journal requests to the tenant's one ``GroupCommitter``; while a group is being made durable
+the next requests queue up, and the committer takes all of them as the next group.
+
+Contracts:
+- ``committer(vault)`` is the one committer of a ``Vault`` object. Tenants have separate vaults,
+  so a group never mixes tenants.
+- ``submit`` returns at once a ``concurrent.futures.Future`` that resolves with the request's
+  results (what ``Vault.commit`` returns for its entries) only when they are durable: every blob
+  of the group written to its own file and fsync'd, the blob directories fsync'd once per group,
+  and every entry of the group committed in one SQLite transaction with one signed tree head.
+  Await it in the event loop with ``asyncio.wrap_future``; a thread blocks on ``result()``
+  (``commit``). Nothing may act on an item before its future resolved.
+- Order: requests are committed in the order ``submit`` was called, their entries in their own
+  order; the journal's hash chain and the Merkle leaves follow that order.
+- A group succeeds or fails as a whole: on failure every request of it gets the same
+  ``VaultUnavailable`` (any other exception, a bug, likewise), and nothing of the group is
+  journaled; each request is retried by its source (its blobs are found in place, same name,
+  same bytes). No request is ever told it succeeded unless its own entries committed.
+- The HEAD witness is written after a group's commit if a request of the group asked for it:
+  always when no other request waits, else at most every ``WITNESS_SECONDS`` (it may lag the
+  journal, never lead it: ``guardmail.vault.store``; the signed tree heads cover every group).
+  A group's journal time is the latest ``now`` of its requests.
+- A request cancelled before its group is taken (its awaiting task was cancelled) is dropped,
+  never committed: nothing acts on it, and its source sees it again.
+- The committer thread starts when a request arrives and none runs, and ends when the queue has
+  stayed empty for ``LINGER_SECONDS``: an idle tenant holds no thread. A group holds at most
+  ``MAX_ENTRIES`` entries and about ``MAX_BYTES`` of blobs (a larger request is a group alone).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from guardmail.storage.base import JournalRow
+from guardmail.vault.store import Archive, Receipt, Record, Vault
+
+MAX_ENTRIES = 2000
+MAX_BYTES = 64 * 1024 * 1024
+LINGER_SECONDS = 0.2  # an idle committer thread waits this long for the next request
+WITNESS_SECONDS = 0.5  # under a flood, the HEAD witness is written at most this often
+
+Done = list[Receipt | JournalRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Request:
+    entries: Sequence[Archive | Record]
+    now: datetime
+    witness: bool
+    future: Future[Done]
+
+    @property
+    def size(self) -> int:
+        return sum(len(e.raw) for e in self.entries if isinstance(e, Archive))
+
+
+class GroupCommitter:
+    """The queue of one vault's requests and the thread that commits them in groups."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[_Request] = deque()
+        self._running = False
+        self.groups = 0  # groups committed or failed (for benches and tests)
+        self._witnessed = 0.0  # monotonic time of the last HEAD witness written
+
+    def submit(
+        self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
+    ) -> Future[Done]:
+        """Queue the entries for the next group; see the module contract."""
+        future: Future[Done] = Future()
+        if not entries:
+            future.set_result([])
+            return future
+        request = _Request(entries=list(entries), now=now, witness=witness, future=future)
+        with self._lock:
+            self._queue.append(request)
+            if self._running:
+                self._ready.notify()
+                return future
+            self._running = True
+        threading.Thread(
+            target=self._run, name=f"vault-group:{self.vault.tenant}", daemon=False
+        ).start()
+        return future
+
+    def commit(
+        self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
+    ) -> Done:
+        """``submit`` and wait (from a thread, never the event loop). VaultUnavailable if the
+        group failed."""
+        return self.submit(entries, now=now, witness=witness).result()
+
+    def put_many(
+        self, archives: Sequence[Archive], *, now: datetime, witness: bool = True
+    ) -> list[Receipt]:
+        """``Vault.put_many`` through the group (blocking, from a thread)."""
+        return [
+            r for r in self.commit(archives, now=now, witness=witness) if isinstance(r, Receipt)
+        ]
+
+    def record_many(self, records: Sequence[Record], *, now: datetime) -> list[JournalRow]:
+        """``Vault.record_many`` through the group (blocking, from a thread)."""
+        return [r for r in self.commit(records, now=now) if isinstance(r, JournalRow)]
+
+    def _take(self) -> list[_Request]:
+        """The next group, oldest first; empty (and the thread to end) if nothing waits."""
+        with self._lock:
+            if not self._queue:
+                self._ready.wait(LINGER_SECONDS)  # a thread per request would cost more
+            group: list[_Request] = []
+            entries = size = 0
+            while self._queue:
+                nxt = self._queue[0]
+                if group and (
+                    entries + len(nxt.entries) > MAX_ENTRIES or size + nxt.size > MAX_BYTES
+                ):
+                    break
+                self._queue.popleft()
+                # A request its caller gave up on (a cancelled task) is not committed; one that
+                # is running can no longer be cancelled, so its result always reaches it.
+                if not nxt.future.set_running_or_notify_cancel():
+                    continue
+                group.append(nxt)
+                entries += len(nxt.entries)
+                size += nxt.size
+            if not group:
+                self._running = False
+            return group
+
+    def _run(self) -> None:
+        try:
+            while group := self._take():
+                self._commit(group)
+        except BaseException:
+            with self._lock:  # the thread is going: the next submit starts another
+                self._running = False
+            raise
+
+    def _commit(self, group: list[_Request]) -> None:
+        entries = [e for r in group for e in r.entries]
+        witness = any(r.witness for r in group)
+        with self._lock:
+            # Under a flood the HEAD witness (two more fsyncs) is written at most every
+            # WITNESS_SECONDS; it is always written when nothing more waits.
+            if witness and self._queue and time.monotonic() - self._witnessed < WITNESS_SECONDS:
+                witness = False
+        try:
+            done = self.vault.commit(
+                entries,
+                now=max(r.now for r in group),
+                witness=witness,
+                point="vault.group",
+            )
+            if witness:
+                self._witnessed = time.monotonic()
+        except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
+            self.groups += 1
+            for r in group:
+                r.future.set_exception(exc)
+            return
+        self.groups += 1
+        start = 0
+        for r in group:
+            r.future.set_result(done[start : start + len(r.entries)])
+            start += len(r.entries)
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[Vault, GroupCommitter] = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+def committer(vault: Vault) -> GroupCommitter:
+    """The one GroupCommitter of ``vault`` (made at the first call)."""
+    with _REGISTRY_LOCK:
+        found = _COMMITTERS.get(vault)
+        if found is None:
+            found = _COMMITTERS[vault] = GroupCommitter(vault)
+        return found
