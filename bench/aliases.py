@@ -51,7 +51,11 @@ from guardmail.core.item import Identity, mail_identities  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, decide  # noqa: E402
 from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import public_mail  # noqa: E402
+
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+PUBLIC_IN_COST = 300
 THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
 BUCKETS = (0.0, 0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
 
@@ -222,9 +226,10 @@ def _kinds() -> dict[str, Any]:
 KINDS = _kinds()
 
 
-def unrelated_corpus() -> tuple[list[tuple[str, bytes]], str]:
+def unrelated_corpus(public: Path | None = None) -> tuple[list[tuple[str, bytes]], str]:
     """(name, raw) of every message file in the running Python's ``test`` package, plus the
-    hostile corpus; and a note naming where the first came from (or that it is absent)."""
+    hostile corpus, plus (``public``: the tarball of bench/public_mail.py) the SpamAssassin
+    public corpus's ham and spam; and a note naming where they came from (or what is absent)."""
     found: list[tuple[str, bytes]] = []
     # The CPython test package: absent on a Debian Python without the testsuite package.
     spec = importlib.util.find_spec("test")
@@ -253,7 +258,14 @@ def unrelated_corpus() -> tuple[list[tuple[str, bytes]], str]:
     else:
         note += f": {len(found)} message files"
     hostile = [(f"hostile/{h.name}", h.raw) for h in hostile_corpus()]
-    return found + hostile, note + f"; tests/hostile/corpus.py: {len(hostile)} messages"
+    note += f"; tests/hostile/corpus.py: {len(hostile)} messages"
+    extra: list[tuple[str, bytes]] = []
+    if public is not None:
+        for kind, groups in (("ham", public_mail.HAM), ("spam", public_mail.SPAM)):
+            mail = public_mail.messages(public, groups)
+            extra += [(f"{kind}/{name}", raw) for name, raw in mail]
+            note += f"; SpamAssassin {kind}: {len(mail)} messages"
+    return found + hostile + extra, note
 
 
 @dataclass
@@ -263,12 +275,13 @@ class Scored:
     source: str  # "generated", "cpython/<file>" or "hostile/<name>"
     best: str  # the offender scored highest, "" if none
     likelihood: float
-    raw: bytes = field(repr=False)
-    identities: tuple[Identity, ...] = field(repr=False)
+    signals: tuple[str, ...] = ()  # the best suspicion's signals, strongest first
+    raw: bytes = field(repr=False, default=b"")
+    identities: tuple[Identity, ...] = field(repr=False, default=())
 
 
 def build(
-    n_offenders: int, learned: int, aliases_per_kind: int, seed: int
+    n_offenders: int, learned: int, aliases_per_kind: int, seed: int, public: Path | None = None
 ) -> tuple[list[Offender], RuleSet, AliasIndex, list[Scored], str]:
     rng = random.Random(seed)
     offs = offenders(n_offenders, rng)
@@ -284,7 +297,7 @@ def build(
         for off in rng.sample(offs, min(aliases_per_kind, len(offs))):
             serial += 1
             items.append((kind, off.name, "generated", message(**make(off, rng), serial=serial)))
-    unrelated, note = unrelated_corpus()
+    unrelated, note = unrelated_corpus(public)
     items += [("unrelated", "", name, raw) for name, raw in unrelated]
     scored = []
     for label, truth, source, raw in items:
@@ -298,6 +311,7 @@ def build(
                 source,
                 best.offender if best else "",
                 best.likelihood if best else 0.0,
+                tuple(x.why for x in best.signals) if best else (),
                 raw,
                 idents,
             )
@@ -346,13 +360,14 @@ def cost(
 ) -> dict[str, dict[str, float]]:
     """Microseconds per decision, linker off (``decide``) and on (``decide`` + ``extract`` +
     ``score`` + the threshold), alternating item by item; first sightings (caches cleared).
-    Over the alias and CPython mail: the hostile corpus's megabyte shapes measure the parser's
-    bounds (bench/fuzz.py), not a decision's cost."""
+    Over the alias and CPython mail and the first ``PUBLIC_IN_COST`` public ham messages: the
+    hostile corpus's megabyte shapes measure the parser's bounds (bench/fuzz.py), not a
+    decision's cost."""
+    ham = [s for s in scored if s.source.startswith("ham/")][:PUBLIC_IN_COST]
+    mine = [s for s in scored if s.source == "generated" or s.source.startswith("cpython/")]
     times: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(rounds):
-        for s in scored:
-            if s.source.startswith("hostile/"):
-                continue
+        for s in mine + ham:
             for mode in ("off", "on"):
                 clear_caches()
                 t0 = time.perf_counter_ns()
@@ -372,9 +387,34 @@ def cost(
     return out
 
 
-def run(*, quick: bool, seed: int = 24) -> dict[str, Any]:
+def by_source(scored: list[Scored]) -> dict[str, dict[str, Any]]:
+    """Per source of unrelated mail: items, false positives at the default and at 0.05, the
+    highest likelihood, and the (up to 5) highest scored with their signals."""
+    out: dict[str, dict[str, Any]] = {}
+    for prefix in ("cpython", "hostile", "ham", "spam"):
+        mine = sorted(
+            (s for s in scored if not s.truth and s.source.startswith(prefix + "/")),
+            key=lambda s: -s.likelihood,
+        )
+        if not mine:
+            continue
+        out[prefix] = {
+            "items": len(mine),
+            "false_positives": sum(1 for s in mine if s.likelihood >= DEFAULT_THRESHOLD),
+            "flagged_at_0.05": sum(1 for s in mine if s.likelihood >= 0.05),
+            "max_likelihood": mine[0].likelihood,
+            "top": [
+                {"source": s.source, "likelihood": s.likelihood, "signals": list(s.signals)}
+                for s in mine[:5]
+                if s.likelihood > 0
+            ],
+        }
+    return out
+
+
+def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str, Any]:
     n, learned, per_kind, rounds = (10, 200, 5, 3) if quick else (100, 10_000, 40, 20)
-    offs, rules, index, scored, note = build(n, learned, per_kind, seed)
+    offs, rules, index, scored, note = build(n, learned, per_kind, seed, public)
     passed = sum(1 for s in scored if decide(s.identities, rules, now=NOW).action is Action.PASS)
     kinds = {}
     for kind in KINDS:
@@ -397,6 +437,7 @@ def run(*, quick: bool, seed: int = 24) -> dict[str, Any]:
         "kinds": kinds,
         "sweep": [accuracy(scored, t) for t in THRESHOLDS],
         "calibration": calibration(scored),
+        "by_source": by_source(scored),
         "false_positives": [
             s.source for s in scored if not s.truth and s.likelihood >= DEFAULT_THRESHOLD
         ][:10],
@@ -448,6 +489,14 @@ def show(r: dict[str, Any]) -> None:
         )
     for fp in r["false_positives"]:
         print(f"  false positive: {fp}")
+    print("\nunrelated mail by source (items, FP at the default, flagged at 0.05, max):")
+    for name, b in r["by_source"].items():
+        print(
+            f"  {name:8} {b['items']:5}  {b['false_positives']:3}  {b['flagged_at_0.05']:3}"
+            f"  {b['max_likelihood']:.4f}"
+        )
+        for t in b["top"]:
+            print(f"    {t['source']}: {t['likelihood']:.4f} {'; '.join(t['signals'])}")
     print("\ndecision cost (us; first sightings, linker on = decide + extract + score):")
     for mode, c in r["cost"].items():
         print(
@@ -461,8 +510,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=24)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument(
+        "--public",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add the SpamAssassin public corpus (bench/public_mail.py) to the unrelated mail:"
+        " auto = unless --quick",
+    )
+    ap.add_argument("--offline", action="store_true", help="use the cached corpus, never fetch")
+    ap.add_argument("--cache", type=Path, default=public_mail.default_cache())
     args = ap.parse_args(argv)
-    report = run(quick=args.quick, seed=args.seed)
+    public = None
+    if args.public == "yes" or (args.public == "auto" and not args.quick):
+        public, why = public_mail.fetch(args.cache, download=not args.offline)
+        if public is None:
+            print(f"public corpus: {why}", file=sys.stderr)
+            if args.public == "yes":
+                return 1
+    report = run(quick=args.quick, seed=args.seed, public=public)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -446,12 +446,14 @@ def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | No
     """How ``query`` (a new sender's name tokens) resembles ``known`` (an offender's)."""
     used: set[int] = set()
     kinds: list[tuple[str, int]] = []  # (match kind, index in known)
-    for q in query:
+    matched: set[int] = set()  # indices in query
+    for i, q in enumerate(query):
         found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
         free = sorted(f for f in found if f[1] not in used)
         if free:
             _, j, kind = free[0]
             used.add(j)
+            matched.add(i)
             kinds.append((kind, j))
     full = [j for kind, j in kinds if kind in ("exact", "near")]
     initials = [j for kind, j in kinds if kind == "initial"]
@@ -472,7 +474,10 @@ def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | No
             weight=W_NAME_NEAR,
             why=f"the name {spelled!r} is a letter from the offender's {known_text!r}",
         )
-    if len(full) == 1 and initials and len(full) + len(initials) >= shorter:
+    # Every word of 3+ letters of the query must be matched for a name with an initial: "David
+    # B. Thompson" is not "David Brown" (the SpamAssassin corpus had several such; bench/README).
+    unmatched_words = any(len(q) >= 3 and i not in matched for i, q in enumerate(query))
+    if len(full) == 1 and initials and len(full) + len(initials) >= shorter and not unmatched_words:
         return Signal(
             signal="display_name",
             weight=W_NAME_INITIAL,
