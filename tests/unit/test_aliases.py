@@ -79,6 +79,8 @@ HITS = [
     ("the same long local part at a new provider", mail("From: <mark_dalton82@gmail.com>")),
     ("name with initial and the local part", mail("From: M. Dalton <markdalton@yahoo.com>")),
     ("Mark D. and a near local part", mail("From: Mark D. <markdaltn@outlook.com>")),
+    ("a name with an initial alone", mail("From: Mark D. <zz1@gmail.com>")),
+    ("an initial and the surname alone", mail("From: M. Dalton <q77@yahoo.com>")),
     (
         "an initial, same IP and client",
         mail(
@@ -133,6 +135,7 @@ MISSES = [
         mail("From: =?x-no?q?Mark_Dalton?= <b@e.org>"),
     ),
     ("the surname only", mail("From: Sue Dalton <sue.d@gmail.com>")),
+    ("an initial beside another surname", mail("From: Mark D. Thompson <mdt@example.org>")),
     ("a short shared local part", mail("From: <mark@example.net>")),
     ("a role address", mail("From: Info <info@dalton-family.example>")),
     (
