@@ -86,6 +86,7 @@ class Offender:
     domain: str  # "" for a free-mail account
     client: str
     ip: str
+    phone: str  # as the offender's signature gives it
 
 
 def offenders(n: int, rng: random.Random) -> list[Offender]:
@@ -100,7 +101,10 @@ def offenders(n: int, rng: random.Random) -> list[Offender]:
         client = rng.choice(CLIENTS).format(v=rng.randrange(10))
         octets = (rng.choice([81, 84, 91, 176, 188]), rng.randrange(256), rng.randrange(256))
         ip = ".".join(map(str, (*octets, rng.randrange(1, 255))))
-        out.append(Offender(f"offender{i}", first, last, f"{local}@{host}", domain, client, ip))
+        phone = f"+44 7{rng.randrange(100, 999)} {rng.randrange(100000, 999999)}"
+        out.append(
+            Offender(f"offender{i}", first, last, f"{local}@{host}", domain, client, ip, phone)
+        )
     return out
 
 
@@ -113,6 +117,7 @@ def message(
     domain: str = "",
     when: datetime = NOW,
     serial: int = 0,
+    body: str = "I know where you are.",
 ) -> bytes:
     """A message as it reaches the person's server: one Received from the sender's side."""
     host = address.rsplit("@", 1)[1]
@@ -138,7 +143,7 @@ def message(
     ]
     if client:
         lines.append(f"User-Agent: {client}")
-    return ("\r\n".join(lines) + "\r\n\r\nI know where you are.\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
 
 
 def earlier(off: Offender, k: int, serial: int) -> bytes:
@@ -150,6 +155,7 @@ def earlier(off: Offender, k: int, serial: int) -> bytes:
         domain=off.domain,
         when=NOW - timedelta(days=1 + k % 50, hours=k % 24),
         serial=serial,
+        body=f"I know where you are.\r\n-- \r\n{off.first}\r\n{off.phone}",
     )
 
 
@@ -208,6 +214,14 @@ def _kinds() -> dict[str, Any]:
     def first_name_only(o: Offender, r: random.Random) -> dict[str, Any]:
         return {"display": o.first, "address": _freemail(r), "client": o.client}
 
+    def first_name_and_phone(o: Offender, r: random.Random) -> dict[str, Any]:
+        national = "0" + "".join(ch for ch in o.phone if ch.isdigit())[2:]
+        return {
+            "display": o.first,
+            "address": _freemail(r),
+            "body": f"New number, same me. Call {national[:5]}/{national[5:]}.",
+        }
+
     return {
         f.__name__: f
         for f in (
@@ -219,6 +233,7 @@ def _kinds() -> dict[str, Any]:
             client_and_ip_only,
             new_domain_initial_ip,
             first_name_only,
+            first_name_and_phone,
         )
     }
 
@@ -373,7 +388,8 @@ def cost(
                 t0 = time.perf_counter_ns()
                 verdict = decide(s.identities, rules, now=NOW)
                 if mode == "on" and verdict.action is Action.PASS:
-                    found = index.score(extract(s.raw, s.identities), now=NOW)
+                    feats = extract(s.raw, s.identities, body=index.wants_body)
+                    found = index.score(feats, now=NOW)
                     _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
                 times[mode].append((time.perf_counter_ns() - t0) / 1000)
     out = {}

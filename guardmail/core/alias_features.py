@@ -20,6 +20,8 @@ earlier messages:
 - ``message_domain``: the Message-ID's right-hand side, except large providers' and host names
   that name no one (``localhost``).
 - ``client``: User-Agent or X-Mailer as written (with its version), case-folded.
+- ``contacts``: the phone numbers, handles and addresses of the first text part's unquoted
+  lines; ``signature_contacts``: those of its signature only (core/alias_body.py).
 
 A message that came through a mailing list (``List-Id``, ``List-Post``, ``Precedence: list`` or
 ``bulk``) keeps no client-side feature (IPs, DKIM, Message-ID, client): the list rewrote or
@@ -39,6 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signature_contacts
 from guardmail.core.freemail import ANONYMOUS_HOSTS, is_large_provider
 from guardmail.core.identity import (
     ascii_lookalike,
@@ -58,6 +61,7 @@ MAX_ADDRESSES = 16
 MAX_LOCAL = 64
 MAX_VALUE = 2048
 MAX_CLIENT = 200
+MAX_CONTACT = 80
 
 _TOKEN_SPLIT = re.compile(r"[\W_]+")
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]{2,45})\]")
@@ -80,6 +84,8 @@ class Features:
     message_domain: str = ""
     client: str = ""
     listed: bool = False
+    contacts: tuple[str, ...] = ()
+    signature_contacts: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``from_dict`` reads it back)."""
@@ -94,6 +100,8 @@ class Features:
             "message_domain": self.message_domain,
             "client": self.client,
             "listed": self.listed,
+            "contacts": list(self.contacts),
+            "signature_contacts": list(self.signature_contacts),
         }
 
 
@@ -126,6 +134,8 @@ def from_dict(data: Mapping[str, Any]) -> Features:
         message_domain=text("message_domain", 255),
         client=text("client", MAX_CLIENT),
         listed=data.get("listed") is True,
+        contacts=texts(data.get("contacts"), MAX_CONTACT, MAX_CONTACTS),
+        signature_contacts=texts(data.get("signature_contacts"), MAX_CONTACT, MAX_CONTACTS),
     )
 
 
@@ -214,8 +224,10 @@ def _message_domain(message_id: str) -> str:
     return domain
 
 
-def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
-    """The features of one mail message (see the module docstring). Never raises."""
+def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) -> Features:
+    """The features of one mail message (see the module docstring); ``body`` False leaves the
+    text unread (no contacts: what a decision does while no offender's signature gave one, the
+    index's ``wants_body``). Never raises."""
     idents = list(identities)[: 4 * MAX_ADDRESSES]
     address = ""
     keys: dict[str, None] = {}
@@ -265,6 +277,7 @@ def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
         message_domain = _message_domain(first.get("message-id", ""))
         agent = first.get("user-agent") or first.get("x-mailer") or ""
         client = " ".join(agent[:MAX_VALUE].split()).casefold()[:MAX_CLIENT]
+    text = body_text(raw) if body else ""
     return Features(
         address=address_key(address) if address else "",
         addresses=tuple(keys),
@@ -276,4 +289,9 @@ def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
         message_domain=message_domain,
         client=client,
         listed=listed,
+        contacts=tuple(c[:MAX_CONTACT] for c in contacts(text)),
+        # A list's footer is every member's signature: list mail teaches no contact.
+        signature_contacts=()
+        if listed
+        else tuple(c[:MAX_CONTACT] for c in signature_contacts(text)),
     )

@@ -35,6 +35,12 @@ origin_ip           the same first external hop / X-Originating-IP          100 
 dkim_domain         the same DKIM d= (never a large provider's)              300   5.7
 message_domain      the same Message-ID right-hand side                       30   3.4
 client              the same User-Agent / X-Mailer, version included           3   1.1
+body_contact        a phone number, handle or address in the text (quoted    500   6.2
+                    lines left out) that is in the signature of the
+                    offender's mail (core/alias_body.py); a colleague may
+                    share a switchboard number: never decisive alone
+body_address        the text names one of the offender's addresses: a        100   4.6
+                    friend warning about the offender may name it too
 ==================  =====================================================  ======  =========
 
 The likelihood is ``sigmoid(PRIOR_LOG_ODDS + sum of weights)``: naive Bayes with a prior of
@@ -133,6 +139,8 @@ W_IP_OLD = _w(10)
 W_DKIM = _w(300)
 W_MSGID = _w(30)
 W_CLIENT = _w(3)
+W_BODY_CONTACT = _w(500)
+W_BODY_ADDRESS = _w(100)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,7 +234,17 @@ class AliasIndex:
     def __init__(self) -> None:
         self._values: dict[str, dict[str, tuple[_Ref, ...]]] = {
             k: {}
-            for k in ("address", "local", "local_del", "token", "ip", "dkim", "msgid", "client")
+            for k in (
+                "address",
+                "local",
+                "local_del",
+                "token",
+                "ip",
+                "dkim",
+                "msgid",
+                "client",
+                "contact",
+            )
         }
         # Each offender's names, with their ``_name_keys`` (compared only if they share one).
         self._names: dict[str, tuple[tuple[tuple[str, ...], frozenset[str]], ...]] = {}
@@ -253,6 +271,13 @@ class AliasIndex:
             if name in index.offenders:
                 index.add(name, features, when)
         return index
+
+    @property
+    def wants_body(self) -> bool:
+        """Whether a message's text can score: some offender's signature gave a contact (an
+        offender's address named in a text scores only beside one: reading every message's
+        text for that weak signal alone would cost more than it finds)."""
+        return bool(self._values["contact"])
 
     def _put(self, kind: str, value: str, ref: _Ref) -> None:
         if not value:
@@ -295,6 +320,8 @@ class AliasIndex:
             self._put("dkim", domain, ref)
         self._put("msgid", features.message_domain, ref)
         self._put("client", features.client, ref)
+        for contact in features.signature_contacts:
+            self._put("contact", contact, ref)
 
     def score(self, features: Features, *, now: datetime) -> list[Suspicion]:
         """Every offender ``features`` resemble, most likely first (at most
@@ -362,6 +389,7 @@ class AliasIndex:
                         why=f"written with {features.client!r}, as the offender's mail",
                     ),
                 )
+        self._score_contacts(features.contacts, hit)
         out = [
             Suspicion(
                 offender=name,
@@ -372,6 +400,31 @@ class AliasIndex:
         ]
         out.sort(key=lambda s: (-s.likelihood, s.offender))
         return out[:MAX_OFFENDERS_SCORED]
+
+    def _score_contacts(self, contacts: tuple[str, ...], hit: _Hit) -> None:
+        v = self._values
+        for contact in contacts:
+            kind, _, value = contact.partition(":")
+            what = {"tel": "phone number", "at": "handle", "mail": "address"}.get(kind, kind)
+            for r in v["contact"].get(contact, ()):
+                hit(
+                    r.offender,
+                    Signal(
+                        signal="body_contact",
+                        weight=W_BODY_CONTACT,
+                        why=f"the text gives the {what} {value!r} of the offender's signature",
+                    ),
+                )
+            if kind == "mail":
+                for r in v["address"].get(value, ()):
+                    hit(
+                        r.offender,
+                        Signal(
+                            signal="body_address",
+                            weight=W_BODY_ADDRESS,
+                            why=f"the text names the offender's address {value}",
+                        ),
+                    )
 
     def _score_local(self, local: str, hit: _Hit) -> None:
         if len(local) < 4 or local in ROLE_LOCALS:

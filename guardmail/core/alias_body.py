@@ -1,0 +1,182 @@
+"""The contacts a message's text gives: phone numbers, handles, addresses (issue 24's body signal).
+
+``body_text`` finds the first ``text/plain`` part of a mail message (the body itself if it is
+not multipart; nested multiparts are followed ``MAX_DEPTH`` deep) and decodes it (quoted-printable,
+base64, its charset, undecodable bytes replaced). ``contacts`` reads from that text:
+
+- ``tel:`` + the last ``TEL_DIGITS`` digits of a phone number (9 to 15 digits; so ``+49 151
+  2345 6789`` and ``0151/23456789`` are one number; not a date, a time or an IP address: those
+  have 8 or fewer digits, or four dotted groups);
+- ``at:`` + a handle written ``@name`` (3 to 30 letters, digits, ``_`` or ``.``), not part of an
+  address;
+- ``mail:`` + an address (``address_key``).
+
+Quoted lines (``>``) are skipped: a reply quotes the mail it answers, signature and all.
+``signature_contacts`` reads only the signature: the lines after the last ``-- `` delimiter,
+or, without one, the last ``SIGNATURE_LINES`` non-empty lines. An offender's mail is learned by
+its signature only (core/aliases.py): the rest of their text may name the person they write to,
+whose phone number must not become a sign of the offender.
+
+Contracts: pure, total (any bytes; never raises) and bounded: at most ``MAX_BODY`` bytes of the
+body are looked at, ``MAX_PARTS`` parts, ``MAX_TEXT`` characters of decoded text, and at most
+``MAX_CONTACTS`` contacts are kept, each of bounded length.
+"""
+
+from __future__ import annotations
+
+import re
+from email import base64mime, quoprimime
+
+from guardmail.core.identity import normalize_address
+
+MAX_BODY = 64 * 1024
+MAX_TEXT = 8 * 1024
+MAX_PARTS = 16
+MAX_DEPTH = 3
+MAX_CONTACTS = 8
+SIGNATURE_LINES = 6
+TEL_DIGITS = 9
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CT = re.compile(rb"(?im)^content-type:[ \t]*([\w.+-]+/[\w.+-]+)([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
+_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([\w-]+)")
+_BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,70})"|([^;\s]{1,70}))')
+_CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*"?([\w.:-]{1,40})')
+# No look-around: the engine tries these at every position, and a look-behind there costs
+# more than the rest; the edges are checked in Python on the few matches.
+_PHONE = re.compile(r"\+?\(?\d[\d \t()./-]{6,22}\d")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_LOCAL_END = re.compile(r"[\w.+-]{1,64}$")
+_DOMAIN_START = re.compile(r"[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+_HANDLE_START = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{2,29}")
+MAX_ATS = 32
+
+
+def _split(part: bytes) -> tuple[bytes, bytes]:
+    m = _HEADER_END.search(part, 0, 16 * 1024)
+    return (part[: m.start()], part[m.end() :]) if m else (part, b"")
+
+
+def _decode(head: bytes, body: bytes) -> str:
+    cte = _CTE.search(head)
+    encoding = cte.group(1).lower() if cte else b""
+    charset_m = _CHARSET.search(head)
+    charset = charset_m.group(1).decode("ascii") if charset_m else "utf-8"
+    try:
+        if encoding == b"base64":
+            data = base64mime.decode(body[: MAX_TEXT * 2].decode("ascii", "ignore"))
+        elif encoding == b"quoted-printable":
+            text = body[: MAX_TEXT * 3].decode("latin-1")
+            data = quoprimime.decode(text).encode("latin-1", "replace")
+        else:
+            data = body
+        return data[: MAX_TEXT * 4].decode(charset, "replace")[:MAX_TEXT]
+    except (LookupError, ValueError, TypeError):
+        return body[:MAX_TEXT].decode("utf-8", "replace")
+
+
+def _text(head: bytes, body: bytes, depth: int, budget: list[int]) -> str | None:
+    ct = _CT.search(head)
+    kind = ct.group(1).lower() if ct else b"text/plain"
+    if kind == b"text/plain":
+        return _decode(head, body)
+    if not kind.startswith(b"multipart/") or depth >= MAX_DEPTH or ct is None:
+        return None
+    b = _BOUNDARY.search(ct.group(2))
+    if b is None:
+        return None
+    delimiter = b"--" + (b.group(1) or b.group(2))
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--") or budget[0] <= 0:
+            break
+        budget[0] -= 1
+        sub_head, sub_body = _split(part.lstrip(b" \t").removeprefix(b"\r\n").removeprefix(b"\n"))
+        found = _text(b"\n" + sub_head, sub_body, depth + 1, budget)
+        if found is not None:
+            return found
+    return None
+
+
+def body_text(raw: bytes) -> str:
+    """The decoded text of the first text/plain part ("" if none). Never raises."""
+    window = raw[: 64 * 1024 + MAX_BODY]
+    head, body = _split(window)
+    return _text(b"\n" + head, body[:MAX_BODY], 0, [MAX_PARTS]) or ""
+
+
+def _unquoted(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+
+
+def _phone(match: str) -> str:
+    if _IPV4.fullmatch(match.strip()):
+        return ""
+    digits = "".join(ch for ch in match if ch.isdigit())
+    if not 9 <= len(digits) <= 15:
+        return ""
+    return "tel:" + digits[-TEL_DIGITS:]
+
+
+def _at_signs(text: str, out: dict[str, None]) -> None:
+    """Addresses and handles, found from their ``@`` (at most ``MAX_ATS`` of them)."""
+    at = text.find("@")
+    seen = 0
+    while at >= 0 and seen < MAX_ATS:
+        seen += 1
+        before = text[max(0, at - 64) : at]
+        local = _LOCAL_END.search(before)
+        if local is not None:
+            domain = _DOMAIN_START.match(text, at + 1, at + 1 + 256)
+            if domain is not None and not _word(text, domain.end()):
+                norm = normalize_address(local.group(0) + "@" + domain.group(0))
+                if norm is not None:
+                    out.setdefault("mail:" + norm.address, None)
+        elif not before.endswith((".", "@")):
+            handle = _HANDLE_START.match(text, at + 1, at + 1 + 31)
+            if handle is not None and not _word(text, handle.end(), "@"):
+                out.setdefault("at:" + handle.group(0).rstrip(".").lower(), None)
+        at = text.find("@", at + 1)
+
+
+def _word(text: str, i: int, more: str = "") -> bool:
+    return i < len(text) and (text[i].isalnum() or text[i] == "_" or text[i] in more)
+
+
+def _phones(text: str, out: dict[str, None]) -> None:
+    for m in _PHONE.finditer(text):
+        start, end = m.span()
+        if start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_+.@/-"):
+            continue  # inside a word, a version number, a path or an address
+        if _word(text, end, "@") or (
+            end + 1 < len(text) and text[end] in "./-" and text[end + 1].isdigit()
+        ):
+            continue
+        tel = _phone(m.group(0))
+        if tel:
+            out.setdefault(tel, None)
+
+
+def contacts(text: str) -> tuple[str, ...]:
+    """The addresses, phone numbers and handles of ``text``'s unquoted lines, at most
+    ``MAX_CONTACTS``."""
+    out: dict[str, None] = {}
+    lines = "\n".join(_unquoted(text[:MAX_TEXT]))
+    if "@" in lines:
+        _at_signs(lines, out)
+    _phones(lines, out)
+    return tuple(out)[:MAX_CONTACTS]
+
+
+def signature(text: str) -> str:
+    """The signature block of ``text``: after the last ``-- `` line, else the last lines."""
+    lines = _unquoted(text[:MAX_TEXT])
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].rstrip() == "--":
+            return "\n".join(lines[i + 1 : i + 1 + 2 * SIGNATURE_LINES])
+    kept = [line for line in lines if line.strip()]
+    return "\n".join(kept[-SIGNATURE_LINES:])
+
+
+def signature_contacts(text: str) -> tuple[str, ...]:
+    """``contacts`` of the signature only."""
+    return contacts(signature(text))
