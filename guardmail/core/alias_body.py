@@ -12,10 +12,11 @@ base64, its charset, undecodable bytes replaced). ``contacts`` reads from that t
 - ``mail:`` + an address (``address_key``).
 
 Quoted lines (``>``) are skipped: a reply quotes the mail it answers, signature and all.
-``signature_contacts`` reads only the signature: the lines after the last ``-- `` delimiter,
-or, without one, the last ``SIGNATURE_LINES`` non-empty lines. An offender's mail is learned by
-its signature only (core/aliases.py): the rest of their text may name the person they write to,
-whose phone number must not become a sign of the offender.
+``signature_contacts`` reads only the signature's phone numbers and handles (its addresses are
+as often the person answered or a list's as the writer's): the lines after the last ``-- ``
+delimiter, or, without one, the last ``SIGNATURE_LINES`` non-empty lines. An offender's mail
+is learned by its signature only (core/aliases.py): the rest of their text may name the
+person they write to, whose phone number must not become a sign of the offender.
 
 Contracts: pure, total (any bytes; never raises) and bounded: at most ``MAX_BODY`` bytes of the
 body are looked at, ``MAX_PARTS`` parts, ``MAX_TEXT`` characters of decoded text, and at most
@@ -49,6 +50,7 @@ _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _LOCAL_END = re.compile(r"[\w.+-]{1,64}$")
 _DOMAIN_START = re.compile(r"[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _HANDLE_START = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{2,29}")
+_DOMAIN_LIKE = re.compile(r"\.[A-Za-z]{2,}\.?$")  # "@yahoo.fr": an address cut at a space
 MAX_ATS = 32
 
 
@@ -133,7 +135,11 @@ def _at_signs(text: str, out: dict[str, None]) -> None:
                     out.setdefault("mail:" + norm.address, None)
         elif not before.endswith((".", "@")):
             handle = _HANDLE_START.match(text, at + 1, at + 1 + 31)
-            if handle is not None and not _word(text, handle.end(), "@"):
+            if (
+                handle is not None
+                and not _word(text, handle.end(), "@")
+                and not _DOMAIN_LIKE.search(handle.group(0))
+            ):
                 out.setdefault("at:" + handle.group(0).rstrip(".").lower(), None)
         at = text.find("@", at + 1)
 
@@ -178,5 +184,7 @@ def signature(text: str) -> str:
 
 
 def signature_contacts(text: str) -> tuple[str, ...]:
-    """``contacts`` of the signature only."""
-    return contacts(signature(text))
+    """The phone numbers and handles of the signature (``contacts`` less the addresses: the
+    last lines of a message name the person it answers ("On Monday, you@... wrote:") and the
+    lists it went to as often as the writer; bench/README.md)."""
+    return tuple(c for c in contacts(signature(text)) if not c.startswith("mail:"))

@@ -35,10 +35,11 @@ origin_ip           the same first external hop / X-Originating-IP          100 
 dkim_domain         the same DKIM d= (never a large provider's)              300   5.7
 message_domain      the same Message-ID right-hand side                       30   3.4
 client              the same User-Agent / X-Mailer, version included           3   1.1
-body_contact        a phone number, handle or address in the text (quoted    500   6.2
-                    lines left out) that is in the signature of the
-                    offender's mail (core/alias_body.py); a colleague may
-                    share a switchboard number: never decisive alone
+body_contact        a phone number or handle in the text (quoted lines       500   6.2
+                    left out) that is in the signature of the offender's
+                    mail (core/alias_body.py); a colleague may share a
+                    switchboard number: never decisive alone (0.33); with
+                    a first name or the client it crosses 0.5
 body_address        the text names one of the offender's addresses: a        100   4.6
                     friend warning about the offender may name it too
 ==================  =====================================================  ======  =========

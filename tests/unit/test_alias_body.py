@@ -67,6 +67,7 @@ def best(raw: bytes) -> tuple[float, tuple[str, ...]]:
         ("12/08/2002", ()),
         ("> quoted +49 151 2345 6789", ()),  # a quoted line is someone else's text
         ("mail me at me@night_owl.example", ("mail:me@night_owl.example",)),  # no handle
+        ("write k_v_g2002 @yahoo.fr", ()),  # an address cut at a space, not a handle
         ("v1.2.3.4567890", ()),
     ],
 )
@@ -137,11 +138,8 @@ def test_a_hostile_body_is_bounded() -> None:
 
 def test_the_offender_is_learned_by_signature_only() -> None:
     f = features(OFFENDER)
-    assert set(f.signature_contacts) == {
-        "mail:md2@mailbox.example",
-        "tel:123456789",
-        "at:dark_wolf77",
-    }
+    # The signature's address is not learned: last lines name the person answered as often.
+    assert set(f.signature_contacts) == {"tel:123456789", "at:dark_wolf77"}
     assert "tel:700900123" in f.contacts  # the person's number is in the text ...
     assert from_dict(f.as_dict()) == f
     # ... and is no sign of the offender when a friend gives it.
@@ -162,14 +160,18 @@ HITS = [
         "the offender's handle and first name, in a signature",
         mail("hello\r\n-- \r\n@dark_wolf77\r\n", "From: Mark <n2@x.example>"),
     ),
-    (
-        "the signature's other address and the first name",
-        mail("see md2@mailbox.example", "From: Mark <n3@x.example>"),
-    ),
 ]
 MISSES = [
     ("the phone alone (a colleague's switchboard)", mail("call +49 151 2345 6789")),
     ("the handle alone", mail("follow @dark_wolf77")),
+    (
+        "the signature's address (not learned)",
+        mail("md2@mailbox.example", "From: Mark <n3@x.example>"),
+    ),
+    (
+        "the person's address in an attribution line",
+        mail("On Monday, pat.roe@other.example wrote:\r\nhi", "From: Mark <n7@x.example>"),
+    ),
     ("a friend naming the offender's address", mail("beware of mark.dalton@dalton-family.example")),
     ("the phone in a quoted line", mail("> +49 151 2345 6789", "From: Mark <n4@x.example>")),
     ("a handle one letter apart", mail("@dark_wolf78", "From: Mark <n5@x.example>")),
