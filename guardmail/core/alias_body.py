@@ -38,16 +38,14 @@ MAX_CONTACTS = 8
 SIGNATURE_LINES = 6
 TEL_DIGITS = 9
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_CT = re.compile(rb"(?im)^content-type:[ \t]*([\w.+-]+/[\w.+-]+)([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)")
-_CTE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*([\w-]+)")
+_KIND = re.compile(rb"\s*([\w.+-]+/[\w.+-]+)")
 _BOUNDARY = re.compile(rb'(?i)boundary[ \t]*=[ \t]*(?:"([^"\r\n]{1,70})"|([^;\s]{1,70}))')
 _CHARSET = re.compile(rb'(?i)charset[ \t]*=[ \t]*"?([\w.:-]{1,40})')
 # No look-around: the engine tries these at every position, and a look-behind there costs
 # more than the rest; the edges are checked in Python on the few matches.
-_PHONE = re.compile(r"\+?\(?\d[\d \t()./-]{6,22}\d")
+_PHONE = re.compile(r"\d[\d \t()./-]{7,40}")  # trimmed and checked in _phones
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-_LOCAL_END = re.compile(r"[\w.+-]{1,64}$")
+_LOCAL_CHARS = frozenset("._+-")
 _DOMAIN_START = re.compile(r"[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _HANDLE_START = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{2,29}")
 _DOMAIN_LIKE = re.compile(r"\.[A-Za-z]{2,}\.?$")  # "@yahoo.fr": an address cut at a space
@@ -55,14 +53,37 @@ MAX_ATS = 32
 
 
 def _split(part: bytes) -> tuple[bytes, bytes]:
-    m = _HEADER_END.search(part, 0, 16 * 1024)
-    return (part[: m.start()], part[m.end() :]) if m else (part, b"")
+    """Header section and body of ``part``, at its first empty line (LF or CRLF)."""
+    found = [
+        (i, i + len(sep))
+        for sep in (b"\n\n", b"\n\r\n")
+        if (i := part.find(sep, 0, 16 * 1024)) >= 0
+    ]
+    if not found:
+        return part, b""
+    start, end = min(found)
+    return part[:start], part[end:]
 
 
-def _decode(head: bytes, body: bytes) -> str:
-    cte = _CTE.search(head)
-    encoding = cte.group(1).lower() if cte else b""
-    charset_m = _CHARSET.search(head)
+def _field(head: bytes, low: bytes, name: bytes) -> bytes:
+    """The (unfolded enough) value of header field ``name`` in ``head`` ("" if absent):
+    ``low`` is ``head`` lower-cased. Found with ``find``: a regex with ``^`` would be tried
+    at every position of a header section of many Received fields."""
+    i = low.find(b"\n" + name + b":")
+    if i < 0:
+        return b""
+    start = end = i + len(name) + 2
+    limit = min(len(head), start + 2048)
+    while True:
+        end = head.find(b"\n", end, limit)
+        if end < 0 or end + 1 >= limit or head[end + 1 : end + 2] not in (b" ", b"\t"):
+            return head[start : end if end >= 0 else limit]
+        end += 1
+
+
+def _decode(head: bytes, low: bytes, content_type: bytes, body: bytes) -> str:
+    encoding = _field(head, low, b"content-transfer-encoding").strip().lower()
+    charset_m = _CHARSET.search(content_type)
     charset = charset_m.group(1).decode("ascii") if charset_m else "utf-8"
     try:
         if encoding == b"base64":
@@ -78,13 +99,15 @@ def _decode(head: bytes, body: bytes) -> str:
 
 
 def _text(head: bytes, body: bytes, depth: int, budget: list[int]) -> str | None:
-    ct = _CT.search(head)
+    low = head.lower()
+    content_type = _field(head, low, b"content-type")
+    ct = _KIND.match(content_type)
     kind = ct.group(1).lower() if ct else b"text/plain"
     if kind == b"text/plain":
-        return _decode(head, body)
-    if not kind.startswith(b"multipart/") or depth >= MAX_DEPTH or ct is None:
+        return _decode(head, low, content_type, body)
+    if not kind.startswith(b"multipart/") or depth >= MAX_DEPTH:
         return None
-    b = _BOUNDARY.search(ct.group(2))
+    b = _BOUNDARY.search(content_type)
     if b is None:
         return None
     delimiter = b"--" + (b.group(1) or b.group(2))
@@ -125,15 +148,18 @@ def _at_signs(text: str, out: dict[str, None]) -> None:
     seen = 0
     while at >= 0 and seen < MAX_ATS:
         seen += 1
-        before = text[max(0, at - 64) : at]
-        local = _LOCAL_END.search(before)
-        if local is not None:
+        start = at
+        while start > max(0, at - 64) and (
+            text[start - 1].isalnum() or text[start - 1] in _LOCAL_CHARS or text[start - 1] == "_"
+        ):
+            start -= 1
+        if start < at:
             domain = _DOMAIN_START.match(text, at + 1, at + 1 + 256)
             if domain is not None and not _word(text, domain.end()):
-                norm = normalize_address(local.group(0) + "@" + domain.group(0))
+                norm = normalize_address(text[start:at] + "@" + domain.group(0))
                 if norm is not None:
                     out.setdefault("mail:" + norm.address, None)
-        elif not before.endswith((".", "@")):
+        elif at == 0 or text[at - 1] not in ".@":
             handle = _HANDLE_START.match(text, at + 1, at + 1 + 31)
             if (
                 handle is not None
@@ -150,14 +176,17 @@ def _word(text: str, i: int, more: str = "") -> bool:
 
 def _phones(text: str, out: dict[str, None]) -> None:
     for m in _PHONE.finditer(text):
-        start, end = m.span()
+        run = m.group(0).rstrip(" \t()./-")
+        start, end = m.start(), m.start() + len(run)
+        if start > 0 and text[start - 1] in "+(":
+            start -= 1
         if start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_+.@/-"):
             continue  # inside a word, a version number, a path or an address
         if _word(text, end, "@") or (
             end + 1 < len(text) and text[end] in "./-" and text[end + 1].isdigit()
         ):
             continue
-        tel = _phone(m.group(0))
+        tel = _phone(text[start:end])
         if tel:
             out.setdefault(tel, None)
 
