@@ -20,6 +20,7 @@ earlier messages:
 - ``message_domain``: the Message-ID's right-hand side, except large providers' and host names
   that name no one (``localhost``).
 - ``client``: User-Agent or X-Mailer as written (with its version), case-folded.
+- ``hour``: the hour (UTC) of the Date field, -1 without one (the sender's clock says it).
 - ``contacts``: the phone numbers, handles and addresses of the first text part's unquoted
   lines; ``signature_contacts``: those of its signature only (core/alias_body.py).
 
@@ -39,6 +40,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signature_contacts
@@ -86,6 +88,7 @@ class Features:
     listed: bool = False
     contacts: tuple[str, ...] = ()
     signature_contacts: tuple[str, ...] = ()
+    hour: int = -1  # of the Date field, in UTC; -1 if there is none
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``from_dict`` reads it back)."""
@@ -102,6 +105,7 @@ class Features:
             "listed": self.listed,
             "contacts": list(self.contacts),
             "signature_contacts": list(self.signature_contacts),
+            "hour": self.hour,
         }
 
 
@@ -136,6 +140,7 @@ def from_dict(data: Mapping[str, Any]) -> Features:
         listed=data.get("listed") is True,
         contacts=texts(data.get("contacts"), MAX_CONTACT, MAX_CONTACTS),
         signature_contacts=texts(data.get("signature_contacts"), MAX_CONTACT, MAX_CONTACTS),
+        hour=hour if isinstance(hour := data.get("hour"), int) and 0 <= hour < 24 else -1,
     )
 
 
@@ -191,6 +196,18 @@ def _first_external_hop(received: list[str]) -> str:
             return ""
         return ips[0]
     return ""
+
+
+def utc_hour(date: str) -> int:
+    """The hour (UTC) of a Date field's value, -1 if it does not parse or has no zone."""
+    try:
+        when = parsedate_to_datetime(date[:200])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return -1
+    offset = when.utcoffset()
+    if offset is None:
+        return -1
+    return (when - offset).hour
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -290,6 +307,7 @@ def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) ->
         client=client,
         listed=listed,
         contacts=tuple(c[:MAX_CONTACT] for c in contacts(text)),
+        hour=utc_hour(first.get("date", "")),
         # A list's footer is every member's signature: list mail teaches no contact.
         signature_contacts=()
         if listed
