@@ -73,6 +73,9 @@ an initial, the same 8+ letter local part crosses it alone; an IP, a DKIM domain
 more medium signal; an IP with the same client and a first name does not. A free-mail domain
 is never a signal, and nothing of a large provider is.
 
+The name forms are compared in core/alias_names.py, the text's contacts read in
+core/alias_body.py, every other feature in core/alias_features.py.
+
 Contracts: pure; ``score`` costs hash lookups per feature value plus a bounded comparison with
 the candidates those find (at most ``MAX_NAMES_PER_OFFENDER`` names of one offender, strings of
 bounded length), never a scan of every offender or archived message; each index key keeps at
@@ -92,6 +95,16 @@ from guardmail.core.alias_features import (
     local_skeleton,
     name_tokens,
 )
+from guardmail.core.alias_names import W_NAME_FIRST as W_NAME_FIRST
+from guardmail.core.alias_names import W_NAME_FULL as W_NAME_FULL
+from guardmail.core.alias_names import W_NAME_HANDLE as W_NAME_HANDLE
+from guardmail.core.alias_names import W_NAME_INITIAL as W_NAME_INITIAL
+from guardmail.core.alias_names import W_NAME_NEAR as W_NAME_NEAR
+from guardmail.core.alias_names import W_NAME_SURNAME as W_NAME_SURNAME
+from guardmail.core.alias_names import Signal as Signal
+from guardmail.core.alias_names import compare_names as compare_names
+from guardmail.core.alias_names import deletions, name_keys, weight
+from guardmail.core.alias_names import levenshtein as levenshtein
 
 PRIOR_LOG_ODDS = math.log(1 / 1000)
 DEFAULT_THRESHOLD = 0.5
@@ -99,7 +112,7 @@ IP_WINDOW = timedelta(days=30)
 MAX_REFS = 64
 MAX_NAMES_PER_OFFENDER = 32
 MAX_OFFENDERS_SCORED = 16
-_NEAR_MIN = 5  # letters a token needs before "a letter apart" counts as the same
+
 
 # Local parts that name a role, not a person: anyone may write from them.
 ROLE_LOCALS = frozenset(
@@ -123,41 +136,22 @@ ROLE_LOCALS = frozenset(
 )
 
 
-def _w(likelihood_ratio: float) -> float:
-    return round(math.log(likelihood_ratio), 1)
-
-
-W_LINKED = _w(10000)
-W_NAME_FULL = _w(2000)
-W_NAME_NEAR = _w(500)
-W_NAME_INITIAL = _w(1500)
-W_NAME_HANDLE = _w(300)
-W_NAME_SURNAME = _w(20)
-W_NAME_FIRST = _w(3)
-W_LOOKALIKE = _w(20)
-W_LOCAL_LONG = _w(3000)
-W_LOCAL = _w(300)
-W_LOCAL_SHORT = _w(10)
-W_LOCAL_NEAR = _w(100)
-W_IP = _w(100)
-W_IP_OLD = _w(10)
-W_DKIM = _w(300)
-W_MSGID = _w(30)
-W_CLIENT = _w(3)
-W_BODY_CONTACT = _w(500)
-W_BODY_ADDRESS = _w(100)
-W_TIMING = _w(3)
+W_LINKED = weight(10000)
+W_LOOKALIKE = weight(20)
+W_LOCAL_LONG = weight(3000)
+W_LOCAL = weight(300)
+W_LOCAL_SHORT = weight(10)
+W_LOCAL_NEAR = weight(100)
+W_IP = weight(100)
+W_IP_OLD = weight(10)
+W_DKIM = weight(300)
+W_MSGID = weight(30)
+W_CLIENT = weight(3)
+W_BODY_CONTACT = weight(500)
+W_BODY_ADDRESS = weight(100)
+W_TIMING = weight(3)
 TIMING_MIN_MESSAGES = 20
 TIMING_SHARE = 0.5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Signal:
-    """One reason a sender resembles an offender: its name, log-likelihood weight, and why."""
-
-    signal: str
-    weight: float
-    why: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,54 +176,6 @@ def likelihood(weights: Iterable[float]) -> float:
     """``sigmoid(PRIOR_LOG_ODDS + sum(weights))``."""
     x = PRIOR_LOG_ODDS + sum(weights)
     return 1 / (1 + math.exp(-x)) if x > -700 else 0.0
-
-
-def levenshtein(a: str, b: str, limit: int = 2) -> int:
-    """Edit distance of ``a`` and ``b``, or ``limit + 1`` if it is more than ``limit``
-    (cost O(len * limit): only a band of the table is filled)."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i] + [limit + 1] * len(b)
-        lo, hi = max(1, i - limit), min(len(b), i + limit)
-        for j in range(lo, hi + 1):
-            cost = 0 if ca == b[j - 1] else 1
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-        if min(cur) > limit:
-            return limit + 1
-        prev = cur
-    return min(prev[len(b)], limit + 1)
-
-
-def _deletions(text: str) -> set[str]:
-    return {text[:i] + text[i + 1 :] for i in range(len(text))}
-
-
-def _one_edit(a: str, b: str) -> bool:
-    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion or substitution (or
-    not at all): ``levenshtein(a, b, 1) <= 1`` in one linear pass."""
-    if len(a) > len(b):
-        a, b = b, a
-    if len(b) - len(a) > 1:
-        return False
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    if len(a) == len(b):
-        return a[i + 1 :] == b[i + 1 :]
-    return a[i:] == b[i + 1 :]
-
-
-def _name_keys(tokens: tuple[str, ...]) -> frozenset[str]:
-    """Every token and, for tokens of 5+ letters, its one-letter deletions: two names share a
-    key exactly when some token of one is the same as, or a letter from, one of the other's."""
-    keys: set[str] = set()
-    for t in tokens:
-        keys.add(t)
-        if len(t) >= _NEAR_MIN:
-            keys |= _deletions(t)
-    return frozenset(keys)
 
 
 class AliasIndex:
@@ -314,12 +260,12 @@ class AliasIndex:
         if len(local) >= 4 and local not in ROLE_LOCALS:
             self._put("local", local, ref)
             if len(local) >= 6:
-                for d in _deletions(local):
+                for d in deletions(local):
                     self._put("local_del", d, ref)
         names = self._names.get(offender, ())
         for tokens in features.names:
             if len(names) < MAX_NAMES_PER_OFFENDER and all(n != tokens for n, _ in names):
-                keys = _name_keys(tokens)
+                keys = name_keys(tokens)
                 names = (*names, (tokens, keys))
                 for key in keys:
                     self._put("token", key, _Ref(offender, None))
@@ -477,7 +423,7 @@ class AliasIndex:
         if len(local) < 6:
             return
         near: dict[str, None] = {}
-        for key in (local, *_deletions(local)):
+        for key in (local, *deletions(local)):
             for r in (*v["local_del"].get(key, ()), *v["local"].get(key, ())):
                 if r.offender not in exact:
                     near[r.offender] = None
@@ -493,7 +439,7 @@ class AliasIndex:
 
     def _score_names(self, features: Features, hit: _Hit) -> None:
         candidates: dict[str, None] = {}
-        queries = [(q, _name_keys(q)) for q in features.names]
+        queries = [(q, name_keys(q)) for q in features.names]
         for _, keys in queries:
             for key in keys:
                 for r in self._values["token"].get(key, ()):
@@ -519,77 +465,3 @@ class AliasIndex:
                         why="the name is written with look-alike letters",
                     ),
                 )
-
-
-_RANK = {"exact": 0, "near": 1, "initial": 2}
-
-
-def _token_match(q: str, k: str) -> str:
-    """``exact``, ``near`` (a letter apart, 5+ letters), ``initial`` or ""."""
-    if q == k:
-        return "exact"
-    if min(len(q), len(k)) >= _NEAR_MIN and _one_edit(q, k):
-        return "near"
-    if (len(q) == 1 or len(k) == 1) and q[:1] == k[:1]:
-        return "initial"
-    return ""
-
-
-def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | None:
-    """How ``query`` (a new sender's name tokens) resembles ``known`` (an offender's)."""
-    used: set[int] = set()
-    kinds: list[tuple[str, int]] = []  # (match kind, index in known)
-    matched: set[int] = set()  # indices in query
-    for i, q in enumerate(query):
-        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
-        free = sorted(f for f in found if f[1] not in used)
-        if free:
-            _, j, kind = free[0]
-            used.add(j)
-            matched.add(i)
-            kinds.append((kind, j))
-    full = [j for kind, j in kinds if kind in ("exact", "near")]
-    initials = [j for kind, j in kinds if kind == "initial"]
-    shorter = min(len(query), len(known))
-    spelled = " ".join(query)
-    known_text = " ".join(known)
-    if not full:
-        return None
-    if len(full) >= 2 and len(full) + len(initials) >= shorter:
-        if all(kind == "exact" for kind, _ in kinds):
-            return Signal(
-                signal="display_name",
-                weight=W_NAME_FULL,
-                why=f"the name {spelled!r} is the offender's {known_text!r}",
-            )
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_NEAR,
-            why=f"the name {spelled!r} is a letter from the offender's {known_text!r}",
-        )
-    # Every word of 3+ letters of the query must be matched for a name with an initial: "David
-    # B. Thompson" is not "David Brown" (the SpamAssassin corpus had several such; bench/README).
-    unmatched_words = any(len(q) >= 3 and i not in matched for i, q in enumerate(query))
-    if len(full) == 1 and initials and len(full) + len(initials) >= shorter and not unmatched_words:
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_INITIAL,
-            why=f"the name {spelled!r} is the offender's {known_text!r} with an initial",
-        )
-    if len(query) == 1 and len(known) == 1 and len(query[0]) >= 6 and kinds[0][0] == "exact":
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_HANDLE,
-            why=f"the one-word name {spelled!r} is the offender's",
-        )
-    if full[0] > 0:
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_SURNAME,
-            why=f"the name {spelled!r} shares the offender's surname {known[full[0]]!r}",
-        )
-    return Signal(
-        signal="display_name",
-        weight=W_NAME_FIRST,
-        why=f"the name {spelled!r} shares only a first name with {known_text!r}",
-    )
