@@ -16,6 +16,7 @@ from guardmail.core.alias_body import (
 from guardmail.core.alias_features import Features, extract, from_dict
 from guardmail.core.aliases import DEFAULT_THRESHOLD, W_BODY_ADDRESS, W_BODY_CONTACT, AliasIndex
 from guardmail.core.item import mail_identities
+from tests.hostile.corpus import corpus as hostile_corpus
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -196,3 +197,27 @@ def test_weights() -> None:
     assert best(mail("call +49 151 2345 6789"))[1] == ("body_contact",)
     assert best(mail("write mark.dalton@dalton-family.example"))[1] == ("body_address",)
     assert W_BODY_ADDRESS < W_BODY_CONTACT
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "@" * 1_000_000,
+        "a@" * 500_000,
+        "1 " * 500_000,
+        "+(" * 500_000,
+        "-- \n" * 300_000,
+        "x" * 63 + "@" + "y." * 400_000,
+    ],
+    ids=["ats", "address-like", "digits", "phone-prefixes", "delimiters", "long-domain"],
+)
+def test_hostile_texts_stay_bounded(body: str) -> None:
+    f = features(mail(body))
+    assert len(f.contacts) <= MAX_CONTACTS and len(f.signature_contacts) <= MAX_CONTACTS
+    assert all(len(c) <= 80 for c in (*f.contacts, *f.signature_contacts))
+
+
+def test_the_hostile_corpus_never_raises() -> None:
+    for item in hostile_corpus():
+        f = features(item.raw)
+        assert len(f.contacts) <= MAX_CONTACTS
