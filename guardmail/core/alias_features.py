@@ -20,6 +20,9 @@ earlier messages:
 - ``message_domain``: the Message-ID's right-hand side, except large providers' and host names
   that name no one (``localhost``).
 - ``client``: User-Agent or X-Mailer as written (with its version), case-folded.
+- ``hour``: the hour (UTC) of the Date field, -1 without one (the sender's clock says it).
+- ``contacts``: the phone numbers, handles and addresses of the first text part's unquoted
+  lines; ``signature_contacts``: those of its signature only (core/alias_body.py).
 
 A message that came through a mailing list (``List-Id``, ``List-Post``, ``Precedence: list`` or
 ``bulk``) keeps no client-side feature (IPs, DKIM, Message-ID, client): the list rewrote or
@@ -37,8 +40,10 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signature_contacts
 from guardmail.core.freemail import ANONYMOUS_HOSTS, is_large_provider
 from guardmail.core.identity import (
     ascii_lookalike,
@@ -58,6 +63,7 @@ MAX_ADDRESSES = 16
 MAX_LOCAL = 64
 MAX_VALUE = 2048
 MAX_CLIENT = 200
+MAX_CONTACT = 80
 
 _TOKEN_SPLIT = re.compile(r"[\W_]+")
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]{2,45})\]")
@@ -80,6 +86,9 @@ class Features:
     message_domain: str = ""
     client: str = ""
     listed: bool = False
+    contacts: tuple[str, ...] = ()
+    signature_contacts: tuple[str, ...] = ()
+    hour: int = -1  # of the Date field, in UTC; -1 if there is none
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``from_dict`` reads it back)."""
@@ -94,6 +103,9 @@ class Features:
             "message_domain": self.message_domain,
             "client": self.client,
             "listed": self.listed,
+            "contacts": list(self.contacts),
+            "signature_contacts": list(self.signature_contacts),
+            "hour": self.hour,
         }
 
 
@@ -126,6 +138,9 @@ def from_dict(data: Mapping[str, Any]) -> Features:
         message_domain=text("message_domain", 255),
         client=text("client", MAX_CLIENT),
         listed=data.get("listed") is True,
+        contacts=texts(data.get("contacts"), MAX_CONTACT, MAX_CONTACTS),
+        signature_contacts=texts(data.get("signature_contacts"), MAX_CONTACT, MAX_CONTACTS),
+        hour=hour if isinstance(hour := data.get("hour"), int) and 0 <= hour < 24 else -1,
     )
 
 
@@ -183,6 +198,18 @@ def _first_external_hop(received: list[str]) -> str:
     return ""
 
 
+def utc_hour(date: str) -> int:
+    """The hour (UTC) of a Date field's value, -1 if it does not parse or has no zone."""
+    try:
+        when = parsedate_to_datetime(date[:200])
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return -1
+    offset = when.utcoffset()
+    if offset is None:
+        return -1
+    return (when - offset).hour
+
+
 def _is_ip_literal(host: str) -> bool:
     return bool(re.fullmatch(r"[0-9.]+", host))
 
@@ -214,8 +241,10 @@ def _message_domain(message_id: str) -> str:
     return domain
 
 
-def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
-    """The features of one mail message (see the module docstring). Never raises."""
+def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) -> Features:
+    """The features of one mail message (see the module docstring); ``body`` False leaves the
+    text unread (no contacts: what a decision does while no offender's signature gave one, the
+    index's ``wants_body``). Never raises."""
     idents = list(identities)[: 4 * MAX_ADDRESSES]
     address = ""
     keys: dict[str, None] = {}
@@ -265,6 +294,7 @@ def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
         message_domain = _message_domain(first.get("message-id", ""))
         agent = first.get("user-agent") or first.get("x-mailer") or ""
         client = " ".join(agent[:MAX_VALUE].split()).casefold()[:MAX_CLIENT]
+    text = body_text(raw) if body else ""
     return Features(
         address=address_key(address) if address else "",
         addresses=tuple(keys),
@@ -276,4 +306,10 @@ def extract(raw: bytes, identities: Iterable[Identity]) -> Features:
         message_domain=message_domain,
         client=client,
         listed=listed,
+        contacts=tuple(c[:MAX_CONTACT] for c in contacts(text)),
+        hour=utc_hour(first.get("date", "")),
+        # A list's footer is every member's signature: list mail teaches no contact.
+        signature_contacts=()
+        if listed
+        else tuple(c[:MAX_CONTACT] for c in signature_contacts(text)),
     )

@@ -77,7 +77,7 @@ def test_calibration_covers_every_item_once(report: dict[str, Any]) -> None:
 
 
 def test_cost_is_reported_for_both_modes(report: dict[str, Any]) -> None:
-    for mode in ("off", "on"):
+    for mode in ("off", "on", "on_no_body"):
         c = report["cost"][mode]
         assert c["n"] > 0 and 0 < c["p50_us"] <= c["p99_us"]
     assert report["cost"]["off"]["n"] == report["cost"]["on"]["n"]

@@ -144,6 +144,35 @@ def test_an_innocent_from_on_offender_mail_matched_by_reply_to_is_not_learned(
     assert held_items(setup.tenant) == []
 
 
+SIGNED = OFFENDER.replace(b"I see you.\r\n", b"I see you.\r\n-- \r\nMark\r\n+44 7700 900461\r\n")
+
+
+def test_a_new_account_giving_the_offenders_signature_phone_is_held(setup: Setup) -> None:
+    assert not setup.tenant.pipeline.linker.index.wants_body  # type: ignore[union-attr]
+    setup.deliver("1.a.host", SIGNED)
+    assert setup.tenant.pipeline.linker.index.wants_body  # type: ignore[union-attr]
+    new = b"From: Mark <owl.1977@gmail.com>\r\nSubject: hi\r\n\r\nText me: 07700 900461\r\n"
+    friend = b"From: Jo Bloggs <jo@gmail.com>\r\nSubject: hi\r\n\r\nHe is on 07700 900461\r\n"
+    setup.deliver("2.b.host", new)
+    setup.deliver("3.c.host", friend)
+    assert (setup.maildir / ".Review" / "new" / "2.b.host").read_bytes() == new
+    assert (setup.maildir / "new" / "3.c.host").read_bytes() == friend
+    [held] = held_items(setup.tenant)
+    assert {s["signal"] for s in held.signals} == {"body_contact", "display_name"}
+
+
+def test_a_signature_on_mail_matched_by_reply_to_is_not_learned(setup: Setup) -> None:
+    spoofed = (
+        b"From: Ann Friend <ann.friend@innocent.example>\r\n"
+        b"Reply-To: mark.dalton@dalton-family.example\r\nSubject: x\r\n\r\n"
+        b"x\r\n-- \r\nAnn\r\n+44 7700 900462\r\n"
+    )
+    setup.deliver("1.a.host", spoofed)
+    with setup.tenant.storage.read() as tx:
+        [row] = tx.alias_features(setup.tenant.name)
+    assert json.loads(row.features)["signature_contacts"] == []
+
+
 def test_dismiss_puts_the_message_back_byte_identical_and_it_stays(setup: Setup) -> None:
     setup.deliver("1.a.host", OFFENDER)
     setup.deliver("2.b.host", ALIAS)
