@@ -9,7 +9,8 @@ every server does).
 
 Contracts:
 - ``parse`` never raises and costs time linear in the (bounded) value: at most ``MAX_VALUE``
-  characters are read, comments are skipped by a counter (no recursion), at most
+  characters are read, comments are skipped as in addresses (core/identity.py, a counter, no
+  recursion), at most
   ``MAX_RESULTS`` results are kept.
 - Method, result and property names are lower-cased; property values are kept as written
   (unquoted), truncated to ``MAX_TOKEN`` characters.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from guardmail.core.identity import strip_comments
 
 MAX_VALUE = 16 * 1024
 MAX_RESULTS = 64
@@ -49,37 +52,6 @@ class AuthResults:
 
     def of(self, method: str) -> list[Result]:
         return [r for r in self.results if r.method == method]
-
-
-def _strip_comments(text: str) -> str:
-    """``text`` without its (possibly nested) parenthesised comments, outside quoted strings."""
-    out: list[str] = []
-    depth = 0
-    quoted = False
-    escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-            if depth == 0:
-                out.append(ch)
-            continue
-        if ch == "\\":
-            escaped = True
-            if depth == 0:
-                out.append(ch)
-            continue
-        if depth == 0 and ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-            continue
-        elif not quoted and ch == ")" and depth:
-            depth -= 1
-            out.append(" ")
-            continue
-        if depth == 0:
-            out.append(ch)
-    return "".join(out)
 
 
 def _split(text: str, sep: str) -> list[str]:
@@ -145,7 +117,7 @@ def _result(resinfo: str) -> Result | None:
 
 def parse(value: str) -> AuthResults | None:
     """The Authentication-Results field ``value``, or None if it names no authserv-id."""
-    text = _strip_comments(value[:MAX_VALUE])
+    text = strip_comments(value[:MAX_VALUE])
     parts = _split(text, ";")
     if not parts:
         return None
@@ -161,9 +133,9 @@ def parse(value: str) -> AuthResults | None:
     return AuthResults(authserv_id, tuple(results))
 
 
-def trusted(fields: Iterable[tuple[str, str]], authserv_id: str) -> AuthResults | None:
-    """The topmost Authentication-Results field of ``fields`` (header order) whose authserv-id
-    is ``authserv_id`` (case-insensitive), parsed; None if there is none."""
+def trusted_field(fields: Iterable[tuple[str, str]], authserv_id: str) -> str | None:
+    """The value of the topmost Authentication-Results field of ``fields`` (header order) whose
+    authserv-id is ``authserv_id`` (case-insensitive), as written; None if there is none."""
     wanted = authserv_id.strip().lower()
     if not wanted:
         return None
@@ -172,5 +144,11 @@ def trusted(fields: Iterable[tuple[str, str]], authserv_id: str) -> AuthResults 
             continue
         found = parse(value)
         if found is not None and found.authserv_id == wanted:
-            return found
+            return value
     return None
+
+
+def trusted(fields: Iterable[tuple[str, str]], authserv_id: str) -> AuthResults | None:
+    """``trusted_field`` parsed."""
+    value = trusted_field(fields, authserv_id)
+    return None if value is None else parse(value)

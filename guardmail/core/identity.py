@@ -262,7 +262,7 @@ def domain_suffixes(domain: str) -> tuple[str, ...]:
     return (domain, *(p for p in parents if p))
 
 
-def _strip_comments(text: str) -> str:
+def strip_comments(text: str) -> str:
     """Remove RFC 5322 comments, nested or not, but not parentheses inside a quoted string.
 
     An unclosed comment runs to the end of the text, as a parser reading it would take it.
@@ -357,7 +357,7 @@ def normalize_address(address: str) -> NormalizedAddress | None:
         domain = ".".join(simple.group(2).lower().rstrip(".").split("."))
     else:
         text = _strip_angle_brackets(_remove_invisible(address).strip())
-        text = _strip_comments(text).strip()
+        text = strip_comments(text).strip()
         # The last "@" outside quotes; with none (junk such as a whole address in quotes), the
         # last one anywhere.
         ats = _unquoted(text, "@")

@@ -29,6 +29,7 @@ from typing import Any
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from guardmail.core.authresults import trusted_field
 from guardmail.core.item import header_fields
 from guardmail.vault.keyfetch import MAX_RECORD, LookupFailed, Resolver, StaticResolver
 
@@ -329,14 +330,6 @@ _ARC_PARTS = (("arc-ams", "ams", "ams-valid"), ("arc-seal", "as", "as-valid"))
 def trusted_results(raw: bytes, authserv_id: str) -> str:
     """The topmost Authentication-Results field whose authserv-id is ``authserv_id`` (RFC 8601:
     the trusted server adds its own on top and removes look-alikes below), or "". Every other
-    server's field is ignored: anyone upstream can write one."""
-    if not authserv_id:
-        return ""
-    want = authserv_id.strip().casefold()
-    for name, value in header_fields(raw):
-        if name.lower() != "authentication-results":
-            continue
-        ident = value.strip().split(";", 1)[0].strip().split()
-        if ident and ident[0].casefold() == want:
-            return value.strip()
-    return ""
+    server's field is ignored: anyone upstream can write one. The same field impersonation
+    judges by (guardmail.core.authresults)."""
+    return (trusted_field(header_fields(raw), authserv_id) or "").strip()
