@@ -9,9 +9,8 @@ every server does).
 
 Contracts:
 - ``parse`` never raises and costs time linear in the (bounded) value: at most ``MAX_VALUE``
-  characters are read, comments are skipped as in addresses (core/identity.py, a counter, no
-  recursion), at most
-  ``MAX_RESULTS`` results are kept.
+  characters are read, comments are skipped as in addresses (core/identity.py: a counter, no
+  recursion), at most ``MAX_RESULTS`` results are kept.
 - Method, result and property names are lower-cased; property values are kept as written
   (unquoted), truncated to ``MAX_TOKEN`` characters.
 """
