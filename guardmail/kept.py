@@ -45,7 +45,8 @@ def keep_many(
     extra: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Receipt]:
     """Archive every item (blocking; one transaction) with its verdict's metadata, ``direction``
-    and its ``extra`` fields, and an ``action: kept`` entry for each new one. VaultUnavailable
+    and its ``extra`` fields (which may set another ``direction``), and an ``action: kept``
+    entry for each new one. VaultUnavailable
     if the vault cannot take them (none is then journaled)."""
     if not items:
         return []
@@ -54,7 +55,7 @@ def keep_many(
         Archive(
             raw=item.raw,
             source_ref=item.source_ref,
-            metadata=evidence_metadata(item, verdict) | dict(add) | {"direction": direction},
+            metadata=evidence_metadata(item, verdict) | {"direction": direction} | dict(add),
             scope=item.dedupe_scope,
         )
         for item, verdict, add in zip(items, verdicts, more, strict=True)
