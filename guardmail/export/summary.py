@@ -126,6 +126,8 @@ def build(
     lasts: dict[str, datetime] = {}
     counts: Counter[str] = Counter()
     for item in evidence.items:
+        if item.direction == "outgoing" or item.context_of:
+            continue  # the person's own messages and a room's context: not the offender's items
         name = item.offender or "(unknown)"
         day = per_day.setdefault(name, {})
         day[item.received_at.date()] = day.get(item.received_at.date(), 0) + 1
@@ -203,8 +205,11 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         letters = lookalike_letters(address)
         if letters:
             flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
-    # An imported item's received_at is the time of the import: never "after the warning".
-    after = warned is not None and not item.imported and item.received_at > warned
+    # An imported item's received_at is the time of the import: never "after the warning"; nor
+    # is the person's own message or a room's context.
+    theirs = item.direction != "outgoing" and not item.context_of
+    after = theirs and warned is not None and not item.imported and item.received_at > warned
+    flags += side_flags(item)
     if item.imported:
         flags.append(item.imported)
     if after:
@@ -218,6 +223,18 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         flags=tuple(flags),
         after_warning=after,
     )
+
+
+def side_flags(item: ExportItem) -> list[str]:
+    """In words: the person's own message, the room of a group-chat item, a room's context."""
+    flags = []
+    if item.direction == "outgoing":
+        flags.append(f"the person's own message, to {item.offender or 'the offender'}")
+    if item.context_of:
+        flags.append(f"room context: a message around journal entry {item.context_of}")
+    if item.room:
+        flags.append(f"group chat in {item.room}")
+    return flags
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
