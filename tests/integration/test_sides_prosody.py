@@ -140,3 +140,15 @@ def test_an_offender_s_room_messages_are_archived_with_the_room_and_its_context(
     raw = blob(tmp_path, shadow["seq"])
     assert raw.startswith(b"<message") and b"I know where you live" in raw
     assert meta(shadow)["via"] == "groupchat" and meta(shadow)["from"] == f"{den}/Shadow"
+    # Joining again, guardmail is sent the rooms' recent history (other bytes: with a delay):
+    # nothing of it is archived twice; what is new is.
+    again = start(tmp_path, daemons, "again")
+    stalker.expect(f"from='{den}/Victim'".encode(), f'from="{den}/Victim"'.encode())
+    say(friend, den, "d5", "hm")
+    say(stalker, den, "d6", "back again")
+    wait_for(lambda: again.count("item.kept") >= 1, what="the new offender message kept")
+    assert again.stop() == 0
+    assert again.count("item.kept") == 1
+    assert sorted(str(e["message_id"]) for e in archived(tmp_path)) == sorted(
+        ["d1", "d2", "d3", "h1", "d5", "d6"]
+    )

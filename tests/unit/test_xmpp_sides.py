@@ -121,3 +121,16 @@ def test_occupants_remembered_are_bounded() -> None:
         occupants.presence(presence(f"n{n}", f"u{n}@localhost"))
     assert occupants.real_jid(ROOM, "n0") is None
     assert occupants.real_jid(ROOM, f"n{MAX_OCCUPANTS + 4}") == f"u{MAX_OCCUPANTS + 4}@localhost"
+
+
+def test_a_reused_message_id_with_another_text_is_another_room_message() -> None:
+    occupants = Occupants({ROOM})
+    first = read_groupchat(groupchat("Shadow"), occupants)
+    other = parse(
+        f"<message {C} from='{ROOM}/Shadow' type='groupchat' id='g1'><body>bye</body></message>"
+    )
+    second = read_groupchat(other, occupants)
+    assert first is not None and second is not None and first.key and second.key
+    assert first.key != second.key
+    again = read_groupchat(groupchat("Shadow"), occupants)
+    assert again is not None and again.key == first.key

@@ -16,6 +16,9 @@ Archive only (guardmail.kept): nothing is answered, dropped or warned.
   messages before it (a rolling buffer, bytes as delivered) and after it are archived as
   ``context_of`` it (no offender: never counted as the offender's), the person's own as
   ``outgoing``. The buffer holds ``room_context`` messages a room: memory is bounded.
+  A message already archived (the room replays recent history at each join, with other bytes)
+  is recognised by its reference ``<source>:muc:<room>:<nick>:<id>:<body digest>`` and not
+  archived again.
 """
 
 from __future__ import annotations
@@ -187,7 +190,11 @@ class Sides:
         own = msg.nick == self.nicks[msg.room] or (
             msg.real_jid is not None and bare(msg.real_jid).casefold() == self.cfg.jid.casefold()
         )
-        ref = f"{self.source}:muc:{msg.room}:{self._position(got)}"
+        ref = f"{self.source}:muc:{msg.room}:{msg.key or self._position(got)}"
+        if msg.key is not None:
+            with self.storage.read() as tx:
+                if tx.find_archived_ref(self.tenant, ref) is not None:
+                    return  # seen before (live, then in the history replayed at a join)
         item = self._item(
             got,
             ref=ref,

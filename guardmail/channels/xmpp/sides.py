@@ -16,6 +16,7 @@ stanza. Pure (no I/O, no slixmpp), like stanza.py.
 
 from __future__ import annotations
 
+import hashlib
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -63,6 +64,16 @@ class RoomMessage:
     identities: tuple[Identity, ...]
     message_id: str | None = None
     summary: Summary = Summary()
+    digest: str = ""  # SHA-256 of the body text (first 32 hex digits)
+
+    @property
+    def key(self) -> str | None:
+        """What names this message however often the room sends it (live, then again in the
+        history it replays at each join): nick, message id and a digest of the body, so that
+        a sender reusing an id for another text is not taken for the same message."""
+        if not self.message_id:
+            return None
+        return f"{self.nick}:{self.message_id}:{self.digest}"
 
 
 def _own(jid: str | None, account_bare: str) -> bool:
@@ -141,6 +152,8 @@ def read_groupchat(xml: ET.Element, occupants: Occupants) -> RoomMessage | None:
     found = [Identity(source="nick", display_name=nick)] if nick else []
     if real:
         found.insert(0, Identity(source="jid", address=real, display_name=nick or None))
+    body = xml.find(f"{{{NS_CLIENT}}}body")
+    text = "".join(body.itertext()) if body is not None else ""
     return RoomMessage(
         room=room,
         nick=nick,
@@ -148,6 +161,7 @@ def read_groupchat(xml: ET.Element, occupants: Occupants) -> RoomMessage | None:
         identities=tuple(found),
         message_id=xml.get("id"),
         summary=summary(xml),
+        digest=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32],
     )
 
 
