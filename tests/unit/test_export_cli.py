@@ -143,6 +143,19 @@ def test_abuse_report_leaves_out_the_person_s_own_mail_to_the_offender(
     assert code == 0, text
     assert "2 listed, 2 attached unaltered" in text  # not 3: the person's own mail is not theirs
     assert b"Stop." not in out.read_bytes()
+    # Not even when asked for the person's own domain: no mail of the offender's was sent there.
+    code, _, err = gm(
+        case,
+        capsys,
+        "abuse-report",
+        "--offender",
+        "jo stalker",
+        "--domain",
+        "home.example",
+        "--out",
+        str(case.root / "own.eml"),
+    )
+    assert code == 2 and "was sent from 'home.example'" in err
 
 
 def test_abuse_report_options(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
