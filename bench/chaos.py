@@ -1,11 +1,11 @@
 """The crash campaign, long run: ``python bench/chaos.py --rounds 1000 [--seed N] [--channels ..]``.
 
 Kills a real ``guardmail run`` watching the chosen channels at once (``--channels maildir`` by
-default; ``all`` for every one), with the warning sent through a local SMTP sink, at random
-instants and at every crash point of ``guardmail.faults`` those channels reach, then checks every
-promise from the outside (see tests/chaos/campaign.py). Prints rounds, kills, the crash points
-that killed, the points reached, and every violation with the seed that replays it. Exit 1 on
-any violation.
+default; ``all`` for every one, the SMTP filter in its first mode: smtp, smtp_bq and smtp_milter are
+modes of one daemon source), with the warning sent through a local SMTP sink, at random instants and
+at every crash point of ``guardmail.faults`` those channels reach, then checks every promise from
+the outside (see tests/chaos/campaign.py). Prints rounds, kills, the crash points that killed, the
+points reached, and every violation with the seed that replays it. Exit 1 on any violation.
 The suite runs a short campaign (tests/integration/test_chaos.py).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.chaos import Campaign  # noqa: E402
-from tests.chaos.campaign import CHANNELS  # noqa: E402
+from tests.chaos.campaign import CHANNELS, every_channel  # noqa: E402
 
 
 def main() -> int:
@@ -35,7 +35,7 @@ def main() -> int:
         help=f"comma-separated, of {', '.join(CHANNELS)}; or all",
     )
     args = parser.parse_args()
-    channels = tuple(CHANNELS) if args.channels == "all" else tuple(args.channels.split(","))
+    channels = every_channel() if args.channels == "all" else tuple(args.channels.split(","))
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         parser.error(f"unknown channel(s) {', '.join(unknown)}: choose from {', '.join(CHANNELS)}")

@@ -1,22 +1,30 @@
-"""Mail through a private Postfix with and without guardmail as its after-queue content filter
-or its milter.
+"""Mail through one private Postfix, side by side: plain, rspamd's milter, guardmail's milter,
+guardmail after-queue, and a bare aiosmtpd relay after-queue (issue 27).
 
-Each round starts a fresh Postfix (shared/recipes/postfix.md) and counts messages delivered into
-its Maildirs:
+Each round starts a fresh Postfix (shared/recipes/postfix.md) and its filter:
 
-1. plain: smtplib -> Postfix -> Maildir (the baseline).
-2. guardmail: smtplib -> Postfix -> guardmail (``guardmail run``, after-queue) -> Postfix ->
-   Maildir, with many tenant files loaded; all mail clean (to unprotected recipients), then
-   with 10% from an offender to protected recipients (archived with fsync, quarantined).
-3. milter: smtplib -> Postfix with guardmail as ``smtpd_milters`` on a Unix socket (and, with
-   ``--milter-tcp``, on loopback TCP) -> Maildir, the same tenants and mail.
+- plain: smtplib -> Postfix -> Maildir (the floor).
+- rspamd: Postfix with rspamd's proxy worker as ``smtpd_milters`` on a Unix socket, ``multimap``
+  over the 10,000 offender addresses as a ``from`` map, action reject (bench/smtp_peers.py).
+- milter: Postfix with guardmail as ``smtpd_milters`` on a Unix socket (``milter-tcp``, only
+  with ``--only``: on loopback TCP).
+- after: Postfix -> guardmail (content_filter) -> Postfix.
+- bare: Postfix -> a bare aiosmtpd relay (content_filter) -> Postfix: the after-queue floor.
 
-at 1 and 4 (``--connections``) client connections (each reused for its messages, ~3 KB
-messages), then one large message end to end. Prints delivered msg/s and guardmail's CPU per
-message; asserts nothing about time. Needs root and Postfix (scripts/system-packages.sh).
+The same mail in every round: 1,000 tenants with 10 offenders each (guardmail's ``tenants.d``,
+rspamd's map), 10% of messages from an offender to its tenant's recipient (guardmail
+quarantines it into quarantine@example.test, rspamd refuses it with 554), 45% clean to tenants'
+recipients, 45% to unprotected ones; 3 KB messages, then a size mix (50% 3 KB, 25% 12 KB, 15%
+48 KB, 8% 200 KB, 2% 1 MB), at 1, 4 and 16 client connections, each reused for its messages.
 
-    python bench/smtp_filter.py            # 2,000 messages a run, 1,000 tenants, 50 MB
-    python bench/smtp_filter.py --quick    # 200 messages a run, 100 tenants, 10 MB
+Per run: handled msg/s (delivered into a Maildir or refused to the client, until the last one),
+p50/p99 latency per message (from the client's MAIL to the Maildir file's mtime, or to the
+refusal), the filter's CPU per message (its process tree's CPU time / messages) and its resident
+memory (PSS of its process tree after the run). Then the ratios against issue 27's targets.
+Needs root, Postfix (scripts/system-packages.sh) and rspamd (bench/packages.sh). Asserts nothing.
+
+    python bench/smtp_filter.py            # 2,000 3 KB / 1,000 mixed messages a run, 1,000 tenants
+    python bench/smtp_filter.py --quick    # 200 / 100 messages, 100 tenants
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import os
 import shutil
 import smtplib
+import socket
 import sys
 import tempfile
 import threading
@@ -33,57 +42,121 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
+from smtp_peers import BareRelay, Rspamd, tree_cpu, tree_rss_mb  # noqa: E402
+
+from tests.servers.ports import free_ports  # noqa: E402
 from tests.servers.postfix import Guardmail, Postfix, start_postfix  # noqa: E402
 
-PROTECTED = ["alice@example.test", "bob@example.test"]
-USERS = ["user@example.test", "other@example.test", *PROTECTED, "quarantine@example.test"]
-BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n" * 36
+USERS = ["user@example.test", "other@example.test", "quarantine@example.test", "all@customer.test"]
+OFFENDERS_EACH = 10
+LINE = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
+MIX = [(50, 3_000), (25, 12_000), (15, 48_000), (8, 200_000), (2, 1_000_000)]
+MIX_TABLE = [size for share, size in MIX for _ in range(share)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sizes:
-    messages: int
+    messages: int  # 3 KB runs
+    mixed: int  # size-mix runs
     tenants: int
-    large: int
 
 
-FULL = Sizes(messages=2000, tenants=1000, large=50_000_000)
-QUICK = Sizes(messages=200, tenants=100, large=10_000_000)
+FULL = Sizes(messages=2000, mixed=1000, tenants=1000)
+QUICK = Sizes(messages=200, mixed=100, tenants=100)
 
 
-def message(i: int, *, offender: bool) -> tuple[str, list[str], bytes]:
-    sender = "stalker@bad.example" if offender else f"friend{i % 50}@ok.example"
-    rcpts = [PROTECTED[i % 2]] if offender else [USERS[i % 2]]
-    raw = (
-        f"From: <{sender}>\r\nTo: <{rcpts[0]}>\r\nSubject: message {i}\r\n"
-        f"Message-ID: <bench-{i}-{time.time_ns()}@bench.example>\r\n\r\n{BODY}"
+@dataclass(slots=True)
+class Run:
+    name: str
+    kind: str
+    connections: int
+    messages: int
+    seconds: float
+    latencies: list[float]
+    cpu: float  # seconds, the filter's tree
+    rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def offender(tenant: int, k: int) -> str:
+    return f"ex{tenant}-{k}@bad.example"
+
+
+def message(i: int, tenants: int, size: int, tag: str) -> tuple[str, str, bytes]:
+    """(sender, recipient, bytes) of message ``i`` (see the module docstring for the mix)."""
+    if i % 10 == 0:
+        t = (i // 10) % tenants
+        sender, rcpt = offender(t, (i // 10) % OFFENDERS_EACH), f"c{t}@customer.test"
+    elif i % 2:
+        sender, rcpt = f"friend{i % 50}@ok.example", f"c{i % tenants}@customer.test"
+    else:
+        sender, rcpt = f"friend{i % 50}@ok.example", USERS[(i // 2) % 2]
+    head = (
+        f"X-Bench-Id: {tag}-{i}\r\nFrom: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: message {i}\r\n"
+        f"Message-ID: <bench-{tag}-{i}@bench.example>\r\n\r\n"
     ).encode()
-    return sender, rcpts, raw
+    return sender, rcpt, head + LINE * max(1, (size - len(head)) // len(LINE))
+
+
+def maildirs(postfix: Postfix) -> list[Path]:
+    return [postfix.maildir(u) / "new" for u in USERS]
 
 
 def delivered(postfix: Postfix) -> int:
-    total = 0
-    for user in USERS:
-        new = postfix.maildir(user) / "new"
-        total += len(os.listdir(new)) if new.is_dir() else 0
-    return total
+    return sum(len(os.listdir(d)) if d.is_dir() else 0 for d in maildirs(postfix))
 
 
-def blast(postfix: Postfix, count: int, connections: int, offender_every: int) -> float:
-    """Send ``count`` messages over ``connections`` reused connections; seconds until delivered."""
+def delivery_times(postfix: Postfix, tag: str) -> dict[int, float]:
+    """Message number -> mtime of its Maildir file, for the messages of run ``tag``."""
+    marker = f"X-Bench-Id: {tag}-".encode()
+    found: dict[int, float] = {}
+    for d in maildirs(postfix):
+        if not d.is_dir():
+            continue
+        for entry in os.scandir(d):
+            with open(entry.path, "rb") as f:
+                head = f.read(8192)
+            at = head.find(marker)
+            if at >= 0:
+                end = head.index(b"\r\n" if b"\r\n" in head[at:] else b"\n", at)
+                found[int(head[at + len(marker) : end])] = entry.stat().st_mtime
+    return found
+
+
+def blast(
+    postfix: Postfix, count: int, connections: int, tenants: int, mixed: bool, tag: str
+) -> tuple[float, list[float]]:
+    """Send ``count`` messages; (seconds until each was delivered or refused, latencies)."""
     before = delivered(postfix)
+    started: dict[int, float] = {}
+    refused: dict[int, float] = {}
     errors: list[BaseException] = []
 
     def worker(k: int) -> None:
         try:
-            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=120) as s:
+            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=300) as s:
                 s.ehlo("client.example.org")
                 for i in range(k, count, connections):
-                    offender = offender_every > 0 and i % offender_every == 0
-                    sender, rcpts, raw = message(i, offender=offender)
-                    s.sendmail(sender, rcpts, raw)
+                    size = MIX_TABLE[(i * 37) % len(MIX_TABLE)] if mixed else 3_000
+                    sender, rcpt, raw = message(i, tenants, size, tag)
+                    started[i] = time.time()
+                    try:
+                        s.sendmail(sender, [rcpt], raw)
+                    except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused) as exc:
+                        code = getattr(exc, "smtp_code", 550)
+                        if not 500 <= code < 600:
+                            raise
+                        refused[i] = time.time()
+                        s.rset()
         except BaseException as exc:  # reported below, after the other threads finish
             errors.append(exc)
 
@@ -95,51 +168,25 @@ def blast(postfix: Postfix, count: int, connections: int, offender_every: int) -
         t.join()
     if errors:
         raise errors[0]
-    deadline = time.monotonic() + 600
-    while delivered(postfix) - before < count:
+    deadline = time.monotonic() + 900
+    while delivered(postfix) - before + len(refused) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{delivered(postfix) - before} of {count} delivered")
-        time.sleep(0.01)
-    return time.monotonic() - began
+        time.sleep(0.02)
+    took = time.monotonic() - began
+    done = {**delivery_times(postfix, tag), **refused}
+    latencies = [max(0.0, done[i] - started[i]) for i in started if i in done]
+    return took, latencies
 
 
-def large(postfix: Postfix, size: int) -> float:
-    line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ+/\r\n"
-    raw = b"From: friend@ok.example\r\nSubject: large\r\n\r\n" + line * (size // len(line))
-    before = delivered(postfix)
-    began = time.monotonic()
-    postfix.send(["user@example.test"], raw, sender="friend@ok.example")
-    while delivered(postfix) == before:
-        time.sleep(0.01)
-    return time.monotonic() - began
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
-
-
-def start_guardmail(
-    root: Path, postfix: Postfix, tenants: int, milter: str | None = None
-) -> Guardmail:
+def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | None) -> Guardmail:
     tenants_dir = root / "tenants.d"
     tenants_dir.mkdir()
     for n in range(tenants):
+        addresses = ", ".join(offender(n, k) for k in range(OFFENDERS_EACH))
         (tenants_dir / f"t{n:05d}.yaml").write_text(
-            f"name: t{n:05d}\nrecipients: [c{n}@customer{n % 97}.example]\n"
-            f"offenders:\n  - {{name: Ex {n}, addresses: [ex{n}@bad.example]}}\n"
-        )
-    for n, address in enumerate(PROTECTED):
-        (tenants_dir / f"protected{n}.yaml").write_text(
-            f"name: protected{n}\nrecipients: [{address}]\n"
-            "offenders:\n  - {name: Stalker, addresses: [stalker@bad.example]}\n"
+            f"name: t{n:05d}\nrecipients: [c{n}@customer.test]\n"
+            f"offenders:\n  - {{name: Ex {n}, addresses: [{addresses}]}}\n"
             "quarantine_mailbox: quarantine@example.test\n"
         )
     config = root / "guardmail.yaml"
@@ -151,25 +198,26 @@ def start_guardmail(
     elif milter.startswith("unix:"):
         listen = f"    mode: milter\n    listen: {milter}\n    socket_group: postfix\n"
     else:
-        listen = f"    mode: milter\n    listen: 127.0.0.1:{postfix.filter_port}\n"
+        listen = f"    mode: milter\n    listen: {milter}\n"
     config.write_text(
         f"state_dir: {root}/var\nlog_level: warning\nsources:\n  smtp_filter:\n{listen}"
         f"    tenants_dir: {tenants_dir}\n"
     )
     (root / "guardmail.log").write_text("")
     guardmail = Guardmail(config, root / "guardmail.log")
-    deadline = time.monotonic() + 120
-    while not _listening(milter if milter and milter.startswith("unix:") else postfix.filter_port):
+    deadline = time.monotonic() + 180
+    where: int | str = postfix.filter_port
+    if milter is not None:
+        where = milter if milter.startswith("unix:") else int(milter.rpartition(":")[2])
+    while not _listening(where):
         if guardmail.proc.poll() is not None or time.monotonic() > deadline:
             guardmail.stop()
             raise RuntimeError(f"guardmail did not start: {guardmail.log_text()}")
-        time.sleep(0.02)
+        time.sleep(0.05)
     return guardmail
 
 
 def _listening(where: int | str) -> bool:
-    import socket
-
     try:
         if isinstance(where, str):  # unix:/PATH
             with socket.socket(socket.AF_UNIX) as s:
@@ -181,108 +229,126 @@ def _listening(where: int | str) -> bool:
         return False
 
 
-def run_round(
-    name: str,
-    sizes: Sizes,
-    make: Callable[[Path], tuple[Postfix, Guardmail | None]],
-    connections_list: tuple[int, ...] = (1, 4),
-) -> None:
+class Stoppable:
+    def __init__(self, pid: int, stop: Callable[[], object]) -> None:
+        self.pid = pid
+        self.stop = stop
+
+
+def customers_map(root: Path, tenants: int) -> str:
+    """main.cf lines: every tenant's recipient delivered into one Maildir (all@customer.test)."""
+    path = root / "customers"
+    path.write_text("".join(f"c{n}@customer.test customer.test/all/\n" for n in range(tenants)))
+    return f"virtual_mailbox_maps = texthash:{root}/postfix/etc/vmailbox, texthash:{path}\n"
+
+
+def run_round(name: str, sizes: Sizes, conns: tuple[int, ...], runs: list[Run]) -> None:
     root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
     root.chmod(0o755)
+    postfix: Postfix | None = None
+    flt: Stoppable | None = None
     try:
-        postfix, guardmail = make(root)
-        try:
-            blast(postfix, 20, 1, 0)  # warm up: first connections, first Maildir files
-            for connections in connections_list:
-                for offender_every in (0, 10) if guardmail else (0,):
-                    cpu = cpu_seconds(guardmail.proc.pid) if guardmail else 0.0
-                    took = blast(postfix, sizes.messages, connections, offender_every)
-                    used = cpu_seconds(guardmail.proc.pid) - cpu if guardmail else 0.0
-                    kind = "10% offender" if offender_every else "clean"
-                    extra = (
-                        f"  guardmail CPU {used / sizes.messages * 1000:.2f} ms/msg"
-                        if guardmail
-                        else ""
-                    )
-                    print(
-                        f"{name:10} {connections} conn  {kind:12} {sizes.messages:5} msgs "
-                        f"{took:6.2f} s  {sizes.messages / took:7.0f} msg/s{extra}",
-                        flush=True,
-                    )
-            took = large(postfix, sizes.large)
-            memory = ""
-            if guardmail:
-                rss, hwm = rss_mb(guardmail.proc.pid)
-                memory = f"  guardmail RSS {rss:.0f} MB, peak {hwm:.0f} MB"
-            print(f"{name:10} one {sizes.large / 1e6:.0f} MB message {took:6.2f} s{memory}")
-        finally:
-            if guardmail:
-                guardmail.stop()
-            postfix.stop()
+        extra = customers_map(root, sizes.tenants)
+        pf_root = root / "postfix"
+        pf_root.mkdir()
+        sock = pf_root / "milter.sock"
+        mode = {"plain": "plain", "rspamd": "milter", "milter": "milter"}.get(name, "after")
+        milter = f"unix:{sock}"
+        if name == "milter-tcp":
+            (port,) = free_ports(1)
+            mode, milter = "milter", f"inet:127.0.0.1:{port}"
+        postfix = start_postfix(
+            mode,
+            USERS,
+            root=pf_root,
+            milter=milter if mode == "milter" else None,
+            main_cf=extra,
+        )
+        if name == "rspamd":
+            offenders = [offender(n, k) for n in range(sizes.tenants) for k in range(10)]
+            r = Rspamd(root / "rspamd", sock, offenders)
+            flt = Stoppable(r.proc.pid, r.stop)
+        elif name in ("milter", "milter-tcp", "after"):
+            listen = {"milter": milter, "milter-tcp": milter.removeprefix("inet:")}.get(name)
+            g = start_guardmail(root, postfix, sizes.tenants, listen)
+            flt = Stoppable(g.proc.pid, g.stop)
+        elif name == "bare":
+            b = BareRelay(postfix.filter_port, postfix.reinject_port)
+            flt = Stoppable(b.proc.pid, b.stop)
+        blast(postfix, 20, 1, sizes.tenants, False, "warm")
+        for kind, count in (("3 KB", sizes.messages), ("mix", sizes.mixed)):
+            for c in conns:
+                cpu = tree_cpu(flt.pid) if flt else 0.0
+                tag = f"{kind[0]}{c}"
+                took, lat = blast(postfix, count, c, sizes.tenants, kind == "mix", tag)
+                used = tree_cpu(flt.pid) - cpu if flt else 0.0
+                rss = tree_rss_mb(flt.pid) if flt else 0.0
+                run = Run(name, kind, c, count, took, lat, used, rss)
+                runs.append(run)
+                print(
+                    f"{name:7} {kind:5} {c:2} conn {count:5} msgs {took:7.2f} s "
+                    f"{run.rate:6.0f} msg/s  p50 {run.pct(0.5):7.1f} ms"
+                    f"  p99 {run.pct(0.99):7.1f} ms"
+                    f"  CPU {used / count * 1000:6.2f} ms/msg  RSS {rss:6.1f} MB",
+                    flush=True,
+                )
     finally:
+        if flt:
+            flt.stop()
+        if postfix:
+            postfix.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def ratios(runs: list[Run]) -> None:
+    by = {(r.name, r.kind, r.connections): r for r in runs}
+    print("\nTargets (issue 27): milter >= rspamd msg/s, p99 <= rspamd's, memory < 0.5x rspamd's;")
+    print("after-queue >= 0.9x the bare relay's msg/s.")
+    for kind in ("3 KB", "mix"):
+        for c in sorted({r.connections for r in runs}):
+            m, r = by.get(("milter", kind, c)), by.get(("rspamd", kind, c))
+            a, b = by.get(("after", kind, c)), by.get(("bare", kind, c))
+            parts = [f"{kind:5} {c:2} conn:"]
+            if m and r:
+                parts.append(
+                    f"milter/rspamd msg/s {m.rate / r.rate:4.2f} {ok(m.rate >= r.rate)}, "
+                    f"p99 {m.pct(0.99) / r.pct(0.99):4.2f} {ok(m.pct(0.99) <= r.pct(0.99))}, "
+                    f"memory {m.rss_mb / r.rss_mb:4.2f} {ok(m.rss_mb < r.rss_mb / 2)}"
+                )
+            if a and b:
+                parts.append(
+                    f"after/bare msg/s {a.rate / b.rate:4.2f} {ok(a.rate >= 0.9 * b.rate)}"
+                )
+            print("  ".join(parts))
+
+
+def ok(met: bool) -> str:
+    return "met" if met else "MISSED"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for CI")
+    parser.add_argument("--connections", default="1,4,16", help="client connections, e.g. 1,4")
     parser.add_argument(
-        "--connections", default="1,4", help="client connections per run, e.g. 1,4,16"
-    )
-    parser.add_argument("--milter-tcp", action="store_true", help="also the milter on TCP")
-    parser.add_argument(
-        "--only", default="plain,after,milter", help="which of plain,after,milter to run"
+        "--only",
+        default="plain,rspamd,milter,after,bare",
+        help="rounds, of plain,rspamd,milter,milter-tcp,after,bare",
     )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     conns = tuple(int(c) for c in args.connections.split(","))
-    only = set(args.only.split(","))
     print(
-        f"{sizes.messages} messages of ~{len(message(0, offender=False)[2])} bytes a run, "
-        f"{sizes.tenants} tenants, {os.cpu_count()} CPUs"
+        f"{sizes.messages} messages of 3 KB and {sizes.mixed} of the size mix a run, "
+        f"{sizes.tenants} tenants x {OFFENDERS_EACH} offenders, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
-
-    def plain(root: Path) -> tuple[Postfix, Guardmail | None]:
-        return start_postfix("plain", USERS, root=root / "postfix"), None
-
-    def after(root: Path) -> tuple[Postfix, Guardmail | None]:
-        postfix = start_postfix("after", USERS, root=root / "postfix")
-        try:
-            return postfix, start_guardmail(root, postfix, sizes.tenants)
-        except BaseException:
-            postfix.stop()
-            raise
-
-    def milter(transport: str) -> Callable[[Path], tuple[Postfix, Guardmail | None]]:
-        def make(root: Path) -> tuple[Postfix, Guardmail | None]:
-            pf_root = root / "postfix"
-            pf_root.mkdir()
-            socket = f"unix:{pf_root}/milter.sock"
-            postfix = start_postfix("milter", USERS, root=pf_root, milter=socket)
-            if transport == "tcp":  # the port Postfix was given, now for the milter
-                main_cf = postfix.etc / "main.cf"
-                tcp = f"inet:127.0.0.1:{postfix.filter_port}"
-                main_cf.write_text(main_cf.read_text().replace(socket, tcp))
-                old = time.time() - 60
-                os.utime(main_cf, (old, old))
-                postfix.postfix_cmd("/usr/sbin/postfix", "reload")
-            try:
-                named = socket if transport == "unix" else "tcp"
-                return postfix, start_guardmail(root, postfix, sizes.tenants, milter=named)
-            except BaseException:
-                postfix.stop()
-                raise
-
-        return make
-
-    if "plain" in only:
-        run_round("plain", sizes, plain, conns)
-    if "after" in only:
-        run_round("after", sizes, after, conns)
-    if "milter" in only:
-        run_round("milter", sizes, milter("unix"), conns)
-        if args.milter_tcp:
-            run_round("milter-tcp", sizes, milter("tcp"), conns)
+    runs: list[Run] = []
+    for name in args.only.split(","):
+        run_round(name, sizes, conns, runs)
+    ratios(runs)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

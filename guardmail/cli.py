@@ -21,6 +21,7 @@ from guardmail.commands import (
     client,
     evidence,
     imports,
+    login,
     refuse_tenant,
     report,
     review,
@@ -46,6 +47,7 @@ COMMAND_MODULES = (
     review,
     client,
     imports,
+    login,
 )
 
 

@@ -6,8 +6,12 @@
      ├── PeerError          a server or client we talk to misbehaved
      │    ├── ConnectFailure connecting or logging in to a server failed (IMAP, XMPP)
      │    ├── SubmitError   sending the warning failed (``certain``: certainly not sent)
+     │    ├── TimestampFailed a time-stamping authority was unreachable or its token is not good
      │    ├── NextHopUnavailable (channels/smtp/relay.py) Postfix's next hop cannot take mail
      │    ├── Lost, Refused (channels/xmpp/session.py) a session ended; a request was refused
+     │    ├── TokenRefused, TokenUnavailable (oauth/tokens.py) an OAuth2 grant was refused
+     │    │                 (sign in again) / no fresh access token now (retry)
+     │    ├── LoginFailed   (oauth/flows.py) the sign-in of `guardmail login` did not complete
      │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
      │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now
@@ -96,6 +100,11 @@ class SubmitError(PeerError):
     def __init__(self, message: str, *, certain: bool) -> None:
         super().__init__(message)
         self.certain = certain
+
+
+class TimestampFailed(PeerError):
+    """An RFC 3161 time-stamping authority could not be reached, refused, or answered with a
+    token that does not check (wrong hash, untrusted certificate ...); the message says which."""
 
 
 class ConnectFailure(PeerError):

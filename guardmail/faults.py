@@ -17,6 +17,8 @@ Points (``POINTS``), each placed just after a step became durable and before the
 - ``smtp.quarantined``: the next hop accepted the quarantine copy and that is recorded; the
   pipeline's action entry is not journaled, Postfix not answered.
 - ``smtp.replied``: the filter's reply to Postfix is decided (everything durable); not written.
+- ``milter.replied``: the milter's answer at the end of a message is decided (archived, acted on,
+  journaled); it is not written to Postfix.
 - ``imap.moved``: the UID MOVE to the quarantine folder (or, without MOVE, the UID COPY + STORE
   + UID EXPUNGE) returned OK; a ``block`` of the same chunk is not done, nothing is journaled.
 - ``imap.copied``: without MOVE, the UID COPY to the quarantine folder returned OK; the
@@ -45,6 +47,7 @@ POINTS = frozenset(
         "smtp.relayed",
         "smtp.quarantined",
         "smtp.replied",
+        "milter.replied",
         "imap.moved",
         "imap.copied",
         "imap.flagged",

@@ -11,6 +11,9 @@ Invariants held here, for every channel:
   item; archive the ones to block (one journal transaction); one call to the actor; their
   ``action`` entries in one transaction, after which the HEAD witness is written (or, if the
   actor failed, after its failure); then ``after_block`` for each item, in order.
+- Authenticity at receipt (DKIM, ARC, the trusted Authentication-Results) is checked after the
+  archive, beside the action: archived mail items are queued to ``receipts`` and nothing of the
+  path waits for the check or its DNS lookups.
 - A crash between the action and its ``action`` entry is reconciled at the source's next start
   (``reconcile``): an item still where the source finds items is acted on again through the
   normal path when the source sees it (the vault's dedupe returns the first receipt, and its one
@@ -40,6 +43,7 @@ from guardmail.errors import StateError, VaultUnavailable
 from guardmail.linker import Linker, sender_address
 from guardmail.logs import event
 from guardmail.vault import journal
+from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 _DONE_EVENT = {
@@ -156,6 +160,7 @@ class Pipeline:
         after_block: Callable[[Item, Verdict], None] | None = None,
         linker: Linker | None = None,
         own: OwnNames | None = None,
+        receipts: ReceiptChecker | None = None,
     ) -> None:
         self.vault = vault
         self.rules = rules
@@ -168,6 +173,9 @@ class Pipeline:
         # The warning step (Warner.on_block): runs in a thread after the action; it decides
         # itself whether a warning is due and records it at most once.
         self.after_block = after_block
+        # Authenticity at receipt (guardmail.vault.receipts): mail items newly archived are
+        # queued for their DKIM/ARC check after the archive; nothing waits for it.
+        self.receipts = receipts
 
     def judge(self, item: Item, *, reviews: bool = False) -> Verdict:
         """The rules' verdict; for mail they pass that impersonates the person, ``quarantine``
@@ -336,6 +344,7 @@ class _Batch:
         self.receipts = vault.put_many(archives, now=self.pipeline.clock(), witness=False)
         faults.reached("pipeline.archived")
         self.learn()
+        self.queue_checks()
         for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
             event(
                 "item.archived",
@@ -360,6 +369,16 @@ class _Batch:
         ]
         if fresh:
             linker.learn(fresh, now=self.pipeline.clock())
+
+    def queue_checks(self) -> None:
+        """Mail items archived now for the first time go to the authenticity check, which runs
+        beside the action and never delays it (``ReceiptChecker.submit`` returns at once)."""
+        checker = self.pipeline.receipts
+        if checker is None:
+            return
+        for item, receipt in zip(self.items, self.receipts, strict=True):
+            if item.channel is Channel.MAIL and not receipt.duplicate:
+                checker.submit(seq=receipt.seq, sha256=receipt.sha256, raw=item.raw)
 
     def witness(self) -> None:
         """The HEAD witness for the archived entries, when the actor failed (no ``finish``)."""

@@ -114,7 +114,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     reading = read_mail(raw)
     verdict = decide(reading.identities, build_rules(settings), now=now)
-    own = settings.impersonation.own_names()
+    own = settings.impersonation.own_names(settings.evidence.authserv_id)
     if verdict.action is Action.PASS and own is not None:
         found = impersonates(raw, reading.identities, own)
         if found is not None:

@@ -1,8 +1,10 @@
 """case note, list, show: the protected person's own case journal (notes kept as evidence).
 
-``case note TEXT [--attach FILE]... [--offender NAME]`` journals a note (see
-guardmail.vault.notes); ``case list`` prints one line per note; ``case show SEQ`` the whole note
-and its files' hashes. Notes are listed in ``evidence list`` and go into evidence exports.
+``case note TEXT [--attach FILE]... [--offender NAME] [--kind KIND] [--to WHOM]`` journals a
+note (see guardmail.vault.notes); ``--kind abuse-report --to abuse@provider`` records an abuse
+report sent by hand (the report's timeline shows it as sent); ``case list`` prints one line per
+note; ``case show SEQ`` the whole note and its files' hashes. Notes are listed in
+``evidence list`` and go into evidence exports.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from guardmail.commands import (
     tenant_settings,
 )
 from guardmail.daemon.tenant import open_tenant
-from guardmail.vault.notes import add_note, note_of
+from guardmail.vault.notes import NOTE_KINDS, add_note, note_of
 
 MAX_ATTACH = 64 * 1024 * 1024  # bytes per attached file: a scan or a photo, not a video archive
 
@@ -37,6 +39,14 @@ def register(sub: Subparsers) -> None:
     note.add_argument(
         "--offender", default="", help="only about this offender (exported only with them)"
     )
+    note.add_argument(
+        "--kind",
+        choices=NOTE_KINDS,
+        default="note",
+        help="what you did: abuse-report (sent to a provider), police, court, help (an "
+        "organisation contacted); default note",
+    )
+    note.add_argument("--to", default="", help="to whom, e.g. abuse@example.net or a name")
     note.set_defaults(handler=cmd_note)
     ls = cs.add_parser("list", help="every note, oldest first")
     ls.set_defaults(handler=cmd_list)
@@ -70,7 +80,13 @@ def cmd_note(args: argparse.Namespace) -> int:
     tenant = open_tenant(settings)
     try:
         note = add_note(
-            tenant.vault, args.text, files=files, offender=args.offender, now=datetime.now(UTC)
+            tenant.vault,
+            args.text,
+            files=files,
+            offender=args.offender,
+            kind=args.kind,
+            to=args.to,
+            now=datetime.now(UTC),
         )
     except ValueError as exc:
         return _usage(str(exc))
@@ -94,7 +110,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             n = len(note.files)
             extra = f"  [{n} file{'s' if n != 1 else ''}]" if n else ""
             about = f"  ({note.offender})" if note.offender else ""
-            print(f"{note.seq:>6}  {note.time:%Y-%m-%d %H:%M}  {first}{about}{extra}")
+            kind = (
+                f"[{note.kind}{' to ' + note.to if note.to else ''}] "
+                if note.kind != "note"
+                else ""
+            )
+            print(f"{note.seq:>6}  {note.time:%Y-%m-%d %H:%M}  {kind}{first}{about}{extra}")
     finally:
         tenant.close()
     return EXIT_OK
@@ -112,6 +133,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"note {note.seq}, {note.time:%Y-%m-%d %H:%M:%S} UTC")
     if note.offender:
         print(f"about: {note.offender}")
+    if note.kind != "note":
+        print(f"kind:  {note.kind}" + (f", to {note.to}" if note.to else ""))
+    elif note.to:
+        print(f"to:    {note.to}")
     print()
     print(note.text)
     for f in note.files:

@@ -17,6 +17,7 @@ from guardmail.commands import (
     EXIT_OK,
     EXIT_USAGE,
     Subparsers,
+    evidence_dkim,
     load,
     load_read_only,
     refuse_tenant,
@@ -26,7 +27,7 @@ from guardmail.commands.evidence_list import KINDS, evidence_row, list_evidence
 from guardmail.config.settings import Settings
 from guardmail.config.warning import SmtpConfig
 from guardmail.daemon.tenant import open_tenant
-from guardmail.errors import StateError
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import BundleUnreadable
 from guardmail.export.arf import AbuseReport, Original, build_report, original, valid_address
 from guardmail.export.progress import ProgressLine
@@ -34,6 +35,7 @@ from guardmail.export.selection import Criteria, journaled_offenders, select, un
 from guardmail.export.verify import handed_out_head, verify_bundle
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobs import write_durably
+from guardmail.vault.custody import local_user, record_verify, record_view
 from guardmail.vault.journal import Problem
 from guardmail.vault.signing import fingerprint, load_key, make_key, public_pem
 from guardmail.vault.store import Vault
@@ -52,7 +54,11 @@ def register(sub: Subparsers) -> None:
     ls = ev.add_parser("list", help="evidence: received items, sent warnings, abuse reports")
     ls.add_argument("--json", action="store_true", help="JSON lines")
     ls.add_argument(
-        "--kind", action="append", choices=KINDS, help="only this kind (repeat; default: all)"
+        "--kind",
+        action="append",
+        choices=(*KINDS, "custody"),
+        help="only this kind (repeat; default: all but custody, the record of who viewed, "
+        "exported, verified or decided what)",
     )
     ls.set_defaults(handler=cmd_evidence)
     show = ev.add_parser("show", help="an evidence entry's raw bytes, unaltered, to stdout")
@@ -85,6 +91,7 @@ def register(sub: Subparsers) -> None:
         "(made now if the tenant has none yet)",
     )
     key.set_defaults(handler=cmd_key)
+    evidence_dkim.register(ev)
 
     ex = ev.add_parser("export", help="write a verifiable evidence bundle (folder, or .zip)")
     ex.add_argument("--offender", action="append", default=[], help="only this offender (repeat)")
@@ -153,7 +160,15 @@ def cmd_evidence(args: argparse.Namespace) -> int:
         if found is None or found.sha256 is None:
             print(f"guardmail: no evidence entry with seq {args.seq}", file=sys.stderr)
             return EXIT_USAGE
-        sys.stdout.buffer.write(vault.blobs.get(found.sha256))
+        data = vault.blobs.get(found.sha256)
+        try:  # the view is journaled before anything is shown (guardmail.vault.custody)
+            record_view(
+                vault, found, command="evidence show", by=local_user(), now=datetime.now(UTC)
+            )
+        except VaultUnavailable as exc:
+            print(f"guardmail: nothing shown: the view cannot be journaled: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return EXIT_OK
     finally:
@@ -177,9 +192,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return _usage(str(exc))
         for problem in problems:
             print(f"guardmail: vault {tenant.name}: {problem}", file=sys.stderr)
+        entries = sum(1 for _ in vault.iter_rows())
+        try:
+            record_verify(
+                vault,
+                entries=entries,
+                problems=len(problems),
+                against=len(args.against),
+                by=local_user(),
+                now=datetime.now(UTC),
+            )
+        except VaultUnavailable as exc:
+            print(f"guardmail: the verification cannot be journaled: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         if problems:
             return EXIT_FAILED
-        print(f"vault {tenant.name}: {sum(1 for _ in vault.iter_rows())} entries intact")
+        print(f"vault {tenant.name}: {entries} entries intact")
         return EXIT_OK
     finally:
         tenant.close()
@@ -270,6 +298,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 options=ReportOptions(
                     bodies=not args.no_bodies, protected=settings.case.lines(tenant.name)
                 ),
+                by=local_user(),
             )
         finally:
             if progress is not None:

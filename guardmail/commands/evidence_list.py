@@ -4,7 +4,8 @@ Three kinds of journal entry carry a blob: ``archived`` (an item received: mail,
 report), ``warning`` (the warning guardmail sent, the exact bytes the server took) and
 ``abuse_report`` (a report sent to a provider); ``note`` entries (the case journal, ``guardmail
 case note``) are listed too, their files shown by ``guardmail case show``. ``list`` shows them
-in journal order, each line starting with the seq that ``show`` takes.
+in journal order, each line starting with the seq that ``show`` takes. Asked for, kind
+``custody`` lists the chain of custody (guardmail.vault.custody) in the same order.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from guardmail.storage.base import JournalRow
-from guardmail.vault import journal
+from guardmail.vault import custody, journal
 from guardmail.vault.store import Vault
 
 KINDS = ("archived", "warning", "abuse_report", "note")
@@ -68,13 +69,33 @@ def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str
     }
 
 
+def _custody(row: JournalRow, body: dict[str, Any], as_json: bool) -> None:
+    text = custody.describe(row, body)
+    if as_json:
+        record = {
+            "seq": row.seq,
+            "kind": "custody",
+            "entry_kind": row.kind,
+            "time": body.get("time"),
+            "by": body.get("by"),
+            "what": text,
+        }
+        print(json.dumps(record, ensure_ascii=False))
+        return
+    print(f"{row.seq:>6}  {body.get('time')}  custody  {text}")
+
+
 def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> None:
-    """Print the entries of ``kinds`` (one line, or one JSON object, each)."""
+    """Print the entries of ``kinds`` (one line, or one JSON object, each); kind ``custody``
+    is the record of who viewed, exported, verified or decided what (guardmail.vault.custody)."""
     actions: dict[Any, Any] = {}
     for row in vault.iter_rows(kind="action"):
         body = journal.entry(row)
         actions[body.get("archived_seq")] = body.get("done")
     for row in vault.iter_rows():
+        if "custody" in kinds and row.kind in custody.KINDS:
+            _custody(row, journal.entry(row), as_json)
+            continue
         if row.kind not in kinds or (row.sha256 is None and row.kind != "note"):
             continue
         rec = _record(row, journal.entry(row), actions.get(row.seq))

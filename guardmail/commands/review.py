@@ -16,10 +16,19 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from guardmail.commands import EXIT_OK, EXIT_USAGE, Subparsers, load, tenant_settings
+from guardmail.commands import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Subparsers,
+    load,
+    tenant_settings,
+)
 from guardmail.control.review import BadReview, Held, confirm, dismiss, find_held, held_items
 from guardmail.core.item import header_section
 from guardmail.daemon.tenant import open_tenant
+from guardmail.errors import VaultUnavailable
+from guardmail.vault.custody import local_user, record_view
 
 NO_TENANT = (
     "confirming adds the sender to the main config's offenders.d/reported.yaml; for a tenant "
@@ -83,9 +92,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         held = find_held(tenant, args.id)
         raw = tenant.vault.blobs.get(held.sha256)
+        row = tenant.vault.row(held.seq)
+        if row is not None:  # journaled before it is shown (guardmail.vault.custody)
+            record_view(tenant.vault, row, command="review show", by=local_user(), now=_now())
     except BadReview as exc:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except VaultUnavailable as exc:
+        print(f"guardmail: nothing shown: the view cannot be journaled: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         tenant.close()
     text = (raw if args.body else header_section(raw)).decode("utf-8", "replace")
@@ -108,7 +123,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     config = load(args)
     tenant = open_tenant(config.settings)
     try:
-        done = confirm(config, tenant, args.id, as_offender=args.as_offender, now=_now())
+        done = confirm(
+            config, tenant, args.id, as_offender=args.as_offender, now=_now(), by=local_user()
+        )
     except BadReview as exc:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -127,7 +144,7 @@ def cmd_dismiss(args: argparse.Namespace) -> int:
     settings = tenant_settings(args, load(args))
     tenant = open_tenant(settings)
     try:
-        done = dismiss(settings, tenant, args.id, now=_now())
+        done = dismiss(settings, tenant, args.id, now=_now(), by=local_user())
     except BadReview as exc:
         print(f"guardmail: {exc}", file=sys.stderr)
         return EXIT_USAGE

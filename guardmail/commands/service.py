@@ -39,6 +39,10 @@ from guardmail.errors import ConfigError, GuardmailError
 UNITS = ("guardmail.service", "guardmail@.service")
 UNIT_DIR = "etc/systemd/system"
 CONFIG_DIR = "etc/guardmail"
+# Milter mode on a Unix socket (plugins/postfix/README.md): inside Postfix's chroot, which
+# Debian's smtpd and cleanup run in; systemd/milter.conf lets the service write there.
+POSTFIX_CHROOT = Path("/var/spool/postfix")
+MILTER_SOCKET = POSTFIX_CHROOT / "guardmail" / "milter.sock"
 EXAMPLE_MAILDIR = "/var/vmail/example.org/alice/Maildir"
 # Characters an ExecStart= program path may hold without systemd quoting or % / $ escapes.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9._+@:/-]+")
@@ -358,6 +362,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def _next_steps(plan: Plan) -> None:
     config = "/etc/guardmail/guardmail.yaml"
+    in_chroot = "/" + MILTER_SOCKET.relative_to(POSTFIX_CHROOT).as_posix()
     print(
         "\nNext steps"
         + ("" if plan.root == Path("/") else f" (on the system installed in {plan.root})")
@@ -369,9 +374,14 @@ def _next_steps(plan: Plan) -> None:
   4. systemctl status guardmail; journalctl -u guardmail
   For an ISP's Postfix with sources.smtp_filter.mode: milter, add to /etc/postfix/main.cf
   (plugins/postfix/README.md, "Milter mode"; the socket path as seen by a chrooted smtpd):
-       smtpd_milters = unix:/guardmail/milter.sock
-       non_smtpd_milters = unix:/guardmail/milter.sock
+       smtpd_milters = unix:{in_chroot}
+       non_smtpd_milters = unix:{in_chroot}
        milter_default_action = tempfail
   tempfail, not Postfix's default accept: while guardmail is down, mail must wait, not pass.
+  With listen: unix:{MILTER_SOCKET} and socket_group: postfix
+  in guardmail.yaml, let the service write the socket there (systemd/milter.conf, a drop-in):
+       install -d -o {USER} -g postfix -m 0750 {MILTER_SOCKET.parent}
+       install -D -m 0644 {plan.source / "systemd" / "milter.conf"} \\
+         /{UNIT_DIR}/guardmail.service.d/milter.conf
 """
     )

@@ -53,6 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         problems = verify_vault(tenant.vault, blobs=args.verify)
         entries = sum(1 for _ in tenant.vault.iter_rows())
+        stamp = tenant.vault.last_timestamp()
     finally:
         tenant.close()
     report["vault"] = {
@@ -61,6 +62,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "intact": not problems,
         "problems": [str(p) for p in problems],
         "blobs_checked": bool(args.verify),
+        "last_timestamp": (
+            {"tree_size": stamp.tree_size, "gen_time": stamp.gen_time} if stamp else None
+        ),
     }
     if args.json:
         print(json.dumps(report, sort_keys=True))
@@ -86,9 +90,20 @@ def _print(report: dict[str, Any]) -> None:
     if report.get("last_reload"):
         r = report["last_reload"]
         print(f"last reload: {r['result']} at {r['at']}")
+    stamping = report.get("timestamps") or {}
+    if stamping.get("state") == "failing":
+        print(
+            f"timestamps: FAILING since {stamping['since']} ({stamping.get('failures')} tries, "
+            f"next in {stamping.get('retry_in')} s): {stamping.get('error')}"
+        )
+    elif stamping:
+        print(f"timestamps: ok since {stamping['since']}")
     vault = report["vault"]
     checked = "journal, witness and blobs" if vault["blobs_checked"] else "journal and witness"
     state = "intact" if vault["intact"] else "PROBLEMS"
     print(f"vault {vault['tenant']}: {vault['entries']} entries, {state} ({checked} checked)")
+    last = vault.get("last_timestamp")
+    if last:
+        print(f"  last trusted timestamp: {last['gen_time']} over entries 1-{last['tree_size']}")
     for problem in vault["problems"]:
         print(f"  {problem}", file=sys.stderr)

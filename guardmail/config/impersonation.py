@@ -27,7 +27,8 @@ class ImpersonationConfig(BaseModel):
     authserv_id: Name | None = None
     """The id the person's receiving server writes first in its Authentication-Results header
     (e.g. mx.example.org): only that server's results count, every other such header is
-    ignored. Without it, forged From addresses are not judged (bounces still are)."""
+    ignored. Default: ``evidence.authserv_id``. Without either, forged From addresses are not
+    judged (bounces still are)."""
     signing_domains: list[Name] = []
     """DKIM domains the person's provider signs their outgoing mail with (e.g. gmail.com);
     a bounce of mail in their name without such a signature is backscatter of a forgery.
@@ -40,10 +41,12 @@ class ImpersonationConfig(BaseModel):
                 raise ValueError(f"{address!r} is not an address (no @)")
         return self
 
-    def own_names(self) -> OwnNames | None:
-        """What guardmail.core.impersonation checks against; None when nothing is configured."""
+    def own_names(self, trusted: str = "") -> OwnNames | None:
+        """What guardmail.core.impersonation checks against (``trusted``: the authserv-id to
+        use when this section names none, ``evidence.authserv_id``); None when nothing is
+        configured."""
         if not self.addresses and not self.domains:
             return None
         return OwnNames.build(
-            self.addresses, self.domains, self.authserv_id or "", self.signing_domains
+            self.addresses, self.domains, self.authserv_id or trusted, self.signing_domains
         )

@@ -40,6 +40,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
+from guardmail.config.evidence import EvidenceConfig
 from guardmail.config.impersonation import ImpersonationConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
@@ -126,6 +127,9 @@ class Settings(BaseModel):
     """Suspected aliases of offenders, held for review (see guardmail.core.aliases)."""
     impersonation: ImpersonationConfig = ImpersonationConfig()
     """The person's own addresses: mail forged in their name is quarantined as evidence."""
+    evidence: EvidenceConfig = EvidenceConfig()
+    """Authenticity checked at receipt (DKIM, ARC, the trusted Authentication-Results) and
+    trusted timestamps of the vault's log (RFC 3161)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,12 +173,13 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
         unique = dict.fromkeys(issues)
         raise ConfigError(sorted(unique, key=lambda i: (i.file, i.line, i.column)))
     maildirs = [m.model_copy(update={"path": base / m.path}) for m in settings.sources.maildir]
-    imaps = [i.resolved(base) for i in settings.sources.imap]
+    state_dir = base / settings.state_dir
+    imaps = [i.resolved(base, state_dir) for i in settings.sources.imap]
     xmpps = [x.resolved(base) for x in settings.sources.xmpp]
     smtp_filter = f.resolved(base) if (f := settings.sources.smtp_filter) else None
     final = settings.model_copy(
         update={
-            "state_dir": base / settings.state_dir,
+            "state_dir": state_dir,
             "offenders": [*settings.offenders, *loaded.offenders],
             "offenders_files": loaded.patterns,
             "sources": settings.sources.model_copy(
@@ -185,7 +190,8 @@ def load_config(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Loa
                     "smtp_filter": smtp_filter,
                 }
             ),
-            "warning": warning.resolved(base) if warning else None,
+            "warning": warning.resolved(base, state_dir) if warning else None,
+            "evidence": settings.evidence.resolved(base),
         }
     )
     return LoadedConfig(path=main_path, settings=final, files=tuple(loaded.files))

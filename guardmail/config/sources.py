@@ -3,7 +3,10 @@ settings.py.
 
 Contracts:
 - Secrets are never inline: an IMAP password comes from ``password_file`` or ``password_command``
-  (exactly one), read when connecting, never logged.
+  (exactly one), read when connecting, never logged; with ``auth: oauth2`` there is no password,
+  the tokens come from ``guardmail login`` (guardmail.oauth).
+- ``provider: NAME`` fills host, port, TLS, the auth method and the OAuth2 endpoints
+  (guardmail.config.oauth.PRESETS) where the operator wrote nothing.
 - ``tls: none`` is accepted only for loopback hosts: a password never crosses a network in clear.
 - TLS certificates are verified by default; ``ca_file`` adds a private CA, it does not disable
   verification.
@@ -23,6 +26,14 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from guardmail.config.oauth import (
+    AuthMethod,
+    OAuth2Config,
+    Provider,
+    auth_problem,
+    token_file_name,
+    with_preset,
+)
 from guardmail.config.yamlfile import Source
 from guardmail.errors import ConfigIssue
 
@@ -145,6 +156,19 @@ def maildir_issues(
     ]
 
 
+IMAP_FOLDER_ROLES = ("\\Archive", "\\Junk", "\\Trash", "\\Flagged", "\\Important")
+
+
+def _imap_folder(value: str) -> str:
+    stripped = _nonempty(value)
+    if stripped.startswith("\\") and stripped not in IMAP_FOLDER_ROLES:
+        raise ValueError(
+            f"{value!r} is not a SPECIAL-USE role guardmail can move mail to "
+            f"(one of {', '.join(IMAP_FOLDER_ROLES)}), nor a folder name"
+        )
+    return stripped
+
+
 class ImapSourceConfig(BaseModel):
     """A mailbox at an IMAP server, watched with IDLE (or polled where the server lacks it)."""
 
@@ -152,8 +176,11 @@ class ImapSourceConfig(BaseModel):
 
     name: NonEmpty
     """Account name: unique; recorded in evidence and checkpoints."""
+    provider: Provider | None = None
+    """outlook, gmail, icloud, yahoo or fastmail: fills host, port, tls, auth and the oauth2
+    endpoints and scope (what you write yourself wins). See the README's provider sections."""
     host: NonEmpty
-    """IMAP server host name or address."""
+    """IMAP server host name or address (filled by provider)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Default: 993 for tls: implicit, 143 otherwise."""
     tls: TlsMode = "implicit"
@@ -162,6 +189,11 @@ class ImapSourceConfig(BaseModel):
     """PEM file of a private CA to trust in addition to the system's."""
     username: NonEmpty
     """Login name."""
+    auth: AuthMethod = "password"
+    """password (password_file or password_command) or oauth2 (SASL XOAUTH2 or OAUTHBEARER
+    with tokens from `guardmail login --account NAME`)."""
+    oauth2: OAuth2Config | None = None
+    """auth: oauth2: the authorization server and the application (client_id)."""
     password_file: Path | None = None
     """File holding the password (first line); keep it 0600."""
     password_command: list[NonEmpty] | None = None
@@ -172,8 +204,9 @@ class ImapSourceConfig(BaseModel):
     """Folders of the person's own sent mail: messages there addressed to an offender are
     archived (never moved) as the person's side. ``auto``: the server's \\Sent folder
     (SPECIAL-USE), else a usual name; ``[]``: none. One connection each."""
-    quarantine_folder: NonEmpty = "Quarantine"
-    """Folder quarantined mail is moved to (created if missing)."""
+    quarantine_folder: Annotated[str, AfterValidator(_imap_folder)] = "Quarantine"
+    """Folder quarantined mail is moved to (created if missing), or a SPECIAL-USE role the
+    server flags a folder with, e.g. '\\Junk' (its name in any language; never created)."""
     scan_existing: bool = True
     """On the first run, also judge what is already in the folders."""
     idle_seconds: float = Field(default=24 * 60, gt=0, le=MAX_IDLE_SECONDS, allow_inf_nan=False)
@@ -183,9 +216,26 @@ class ImapSourceConfig(BaseModel):
     timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     """Socket timeout for connecting and for each command."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        return with_preset(data, "imap")
+
     @model_validator(mode="after")
     def _secure(self) -> ImapSourceConfig:
-        if (self.password_file is None) == (self.password_command is None):
+        has_password = self.password_file is not None or self.password_command is not None
+        problem = auth_problem(
+            what=f"IMAP account {self.name!r}",
+            auth=self.auth,
+            oauth2=self.oauth2,
+            has_password=has_password,
+            provider=self.provider,
+        )
+        if problem is not None:
+            raise ValueError(problem)
+        if self.auth == "password" and (self.password_file is None) == (
+            self.password_command is None
+        ):
             raise ValueError(
                 f"IMAP account {self.name!r} needs exactly one of password_file or "
                 "password_command (passwords are never written in the config itself)"
@@ -201,9 +251,14 @@ class ImapSourceConfig(BaseModel):
     def effective_port(self) -> int:
         return self.port or (993 if self.tls == "implicit" else 143)
 
-    def resolved(self, base: Path) -> ImapSourceConfig:
-        """With relative file paths made absolute under ``base``."""
-        return with_absolute_files(self, base, "password_file", "ca_file")
+    def resolved(self, base: Path, state_dir: Path | None = None) -> ImapSourceConfig:
+        """With relative file paths made absolute under ``base``, and the OAuth2 token file
+        (default STATE_DIR/oauth/imap-NAME.json) filled in."""
+        done = with_absolute_files(self, base, "password_file", "ca_file")
+        if self.oauth2 is None:
+            return done
+        token_file = (state_dir or base / "var") / token_file_name("imap", self.name)
+        return done.model_copy(update={"oauth2": self.oauth2.resolved(base, token_file)})
 
 
 def _host_port(value: str) -> str:

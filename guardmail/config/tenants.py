@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.settings import (
@@ -94,6 +94,18 @@ class TenantConfig(BaseModel):
     """The one cease-contact warning, as in the main config."""
     aliases: AliasesConfig = AliasesConfig()
     """Suspected aliases held for review, as in the main config."""
+
+    @model_validator(mode="after")
+    def _no_oauth2(self) -> TenantConfig:
+        smtp = self.warning.smtp if self.warning else None
+        if smtp is not None and smtp.auth == "oauth2":
+            # `guardmail login` signs in the main configuration's accounts only; a token file
+            # shared between tenants would break their isolation.
+            raise ValueError(
+                "warning.smtp: auth: oauth2 is for the main configuration's accounts; "
+                "a tenant's warning is sent with a password (password_file or password_command)"
+            )
+        return self
 
     def settings(self, *, state_dir: Path) -> Settings:
         """The Settings that open_tenant and Tenant.apply take for this tenant."""

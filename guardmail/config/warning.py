@@ -4,7 +4,8 @@ Contracts:
 - ``channel: email`` needs ``from`` and ``smtp``; ``channel: xmpp`` sends from one of the
   ``sources.xmpp`` accounts (``xmpp_account``, checked against the sources when the whole file
   is loaded) and needs neither.
-- The submission password comes from ``password_file`` or ``password_command``, never inline.
+- The submission password comes from ``password_file`` or ``password_command``, never inline;
+  with ``auth: oauth2`` the tokens come from ``guardmail login --account warning``.
 - ``tls: none`` only for loopback hosts (the password would travel in clear).
 - ``from`` is one address with an optional display name; the display name is the victim's name
   in the template unless ``victim`` says otherwise.
@@ -18,7 +19,18 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from guardmail.config.oauth import (
+    AuthMethod,
+    OAuth2Config,
+    Provider,
+    auth_problem,
+    token_file_name,
+    with_preset,
+)
 from guardmail.config.sources import NonEmpty, TlsMode, is_loopback, with_absolute_files
+
+# The account name `guardmail login --account` takes for the warning's submission server.
+WARNING_ACCOUNT = "warning"
 
 
 def _one_address(value: str) -> str:
@@ -36,8 +48,11 @@ class SmtpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
+    provider: Provider | None = None
+    """outlook, gmail, icloud, yahoo or fastmail: fills host, port, tls, auth and the oauth2
+    endpoints and scope (what you write yourself wins)."""
     host: NonEmpty
-    """Submission server host."""
+    """Submission server host (filled by provider)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Default: 465 for tls: implicit, 587 for starttls, 25 for none."""
     tls: TlsMode = "starttls"
@@ -46,6 +61,11 @@ class SmtpConfig(BaseModel):
     """PEM file of a private CA to trust as well."""
     username: NonEmpty | None = None
     """Login name; leave out for a server that needs no login (loopback relay)."""
+    auth: AuthMethod = "password"
+    """password, or oauth2 (SASL XOAUTH2 or OAUTHBEARER with tokens from
+    `guardmail login --account warning`)."""
+    oauth2: OAuth2Config | None = None
+    """auth: oauth2: the authorization server and the application (client_id)."""
     password_file: Path | None = None
     """File holding the password (first line)."""
     password_command: list[NonEmpty] | None = None
@@ -53,12 +73,28 @@ class SmtpConfig(BaseModel):
     timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     """Socket timeout."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        return with_preset(data, "smtp")
+
     @model_validator(mode="after")
     def _secure(self) -> SmtpConfig:
         has_secret = self.password_file is not None or self.password_command is not None
+        problem = auth_problem(
+            what="warning.smtp",
+            auth=self.auth,
+            oauth2=self.oauth2,
+            has_password=has_secret,
+            provider=self.provider,
+        )
+        if problem is not None:
+            raise ValueError(problem)
         if self.password_file is not None and self.password_command is not None:
             raise ValueError("give password_file or password_command, not both")
-        if (self.username is None) != (not has_secret):
+        if self.auth == "oauth2" and self.username is None:
+            raise ValueError("auth: oauth2 needs the username the token is for")
+        if self.auth == "password" and (self.username is None) != (not has_secret):
             raise ValueError("username and a password_file or password_command go together")
         if self.tls == "none" and not is_loopback(self.host):
             raise ValueError(
@@ -71,8 +107,12 @@ class SmtpConfig(BaseModel):
     def effective_port(self) -> int:
         return self.port or {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
 
-    def resolved(self, base: Path) -> SmtpConfig:
-        return with_absolute_files(self, base, "password_file", "ca_file")
+    def resolved(self, base: Path, state_dir: Path | None = None) -> SmtpConfig:
+        done = with_absolute_files(self, base, "password_file", "ca_file")
+        if self.oauth2 is None:
+            return done
+        token_file = (state_dir or base / "var") / token_file_name("smtp", WARNING_ACCOUNT)
+        return done.model_copy(update={"oauth2": self.oauth2.resolved(base, token_file)})
 
 
 class WarningConfig(BaseModel):
@@ -110,6 +150,6 @@ class WarningConfig(BaseModel):
             raise ValueError("channel: xmpp sends from an XMPP account; leave `smtp` out")
         return self
 
-    def resolved(self, base: Path) -> WarningConfig:
-        smtp = self.smtp.resolved(base) if self.smtp is not None else None
+    def resolved(self, base: Path, state_dir: Path | None = None) -> WarningConfig:
+        smtp = self.smtp.resolved(base, state_dir) if self.smtp is not None else None
         return self.model_copy(update={"template_file": base / self.template_file, "smtp": smtp})

@@ -18,7 +18,8 @@ The pipeline archives a suspected alias's item (``action: review``, its signals 
 
 Contracts:
 - Each decision is one journal entry, ``review.confirmed`` or ``review.dismissed``, naming the
-  archived entry (``archived_seq``), the offender, the sender and what was done; an item is
+  archived entry (``archived_seq``), the offender, the sender, what was done and who decided
+  (``by``, guardmail.vault.custody); an item is
   decided once (``BadReview`` on a second decision, or on an entry that is not held).
 - Nothing is ever sent to a suspected alias.
 - The order leaves no window for the daemon to hold the item again: a dismissal is stored before
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -196,7 +198,13 @@ class Decided:
 
 
 def confirm(
-    config: LoadedConfig, tenant: Tenant, seq: int, *, as_offender: str | None, now: datetime
+    config: LoadedConfig,
+    tenant: Tenant,
+    seq: int,
+    *,
+    as_offender: str | None,
+    now: datetime,
+    by: Mapping[str, Any] | None = None,
 ) -> Decided:
     """The held item's sender becomes an alias of the offender; see the module docstring."""
     held = _undecided(tenant, seq)
@@ -265,7 +273,8 @@ def confirm(
             "sender": held.sender,
             "rule_added": rule_added,
             "done": done,
-        },
+        }
+        | _by(by),
         now=now,
         sha256=held.sha256,
         source_ref=held.source_ref,
@@ -275,7 +284,14 @@ def confirm(
     )
 
 
-def dismiss(settings: Settings, tenant: Tenant, seq: int, *, now: datetime) -> Decided:
+def dismiss(
+    settings: Settings,
+    tenant: Tenant,
+    seq: int,
+    *,
+    now: datetime,
+    by: Mapping[str, Any] | None = None,
+) -> Decided:
     """The sender is not an alias of the offender; the item goes back; see the docstring."""
     held = _undecided(tenant, seq)
     with tenant.storage.transaction() as tx:
@@ -304,12 +320,18 @@ def dismiss(settings: Settings, tenant: Tenant, seq: int, *, now: datetime) -> D
         done = f"moved back to {back.parent.name}/{back.name} (sha256 {held.sha256})"
     tenant.vault.record(
         DISMISSED,
-        {"archived_seq": seq, "offender": held.offender, "sender": held.sender, "done": done},
+        {"archived_seq": seq, "offender": held.offender, "sender": held.sender, "done": done}
+        | _by(by),
         now=now,
         sha256=held.sha256,
         source_ref=held.source_ref,
     )
     return Decided(seq=seq, offender=held.offender, sender=held.sender, done=done)
+
+
+def _by(by: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Who decided (guardmail.vault.custody), when the caller says."""
+    return {} if by is None else {"by": dict(by)}
 
 
 def _rewrite_from_vault(tenant: Tenant, held: Held, root: Path) -> Path:

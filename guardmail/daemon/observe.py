@@ -30,6 +30,9 @@ _DOWN = {
     "imap.tls_failed",
     "imap.connect_failed",
     "imap.secret_unreadable",
+    "imap.oauth_refused",
+    "imap.oauth_failed",
+    "imap.folder_role_missing",
     "maildir.unreadable",
     "source.failed",
 }
@@ -64,6 +67,7 @@ class Board:
         self.sources: dict[str, dict[str, str]] = {}
         self.counts: dict[str, int] = {}
         self.last_reload: dict[str, str] = {}
+        self.timestamps: dict[str, Any] = {}
         self.registry = CollectorRegistry()
         self._judged = Counter(
             "guardmail_items_judged",
@@ -85,6 +89,12 @@ class Board:
         )
         self._reloads = Counter(
             "guardmail_reloads", "Configuration reloads", ["result"], registry=self.registry
+        )
+        self._stamps = Counter(
+            "guardmail_timestamps",
+            "Trusted timestamps of signed tree heads asked for, by outcome",
+            ["tenant", "outcome"],
+            registry=self.registry,
         )
         self._up = Gauge(
             "guardmail_source_up",
@@ -141,9 +151,33 @@ class Board:
                 self._count(f"reload_{result}")
                 self._reloads.labels(result).inc()
                 self.last_reload = {"result": result, "at": now}
+            elif name in ("timestamp.stamped", "timestamp.failed"):
+                self._timestamp(name, now, fields)
             if level >= logging.ERROR:
                 self._count("errors")
                 self._errors.labels(name).inc()
+
+    def _timestamp(self, name: str, now: str, fields: dict[str, Any]) -> None:
+        ok = name == "timestamp.stamped"
+        self._stamps.labels(fields.get("tenant", ""), "stamped" if ok else "failed").inc()
+        if ok:
+            self.timestamps = {
+                "state": "ok",
+                "since": now,
+                "tree_size": fields.get("tree_size"),
+                "gen_time": fields.get("gen_time"),
+            }
+        else:
+            self.timestamps = {
+                **{k: v for k, v in self.timestamps.items() if k in ("tree_size", "gen_time")},
+                "state": "failing",
+                "since": self.timestamps.get("since", now)
+                if self.timestamps.get("state") == "failing"
+                else now,
+                "error": str(fields.get("error", "")),
+                "failures": fields.get("failures"),
+                "retry_in": fields.get("retry_in"),
+            }
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -154,6 +188,7 @@ class Board:
                 "sources": {k: dict(v) for k, v in sorted(self.sources.items())},
                 "counts": dict(sorted(self.counts.items())),
                 "last_reload": dict(self.last_reload),
+                "timestamps": dict(self.timestamps),
             }
 
     def write(self, state_dir: Path) -> None:

@@ -34,8 +34,10 @@ from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.supervise import describe, keep_running
 from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.daemon.tenants import MainRecipients, TenantDirectory
+from guardmail.daemon.timestamper import Timestampers
 from guardmail.errors import ConfigError
 from guardmail.logs import event
+from guardmail.vault.store import Vault
 
 STATUS_SECONDS = 5.0
 
@@ -96,6 +98,7 @@ class Daemon:
             for x in config.settings.sources.xmpp
         ]
         self.smtp_filter: SmtpFilterSource | MilterSource | None = None
+        self.tenant_dir: TenantDirectory | None = None
         if config.settings.sources.smtp_filter is not None:
             # Loads tenants.d; a bad tenant file raises ConfigError (exit 2 with file:line).
             cfg = config.settings.sources.smtp_filter
@@ -105,6 +108,7 @@ class Daemon:
                 delimiter=cfg.recipient_delimiter,
                 reserved=frozenset({self.tenant.name}),
             )
+            self.tenant_dir = tenants
             # The main config's own offenders protect every recipient of no tenant.
             main = MainRecipients(tenant=self.tenant)
             if cfg.mode == "milter":
@@ -126,6 +130,12 @@ class Daemon:
             on_change=self._reload_notified,  # apply a reported offender at once
         )
         self.notifier = Notifier.from_env()
+        stamp = config.settings.evidence.timestamp  # restart to change it, like the sources
+        self.timestamps = Timestampers(self._vaults, stamp) if stamp is not None else None
+
+    def _vaults(self) -> list[Vault]:
+        """Every tenant's vault: the main one, then tenants.d's as they are now."""
+        return [self.tenant.vault, *(self.tenant_dir.vaults if self.tenant_dir else [])]
 
     def reload(self) -> bool:
         """Load the config again; apply it if valid, else keep the last good one.
@@ -231,6 +241,8 @@ class Daemon:
                 group.create_task(watcher.run())
                 group.create_task(self._publish_status())
                 group.create_task(self.control.run())
+                if self.timestamps is not None:
+                    group.create_task(keep_running("timestamps", self.timestamps.run))
                 group.create_task(self._wait_for_stop())
                 self.notifier.ready(self._status())
         except* _Shutdown:

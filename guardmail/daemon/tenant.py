@@ -21,8 +21,14 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.dkimcheck import Limits
+from guardmail.vault.keyfetch import DnsResolver
+from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Vault
 from guardmail.warner import Warner
+
+# At a tenant's close, the checks still queued get this long; the rest are dropped (logged).
+RECEIPTS_CLOSE_SECONDS = 2.0
 
 
 def build_rules(settings: Settings) -> RuleSet:
@@ -61,9 +67,9 @@ def seal_log(vault: Vault, *, now: datetime | None = None) -> None:
         event("vault.unsealed", level=logging.WARNING, vault=str(vault.root), error=str(exc))
 
 
-def serve_tenant(settings: Settings) -> Tenant:
+def serve_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> Tenant:
     """``open_tenant`` for a daemon (not for commands that only read): the log sealed too."""
-    tenant = open_tenant(settings)
+    tenant = open_tenant(settings, storage=storage)
     seal_log(tenant.vault)
     return tenant
 
@@ -80,27 +86,42 @@ class Tenant:
     pipeline: Pipeline
     warner: Warner
     linker: Linker
+    owns_storage: bool = True  # False: shared (open_tenant's ``storage``), closed by its owner
 
     def apply(self, settings: Settings) -> None:
         """Take new offenders and warning settings (hot reload); the swaps are atomic."""
         self.pipeline.rules = build_rules(settings)
-        self.pipeline.own = settings.impersonation.own_names()
+        self.pipeline.own = settings.impersonation.own_names(settings.evidence.authserv_id)
         self.linker.reload(settings.offenders, settings.aliases)
         self.warner.settings = settings
         see_offenders(self.warner)
+        if self.pipeline.receipts is not None:
+            self.pipeline.receipts.authserv_id = settings.evidence.authserv_id
 
     def close(self) -> None:
-        self.storage.close()
+        if self.pipeline.receipts is not None:
+            self.pipeline.receipts.close(timeout=RECEIPTS_CLOSE_SECONDS)
+        if self.owns_storage:
+            self.storage.close()
 
 
-def open_tenant(settings: Settings) -> Tenant:
-    """Open (creating if needed) the tenant's state under ``settings.state_dir``.
+def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecker | None:
+    """The tenant's DKIM/ARC check at receipt, unless ``evidence.dkim`` is off."""
+    ev = settings.evidence
+    if not ev.dkim:
+        return None
+    return ReceiptChecker(
+        storage=storage,
+        tenant=settings.tenant,
+        resolver=DnsResolver(ev.nameservers),
+        authserv_id=ev.authserv_id,
+        limits=Limits(lookup_seconds=ev.dns_timeout, dns_budget=ev.dns_budget),
+    )
 
-    The state directory and the tenant's vault directories end up 0700 (created so, or tightened
-    with a warning event), the database 0600, and temp files left by a writer that died are
-    removed (``guardmail.storage.files``). StateError or PermissionError if they cannot be used.
-    """
-    state = settings.state_dir
+
+def open_storage(state: Path) -> SQLiteStorage:
+    """The state directory made private (0700, created or tightened with a warning event), temp
+    files left by a writer that died removed, and its database (0600) opened."""
     try:
         if state.is_dir():
             tighten(state)
@@ -109,12 +130,28 @@ def open_tenant(settings: Settings) -> Tenant:
     except NotADirectoryError as exc:
         raise StateError(f"{exc.filename}: {exc.strerror}") from None
     remove_stale_temps(state)
-    storage = SQLiteStorage(state / DB_FILE)
-    vault = Vault(vault_dir(state, settings.tenant), storage, settings.tenant)
+    return SQLiteStorage(state / DB_FILE)
+
+
+def open_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> Tenant:
+    """Open (creating if needed) the tenant's state under ``settings.state_dir``.
+
+    The state directory and the tenant's vault directories end up 0700 (created so, or tightened
+    with a warning event), the database 0600, and temp files left by a writer that died are
+    removed (``guardmail.storage.files``). StateError or PermissionError if they cannot be used.
+    ``storage``: the database of ``settings.state_dir`` already opened (``open_storage``) and
+    shared with other tenants (their rows are keyed by tenant; one transaction at a time); the
+    tenant then does not close it.
+    """
+    owns = storage is None
+    if storage is None:
+        storage = open_storage(settings.state_dir)
+    vault = Vault(vault_dir(settings.state_dir, settings.tenant), storage, settings.tenant)
     try:
         vault.open()
     except BaseException:
-        storage.close()
+        if owns:
+            storage.close()
         raise
     warner = Warner(settings=settings, vault=vault, storage=storage)
     see_offenders(warner)
@@ -129,7 +166,8 @@ def open_tenant(settings: Settings) -> Tenant:
         rules=build_rules(settings),
         after_block=warner.on_block,
         linker=linker,
-        own=settings.impersonation.own_names(),
+        own=settings.impersonation.own_names(settings.evidence.authserv_id),
+        receipts=receipt_checker(settings, storage),
     )
     return Tenant(
         name=settings.tenant,
@@ -138,4 +176,5 @@ def open_tenant(settings: Settings) -> Tenant:
         pipeline=pipeline,
         warner=warner,
         linker=linker,
+        owns_storage=owns,
     )

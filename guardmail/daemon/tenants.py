@@ -2,9 +2,11 @@
 
 Contracts:
 - ``TenantDirectory`` opens one ``Tenant`` (open_tenant) per file: its own rules, vault directory
-  and rows keyed by its name. ``reload()`` swaps in a new directory atomically (router and
-  tenants together) or, if any file is wrong, logs every issue and keeps the last good one.
-  Tenants removed from the directory stop receiving mail at once; their state is closed at exit.
+  and rows keyed by its name, on one database connection shared by all of them (one transaction
+  at a time; a connection each cost ~160 KB, 160 MB at 1,000 tenants). ``reload()`` swaps in a
+  new directory atomically (router and tenants together) or, if any file is wrong, logs every
+  issue and keeps the last good one. Tenants removed from the directory stop receiving mail at
+  once; their state is closed at exit.
 - ``route`` gives the SMTP filter what it needs of a recipient's tenant (``Routed``: its name,
   quarantine mailbox and pipeline), so the channel never imports the daemon.
 """
@@ -30,10 +32,12 @@ from guardmail.config.tenants import (
     load_tenants,
 )
 from guardmail.daemon.reload import DEBOUNCE
-from guardmail.daemon.tenant import Tenant, serve_tenant
+from guardmail.daemon.tenant import Tenant, open_storage, serve_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.store import Vault
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +96,9 @@ class TenantDirectory:
     delimiter: str = "+"
     reserved: frozenset[str] = frozenset()
     base: Path = field(default_factory=Path.cwd)
-    opener: Callable[[Settings], Tenant] = serve_tenant
+    # None: serve_tenant on one database connection shared by every tenant of the directory.
+    opener: Callable[[Settings], Tenant] | None = None
+    _storage: SQLiteStorage | None = field(init=False, default=None)
     _snapshot: _Snapshot = field(init=False)
     _open: dict[str, Tenant] = field(init=False, default_factory=dict)
     _retired: list[Tenant] = field(init=False, default_factory=list)
@@ -109,9 +115,18 @@ class TenantDirectory:
         name = snapshot.router.route(recipient)
         return snapshot.tenants.get(name) if name is not None else None
 
+    def tenant(self, name: str) -> Routed | None:
+        """The open tenant called ``name`` (None if tenants.d has none now)."""
+        return self._snapshot.tenants.get(name)
+
     @property
     def router(self) -> Router:
         return self._snapshot.router
+
+    @property
+    def vaults(self) -> list[Vault]:
+        """The open tenants' vaults (for the daemon's timestamps)."""
+        return [r.tenant.vault for r in self._snapshot.tenants.values()]
 
     @property
     def names(self) -> list[str]:
@@ -160,7 +175,7 @@ class TenantDirectory:
         for config in loaded.tenants:
             tenant = self._open.get(config.name)
             if tenant is None:
-                tenant = self.opener(config.settings(state_dir=self.state_dir))
+                tenant = self._opened(config.settings(state_dir=self.state_dir))
                 self._open[config.name] = tenant
             elif old[config.name].config != config:
                 tenant.apply(config.settings(state_dir=self.state_dir))
@@ -171,11 +186,21 @@ class TenantDirectory:
         router = Router.build(loaded.tenants, delimiter=self.delimiter)
         self._snapshot = _Snapshot(router=router, tenants=routed)
 
+    def _opened(self, settings: Settings) -> Tenant:
+        if self.opener is not None:
+            return self.opener(settings)
+        if self._storage is None:
+            self._storage = open_storage(self.state_dir)
+        return serve_tenant(settings, storage=self._storage)
+
     def close(self) -> None:
         for tenant in [*self._open.values(), *self._retired]:
             tenant.close()
         self._open.clear()
         self._retired.clear()
+        if self._storage is not None:
+            self._storage.close()
+            self._storage = None
 
     async def watch(self) -> None:
         """Reload shortly after a tenant file is written, created, renamed or removed; forever."""

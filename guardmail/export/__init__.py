@@ -7,6 +7,7 @@ A bundle is a folder (or a zip holding one folder) that a third party checks wit
     journal.jsonl                               the hash-chained journal rows covering them
     manifest.json                               each file's metadata and SHA-256
     report.pdf, report.html                     the printable report
+    abuse/<offender>-<domain>.txt|.eml          abuse reports to the senders' providers, to send
     log/                                        signed tree head, public key, inclusion proofs
     README.txt                                  what this is and how to check it
     SHA256SUMS                                  every other file, for ``sha256sum -c``

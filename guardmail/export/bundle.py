@@ -10,6 +10,7 @@ Contracts:
   handed over.
 - Each item and warning carries an inclusion proof against the vault's latest signed tree head
   (``guardmail.export.proofs``), sealed first if the journal has entries no head covers.
+- The RFC 3161 tokens that date the exported entries go with them (``guardmail.export.stamps``).
 - Time is a parameter: ``now`` stamps the report, the manifest and the journal entry.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,15 +26,19 @@ from typing import Any
 
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import FORMAT, JOURNAL, MANIFEST, README, SUMS, ExportError
+from guardmail.export.abuse_files import AbuseReports
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
+from guardmail.export.dkimfiles import CHECKS, dkim_files, dkim_readme
 from guardmail.export.html import render_html
 from guardmail.export.pdf import render_pdf
 from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
 from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
+from guardmail.export.stamps import stamp_files, stamps_readme
 from guardmail.export.summary import NoteView, WarningView, build
+from guardmail.export.thumbs import Thumbs
 from guardmail.vault.store import Vault
 
 REPORT_PDF, REPORT_HTML = "report.pdf", "report.html"
@@ -180,11 +185,20 @@ def _fill(
 ) -> None:
     total = len(evidence.items)
     details: list[Details] = []
+    thumbs = Thumbs() if options.bodies else None
+    abuse = AbuseReports()
     for n, item in enumerate(evidence.items, start=1):
         raw = read_blob(vault, item.sha256, f"item seq {item.seq}")
         sink.add(item.file, raw)
+        abuse.add(item, raw)
         details.append(
-            describe(raw, channel=item.channel, subject=item.subject, bodies=options.bodies)
+            describe(
+                raw,
+                channel=item.channel,
+                subject=item.subject,
+                bodies=options.bodies,
+                thumbs=thumbs,
+            )
         )
         progress("copying items", n, total)
     warnings: list[WarningView] = []
@@ -206,11 +220,23 @@ def _fill(
                 time=kept.note.time,
                 text=kept.note.text,
                 files=tuple((name, f.sha256, f.size) for name, f in kept.files),
+                kind=kept.note.kind,
+                to=kept.note.to,
+                offender=kept.note.offender,
             )
         )
+    reports = abuse.files(
+        read=lambda i: read_blob(vault, i.sha256, f"item seq {i.seq}"), now=now, version=version
+    )
+    for r in reports:
+        sink.add(r.file, r.data)
     sink.add(JOURNAL, journal_lines(evidence))
     head, key_fingerprint, signed = log_files(vault, evidence)
+    signed |= (stamped := stamp_files(vault, evidence, head))
     for name, data in signed.items():
+        sink.add(name, data)
+    dkim = dkim_files(vault, evidence)
+    for name, data in sorted(dkim.items()):
         sink.add(name, data)
     body = manifest(evidence, now=now, version=version)
     body["log"] = {
@@ -220,8 +246,27 @@ def _fill(
         "key_fingerprint": key_fingerprint,
         "files": sorted(signed),
     }
+    if dkim:
+        body["dkim"] = {"checks": CHECKS, "keys": sum(1 for n in dkim if n != CHECKS)}
+    body["abuse_reports"] = [
+        {
+            "file": r.file,
+            "offender": r.offender,
+            "domain": r.domain,
+            "to": r.to or None,
+            "items": r.items,
+            "form": r.form,
+            "sha256": hashlib.sha256(r.data).hexdigest(),
+        }
+        for r in reports
+    ]
     sink.add(MANIFEST, _json(body))
-    signed_log = log_readme(head, key_fingerprint)
+    stamps = stamps_readme(stamped)
+    signed_log = (
+        log_readme(head, key_fingerprint)
+        + stamps
+        + (dkim_readme(7 if stamps else 6) if dkim else "")
+    )
     report = build(
         evidence,
         details=details,
@@ -262,6 +307,7 @@ def write_bundle(
     version: str,
     progress: Progress | None = None,
     options: ReportOptions | None = None,
+    by: Mapping[str, Any] | None = None,
 ) -> BundleResult:
     """Write ``evidence`` as a bundle at ``out`` (a zip if it ends in .zip) and journal it.
 
@@ -301,6 +347,8 @@ def write_bundle(
         "until": evidence.criteria.until.isoformat() if evidence.criteria.until else None,
         "sha256sums": sums_sha,
     }
+    if by is not None:
+        fields["by"] = dict(by)  # who made it (guardmail.vault.custody)
     if isinstance(sink, ZipSink):
         with out.open("rb") as f:
             fields["zip_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()

@@ -9,6 +9,8 @@ Contracts:
 - HTML is turned into text by a linear scan that only collects text: scripts, styles and the
   head are dropped, nothing is fetched or run, link targets are written out beside their text.
 - An unknown or bogus charset decodes as UTF-8 with replacement characters.
+- Images (PNG, JPEG, GIF) get a small thumbnail of our own making when a ``Thumbs`` budget is
+  given (guardmail.export.thumbs: bounded, never raises); every other part is listed only.
 - Display only: the item files in the bundle, not this reading, are the evidence.
 """
 
@@ -25,6 +27,7 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 
 from guardmail.core.item import decode_words, header_fields
+from guardmail.export.thumbs import Thumbs
 
 MAX_PARSE = 16 * 1024 * 1024
 MAX_NESTED = 64
@@ -58,6 +61,7 @@ class Attachment:
     content_type: str
     size: int  # decoded bytes
     sha256: str  # of the decoded bytes
+    thumbnail: bytes = b""  # a small PNG we made of it (images only, when safe), else b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,8 +185,9 @@ def _headers(raw: bytes) -> dict[str, str]:
     return found
 
 
-def mail_content(raw: bytes, *, bodies: bool = True) -> Content:
-    """What ``raw`` says; with ``bodies`` False, only who, when and the subject."""
+def mail_content(raw: bytes, *, bodies: bool = True, thumbs: Thumbs | None = None) -> Content:
+    """What ``raw`` says; with ``bodies`` False, only who, when and the subject. Images get a
+    thumbnail while ``thumbs`` allows."""
     h = _headers(raw)
     date = h.get("date", "")
     base = Content(
@@ -230,12 +235,14 @@ def mail_content(raw: bytes, *, bodies: bool = True) -> Content:
                 )
         elif len(attachments) < MAX_ATTACHMENTS:
             data = _payload(part)
+            taken = sum(1 for a in attachments if a.thumbnail)
             attachments.append(
                 Attachment(
                     name=name or "(no name)",
                     content_type=clean(ctype)[:MAX_NAME],
                     size=len(data),
                     sha256=hashlib.sha256(data).hexdigest(),
+                    thumbnail=thumbs.take(data, ctype, taken=taken) if thumbs else b"",
                 )
             )
     if len(attachments) >= MAX_ATTACHMENTS:

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 
 from guardmail.core.item import decode_words, header_fields, mail_identities
 from guardmail.export.content import MAX_TEXT, Content, mail_content, sent_time
+from guardmail.export.thumbs import Thumbs
 
 MAX_FIELDS = 100
 MAX_VALUE = 2000
@@ -75,7 +76,9 @@ def _mail_text(raw: bytes) -> str:
         return ""
 
 
-def mail_details(raw: bytes, *, want_words: bool, bodies: bool = True) -> Details:
+def mail_details(
+    raw: bytes, *, want_words: bool, bodies: bool = True, thumbs: Thumbs | None = None
+) -> Details:
     fields = header_fields(raw)[:MAX_FIELDS]
     headers = tuple((clean(n), _shorten(clean(v), MAX_VALUE)) for n, v in fields)
     sender = ""
@@ -84,7 +87,7 @@ def mail_details(raw: bytes, *, want_words: bool, bodies: bool = True) -> Detail
             addr = f"<{ident.address}>" if ident.address else ""
             sender = clean(" ".join(p for p in (ident.display_name or "", addr) if p))
             break
-    content = mail_content(raw, bodies=bodies)
+    content = mail_content(raw, bodies=bodies, thumbs=thumbs)
     words = _words(content.text) if want_words and bodies else ""
     return Details(
         headers=headers, sender=_shorten(sender, 200), first_words=words, content=content
@@ -132,14 +135,17 @@ def _iso_time(stamp: str) -> datetime | None:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def describe(raw: bytes, *, channel: str, subject: str, bodies: bool = True) -> Details:
+def describe(
+    raw: bytes, *, channel: str, subject: str, bodies: bool = True, thumbs: Thumbs | None = None
+) -> Details:
     """The report's view of ``raw``; first words are read only when there is no subject.
 
-    With ``bodies`` False (a summary copy) no message text is read at all.
+    With ``bodies`` False (a summary copy) no message text is read at all; images get small
+    thumbnails while ``thumbs`` allows.
     """
     if channel == "xmpp":
         return stanza_details(raw, bodies=bodies)
-    return mail_details(raw, want_words=not subject.strip(), bodies=bodies)
+    return mail_details(raw, want_words=not subject.strip(), bodies=bodies, thumbs=thumbs)
 
 
 def message_text(raw: bytes) -> str:

@@ -29,6 +29,7 @@ from reportlab.platypus import (
     Flowable,
     Frame,
     Image,
+    PageBreak,
     PageTemplate,
     Paragraph,
     Preformatted,
@@ -36,6 +37,7 @@ from reportlab.platypus import (
 )
 
 from guardmail.export.details import clean
+from guardmail.export.pdf_case import case_journal, certification
 from guardmail.export.pdf_items import items_story
 from guardmail.export.pdf_style import (
     SANS,
@@ -47,6 +49,7 @@ from guardmail.export.pdf_style import (
     register_fonts,
     when,
 )
+from guardmail.export.pdf_toc import Contents, Slot, capacity
 from guardmail.export.summary import Report, timeline
 
 Progress = Callable[[int, int], None]
@@ -55,8 +58,9 @@ MARGIN = 15 * mm
 TEXT_COLUMNS = 100
 
 
-def _numbered(footer: str) -> type[Canvas]:
-    """A canvas class that holds its pages until the end, to write "page x of y" on each."""
+def _numbered(footer: str, contents: Contents) -> type[Canvas]:
+    """A canvas class that holds its pages until the end, to write "page x of y" on each (and
+    the table of contents, whose page numbers are known only then)."""
 
     class Numbered(Canvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -76,6 +80,9 @@ def _numbered(footer: str) -> type[Canvas]:
                 self.setFillColor(colors.grey)
                 self.drawString(MARGIN, MARGIN, footer)
                 self.drawRightString(A4[0] - MARGIN, MARGIN, f"page {n} of {total}")
+                self.setFillColor(colors.black)
+                if n == contents.page:
+                    contents.draw(self)
                 self.restoreState()
                 super().showPage()
             super().save()
@@ -83,8 +90,16 @@ def _numbered(footer: str) -> type[Canvas]:
     return Numbered
 
 
+def author(report: Report) -> str:
+    """The PDF's Author: the protected person as the case settings name them, else guardmail."""
+    return report.protected[0][1] if report.protected else f"guardmail {report.version}"
+
+
 class _Doc(BaseDocTemplate):
-    def __init__(self, buf: io.BytesIO, report: Report, progress: Progress | None) -> None:
+    def __init__(
+        self, buf: io.BytesIO, report: Report, progress: Progress | None, contents: Contents
+    ) -> None:
+        offenders = ", ".join(report.offenders) or "-"
         super().__init__(
             buf,
             pagesize=A4,
@@ -93,13 +108,16 @@ class _Doc(BaseDocTemplate):
             topMargin=MARGIN,
             bottomMargin=MARGIN + 4 * mm,
             title=f"Evidence report: {report.protected_name}, {report.period}",
-            author=f"guardmail {report.version}",
-            subject=f"{len(report.rows)} items from {', '.join(report.offenders) or '-'}",
+            author=author(report),
+            subject=f"Harassment evidence: {len(report.rows)} items from {offenders}",
+            keywords=["evidence", "harassment", "guardmail"],
             creator=f"guardmail {report.version}",
+            producer=f"guardmail {report.version} (ReportLab)",
             invariant=1,
         )
         self._report = report
         self._progress = progress
+        self._contents = contents
         frame = Frame(self.leftMargin, self.bottomMargin, self.width, self.height, id="body")
         self.addPageTemplates([PageTemplate(id="page", frames=[frame])])
 
@@ -113,12 +131,15 @@ class _Doc(BaseDocTemplate):
         stamp.dhh = stamp.dmm = 0
 
     def afterFlowable(self, flowable: Flowable) -> None:
+        if isinstance(flowable, Slot):
+            self._contents.page = self.page
         if not isinstance(flowable, Mark):
             return
         if flowable.section:
             key = f"s{id(flowable)}"
             self.canv.bookmarkPage(key)
             self.canv.addOutlineEntry(flowable.section, key, level=flowable.level)
+            self._contents.add(flowable.level, flowable.section, self.page)
         if flowable.item and self._progress is not None:
             self._progress(flowable.item, len(self._report.rows))
 
@@ -133,9 +154,10 @@ def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
     after = sum(o.after_warning for o in r.per_offender)
     counts = f"<b>{len(r.rows)}</b>" + (f" ({esc(channels)})" if channels else "")
     if r.warnings:
-        counts += f"; <b>{after}</b> received after the warning"
+        counts += f"; <b>{after}</b> sent after the warning"
     warned = "; ".join(
-        f"{esc(w.warning.sent_at)} to {esc(w.warning.to)} ({esc(w.warning.offender)})"
+        f"{esc(when(w.sent) + ' UTC' if w.sent else w.warning.sent_at)} to {esc(w.warning.to)} "
+        f"({esc(w.warning.offender)})"
         for w in r.warnings
     )
     offenders = "<br/>".join(
@@ -148,7 +170,7 @@ def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
         *who,
         ("Offenders", offenders or "-"),
         ("Period", esc(r.period)),
-        ("First and last item (UTC)", f"{when(r.first)} \u2013 {when(r.last)}"),
+        ("First and last received (UTC)", f"{when(r.first)} \u2013 {when(r.last)}"),
         ("Items", counts),
         ("Warning sent", warned or "none"),
         ("Case notes", str(len(r.notes)) if r.notes else "none"),
@@ -162,7 +184,10 @@ def _first_page(r: Report, s: Styles) -> Iterator[Flowable]:
         "Each blocked message exactly as it arrived (items/, .eml for e-mail, .xml for instant "
         "messages), the warning exactly as sent, the journal entries covering them "
         "(journal.jsonl; entries about anyone else appear only as their hashes), manifest.json, "
-        "this report (report.pdf, report.html), README.txt and SHA256SUMS."
+        "this report (report.pdf, report.html), README.txt and SHA256SUMS. In abuse/: for each "
+        "offender and the provider they wrote from, an abuse report to that provider's abuse "
+        "desk (plain text, and for e-mail an RFC 5965 report with the messages attached), "
+        "ready for the protected person to send."
     )
     if not r.bodies:
         holds += " This is a summary copy: the report leaves the messages' text out."
@@ -191,7 +216,7 @@ def _timeline(r: Report, s: Styles, chart: bytes, width: float) -> Iterator[Flow
         if e.what == "warning":
             what = f"\u25b6 {e.text}"
             warning_rows.append(len(data))
-        elif e.what in ("note", "report"):
+        elif e.what in ("note", "report", "custody"):
             what = e.text
         else:
             what = f"{e.count} item{'s' if e.count != 1 else ''}"
@@ -204,13 +229,24 @@ def _timeline(r: Report, s: Styles, chart: bytes, width: float) -> Iterator[Flow
     for n in warning_rows:
         table.setStyle([("BACKGROUND", (0, n), (-1, n), colors.HexColor("#ffe8c0"))])
     yield table
+    warned = {w.warning.offender.casefold() for w in r.warnings}
+    yield Spacer(1, 2 * mm)
+    for o in r.per_offender:
+        if o.offender.casefold() in warned:
+            before = o.items - o.after_warning
+            yield Paragraph(
+                f"<b>{esc(o.offender)}</b>: {before} item{'s' if before != 1 else ''} sent "
+                f"before the warning, <b>{o.after_warning}</b> after it (by each item's Date:, "
+                "bounded by when it was received).",
+                s.body,
+            )
 
 
 def _warnings(r: Report, s: Styles) -> Iterator[Flowable]:
     for w in r.warnings:
         facts = facts_table(
             [
-                ("Sent", esc(w.warning.sent_at)),
+                ("Sent", esc(f"{when(w.sent)} UTC" if w.sent else w.warning.sent_at)),
                 ("To", esc(w.warning.to)),
                 ("Message-ID", esc(w.warning.message_id)),
                 ("Subject", esc(w.subject)),
@@ -230,91 +266,27 @@ def _warnings(r: Report, s: Styles) -> Iterator[Flowable]:
         yield Preformatted(clean(w.text), s.text, maxLineLength=TEXT_COLUMNS)
 
 
-def _case_journal(r: Report, s: Styles) -> Iterator[Flowable]:
-    if not r.notes:
-        return
-    yield Mark(section="Case journal")
-    yield Paragraph("Case journal: what the protected person did", s.h1)
-    for note in r.notes:
-        yield Paragraph(esc(f"{when(note.time)} UTC \u00b7 journal entry {note.seq}"), s.h2)
-        yield Preformatted(clean(note.text), s.text, maxLineLength=TEXT_COLUMNS)
-        for name, sha256, size in note.files:
-            yield Paragraph(
-                f"File {esc(name)} ({size:,} bytes), SHA-256 <font name='GMMono'>{sha256}</font>",
-                s.cell,
-            )
-
-
-CERTIFICATION = """\
-I, ______________________________ (name), declare:
-
-1. I am the person protected by this case, or the custodian of the records it holds, and I am
-   familiar with how they were made.
-
-2. The records listed in this bundle were collected by guardmail {version}, which received each
-   message, stored its bytes unaltered in an evidence vault identified by their SHA-256 hash,
-   and wrote each event to an append-only journal in which every entry carries the hash of the
-   one before it. This process was in regular use and produces an accurate copy of what was
-   received.
-
-3. Each item file in this bundle has the SHA-256 hash value shown for it in this report, in
-   manifest.json and in SHA256SUMS. Those values were computed when the item was received and
-   again when this bundle was made on {made} UTC. The journal entries
-   covering them run from seq {first} to seq {last}; the last has the hash
-   {last_hash}.
-
-4. {items} items, {warnings} warning(s) and {notes} case note(s) are included; of the journal's
-   other entries the bundle holds only their hashes.
-
-I declare under penalty of perjury under the laws of ______________________ that the
-foregoing is true and correct.
-
-
-Signature: ______________________________     Date: ____________________
-
-Place: __________________________________"""
-
-
-def _certification(r: Report, s: Styles, last_hash: str) -> Iterator[Flowable]:
-    yield CondPageBreak(400)
-    yield Mark(section="Certification (template)")
-    yield Paragraph("Certification of records (template)", s.h1)
-    yield Paragraph(
-        "A custodian's declaration that these electronic records are what they appear to be, "
-        "identified by their hash values (the practice of, for example, US Federal Rule of "
-        "Evidence 902(14)). Fill in, sign and date it only if it is true; the wording a court "
-        "needs may differ: ask the officer or your lawyer.",
-        s.body,
-    )
-    text = CERTIFICATION.format(
-        version=r.version,
-        made=when(r.generated_at),
-        first=r.journal_first,
-        last=r.journal_last,
-        last_hash=last_hash or "-",
-        items=len(r.rows),
-        warnings=len(r.warnings),
-        notes=len(r.notes),
-    )
-    yield Preformatted(text, s.pre, maxLineLength=TEXT_COLUMNS)
-
-
 def render_pdf(report: Report, *, chart_png: bytes, progress: Progress | None = None) -> bytes:
     register_fonts()
     s = Styles()
     buf = io.BytesIO()
-    doc = _Doc(buf, report, progress)
-    story: list[Flowable] = [*_first_page(report, s)]
-    story += _timeline(report, s, chart_png, doc.width)
+    width = A4[0] - 2 * MARGIN
+    story: list[Flowable] = []
+    story += _timeline(report, s, chart_png, width)
     story += _warnings(report, s)
-    story += _case_journal(report, s)
+    story += case_journal(report, s)
     story += [Mark(section="How to verify"), Paragraph("How to verify this bundle", s.h1)]
     story.append(Preformatted(report.verification, s.pre, maxLineLength=TEXT_COLUMNS))
     story += items_story(report, s)
-    story += _certification(report, s, report.journal_last_hash)
+    story += certification(report, s, report.journal_last_hash)
+    first = list(_first_page(report, s))
+    sections = sum(1 for f in [*first, *story] if isinstance(f, Mark) and f.section)
+    contents = Contents(lines=capacity(sections))
+    head = [PageBreak(), Paragraph("Contents", s.h1), Slot(contents)]
+    doc = _Doc(buf, report, progress, contents)
     footer = (
         f"guardmail evidence report \u2014 {clean(report.protected_name)} \u2014 "
         f"generated {when(report.generated_at)} UTC"
     )
-    doc.build(story, canvasmaker=_numbered(footer))
+    doc.build([*first, *head, *story], canvasmaker=_numbered(footer, contents))
     return buf.getvalue()

@@ -3,7 +3,7 @@
 Contracts:
 - An item shows both times: when it was received (guardmail's clock, UTC) and when its sender
   says it was sent (``Date:``, converted to UTC, and as written). Look-alike letters and
-  "received after the warning" are said in words, in red, on the item and in the table.
+  "sent after the warning" are said in words, in red, on the item and in the table.
 - The message's text is printed in a fixed-width font, wrapped by character count (linear time,
   where Paragraph's word splitting goes quadratic on long tokens); it reads no markup.
 - ``progress(done, total)`` is called (by the document) as item details are laid out.
@@ -11,18 +11,24 @@ Contracts:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
+from reportlab.lib.utils import ImageReader
 from reportlab.platypus import (
     CondPageBreak,
     Flowable,
+    Image,
+    KeepTogether,
     Paragraph,
     Preformatted,
     Spacer,
+    Table,
     TableStyle,
 )
 
+from guardmail.export.content import Attachment
 from guardmail.export.details import clean
 from guardmail.export.pdf_style import MONO, SANS, Facts, Mark, Styles, esc, grid, when, wrap_text
 from guardmail.export.summary import Report, Row
@@ -34,6 +40,7 @@ SECTION_MIN_SPACE = 200  # points: a section's heading and its first lines
 ITEM_MIN_SPACE = 110  # points: an item's heading, facts and a few lines of text
 HEADER_COLUMNS = 128  # DejaVu Sans Mono at 6.5 pt: 0.602 em a character, 510 pt a line
 TEXT_COLUMNS = 112  # DejaVu Sans Mono at 7.5 pt in the 510 pt frame, less the text's padding
+THUMB = 90.0  # points a side of an image's thumbnail: four fit in a row
 
 
 def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
@@ -43,7 +50,7 @@ def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
     yield Paragraph(
         "Received: when guardmail took the item (UTC). Sent: the time in the item's Date: "
         "field, converted to UTC (written by the sender's software). "
-        "\u25b2 marks an item received after the warning was sent.",
+        "\u25b2 marks an item sent after the warning (judged by Date:, bounded by Received).",
         s.body,
     )
     head = ["#", "Received (UTC)", "Sent (UTC)", "Via", "From", "Subject or first words", "SHA-256"]
@@ -149,8 +156,38 @@ def _text(row: Row, s: Styles) -> Iterator[Flowable]:
         table.setStyle(TableStyle([("FONT", (3, 1), (3, -1), MONO, 6.3)]))
         yield table
         yield Spacer(1, 4)
+        yield from _pictures(c.attachments, s, row.item.index)
     for note in c.notes:
         yield Paragraph(esc(f"Note: {note}."), s.cell)
+
+
+def _pictures(attachments: tuple[Attachment, ...], s: Styles, index: int) -> Iterator[Flowable]:
+    """The images' thumbnails (made by guardmail.export.thumbs) in a row, each captioned."""
+    shown = [a for a in attachments if a.thumbnail]
+    if not shown:
+        return
+    cells: list[Any] = []
+    for a in shown:
+        width, height = _fit(*ImageReader(io.BytesIO(a.thumbnail)).getSize())
+        picture = Image(io.BytesIO(a.thumbnail), width=width, height=height)
+        caption = Paragraph(esc(_short(a.name, 60)), s.cell)
+        cells.append([picture, caption])
+    table = Table([cells], colWidths=[THUMB + 12] * len(cells), hAlign="LEFT")
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    yield KeepTogether(
+        [
+            Paragraph(
+                f"Item {index}, images (small copies; the originals are in the file):", s.cell
+            ),
+            table,
+        ]
+    )
+    yield Spacer(1, 4)
+
+
+def _fit(width: float, height: float) -> tuple[float, float]:
+    scale = THUMB / max(width, height, 1)
+    return width * scale, height * scale
 
 
 def headers_appendix(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
@@ -206,7 +243,15 @@ def items_story(report: Report, s: Styles) -> list[Flowable]:
     story.append(Paragraph("Item details", s.h1))
     if not report.bodies:
         story.append(Paragraph("Summary copy: the messages' text is left out.", s.body))
-    for row in report.rows:
-        story += item_detail(row, s, bodies=report.bodies)
+    # Grouped by offender (journal order within), each group a bookmark under "Item details".
+    offenders = list(dict.fromkeys(r.item.offender for r in report.rows))
+    for offender in offenders:
+        mine = [r for r in report.rows if r.item.offender == offender]
+        name = clean(offender) or "(unknown)"
+        story.append(Mark(section=f"{name} ({len(mine)} items)", level=1))
+        if len(offenders) > 1:
+            story.append(Paragraph(esc(f"Items from {name}"), s.h2))
+        for row in mine:
+            story += item_detail(row, s, bodies=report.bodies)
     story += headers_appendix(report.rows, s)
     return story

@@ -124,6 +124,9 @@ items/         each message exactly as received. .eml files are e-mail messages 
                The names sort by time: number, time received (UTC), journal number (seq).
 {warnings}report.pdf     a printable report: summary, timeline, every item, full headers.
 report.html    the same report as a web page.
+abuse/         for each offender and provider they wrote from, an abuse report to that
+               provider (abuse@domain): a .txt with every message's headers, times and
+               SHA-256, and for e-mail a .eml (RFC 5965) with the messages attached, to send.
 manifest.json  each item's details: time received, channel, account, source reference,
                offender, matching rule and header, action taken, seq, SHA-256, file name.
 journal.jsonl  the journal entries covering these items (see below).

@@ -11,6 +11,8 @@ Contracts:
   their ``action`` rows, the exported offenders' warnings) travel with their bodies; every other
   row of the run stands in the bundle as its ``prev_hash`` and ``hash`` alone (``withheld``), so
   the chain still links from end to end and an export for one offender says nothing of another.
+- Chain-of-custody records (guardmail.vault.custody) travel with their bodies only when they
+  are about what the bundle shows (``_custody``); the rest are withheld like any other row.
 - Reading only: nothing here writes to the vault.
 """
 
@@ -23,7 +25,7 @@ from typing import Any
 
 from guardmail.export import ExportError
 from guardmail.storage.base import JournalRow
-from guardmail.vault import journal
+from guardmail.vault import custody, journal
 from guardmail.vault.notes import Note, NoteFile, note_of
 
 EXTENSIONS = {"mail": "eml", "xmpp": "xml"}
@@ -106,6 +108,15 @@ class ExportNote:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CustodyEntry:
+    """A chain-of-custody record about the exported evidence (guardmail.vault.custody)."""
+
+    seq: int
+    time: datetime
+    text: str  # what was done, by whom, in words
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
     tenant: str
     criteria: Criteria
@@ -117,6 +128,7 @@ class Evidence:
     shown: frozenset[int] = frozenset()  # seqs of ``journal`` rows exported with their bodies
     notes: tuple[ExportNote, ...] = ()
     abuse_reports: tuple[AbuseSent, ...] = ()  # sent about the exported offenders
+    custody: tuple[CustodyEntry, ...] = ()  # views, exports, verifications, decisions
 
     def withheld(self, row: JournalRow) -> bool:
         """Whether ``row`` goes into the bundle as its hashes only (it is about someone else)."""
@@ -272,6 +284,8 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
     )
     seqs = [*picked_seqs, *action_seqs, *(w.seq for w in warnings), *(n.note.seq for n in notes)]
     seqs += [r.seq for r in reports]
+    kept = _custody(rows, bodies, set(seqs), picked_seqs, folded)
+    seqs += [c.seq for c in kept]
     run: tuple[JournalRow, ...] = ()
     if seqs:
         lo, hi = min(seqs), max(seqs)
@@ -287,7 +301,46 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
         shown=frozenset(seqs),
         notes=notes,
         abuse_reports=reports,
+        custody=kept,
     )
+
+
+def _custody(
+    rows: Sequence[JournalRow],
+    bodies: dict[int, dict[str, Any]],
+    shown: set[int],
+    picked: set[int],
+    offenders: set[str],
+) -> tuple[CustodyEntry, ...]:
+    """The custody records that travel with their bodies: views of an entry the bundle shows,
+    verifications of the vault after its first exported entry (counts only), earlier exports
+    of these offenders only, and the confirmations that made an exported item evidence."""
+    if not shown:
+        return ()
+    first = min(shown)
+    found: list[CustodyEntry] = []
+    for row in rows:
+        if row.kind not in custody.KINDS:
+            continue
+        body = bodies[row.seq]
+        if row.kind == custody.CUSTODY:
+            what = body.get("what")
+            keep = (what == "view" and body.get("entry") in shown) or (
+                what == "verify" and row.seq > first
+            )
+        elif row.kind == "export":
+            named = body.get("offenders")
+            keep = (
+                isinstance(named, list)
+                and bool(named)
+                and all(str(o).casefold() in offenders for o in named)
+            )
+        else:
+            keep = row.kind == "review.confirmed" and body.get("archived_seq") in picked
+        if keep:
+            text = custody.describe(row, body)
+            found.append(CustodyEntry(seq=row.seq, time=received_at(body), text=text))
+    return tuple(found)
 
 
 def _notes(

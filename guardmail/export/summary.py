@@ -2,6 +2,13 @@
 
 ``report.html`` and ``report.pdf`` render the same ``Report``, so they never disagree. Time is a
 parameter: ``generated_at`` is the ``now`` the caller passes.
+
+An item's time on the timeline, and whether it came "after the warning", is when it was sent
+(``sent_at``): its ``Date:`` field (an XMPP delay stamp), bounded by when it was received. A
+``Date:`` that is missing, unreadable, before 1990 or more than ``MAX_SKEW`` after the item was
+received is implausible and the received time stands in: mail found on the first scan then
+falls on the days it was written, and a late delivery of a message sent before the warning is
+not counted against its sender.
 """
 
 from __future__ import annotations
@@ -9,12 +16,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from guardmail.core.identity import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
 from guardmail.export.details import Details
-from guardmail.export.selection import AbuseSent, Evidence, ExportItem, SentWarning
+from guardmail.export.selection import (
+    AbuseSent,
+    CustodyEntry,
+    Evidence,
+    ExportItem,
+    SentWarning,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,7 +40,13 @@ class Row:
     headers: tuple[tuple[str, str], ...]
     content: Content = Content()
     flags: tuple[str, ...] = ()  # in words: look-alike letters, sent after the warning
-    after_warning: bool = False  # received after the warning to its offender was sent
+    after_warning: bool = False  # sent (``sent_at``) after the warning to its offender was sent
+    sent_at: datetime | None = None  # when sent (see the module docstring); None: received_at
+
+    @property
+    def when(self) -> datetime:
+        """The item's time on the timeline: when it was sent, as far as it can be told."""
+        return self.sent_at or self.item.received_at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +67,7 @@ class OffenderCount:
     first: datetime
     last: datetime
     channels: str
-    after_warning: int = 0  # items received after the warning to this offender
+    after_warning: int = 0  # items sent after the warning to this offender
     addresses: tuple[str, ...] = ()  # the addresses and JIDs its items came from
 
 
@@ -60,6 +79,9 @@ class NoteView:
     time: datetime
     text: str
     files: tuple[tuple[str, str, int], ...] = ()  # (bundle file, SHA-256, bytes)
+    kind: str = "note"  # guardmail.vault.notes.NOTE_KINDS: "abuse-report" is a report sent
+    to: str = ""
+    offender: str = ""  # "" for a note about the whole case
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +107,7 @@ class Report:
     notes: tuple[NoteView, ...] = ()
     abuse_reports: tuple[AbuseSent, ...] = ()
     journal_last_hash: str = ""  # the hash of the last journal entry in the bundle
+    custody: tuple[CustodyEntry, ...] = ()  # who viewed, exported, verified, decided
 
     @property
     def protected_name(self) -> str:
@@ -125,12 +148,13 @@ def build(
     firsts: dict[str, datetime] = {}
     lasts: dict[str, datetime] = {}
     counts: Counter[str] = Counter()
-    for item in evidence.items:
+    for row in rows:
+        item = row.item
         if item.direction == "outgoing" or item.context_of:
             continue  # the person's own messages and a room's context: not the offender's items
         name = item.offender or "(unknown)"
         day = per_day.setdefault(name, {})
-        day[item.received_at.date()] = day.get(item.received_at.date(), 0) + 1
+        day[row.when.date()] = day.get(row.when.date(), 0) + 1
         channels.setdefault(name, Counter())[item.channel] += 1
         counts[name] += 1
         firsts[name] = min(firsts.get(name, item.received_at), item.received_at)
@@ -171,6 +195,7 @@ def build(
         notes=notes,
         abuse_reports=evidence.abuse_reports,
         journal_last_hash=evidence.journal[-1].hash if evidence.journal else "",
+        custody=evidence.custody,
     )
 
 
@@ -198,6 +223,17 @@ def _parse_time(value: str) -> datetime | None:
     return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+MAX_SKEW = timedelta(hours=1)  # a sender's clock ahead of ours by more than this is not believed
+EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def sent_at(received: datetime, date_field: datetime | None) -> datetime:
+    """When an item was sent: its ``Date:`` (``date_field``) if plausible, else ``received``."""
+    if date_field is None or date_field < EARLIEST or date_field > received + MAX_SKEW:
+        return received
+    return date_field
+
+
 def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
     flags = list(item.looks_like)
     if not flags:  # entries journaled before matches said so: read the sender's address
@@ -205,15 +241,16 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         letters = lookalike_letters(address)
         if letters:
             flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
-    # An imported item's received_at is the time of the import: never "after the warning"; nor
-    # is the person's own message or a room's context.
+    # By the time it was sent (Date:), so an imported item (received_at: the import) is
+    # judged like a live one; never the person's own message or a room's context.
+    sent = sent_at(item.received_at, d.content.sent)
     theirs = item.direction != "outgoing" and not item.context_of
-    after = theirs and warned is not None and not item.imported and item.received_at > warned
+    after = theirs and warned is not None and sent > warned
     flags += side_flags(item)
     if item.imported:
         flags.append(item.imported)
     if after:
-        flags.append(f"received after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
+        flags.append(f"sent after the warning sent {warned:%Y-%m-%d %H:%M} UTC")
     return Row(
         item=item,
         sender=d.sender,
@@ -222,6 +259,7 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         content=d.content,
         flags=tuple(flags),
         after_warning=after,
+        sent_at=sent,
     )
 
 
@@ -244,22 +282,23 @@ class Event:
 
     day: date
     offender: str
-    what: str  # "items", "warning", "note" or "report" (an abuse report sent)
+    what: str  # "items", "warning", "note", "report" (an abuse report sent) or "custody"
     count: int = 0  # items that day
-    after_warning: int = 0  # of which received after the warning to this offender
+    after_warning: int = 0  # of which sent after the warning to this offender
     text: str = ""  # for the warning: when and to whom
 
 
 def timeline(report: Report) -> tuple[Event, ...]:
-    """Items per day per offender, with the warning in its place; in time order."""
+    """Items per day (sent) per offender, with the warning, notes and abuse reports in their
+    places; in time order."""
     days: dict[tuple[date, str], list[Row]] = {}
     for row in report.rows:
-        # Imported items stand apart from those guardmail received (their day is the import's).
+        # Imported items stand apart from those guardmail received.
         who = f"{row.item.offender} (imported)" if row.item.imported else row.item.offender
-        days.setdefault((row.item.received_at.date(), who), []).append(row)
+        days.setdefault((row.when.date(), who), []).append(row)
     keyed: list[tuple[datetime, Event]] = []
     for (day, offender), rows in days.items():
-        first = min(r.item.received_at for r in rows)
+        first = min(r.when for r in rows)
         after = sum(1 for r in rows if r.after_warning)
         event = Event(
             day=day, offender=offender, what="items", count=len(rows), after_warning=after
@@ -275,17 +314,31 @@ def timeline(report: Report) -> tuple[Event, ...]:
     for note in report.notes:
         words = " ".join(note.text.split())
         words = words if len(words) <= 300 else words[:299] + "\u2026"
-        text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC): {words}"
-        keyed.append(
-            (
-                note.time,
-                Event(day=note.time.date(), offender="case journal", what="note", text=text),
+        who = note.offender or "case journal"
+        if note.kind == "abuse-report":
+            to = f" to {note.to}" if note.to else ""
+            text = f"abuse report sent {note.time:%H:%M} UTC{to} (case note, entry {note.seq})"
+            event = Event(
+                day=note.time.date(), offender=who, what="report", text=f"{text}: {words}"
             )
-        )
+        else:
+            kind = "" if note.kind == "note" else f", {note.kind}"
+            to = f" to {note.to}" if note.to else ""
+            text = f"case note (entry {note.seq}, {note.time:%H:%M} UTC{kind}{to}): {words}"
+            event = Event(day=note.time.date(), offender=who, what="note", text=text)
+        keyed.append((note.time, event))
     for a in report.abuse_reports:
         text = f"abuse report sent {a.time:%H:%M} UTC to {a.to} (journal entry {a.seq})"
         keyed.append(
             (a.time, Event(day=a.time.date(), offender=a.offender, what="report", text=text))
+        )
+    for c in report.custody:
+        text = f"{c.text} ({c.time:%H:%M} UTC, journal entry {c.seq})"
+        keyed.append(
+            (
+                c.time,
+                Event(day=c.time.date(), offender="chain of custody", what="custody", text=text),
+            )
         )
     keyed.sort(key=lambda k: k[0])
     return tuple(e for _, e in keyed)

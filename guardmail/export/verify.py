@@ -9,7 +9,10 @@ Each problem is one line naming the file or journal entry, starting with what is
     journal:   an entry is altered or does not follow the one before it (chain broken)
     manifest:  manifest.json is unreadable or disagrees with the journal
     log:       the signed tree head, its signature or an item's inclusion proof fails
-               (``guardmail.export.logcheck``)
+               (``guardmail.export.logcheck``), or a trusted timestamp does not check
+               (``guardmail.export.stampcheck``)
+    dkim:      a signature that passed at receipt fails from its key snapshot, or a snapshot
+               is altered (``guardmail.export.dkimfiles``)
 
 The three layers back each other up: rewriting SHA256SUMS after changing a file still leaves the
 manifest and the journal entry naming the old SHA-256, and rewriting those breaks the chain.
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from guardmail.export import JOURNAL, MANIFEST, SUMS, BundleUnreadable
+from guardmail.export.dkimfiles import CHECKS, check_dkim
 from guardmail.export.logcheck import bundle_head, check_log
+from guardmail.export.stampcheck import check_stamps
 from guardmail.storage.base import TreeHeadRow
 from guardmail.vault.journal import chain_hash
 from guardmail.vault.signing import public_pem
@@ -337,6 +342,15 @@ def _verify(files: _Files) -> list[str]:
         }
         bodies = {seq: e.body for seq, e in journal.items()}
         problems.extend(check_log(files.read, present, bodies, wanted))
+        try:
+            head, public = bundle_head(files.read, present)
+        except ValueError:
+            pass  # check_log said what is wrong with the head
+        else:
+            problems.extend(check_stamps(files.read, present, head, public))
+    if isinstance(manifest.get("dkim"), dict) and CHECKS not in present and CHECKS not in listed:
+        problems.append(f"missing: {CHECKS} (named in {MANIFEST})")
+    problems.extend(check_dkim(files.read, present))
     for name in sorted(named - present):
         if name not in listed:  # else already reported as missing
             problems.append(f"missing: {name} (named in {MANIFEST})")

@@ -1,5 +1,5 @@
 """The storage seam: checkpoints, the evidence journal, the warning ledger, the copies the SMTP
-filter has relayed, the signed tree heads, alias features.
+filter has relayed, the signed tree heads and their timestamp tokens, alias features.
 
 One small interface with two backends: SQLite (embedded default) and PostgreSQL (several nodes).
 Transactions are owned by the caller: every read and write goes through a ``Transaction`` obtained
@@ -11,7 +11,7 @@ Rows are keyed by tenant: one tenant never reads another's rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,6 +48,20 @@ class TreeHeadRow:
     root_hash: str  # hex
     time: str  # ISO 8601
     signature: str  # hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampRow:
+    """An RFC 3161 timestamp token over a signed tree head (guardmail.vault.timestamps): the
+    TSA's reply as received (DER), the time it vouches for, and the root certificate(s) (PEM)
+    it was checked against when it arrived."""
+
+    tenant: str
+    tree_size: int  # the head it stamps
+    token: bytes  # the TimeStampResp, DER
+    gen_time: str  # ISO 8601, from the token
+    tsa_url: str
+    ca_pem: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +119,57 @@ class AliasFeaturesRow:
     features: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimKeyRow:
+    """A DKIM key record as fetched (guardmail.vault.dkimcheck): the TXT strings joined, kept once
+    per tenant, selector, domain and SHA-256 of the record; when and through which resolver it
+    was first fetched."""
+
+    tenant: str
+    selector: str
+    domain: str
+    record_sha256: str
+    record: bytes
+    fetched_at: str
+    resolver: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimResultRow:
+    """One signature of an archived item as checked at receipt: a DKIM-Signature (``kind``
+    ``dkim``) or an ARC set's message signature or seal (``arc-ams``, ``arc-seal``). ``result``
+    is pass, fail, temperror (DNS did not answer), permerror (no usable key or signature) or
+    skipped (over a bound); ``key_sha256`` names the key snapshot used, if one was fetched."""
+
+    tenant: str
+    seq: int
+    idx: int
+    kind: str
+    domain: str
+    selector: str
+    algorithm: str
+    result: str
+    reason: str
+    key_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptCheckRow:
+    """What was checked of an archived item's authenticity after it was archived: when, through
+    which resolver, the ARC chain's result, and the trusted server's Authentication-Results."""
+
+    tenant: str
+    seq: int
+    sha256: str
+    checked_at: str
+    resolver: str
+    arc_result: str
+    arc_reason: str
+    authserv_id: str
+    auth_results: str  # the topmost Authentication-Results field of authserv_id, or ""
+    note: str = ""
+
+
 class Transaction(Protocol):
     def journal_head(self, tenant: str) -> JournalRow | None:
         """The last entry of the tenant's journal, locked against concurrent appends."""
@@ -128,6 +193,18 @@ class Transaction(Protocol):
 
     def tree_heads(self, tenant: str) -> Iterator[TreeHeadRow]:
         """The tenant's signed tree heads, smallest tree first."""
+        ...
+
+    def timestamp_insert(self, row: TimestampRow) -> None:
+        """Store a token (one per head: a second for the same head is ignored)."""
+        ...
+
+    def timestamps(self, tenant: str) -> Iterator[TimestampRow]:
+        """The tenant's timestamp tokens, smallest tree first."""
+        ...
+
+    def timestamp_last(self, tenant: str) -> TimestampRow | None:
+        """The tenant's token over its largest stamped tree, if any."""
         ...
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
@@ -215,6 +292,21 @@ class Transaction(Protocol):
     def forget_relayed(self, tenant: str, before: str) -> int:
         """Forget the copies remembered before ``before`` (ISO 8601 UTC); how many rows."""
         ...
+
+    def put_receipt_check(
+        self, check: ReceiptCheckRow, results: Sequence[DkimResultRow], keys: Sequence[DkimKeyRow]
+    ) -> None:
+        """Store an item's check (replacing an earlier one of the same seq) and its signatures'
+        results; each key record is kept once (an existing snapshot keeps its first fetch)."""
+        ...
+
+    def receipt_check(self, tenant: str, seq: int) -> ReceiptCheckRow | None: ...
+
+    def dkim_results(self, tenant: str, seq: int) -> list[DkimResultRow]:
+        """The item's signature results in ``idx`` order."""
+        ...
+
+    def dkim_key(self, tenant: str, record_sha256: str) -> DkimKeyRow | None: ...
 
 
 class Storage(Protocol):

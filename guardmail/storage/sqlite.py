@@ -22,10 +22,13 @@ from guardmail.storage.base import (
     JournalRow,
     OffenderIdRow,
     StorageUnavailable,
+    TimestampRow,
     TreeHeadRow,
     WarningRow,
 )
 from guardmail.storage.files import private_dir
+from guardmail.storage.sqlite_receipts import SCHEMA as RECEIPTS_SCHEMA
+from guardmail.storage.sqlite_receipts import ReceiptsSQL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -117,6 +120,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 """
 
+# Its own statement, so that it reads as the migration that added it: RFC 3161 tokens over
+# signed tree heads (guardmail.vault.timestamps).
+_TIMESTAMP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tree_head_timestamps (
+    tenant    TEXT    NOT NULL,
+    tree_size INTEGER NOT NULL,
+    token     BLOB    NOT NULL,
+    gen_time  TEXT    NOT NULL,
+    tsa_url   TEXT    NOT NULL,
+    ca_pem    TEXT    NOT NULL,
+    PRIMARY KEY (tenant, tree_size)
+);
+"""
+
 _COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref, scope"
 
 _WARNING_FIELDS = (
@@ -175,7 +192,7 @@ def _head(tenant: str, r: tuple[object, ...], path: Path) -> TreeHeadRow:
     )
 
 
-class SQLiteTransaction:
+class SQLiteTransaction(ReceiptsSQL):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
@@ -248,6 +265,40 @@ class SQLiteTransaction:
         )
         for r in cur:
             yield _head(tenant, r, self._path)
+
+    def timestamp_insert(self, row: TimestampRow) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO tree_head_timestamps "
+            "(tenant, tree_size, token, gen_time, tsa_url, ca_pem) VALUES (?, ?, ?, ?, ?, ?)",
+            (row.tenant, row.tree_size, row.token, row.gen_time, row.tsa_url, row.ca_pem),
+        )
+
+    def timestamps(self, tenant: str) -> Iterator[TimestampRow]:
+        yield from self._timestamps(tenant, "ORDER BY tree_size")
+
+    def timestamp_last(self, tenant: str) -> TimestampRow | None:
+        return next(self._timestamps(tenant, "ORDER BY tree_size DESC LIMIT 1"), None)
+
+    def _timestamps(self, tenant: str, order: str) -> Iterator[TimestampRow]:
+        cur = self._conn.execute(
+            "SELECT tree_size, token, gen_time, tsa_url, ca_pem FROM tree_head_timestamps "
+            f"WHERE tenant = ? {order}",
+            (tenant,),
+        )
+        for size, token, gen_time, url, ca in cur:
+            if not isinstance(size, int) or not isinstance(token, bytes):
+                raise StateError(
+                    f"{self._path}: a timestamp token of tenant {tenant!r} has a field of the "
+                    "wrong type: the file was edited"
+                )
+            yield TimestampRow(
+                tenant=tenant,
+                tree_size=size,
+                token=token,
+                gen_time=str(gen_time),
+                tsa_url=str(url),
+                ca_pem=str(ca),
+            )
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         cur = self._conn.execute(
@@ -447,6 +498,8 @@ class SQLiteStorage:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.executescript(_SCHEMA)
+            self._conn.executescript(_TIMESTAMP_SCHEMA)
+            self._conn.executescript(RECEIPTS_SCHEMA)
         except sqlite3.OperationalError as exc:
             self._conn.close()
             if "locked" in str(exc) or "busy" in str(exc):

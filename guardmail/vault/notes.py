@@ -3,7 +3,12 @@
 Each note is a journal entry of kind ``note``, hash-chained and timestamped like any item:
 
     {"kind": "note", "text": "...", "offender": "Name" | null,
-     "files": [{"name": "letter.pdf", "sha256": "...", "size": 1234}, ...]}
+     "files": [{"name": "letter.pdf", "sha256": "...", "size": 1234}, ...],
+     "note_kind": "abuse-report", "to": "abuse@example.net"}    (both optional)
+
+``note_kind`` says what the person did when it is one of ``NOTE_KINDS`` (an abuse report sent by
+hand, a police report, a court filing, an organisation contacted for help), ``to`` to whom; the
+report's timeline shows an ``abuse-report`` note as an abuse report sent.
 
 An attached file is a blob (stored, fsync'd) before the entry that names it is written, so a
 note never names bytes the vault does not hold. ``offender`` ties a note to one offender: such
@@ -26,6 +31,8 @@ from guardmail.vault.store import Vault
 KIND = "note"
 MAX_TEXT = 20_000  # characters: a note is a paragraph or a page, not a document (attach that)
 MAX_NAME = 200
+NOTE_KINDS = ("note", "abuse-report", "police", "court", "help")
+MAX_TO = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +49,8 @@ class Note:
     text: str
     offender: str  # "" for a note about the whole case
     files: tuple[NoteFile, ...]
+    kind: str = "note"  # one of NOTE_KINDS
+    to: str = ""  # whom it was sent to or who was contacted, "" if not said
 
 
 def add_note(
@@ -50,11 +59,21 @@ def add_note(
     *,
     files: list[tuple[str, bytes]],
     offender: str = "",
+    kind: str = "note",
+    to: str = "",
     now: datetime,
 ) -> Note:
-    """Store each attached (name, bytes) as a blob, then journal the note naming them."""
+    """Store each attached (name, bytes) as a blob, then journal the note naming them.
+
+    ValueError (a sentence naming the value) for empty or overlong text, an unknown ``kind`` or
+    an overlong or multi-line ``to``.
+    """
     if not text.strip():
         raise ValueError("a note needs some text")
+    if kind not in NOTE_KINDS:
+        raise ValueError(f"a note's kind is one of {', '.join(NOTE_KINDS)}, not {kind!r}")
+    if len(to) > MAX_TO or any(c in to for c in "\r\n\x00"):
+        raise ValueError(f"--to is one line of at most {MAX_TO} characters")
     if len(text) > MAX_TEXT:
         raise ValueError(f"a note is at most {MAX_TEXT} characters (this one has {len(text)})")
     attached = []
@@ -67,8 +86,20 @@ def add_note(
         "offender": offender or None,
         "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in attached],
     }
+    if kind != "note":
+        fields["note_kind"] = kind
+    if to:
+        fields["to"] = to
     row = vault.record(KIND, fields, now=now)
-    return Note(seq=row.seq, time=now, text=text, offender=offender, files=tuple(attached))
+    return Note(
+        seq=row.seq,
+        time=now,
+        text=text,
+        offender=offender,
+        files=tuple(attached),
+        kind=kind,
+        to=to,
+    )
 
 
 def note_of(row: JournalRow) -> Note | None:
@@ -96,10 +127,13 @@ def note_of(row: JournalRow) -> Note | None:
         when = datetime.min
     when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
     offender = body.get("offender")
+    kind, to = body.get("note_kind"), body.get("to")
     return Note(
         seq=row.seq,
         time=when,
         text=text,
         offender=offender if isinstance(offender, str) else "",
         files=tuple(files),
+        kind=kind if kind in NOTE_KINDS else "note",
+        to=to[:MAX_TO] if isinstance(to, str) else "",
     )

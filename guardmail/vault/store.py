@@ -51,6 +51,7 @@ from guardmail.storage.base import (
     JournalRow,
     Storage,
     StorageUnavailable,
+    TimestampRow,
     Transaction,
     TreeHeadRow,
 )
@@ -254,6 +255,27 @@ class Vault:
         """The tenant's signed tree heads, smallest first."""
         with self.storage.read() as tx:
             return list(tx.tree_heads(self.tenant))
+
+    def last_tree_head(self) -> TreeHeadRow | None:
+        with self.storage.read() as tx:
+            return tx.tree_head_last(self.tenant)
+
+    def timestamps(self) -> list[TimestampRow]:
+        """The tenant's RFC 3161 tokens over its tree heads, smallest tree first."""
+        with self.storage.read() as tx:
+            return list(tx.timestamps(self.tenant))
+
+    def last_timestamp(self) -> TimestampRow | None:
+        with self.storage.read() as tx:
+            return tx.timestamp_last(self.tenant)
+
+    def keep_timestamp(self, row: TimestampRow) -> None:
+        """Store a checked token beside its head (``guardmail.vault.timestamps``)."""
+        try:
+            with self.storage.transaction() as tx:
+                tx.timestamp_insert(row)
+        except (StorageUnavailable, StateError) as exc:
+            raise VaultUnavailable(f"vault {self.root} cannot keep a timestamp: {exc}") from exc
 
     def stored_rows(self) -> list[JournalRow]:
         """The journal rows exactly as stored, index columns included (for ``verify``)."""

@@ -64,7 +64,19 @@ CHANNELS = {
     "imap": "tests.chaos.imap:ImapChannel",
     "smtp": "tests.chaos.smtp:SmtpChannel",
     "xmpp": "tests.chaos.xmpp:XmppChannel",
+    "smtp_bq": "tests.chaos.smtp_bq:SmtpBqChannel",
+    "smtp_milter": "tests.chaos.smtp_milter:SmtpMilterChannel",
 }
+# Channels that are modes of one daemon source (``sources.smtp_filter`` is one per daemon): a
+# campaign takes at most one of each group, and ``all`` the first.
+ALTERNATIVES = (("smtp", "smtp_bq", "smtp_milter"),)
+
+
+def every_channel() -> tuple[str, ...]:
+    """``--channels all``: every channel, one mode of each source."""
+    later = {name for group in ALTERNATIVES for name in group[1:]}
+    return tuple(name for name in CHANNELS if name not in later)
+
 
 WARNING = """\
 warning:
@@ -245,6 +257,9 @@ class Campaign:
         self.rng = random.Random(seed)
         self.reload_rng = random.Random(seed + 1)  # apart: self.rng's draws stay those of before
         self.log = log
+        for group in ALTERNATIVES:
+            if len(set(group) & set(channels)) > 1:
+                raise ValueError(f"channels {', '.join(group)}: one daemon runs one of them")
         self.channels = [make_channel(name, root, self.rng) for name in channels]
         self.points = sorted(COMMON_POINTS.union(*(c.points for c in self.channels)))
         self.late: list[str] = []  # offenders added during the campaign (quarantine)

@@ -54,3 +54,22 @@ def test_ten_kills_of_an_xmpp_watcher_break_no_promise(tmp_path: Path) -> None:
     assert result.violations == [], "\n".join(result.violations)
     assert result.points, "no round was killed at a crash point"
     assert result.messages["xmpp"] > 0
+
+
+def test_ten_kills_of_the_smtp_filter_before_queue_break_no_promise(tmp_path: Path) -> None:
+    # No queue ID before-queue: a kill between the filter's archive (or its next hop's 250) and
+    # its reply makes the sender send the message again, a second archive or copy. Proven cut
+    # from the sender's side (Postfix's 451 for a filter gone), it is reported apart.
+    seed = int(os.environ.get("GUARDMAIL_CHAOS_SEED", "20261202"))
+    result = Campaign(tmp_path, seed=seed, channels=("smtp_bq",)).run(10)
+    print(result.summary())
+    assert result.kills == 10
+    assert result.violations == [], "\n".join(result.violations)
+    assert result.points, "no round was killed at a crash point"
+    assert result.messages["smtp_bq"] > 0
+    assert any(p.startswith("smtp.") for p in result.reached), result.reached
+
+
+def test_a_campaign_takes_one_mode_of_the_smtp_filter(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="one daemon runs one of them"):
+        Campaign(tmp_path, seed=1, channels=("smtp", "smtp_bq"))

@@ -174,6 +174,9 @@ def test_mixed_recipients_lose_only_the_protected_ones_after_archiving(
         and bob["meta"]["rcpt_to"] == "bob@example.test"
     )
     assert alice["meta"]["mode"] == "milter" and alice["meta"]["queue_id"]
+    # The envelope kept: the client's address and HELO name (Postfix's HELO stage).
+    assert alice["meta"]["helo"] == "client.example.org"
+    assert "[127.0.0.1]" in alice["meta"]["client"]
     assert "smtp_filter.error" not in guardmail.log_text()
 
 
@@ -293,12 +296,15 @@ def test_a_peer_that_is_not_postfix_is_dropped_and_mail_goes_on(
     assert log.count("smtp_filter.milter_dropped") == 3 and "Traceback" not in log
 
 
+@pytest.mark.parametrize("point", ["pipeline.archived", "pipeline.journaled", "milter.replied"])
 def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
-    root: Path, started: list[Postfix | Guardmail], monkeypatch: pytest.MonkeyPatch
+    root: Path, started: list[Postfix | Guardmail], monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
-    # Killed (SIGKILL) right after archiving, before answering Postfix: Postfix tempfails, pickup
-    # keeps the local submission, and after the restart it is delivered once.
-    monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
+    # Killed (SIGKILL) after archiving (or acting, and journaling that), before answering
+    # Postfix: Postfix tempfails, pickup keeps the local submission, and after the restart it is
+    # delivered once, archived once, with one action entry (after pipeline.journaled the retry
+    # journaled a second one: found while adding the milter crash campaign).
+    monkeypatch.setenv("GUARDMAIL_FAULT", f"{point}:1")
     postfix, guardmail = start(root, started)
     sendmail(postfix, "ex@bad.example", ["alice@example.test", "user@example.test"], OFFENDER)
     wait_for(lambda: guardmail.proc.poll() is not None, what="guardmail killed at the fault")
@@ -316,3 +322,36 @@ def test_guardmail_killed_mid_message_leaves_it_queued_and_nothing_twice(
     assert postfix.delivered("alice@example.test") == []
     archived = evidence(root / "var", "alice")
     assert len(archived) == 1  # once, although the retry came with a new queue ID
+    opened = open_tenant(Settings(state_dir=root / "var", tenant="alice"))
+    try:
+        acts = [journal.entry(row) for row in opened.vault.rows(kind="action")]
+    finally:
+        opened.close()
+    assert [a["archived_seq"] for a in acts] == [archived[0][0]["seq"]]
+
+
+def test_a_quarantine_copy_that_cannot_be_delivered_bounces_to_no_one(
+    root: Path, started: list[Postfix | Guardmail]
+) -> None:
+    # user@ is alice's offender here, and her quarantine mailbox does not exist: its copy fails.
+    # The offender stays the envelope sender (bob's clean copy keeps it), so only the quarantine
+    # recipient's NOTIFY=NEVER (SMFIR_ADDRCPT_PAR) keeps the failure from telling the offender.
+    (root / "tenants.d" / "alice.yaml").write_text(
+        ALICE.replace("ex@bad.example", "user@example.test").replace(
+            "alice-quarantine@", "missing@"
+        )
+    )
+    postfix, guardmail = start(root, started)
+    raw = OFFENDER.replace(b"Ex <ex@bad.example>", b"User <user@example.test>")
+    postfix.send(["alice@example.test", "bob@example.test"], raw, sender="user@example.test")
+    wait_for(lambda: len(postfix.delivered("bob@example.test")) == 1, what="bob's copy")
+    wait_for(lambda: "to=<missing@example.test>" in postfix.log(), what="the quarantine try")
+    settle(postfix)
+    assert "status=bounced" in postfix.log()  # the copy did fail ...
+    assert "sender non-delivery notification" not in postfix.log()  # ... and nobody was told
+    assert postfix.delivered("user@example.test") == []
+    assert postfix.delivered("alice@example.test") == []
+    assert content(postfix.delivered("bob@example.test")[0]) == raw
+    ((alice, blob),) = evidence(root / "var", "alice")
+    assert blob == raw and alice["meta"]["mail_from"] == "user@example.test"
+    assert "smtp_filter.error" not in guardmail.log_text()

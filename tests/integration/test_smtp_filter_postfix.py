@@ -416,6 +416,33 @@ def test_before_queue_refuses_blocked_mail_with_550_to_the_sender(
     assert body(postfix.delivered("bob@example.test")[0]).endswith(lf(CLEAN))
 
 
+@pytest.mark.parametrize(
+    ("point", "copied"), [("pipeline.archived", False), ("smtp.quarantined", True)]
+)
+def test_before_queue_a_session_cut_after_the_archive_gets_its_action_at_restart(
+    root: Path, started: list[Postfix | Guardmail], point: str, copied: bool
+) -> None:
+    # Killed between the archive and its action entry: the sender got no 250 and keeps the
+    # message, but no retry can be matched to the entry (no queue ID). It stayed without an
+    # action forever (found by the before-queue crash campaign): now the restart journals one.
+    postfix, killed = start(root, started, mode="before", fault=f"{point}:1")
+    with pytest.raises(smtplib.SMTPResponseException) as cut:
+        postfix.send(["alice@example.test"], OFFENDER, sender="ex@bad.example")
+    assert cut.value.smtp_code == 451
+    assert killed.proc.wait(timeout=60) == -signal.SIGKILL
+    ((entry, blob),) = evidence(root, "alice")
+    assert blob.endswith(OFFENDER) and actions(root, "alice") == []
+
+    again = Guardmail(root / "guardmail.yaml", root / "again.log")
+    started.append(again)
+    again.wait_listening()
+    (action,) = actions(root, "alice")
+    assert action["archived_seq"] == entry["seq"] and action["reconciled"] is True
+    assert "the SMTP session ended without the filter's reply" in action["done"]
+    assert ("alice-quarantine@example.test first" in action["done"]) is copied
+    assert len(postfix.delivered("alice-quarantine@example.test")) == int(copied)
+
+
 @pytest.mark.parametrize("mode", ["after", "before"])
 def test_the_main_configs_offenders_protect_the_recipients_of_no_tenant(
     root: Path, started: list[Postfix | Guardmail], mode: str

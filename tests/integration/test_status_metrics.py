@@ -63,6 +63,7 @@ metrics:
             "intact": True,
             "problems": [],
             "blobs_checked": False,
+            "last_timestamp": None,  # no TSA configured
         }
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:

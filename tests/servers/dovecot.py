@@ -85,6 +85,27 @@ plugin {{
 """
 
 
+# Dovecot's oauth2 passdb asking an introspection endpoint (RFC 7662) served by the test; the
+# password passdb stays for the other users. Trusted loopback: no auth penalty after a refusal.
+OAUTH2_CONF = """\
+auth_mechanisms = plain login xoauth2 oauthbearer
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {root}/oauth2.conf.ext
+}}
+"""
+OAUTH2_EXT = """\
+introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
+
 @dataclass
 class Dovecot:
     root: Path
@@ -172,9 +193,11 @@ def start_dovecot(
     tls: bool = False,
     sieve: bool = False,
     cert_flaw: Flaw = "none",
+    introspection_url: str | None = None,
 ) -> Dovecot:
     """Dovecot with IMAP and LMTP on loopback; with ``tls``, also IMAPS with a test CA;
-    with ``sieve``, Pigeonhole Sieve at LMTP delivery and ManageSieve."""
+    with ``sieve``, Pigeonhole Sieve at LMTP delivery and ManageSieve; with
+    ``introspection_url``, SASL XOAUTH2 and OAUTHBEARER checked against that endpoint."""
     if not Path(DOVECOT).exists():
         raise AssertionError(f"{DOVECOT} missing: run scripts/system-packages.sh as root")
     root = Path(tempfile.mkdtemp(prefix="gm-dc-"))
@@ -187,6 +210,9 @@ def start_dovecot(
     (root / "users").write_text(
         "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in users.items()), encoding="utf-8"
     )
+    if introspection_url is not None:
+        (root / "oauth2.conf.ext").write_text(OAUTH2_EXT.format(url=introspection_url))
+        extra_conf = OAUTH2_CONF.format(root=root) + extra_conf
     imap_port, lmtp_port, imaps_port, sieve_port = free_ports(4)
     protocols = "imap lmtp"
     if sieve:

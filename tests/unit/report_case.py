@@ -47,7 +47,13 @@ RULES = RuleSet(
 )
 
 LETTER = b"%PDF-1.4 a letter from the police\n"
-PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+# A real 32 x 20 PNG (shown as a thumbnail), and the same cut short (listed only).
+PHOTO = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAUCAIAAABj86gYAAAAc0lEQVR4nGM8cec/Ay0BE01NH7Vg1AKqABZkzjcL"
+    "UaoYynXiNZw99INoGFvg9OaN05s3xBiBXyV2C+AaCNpBUCUWC9CU4rGDGJUo+QCaflUY0RQhp2sUQIRKLD5Aq4Lw"
+    "1EjEqMQeB3ClBOs7gioZaV1lAgCCdzxCoBh2wQAAAABJRU5ErkJggg=="
+)
+BROKEN = PHOTO[:60]
 FIRST = (
     b"From: =?utf-8?b?" + base64.b64encode("Säm Stälker".encode()) + b"?= <stalker@example.net>\r\n"
     b"To: Jane Doe <jane@home.example>\r\n"
@@ -70,6 +76,10 @@ FIRST = (
     b'Content-Type: image/png; name="car.png"\r\n'
     b'Content-Disposition: attachment; filename="car.png"\r\n'
     b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(PHOTO) + b"\r\n"
+    b"--outer\r\n"
+    b'Content-Type: image/png; name="broken.png"\r\n'
+    b'Content-Disposition: attachment; filename="broken.png"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(BROKEN) + b"\r\n"
     b"--outer--\r\n"
 )
 OTHER_MAIL = (
@@ -197,4 +207,23 @@ def make_report_case(root: Path) -> ReportCase:
     _archive(vault, _mail(LAST, 6, _at(6, 7, 5)))
     _abuse_report(vault, SAM, "abuse@example.net", _at(6, 9))
     _abuse_report(vault, OLGA, "abuse@elsewhere.example", _at(6, 10))
+    # Sent by hand from the person's mail program, then noted in the case journal.
+    add_note(
+        vault,
+        "Sent the bundle's abuse report to the chat server.",
+        files=[],
+        offender=SAM,
+        kind="abuse-report",
+        to="abuse@chat.example",
+        now=_at(6, 11),
+    )
+    add_note(
+        vault,
+        "Reported Olga's chat account.",
+        files=[],
+        offender=OLGA,
+        kind="abuse-report",
+        to="abuse@chat.elsewhere.example",
+        now=_at(6, 12),
+    )
     return ReportCase(root=root, vault=vault, storage=storage)

@@ -83,3 +83,23 @@ def test_a_note_about_one_offender_goes_only_into_that_offenders_export(
     burner_text = (burner / "journal.jsonl").read_text() + (burner / "report.html").read_text()
     assert "Changed my phone number" in jo_text and "Changed my phone number" in burner_text
     assert "number blocked" not in jo_text and "number blocked" in burner_text
+
+
+def test_an_abuse_report_sent_by_hand_is_noted_with_its_kind_and_addressee(
+    case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "Sent abuse/jo-stalker-stalk.example.eml from my mail program"
+    args = ["--kind", "abuse-report", "--to", "abuse@stalk.example", "--offender", "jo stalker"]
+    code, out, err = gm(case, capsys, "case", "note", text, *args)
+    assert (code, err) == (0, ""), err
+    seq = int(out.split("entry ")[1].split()[0])
+    code, out, _ = gm(case, capsys, "case", "list")
+    assert "[abuse-report to abuse@stalk.example] Sent abuse/" in out
+    code, out, _ = gm(case, capsys, "case", "show", str(seq))
+    assert "kind:  abuse-report, to abuse@stalk.example" in out and "about: Jo Stalker" in out
+    row = case.vault.row(seq)
+    assert row is not None
+    body = json.loads(row.body)
+    assert (body["note_kind"], body["to"]) == ("abuse-report", "abuse@stalk.example")
+    code, _, err = gm(case, capsys, "case", "note", "x", "--kind", "abuse-report", "--to", "a\nb")
+    assert code == 2 and "--to is one line" in err

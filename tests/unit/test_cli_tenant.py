@@ -125,7 +125,7 @@ def test_evidence_list_show_and_verify_read_that_tenants_vault(
     assert main(["-c", str(config), "--tenant", "bob", "evidence", "show", "1"]) == 0
     assert capsys.readouterr().out == BOB_ITEM.decode()
     code, out, _ = gm(config, capsys, "--tenant", "bob", "evidence", "verify")
-    assert code == 0 and out.strip() == "vault bob: 1 entries intact"
+    assert code == 0 and out.strip() == "vault bob: 2 entries intact"  # the item, its view
 
 
 def test_evidence_export_and_abuse_report_know_only_that_tenants_offenders(

@@ -24,9 +24,11 @@ def test_plain_text_is_decoded_and_the_attachment_listed_with_its_hash() -> None
     assert (
         c.text == "I know where you live. I saw your car on Mühlenweg."
     )  # the HTML twin not twice
-    [a] = c.attachments
-    assert (a.name, a.content_type, a.size) == ("car.png", "image/png", 48)
+    a, broken = c.attachments
+    assert (a.name, a.content_type, a.size) == ("car.png", "image/png", 172)
+    assert (broken.name, broken.size) == ("broken.png", 60)
     assert len(a.sha256) == 64
+    assert a.thumbnail == broken.thumbnail == b""  # no thumbnails without a budget
 
 
 def test_html_is_rendered_to_text_and_scripts_are_dropped() -> None:

@@ -69,9 +69,13 @@ def test_other_entries_stand_as_their_hashes_and_the_chain_still_verifies(
     kinds = {json.loads(r["body"])["kind"] for r in rows if "body" in r}
     assert withheld and all(set(r) == {"seq", "prev_hash", "hash", "withheld"} for r in withheld)
     # The other offender's items, her note, her abuse report and her earlier export: hashes.
-    assert kinds == {"archived", "action", "warning", "note", "abuse_report"}
+    # Sam's own earlier exports (this module's other tests) are his chain of custody: shown.
+    assert kinds - {"export"} == {"archived", "action", "warning", "note", "abuse_report"}
+    exports = [json.loads(r["body"]) for r in rows if '"kind":"export"' in r.get("body", "")]
+    assert all(e["offenders"] == [SAM] for e in exports)
     notes = [json.loads(r["body"]) for r in rows if "body" in r and "note" in r["body"]]
-    assert [n["text"][:6] for n in notes if n["kind"] == "note"] == ["Called"]
+    # The person's own note and the abuse report noted about Sam; none of those about Olga.
+    assert [n["text"][:6] for n in notes if n["kind"] == "note"] == ["Called", "Sent t"]
     assert [r["seq"] for r in rows] == list(range(rows[0]["seq"], rows[-1]["seq"] + 1))
     assert verify_bundle(path) == []
     check = subprocess.run(

@@ -487,3 +487,24 @@ def test_a_rejudge_the_vault_refused_is_asked_for_again(watcher: FolderWatcher) 
     with pytest.raises(VaultUnavailable):
         watcher._rejudge_existing(folder, 7, 3)
     assert watcher._rejudge.is_set() and 3 in folder.mail  # done again after the vault retry
+
+
+def test_gmail_s_message_id_and_labels_are_kept_in_the_item_s_metadata() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from guardmail.channels.imap.batch import WHOLE, Folder
+
+    raw = b"From: stalker@example.net\r\nSubject: x\r\n\r\nbody\r\n"
+    whole = {
+        WHOLE: raw,
+        b"FLAGS": (b"\\Seen",),
+        b"X-GM-MSGID": 1278455344230334865,
+        b"X-GM-LABELS": ("\\Inbox", "Famille/Écoles"),
+    }
+    folder = Folder(tenant="t", account="gmail", folder="INBOX", uidvalidity=7)
+    meta = dict(folder.item(3, whole, datetime.now(UTC)).meta)
+    assert meta["gmail_msgid"] == "1278455344230334865"
+    assert json.loads(meta["gmail_labels"]) == ["\\Inbox", "Famille/Écoles"]
+    del whole[b"X-GM-MSGID"]
+    assert "gmail_msgid" not in dict(folder.item(3, whole, datetime.now(UTC)).meta)

@@ -44,13 +44,19 @@ def test_negotiation_asks_only_for_what_the_mta_offers() -> None:
     options, reply = mc.negotiate(POSTFIX_OFFER)
     ((command, data),) = split(reply)
     assert command == mc.OPTNEG
-    assert struct.unpack("!LLL", data) == (6, mc.F_ADDRCPT | mc.F_DELRCPT, mc.WANTED_PROTOCOL)
+    # Postfix offers SMFIR_ADDRCPT_PAR: a quarantine copy is added with NOTIFY=NEVER.
+    wanted = mc.F_ADDRCPT | mc.F_DELRCPT | mc.F_ADDRCPT_PAR
+    assert struct.unpack("!LLL", data) == (6, wanted, mc.WANTED_PROTOCOL)
+    without_par = struct.pack("!LLL", 6, 0x1FF & ~mc.F_ADDRCPT_PAR, 0x1FFFFF)
+    assert mc.negotiate(without_par)[0].actions == mc.F_ADDRCPT | mc.F_DELRCPT
     # Only the end of the message is answered.
-    answered = [c for c in (mc.MAIL, mc.RCPT, mc.HEADER, mc.EOH, mc.BODY) if options.answered(c)]
-    assert answered == []
+    steps = (mc.HELO, mc.MAIL, mc.RCPT, mc.HEADER, mc.EOH, mc.BODY)
+    assert [c for c in steps if options.answered(c)] == []
+    # HELO is asked for (its name is kept with the evidence), unanswered: SMFIP_NR_HELO 0x2000.
+    assert not options.protocol & mc.P_NOHELO and options.protocol & 0x2000
     no_nr = struct.pack("!LLL", 6, 0x1FF, mc.P_HDR_LEADSPC)
     older, _ = mc.negotiate(no_nr)
-    assert all(older.answered(c) for c in (mc.MAIL, mc.RCPT, mc.HEADER, mc.EOH, mc.BODY))
+    assert all(older.answered(c) for c in steps)
     assert not older.answered(mc.MACRO) and not older.answered(mc.ABORT)
 
 
@@ -151,6 +157,15 @@ def test_the_answer_removes_protected_recipients_or_refuses_or_discards(
     assert split(answer(outcomes, clean)) == expected
 
 
+def test_with_addrcpt_par_a_quarantine_mailbox_is_added_with_notify_never() -> None:
+    outcomes = [(ALICE, Action.QUARANTINE)]
+    assert split(answer(outcomes, [b"<u@x>"], notify_never=True)) == [
+        (DEL, b"<alice@x>\0"),
+        (mc.R_ADDRCPT_PAR, b"<q@x>\0NOTIFY=NEVER\0"),
+        CONT,
+    ]
+
+
 def test_a_body_not_kept_is_counted_and_marked() -> None:
     message = mc.Message(keep_body=False)
     message.header(b"From\0 a@x\0")
@@ -165,6 +180,9 @@ class _OneTenant:
 
     def route(self, recipient: str) -> _Tenant:
         return _Tenant("alice", None)
+
+    def tenant(self, name: str) -> _Tenant | None:
+        return _Tenant("alice", None) if name == "alice" else None
 
     def reload(self) -> bool:
         return True

@@ -67,9 +67,10 @@ def test_report_says_what_an_officer_needs_in_words(report: Path) -> None:
         "2026-11-01 21:15:00 UTC (Date: Sun, 01 Nov 2026 22:15:00 +0100)",  # sent, beside
         "received 2026-11-02 09:30:00 UTC",  # received
         "I know where you live. I saw your car on Mühlenweg.",
-        "car.png image/png 48",
+        "car.png image/png 172",
+        "broken.png image/png 60",
         "looks like stalker@example.net: Cyrillic а (U+0430)",
-        "received after the warning sent 2026-11-03 12:00 UTC",
+        "sent after the warning sent 2026-11-03 12:00 UTC",
         "[2026-11-05 18:00:00 UTC] sam@chat.example/phone: Why don't you answer?",
         "▶ warning sent 2026-11-03 12:00 UTC to stalker@example.net",
         "Do not contact me again. Any further message goes to the police.",
@@ -77,9 +78,16 @@ def test_report_says_what_an_officer_needs_in_words(report: Path) -> None:
         "page 1 of ",
         "Certification of records (template)",
         "Chat transcript",
+        "Contents",
+        "Sam Stalker (4 items)",
+        "Sam Stalker: 1 item sent before the warning, 3 after it",
+        "abuse report sent 11:00 UTC to abuse@chat.example (case note, entry",
+        "Item 1, images (small copies; the originals are in the file)",
+        "In abuse/: for each offender",
     ):
         assert needed in flat, needed
     assert "\r" not in text and "=?utf-8?" not in text.split("Appendix")[0]
+    assert "Reported Olga" not in text and "elsewhere" not in text
     assert "alert(" not in text  # the HTML's script is dropped, not shown
 
 
@@ -99,3 +107,18 @@ def test_every_page_renders_and_is_numbered_x_of_y(report: Path, tmp_path: Path)
     text = _text(report)
     for n in range(1, pages + 1):
         assert f"page {n} of {pages}" in text
+    # No page holds only its footer (an empty page left by a break).
+    for n, page in enumerate(text.split("\f")[:pages], start=1):
+        assert len([line for line in page.splitlines() if line.strip()]) > 3, f"page {n}"
+
+
+def test_the_good_image_is_embedded_as_our_small_copy_and_the_broken_one_is_not(
+    report: Path,
+) -> None:
+    listing = subprocess.run(
+        ["pdfimages", "-list", str(report)], capture_output=True, check=True
+    ).stdout.decode()
+    rows = [line.split() for line in listing.splitlines()[2:]]
+    sizes = [(r[3], r[4]) for r in rows if r[2] == "image"]  # not the chart's alpha mask
+    assert ("32", "20") in sizes  # car.png, re-encoded at its own size (never enlarged)
+    assert len(sizes) == 2  # the timeline chart and car.png: broken.png is listed only

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import pwd
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -274,6 +276,13 @@ def test_review_cli_lists_shows_and_dismisses(
     assert main(["-c", "guardmail.yaml", "review", "dismiss", str(listed["id"])]) == 2
     assert main(["-c", "guardmail.yaml", "review", "show", "999"]) == 2
     setup.tenant = open_tenant(setup.config.settings)
+    # The view and the decision are the chain of custody: who, on the command line.
+    rows = setup.tenant.vault.rows()
+    [view] = [journal.entry(r) for r in rows if r.kind == "custody"]
+    [decision] = [journal.entry(r) for r in rows if r.kind == "review.dismissed"]
+    me = {"via": "command line", "uid": os.getuid(), "user": pwd.getpwuid(os.getuid()).pw_name}
+    assert (view["what"], view["entry"], view["command"]) == ("view", listed["id"], "review show")
+    assert {k: view["by"][k] for k in me} == me and {k: decision["by"][k] for k in me} == me
 
 
 def test_explain_shows_the_alias_signals(

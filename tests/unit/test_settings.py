@@ -64,6 +64,18 @@ ONE_OFFENDER = "offenders:\n  - name: Ex\n    addresses: [ex@example.net]\n"
 
 CASES = [
     Case(
+        id="timestamp-authority-that-is-not-an-http-url",
+        files={
+            MAIN: "evidence:\n  timestamp:\n    tsa_url: ftp://tsa.example/\n    every_minutes: 0\n"
+        },
+        expected=[
+            "guardmail.yaml:3:14: evidence.timestamp.tsa_url: 'ftp://tsa.example/' is not an "
+            "http:// or https:// URL",
+            "guardmail.yaml:4:20: evidence.timestamp.every_minutes: should be greater than or "
+            "equal to 1 (got 0)",
+        ],
+    ),
+    Case(
         id="yaml-syntax-error",
         files={MAIN: "offenders:\n  - name: [not a string\n"},
         expected=[
@@ -93,7 +105,19 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: colour: unknown key 'colour'; expected one of: state_dir, "
             "tenant, offenders, offenders_files, sources, log_format, log_level, warning, "
-            "metrics, case, aliases, impersonation"
+            "metrics, case, aliases, impersonation, evidence"
+        ],
+    ),
+    Case(
+        id="evidence-authserv-id-and-nameserver",
+        files={
+            MAIN: 'evidence:\n  authserv_id: "mx.example.org; x"\n  nameservers: [dns.example]\n'
+        },
+        expected=[
+            "guardmail.yaml:2:16: evidence.authserv_id: 'mx.example.org; x' is not an "
+            "authserv-id (one token, no spaces or ';')",
+            "guardmail.yaml:3:16: evidence.nameservers: 'dns.example' is not an IP address "
+            "or IP:PORT",
         ],
     ),
     Case(
@@ -310,7 +334,7 @@ CASES = [
         expected=[
             "guardmail.yaml:1:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases', 'impersonation'; "
+            "'warning', 'metrics', 'case', 'aliases', 'impersonation', 'evidence'; "
             "the file is empty"
         ],
     ),
@@ -320,7 +344,7 @@ CASES = [
         expected=[
             "guardmail.yaml:2:1: (document): expected a mapping with keys such as 'state_dir', "
             "'tenant', 'offenders', 'offenders_files', 'sources', 'log_format', 'log_level', "
-            "'warning', 'metrics', 'case', 'aliases', 'impersonation'; "
+            "'warning', 'metrics', 'case', 'aliases', 'impersonation', 'evidence'; "
             "found a list"
         ],
     ),

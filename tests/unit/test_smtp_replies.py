@@ -98,6 +98,7 @@ def test_every_reply_the_filter_writes_itself_carries_an_enhanced_code() -> None
         "451 4.3.0 Evidence vault unavailable, try again later",
         "451 4.3.0 Internal error in the content filter, try again later",
         "451 4.3.0 Next hop unavailable, try again later",
+        "501 5.5.4 ",  # a DSN parameter RFC 3461 does not allow (dsn.BadParameter's text)
         "501 5.5.4 Syntax: DATA",
         "501 5.5.4 Syntax: XFORWARD attribute=value...",
         "503 5.5.1 Error: XFORWARD not allowed during a mail transaction",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from guardmail.cli import main
+from guardmail.config.settings import load_config
 
 SYSTEMD = Path(__file__).resolve().parents[2] / "systemd"
 UNITS = ("guardmail.service", "guardmail@.service")
@@ -154,3 +155,85 @@ def test_systemd_analyze_verify_finds_nothing_in_the_installed_units(
         )
         # verify exits 0 even for unknown keys or bad values; anything it prints is a finding.
         assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), unit
+
+
+def _printed_milter_setup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    program = Path(sys.executable).parent / "guardmail"
+    args = ["install-service", "--root", str(tmp_path), "--no-user", "--exec", str(program)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    found = dict(
+        re.findall(
+            r"^\s+(smtpd_milters|non_smtpd_milters|milter_default_action) = (\S+)$", out, re.M
+        )
+    )
+    found["listen"] = re.search(r"listen: (unix:\S+) and socket_group: (\S+)", out).group(1)  # type: ignore[union-attr]
+    found["group"] = re.search(r"socket_group: (\S+)\n", out).group(1)  # type: ignore[union-attr]
+    found["dir"] = re.search(r"install -d -o guardmail -g (\S+) -m 0750 (\S+)", out).group(2)  # type: ignore[union-attr]
+    found["dropin"] = re.search(r"(\S+/guardmail\.service\.d/milter\.conf)", out).group(1)  # type: ignore[union-attr]
+    return found
+
+
+def test_the_printed_milter_lines_agree_with_the_readme_and_the_drop_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = _printed_milter_setup(tmp_path, capsys)
+    socket = Path(printed["listen"].removeprefix("unix:"))
+    # Postfix's chrooted smtpd and cleanup see the socket relative to /var/spool/postfix.
+    in_chroot = "unix:/" + socket.relative_to("/var/spool/postfix").as_posix()
+    assert printed["smtpd_milters"] == printed["non_smtpd_milters"] == in_chroot
+    assert printed["milter_default_action"] == "tempfail"
+    assert printed["dir"] == str(socket.parent) and printed["group"] == "postfix"
+    assert printed["dropin"] == "/etc/systemd/system/guardmail.service.d/milter.conf"
+    readme = (SYSTEMD.parent / "plugins" / "postfix" / "README.md").read_text()
+    assert f"listen: {printed['listen']}" in readme and "socket_group: postfix" in readme
+    for key in ("smtpd_milters", "non_smtpd_milters", "milter_default_action"):
+        assert f"\n{key} = {printed[key]}\n" in readme, key
+    dropin = dict(
+        line.split("=", 1)
+        for line in (SYSTEMD / "milter.conf").read_text().splitlines()
+        if line and not line.startswith(("#", "["))
+    )
+    assert dropin == {
+        "ReadWritePaths": str(socket.parent),
+        "SupplementaryGroups": printed["group"],
+        "PrivateUsers": "no",  # the postfix group must be visible inside the service
+    }
+    # And guardmail takes the config those lines describe.
+    (tmp_path / "m.yaml").write_text(
+        f"state_dir: {tmp_path}/var\nsources:\n  smtp_filter:\n    mode: milter\n"
+        f"    listen: {printed['listen']}\n    socket_group: {printed['group']}\n"
+        f"    tenants_dir: {tmp_path}\n"
+    )
+    smtp = load_config(tmp_path / "m.yaml").settings.sources.smtp_filter
+    assert smtp is not None and smtp.listen_unix == socket and smtp.mode == "milter"
+
+
+@needs_analyze
+def test_systemd_analyze_verifies_the_unit_with_the_milter_drop_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _printed_milter_setup(tmp_path, capsys)
+    dropins = tmp_path / "etc/systemd/system/guardmail.service.d"
+    dropins.mkdir()
+    (dropins / "milter.conf").write_text((SYSTEMD / "milter.conf").read_text())
+    assert ANALYZE is not None
+    unit = tmp_path / "etc/systemd/system/guardmail.service"
+    done = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    (dropins / "milter.conf").write_text("[Service]\nNoSuchKey=1\n")  # the drop-in is read
+    done = subprocess.run(
+        [ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert "NoSuchKey" in done.stderr
+    (dropins / "milter.conf").write_text((SYSTEMD / "milter.conf").read_text())
+    security = subprocess.run(
+        [ANALYZE, "security", "--offline=true", f"--root={tmp_path}", "guardmail.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    exposure = float(re.findall(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)[0])
+    assert exposure <= MAX_EXPOSURE, security.stdout

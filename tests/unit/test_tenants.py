@@ -3,6 +3,7 @@ tenants, and reloading that keeps the last good directory."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,29 @@ def test_a_500_deep_tenant_file_on_reload_is_logged_and_the_last_good_rules_stay
         assert again is not None and again.tenant.pipeline.rules is rules.tenant.pipeline.rules
     finally:
         tenants.close()
+
+
+def test_a_tenant_s_warning_may_not_use_oauth2(tmp_path: Path) -> None:
+    text = BOB + (
+        "warning:\n  from: bob@example.org\n  template_file: w.j2\n"
+        "  smtp: {provider: outlook, username: bob@example.org, oauth2: {client_id: app}}\n"
+    )
+    issues = issues_of(write(tmp_path / "t", {"bob.yaml": text}))
+    assert any("auth: oauth2 is for the main configuration" in i for i in issues), issues
+
+
+def test_the_tenants_of_a_directory_share_one_database_connection(tmp_path: Path) -> None:
+    # ~160 KB a connection: 1,000 tenants on their own cost 160 MB (bench/smtp_filter.py).
+    d = write(tmp_path / "t", {"a.yaml": ALICE, "b.yaml": BOB})
+    tenants = TenantDirectory(directory=d, state_dir=tmp_path / "var")
+    alice, bob = tenants.route("alice@example.org"), tenants.route("bob@example.org")
+    assert alice is not None and bob is not None
+    assert alice.tenant.storage is bob.tenant.storage
+    write(d, {"a.yaml": ALICE})  # bob retired: his tenant closes at exit, not the shared database
+    assert tenants.reload()
+    with alice.tenant.storage.read():
+        pass
+    tenants.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed once, by the directory
+        with alice.tenant.storage.read():
+            pass

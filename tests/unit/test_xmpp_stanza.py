@@ -235,3 +235,14 @@ def test_two_messages_under_one_id_have_different_fingerprints() -> None:
     assert fingerprint(read("one", "a")) == fingerprint(read("one", "a"))
     assert fingerprint(read("one", "a")) != fingerprint(read("two", "a"))
     assert fingerprint(read("one", "a")) != fingerprint(read("one", "b"))
+
+
+def test_a_message_kept_offline_by_the_server_keeps_its_delay_stamp() -> None:
+    found = read(
+        f"<message {NS} from='s@x.net/r' type='chat'><body>while you were away</body>"
+        "<delay xmlns='urn:xmpp:delay' from='example.org' stamp='2026-03-04T05:06:07Z'/>"
+        "</message>"
+    )
+    assert isinstance(found, Incoming) and found.stamp == "2026-03-04T05:06:07Z"
+    live = read(f"<message {NS} from='s@x.net/r' type='chat'><body>now</body></message>")
+    assert isinstance(live, Incoming) and live.stamp is None

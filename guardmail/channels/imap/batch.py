@@ -13,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,7 +63,7 @@ class Folder:
             ("uidvalidity", str(self.uidvalidity)),
             ("internaldate", _iso(whole.get(b"INTERNALDATE"))),
             ("flags", " ".join(_text(f) for f in whole.get(b"FLAGS", ()))),
-        )
+        ) + gmail_meta(whole)
         return mail_item(
             whole[WHOLE],
             tenant=self.tenant,
@@ -85,9 +86,26 @@ def fetch_headers(client: IMAPClient, uids: Sequence[int]) -> dict[int, tuple[by
     return found
 
 
+def gmail_meta(whole: dict[bytes, Any]) -> tuple[tuple[str, str], ...]:
+    """Gmail's message id and labels (X-GM-EXT-1), kept beside the evidence: the id finds the
+    message in any label later; the labels say where the person saw it."""
+    if b"X-GM-MSGID" not in whole:
+        return ()
+    labels = whole.get(b"X-GM-LABELS") or ()
+    return (
+        ("gmail_msgid", _text(whole[b"X-GM-MSGID"])),
+        # A JSON list: label names may hold spaces.
+        ("gmail_labels", json.dumps([_text(label) for label in labels], ensure_ascii=False)),
+    )
+
+
 def fetch_whole(client: IMAPClient, uids: Sequence[int]) -> dict[int, dict[bytes, Any]]:
-    """``BODY.PEEK[] INTERNALDATE FLAGS`` of each UID still in the folder."""
-    reply = client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE", "FLAGS"])
+    """``BODY.PEEK[] INTERNALDATE FLAGS`` of each UID still in the folder (and at Gmail,
+    ``X-GM-MSGID X-GM-LABELS``)."""
+    parts = ["BODY.PEEK[]", "INTERNALDATE", "FLAGS"]
+    if client.has_capability("X-GM-EXT-1"):
+        parts += ["X-GM-MSGID", "X-GM-LABELS"]
+    reply = client.fetch(list(uids), parts)
     found = {u: reply[u] for u in _got(reply, uids, WHOLE)}
     confirm_gone(client, [u for u in uids if u not in found])
     return found

@@ -12,6 +12,10 @@ Contracts:
 - IMAP LOGIN is ASCII in practice; credentials with other characters are sent with
   AUTHENTICATE PLAIN as UTF-8 (RFC 4616, RFC 6855), or refused with a sentence when the
   server does not offer it.
+- ``auth: oauth2`` logs in with SASL XOAUTH2 or OAUTHBEARER and an access token from
+  guardmail.oauth (refreshed before it expires); a refusal of the token (AUTHENTICATIONFAILED)
+  makes one forced refresh and one more try on the same connection. A refused grant is
+  ``imap.oauth_refused`` (refused: sign in again); the token never reaches a reason.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from guardmail.channels.tls import client_context
 from guardmail.config.secrets import read_secret
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.errors import ConnectFailure, SecretError
+from guardmail.oauth.tokens import AccessTokens, TokenRefused, TokenUnavailable
 
 # What a broken connection raises from imapclient: socket errors (OSError, incl. ssl.SSLError),
 # imaplib's abort/error, imapclient's own.
@@ -61,6 +66,8 @@ def tls_context(cfg: ImapSourceConfig) -> ssl.SSLContext:
 
 def connect(cfg: ImapSourceConfig) -> IMAPClient:
     """A logged-in client, or ConnectFailure saying why (never the password)."""
+    if cfg.auth == "oauth2":
+        return _connect_oauth2(cfg)
     try:
         password = read_secret(file=cfg.password_file, command=cfg.password_command)
     except SecretError as exc:
@@ -137,6 +144,56 @@ def _login(client: IMAPClient, cfg: ImapSourceConfig, password: str) -> None:
         reason = f"{who}: the connection to {cfg.host} failed during login ({_kind(exc)})"
         raise ConnectFailure(event="imap.connect_failed", reason=reason, refused=False) from None
     except Exception as exc:  # e.g. UnicodeEncodeError, whose text shows a password character
+        reason = f"{who} failed: the login could not be sent ({type(exc).__name__})"
+        raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True) from None
+
+
+def _access_token(tokens: AccessTokens, stale: str | None = None) -> str:
+    try:
+        return tokens.get(stale=stale)
+    except TokenRefused as exc:
+        raise ConnectFailure(event="imap.oauth_refused", reason=str(exc), refused=True) from None
+    except TokenUnavailable as exc:
+        raise ConnectFailure(event="imap.oauth_failed", reason=str(exc), refused=False) from None
+
+
+def _connect_oauth2(cfg: ImapSourceConfig) -> IMAPClient:
+    assert cfg.oauth2 is not None  # the config's validator holds it
+    tokens = AccessTokens(cfg.oauth2, account=cfg.name)
+    token = _access_token(tokens)
+    client = _open(cfg)
+    try:
+        try:
+            _oauth2_login(client, cfg, token)
+        except ConnectFailure as exc:
+            if exc.event != "imap.login_failed":
+                raise
+            # Revoked or expired early at the server: renew once, try once more.
+            token = _access_token(tokens, stale=token)
+            _oauth2_login(client, cfg, token)
+    except BaseException:
+        close_quietly(client)
+        raise
+    return client
+
+
+def _oauth2_login(client: IMAPClient, cfg: ImapSourceConfig, token: str) -> None:
+    assert cfg.oauth2 is not None
+    mechanism = cfg.oauth2.mechanism
+    who = f"{mechanism.upper()} login as {cfg.username!r}"
+    try:
+        if mechanism == "oauthbearer":
+            client.oauthbearer_login(cfg.username, token)
+        else:
+            client.oauth2_login(cfg.username, token, vendor=cfg.oauth2.vendor)
+    except LoginError as exc:
+        code = _response_code(exc, (cfg.username, token))
+        reason = f"{who} refused: the server refused the token" + (f" [{code}]" if code else "")
+        raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True) from None
+    except CONNECTION_ERRORS as exc:
+        reason = f"{who}: the connection to {cfg.host} failed during login ({_kind(exc)})"
+        raise ConnectFailure(event="imap.connect_failed", reason=reason, refused=False) from None
+    except Exception as exc:
         reason = f"{who} failed: the login could not be sent ({type(exc).__name__})"
         raise ConnectFailure(event="imap.login_failed", reason=reason, refused=True) from None
 

@@ -58,6 +58,7 @@ from guardmail.channels.imap.batch import (
 )
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
+from guardmail.channels.imap.roles import resolve
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
@@ -132,6 +133,7 @@ class FolderWatcher:
                     exc.event,
                     level=logging.ERROR,
                     account=self.cfg.name,
+                    folder=self.folder,
                     error=exc.reason,
                     retry_in=round(wait, 1),
                 )
@@ -173,6 +175,8 @@ class FolderWatcher:
                 pass
 
     def _session(self, client: IMAPClient) -> None:
+        # A SPECIAL-USE role (\\Junk) is looked up again at every connection: it may move.
+        self.actions.quarantine = resolve(client, self.cfg.quarantine_folder, account=self.cfg.name)
         selected = client.select_folder(self.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0))

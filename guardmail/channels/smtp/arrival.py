@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ class Arrival:
     # The longest time between the next hop's 250 and its record committed: a crash then makes
     # Postfix retry, and that copy is delivered again (RFC 1047's window, moved here).
     unrecorded_ms: float = 0.0
+
+    @property
+    def record_key(self) -> tuple[str, str]:
+        """Where the copies the next hop took are recorded: ``key``; without a queue ID, this
+        arrival's own key, read back only at a restart (``unanswered``), never by a retry."""
+        if self.key is not None:
+            return self.key
+        return (f"unqueued:{self.token}", hashlib.sha256(self.raw).hexdigest())
 
     @property
     def ref(self) -> str:

@@ -26,6 +26,10 @@ Contracts, for every message:
   (not judged again), a tenant that archived and acted on the message is not asked again. What is
   left is RFC 1047's window, between the next hop's 250 and that commit (a few milliseconds; the
   ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice.
+  Before-queue there is no queue ID: a session a crash cut short leaves the sender without a
+  reply, and its next attempt is a new message here (archived and relayed again: the window
+  runs from the next hop's 250 to the reply). An archive the crash left without its action
+  entry gets one at the next start (``unanswered``).
 - After-queue never answers 5xx to offender mail (no backscatter): a block is silent. Before-queue
   answers ``550 5.7.1`` while the sender is connected when every recipient blocks the message
   (archived first); with some recipients clean, they get it and the blocking ones do not.
@@ -60,6 +64,7 @@ from guardmail.channels.smtp.relay import (
 )
 from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
+from guardmail.channels.smtp.unanswered import answer_unanswered
 from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id
 from guardmail.config.sources import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
@@ -72,6 +77,7 @@ from guardmail.storage.base import StorageUnavailable
 OFFERS = (
     "250-PIPELINING",
     "250-ENHANCEDSTATUSCODES",  # every reply carries one (wire.enhanced)
+    "250-DSN",  # kept and passed on to the next hop (wire.FilterSMTP.smtp_MAIL, smtp_RCPT)
     "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
 )
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
@@ -174,6 +180,10 @@ class SmtpFilterSource:
 
     async def run(self) -> None:
         """Serve until cancelled, re-reading tenants.d when it changes."""
+        # Before listening: the sessions a crash cut between an archive and its action.
+        tenants = [self.tenants.tenant(n) for n in self.tenants.names]
+        pipelines = [t.pipeline for t in (*tenants, self.fallback) if t is not None]
+        await answer_unanswered(pipelines, self._remembered)
         host, port = self.cfg.listen_address
         server = await asyncio.get_running_loop().create_server(self._protocol, host, port)
         event(
@@ -247,6 +257,8 @@ class SmtpFilterSource:
                 eight_bit="BODY=8BITMIME" in envelope.mail_options,
                 smtputf8=bool(envelope.smtp_utf8),
                 xforward=dict(envelope.xforward),
+                dsn_mail=envelope.dsn_mail,
+                dsn_rcpt=dict(envelope.dsn_rcpt),
             ),
             received_at=self.clock(),
         )
@@ -322,13 +334,15 @@ class SmtpFilterSource:
         event("smtp_filter.handled_before", queue_id=message.queue_id, tenant=routed.name)
         return Action(done)
 
-    async def _remember(self, message: Arrival, copies: list[str]) -> None:
+    async def _remember(
+        self, message: Arrival, copies: list[str], key: tuple[str, str] | None = None
+    ) -> None:
         """Record the copies the next hop just took, durably, before Postfix hears anything. If
         the database cannot, say so and go on: the copies are delivered; only a retry of this
         message would send them again."""
         began = time.monotonic()
         try:
-            await self._remembered.remember(message.key, copies)
+            await self._remembered.remember(key or message.key, copies)
             took = (time.monotonic() - began) * 1000
             message.unrecorded_ms = max(message.unrecorded_ms, took)
         except (StorageUnavailable, StateError) as exc:
@@ -386,7 +400,8 @@ class SmtpFilterSource:
         )
         relayed = await self.next_hop.send(copy, [mailbox])
         if relayed.delivered:
-            await self._remember(message, [f"quarantine:{mailbox}"])
+            # Without a queue ID too: a restart says where an unanswered session's copy went.
+            await self._remember(message, [f"quarantine:{mailbox}"], message.record_key)
             faults.reached("smtp.quarantined")
             return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
         if not relayed.reply.permanent:

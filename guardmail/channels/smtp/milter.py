@@ -13,14 +13,17 @@ Contracts, at the end of each message:
   in the evidence.
 - The answer, once every tenant is done: some recipients clean, or a ``quarantine_mailbox`` to
   add: remove each protected recipient (SMFIR_DELRCPT), add each quarantine mailbox once
-  (SMFIR_ADDRCPT), continue. Every recipient protected and nothing to add: ``550 5.7.1`` when
+  (SMFIR_ADDRCPT, or SMFIR_ADDRCPT_PAR with NOTIFY=NEVER where the MTA offers it: a failed
+  delivery to the quarantine mailbox must not bounce to the offender), continue. Every
+  recipient protected and nothing to add: ``550 5.7.1`` when
   every tenant blocks, else DISCARD (archived, delivered nowhere, no bounce).
 - Mail for no protected recipient (known at the end of the headers) is counted, not kept: its
   body is dropped as it arrives. Should a reload protect one of its recipients before its end,
   it is answered ``451 4.3.0`` and retried whole; nothing is archived in part.
 - Archiving is at-least-once per attempt, deduplicated by content: the same bytes from the same
   envelope sender to the same recipients of a tenant are archived once, whatever the queue ID
-  (each retry after a 451 or a crash gets a new one).
+  (each retry after a 451 or a crash gets a new one); once acted on, such a retry is answered
+  as the journaled action says, with no second action entry.
 - A vault failure or any bug: ``451 4.3.0`` (SMFIR_REPLYCODE): Postfix refuses the message for
   now, the client (or pickup) keeps it and retries. The daemon down: Postfix applies
   ``milter_default_action``, which must be ``tempfail`` (plugins/postfix/README.md).
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -43,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from guardmail import faults
 from guardmail.channels.smtp import milter_codec as mc
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.config.sources import SmtpFilterConfig
@@ -91,8 +96,15 @@ class _Removed:
         return f"milter: removed {rcpts} (discarded, or refused with 550 if no one else is left)"
 
 
-def answer(groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes]) -> bytes:
-    """The end-of-message answer for the tenants' outcomes (see the module contracts)."""
+def answer(
+    groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes], *, notify_never: bool = False
+) -> bytes:
+    """The end-of-message answer for the tenants' outcomes (see the module contracts).
+
+    ``notify_never`` (the MTA takes SMFIR_ADDRCPT_PAR): each quarantine mailbox is added with
+    ``NOTIFY=NEVER``, so that a failed delivery to it bounces to no one, least of all the
+    offender, who is still the envelope sender (the other recipients' copies keep it).
+    """
     protected = [(g, a) for g, a in groups if a is not Action.PASS]
     if not protected:
         return _CONTINUE
@@ -106,8 +118,9 @@ def answer(groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes]) -> by
             return mc.reply_code(REFUSED)
         return mc.packet(mc.R_DISCARD)
     edits = [mc.recipient_action(mc.R_DELRCPT, r) for g, _ in protected for r in g.recipients]
+    add, args = (mc.R_ADDRCPT_PAR, b"NOTIFY=NEVER") if notify_never else (mc.R_ADDRCPT, b"")
     edits += [
-        mc.recipient_action(mc.R_ADDRCPT, b"<" + m.encode("utf-8", "surrogateescape") + b">")
+        mc.recipient_action(add, b"<" + m.encode("utf-8", "surrogateescape") + b">", args)
         for m in mailboxes
         if m is not None
     ]
@@ -193,6 +206,7 @@ class MilterSource:
         options: mc.Options | None = None
         message = mc.Message()
         seen: dict[bytes, bytes] = {}  # macros, for the connection: Postfix sends them per stage
+        helo = b""  # the client's HELO name, for the connection
         sock = writer.get_extra_info("socket")
         tcp = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         while True:
@@ -214,6 +228,8 @@ class MilterSource:
                     raise mc.ProtocolViolation(f"command {chr(command)!r} before OPTNEG")
                 if command == mc.MACRO:
                     seen.update(mc.macros(p.data))
+                elif command == mc.HELO:
+                    helo = (mc.cstrings(p.data) or [b""])[0]
                 elif command == mc.MAIL:
                     args = mc.cstrings(p.data)
                     message = mc.Message()
@@ -231,7 +247,9 @@ class MilterSource:
                     if p.data:
                         message.chunk(p.data)
                     message.macros = dict(seen)
-                    out.append(await self.end_of_message(message))
+                    message.helo = helo
+                    par = bool(options.actions & mc.F_ADDRCPT_PAR)
+                    out.append(await self.end_of_message(message, notify_never=par))
                     message = mc.Message()
                     continue
                 elif command == mc.ABORT:
@@ -240,20 +258,20 @@ class MilterSource:
                     writer.write(b"".join(out))
                     return
                 elif command == mc.QUIT_NC:
-                    message, seen = mc.Message(), {}
+                    message, seen, helo = mc.Message(), {}, b""
                 if options.answered(command):
                     out.append(_CONTINUE)
             if out:
                 writer.write(b"".join(out))
                 await writer.drain()
 
-    async def end_of_message(self, message: mc.Message) -> bytes:
+    async def end_of_message(self, message: mc.Message, *, notify_never: bool = False) -> bytes:
         """The answer to one message; see the module contracts. Never raises."""
         began = time.monotonic()
         queue_id = _text(message.macros.get(b"i", b"")) or None
         outcomes: list[tuple[Group, Action]] = []
         try:
-            reply, clean = await self._judge(message, queue_id, outcomes)
+            reply, clean = await self._judge(message, queue_id, outcomes, notify_never)
         except VaultUnavailable as exc:
             reply, clean = mc.reply_code(VAULT_DOWN), []
             event("smtp_filter.vault_unavailable", level=logging.ERROR, error=str(exc))
@@ -276,6 +294,7 @@ class MilterSource:
             mode="milter",
             ms=round((time.monotonic() - began) * 1000, 1),
         )
+        faults.reached("milter.replied")
         return reply
 
     def _route(self, recipient: bytes) -> RecipientTenant | None:
@@ -286,7 +305,11 @@ class MilterSource:
         return fallback if fallback is not None and fallback.pipeline.rules.offenders else None
 
     async def _judge(
-        self, message: mc.Message, queue_id: str | None, outcomes: list[tuple[Group, Action]]
+        self,
+        message: mc.Message,
+        queue_id: str | None,
+        outcomes: list[tuple[Group, Action]],
+        notify_never: bool,
     ) -> tuple[bytes, list[bytes]]:
         clean: list[bytes] = []
         groups: dict[str, Group] = {}
@@ -321,11 +344,27 @@ class MilterSource:
             )
             # One message at a time per tenant: the vault's HEAD temp file is named by process.
             async with self._locks.setdefault(name, asyncio.Lock()):
-                outcome = await group.routed.pipeline.process(item, _Removed(group))
-            outcomes.append((group, outcome.verdict.action))
-            if outcome.verdict.action is Action.PASS:
+                action = await self._handled_before(item, group)
+                if action is None:
+                    outcome = await group.routed.pipeline.process(item, _Removed(group))
+                    action = outcome.verdict.action
+            outcomes.append((group, action))
+            if action is Action.PASS:
                 clean += group.recipients
-        return answer(outcomes, clean), clean
+        return answer(outcomes, clean, notify_never=notify_never), clean
+
+    @staticmethod
+    async def _handled_before(item: Item, group: Group) -> Action | None:
+        """The action journaled for these bytes in this scope by an attempt a crash cut off
+        before its answer (None if none): the retry answers the same, and journals nothing
+        again (each archived entry has one action entry)."""
+        vault = group.routed.pipeline.vault
+        sha = hashlib.sha256(item.raw).hexdigest()
+        done = await asyncio.to_thread(vault.acted, sha, str(item.dedupe_scope))
+        if done is None:
+            return None
+        event("smtp_filter.handled_before", tenant=group.routed.name, action=done)
+        return Action(done)
 
     @staticmethod
     def _meta(
@@ -337,6 +376,7 @@ class MilterSource:
             ("mail_options", " ".join(_text(a) for a in message.sender_args)),
             ("queue_id", queue_id or ""),
             ("client", _text(message.macros.get(b"_", b""))),
+            ("helo", _text(message.helo)),
             ("mode", "milter"),
         )
         return tuple((k, v) for k, v in pairs if v)

@@ -41,21 +41,31 @@ ABORT, BODY, CONNECT, MACRO, BODYEOB, HELO, QUIT_NC, HEADER = b"ABCDEHKL"
 MAIL, EOH, OPTNEG, QUIT, RCPT, DATA, UNKNOWN = b"MNOQRTU"
 # Filter -> MTA replies and actions (SMFIR_*).
 R_ADDRCPT, R_DELRCPT, R_ACCEPT, R_CONTINUE, R_DISCARD = b"+-acd"
+R_ADDRCPT_PAR = ord("2")
 R_REJECT, R_TEMPFAIL, R_REPLYCODE = b"rty"
 
 # Actions we may take (SMFIF_*) and protocol steps we need or not (SMFIP_*).
-F_ADDRCPT, F_DELRCPT = 0x04, 0x08
+F_ADDRCPT, F_DELRCPT, F_ADDRCPT_PAR = 0x04, 0x08, 0x80
 P_NOCONNECT, P_NOHELO, P_NOUNKNOWN, P_NODATA = 0x01, 0x02, 0x100, 0x200
 P_NR_HDR, P_NR_MAIL, P_NR_RCPT, P_NR_EOH, P_NR_BODY = 0x80, 0x4000, 0x8000, 0x40000, 0x80000
+P_NR_HELO = 0x2000  # libmilter mfdef.h: SMFIP_NR_HELO
 P_HDR_LEADSPC = 0x100000
 WANTED_ACTIONS = F_ADDRCPT | F_DELRCPT
 # No events we do not use; no replies to events we never refuse at (one round trip a message).
+# HELO is used: its name is kept with the evidence (the MTA sends it without waiting, NR_HELO).
 WANTED_PROTOCOL = (
-    P_NOCONNECT | P_NOHELO | P_NOUNKNOWN | P_NODATA | P_HDR_LEADSPC
-    | P_NR_HDR | P_NR_MAIL | P_NR_RCPT | P_NR_EOH | P_NR_BODY
+    P_NOCONNECT | P_NOUNKNOWN | P_NODATA | P_HDR_LEADSPC
+    | P_NR_HDR | P_NR_MAIL | P_NR_RCPT | P_NR_EOH | P_NR_BODY | P_NR_HELO
 )  # fmt: skip
 # Which command is skipped (NO) or not answered (NR) under which protocol flag.
-_NO_REPLY = {HEADER: P_NR_HDR, MAIL: P_NR_MAIL, RCPT: P_NR_RCPT, EOH: P_NR_EOH, BODY: P_NR_BODY}
+_NO_REPLY = {
+    HEADER: P_NR_HDR,
+    MAIL: P_NR_MAIL,
+    RCPT: P_NR_RCPT,
+    EOH: P_NR_EOH,
+    BODY: P_NR_BODY,
+    HELO: P_NR_HELO,
+}
 _ANSWERED = frozenset({CONNECT, HELO, MAIL, RCPT, DATA, HEADER, EOH, BODY, UNKNOWN})
 
 
@@ -126,7 +136,8 @@ def negotiate(data: bytes) -> tuple[Options, bytes]:
         )
     agreed = Options(
         version=min(version, VERSION),
-        actions=WANTED_ACTIONS,
+        # Recipients added with ESMTP parameters (NOTIFY=NEVER on a quarantine copy) when offered.
+        actions=WANTED_ACTIONS | (actions & F_ADDRCPT_PAR),
         protocol=protocol & WANTED_PROTOCOL,
     )
     reply = _NEGOTIATE.pack(agreed.version, agreed.actions, agreed.protocol)
@@ -163,6 +174,7 @@ class Message:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: list[bytes] = field(default_factory=list)
     macros: dict[bytes, bytes] = field(default_factory=dict)
+    helo: bytes = b""  # the client's HELO/EHLO name, as the MTA passed it
     size: int = 0
     keep_body: bool = True  # False: the body is counted, not kept (no recipient is protected)
     body_dropped: bool = False
@@ -194,6 +206,9 @@ def reply_code(text: str) -> bytes:
     return packet(R_REPLYCODE, text.replace("%", "%%").encode("ascii", "replace") + b"\0")
 
 
-def recipient_action(command: int, address: bytes) -> bytes:
-    """SMFIR_ADDRCPT / SMFIR_DELRCPT for ``address`` (as given in RCPT TO)."""
+def recipient_action(command: int, address: bytes, args: bytes = b"") -> bytes:
+    """SMFIR_ADDRCPT / SMFIR_DELRCPT for ``address`` (as given in RCPT TO); SMFIR_ADDRCPT_PAR
+    with its ESMTP ``args`` (``NOTIFY=NEVER``)."""
+    if command == R_ADDRCPT_PAR:
+        return packet(command, address + b"\0" + args + b"\0")
     return packet(command, address + b"\0")

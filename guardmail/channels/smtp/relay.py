@@ -15,6 +15,8 @@ Contracts:
 - XFORWARD attributes are passed on when the next hop offers XFORWARD (Postfix then logs the
   original client and queue ID), MAIL parameters SIZE, BODY=8BITMIME and SMTPUTF8 when it
   offers them; a message that needs SMTPUTF8 is refused 5.6.7 if it does not, as Postfix would.
+  The RFC 3461 DSN parameters (RET, ENVID; NOTIFY, ORCPT per recipient) as the filter received
+  them, when the next hop offers DSN (Postfix always does); a next hop without DSN gets none.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Outgoing:
     eight_bit: bool = False  # BODY=8BITMIME was given
     smtputf8: bool = False
     xforward: Mapping[str, str] = field(default_factory=dict)
+    dsn_mail: tuple[str, ...] = ()  # RET=, ENVID= (dsn.py), passed on when DSN is offered
+    dsn_rcpt: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # NOTIFY=, ORCPT=
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,9 +236,16 @@ class NextHop:
                 no = Reply(code=554, lines=("5.6.7 the next hop does not offer SMTPUTF8",))
                 return Relayed(reply=no, refused=dict.fromkeys(recipients, no))
             params.append("SMTPUTF8")
+        dsn = "DSN" in ext
+        if dsn:
+            params += message.dsn_mail
         forwarded = _xforward(message.xforward, ext.get("XFORWARD"))
         mail = " ".join([f"MAIL FROM:<{message.sender}>", *params])
-        lines = [*forwarded, mail, *(f"RCPT TO:<{r}>" for r in recipients)]
+        rcpts = [
+            " ".join([f"RCPT TO:<{r}>", *(message.dsn_rcpt.get(r, ()) if dsn else ())])
+            for r in recipients
+        ]
+        lines = [*forwarded, mail, *rcpts]
         pipelined = "PIPELINING" in ext
         try:
             # DATA may end a pipelined group (RFC 2920); sent alone it waits for the RCPTs.

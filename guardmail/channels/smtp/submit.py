@@ -8,6 +8,9 @@ guardmail must then never resend by itself.
 No secret reaches an error: the server's reply to AUTH is never quoted (a server may echo what
 it was sent), only its code and enhanced status code; a password with non-ASCII characters,
 which smtplib can only send as ASCII, goes as AUTH PLAIN in UTF-8 (RFC 4616, RFC 6531).
+With ``auth: oauth2`` the login is AUTH XOAUTH2 or OAUTHBEARER with an access token from
+guardmail.oauth; a refused token is renewed once and tried once more (a refused renewal is a
+certain failure that says to sign in again); the token never reaches an error.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from guardmail.channels.tls import client_context
 from guardmail.config.secrets import read_secret
 from guardmail.config.warning import SmtpConfig
 from guardmail.errors import SecretError, SubmitError
+from guardmail.oauth.sasl import initial_response
+from guardmail.oauth.tokens import AccessTokens, TokenRefused, TokenUnavailable
 
 __all__ = ["SubmitError", "submit", "submit_message"]
 
@@ -42,7 +47,13 @@ def _connect(cfg: SmtpConfig) -> smtplib.SMTP:
     if cfg.tls == "starttls":
         smtp.starttls(context=ctx)
         smtp.ehlo()
-    if cfg.username is not None:
+    if cfg.auth == "oauth2":
+        try:
+            _login_oauth2(smtp, cfg)
+        except BaseException:
+            smtp.close()
+            raise
+    elif cfg.username is not None:
         password = read_secret(file=cfg.password_file, command=cfg.password_command)
         try:
             _login(smtp, cfg.host, cfg.username, password)
@@ -76,6 +87,55 @@ def _login(smtp: smtplib.SMTP, host: str, user: str, password: str) -> None:
     except Exception as exc:  # e.g. UnicodeEncodeError, whose text shows a password character
         why = type(exc).__name__
         raise SubmitError(f"{who}: the login could not be sent ({why})", certain=True) from None
+
+
+class _Responder:
+    """smtplib's authobject: the first call sends the token; a 334 after it carries the
+    server's error (a JSON document), answered with an empty line to end it (RFC 7628 3.2.3)."""
+
+    def __init__(self, first: bytes) -> None:
+        self._first: str | None = first.decode()
+
+    def __call__(self, challenge: bytes | None = None) -> str:
+        first, self._first = self._first, None
+        return first if first is not None else ""
+
+
+def _token(tokens: AccessTokens, host: str, stale: str | None = None) -> str:
+    try:
+        return tokens.get(stale=stale)
+    except (TokenRefused, TokenUnavailable) as exc:
+        raise SubmitError(f"cannot submit via {host}: {exc}", certain=True) from None
+
+
+def _login_oauth2(smtp: smtplib.SMTP, cfg: SmtpConfig) -> None:
+    """AUTH XOAUTH2 / OAUTHBEARER; renew the token once if the server refuses it."""
+    assert cfg.oauth2 is not None and cfg.username is not None  # the validator holds it
+    oauth2, user = cfg.oauth2, cfg.username
+    tokens = AccessTokens(oauth2, account="warning")
+    token = _token(tokens, cfg.host)
+    who = f"cannot submit via {cfg.host}: {oauth2.mechanism.upper()} login as {user!r}"
+    for attempt in (1, 2):
+        respond = _Responder(initial_response(oauth2.mechanism, user, token, vendor=oauth2.vendor))
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            smtp.auth(oauth2.mechanism.upper(), respond, initial_response_ok=True)
+            return
+        except smtplib.SMTPAuthenticationError as exc:
+            if attempt == 1:
+                token = _token(tokens, cfg.host, stale=token)
+                continue
+            reply = exc.smtp_error if isinstance(exc.smtp_error, bytes) else b""
+            status = _ENHANCED.match(reply)
+            code = f"{exc.smtp_code}" + (f" {status.group(1).decode()}" if status else "")
+            raise SubmitError(
+                f"{who} refused: the server refused the token ({code})", certain=True
+            ) from None
+        except smtplib.SMTPNotSupportedError:
+            raise SubmitError(f"{who}: the server offers no AUTH", certain=True) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise SubmitError(f"{who} failed during login ({why})", certain=True) from None
 
 
 def _login_utf8(smtp: smtplib.SMTP, host: str, user: str, password: str) -> None:

@@ -142,6 +142,9 @@ def _message(
     sender = xml.get("from")
     if sender is None or not _shown(xml) or _same_account(sender, account_bare):
         return None
+    # A message the server kept while the account was offline carries its delay stamp
+    # (XEP-0203): when the server received it, kept with the evidence.
+    delay = xml.find(f"{{{NS_DELAY}}}delay")
     return Incoming(
         via=via,
         sender=sender,
@@ -149,6 +152,7 @@ def _message(
         stanza_id=_stanza_id(xml, account_bare) if trust_stanza_id else None,
         message_id=xml.get("id"),
         muc_pm=xml.find(f"{{{NS_MUC_USER}}}x") is not None,
+        stamp=delay.get("stamp") if delay is not None else None,
         summary=_summary(xml, None),
     )
 
