@@ -88,9 +88,9 @@ def test_report_marks_the_person_s_side_and_shows_a_room_s_context(tmp_path: Pat
     pdf = subprocess.run(
         ["pdftotext", "-layout", str(out / "report.pdf"), "-"], capture_output=True, check=True
     ).stdout.decode()
-    transcript = pdf[pdf.index("Chat transcript") :]
+    transcript = pdf[pdf.index("Chat transcript (instant messages") :]
     assert f"Group chat {ROOM}" in transcript
-    lines = [ln for ln in transcript.splitlines() if "(item " in ln][:3]
+    lines = [ln for ln in transcript.splitlines() if "] (item " in ln][:3]
     assert "Pal" in lines[0] and "[offender: Sam]" in lines[1] and "Pal" in lines[2]
     # Per offender: one item of Sam's (the room message), not the person's nor the context.
     assert "<tr><td>Sam</td><td>1</td>" in html
