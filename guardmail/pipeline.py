@@ -204,6 +204,11 @@ class Pipeline:
             return verdict
         return Verdict(action=Action.REVIEW, decided_at=now, suspicion=suspicion)
 
+    def judge_recipients(self, item: Item) -> Verdict:
+        """The rules' verdict on whom ``item`` was written to (its identities are recipients:
+        the person's own message, kept.py): nothing else (no impersonation, no alias review)."""
+        return decide(item.identities, self.rules, now=self.clock())
+
     def needs_whole(self, probe: Item) -> bool:
         """For a source that judges by the header section first (``probe.raw`` is only that):
         whether the item must be judged again whole although its header passed (a bounce that

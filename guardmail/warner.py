@@ -172,6 +172,8 @@ class Warner:
             body = journal.entry(row)
             if str(body.get("offender")).casefold() not in names or body.get("channel") != "xmpp":
                 continue
+            if body.get("direction") == "outgoing" or "muc" in body:
+                continue  # the person's own message (from their JID), or a room's (kept.py)
             meta = body.get("meta", {})
             if meta.get("muc_pm") == "true":
                 continue  # a room's occupant address: not the offender's own JID

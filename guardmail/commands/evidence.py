@@ -364,7 +364,8 @@ def cmd_abuse_report(args: argparse.Namespace) -> int:
         origs = [
             original(item, read_blob(tenant.vault, item.sha256, f"item seq {item.seq}"))
             for item in evidence.items
-            if item.channel == "mail"
+            # the offender's own mail only: not the person's to them (guardmail/kept.py)
+            if item.channel == "mail" and item.direction != "outgoing" and not item.context_of
         ]
     finally:
         tenant.close()

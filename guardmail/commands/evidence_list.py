@@ -35,20 +35,26 @@ def _record(row: JournalRow, body: dict[str, Any], done: str | None) -> dict[str
         }
     if row.kind == "archived":
         impersonation = body.get("impersonation")
-        return {
-            "seq": row.seq,
-            "kind": row.kind,
-            "time": body.get("time"),
-            "sha256": row.sha256,
-            "channel": body.get("channel"),
-            "account": body.get("account"),
-            "offender": body.get("offender"),
-            "action": body.get("action"),
-            "subject": body.get("subject"),
-            "done": done,
-        } | (
-            # Mail forged in the person's name: no offender, the kind of forgery instead.
-            {"impersonation": impersonation.get("kind")} if isinstance(impersonation, dict) else {}
+        return (
+            {
+                "seq": row.seq,
+                "kind": row.kind,
+                "time": body.get("time"),
+                "sha256": row.sha256,
+                "channel": body.get("channel"),
+                "account": body.get("account"),
+                "offender": body.get("offender"),
+                "action": body.get("action"),
+                "subject": body.get("subject"),
+                "done": done,
+            }
+            | (
+                # Mail forged in the person's name: no offender, the kind of forgery instead.
+                {"impersonation": impersonation.get("kind")}
+                if isinstance(impersonation, dict)
+                else {}
+            )
+            | _side(body)
         )
     return {
         "seq": row.seq,
@@ -106,11 +112,28 @@ def list_evidence(vault: Vault, *, kinds: tuple[str, ...], as_json: bool) -> Non
         )
 
 
+def _side(body: dict[str, Any]) -> dict[str, Any]:
+    """The person's own messages (``direction: outgoing``) and group-chat entries (kept.py)."""
+    out: dict[str, Any] = {}
+    if body.get("direction"):
+        out["direction"] = body["direction"]
+    muc = body.get("muc")
+    if isinstance(muc, dict):
+        out["room"] = muc.get("room")
+        if muc.get("context_of") is not None:
+            out["context_of"] = muc.get("context_of")
+    return out
+
+
 def _who(rec: dict[str, Any]) -> str:
     """The offender column: the offender, or for mail forged in the person's own name what
-    kind of impersonation it is."""
+    kind of impersonation it is; the person's own message to an offender says so."""
     if rec["offender"] is None and rec.get("impersonation"):
         return f"impersonation ({rec['impersonation']})"
+    if rec.get("direction") == "outgoing":
+        return f"(the person, to {rec['offender']})"
+    if rec.get("context_of") is not None:
+        return f"(room context of #{rec['context_of']})"
     return str(rec["offender"])
 
 

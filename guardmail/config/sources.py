@@ -200,6 +200,10 @@ class ImapSourceConfig(BaseModel):
     """Command (argv list) that prints the password, e.g. [pass, show, mail/personal]."""
     folders: list[NonEmpty] = Field(default_factory=lambda: ["INBOX"], min_length=1)
     """Folders to watch; one connection each."""
+    sent_folders: Literal["auto"] | list[NonEmpty] = "auto"
+    """Folders of the person's own sent mail: messages there addressed to an offender are
+    archived (never moved) as the person's side. ``auto``: the server's \\Sent folder
+    (SPECIAL-USE), else a usual name; ``[]``: none. One connection each."""
     quarantine_folder: Annotated[str, AfterValidator(_imap_folder)] = "Quarantine"
     """Folder quarantined mail is moved to (created if missing), or a SPECIAL-USE role the
     server flags a folder with, e.g. '\\Junk' (its name in any language; never created)."""
@@ -384,6 +388,18 @@ def _bare_jid(value: str) -> str:
 BareJid = Annotated[str, AfterValidator(_bare_jid)]
 
 
+class RoomConfig(BaseModel):
+    """A group chat (MUC, XEP-0045) to watch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    jid: BareJid
+    """The room's JID, e.g. lounge@conference.example.org."""
+    nick: NonEmpty | None = None
+    """The nick to join with; default: the person's (the account's local part), which the
+    server joins to the person's own occupant where it allows several sessions per nick."""
+
+
 class XmppSourceConfig(BaseModel):
     """An XMPP account watched by its own client resource (negative priority, so it never takes
     messages from the person's own clients): messages, carbons, the server archive (MAM) and
@@ -423,6 +439,11 @@ class XmppSourceConfig(BaseModel):
     mam_sync_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     """Read the server archive (MAM) this often, besides at every (re)connect: it holds what
     carbons do not copy (private messages from group chats, on Prosody)."""
+    rooms: list[RoomConfig] = Field(default_factory=list)
+    """Group chats (MUC) the person is in: the watcher joins each, and an offender's messages
+    there are archived with the room, the nick and the real JID where the room reveals it."""
+    room_context: int = Field(default=5, ge=0, le=50)
+    """Messages of a room kept as context before and after each offender message in it."""
     ping_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     """Keepalive ping (XEP-0199) period; no answer within timeout_seconds means reconnect."""
     timeout_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)

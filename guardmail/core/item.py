@@ -41,6 +41,9 @@ MAX_PARSE_ERRORS = 20
 
 # Header fields whose addresses say who is reaching the victim (RFC 5322 3.6.2, 3.6.6; RFC 5321).
 IDENTITY_HEADERS = ("From", "Sender", "Reply-To", "Return-Path", "Resent-From", "Resent-Sender")
+# Header fields whose addresses say whom a message was written to (RFC 5322 3.6.3): the person's
+# own messages in a Sent folder are judged by these (their recipients), never by their sender.
+RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 
 # A line ends at CRLF, LF or a bare CR, as in the stdlib's parser and the clients built like
 # it: a header after a bare CR is a header to them, so it is one to us.
@@ -231,9 +234,12 @@ class _Reader:
         return names + [("", addr) for addr in _loose_addresses(value)]
 
     def identities(
-        self, fields: list[tuple[str, str]], envelope_sender: str | None
+        self,
+        fields: list[tuple[str, str]],
+        envelope_sender: str | None,
+        headers: tuple[str, ...] = IDENTITY_HEADERS,
     ) -> tuple[Identity, ...]:
-        wanted = {h.lower(): h for h in IDENTITY_HEADERS}
+        wanted = {h.lower(): h for h in headers}
         found: list[Identity] = []
         for name, value in fields:
             canonical = wanted.get(name.lower())
@@ -311,6 +317,13 @@ def read_mail(raw: bytes, *, envelope_sender: str | None = None) -> MailReading:
 def mail_identities(raw: bytes, *, envelope_sender: str | None = None) -> tuple[Identity, ...]:
     """Every sender identity a mail message claims, in header order, then the envelope sender."""
     return _Reader().identities(header_fields(raw), envelope_sender)
+
+
+def mail_recipients(raw: bytes) -> tuple[Identity, ...]:
+    """Every recipient a message names in To, Cc and Bcc, in header order, read as sender
+    identities are (the same bounds and loose fallback; an identity's ``source`` is the header):
+    what the person's own messages are judged by."""
+    return _Reader().identities(header_fields(raw), None, RECIPIENT_HEADERS)
 
 
 def mail_summary(raw: bytes) -> Summary:

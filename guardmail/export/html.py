@@ -112,7 +112,9 @@ SHA-256 <span class="hash">{{ sha }}</span></p>{% endfor %}
 <tr><td><a href="#item-{{ row.item.index }}">{{ row.item.index }}</a>
 {%- if row.after_warning %} &#9650;{% endif %}</td>
 <td>{{ when(row.item.received_at) }}</td><td>{{ when(row.content.sent) }}</td>
-<td>{{ row.item.channel }}</td><td>{{ "imported" if row.item.imported else "live" }}</td>
+<td>{{ row.item.channel }}{% if row.item.direction == "outgoing" %} &rarr; sent by the person
+{%- elif row.item.room %} (room){% endif %}</td>
+<td>{{ "imported" if row.item.imported else "live" }}</td>
 <td>{{ row.content.sender or row.sender }}</td>
 <td>{{ row.title }}{% for f in row.flags %}<div class="flag">{{ f }}</div>{% endfor %}</td>
 <td class="hash">{{ row.item.sha256 }}</td></tr>

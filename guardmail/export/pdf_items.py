@@ -68,7 +68,7 @@ def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
                     f"{item.index}\n\u25b2" if row.after_warning else str(item.index),
                     f"{item.received_at:%Y-%m-%d}\n{item.received_at:%H:%M:%S}",
                     f"{sent:%Y-%m-%d}\n{sent:%H:%M:%S}" if sent else "-",
-                    item.channel,
+                    item.channel + _side(row),
                     _cell(_short(row.content.sender or row.sender, FROM_MAX), widths[4]),
                     title,
                     f"{item.sha256[:32]}\n{item.sha256[32:]}",
@@ -77,6 +77,13 @@ def item_table(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
         table = grid(data, widths, repeat=1)
         table.setStyle(hash_style)
         yield table
+
+
+def _side(row: Row) -> str:
+    """The item table's direction marker: the person's own message, or a room's message."""
+    if row.item.direction == "outgoing":
+        return "\nsent"
+    return "\nroom" if row.item.room else ""
 
 
 def _short(text: str, limit: int) -> str:
@@ -198,18 +205,28 @@ def headers_appendix(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
 
 
 def transcript(rows: tuple[Row, ...], s: Styles) -> Iterator[Flowable]:
-    """The instant messages of each offender as one conversation, in the order received."""
+    """The instant messages of each offender as one conversation, in the order received, both
+    sides (the person's own messages marked); a room's messages, with the context kept around
+    the offender's, as one conversation per room."""
     chats = [r for r in rows if r.item.channel == "xmpp"]
     if not chats:
         return
     yield CondPageBreak(SECTION_MIN_SPACE)
     yield Mark(section="Chat transcript")
     yield Paragraph("Chat transcript (instant messages, in the order received)", s.h1)
-    for offender in dict.fromkeys(r.item.offender for r in chats):
-        yield Paragraph(esc(offender), s.h2)
+    threads: dict[str, list[Row]] = {}
+    for r in chats:
+        key = f"Group chat {r.item.room}" if r.item.room else r.item.offender
+        threads.setdefault(key, []).append(r)
+    for title, thread in threads.items():
+        yield Paragraph(esc(title), s.h2)
         lines = []
-        for r in (r for r in chats if r.item.offender == offender):
+        for r in sorted(thread, key=lambda r: (r.item.received_at, r.item.seq)):
             who = r.content.sender or r.sender or "?"
+            if r.item.direction == "outgoing":
+                who = f"the person ({who})"
+            elif r.item.room and not r.item.context_of:
+                who = f"{who} [offender: {r.item.offender}]"
             lines.append(f"[{when(r.item.received_at)} UTC] (item {r.item.index}) {who}:")
             lines.append(f"    {r.content.text or '(no text)'}")
         text = "\n".join(lines)

@@ -66,6 +66,12 @@ class ExportItem:
     # "imported from FILE at TIME; not received by guardmail" (``guardmail import``); "" for
     # an item guardmail received itself: the report keeps the two apart.
     imported: str = ""
+    # The person's side and group chats (guardmail/kept.py): ``outgoing`` for the person's own
+    # message to the offender; the room of a group-chat item; for a room's messages kept as the
+    # context of an offender's, that item's journal seq (such an item is nobody's: no offender).
+    direction: str = ""
+    room: str = ""
+    context_of: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +216,9 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
             body = body | {"offender": confirmed[row.seq]}
             bodies[row.seq] = body
         offender = _text(body, "offender")
+        anchor = _context_of(body)
+        if anchor:  # a room's message kept as context: picked with the offender's it surrounds
+            offender = _text(bodies.get(anchor, {}), "offender")
         if wanted and offender.casefold() not in wanted:
             continue
         when = received_at(body)
@@ -253,10 +262,13 @@ def select(rows: Sequence[JournalRow], *, tenant: str, criteria: Criteria) -> Ev
             date=_text(body, "date"),
             looks_like=_looks_like(body),
             imported=_imported(body),
+            direction=_text(body, "direction"),
+            room=_room(body),
+            context_of=_context_of(body),
         )
         for i, (row, body, when) in enumerate(picked, start=1)
     )
-    offenders = tuple(dict.fromkeys(item.offender for item in items))
+    offenders = tuple(dict.fromkeys(item.offender for item in items if not item.context_of))
     warnings = _warnings(rows, bodies, {o.casefold() for o in offenders})
     folded = {o.casefold() for o in offenders}
     notes = _notes(rows, criteria, folded) if items else ()
@@ -349,6 +361,17 @@ def _notes(
         )
         found.append(ExportNote(note=note, files=files))
     return tuple(found)
+
+
+def _room(body: dict[str, Any]) -> str:
+    muc = body.get("muc")
+    return str(muc.get("room") or "") if isinstance(muc, dict) else ""
+
+
+def _context_of(body: dict[str, Any]) -> int:
+    muc = body.get("muc")
+    anchor = muc.get("context_of") if isinstance(muc, dict) else None
+    return anchor if isinstance(anchor, int) and not isinstance(anchor, bool) else 0
 
 
 def _suffix(name: str) -> str:

@@ -150,6 +150,8 @@ def build(
     counts: Counter[str] = Counter()
     for row in rows:
         item = row.item
+        if item.direction == "outgoing" or item.context_of:
+            continue  # the person's own messages and a room's context: not the offender's items
         name = item.offender or "(unknown)"
         day = per_day.setdefault(name, {})
         day[row.when.date()] = day.get(row.when.date(), 0) + 1
@@ -240,9 +242,11 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         if letters:
             flags.append(f"looks like {ascii_lookalike(address)}: {', '.join(letters)}")
     # By the time it was sent (Date:), so an imported item (received_at: the import) is
-    # judged like a live one.
+    # judged like a live one; never the person's own message or a room's context.
     sent = sent_at(item.received_at, d.content.sent)
-    after = warned is not None and sent > warned
+    theirs = item.direction != "outgoing" and not item.context_of
+    after = theirs and warned is not None and sent > warned
+    flags += side_flags(item)
     if item.imported:
         flags.append(item.imported)
     if after:
@@ -257,6 +261,18 @@ def _row(item: ExportItem, d: Details, warned: datetime | None) -> Row:
         after_warning=after,
         sent_at=sent,
     )
+
+
+def side_flags(item: ExportItem) -> list[str]:
+    """In words: the person's own message, the room of a group-chat item, a room's context."""
+    flags = []
+    if item.direction == "outgoing":
+        flags.append(f"the person's own message, to {item.offender or 'the offender'}")
+    if item.context_of:
+        flags.append(f"room context: a message around journal entry {item.context_of}")
+    if item.room:
+        flags.append(f"group chat in {item.room}")
+    return flags
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

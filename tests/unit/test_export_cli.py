@@ -7,12 +7,19 @@ import email.policy
 import json
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from guardmail.cli import main
-from tests.unit.test_export import Case, make_case
+from guardmail.core.item import mail_item, mail_recipients
+from guardmail.kept import OUTGOING, keep_many
+from guardmail.pipeline import Pipeline
+from tests.unit.test_export import RULES, Case, make_case
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -121,6 +128,34 @@ def test_abuse_report_is_written_not_sent_and_addressed_to_the_sending_domain(
     msg = email.message_from_bytes(out.read_bytes(), policy=email.policy.default)
     assert msg.get_content_type() == "multipart/report"
     assert msg["To"] == "abuse@stalk.example"
+
+
+def test_abuse_report_leaves_out_the_person_s_own_mail_to_the_offender(
+    case: Case, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = b"From: jane@home.example\r\nTo: jo@stalk.example\r\nSubject: stop\r\n\r\nStop.\r\n"
+    sent = mail_item(raw, tenant="jane", account="a", source_ref="imap:s", received_at=NOW)
+    sent = replace(sent, identities=mail_recipients(raw))
+    pipeline = Pipeline(vault=case.vault, rules=RULES, clock=lambda: NOW)
+    keep_many(pipeline, [sent], [pipeline.judge_recipients(sent)], direction=OUTGOING)
+    out = case.root / "report.eml"
+    code, text, _ = gm(case, capsys, "abuse-report", "--offender", "jo stalker", "--out", str(out))
+    assert code == 0, text
+    assert "2 listed, 2 attached unaltered" in text  # not 3: the person's own mail is not theirs
+    assert b"Stop." not in out.read_bytes()
+    # Not even when asked for the person's own domain: no mail of the offender's was sent there.
+    code, _, err = gm(
+        case,
+        capsys,
+        "abuse-report",
+        "--offender",
+        "jo stalker",
+        "--domain",
+        "home.example",
+        "--out",
+        str(case.root / "own.eml"),
+    )
+    assert code == 2 and "was sent from 'home.example'" in err
 
 
 def test_abuse_report_options(case: Case, capsys: pytest.CaptureFixture[str]) -> None:

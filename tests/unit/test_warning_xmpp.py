@@ -188,6 +188,34 @@ def test_recipients_are_bare_jids_listed_or_written_from_never_globs_or_rooms(
         tenant.close()
 
 
+def test_the_person_s_own_messages_and_room_messages_give_no_warning_recipient(
+    tmp_path: Path,
+) -> None:
+    loaded = load_config(config(tmp_path, "  channel: xmpp\n").name, cwd=tmp_path)
+    tenant = open_tenant(loaded.settings)
+    try:
+        for sender, extra in (
+            ("victim@home.example/phone", {"direction": "outgoing"}),  # the person's sent carbon
+            ("den@conference.example/Ex", {"muc": {"room": "den@conference.example"}}),
+        ):
+            item = xmpp_item(sender)
+            tenant.vault.put(
+                item.raw,
+                source_ref=item.source_ref,
+                metadata={
+                    "channel": "xmpp",
+                    "offender": "Ex",
+                    "meta": dict(item.meta),
+                    "matches": [],
+                }
+                | extra,
+                now=item.received_at,
+            )
+        assert tenant.warner.recipients(tenant.warner.offender("ex")) == ["ex@example.net"]
+    finally:
+        tenant.close()
+
+
 def test_offenders_owed_an_xmpp_warning_on_first_block_are_held_until_the_ledger_has_them(
     tmp_path: Path,
 ) -> None:

@@ -26,6 +26,8 @@ Contracts:
 - After a drop, a reconnect with backoff and jitter; the backoff starts afresh only after a
   session that lasted ``STABLE_SECONDS``, so a server that dies at the same message after every
   login is not hammered once a second.
+- The person's Sent folder(s) are watched the same way in the ``outgoing`` mode (sent.py): judged
+  by their recipients, the ones to an offender archived as the person's side, never moved.
 - One thread and connection per folder (imapclient is synchronous). The thread runs the
   pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
   its own thread and the way from IDLE to MOVE has no hop through the event loop.
@@ -44,6 +46,7 @@ from datetime import UTC, datetime
 
 from imapclient import IMAPClient
 
+from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import (
     WHOLE_BYTES,
@@ -85,9 +88,11 @@ class FolderWatcher:
         pipeline: Pipeline,
         storage: Storage,
         review_folder: str = "Review",
+        outgoing: bool = False,
     ) -> None:
         self.cfg = cfg
         self.folder = folder
+        self.outgoing = outgoing  # a Sent folder: archive only (sent.py)
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
@@ -335,9 +340,12 @@ class FolderWatcher:
         found: list[tuple[int, int]] = []
         for uid, (header, size) in sorted(headers.items()):
             try:
-                probe = where.probe(uid, header, now)
-                verdict = self.pipeline.judge(probe, reviews=True)
-                whole = verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
+                if self.outgoing:
+                    whole = sent.to_offender(self.pipeline, sent.probe(where, uid, header, now))
+                else:
+                    probe = where.probe(uid, header, now)
+                    verdict = self.pipeline.judge(probe, reviews=True)
+                    whole = verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
             except Exception:
                 self._item_failed(uid)
                 continue
@@ -349,6 +357,9 @@ class FolderWatcher:
         """Fetch ``chunk`` whole and have the pipeline archive it, then act on it at once."""
         whole = fetch_whole(client, chunk)  # a UID expunged meanwhile is just not there
         now = datetime.now(UTC)
+        if self.outgoing:
+            sent.keep(self.pipeline, where, whole, now)
+            return
         items: list[Item] = []
         for uid in chunk:
             if uid not in whole:
@@ -396,7 +407,7 @@ class ImapSource:
         self.tenant = tenant
         self.pipeline = pipeline
         self.storage = storage
-        self._watchers: list[FolderWatcher] = []
+        self._watchers: list[FolderWatcher | sent.AutoSent] = []
         self._rejudge_pending = False
 
     def rejudge(self) -> None:
@@ -409,17 +420,15 @@ class ImapSource:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._watchers = watchers = [
-            FolderWatcher(
-                cfg=self.cfg,
-                folder=folder,
-                tenant=self.tenant,
-                pipeline=self.pipeline,
-                storage=self.storage,
-                review_folder=self.review_folder,
-            )
-            for folder in self.cfg.folders
+        watchers: list[FolderWatcher | sent.AutoSent] = [
+            self._watcher(folder) for folder in self.cfg.folders
         ]
+        watchers += [self._watcher(f, outgoing=True) for f in sent.outgoing_folders(self.cfg)]
+        if self.cfg.sent_folders == "auto":
+            watchers.append(
+                sent.AutoSent(cfg=self.cfg, make=lambda f: self._watcher(f, outgoing=True))
+            )
+        self._watchers = watchers
         if self._rejudge_pending:
             self._rejudge_pending = False
             for w in watchers:
@@ -438,3 +447,14 @@ class ImapSource:
             # Never block the loop on the threads: they may be waiting for it.
             await asyncio.wait(futures, timeout=IDLE_SLICE * 2)
             pool.shutdown(wait=False)
+
+    def _watcher(self, folder: str, *, outgoing: bool = False) -> FolderWatcher:
+        return FolderWatcher(
+            cfg=self.cfg,
+            folder=folder,
+            tenant=self.tenant,
+            pipeline=self.pipeline,
+            storage=self.storage,
+            review_folder=self.review_folder,
+            outgoing=outgoing,
+        )

@@ -3,7 +3,9 @@ archived as the exact bytes the server delivered.
 
 What reaches the watcher and is judged (see stanza.py): chat and normal messages, with or
 without a body; Message Carbons (XEP-0280) of what reaches the person's other clients (the inner
-message's sender is judged); MUC private messages, with the real JID where the room reveals it;
+message's sender is judged); the person's own messages (sent carbons, archive results) and
+group-chat messages of the rooms in ``rooms``, archived only (rooms.py); MUC private messages,
+with the real JID where the room reveals it;
 presence subscription requests; and, at every (re)connect and every ``mam_sync_seconds``, the
 server archive (MAM, XEP-0313) after the last archive id handled, which holds what arrived while
 guardmail was away and what carbons do not copy (Prosody does not copy MUC private messages).
@@ -72,6 +74,7 @@ from guardmail.channels.xmpp.client import (
     shared_context,
 )
 from guardmail.channels.xmpp.evidence import stanza_item, where_now
+from guardmail.channels.xmpp.rooms import Sides
 from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
 from guardmail.channels.xmpp.stanza import (
     MESSAGE,
@@ -151,6 +154,15 @@ class XmppSource:
         self._sid_trusted = False  # set per session from the server's disco#info
         self.blocklist = Blocklist(cfg=cfg, state=self.state, rules=pipeline.rules, held=held)
         self._rules_changed = asyncio.Event()
+        # The person's own messages and the rooms they are in (rooms.py): archive only.
+        self.sides = Sides(
+            cfg=cfg,
+            tenant=tenant,
+            source=self.source,
+            pipeline=pipeline,
+            storage=storage,
+            clock=pipeline.clock,
+        )
 
     # --- the daemon's side -----------------------------------------------------------------
 
@@ -274,6 +286,7 @@ class XmppSource:
             )
         if self.cfg.send_presence:
             client.send_presence(ppriority=PRIORITY)
+        self.sides.join(client)
         self._rules_changed.clear()
         await self.blocklist.sync(client)
         await self.archive.catch_up(client, self._handle, routine=False)
@@ -368,6 +381,8 @@ class XmppSource:
         async with self._judging:
             fresh: list[tuple[Pipeline, Item, Incoming]] = []
             for got in batch:
+                if await self.sides.take(got):
+                    continue  # the person's own message, or a room's (rooms.py)
                 incoming = read_stanza(
                     got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
                 )
