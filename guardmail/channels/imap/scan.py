@@ -72,9 +72,9 @@ def read_steps(
         for run in pending.full():
             yield Chunk(run, fetch_whole(client, run))
         yield Point(pending.first - 1 if pending else part[-1])
-    for run in pending.rest():
-        yield Chunk(run, fetch_whole(client, run))
-    if uids:
+    if pending:
+        for run in pending.rest():
+            yield Chunk(run, fetch_whole(client, run))
         yield Point(uids[-1])
 
 
