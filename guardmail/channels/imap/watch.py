@@ -28,7 +28,10 @@ Contracts:
   login is not hammered once a second.
 - One thread and connection per folder (imapclient is synchronous). The thread runs the
   pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
-  its own thread and the way from IDLE to MOVE has no hop through the event loop.
+  its own thread and the way from IDLE to MOVE has no hop through the event loop. A catch-up
+  of more than one header batch (a first scan, a re-judging, a long outage) also has a second,
+  read-only connection for as long as it lasts, read by its own thread one chunk ahead
+  (scan.py); checkpoints still move only as this thread handles what came before them.
 """
 
 from __future__ import annotations
