@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from guardmail.core.regexes import Matcher, encodable
@@ -63,12 +64,26 @@ GRAM = 4
 
 
 def lookup_grams(texts: Iterable[str]) -> frozenset[str]:
-    """The lower-case 4-grams of the subjects of ``texts``: what an index looks up for them."""
+    """The lower-case 4-grams of the subjects of ``texts``: what an index looks up for them.
+
+    An address's domain repeats across senders, so the grams from its last ``@`` on are
+    memoised: the grams of ``s`` are those of ``s[:p + GRAM - 1]`` and of ``s[p:]`` for any
+    split ``p`` (a window starting before ``p`` ends inside the first part)."""
     out: set[str] = set()
     for text in texts:
-        low = subject(text).lower()
-        out.update([low[i : i + GRAM] for i in range(len(low) - GRAM + 1)])
+        low = (text if len(text) <= MAX_TEXT and text.isascii() else subject(text)).lower()
+        at = low.rfind("@")
+        if at >= 0:
+            out |= _tail_grams(low[at + 1 :])
+            low = low[: at + GRAM]
+        out |= {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
     return frozenset(out)
+
+
+# One entry per domain seen (bounded: a stream of made-up domains only evicts).
+@lru_cache(maxsize=4096)
+def _tail_grams(tail: str) -> frozenset[str]:
+    return frozenset([tail[i : i + GRAM] for i in range(len(tail) - GRAM + 1)])
 
 
 def _indexable(literal: str) -> bool:

@@ -154,10 +154,22 @@ class _Found:
 class RuleSet:
     """Compiled offender rules. Immutable; build a new one when the offender list changes."""
 
-    __slots__ = ("offenders", "_exact", "_domains", "_names", "_addr_patterns", "_name_patterns")
+    __slots__ = (
+        "offenders",
+        "_exact",
+        "_domains",
+        "_names",
+        "_addr_patterns",
+        "_name_patterns",
+        "_memo",
+        "_memo_generation",
+    )
 
     def __init__(self, offenders: Sequence[OffenderRule]) -> None:
         self.offenders = tuple(offenders)
+        # What each (address, is a JID, display name) matched: a repeat sender is one lookup.
+        self._memo: dict[tuple[str | None, bool, str | None], tuple[_Found, ...]] = {}
+        self._memo_generation = _generation
         self._exact: dict[str, list[_Ref]] = {}
         self._domains: dict[str, list[_Ref]] = {}
         self._names: dict[str, list[_Ref]] = {}
@@ -195,8 +207,24 @@ class RuleSet:
         for key in keys:
             self._exact.setdefault(key, []).append(ref)
 
-    def matches(self, identity: Identity) -> list[_Found]:
-        """Every rule this identity matches, with its value as found and normalised."""
+    def matches(self, identity: Identity) -> tuple[_Found, ...]:
+        """Every rule this identity matches, with its value as found and normalised.
+
+        Memoised per RuleSet (bounded, emptied when full: a stream of made-up senders costs
+        what it costs without the memo); ``clear_caches`` empties it too."""
+        key = (identity.address, identity.source == "jid", identity.display_name)
+        if self._memo_generation != _generation:
+            self._memo.clear()
+            self._memo_generation = _generation
+        found = self._memo.get(key)
+        if found is None:
+            found = self._matches(identity)
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+    def _matches(self, identity: Identity) -> tuple[_Found, ...]:
         out: list[_Found] = []
         if identity.address:
             forms = _address_forms(identity)
@@ -215,11 +243,13 @@ class RuleSet:
             refs.extend(e.payload for e in self._name_patterns.matching(name.texts, name.grams))
             display, normalized, note = identity.display_name, name.normalized, name.looks_like
             out.extend(_Found(r, display, normalized, note) for r in _ordered(refs))
-        return out
+        return tuple(out)
 
 
 def _ordered(refs: list[_Ref]) -> list[_Ref]:
     """Config order (offender, then rule), so a verdict does not depend on hash order."""
+    if len(refs) < 2:
+        return refs
     return sorted(set(refs), key=lambda r: (r.offender, r.rule))
 
 
@@ -246,11 +276,18 @@ def _forms_of(address: str, is_jid: bool) -> _Forms | None:
         grams=lookup_grams(texts),
         folded=key,
         normalized=norm.address,
-        domain_keys=domain_suffixes(fold(norm.domain)),
+        domain_keys=_domain_keys(norm.domain),
         # As found for fullwidth letters (normalising made them ASCII), normalised for
         # punycode (decoding revealed them).
         looks_like=_looks_like(twin, found, norm.address),
     )
+
+
+# Domains repeat even where senders do not (every new gmail.com sender): their folded suffixes
+# are memoised apart from the sender's forms (bounded).
+@lru_cache(maxsize=4096)
+def _domain_keys(domain: str) -> tuple[str, ...]:
+    return domain_suffixes(fold(domain))
 
 
 def _looks_like(twin: str, *texts: str) -> str:
@@ -259,8 +296,18 @@ def _looks_like(twin: str, *texts: str) -> str:
     return f"looks like {twin}: {', '.join(letters)}" if letters else ""
 
 
+# Identities a RuleSet remembers the matches of, at most (~1 MB when full, per tenant).
+MEMO_SIZE = 4096
+# Bumped by clear_caches: every RuleSet forgets its memo at its next decision.
+_generation = 0
+
+
 def clear_caches() -> None:
-    """Forget memoised normal forms (benchmarks measure first sightings with this)."""
+    """Forget what was memoised per sender (normal forms, each RuleSet's matches): benchmarks
+    measure first sightings with this. Per-domain memos stay, as domains repeat across
+    senders."""
+    global _generation
+    _generation += 1
     _forms_of.cache_clear()
     _name_forms.cache_clear()
 

@@ -3,6 +3,8 @@
 Homoglyphs and invisible characters are written as escapes so that the table shows what it tests.
 """
 
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -452,3 +454,26 @@ def test_the_roots_dots_and_whitespace_are_trimmed_so_normalising_is_stable(
     if found is not None:
         again = normalize_address(f"{found.local}@{found.domain}")
         assert again is not None and again.key == found.key
+
+
+def _fold_by_definition(text: str) -> str:
+    # fold's docstring: casefold(skeleton(casefold(NFKC(text)))), repeated until it is stable.
+    key = text
+    for _ in range(8):
+        again = skeleton(unicodedata.normalize("NFKC", key).casefold()).casefold()
+        if again == key:
+            break
+        key = again
+    return key
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_fold_of_ascii_text_by_its_table_equals_the_definition(text: str) -> None:
+    assert fold(text) == _fold_by_definition(text)
+
+
+def test_fold_of_each_ascii_character_and_a_mix_equals_the_definition() -> None:
+    every = "".join(map(chr, range(128)))
+    for text in (*every, every, "Stalker1@MAIL0.example", "50% off|m"):
+        assert fold(text) == _fold_by_definition(text), repr(text)

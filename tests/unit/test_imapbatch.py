@@ -508,3 +508,96 @@ def test_gmail_s_message_id_and_labels_are_kept_in_the_item_s_metadata() -> None
     assert json.loads(meta["gmail_labels"]) == ["\\Inbox", "Famille/Écoles"]
     del whole[b"X-GM-MSGID"]
     assert "gmail_msgid" not in dict(folder.item(3, whole, datetime.now(UTC)).meta)
+
+
+# --- a long catch-up read on a second connection (scan.py) -------------------------------------
+
+
+class SecondConnection(FakeFolder):
+    """The reader's own connection to the same folder: it sees the same mail, and must never
+    change it."""
+
+    def __init__(self, main: FakeFolder, uidvalidity: int = 7) -> None:
+        super().__init__(set(), 0)
+        self.mail = main.mail
+        self.uidvalidity = uidvalidity
+        self.selected: tuple[str, bool] | None = None
+        self.logged_out = False
+
+    def select_folder(self, name: str, readonly: bool = False) -> dict[bytes, int]:
+        self.selected = (name, readonly)
+        return {b"UIDVALIDITY": self.uidvalidity}
+
+    def move(self, uids: list[int], target: str) -> None:
+        raise AssertionError("the reader moved mail")
+
+    def socket(self) -> SimpleNamespace:
+        return SimpleNamespace(shutdown=lambda how: None)
+
+    def logout(self) -> None:
+        self.logged_out = True
+
+
+def reading_on(
+    monkeypatch: pytest.MonkeyPatch, folder: FakeFolder, uidvalidity: int = 7
+) -> SecondConnection:
+    reader = SecondConnection(folder, uidvalidity)
+    monkeypatch.setattr(watch, "connect", lambda cfg: reader)
+    return reader
+
+
+def test_a_long_catch_up_reads_on_a_second_connection_and_moves_on_the_first(
+    watcher: FolderWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = FakeFolder(offenders={2, 7, 8, 11}, total=12)
+    reader = reading_on(monkeypatch, folder)
+    assert watcher._catch_up(folder, 7, 0) == 12
+    assert reader.sent == [
+        ("FETCH header", [1, 2, 3, 4]),
+        ("FETCH header", [5, 6, 7, 8]),
+        ("FETCH whole", [2, 7]),
+        ("FETCH header", [9, 10, 11, 12]),
+        ("FETCH whole", [8, 11]),
+    ]
+    assert folder.sent == [("MOVE", [2, 7]), ("MOVE", [8, 11])]
+    assert reader.selected == ("INBOX", True) and reader.logged_out  # EXAMINEd, then closed
+    assert checkpoint(watcher) == 12
+    archived = watcher.pipeline.vault.rows(kind="archived")
+    assert [str(r.source_ref).rpartition(";")[2] for r in archived] == [
+        "UID=2",
+        "UID=7",
+        "UID=8",
+        "UID=11",
+    ]
+
+
+def test_read_ahead_the_vault_failing_keeps_the_checkpoint_below_the_first_unmoved_offender(
+    watcher: FolderWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = FakeFolder(offenders={2, 3, 6, 10}, total=12)
+    reader = reading_on(monkeypatch, folder)
+    vault = watcher.pipeline.vault
+    sha = hashlib.sha256(folder.mail[6]).hexdigest()
+    vault.blobs.root.mkdir(parents=True)
+    (vault.blobs.root / sha[:2]).write_text("a file where a blob directory should be")
+    with pytest.raises(VaultUnavailable):
+        watcher._catch_up(folder, 7, 0)
+    # The reader had read past 6 (headers 9-12); the checkpoint did not follow it.
+    assert folder.sent == [("MOVE", [2, 3])] and 6 in folder.mail and 10 in folder.mail
+    assert checkpoint(watcher) == 5
+    assert reader.logged_out
+
+
+@pytest.mark.parametrize("fault", ["whole-missing", "uidvalidity"])
+def test_a_reader_failure_reaches_the_watcher_and_nothing_unread_is_moved(
+    watcher: FolderWatcher, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    folder = FakeFolder(offenders={2, 3, 6}, total=8)
+    reader = reading_on(monkeypatch, folder, uidvalidity=8 if fault == "uidvalidity" else 7)
+    reader.hide_whole = {6}
+    with pytest.raises(ConnectionError):
+        watcher._catch_up(folder, 7, 0)
+    moved = [uids for cmd, uids in folder.sent if cmd == "MOVE"]
+    assert moved == ([] if fault == "uidvalidity" else [[2, 3]])
+    assert checkpoint(watcher) == (0 if fault == "uidvalidity" else 5)
+    assert 6 in folder.mail and reader.logged_out

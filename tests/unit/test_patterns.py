@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.patterns import Entry, PatternIndex
+from guardmail.core.patterns import GRAM, Entry, PatternIndex, lookup_grams, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 
@@ -129,3 +129,21 @@ def test_glob_matches_exactly_what_fnmatch_translate_matches(glob: str, text: st
 )
 def test_a_glob_matches_the_whole_text_as_fnmatch_does(glob: str, text: str, matches: bool) -> None:
     assert bool(glob_regex(glob).search(text)) is matches
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet="abAB@.xz-4\u0430\ud800", max_size=30), max_size=4))
+def test_lookup_grams_split_at_the_domain_equal_every_gram_of_every_subject(
+    texts: list[str],
+) -> None:
+    every = set()
+    for text in texts:
+        low = subject(text).lower()
+        every |= {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
+    assert lookup_grams(texts) == every
+
+
+def test_lookup_grams_of_a_long_address_see_both_ends_as_subject_does() -> None:
+    text = "x" * 3000 + "@Example.ORG"
+    low = subject(text).lower()
+    assert lookup_grams([text]) == {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}

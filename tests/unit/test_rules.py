@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardmail.core.item import Identity, mail_identities
-from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
+from guardmail.core.rules import MEMO_SIZE, Action, OffenderRule, RuleSet, clear_caches, decide
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -269,3 +269,30 @@ def test_the_fingerprint_is_equal_for_equal_rules_and_changes_with_an_offender()
     blocked = OffenderRule(name="A", addresses=("a@example.net",), action=Action.BLOCK)
     assert RuleSet([one]).fingerprint() != RuleSet([blocked]).fingerprint()
     assert RuleSet([]).fingerprint() != RuleSet([one]).fingerprint()
+
+
+def test_a_repeat_sender_gets_the_verdict_of_its_first_sighting() -> None:
+    raw = b"From: Someone <st4lker9@fresh.example>\nReply-To: other@example.com\n\n"
+    first = decide(mail_identities(raw), RULES, now=NOW)
+    again = decide(mail_identities(raw), RULES, now=NOW)
+    clear_caches()
+    cleared = decide(mail_identities(raw), RULES, now=NOW)
+    assert first.action is Action.QUARANTINE
+    assert first.matches == again.matches == cleared.matches
+
+
+def test_what_one_ruleset_remembered_of_a_sender_does_not_reach_another() -> None:
+    identities = mail_identities(b"From: worse@example.org\n\n")
+    assert decide(identities, RULES, now=NOW).action is Action.BLOCK
+    assert decide(identities, RuleSet([EXAMPLE]), now=NOW).action is Action.PASS
+
+
+def test_more_senders_than_the_memo_holds_are_still_judged_alike() -> None:
+    senders = [f"person{i}@site{i % 50}.example" for i in range(MEMO_SIZE + 10)]
+    senders[5] = senders[-3] = "stalker@example.net"
+    verdicts = [
+        decide([Identity(source="From", address=s)], RULES, now=NOW).action for s in senders
+    ]
+    again = decide([Identity(source="From", address=senders[5])], RULES, now=NOW)
+    assert [i for i, a in enumerate(verdicts) if a is not Action.PASS] == [5, len(senders) - 3]
+    assert again.action is Action.QUARANTINE

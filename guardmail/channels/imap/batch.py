@@ -23,8 +23,8 @@ from imapclient import IMAPClient
 
 from guardmail.core.item import Channel, Item, mail_identities, mail_item
 
-WHOLE_MESSAGES = 50
-WHOLE_BYTES = 64 * 1024 * 1024
+WHOLE_MESSAGES = 500
+WHOLE_BYTES = 32 * 1024 * 1024
 
 HEADER = b"BODY[HEADER]"
 WHOLE = b"BODY[]"

@@ -30,7 +30,10 @@ Contracts:
   by their recipients, the ones to an offender archived as the person's side, never moved.
 - One thread and connection per folder (imapclient is synchronous). The thread runs the
   pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
-  its own thread and the way from IDLE to MOVE has no hop through the event loop.
+  its own thread and the way from IDLE to MOVE has no hop through the event loop. A catch-up
+  of more than one header batch (a first scan, a re-judging, a long outage) also has a second,
+  read-only connection for as long as it lasts, read by its own thread one chunk ahead
+  (scan.py); checkpoints still move only as this thread handles what came before them.
 """
 
 from __future__ import annotations
@@ -41,24 +44,19 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from imapclient import IMAPClient
 
 from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
-from guardmail.channels.imap.batch import (
-    WHOLE_BYTES,
-    WHOLE_MESSAGES,
-    Folder,
-    Pending,
-    fetch_headers,
-    fetch_whole,
-)
+from guardmail.channels.imap.batch import WHOLE_BYTES, WHOLE_MESSAGES, Folder, fetch_headers
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.roles import resolve
+from guardmail.channels.imap.scan import Point, Reader, Step, read_steps
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
 from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
@@ -69,7 +67,7 @@ from guardmail.logs import event
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import Checkpoint, Storage
 
-FETCH_BATCH = 200
+FETCH_BATCH = 500
 VAULT_RETRY_SECONDS = 5.0
 # Empty searches in a row that each came with an EXISTS before the watcher goes to IDLE anyway
 # (a server that announced mail its search never finds would otherwise keep it searching).
@@ -310,26 +308,62 @@ class FolderWatcher:
 
         After each header batch the checkpoint moves up to just below the first offender still
         to be archived and acted on: a restart judges again what was not handled, never skips
-        it. It is written only when it moves (not on the way from IDLE to the MOVE).
+        it. It is written only when it moves (not on the way from IDLE to the MOVE). More than
+        one batch is read on a second connection one step ahead (scan.py) while this one
+        archives and moves; if that connection cannot be had, this one reads too.
         """
         where = Folder(
             tenant=self.tenant, account=self.cfg.name, folder=self.folder, uidvalidity=uidvalidity
         )
-        pending = Pending(max_messages=WHOLE_MESSAGES, max_bytes=WHOLE_BYTES)
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start : start + FETCH_BATCH]
-            pending.add(self._offenders(client, where, batch))
-            for chunk in pending.full():
-                self._archive_and_act(client, where, chunk)
-            point = pending.first - 1 if pending else batch[-1]
-            if point > last:
-                self._save(uidvalidity, point)
-                last = point
-        for chunk in pending.rest():
-            self._archive_and_act(client, where, chunk)
-        if uids[-1] > last:
-            self._save(uidvalidity, uids[-1])
+
+        def read(reading: IMAPClient) -> Iterator[Step]:
+            return read_steps(
+                reading,
+                uids,
+                lambda c, batch: self._offenders(c, where, batch),
+                batch=FETCH_BATCH,
+                max_messages=WHOLE_MESSAGES,
+                max_bytes=WHOLE_BYTES,
+            )
+
+        reader = self._reader(uidvalidity, read) if len(uids) > FETCH_BATCH else None
+        try:
+            for step in reader.steps() if reader is not None else read(client):
+                if isinstance(step, Point):
+                    if step.uid > last:
+                        self._save(uidvalidity, step.uid)
+                        last = step.uid
+                else:
+                    self._archive_and_act(client, where, step.uids, step.whole)
+        finally:
+            if reader is not None:
+                reader.close()
         return uids[-1]
+
+    def _reader(
+        self, uidvalidity: int, read: Callable[[IMAPClient], Iterator[Step]]
+    ) -> Reader | None:
+        """A Reader on a connection of its own, or None (read on the watcher's) if the server
+        will not have one more (a per-user connection limit)."""
+        try:
+            second = connect(self.cfg)
+        except ConnectFailure as exc:
+            event(
+                "imap.reader_unavailable",
+                level=logging.WARNING,
+                account=self.cfg.name,
+                folder=self.folder,
+                error=exc.reason,
+            )
+            return None
+        return Reader.start(
+            second,
+            folder=self.folder,
+            uidvalidity=uidvalidity,
+            read=read,
+            stopping=self._stopping,
+            name=f"imap-read-{self.cfg.name}",
+        )
 
     def _offenders(
         self, client: IMAPClient, where: Folder, batch: list[int]
@@ -353,9 +387,10 @@ class FolderWatcher:
                 found.append((uid, size))
         return found
 
-    def _archive_and_act(self, client: IMAPClient, where: Folder, chunk: list[int]) -> None:
-        """Fetch ``chunk`` whole and have the pipeline archive it, then act on it at once."""
-        whole = fetch_whole(client, chunk)  # a UID expunged meanwhile is just not there
+    def _archive_and_act(
+        self, client: IMAPClient, where: Folder, chunk: list[int], whole: dict[int, Any]
+    ) -> None:
+        """Have the pipeline archive ``chunk`` (fetched ``whole``), then act on it at once."""
         now = datetime.now(UTC)
         if self.outgoing:
             sent.keep(self.pipeline, where, whole, now)
