@@ -196,12 +196,15 @@ class SmtpChannel:
             for box, count in want.items():
                 if (
                     count == 1
-                    and boxes[box][m.number] == 2
+                    and boxes[box][m.number] >= 2
                     and self._window(box, copies[box][m.number])
                 ):
+                    n = boxes[box][m.number]
+                    times = "twice" if n == 2 else f"{n}x"
+                    killed = "killed" if n == 2 else f"killed {n - 1} times"
                     checks.limits.append(
-                        f"smtp: item {m.number} ({m.person}) is in {box} twice: the daemon was "
-                        "killed between the next hop's 250 and its record (RFC 1047's window)"
+                        f"smtp: item {m.number} ({m.person}) is in {box} {times}: the daemon was "
+                        f"{killed} between the next hop's 250 and its record (RFC 1047's window)"
                     )
                 elif (
                     late
@@ -262,20 +265,23 @@ class SmtpChannel:
         return not self._records(queue_id, box)
 
     def _window(self, box: str, copies: list[tuple[float, str]]) -> bool:
-        """Whether the second copy of a message in ``box`` is RFC 1047's, proven by the filter's
-        own record: the copy was recorded as relayed only by the attempt that sent it again
-        (no earlier record existed that the retry ignored)."""
-        (first, queue_id), (second, same) = sorted(copies)
-        if queue_id != same:
+        """Whether every copy of a message in ``box`` but the last is RFC 1047's, proven by the
+        filter's own record: the copy was recorded as relayed only once, by the attempt that
+        sent the last copy (no earlier record existed that a retry ignored). Two kills can
+        land in the window of one message, one retry after the other: each extra copy then
+        has its own unrecorded attempt, and still only the last is recorded."""
+        ordered = sorted(copies)
+        *earlier, (last, queue_id) = ordered
+        if any(same != queue_id for _, same in earlier):
             return False  # two messages queued: not a retry
         rows = self._records(queue_id, box)
         if len(rows) != 1:
             return False
         recorded = datetime.fromisoformat(rows[0]).timestamp()
-        # A record made by the first attempt is older than the second copy by a retry's delay
-        # (a daemon restart and Postfix's backoff: over a second); the second attempt's own
+        # A record made by an earlier attempt is older than the next copy by a retry's delay
+        # (a daemon restart and Postfix's backoff: over a second); the last attempt's own
         # record is made within milliseconds of its copy.
-        return recorded > first and abs(recorded - second) < 0.5
+        return all(recorded > t for t, _ in earlier) and abs(recorded - last) < 0.5
 
     def _archived(self, checks: Checks, by_body: dict[bytes, Message]) -> dict[int, list[Message]]:
         """Tenant jane's archived blobs, as Messages of their own bytes, per message number."""
