@@ -56,7 +56,8 @@ from guardmail.channels.xmpp.watch import XmppSource  # noqa: E402
 from guardmail.config.xmpp_source import XmppSourceConfig  # noqa: E402
 from guardmail.core.item import Channel, Identity, Item  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet  # noqa: E402
-from guardmail.pipeline import Actor, Outcome, Pipeline  # noqa: E402
+from guardmail.pipeline import Actor, Pipeline  # noqa: E402
+from guardmail.pipeline_batch import Outcome  # noqa: E402
 from guardmail.storage.sqlite import SQLiteStorage  # noqa: E402
 from guardmail.vault.store import Vault  # noqa: E402
 from tests.servers.prosody import DOMAIN, Peer, Prosody, start_prosody  # noqa: E402

@@ -95,7 +95,8 @@ from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Outcome, Pipeline
+from guardmail.pipeline import Pipeline
+from guardmail.pipeline_batch import Outcome
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
