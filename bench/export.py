@@ -30,7 +30,7 @@ from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
 from guardmail.export.bundle import REPORT_HTML, REPORT_PDF, write_bundle
 from guardmail.export.selection import Criteria, select
 from guardmail.export.verify import verify_bundle
-from guardmail.pipeline import evidence_metadata
+from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 

@@ -53,10 +53,11 @@ from guardmail import logs  # noqa: E402
 from guardmail.channels.xmpp.client import shared_context, slixmpp_hi  # noqa: E402
 from guardmail.channels.xmpp.session import teardown  # noqa: E402
 from guardmail.channels.xmpp.watch import XmppSource  # noqa: E402
-from guardmail.config.sources import XmppSourceConfig  # noqa: E402
+from guardmail.config.xmpp_source import XmppSourceConfig  # noqa: E402
 from guardmail.core.item import Channel, Identity, Item  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet  # noqa: E402
-from guardmail.pipeline import Actor, Outcome, Pipeline  # noqa: E402
+from guardmail.pipeline import Actor, Pipeline  # noqa: E402
+from guardmail.pipeline_batch import Outcome  # noqa: E402
 from guardmail.storage.sqlite import SQLiteStorage  # noqa: E402
 from guardmail.vault.store import Vault  # noqa: E402
 from tests.servers.prosody import DOMAIN, Peer, Prosody, start_prosody  # noqa: E402

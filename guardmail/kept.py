@@ -24,7 +24,8 @@ from typing import Any
 from guardmail.core.item import Item
 from guardmail.core.rules import Verdict
 from guardmail.logs import event
-from guardmail.pipeline import Pipeline, evidence_metadata
+from guardmail.pipeline import Pipeline
+from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.base import JournalRow, Transaction
 from guardmail.vault import journal
 from guardmail.vault.store import Archive, Receipt

@@ -33,32 +33,23 @@ Invariants held here, for every channel:
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from guardmail import faults
-from guardmail.core.aliases import Suspicion
 from guardmail.core.impersonation import OwnNames, may_be_backscatter
 from guardmail.core.impersonation import check as impersonates
 from guardmail.core.item import Channel, Item
-from guardmail.core.rules import Action, Match, RuleSet, Verdict, decide
+from guardmail.core.rules import Action, RuleSet, Verdict, decide
 from guardmail.errors import StateError, VaultUnavailable
-from guardmail.linker import Linker, sender_address
-from guardmail.logs import event
+from guardmail.linker import Linker
+from guardmail.pipeline_batch import Batch, Outcome
 from guardmail.reconcile import WhereNow, reconcile
 from guardmail.vault.group import Done, committer
 from guardmail.vault.receipts import ReceiptChecker
-from guardmail.vault.store import Archive, Receipt, Record, Vault
-
-_DONE_EVENT = {
-    Action.REVIEW: "item.held_for_review",
-    Action.QUARANTINE: "item.quarantined",
-    Action.BLOCK: "item.blocked",
-}
+from guardmail.vault.store import Receipt, Vault
 
 
 class Actor(Protocol):
@@ -95,65 +86,6 @@ class _OneItem:
 
     async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
         return [await self.actor.act(i, v) for i, v in zip(items, verdicts, strict=True)]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    verdict: Verdict
-    receipt: Receipt | None = None
-    done: str | None = None
-
-
-def _match_fields(m: Match) -> dict[str, str]:
-    fields = {
-        "offender": m.offender,
-        "action": str(m.action),
-        "rule": m.rule,
-        "header": m.header,
-        "value": m.value,
-        "normalized": m.normalized,
-    }
-    if m.looks_like:
-        fields["looks_like"] = m.looks_like
-    return fields
-
-
-def suspicion_fields(s: Suspicion) -> dict[str, Any]:
-    """A suspected alias as the journal keeps it (``review list/show`` and ``explain``)."""
-    return {
-        "offender": s.offender,
-        "likelihood": round(s.likelihood, 4),
-        "signals": [{"signal": x.signal, "weight": x.weight, "why": x.why} for x in s.signals],
-    }
-
-
-def evidence_metadata(item: Item, verdict: Verdict) -> dict[str, Any]:
-    """What the journal keeps beside the blob: who, where, when and why. An item held for
-    review names no offender (it is not one's until a person confirms it): its ``suspected``
-    field names the offender it resembles, with the signals."""
-    primary = verdict.primary
-    extra: dict[str, Any] = {}
-    if verdict.suspicion is not None:
-        extra["suspected"] = suspicion_fields(verdict.suspicion) | {"sender": sender_address(item)}
-    if verdict.impersonation is not None:
-        extra["impersonation"] = {
-            "kind": verdict.impersonation.kind,
-            "why": verdict.impersonation.why,
-        }
-    return extra | {
-        "channel": str(item.channel),
-        "account": item.account,
-        "received_at": item.received_at.isoformat(),
-        "subject": item.summary.subject,
-        "message_id": item.summary.message_id,
-        "date": item.summary.date,
-        "action": str(verdict.action),
-        "offender": primary.offender if primary else None,
-        "rule": primary.rule if primary else None,
-        "header": primary.header if primary else None,
-        "matches": [_match_fields(m) for m in verdict.matches],
-        "meta": dict(item.meta),
-    }
 
 
 class Pipeline:
@@ -236,7 +168,7 @@ class Pipeline:
 
     def submit_many(self, items: Sequence[Item], actor: BatchActor) -> Awaitable[list[Outcome]]:
         """``process_many`` in two halves, as ``submit``."""
-        batch = _Batch(self, items, reviews=bool(getattr(actor, "reviews", False)))
+        batch = Batch(self, items, reviews=bool(getattr(actor, "reviews", False)))
         queued = None
         if batch.items:
             group = committer(self.vault)
@@ -248,7 +180,7 @@ class Pipeline:
         return (await outcomes)[0]
 
     async def _complete(
-        self, batch: _Batch, actor: BatchActor, queued: Future[Done] | None
+        self, batch: Batch, actor: BatchActor, queued: Future[Done] | None
     ) -> list[Outcome]:
         if queued is None:
             return batch.outcomes()
@@ -288,7 +220,7 @@ class Pipeline:
         self, items: Sequence[Item], act_many: ActMany, *, reviews: bool = False
     ) -> list[Outcome]:
         """``process_many`` run in the calling thread, which it blocks (vault, actor, warnings)."""
-        batch = _Batch(self, items, reviews=reviews)
+        batch = Batch(self, items, reviews=reviews)
         if batch.items:
             group = committer(self.vault)
             batch.archived(group.put_many(batch.archives(), now=self.clock(), witness=False))
@@ -306,155 +238,3 @@ class Pipeline:
             batch.announce()
             batch.after()
         return batch.outcomes()
-
-
-def _from_matched(verdict: Verdict) -> bool:
-    """Whether a rule of the verdict's offender matched the From address itself."""
-    return any(m.header == "From" and m.offender == verdict.offender for m in verdict.matches)
-
-
-class _Batch:
-    """One batch on its way through the steps. Each step blocks; the drivers decide where."""
-
-    def __init__(self, pipeline: Pipeline, items: Sequence[Item], *, reviews: bool) -> None:
-        self.pipeline = pipeline
-        self.reviews = reviews
-        self.all_verdicts = [self._judge(item) for item in items]
-        # The items to block (with their positions in the batch), in order.
-        self.where = [k for k, v in enumerate(self.all_verdicts) if v.action is not Action.PASS]
-        self.items = [items[k] for k in self.where]
-        self.verdicts = [self.all_verdicts[k] for k in self.where]
-        self.receipts: list[Receipt] = []
-        self.done: list[str] = []
-
-    def _judge(self, item: Item) -> Verdict:
-        verdict = self.pipeline.judge(item, reviews=self.reviews)
-        event(
-            "item.judged",
-            level=logging.DEBUG,
-            tenant=item.tenant,
-            channel=str(item.channel),
-            account=item.account,
-            action=str(verdict.action),
-        )
-        return verdict
-
-    def archives(self) -> list[Archive]:
-        """What the vault keeps of the items to block, in order."""
-        return [
-            Archive(
-                raw=item.raw,
-                source_ref=item.source_ref,
-                metadata=evidence_metadata(item, verdict),
-                scope=item.dedupe_scope,
-            )
-            for item, verdict in zip(self.items, self.verdicts, strict=True)
-        ]
-
-    def archived(self, receipts: list[Receipt]) -> None:
-        """The items are durable in the vault (their group committed; the HEAD witness waits
-        for the action entries): the linker learns them, and they are logged."""
-        self.receipts = receipts
-        faults.reached("pipeline.archived")
-        self.learn()
-        self.queue_checks()
-        for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
-            event(
-                "item.archived",
-                tenant=item.tenant,
-                account=item.account,
-                seq=receipt.seq,
-                sha256=receipt.sha256,
-                duplicate=receipt.duplicate,
-                offender=verdict.offender,
-                source_ref=item.source_ref,
-            )
-
-    def learn(self) -> None:
-        """The alias linker learns the offenders' items archived now for the first time."""
-        linker = self.pipeline.linker
-        if linker is None:
-            return
-        fresh = [
-            (item, verdict.offender, receipt.sha256, _from_matched(verdict))
-            for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True)
-            if verdict.offender is not None and not receipt.duplicate
-        ]
-        if fresh:
-            linker.learn(fresh, now=self.pipeline.clock())
-
-    def queue_checks(self) -> None:
-        """Mail items archived now for the first time go to the authenticity check, which runs
-        beside the action and never delays it (``ReceiptChecker.submit`` returns at once)."""
-        checker = self.pipeline.receipts
-        if checker is None:
-            return
-        for item, receipt in zip(self.items, self.receipts, strict=True):
-            if item.channel is Channel.MAIL and not receipt.duplicate:
-                checker.submit(seq=receipt.seq, sha256=receipt.sha256, raw=item.raw)
-
-    def witness(self) -> None:
-        """The HEAD witness for the archived entries, when the actor failed (no ``finish``)."""
-        try:
-            self.pipeline.vault.witness()
-        except VaultUnavailable as exc:
-            event("vault.witness_failed", level=logging.ERROR, error=str(exc))
-
-    def acted(self, done: list[str]) -> list[Record]:
-        """The actor returned: the ``action`` entries to journal."""
-        faults.reached("pipeline.acted")
-        self.done = done
-        return [
-            Record(
-                kind="action",
-                fields={"archived_seq": r.seq, "action": str(v.action), "done": d},
-                sha256=r.sha256,
-                source_ref=i.source_ref,
-            )
-            for i, v, r, d in zip(self.items, self.verdicts, self.receipts, done, strict=True)
-        ]
-
-    def unjournaled(self, exc: VaultUnavailable) -> None:
-        # The actions happened and cannot be undone; the archived entries stand. Say so.
-        for receipt in self.receipts:
-            event("action.unjournaled", level=logging.ERROR, seq=receipt.seq, error=str(exc))
-
-    def announce(self) -> None:
-        for item, verdict, receipt, text in zip(
-            self.items, self.verdicts, self.receipts, self.done, strict=True
-        ):
-            event(
-                _DONE_EVENT[verdict.action],
-                tenant=item.tenant,
-                seq=receipt.seq,
-                offender=verdict.offender,
-                suspected=verdict.suspicion.offender if verdict.suspicion else None,
-                impersonation=verdict.impersonation.kind if verdict.impersonation else None,
-                done=text,
-            )
-
-    def after(self) -> None:
-        """``after_block`` (the warning step) for each item, in order."""
-        hook = self.pipeline.after_block
-        if hook is None:
-            return
-        for item, verdict in zip(self.items, self.verdicts, strict=True):
-            if verdict.action is Action.REVIEW:
-                continue  # never a warning to a suspected alias
-            try:
-                hook(item, verdict)
-            except Exception:
-                # A failed warning must not undo or repeat the item's handling; it is logged.
-                logging.getLogger("guardmail").exception(
-                    "warning.error", extra={"gm_fields": {"offender": verdict.offender}}
-                )
-
-    def outcomes(self) -> list[Outcome]:
-        out = [Outcome(verdict=v) for v in self.all_verdicts]
-        for n, k in enumerate(self.where):
-            out[k] = Outcome(
-                verdict=self.verdicts[n],
-                receipt=self.receipts[n] if self.receipts else None,
-                done=self.done[n] if self.done else None,
-            )
-        return out

@@ -36,8 +36,8 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from guardmail.channels.smtp import submit
 from guardmail.channels.xmpp import blocklist, send
 from guardmail.config.settings import OffenderConfig, Settings
-from guardmail.config.sources import XmppSourceConfig
 from guardmail.config.warning import WarningConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Channel, Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.core.warning import (

@@ -25,7 +25,7 @@ from guardmail.core.item import describe_source, read_mail
 from guardmail.core.rules import Action, Verdict, decide
 from guardmail.daemon.tenant import build_rules
 from guardmail.linker import explain_scores
-from guardmail.pipeline import suspicion_fields
+from guardmail.pipeline_evidence import suspicion_fields
 
 
 def register(sub: Subparsers) -> None:

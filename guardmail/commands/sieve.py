@@ -17,8 +17,8 @@ from guardmail.commands import (
     refuse_tenant,
     tenant_settings,
 )
+from guardmail.config.fields import is_loopback
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import is_loopback
 from guardmail.daemon.tenant import build_rules
 from guardmail.errors import PeerError, SecretError
 from guardmail.sieve.install import install

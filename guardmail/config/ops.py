@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from guardmail.config.sources import is_loopback
+from guardmail.config.fields import is_loopback
 
 
 class MetricsConfig(BaseModel):

@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.case import CaseConfig
 from guardmail.config.evidence import EvidenceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.config.impersonation import ImpersonationConfig
 from guardmail.config.offenders import (
     GLOB_CHARS,
@@ -52,12 +53,7 @@ from guardmail.config.offenders import (
     duplicate_offenders,
 )
 from guardmail.config.ops import MetricsConfig
-from guardmail.config.sources import (
-    ImapSourceConfig,
-    MaildirSourceConfig,
-    SourcesConfig,
-    maildir_issues,
-)
+from guardmail.config.sources import MaildirSourceConfig, SourcesConfig, maildir_issues
 from guardmail.config.warning import WarningConfig
 from guardmail.config.yamlfile import Source, load_source, validate
 from guardmail.errors import ConfigError, ConfigIssue

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from guardmail.config.fields import NonEmpty, TlsMode, is_loopback, with_absolute_files
 from guardmail.config.oauth import (
     AuthMethod,
     OAuth2Config,
@@ -27,7 +28,6 @@ from guardmail.config.oauth import (
     token_file_name,
     with_preset,
 )
-from guardmail.config.sources import NonEmpty, TlsMode, is_loopback, with_absolute_files
 
 # The account name `guardmail login --account` takes for the warning's submission server.
 WARNING_ACCOUNT = "warning"

@@ -38,8 +38,8 @@ from typing import Any
 
 from guardmail.channels.imap.review import move_held
 from guardmail.channels.maildir import find_in, move_into, restore, unique_name
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.config.settings import LoadedConfig, Settings
-from guardmail.config.sources import ImapSourceConfig
 from guardmail.control.offenders import ReportedFile, plan, reported_path
 from guardmail.core.item import Identity, mail_item
 from guardmail.core.rules import decide

@@ -31,7 +31,8 @@ from guardmail.core.rules import Action, Verdict
 from guardmail.imports import Found
 from guardmail.imports.progress import Counts, Progress
 from guardmail.logs import event
-from guardmail.pipeline import Pipeline, evidence_metadata
+from guardmail.pipeline import Pipeline
+from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.base import JournalRow, Transaction
 from guardmail.vault import journal
 from guardmail.vault.store import Archive, Receipt

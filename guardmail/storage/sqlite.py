@@ -19,122 +19,15 @@ from guardmail.errors import StateError
 from guardmail.storage.base import (
     AliasFeaturesRow,
     Checkpoint,
-    JournalRow,
     OffenderIdRow,
     StorageUnavailable,
-    TimestampRow,
-    TreeHeadRow,
     WarningRow,
 )
 from guardmail.storage.files import private_dir
+from guardmail.storage.sqlite_journal import JournalSQL
 from guardmail.storage.sqlite_receipts import SCHEMA as RECEIPTS_SCHEMA
 from guardmail.storage.sqlite_receipts import ReceiptsSQL
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    tenant     TEXT    NOT NULL,
-    seq        INTEGER NOT NULL,
-    kind       TEXT    NOT NULL,
-    body       TEXT    NOT NULL,
-    prev_hash  TEXT    NOT NULL,
-    hash       TEXT    NOT NULL,
-    sha256     TEXT,
-    source_ref TEXT,
-    scope      TEXT,
-    PRIMARY KEY (tenant, seq)
-);
-CREATE INDEX IF NOT EXISTS journal_archived
-    ON journal (tenant, sha256, scope) WHERE kind = 'archived';
-CREATE TABLE IF NOT EXISTS warnings (
-    tenant      TEXT    NOT NULL,
-    offender    TEXT    NOT NULL,
-    state       TEXT    NOT NULL,
-    recipient   TEXT    NOT NULL,
-    message_id  TEXT    NOT NULL,
-    sha256      TEXT    NOT NULL,
-    started_at  TEXT    NOT NULL,
-    finished_at TEXT    NOT NULL,
-    detail      TEXT    NOT NULL,
-    attempts    INTEGER NOT NULL,
-    PRIMARY KEY (tenant, offender)
-);
-CREATE INDEX IF NOT EXISTS journal_archived_ref
-    ON journal (tenant, source_ref) WHERE kind = 'archived';
-CREATE TABLE IF NOT EXISTS cursors (
-    tenant TEXT NOT NULL,
-    source TEXT NOT NULL,
-    name   TEXT NOT NULL,
-    value  TEXT NOT NULL,
-    PRIMARY KEY (tenant, source, name)
-);
-CREATE TABLE IF NOT EXISTS offender_ids (
-    tenant     TEXT NOT NULL,
-    id         TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    identities TEXT NOT NULL,
-    first_name TEXT NOT NULL,
-    first_seen TEXT NOT NULL,
-    PRIMARY KEY (tenant, id)
-);
-CREATE TABLE IF NOT EXISTS relayed (
-    tenant   TEXT NOT NULL,
-    queue_id TEXT NOT NULL,
-    sha256   TEXT NOT NULL,
-    copy     TEXT NOT NULL,
-    at       TEXT NOT NULL,
-    PRIMARY KEY (tenant, queue_id, sha256, copy)
-);
-CREATE INDEX IF NOT EXISTS relayed_at ON relayed (tenant, at);
-CREATE INDEX IF NOT EXISTS journal_action
-    ON journal (tenant, sha256) WHERE kind = 'action';
-CREATE TABLE IF NOT EXISTS tree_heads (
-    tenant    TEXT    NOT NULL,
-    tree_size INTEGER NOT NULL,
-    root_hash TEXT    NOT NULL,
-    time      TEXT    NOT NULL,
-    signature TEXT    NOT NULL,
-    PRIMARY KEY (tenant, tree_size)
-);
-CREATE TABLE IF NOT EXISTS alias_features (
-    tenant   TEXT NOT NULL,
-    offender TEXT NOT NULL,
-    sha256   TEXT NOT NULL,
-    seen_at  TEXT NOT NULL,
-    features TEXT NOT NULL,
-    PRIMARY KEY (tenant, offender, sha256)
-);
-CREATE TABLE IF NOT EXISTS not_aliases (
-    tenant   TEXT NOT NULL,
-    address  TEXT NOT NULL,
-    offender TEXT NOT NULL,
-    at       TEXT NOT NULL,
-    PRIMARY KEY (tenant, address, offender)
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    tenant      TEXT    NOT NULL,
-    source      TEXT    NOT NULL,
-    folder      TEXT    NOT NULL,
-    uidvalidity INTEGER NOT NULL,
-    last_uid    INTEGER NOT NULL,
-    PRIMARY KEY (tenant, source, folder)
-);
-"""
-
-# Its own statement, so that it reads as the migration that added it: RFC 3161 tokens over
-# signed tree heads (guardmail.vault.timestamps).
-_TIMESTAMP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tree_head_timestamps (
-    tenant    TEXT    NOT NULL,
-    tree_size INTEGER NOT NULL,
-    token     BLOB    NOT NULL,
-    gen_time  TEXT    NOT NULL,
-    tsa_url   TEXT    NOT NULL,
-    ca_pem    TEXT    NOT NULL,
-    PRIMARY KEY (tenant, tree_size)
-);
-"""
-
-_COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref, scope"
+from guardmail.storage.sqlite_schema import SCHEMA, TIMESTAMP_SCHEMA
 
 _WARNING_FIELDS = (
     "tenant",
@@ -150,164 +43,11 @@ _WARNING_FIELDS = (
 )
 _WARNING_COLUMNS = ", ".join(_WARNING_FIELDS)
 
-_Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
-
-_OPT = (str, type(None))
-_ROW_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, str, str, str, str, _OPT, _OPT, _OPT)
-
-
-def _row(r: _Row, path: Path) -> JournalRow:
-    for name, value, want in zip(_COLUMNS.split(", "), r, _ROW_TYPES, strict=True):
-        if not isinstance(value, want) or isinstance(value, bool):
-            raise StateError(
-                f"{path}: journal entry {r[1]!r} of tenant {r[0]!r} has {name} {value!r}, "
-                f"not {'an integer' if want is int else 'text'} (the file was edited)"
-            )
-    return JournalRow(
-        tenant=r[0],
-        seq=r[1],
-        kind=r[2],
-        body=r[3],
-        prev_hash=r[4],
-        hash=r[5],
-        sha256=r[6],
-        source_ref=r[7],
-        scope=r[8],
-    )
-
-
-_HEAD_COLUMNS = "tree_size, root_hash, time, signature"
-
-
-def _head(tenant: str, r: tuple[object, ...], path: Path) -> TreeHeadRow:
-    size, root, time, signature = r
-    if not isinstance(size, int) or not all(isinstance(v, str) for v in (root, time, signature)):
-        raise StateError(
-            f"{path}: a tree head of tenant {tenant!r} has a field of the wrong type "
-            f"({r!r}): the file was edited"
-        )
-    return TreeHeadRow(
-        tenant=tenant, tree_size=size, root_hash=str(root), time=str(time), signature=str(signature)
-    )
-
-
-class SQLiteTransaction(ReceiptsSQL):
+class SQLiteTransaction(JournalSQL, ReceiptsSQL):
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._path = path
-
-    def journal_head(self, tenant: str) -> JournalRow | None:
-        cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? ORDER BY seq DESC LIMIT 1", (tenant,)
-        )
-        r = cur.fetchone()
-        return _row(r, self._path) if r else None
-
-    def journal_insert(self, row: JournalRow) -> None:
-        self._conn.execute(
-            f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.tenant,
-                row.seq,
-                row.kind,
-                row.body,
-                row.prev_hash,
-                row.hash,
-                row.sha256,
-                row.source_ref,
-                row.scope,
-            ),
-        )
-
-    def journal_rows(
-        self, tenant: str, *, kind: str | None = None, after_seq: int = 0
-    ) -> Iterator[JournalRow]:
-        if kind is None:
-            cur = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq > ? ORDER BY seq",
-                (tenant, after_seq),
-            )
-        else:
-            cur = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq > ? AND kind = ? "
-                "ORDER BY seq",
-                (tenant, after_seq, kind),
-            )
-        for r in cur:
-            yield _row(r, self._path)
-
-    def journal_row(self, tenant: str, seq: int) -> JournalRow | None:
-        cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND seq = ?", (tenant, seq)
-        )
-        r = cur.fetchone()
-        return _row(r, self._path) if r else None
-
-    def tree_head_last(self, tenant: str) -> TreeHeadRow | None:
-        r = self._conn.execute(
-            f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tenant = ? "
-            "ORDER BY tree_size DESC LIMIT 1",
-            (tenant,),
-        ).fetchone()
-        return _head(tenant, r, self._path) if r else None
-
-    def tree_head_insert(self, row: TreeHeadRow) -> None:
-        self._conn.execute(
-            f"INSERT INTO tree_heads (tenant, {_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (row.tenant, row.tree_size, row.root_hash, row.time, row.signature),
-        )
-
-    def tree_heads(self, tenant: str) -> Iterator[TreeHeadRow]:
-        cur = self._conn.execute(
-            f"SELECT {_HEAD_COLUMNS} FROM tree_heads WHERE tenant = ? ORDER BY tree_size",
-            (tenant,),
-        )
-        for r in cur:
-            yield _head(tenant, r, self._path)
-
-    def timestamp_insert(self, row: TimestampRow) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO tree_head_timestamps "
-            "(tenant, tree_size, token, gen_time, tsa_url, ca_pem) VALUES (?, ?, ?, ?, ?, ?)",
-            (row.tenant, row.tree_size, row.token, row.gen_time, row.tsa_url, row.ca_pem),
-        )
-
-    def timestamps(self, tenant: str) -> Iterator[TimestampRow]:
-        yield from self._timestamps(tenant, "ORDER BY tree_size")
-
-    def timestamp_last(self, tenant: str) -> TimestampRow | None:
-        return next(self._timestamps(tenant, "ORDER BY tree_size DESC LIMIT 1"), None)
-
-    def _timestamps(self, tenant: str, order: str) -> Iterator[TimestampRow]:
-        cur = self._conn.execute(
-            "SELECT tree_size, token, gen_time, tsa_url, ca_pem FROM tree_head_timestamps "
-            f"WHERE tenant = ? {order}",
-            (tenant,),
-        )
-        for size, token, gen_time, url, ca in cur:
-            if not isinstance(size, int) or not isinstance(token, bytes):
-                raise StateError(
-                    f"{self._path}: a timestamp token of tenant {tenant!r} has a field of the "
-                    "wrong type: the file was edited"
-                )
-            yield TimestampRow(
-                tenant=tenant,
-                tree_size=size,
-                token=token,
-                gen_time=str(gen_time),
-                tsa_url=str(url),
-                ca_pem=str(ca),
-            )
-
-    def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
-        cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? AND scope = ? "
-            "AND kind = 'archived' ORDER BY +seq LIMIT 1",  # +seq: use the partial index
-            (tenant, sha256, scope),
-        )
-        r = cur.fetchone()
-        return _row(r, self._path) if r else None
 
     def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None:
         r = self._conn.execute(
@@ -423,25 +163,6 @@ class SQLiteTransaction(ReceiptsSQL):
         )
         return [str(r[0]) for r in rows]
 
-    def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
-        cur = self._conn.execute(
-            # "+seq": order after the lookup, so that the (tenant, source_ref) index is used
-            # rather than a walk of the tenant's whole journal in seq order.
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND source_ref = ? "
-            "AND kind = 'archived' ORDER BY +seq LIMIT 1",
-            (tenant, source_ref),
-        )
-        r = cur.fetchone()
-        return _row(r, self._path) if r else None
-
-    def find_actions(self, tenant: str, sha256: str) -> list[JournalRow]:
-        cur = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM journal WHERE tenant = ? AND sha256 = ? "
-            "AND kind = 'action' ORDER BY +seq",  # +seq: use the partial index
-            (tenant, sha256),
-        )
-        return [_row(r, self._path) for r in cur]
-
     def relayed(self, tenant: str, queue_id: str, sha256: str) -> set[str]:
         cur = self._conn.execute(
             "SELECT copy FROM relayed WHERE tenant = ? AND queue_id = ? AND sha256 = ?",
@@ -463,9 +184,6 @@ class SQLiteTransaction(ReceiptsSQL):
             "DELETE FROM relayed WHERE tenant = ? AND at < ?", (tenant, before)
         )
         return cur.rowcount
-
-    def tenants(self) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT tenant FROM journal ORDER BY 1")]
 
 
 class SQLiteStorage:
@@ -497,8 +215,8 @@ class SQLiteStorage:
             self._conn.execute("PRAGMA busy_timeout = 10000")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = FULL")
-            self._conn.executescript(_SCHEMA)
-            self._conn.executescript(_TIMESTAMP_SCHEMA)
+            self._conn.executescript(SCHEMA)
+            self._conn.executescript(TIMESTAMP_SCHEMA)
             self._conn.executescript(RECEIPTS_SCHEMA)
         except sqlite3.OperationalError as exc:
             self._conn.close()

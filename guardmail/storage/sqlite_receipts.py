@@ -2,7 +2,8 @@
 Authentication-Results) and the DKIM key records fetched then (guardmail.vault.dkimcheck).
 
 Their own tables, created if missing when the database opens (``SCHEMA``), as every table of
-``guardmail.storage.sqlite``: an older database gains them at its first open, nothing else moves.
+``guardmail.storage.sqlite_schema``: an older database gains them at its first open, nothing
+else moves.
 """
 
 from __future__ import annotations

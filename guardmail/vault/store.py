@@ -33,12 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +50,13 @@ from guardmail.storage.base import (
     StorageUnavailable,
     TimestampRow,
     Transaction,
-    TreeHeadRow,
 )
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal, treelog
-from guardmail.vault.blobs import BlobStore, write_durably
+from guardmail.vault.blobs import BlobStore
+from guardmail.vault.head import HeadWitness
+from guardmail.vault.reads import VaultReads
 from guardmail.vault.signing import make_key
-
-HEAD_FILE = "HEAD"
-ROWS_PAGE = 1000  # journal entries read per snapshot by iter_rows
-TAMPER_FILE = "TAMPERED"  # notes of a HEAD found missing or broken before an append
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,7 +91,7 @@ class Record:
 Within = Callable[[Transaction, Sequence[Receipt]], JournalRow | None]
 
 
-class Vault:
+class Vault(VaultReads, HeadWitness):
     """One tenant's evidence: blobs on disk, journal in storage, a HEAD witness file."""
 
     def __init__(self, root: Path, storage: Storage, tenant: str) -> None:
@@ -273,24 +267,6 @@ class Vault:
                 return
         treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
 
-    def tree_heads(self) -> list[TreeHeadRow]:
-        """The tenant's signed tree heads, smallest first."""
-        with self.storage.read() as tx:
-            return list(tx.tree_heads(self.tenant))
-
-    def last_tree_head(self) -> TreeHeadRow | None:
-        with self.storage.read() as tx:
-            return tx.tree_head_last(self.tenant)
-
-    def timestamps(self) -> list[TimestampRow]:
-        """The tenant's RFC 3161 tokens over its tree heads, smallest tree first."""
-        with self.storage.read() as tx:
-            return list(tx.timestamps(self.tenant))
-
-    def last_timestamp(self) -> TimestampRow | None:
-        with self.storage.read() as tx:
-            return tx.timestamp_last(self.tenant)
-
     def keep_timestamp(self, row: TimestampRow) -> None:
         """Store a checked token beside its head (``guardmail.vault.timestamps``)."""
         try:
@@ -298,67 +274,6 @@ class Vault:
                 tx.timestamp_insert(row)
         except (StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot keep a timestamp: {exc}") from exc
-
-    def stored_rows(self) -> list[JournalRow]:
-        """The journal rows exactly as stored, index columns included (for ``verify``)."""
-        with self.storage.read() as tx:
-            return list(tx.journal_rows(self.tenant))
-
-    def _indexed(self, row: JournalRow) -> JournalRow:
-        try:
-            return journal.indexed(row)
-        except ValueError as exc:
-            raise StateError(
-                f"journal entry {row.seq} of vault {self.root} is unreadable ({exc}): "
-                "run 'guardmail evidence verify'"
-            ) from None
-
-    def rows(self, *, kind: str | None = None) -> list[JournalRow]:
-        """The journal in seq order (only ``kind`` when given), index columns from the body."""
-        return list(self.iter_rows(kind=kind))
-
-    def iter_rows(self, *, kind: str | None = None, page: int = ROWS_PAGE) -> Iterator[JournalRow]:
-        """``rows`` streamed: ``page`` entries at a time, each page one read snapshot (no write
-        lock, nothing held between pages), so a long journal is never in memory at once."""
-        after = 0
-        while True:
-            with self.storage.read() as tx:
-                batch = list(islice(tx.journal_rows(self.tenant, after_seq=after), page))
-            for stored in batch:
-                indexed = self._indexed(stored)
-                if kind is None or indexed.kind == kind:
-                    yield indexed
-            if len(batch) < page:
-                return
-            after = batch[-1].seq
-
-    def row(self, seq: int) -> JournalRow | None:
-        with self.storage.read() as tx:
-            found = tx.journal_row(self.tenant, seq)
-        return None if found is None else self._indexed(found)
-
-    def acted(self, sha256: str, scope: str) -> str | None:
-        """The action journaled for these bytes archived within this dedupe scope, or None (not
-        archived, or not acted on yet): a source that is handed the same item again (Postfix
-        retrying a message whose reply a crash cut off) knows it was handled.
-        VaultUnavailable if the journal cannot be read."""
-        try:
-            with self.storage.read() as tx:
-                archived = tx.find_archived(self.tenant, sha256, scope)
-                actions = [] if archived is None else tx.find_actions(self.tenant, sha256)
-        except (StorageUnavailable, StateError) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot read its journal: {exc}") from exc
-        for row in actions:
-            body = journal.entry(row)
-            if archived is not None and body.get("archived_seq") == archived.seq:
-                return str(body.get("action"))
-        return None
-
-    def unacted(self) -> list[JournalRow]:
-        """The ``archived`` entries that no ``action`` entry answers (a crash in between)."""
-        rows = self.rows()
-        acted = {journal.entry(r).get("archived_seq") for r in rows if r.kind == "action"}
-        return [r for r in rows if r.kind == "archived" and r.seq not in acted]
 
     def open(self) -> None:
         """Start-up care of the tenant's directories (see ``guardmail.storage.files``): the vault
@@ -376,73 +291,3 @@ class Vault:
                 remove_stale_temps(d)
         except (OSError, StateError) as exc:
             event("vault.untidy", level=logging.WARNING, vault=str(self.root), error=str(exc))
-
-    def head_witness(self) -> tuple[int, str] | None:
-        """(seq, hash) from the HEAD file: an entry the journal must still contain unchanged
-        (seq 0 and ``GENESIS`` for a vault that had no entry yet). StateError if unreadable."""
-        path = self.root / HEAD_FILE
-        try:
-            text = path.read_bytes().decode("ascii")
-        except FileNotFoundError:
-            return None
-        except UnicodeDecodeError:
-            text = "(not ASCII)"
-        seq, _, digest = text.strip().partition(" ")
-        if not seq.isdigit() or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise StateError(
-                f"{path}: not a HEAD witness (expected 'SEQ SHA256', found {text[:80]!r})"
-            )
-        return int(seq), digest
-
-    def tamper_notes(self) -> list[str]:
-        """What ``_check_witness`` found wrong with HEAD before an append, one note a line."""
-        try:
-            text = (self.root / TAMPER_FILE).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return []
-        return [line for line in text.splitlines() if line]
-
-    def _check_witness(self, tx: Transaction) -> None:
-        """Before appending: HEAD must name an entry the journal holds unchanged. A brand-new
-        vault (no entry, no HEAD) gets the GENESIS witness. A missing or broken HEAD is noted in
-        ``TAMPERED`` (the append then rewrites HEAD, which would otherwise hide the damage)."""
-        head = tx.journal_head(self.tenant)
-        try:
-            witness = self.head_witness()
-        except StateError as exc:
-            self._note_tampering(str(exc))
-            return
-        if witness is None:
-            if head is None:
-                private_dir(self.root)
-                write_durably(self.root / HEAD_FILE, f"0 {journal.GENESIS}\n".encode("ascii"))
-            else:
-                self._note_tampering(f"HEAD missing while the journal has {head.seq} entries")
-            return
-        seq, digest = witness
-        if seq == 0 and digest == journal.GENESIS:
-            return
-        named = tx.journal_row(self.tenant, seq)
-        if named is None or named.hash != digest:
-            last = head.seq if head else 0
-            self._note_tampering(
-                f"HEAD names entry {seq}, which the journal (ending at {last}) "
-                + ("does not hold" if named is None else "holds with another hash")
-            )
-
-    def _note_tampering(self, note: str) -> None:
-        event("vault.tampered", level=logging.ERROR, vault=str(self.root), problem=note)
-        if note in self.tamper_notes():
-            return  # seen before this batch's HEAD was rewritten (archive, then action)
-        private_dir(self.root)
-        fd = os.open(self.root / TAMPER_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, f"{note}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _write_head(self, row: JournalRow) -> None:
-        # Written after the commit: it may lag the journal (a crash in between), never lead it.
-        private_dir(self.root)
-        write_durably(self.root / HEAD_FILE, f"{row.seq} {row.hash}\n".encode("ascii"))

@@ -23,9 +23,10 @@ import hashlib
 from guardmail.errors import StateError
 from guardmail.storage.base import JournalRow
 from guardmail.vault import journal
+from guardmail.vault.head import HEAD_FILE, TAMPER_FILE
 from guardmail.vault.journal import GENESIS, Problem, check_chain
 from guardmail.vault.signing import load_key
-from guardmail.vault.store import HEAD_FILE, TAMPER_FILE, Vault
+from guardmail.vault.store import Vault
 from guardmail.vault.treelog import check_log
 
 

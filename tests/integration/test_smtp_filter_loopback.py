@@ -25,7 +25,7 @@ from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.config.offenders import OffenderConfig
 from guardmail.config.settings import Settings
-from guardmail.config.sources import SmtpFilterConfig
+from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.daemon.tenants import MainRecipients, TenantDirectory
 from guardmail.storage.sqlite import SQLiteStorage

@@ -25,7 +25,7 @@ from guardmail.config.tenants import load_tenants
 from guardmail.core.item import mail_item
 from guardmail.core.rules import decide
 from guardmail.daemon.tenant import open_tenant
-from guardmail.pipeline import evidence_metadata
+from guardmail.pipeline_evidence import evidence_metadata
 from tests.conftest import wait_for
 from tests.integration.guardmail_proc import Daemon, guardmail
 from tests.servers.ports import free_ports

@@ -17,7 +17,7 @@ from guardmail.core.item import Channel, Identity, Item, mail_item
 from guardmail.core.rules import OffenderRule, RuleSet, decide
 from guardmail.export.bundle import write_bundle
 from guardmail.export.selection import Criteria, select
-from guardmail.pipeline import evidence_metadata
+from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.notes import add_note
 from guardmail.vault.store import Vault

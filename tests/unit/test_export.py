@@ -24,7 +24,7 @@ from guardmail.export.details import describe
 from guardmail.export.progress import ProgressLine
 from guardmail.export.selection import Criteria, Evidence, select
 from guardmail.export.verify import verify_bundle
-from guardmail.pipeline import evidence_metadata
+from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault

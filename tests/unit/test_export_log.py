@@ -16,9 +16,10 @@ from guardmail.cli import main
 from guardmail.core.merkle import leaf_hash, verify_inclusion
 from guardmail.export.proofs import HEAD_JSON, PROOFS
 from guardmail.export.verify import verify_bundle
+from guardmail.vault.head import HEAD_FILE
 from guardmail.vault.journal import GENESIS, chain_hash
 from guardmail.vault.signing import KEY_FILE
-from guardmail.vault.store import HEAD_FILE, Vault
+from guardmail.vault.store import Vault
 from tests.unit.test_export import NOW, Case, export, files_of, make_case, resum, rewrite
 
 

@@ -16,7 +16,7 @@ from guardmail.channels.imap.act import FolderActions, uid_set
 from guardmail.channels.imap.batch import Folder, Pending, chunks
 from guardmail.channels.imap.recovery import StoredCopyMarks
 from guardmail.channels.imap.watch import FolderWatcher
-from guardmail.config.sources import ImapSourceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline

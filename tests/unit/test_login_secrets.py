@@ -12,8 +12,8 @@ import pytest
 
 from guardmail import logs
 from guardmail.channels.imap.watch import FolderWatcher
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import ImapSourceConfig
 from guardmail.core.rules import RuleSet
 from guardmail.errors import SecretError
 from guardmail.pipeline import Pipeline

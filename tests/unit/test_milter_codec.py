@@ -10,7 +10,7 @@ import pytest
 
 from guardmail.channels.smtp import milter_codec as mc
 from guardmail.channels.smtp.milter import CHANGED, REFUSED, Group, MilterSource, answer
-from guardmail.config.sources import SmtpFilterConfig
+from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.core.rules import Action
 from guardmail.pipeline import Pipeline
 

@@ -11,7 +11,8 @@ import pytest
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import VaultUnavailable
-from guardmail.pipeline import Outcome, Pipeline
+from guardmail.pipeline import Pipeline
+from guardmail.pipeline_batch import Outcome
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from guardmail.vault.store import Vault

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from guardmail.config.settings import load_config
-from guardmail.config.sources import SmtpFilterConfig
+from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.config.tenants import load_tenants
 from guardmail.errors import ConfigError
 

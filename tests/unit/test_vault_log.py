@@ -14,9 +14,10 @@ from guardmail.core.merkle import Tree, leaf_hash, verify_consistency, verify_in
 from guardmail.daemon.tenant import seal_log
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
+from guardmail.vault.head import HEAD_FILE
 from guardmail.vault.journal import GENESIS, check_chain
 from guardmail.vault.signing import KEY_FILE, load_key, signature_valid
-from guardmail.vault.store import HEAD_FILE, Archive, Vault
+from guardmail.vault.store import Archive, Vault
 from guardmail.vault.treelog import CURSOR_SOURCE, FRONTIER, leaf
 from guardmail.vault.verify import verify_vault
 

@@ -10,7 +10,7 @@ from guardmail.config.settings import load_config
 from guardmail.core.item import mail_item
 from guardmail.core.rules import decide
 from guardmail.daemon.tenant import open_tenant
-from guardmail.pipeline import evidence_metadata
+from guardmail.pipeline_evidence import evidence_metadata
 
 CONFIG = """\
 state_dir: var

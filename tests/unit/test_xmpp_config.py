@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from guardmail.config.settings import load_config
-from guardmail.config.sources import SourcesConfig, XmppSourceConfig
+from guardmail.config.sources import SourcesConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.storage.base import JournalRow
 from guardmail.storage.sqlite import SQLiteStorage
 

@@ -18,7 +18,7 @@ import pytest
 from guardmail.channels.xmpp.client import Received, StreamContext
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.channels.xmpp.watch import XmppSource
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage

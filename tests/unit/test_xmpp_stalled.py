@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from guardmail.channels.xmpp.session import stalled
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 
 
 def cfg(tls: str) -> XmppSourceConfig:

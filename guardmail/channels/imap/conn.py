@@ -30,8 +30,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from guardmail.channels.tls import client_context
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import ImapSourceConfig
 from guardmail.errors import ConnectFailure, SecretError
 from guardmail.oauth.tokens import AccessTokens, TokenRefused, TokenUnavailable
 

@@ -21,7 +21,7 @@ from typing import Any
 from imapclient import IMAPClient
 
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
-from guardmail.config.sources import ImapSourceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.errors import ConnectFailure
 from guardmail.imports import MAX_ITEM_BYTES, Found, UnreadableSource
 

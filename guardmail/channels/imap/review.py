@@ -19,7 +19,7 @@ from imapclient import IMAPClient
 
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.conn import close_quietly, connect
-from guardmail.config.sources import ImapSourceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.rules import Action
 
 MAX_CANDIDATES = 200

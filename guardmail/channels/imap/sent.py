@@ -27,7 +27,7 @@ from imapclient.imapclient import SENT
 
 from guardmail.channels.imap.batch import Folder
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
-from guardmail.config.sources import ImapSourceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.backoff import NETWORK
 from guardmail.core.item import Channel, Item, mail_recipients
 from guardmail.core.rules import Action

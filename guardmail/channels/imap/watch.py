@@ -58,7 +58,7 @@ from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconci
 from guardmail.channels.imap.roles import resolve
 from guardmail.channels.imap.scan import Point, Reader, Step, read_steps
 from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
-from guardmail.config.sources import ImapSourceConfig
+from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Verdict

@@ -66,7 +66,7 @@ from guardmail.channels.smtp.relayed import RelayedCopies
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.channels.smtp.unanswered import answer_unanswered
 from guardmail.channels.smtp.wire import FilterEnvelope, FilterSMTP, queue_id
-from guardmail.config.sources import SmtpFilterConfig
+from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import GuardmailError, StateError, VaultUnavailable

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from guardmail import faults
 from guardmail.channels.smtp import milter_codec as mc
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
-from guardmail.config.sources import SmtpFilterConfig
+from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import GuardmailError, VaultUnavailable

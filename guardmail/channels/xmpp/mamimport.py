@@ -32,7 +32,7 @@ from guardmail.channels.xmpp.session import Lost, Refused, login, request, teard
 from guardmail.channels.xmpp.stanza import MESSAGE, NS_MAM, read_stanza
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Channel
 from guardmail.errors import ConnectFailure, SecretError
 from guardmail.imports import MAX_ITEM_BYTES, Found, UnreadableSource

@@ -40,7 +40,7 @@ from guardmail.channels.xmpp.sides import (
     read_outgoing,
 )
 from guardmail.channels.xmpp.stanza import bare
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Channel, Identity, Item, Summary
 from guardmail.core.rules import Action, Verdict
 from guardmail.errors import VaultUnavailable

@@ -33,7 +33,7 @@ from guardmail.channels.xmpp.session import Lost, Refused, login, request, teard
 from guardmail.channels.xmpp.stanza import MESSAGE
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.errors import ConnectFailure, SecretError, SubmitError
 from guardmail.logs import event
 

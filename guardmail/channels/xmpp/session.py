@@ -23,7 +23,7 @@ from slixmpp.stanza import Iq
 from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from guardmail.channels.xmpp.client import WatchClient
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.errors import ConnectFailure, PeerError
 
 

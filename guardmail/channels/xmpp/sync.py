@@ -30,7 +30,7 @@ from guardmail.channels.xmpp import blocklist, queries
 from guardmail.channels.xmpp.client import Received, WatchClient
 from guardmail.channels.xmpp.session import Refused, request
 from guardmail.channels.xmpp.stanza import MESSAGE, NS_DELAY, NS_FORWARD, NS_MAM, bare
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.rules import RuleSet
 from guardmail.logs import event
 from guardmail.storage.base import Storage, StorageUnavailable

@@ -89,13 +89,14 @@ from guardmail.channels.xmpp.stanza import (
 from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
 from guardmail.channels.xmpp.tee import Slice
 from guardmail.config.secrets import read_secret
-from guardmail.config.sources import XmppSourceConfig
+from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Outcome, Pipeline
+from guardmail.pipeline import Pipeline
+from guardmail.pipeline_batch import Outcome
 from guardmail.storage.base import Storage, StorageUnavailable
 
 VAULT_RETRY_SECONDS = 5.0
