@@ -24,6 +24,7 @@ from guardmail.channels.maildir import MaildirSource
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.milter import MilterSource
 from guardmail.channels.smtp.relayed import RelayedCopies
+from guardmail.channels.xmpp.client import small_tls_reads
 from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
@@ -263,6 +264,7 @@ def run(config_path: Path) -> int:
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
+    small_tls_reads()  # 16 KiB instead of 256 KiB per XMPP connection (bench/xmpp_accounts.py)
 
     async def main() -> None:
         await Daemon(config, loaded_ns=loaded_ns).run()

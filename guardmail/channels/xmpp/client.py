@@ -13,6 +13,10 @@ Contracts:
 - TLS is verified against the JID's domain (RFC 6120), whatever host is connected to; with
   ``tls: starttls`` a server that does not offer STARTTLS is left before any credential is sent.
 - The server certificate's SHA-256 fingerprint (DER) is kept for the evidence.
+- asyncio's TLS read buffer (256 KiB per connection, most of an idle account's memory) is cut to
+  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``); the daemon also makes
+  it the default before any connection (``small_tls_reads``), so the 256 KiB is never taken. A
+  stanza bigger than it arrives over several reads, which the parser and the slicer handle.
 - SCRAM's key derivation is hashlib's PBKDF2 (the same result as slixmpp's, much faster).
 - slixmpp's own logger is silenced: its lines carry whole stanzas (message bodies). Failures are
   reported as guardmail events by the source.
@@ -20,6 +24,7 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import hashlib
 import logging
 import ssl
@@ -52,6 +57,8 @@ _slixmpp_log.propagate = False
 
 _contexts: dict[Path | None, ssl.SSLContext] = {}
 
+TLS_READ_BUFFER = 16 * 1024  # about one TLS record; a bigger stanza takes more reads
+
 
 def _pbkdf2_hi(self: SCRAM, text: str, salt: bytes, iterations: int) -> bytes:
     """SCRAM's Hi() is PBKDF2 with one block (RFC 5802 2.2): hashlib's C loop computes the same
@@ -64,6 +71,32 @@ def _pbkdf2_hi(self: SCRAM, text: str, salt: bytes, iterations: int) -> bytes:
 
 slixmpp_hi = SCRAM.Hi
 SCRAM.Hi = _pbkdf2_hi  # type: ignore[method-assign]
+
+
+def shrink_tls_buffer(transport: Any, size: int = TLS_READ_BUFFER) -> bool:
+    """Give the asyncio TLS protocol under ``transport`` a read buffer of ``size`` bytes instead
+    of its 256 KiB (``asyncio.sslproto.SSLProtocol.max_size``): ``get_buffer`` hands the socket
+    at most ``max_size`` bytes, and reads of decrypted data take at most as much. False when the
+    transport is not asyncio's TLS transport (plain TCP, another event loop)."""
+    found = getattr(transport, "_ssl_protocol", None)
+    if not isinstance(found, asyncio.sslproto.SSLProtocol):
+        return False
+    protocol: Any = found  # the attributes below are private to asyncio.sslproto
+    if protocol.max_size <= size:
+        return True
+    buffer = bytearray(size)
+    protocol.max_size = size  # an instance attribute: other TLS connections keep the default
+    protocol._ssl_buffer = buffer
+    protocol._ssl_buffer_view = memoryview(buffer)
+    return True
+
+
+def small_tls_reads(size: int = TLS_READ_BUFFER) -> None:
+    """Make ``size`` the read buffer of every asyncio TLS connection this process opens from now
+    on (``SSLProtocol`` allocates ``max_size`` bytes in its constructor, before any hook of ours
+    runs; freed after the handshake, those 256 KiB blocks stay in the heap: ~80 KB per account at
+    500 accounts, measured). For the daemon, whose asyncio TLS connections are XMPP's only."""
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 def shared_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -206,6 +239,7 @@ class WatchClient(ClientXMPP):
 
     def connection_made(self, transport: Any, send_event: bool = True) -> None:
         super().connection_made(transport, send_event)
+        shrink_tls_buffer(transport)
         self.stage = "stream"
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         if ssl_object is not None:
