@@ -41,6 +41,7 @@ from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Channel, Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.core.warning import (
+    WARNING_ID_PREFIX,
     TemplateError,
     UnsafeValue,
     WarningMessage,
@@ -235,7 +236,7 @@ class Warner:
                     sender=self.account().jid,
                     recipient=recipient,
                     date=now.isoformat(),
-                    stanza_id=f"guardmail-warning-{uuid.uuid4()}",
+                    stanza_id=f"{WARNING_ID_PREFIX}{uuid.uuid4()}",
                 )
             else:
                 message = render_warning(

@@ -32,6 +32,10 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from guardmail.core.item import header_fields
 
+# The id of every warning stanza guardmail sends: its own copy, when the server hands it back
+# (a sent carbon, an archive result), is the warning already journaled, not the person's message.
+WARNING_ID_PREFIX = "guardmail-warning-"
+
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 NS_SID = "urn:xmpp:sid:0"

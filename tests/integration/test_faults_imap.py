@@ -48,6 +48,7 @@ sources:
 {ca_line}      username: alice
       password_file: {tmp}/password
       timeout_seconds: 2
+      sent_folders: []  # one connection: the faults are counted on INBOX's
 """
 
 

@@ -117,7 +117,13 @@ def test_a_token_for_another_hash_fails_both_checks(vault: Vault, tsa: TSA, tmp_
 
 def test_a_token_from_an_untrusted_tsa_fails(vault: Vault, tsa: TSA, tmp_path: Path) -> None:
     _archive(vault, 1)
-    _stamper(vault, tsa, Clock()).step()
+    stamper = _stamper(vault, tsa, Clock())
+    # The local TSA is a subprocess a request; on a loaded machine a first request has failed
+    # once (CI): a retry is what the daemon does too, and this test is about the token.
+    for _ in range(3):
+        stamper.step()
+        if vault.timestamps():
+            break
     [stamp] = vault.timestamps()
     head = vault.last_tree_head()
     assert head is not None

@@ -43,6 +43,7 @@ from guardmail.channels.xmpp.stanza import bare
 from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Channel, Identity, Item, Summary
 from guardmail.core.rules import Action, Verdict
+from guardmail.core.warning import WARNING_ID_PREFIX
 from guardmail.errors import VaultUnavailable
 from guardmail.kept import INCOMING, OUTGOING, keep_many
 from guardmail.logs import event
@@ -105,6 +106,8 @@ class Sides:
         if self.occupants.presence(got.xml):
             return True
         out = read_outgoing(got.xml, account_bare=self.cfg.jid)
+        if out is not None and (out.message_id or "").startswith(WARNING_ID_PREFIX):
+            return True  # guardmail's own warning, handed back: journaled as the warning
         room = read_groupchat(got.xml, self.occupants) if out is None else None
         if out is None and room is None:
             return False
