@@ -28,7 +28,8 @@ from guardmail import __version__
 from guardmail.core.item import Channel, Identity, Item, mail_item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
 from guardmail.export.bundle import REPORT_HTML, REPORT_PDF, write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.export.verify import verify_bundle
 from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage

@@ -27,8 +27,9 @@ from guardmail.commands.evidence_list import KINDS, evidence_row, list_evidence
 from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.export import BundleUnreadable
+from guardmail.export.evidence import Criteria
 from guardmail.export.progress import ProgressLine
-from guardmail.export.selection import Criteria, select
+from guardmail.export.selection import select
 from guardmail.export.verify import handed_out_head, verify_bundle
 from guardmail.vault.custody import local_user, record_verify, record_view
 from guardmail.vault.journal import Problem

@@ -19,7 +19,8 @@ from guardmail.config.settings import Settings
 from guardmail.config.warning import SmtpConfig
 from guardmail.daemon.tenant import open_tenant
 from guardmail.export.arf import AbuseReport, Original, build_report, original, valid_address
-from guardmail.export.selection import Criteria, journaled_offenders, select, unknown_offenders
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import journaled_offenders, select, unknown_offenders
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobs import write_durably
 

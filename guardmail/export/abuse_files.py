@@ -34,7 +34,8 @@ from datetime import datetime
 from guardmail.core.item import header_fields, mail_identities
 from guardmail.export.arf import build_report, original, valid_address
 from guardmail.export.content import sent_time
-from guardmail.export.selection import ExportItem, slug
+from guardmail.export.evidence import ExportItem
+from guardmail.export.selection import slug
 
 ABUSE_DIR = "abuse"
 MAX_ATTACHED = 20  # messages attached to one .eml

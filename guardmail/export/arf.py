@@ -33,7 +33,7 @@ from email.message import MIMEPart
 from email.utils import format_datetime, make_msgid, parseaddr
 
 from guardmail.core.item import header_fields, mail_identities
-from guardmail.export.selection import ExportItem
+from guardmail.export.evidence import ExportItem
 
 CRLF = b"\r\n"
 _ADDR = re.compile(r"^[^\s@<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+$")

@@ -30,11 +30,11 @@ from guardmail.export.abuse_files import AbuseReports
 from guardmail.export.chart import timeline_png
 from guardmail.export.details import Details, describe, message_text, stanza_text, subject_of
 from guardmail.export.dkimfiles import CHECKS, dkim_files, dkim_readme
+from guardmail.export.evidence import Evidence
 from guardmail.export.html import render_html
 from guardmail.export.pdf import render_pdf
 from guardmail.export.proofs import log_files, log_readme
 from guardmail.export.readme import readme, verification
-from guardmail.export.selection import Evidence
 from guardmail.export.sink import Sink, ZipSink, open_sink
 from guardmail.export.stamps import stamp_files, stamps_readme
 from guardmail.export.summary import NoteView, WarningView, build

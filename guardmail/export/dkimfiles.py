@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from guardmail.export.selection import Evidence
+from guardmail.export.evidence import Evidence
 from guardmail.vault.dkimcheck import recheck
 from guardmail.vault.receipts import stored
 from guardmail.vault.store import Vault

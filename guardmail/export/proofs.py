@@ -21,7 +21,7 @@ from typing import Any
 
 from guardmail.core.merkle import Tree
 from guardmail.export import ExportError
-from guardmail.export.selection import Evidence
+from guardmail.export.evidence import Evidence
 from guardmail.storage.base import TreeHeadRow
 from guardmail.vault.signing import fingerprint, load_key, public_pem, signed_bytes
 from guardmail.vault.store import Vault

@@ -6,7 +6,7 @@ The Python check below is run by the tests against real bundles: it must stay co
 
 from __future__ import annotations
 
-from guardmail.export.selection import Evidence
+from guardmail.export.evidence import Evidence
 
 CHAIN_CHECK = """\
 python3 - <<'EOF'

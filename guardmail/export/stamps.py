@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from guardmail.core.merkle import Tree
-from guardmail.export.selection import Evidence
+from guardmail.export.evidence import Evidence
 from guardmail.storage.base import TimestampRow, TreeHeadRow
 from guardmail.vault.signing import signed_bytes
 from guardmail.vault.store import Vault

@@ -21,13 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from guardmail.core.identity import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
 from guardmail.export.details import Details
-from guardmail.export.selection import (
-    AbuseSent,
-    CustodyEntry,
-    Evidence,
-    ExportItem,
-    SentWarning,
-)
+from guardmail.export.evidence import AbuseSent, CustodyEntry, Evidence, ExportItem, SentWarning
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

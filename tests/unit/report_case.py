@@ -16,7 +16,8 @@ from pathlib import Path
 from guardmail.core.item import Channel, Identity, Item, mail_item
 from guardmail.core.rules import OffenderRule, RuleSet, decide
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.notes import add_note

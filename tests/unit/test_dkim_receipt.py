@@ -24,7 +24,8 @@ from guardmail.commands.evidence_dkim import report
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import OffenderRule, RuleSet, Verdict
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.export.verify import verify_bundle
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage

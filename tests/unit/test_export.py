@@ -21,8 +21,9 @@ from guardmail.core.rules import Action, OffenderRule, RuleSet, decide
 from guardmail.export import BundleUnreadable, ExportError
 from guardmail.export.bundle import BundleResult, write_bundle
 from guardmail.export.details import describe
+from guardmail.export.evidence import Criteria, Evidence
 from guardmail.export.progress import ProgressLine
-from guardmail.export.selection import Criteria, Evidence, select
+from guardmail.export.selection import select
 from guardmail.export.verify import verify_bundle
 from guardmail.pipeline_evidence import evidence_metadata
 from guardmail.storage.sqlite import SQLiteStorage

@@ -14,7 +14,8 @@ import pytest
 
 from guardmail.export.abuse_files import AbuseReports, provider
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, ExportItem, select
+from guardmail.export.evidence import Criteria, ExportItem
+from guardmail.export.selection import select
 from tests.unit.report_case import FIRST, LAST, LOOKALIKE, NOW, OTHER_MARKS, SAM, make_report_case
 
 

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from guardmail.export.arf import AbuseReport, Original, build_report, original, transfer_encoding
-from guardmail.export.selection import ExportItem
+from guardmail.export.evidence import ExportItem
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

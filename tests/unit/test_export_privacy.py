@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.export.verify import verify_bundle
 from tests.unit.report_case import NOW, OTHER_MARKS, SAM, ReportCase, make_report_case
 

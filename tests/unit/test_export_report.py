@@ -96,8 +96,8 @@ def test_timeline_is_a_png_even_for_a_single_day_or_none() -> None:
 
 
 def test_large_report_keeps_its_tables_within_the_page(tmp_path: Path) -> None:
+    from guardmail.export.evidence import ExportItem
     from guardmail.export.pdf import render_pdf
-    from guardmail.export.selection import ExportItem
     from guardmail.export.summary import Report, Row
 
     when = datetime(2026, 11, 1, tzinfo=UTC)
@@ -172,8 +172,8 @@ def test_an_item_with_huge_header_fields_still_lays_out(tmp_path: Path) -> None:
     """2,000-character From, To, Cc and Subject (the most details keep) and every flag at once
     are more than a page of facts: they must split or be bounded, never stop the export."""
     from guardmail.export.content import Content
+    from guardmail.export.evidence import ExportItem
     from guardmail.export.pdf import render_pdf
-    from guardmail.export.selection import ExportItem
     from guardmail.export.summary import Report, Row
 
     when = datetime(2026, 11, 1, tzinfo=UTC)

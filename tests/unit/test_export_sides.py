@@ -11,7 +11,8 @@ from pathlib import Path
 from guardmail.core.item import Channel, Identity, Item, Summary, mail_item, mail_recipients
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.kept import INCOMING, OUTGOING, keep_many
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage

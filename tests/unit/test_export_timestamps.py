@@ -15,7 +15,8 @@ import pytest
 from guardmail.config.evidence import TimestampConfig
 from guardmail.daemon.timestamper import Timestamper
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.export.stamps import chosen
 from guardmail.export.verify import verify_bundle
 from guardmail.storage.base import TimestampRow

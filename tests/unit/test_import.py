@@ -18,7 +18,8 @@ import pytest
 from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import OffenderRule, RuleSet, Verdict
 from guardmail.export.bundle import write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.imports import UnreadableSource
 from guardmail.imports.engine import DONE, Settings, run_import
 from guardmail.imports.files import EmlFolder, MaildirFolder, Mbox

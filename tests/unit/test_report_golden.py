@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from guardmail.export.bundle import ReportOptions, write_bundle
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from tests.unit.report_case import NOW, SAM, ReportCase, make_report_case
 
 GOLDEN = Path(__file__).parent / "golden" / "report-sam.txt"

@@ -11,8 +11,8 @@ from pathlib import Path
 from guardmail.export.chart import timeline_png
 from guardmail.export.content import Content
 from guardmail.export.details import Details
+from guardmail.export.evidence import Criteria, Evidence, ExportItem, SentWarning
 from guardmail.export.pdf import render_pdf
-from guardmail.export.selection import Criteria, Evidence, ExportItem, SentWarning
 from guardmail.export.summary import NoteView, Report, WarningView, build, sent_at, timeline
 
 WARNED = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)

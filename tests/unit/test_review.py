@@ -26,7 +26,8 @@ from guardmail.core.item import Item, mail_item
 from guardmail.core.rules import Action, Verdict
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.errors import ConfigError
-from guardmail.export.selection import Criteria, select
+from guardmail.export.evidence import Criteria
+from guardmail.export.selection import select
 from guardmail.linker import item_features
 from guardmail.vault import journal
 
