@@ -14,9 +14,11 @@ Contracts:
   ``tls: starttls`` a server that does not offer STARTTLS is left before any credential is sent.
 - The server certificate's SHA-256 fingerprint (DER) is kept for the evidence.
 - asyncio's TLS read buffer (256 KiB per connection, most of an idle account's memory) is cut to
-  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``); the daemon also makes
-  it the default before any connection (``small_tls_reads``), so the 256 KiB is never taken. A
-  stanza bigger than it arrives over several reads, which the parser and the slicer handle.
+  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``). The daemon goes further
+  before any connection (``small_tls_reads``): every asyncio TLS connection of a thread reads
+  into one shared ``TLS_READ_BUFFER`` (the event loop fills it and the TLS layer copies it out
+  within one callback, so nothing lives in it between reads). A stanza bigger than it arrives
+  over several reads, which the parser and the slicer handle.
 - SCRAM's key derivation is hashlib's PBKDF2 (the same result as slixmpp's, much faster).
 - slixmpp's own logger is silenced: its lines carry whole stanzas (message bodies). Failures are
   reported as guardmail events by the source.
@@ -28,6 +30,7 @@ import asyncio.sslproto
 import hashlib
 import logging
 import ssl
+import threading
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +61,8 @@ _slixmpp_log.propagate = False
 _contexts: dict[Path | None, ssl.SSLContext] = {}
 
 TLS_READ_BUFFER = 16 * 1024  # about one TLS record; a bigger stanza takes more reads
+# asyncio's own class, kept before small_tls_reads replaces the module's name.
+_SSLProtocol = asyncio.sslproto.SSLProtocol
 
 
 def _pbkdf2_hi(self: SCRAM, text: str, salt: bytes, iterations: int) -> bytes:
@@ -79,7 +84,7 @@ def shrink_tls_buffer(transport: Any, size: int = TLS_READ_BUFFER) -> bool:
     at most ``max_size`` bytes, and reads of decrypted data take at most as much. False when the
     transport is not asyncio's TLS transport (plain TCP, another event loop)."""
     found = getattr(transport, "_ssl_protocol", None)
-    if not isinstance(found, asyncio.sslproto.SSLProtocol):
+    if not isinstance(found, _SSLProtocol):
         return False
     protocol: Any = found  # the attributes below are private to asyncio.sslproto
     if protocol.max_size <= size:
@@ -91,12 +96,53 @@ def shrink_tls_buffer(transport: Any, size: int = TLS_READ_BUFFER) -> bool:
     return True
 
 
-def small_tls_reads(size: int = TLS_READ_BUFFER) -> None:
-    """Make ``size`` the read buffer of every asyncio TLS connection this process opens from now
-    on (``SSLProtocol`` allocates ``max_size`` bytes in its constructor, before any hook of ours
-    runs; freed after the handshake, those 256 KiB blocks stay in the heap: ~80 KB per account at
-    500 accounts, measured). For the daemon, whose asyncio TLS connections are XMPP's only."""
-    asyncio.sslproto.SSLProtocol.max_size = size
+class _ReadBuffers(threading.local):
+    """One TLS read buffer per thread (an event loop runs in one thread)."""
+
+    view: memoryview | None = None
+
+
+_read_buffers = _ReadBuffers()
+
+
+def _thread_read_buffer() -> memoryview:
+    view = _read_buffers.view
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(TLS_READ_BUFFER))
+    return view
+
+
+class SharedReadSSLProtocol(_SSLProtocol):
+    """asyncio's TLS protocol reading into its thread's shared buffer instead of its own.
+
+    Safe because the buffer holds nothing between two reads: the selector loop calls
+    ``get_buffer``, ``recv_into`` and ``buffer_updated`` in one callback (``_read_ready``), and
+    ``buffer_updated`` copies the bytes into the connection's own ``MemoryBIO`` at once.
+    Decrypted data is read with ``SSLObject.read(max_size)``, a fresh bytes object each time."""
+
+    max_size = TLS_READ_BUFFER
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # takes max_size bytes of its own, dropped here
+        shared = _thread_read_buffer()
+        self._ssl_buffer_view = shared
+        self._ssl_buffer = shared.obj
+
+    def get_buffer(self, n: int) -> memoryview:
+        shared = _thread_read_buffer()
+        self._ssl_buffer_view = shared  # what buffer_updated copies from
+        return shared
+
+
+def small_tls_reads() -> None:
+    """Make every asyncio TLS connection this process opens from now on read into its thread's
+    one ``TLS_READ_BUFFER`` (``SharedReadSSLProtocol``) instead of 256 KiB of its own (allocated
+    in the constructor, before any hook of ours runs; freed after the handshake, those blocks
+    stay in the heap: ~80 KB per account at 500 accounts, measured). asyncio's event loops build
+    the protocol as ``sslproto.SSLProtocol(...)`` when a connection or STARTTLS begins, so the
+    module's name is what is replaced. For the daemon, whose asyncio TLS connections are
+    XMPP's only."""
+    asyncio.sslproto.SSLProtocol = SharedReadSSLProtocol  # type: ignore[misc]
 
 
 def shared_context(ca_file: Path | None) -> ssl.SSLContext:
