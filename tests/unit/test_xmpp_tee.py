@@ -138,3 +138,49 @@ def test_undeclared_prefix_is_refused_as_slixmpp_refuses_it() -> None:
 def test_stream_end_and_empty_stream() -> None:
     header, slices = slice_stream([HEADER, b"</stream:stream>"])
     assert header == HEADER and slices == []
+
+
+def test_comments_processing_instructions_and_cdata_that_look_like_tags_stay_inside() -> None:
+    stanzas = [
+        b"<message><!-- </message> --><body>a</body><?pi </message>?></message>",
+        b"<message><body><![CDATA[</body></message><message>]]></body></message>",
+        b"<message a='>' b=\"</message>\"><body/></message>",
+    ]
+    stream = HEADER + b"".join(stanzas)
+    for size in (1, 2, 5, 64):
+        _, slices = slice_stream([stream[i : i + size] for i in range(0, len(stream), size)])
+        assert [s.raw for s in slices] == stanzas, size
+
+
+@pytest.mark.parametrize(
+    ("stream", "why"),
+    [
+        (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>" + HEADER[21:], "DOCTYPE"),
+        (HEADER + b"<message><!DOCTYPE x></message>", "DOCTYPE"),
+        (b"<?xml version='1.0' encoding='ISO-8859-1'?>" + HEADER[21:], "UTF-8"),
+        (HEADER + b"<message><body></message>", "not well-formed"),
+        (HEADER + b"</other:stream>", "not well-formed"),
+        (b"x" * 70_000, "no stream header"),
+    ],
+)
+def test_what_xmpp_forbids_is_refused(stream: bytes, why: str) -> None:
+    with pytest.raises(SliceError, match=why):
+        slice_stream([stream])
+
+
+def test_the_stream_end_tag_ends_the_stream() -> None:
+    slicer = StanzaSlicer()
+    done = slicer.feed(HEADER + STANZAS[1] + b"</stream:str")
+    assert [s.raw for s in done] == [STANZAS[1]] and not slicer.ended
+    assert slicer.feed(b"eam>") == [] and slicer.ended
+    assert slicer.feed(STANZAS[1]) == []  # nothing after the end is read
+
+
+def test_an_incomplete_tag_waits_for_its_closing_bracket() -> None:
+    slicer = StanzaSlicer()
+    slicer.feed(HEADER)
+    parts = [b"<message a='", b"x" * 5000, b"/'", b" b='y'", b">", b"<body>hi</body></message>"]
+    out = []
+    for part in parts:
+        out += slicer.feed(part)
+    assert [s.raw for s in out] == [b"".join(parts)]

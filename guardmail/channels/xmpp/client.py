@@ -2,10 +2,13 @@
 
 Contracts:
 - Every top-level stanza reaches ``on_stanza`` together with the exact bytes the socket delivered
-  for it (a byte-exact tee: ``data_received`` feeds a ``StanzaSlicer`` the same chunks before
-  slixmpp's parser sees them; ``init_parser``, called at every stream restart, starts a fresh
-  slicer). If the two parsers ever disagree, the connection is aborted rather than archiving
-  anything but the received bytes (``tee_failure`` says why).
+  for it: ``data_received`` feeds a ``StanzaSlicer`` (``init_parser``, called at every stream
+  restart, starts a fresh one), and each stanza's element is built from its slice by the
+  thread's shared parser (``elements.build``) instead of a slixmpp parser per connection, then
+  handed to slixmpp's handlers. Bytes that are not well-formed (or that the slicer and the
+  parser read differently) make the client leave the stream at once, without a stream error
+  and before any later stanza is read (``tee_failure`` says why); the archive catch-up of the
+  next login finds what came after.
 - The client never acknowledges anything by itself: no plugins (no receipts, chat markers,
   disco or ping answers), roster ``auto_authorize`` off (``None``: no automatic answer, neither
   accept nor deny) and ``auto_subscribe`` off. Requests from anyone but the account's own
@@ -32,7 +35,6 @@ import logging
 import ssl
 import threading
 import xml.etree.ElementTree as ET
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +49,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.stanzabase import StanzaBase
 
 from guardmail.channels.tls import client_context
+from guardmail.channels.xmpp import elements
+from guardmail.channels.xmpp.elements import ElementError
 from guardmail.channels.xmpp.tee import Slice, SliceError, StanzaSlicer
 
 PRIORITY = -1
@@ -218,41 +222,54 @@ class WatchClient(ClientXMPP):
         # "stream" (then SASL and binding).
         self.stage = "connect"
         self._slicer: StanzaSlicer | None = None
-        self._slices: deque[Slice] = deque()
+        self._declared = b""  # the stream header's namespace declarations
         self._context: StreamContext | None = None
 
     # --- the tee ---------------------------------------------------------------------------
 
     def init_parser(self) -> None:
-        super().init_parser()
+        # Called by slixmpp at every stream start and restart, in place of its own: no
+        # per-connection expat parser (``parser`` stays None), a fresh slicer instead.
+        self.xml_depth = 0
+        self.xml_root = None
         self._slicer = StanzaSlicer()
-        self._slices.clear()
+        self._declared = b""
         self._context = None
 
     def data_received(self, data: bytes | str) -> None:
+        """slixmpp's reading of the stream, done from the slicer's pieces: the stream header
+        starts the stream, each stanza's element is built from its own bytes, the stream's end
+        tag ends the connection. Bytes that are not well-formed leave the stream at once (no
+        stream error is sent: the stream can no longer be read)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         slicer = self._slicer
-        if slicer is not None:
-            try:
-                self._slices.extend(slicer.feed(raw))
-            except SliceError as exc:
-                # slixmpp's parser rejects the same bytes and ends the stream; no stanza from
-                # here on can be matched to its bytes.
-                self._slicer = None
-                self.tee_failure = str(exc)
-        super().data_received(raw)
-
-    def _spawn_event(self, xml: ET.Element) -> None:
-        piece = self._slices.popleft() if self._slices else None
-        if piece is None or piece.tag != xml.tag:
-            # Cannot happen while both parsers read the same bytes; never archive anything but
-            # the received bytes, so leave and let the archive catch-up find it again.
-            seen = piece.tag if piece is not None else "nothing"
-            self.tee_failure = f"stanza {xml.tag} arrived but the byte slicer had {seen}"
+        if slicer is None:
+            return  # before the connection, or after a failure: nothing is read any more
+        try:
+            pieces = slicer.feed(raw)
+            if self.xml_root is None and slicer.header is not None:
+                self._declared = elements.declarations(slicer.header)
+                self.xml_root = elements.stream_root(slicer.header)
+                self.xml_depth = 1
+                self.start_stream_handler(self.xml_root)  # type: ignore[no-untyped-call]
+            for piece in pieces:
+                xml = elements.build(self._declared, piece.raw)
+                if xml.tag != piece.tag:  # a namespace the slicer read differently
+                    raise ElementError(f"stanza {xml.tag} was sliced as {piece.tag}")
+                self.on_stanza(xml, piece, self._stream_context())
+                self._spawn_event(xml)
+                if self._slicer is not slicer:  # the stream restarted (SASL success)
+                    return
+        except (SliceError, ElementError) as exc:
+            # Never archive anything but received bytes, and nothing after bytes that cannot
+            # be read: leave; the archive catch-up finds what came after on the next login.
+            self._slicer = None
+            self.tee_failure = str(exc)
             self.abort()
             return
-        self.on_stanza(xml, piece, self._stream_context())
-        super()._spawn_event(xml)
+        if slicer.ended:
+            self.disconnect_reason = "End of stream"
+            self.abort()
 
     def _stream_context(self) -> StreamContext:
         if self._context is None:
