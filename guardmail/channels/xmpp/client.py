@@ -35,7 +35,7 @@ import logging
 import ssl
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -245,8 +245,12 @@ class WatchClient(ClientXMPP):
         slicer = self._slicer
         if slicer is None:
             return  # before the connection, or after a failure: nothing is read any more
+        failure: SliceError | None = None
         try:
-            pieces = slicer.feed(raw)
+            pieces: Sequence[Slice] = slicer.feed(raw)
+        except SliceError as exc:  # what came before the bad bytes is still read
+            pieces, failure = exc.slices, exc
+        try:
             if self.xml_root is None and slicer.header is not None:
                 self._declared = elements.declarations(slicer.header)
                 self.xml_root = elements.stream_root(slicer.header)
@@ -260,6 +264,8 @@ class WatchClient(ClientXMPP):
                 self._spawn_event(xml)
                 if self._slicer is not slicer:  # the stream restarted (SASL success)
                     return
+            if failure is not None:
+                raise failure
         except (SliceError, ElementError) as exc:
             # Never archive anything but received bytes, and nothing after bytes that cannot
             # be read: leave; the archive catch-up finds what came after on the next login.

@@ -57,10 +57,6 @@ _ENCODING = re.compile(rb"\sencoding\s*=\s*[\"']([^\"']*)[\"']")
 _HEADER_LIMIT = 64 * 1024  # an XML declaration and a stream start tag fit in far less
 
 
-class SliceError(PeerError):
-    """The stream is not well-formed XML, or not XML an XMPP server may send."""
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Slice:
     """One top-level element of the stream, as received.
@@ -72,6 +68,13 @@ class Slice:
     raw: bytes
     offset: int
     tag: str
+
+
+class SliceError(PeerError):
+    """The stream is not well-formed XML, or not XML an XMPP server may send. ``slices`` are the
+    stanzas the same ``feed`` completed before the bad bytes."""
+
+    slices: tuple[Slice, ...] = ()
 
 
 def _declarations(attributes: bytes) -> dict[bytes, str]:
@@ -132,8 +135,9 @@ class StanzaSlicer:
         done: list[Slice] = []
         try:
             self._scan(done)
-        except SliceError:
+        except SliceError as exc:
             self._broken = True
+            exc.slices = tuple(done)
             raise
         self._compact()
         return done
