@@ -19,13 +19,13 @@ Contracts:
 - A tokenizer, not a parser: it finds tags, comments, CDATA sections and processing instructions
   and checks that each end tag closes the element open; whether a stanza is well-formed XML (its
   characters, references, attributes, prefixes) is decided when its element is built from the
-  slice (``elements.py``),
-  which accepts a slice only if it is exactly one whole element, so a slice cut wrongly from
-  malformed input is never taken for a stanza. It refuses what XMPP forbids and a parser would
-  make expensive or ambiguous: a DOCTYPE (RFC 6120 11.1; entity declarations), and a stream
-  declared in another encoding than UTF-8 (11.6). On such input, an end tag that closes another
-  element than the one open, or a stanza's name with an undeclared prefix, ``feed`` raises
-  ``SliceError`` and the slicer stays broken.
+  slice (``elements.py``), which accepts a slice only if it is exactly one whole element, so a
+  slice cut wrongly from malformed input is never taken for a stanza. It refuses what XMPP
+  forbids and a parser would make expensive or ambiguous: a DOCTYPE (RFC 6120 11.1; entity
+  declarations), and a stream declared in another encoding than UTF-8 (11.6). On such input, an
+  end tag that closes another element than the one open, or a stanza's name with an undeclared
+  prefix, ``feed`` raises ``SliceError`` (carrying the stanzas completed before the bad bytes)
+  and the slicer stays broken.
 - Bounded work: text is skipped with one ``find``; a token is matched by one regular expression
   without nested ambiguity. A token still incomplete at the end of the input is looked at again
   only when new bytes bring a ``>``, which ends every token (a stanza sent in many reads with a
