@@ -184,3 +184,52 @@ def test_an_incomplete_tag_waits_for_its_closing_bracket() -> None:
     for part in parts:
         out += slicer.feed(part)
     assert [s.raw for s in out] == [b"".join(parts)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=len(HEADER), max_value=len(STREAM)),
+            st.sampled_from(
+                [
+                    b"",
+                    b"<",
+                    b">",
+                    b"/",
+                    b"'",
+                    b'"',
+                    b"<!--",
+                    b"-->",
+                    b"<![CDATA[",
+                    b"]]>",
+                    b"<?",
+                    b"</x>",
+                ]
+            ),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=4,
+    ),
+    st.lists(st.integers(min_value=0, max_value=len(STREAM) + 40), max_size=8),
+)
+def test_mangled_streams_give_their_own_bytes_or_a_slice_error(
+    edits: list[tuple[int, bytes, int]], cuts: list[int]
+) -> None:
+    """Markup characters inserted and bytes deleted anywhere after the header: every slice the
+    slicer returns is the stream's own bytes at its offset, or it says SliceError; nothing else
+    (no other exception, no slice that is not in the stream)."""
+    stream = STREAM
+    for at, insert, delete in sorted(edits, reverse=True):
+        stream = stream[:at] + insert + stream[at + delete :]
+    points = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
+    slicer = StanzaSlicer()
+    slices = []
+    try:
+        for a, b in zip(points, points[1:], strict=False):
+            slices += slicer.feed(stream[a:b])
+    except SliceError as exc:
+        slices += exc.slices
+    for s in slices:
+        assert stream[s.offset : s.offset + len(s.raw)] == s.raw
+        assert s.raw.startswith(b"<") and s.raw.endswith(b">")
