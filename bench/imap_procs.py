@@ -144,8 +144,11 @@ class Proc:
 class Guardmail(Proc):
     """``python -m guardmail -c CONFIG run``; its log (logfmt) is stderr."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        super().__init__([sys.executable, "-m", "guardmail", "-c", str(config), "run"], log)
+    def __init__(self, config: Path, log: Path, *, tree: Path = ROOT) -> None:
+        # Another checkout (a baseline) runs from its own directory, ahead of the installed one.
+        env = None if tree == ROOT else {**os.environ, "PYTHONPATH": str(tree)}
+        argv = [sys.executable, "-m", "guardmail", "-c", str(config), "run"]
+        super().__init__(argv, log, env=env, cwd=tree)
         self._seen = 0
         self._events: list[LogEvent] = []
 

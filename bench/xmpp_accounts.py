@@ -7,6 +7,11 @@ Prosody on loopback (STARTTLS, SCRAM-SHA-1, 10,000 iterations); once every accou
 
     python bench/xmpp_accounts.py                      # N = 50, 200, 500
     python bench/xmpp_accounts.py --accounts 50 200    # other sizes
+    python bench/xmpp_accounts.py --base /tmp/base     # also a baseline checkout, side by side
+
+With ``--base TREE`` (a checkout of the baseline, e.g. ``git worktree add --detach /tmp/base
+main``) each size is measured for the baseline and then for this tree, one after the other on
+the same Prosody, so both see the same machine load.
 """
 
 from __future__ import annotations
@@ -57,12 +62,13 @@ def write_config(directory: Path, server: Prosody, users: list[str]) -> Path:
     return config
 
 
-def measure(server: Prosody, tmp: Path, count: int) -> tuple[int, int, float]:
-    """VmRSS KiB, PSS KiB and seconds to connect, for a daemon watching ``count`` accounts."""
-    run_dir = tmp / f"n{count}"
-    run_dir.mkdir()
+def measure(server: Prosody, tmp: Path, count: int, tree: Path) -> tuple[int, int, float]:
+    """VmRSS KiB, PSS KiB and seconds to connect, for a daemon of ``tree`` watching ``count``
+    accounts."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"n{count}-", dir=tmp))
     users = sorted(server.users)[:count]
-    daemon = Guardmail(write_config(run_dir, server, users), run_dir / "guardmail.log")
+    config = write_config(run_dir, server, users)
+    daemon = Guardmail(config, run_dir / "guardmail.log", tree=tree)
     try:
         daemon.wait_for(
             lambda: bool(daemon.events("daemon.started")), timeout=120, what="daemon.started"
@@ -84,28 +90,39 @@ def measure(server: Prosody, tmp: Path, count: int) -> tuple[int, int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, nargs="+", default=[50, 200, 500])
+    parser.add_argument("--base", type=Path, help="a baseline checkout to measure beside this one")
     args = parser.parse_args()
     sizes: list[int] = args.accounts
+    trees: list[tuple[str, Path]] = [("this", ROOT)]
+    if args.base is not None:
+        trees.insert(0, ("base", args.base.resolve()))
     users = {f"user{i}": f"pw-{i}" for i in range(max(sizes))}
-    print(f"python {sys.version.split()[0]}; repository {ROOT}")
+    print(f"python {sys.version.split()[0]}; " + "; ".join(f"{k} {t}" for k, t in trees))
     server = start_prosody(users, log_level="warn")
     try:
         with tempfile.TemporaryDirectory(prefix="gm-xa-") as tmp:
-            base_rss, base_pss, _ = measure(server, Path(tmp), 0)
             print(
-                f"{'accounts':>8} {'connected s':>11} {'VmRSS MiB':>9} {'PSS MiB':>8}"
+                f"{'tree':>5} {'accounts':>8} {'connected s':>11} {'VmRSS MiB':>9} {'PSS MiB':>8}"
                 f" {'KB/acct RSS':>11} {'KB/acct PSS':>11} {'KB/acct RSS vs previous N':>26}"
             )
-            print(f"{0:>8} {'':>11} {base_rss / 1024:>9.1f} {base_pss / 1024:>8.1f}")
-            last_n, last_rss = 0, base_rss
+            base: dict[str, tuple[int, int]] = {}
+            last: dict[str, tuple[int, int]] = {}
+            for name, tree in trees:
+                rss, pss, _ = measure(server, Path(tmp), 0, tree)
+                base[name], last[name] = (rss, pss), (0, rss)
+                print(f"{name:>5} {0:>8} {'':>11} {rss / 1024:>9.1f} {pss / 1024:>8.1f}")
             for n in sizes:
-                rss, pss, took = measure(server, Path(tmp), n)
-                print(
-                    f"{n:>8} {took:>11.1f} {rss / 1024:>9.1f} {pss / 1024:>8.1f}"
-                    f" {(rss - base_rss) * 1.024 / n:>11.0f} {(pss - base_pss) * 1.024 / n:>11.0f}"
-                    f" {(rss - last_rss) * 1.024 / (n - last_n):>26.0f}"
-                )
-                last_n, last_rss = n, rss
+                for name, tree in trees:
+                    rss, pss, took = measure(server, Path(tmp), n, tree)
+                    (base_rss, base_pss), (last_n, last_rss) = base[name], last[name]
+                    print(
+                        f"{name:>5} {n:>8} {took:>11.1f} {rss / 1024:>9.1f} {pss / 1024:>8.1f}"
+                        f" {(rss - base_rss) * 1.024 / n:>11.0f}"
+                        f" {(pss - base_pss) * 1.024 / n:>11.0f}"
+                        f" {(rss - last_rss) * 1.024 / (n - last_n):>26.0f}",
+                        flush=True,
+                    )
+                    last[name] = (n, rss)
             print(
                 "KB = 1000 bytes. The N=0 daemon has not imported slixmpp: the first column"
                 " carries that fixed cost, the last one (growth from the previous N) does not."

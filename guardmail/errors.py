@@ -13,6 +13,7 @@
      │    │                 (sign in again) / no fresh access token now (retry)
      │    ├── LoginFailed   (oauth/flows.py) the sign-in of `guardmail login` did not complete
      │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
+     │    ├── ElementError  (channels/xmpp/elements.py) a stanza's bytes are not one element
      │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now
      ├── StateError         a file of the state directory is corrupt, tampered with or not ours

@@ -264,7 +264,7 @@ def run(config_path: Path) -> int:
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
-    small_tls_reads()  # 16 KiB instead of 256 KiB per XMPP connection (bench/xmpp_accounts.py)
+    small_tls_reads()  # one 16 KiB read buffer for all XMPP connections (bench/xmpp_accounts.py)
 
     async def main() -> None:
         await Daemon(config, loaded_ns=loaded_ns).run()

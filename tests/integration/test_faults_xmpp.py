@@ -128,3 +128,35 @@ def test_a_stalled_tls_handshake_times_out_clearly_and_recovers(
         wait_for(lambda: daemon.count("item.quarantined") == 1, what="watching after the stall")
         assert daemon.stop() == 0
     assert [e["message_id"] for e in archived(tmp_path)] == ["t1"]
+
+
+def test_a_malformed_stanza_from_the_server_leaves_the_stream_and_the_archive_catches_up(
+    prosody: Prosody, tmp_path: Path, peers: list[Peer], daemons: list[Daemon]
+) -> None:
+    """The server's stream turns malformed inside an offender's stanza (the proxy replaces its
+    end with a mismatched end tag, then closes): the watcher leaves that stream at once
+    (``xmpp.tee_failed``), archives nothing of the broken bytes, and the next login's archive
+    catch-up archives the stanza as the server stored it, once, with the later ones."""
+    with FaultProxy(prosody.port) as proxy:
+        write_config(tmp_path, prosody, port=proxy.port, tls="none")
+        peer(prosody, peers, "victim", resource="phone", priority=5)
+        daemon = Daemon(tmp_path / "guardmail.yaml", tmp_path / "daemon.log")
+        daemons.append(daemon)
+        wait_for(lambda: "xmpp.caught_up" in daemon.log_text(), what="caught up")
+        stalker = peer(prosody, peers, "stalker")
+        chat(stalker, "s1", "whole")
+        wait_for(lambda: daemon.count("item.quarantined") == 1, what="s1 archived live")
+        proxy.arm(Fault(action="reply", pattern=b"POISON", keep=6, reply=b"</bodx></message><a/>"))
+        chat(stalker, "s2", "POISON and the rest")
+        proxy.wait_struck()
+        chat(stalker, "s3", "while you were away")
+        wait_for(lambda: "xmpp.tee_failed" in daemon.log_text(), what="the bad bytes noticed")
+        wait_for(lambda: daemon.count("item.quarantined") == 3, what="s2 and s3 caught up")
+        assert daemon.stop() == 0
+    text = daemon.log_text()
+    assert "Traceback" not in text
+    entries = archived(tmp_path)
+    assert sorted(str(e["message_id"]) for e in entries) == ["s1", "s2", "s3"]  # once each
+    for entry in entries:
+        raw = blob(tmp_path, entry["seq"])
+        assert raw.endswith(b"</message>") and b"bodx" not in raw

@@ -1,6 +1,7 @@
-"""Big stanzas over TLS with the daemon's small TLS read buffer (16 KiB instead of asyncio's
-256 KiB, guardmail.channels.xmpp.client.small_tls_reads / shrink_tls_buffer): each arrives over
-many reads and is still archived whole, over STARTTLS and direct TLS."""
+"""Big stanzas over TLS with the daemon's small TLS read buffer (one 16 KiB buffer per thread
+instead of asyncio's 256 KiB per connection, guardmail.channels.xmpp.client.small_tls_reads /
+shrink_tls_buffer): each arrives over many reads and is still archived whole, over STARTTLS and
+direct TLS."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from guardmail.channels.xmpp.client import TLS_READ_BUFFER, shrink_tls_buffer
+from guardmail.channels.xmpp.client import (
+    TLS_READ_BUFFER,
+    SharedReadSSLProtocol,
+    shrink_tls_buffer,
+)
 from tests.conftest import wait_for
 from tests.integration.test_xmpp_prosody import (
     USERS,
@@ -126,3 +131,62 @@ def test_shrink_tls_buffer_limits_reads_and_loses_nothing(tmp_path: Path) -> Non
     # one delivery: what one buffer read let decrypt (plus a partial record left over), where
     # asyncio as shipped hands over 256 KiB reads
     assert max(proto.chunks) <= TLS_READ_BUFFER * 3
+
+
+def test_connections_sharing_one_read_buffer_keep_their_bytes_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight TLS connections of one event loop, each sent 512 KiB of its own bytes at once by the
+    server, read through the one shared buffer of SharedReadSSLProtocol (what the daemon's
+    small_tls_reads installs): every connection gets exactly its own bytes, in order."""
+    monkeypatch.setattr(asyncio.sslproto, "SSLProtocol", SharedReadSSLProtocol)
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    count = 8
+
+    def payload(n: int) -> bytes:
+        return bytes((n * 37 + i) % 251 for i in range(256)) * 2048  # 512 KiB
+
+    class Collect(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.data = bytearray()
+            self.done = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data: bytes) -> None:
+            self.data += data
+            if len(self.data) >= len(payload(0)) and not self.done.done():
+                self.done.set_result(None)
+
+    async def scenario() -> tuple[list[bytes], set[int]]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            n = (await reader.readexactly(1))[0]
+            writer.write(payload(n))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        pairs = [
+            await loop.create_connection(
+                Collect, "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"
+            )
+            for _ in range(count)
+        ]
+        for n, (transport, _) in enumerate(pairs):
+            transport.write(bytes([n]))
+        await asyncio.wait_for(asyncio.gather(*(proto.done for _, proto in pairs)), 20)
+        buffers = {id(t._ssl_protocol._ssl_buffer_view) for t, _ in pairs}  # type: ignore[attr-defined]
+        for transport, _ in pairs:
+            transport.close()
+        server.close()
+        await server.wait_closed()
+        return [bytes(proto.data) for _, proto in pairs], buffers
+
+    received, buffers = asyncio.run(scenario())
+    assert len(buffers) == 1  # one buffer for all of them
+    for n, data in enumerate(received):
+        assert data == payload(n), f"connection {n} got other bytes"

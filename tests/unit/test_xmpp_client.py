@@ -98,6 +98,54 @@ def test_malformed_input_is_reported_not_archived() -> None:
     assert client.tee_failure is not None and "not well-formed" in client.tee_failure
 
 
+def test_nothing_after_malformed_bytes_is_read() -> None:
+    # the well-formed stanzas after the bad one, in the same read and the next, are not handed
+    # over: the client leaves the stream (the archive catch-up of the next login finds them)
+    got, client = run_client(
+        [HEADER + STANZAS[1] + b"<message><a></b></message>" + STANZAS[1], STANZAS[1]]
+    )
+    assert [piece.raw for _, piece, _ in got] == [STANZAS[1]]
+    assert client.tee_failure is not None
+
+
+def test_interleaved_streams_share_one_parser_and_keep_their_own_stanzas() -> None:
+    """Two clients of one thread, each stanza split across the other's reads: the shared
+    element parser never mixes them, and a bad stanza of one does not harm the other."""
+    got: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": []}
+
+    def client(name: str) -> WatchClient:
+        def on_stanza(xml: ET.Element, piece: Slice, context: StreamContext) -> None:
+            got[name].append((xml.tag, piece.raw))
+
+        c = WatchClient(
+            jid=f"{name}@example.org/gm",
+            password="unused",
+            tls="none",
+            ssl_context=shared_context(None),
+            on_stanza=on_stanza,
+            connection=1,
+        )
+        c.init_parser()
+        return c
+
+    async def go() -> None:
+        a, b = client("a"), client("b")
+        a.data_received(HEADER + STANZAS[0][:30])
+        b.data_received(HEADER.replace(b"xmlns='jabber:client'", b"xmlns='jabber:x'") + STANZAS[1])
+        a.data_received(STANZAS[0][30:] + STANZAS[2][:5])
+        b.data_received(b"<message><x>&nope;</x></message>")
+        a.data_received(STANZAS[2][5:])
+        for c in (a, b):
+            c.cancel_connection_attempt()
+
+    asyncio.run(go())
+    assert got["a"] == [
+        ("{jabber:client}message", STANZAS[0]),
+        ("{jabber:client}message", STANZAS[2]),
+    ]
+    assert got["b"] == [("{jabber:x}presence", STANZAS[1])]
+
+
 def test_no_automatic_answers_to_subscription_requests() -> None:
     _, client = run_client([HEADER])
     assert client.auto_authorize is None and client.auto_subscribe is False

@@ -138,3 +138,98 @@ def test_undeclared_prefix_is_refused_as_slixmpp_refuses_it() -> None:
 def test_stream_end_and_empty_stream() -> None:
     header, slices = slice_stream([HEADER, b"</stream:stream>"])
     assert header == HEADER and slices == []
+
+
+def test_comments_processing_instructions_and_cdata_that_look_like_tags_stay_inside() -> None:
+    stanzas = [
+        b"<message><!-- </message> --><body>a</body><?pi </message>?></message>",
+        b"<message><body><![CDATA[</body></message><message>]]></body></message>",
+        b"<message a='>' b=\"</message>\"><body/></message>",
+    ]
+    stream = HEADER + b"".join(stanzas)
+    for size in (1, 2, 5, 64):
+        _, slices = slice_stream([stream[i : i + size] for i in range(0, len(stream), size)])
+        assert [s.raw for s in slices] == stanzas, size
+
+
+@pytest.mark.parametrize(
+    ("stream", "why"),
+    [
+        (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]>" + HEADER[21:], "DOCTYPE"),
+        (HEADER + b"<message><!DOCTYPE x></message>", "DOCTYPE"),
+        (b"<?xml version='1.0' encoding='ISO-8859-1'?>" + HEADER[21:], "UTF-8"),
+        (HEADER + b"<message><body></message>", "not well-formed"),
+        (HEADER + b"</other:stream>", "not well-formed"),
+        (b"x" * 70_000, "no stream header"),
+    ],
+)
+def test_what_xmpp_forbids_is_refused(stream: bytes, why: str) -> None:
+    with pytest.raises(SliceError, match=why):
+        slice_stream([stream])
+
+
+def test_the_stream_end_tag_ends_the_stream() -> None:
+    slicer = StanzaSlicer()
+    done = slicer.feed(HEADER + STANZAS[1] + b"</stream:str")
+    assert [s.raw for s in done] == [STANZAS[1]] and not slicer.ended
+    assert slicer.feed(b"eam>") == [] and slicer.ended
+    assert slicer.feed(STANZAS[1]) == []  # nothing after the end is read
+
+
+def test_an_incomplete_tag_waits_for_its_closing_bracket() -> None:
+    slicer = StanzaSlicer()
+    slicer.feed(HEADER)
+    parts = [b"<message a='", b"x" * 5000, b"/'", b" b='y'", b">", b"<body>hi</body></message>"]
+    out = []
+    for part in parts:
+        out += slicer.feed(part)
+    assert [s.raw for s in out] == [b"".join(parts)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=len(HEADER), max_value=len(STREAM)),
+            st.sampled_from(
+                [
+                    b"",
+                    b"<",
+                    b">",
+                    b"/",
+                    b"'",
+                    b'"',
+                    b"<!--",
+                    b"-->",
+                    b"<![CDATA[",
+                    b"]]>",
+                    b"<?",
+                    b"</x>",
+                ]
+            ),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=4,
+    ),
+    st.lists(st.integers(min_value=0, max_value=len(STREAM) + 40), max_size=8),
+)
+def test_mangled_streams_give_their_own_bytes_or_a_slice_error(
+    edits: list[tuple[int, bytes, int]], cuts: list[int]
+) -> None:
+    """Markup characters inserted and bytes deleted anywhere after the header: every slice the
+    slicer returns is the stream's own bytes at its offset, or it says SliceError; nothing else
+    (no other exception, no slice that is not in the stream)."""
+    stream = STREAM
+    for at, insert, delete in sorted(edits, reverse=True):
+        stream = stream[:at] + insert + stream[at + delete :]
+    points = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
+    slicer = StanzaSlicer()
+    slices = []
+    try:
+        for a, b in zip(points, points[1:], strict=False):
+            slices += slicer.feed(stream[a:b])
+    except SliceError as exc:
+        slices += exc.slices
+    for s in slices:
+        assert stream[s.offset : s.offset + len(s.raw)] == s.raw
+        assert s.raw.startswith(b"<") and s.raw.endswith(b">")

@@ -2,10 +2,13 @@
 
 Contracts:
 - Every top-level stanza reaches ``on_stanza`` together with the exact bytes the socket delivered
-  for it (a byte-exact tee: ``data_received`` feeds a ``StanzaSlicer`` the same chunks before
-  slixmpp's parser sees them; ``init_parser``, called at every stream restart, starts a fresh
-  slicer). If the two parsers ever disagree, the connection is aborted rather than archiving
-  anything but the received bytes (``tee_failure`` says why).
+  for it: ``data_received`` feeds a ``StanzaSlicer`` (``init_parser``, called at every stream
+  restart, starts a fresh one), and each stanza's element is built from its slice by the
+  thread's shared parser (``elements.build``) instead of a slixmpp parser per connection, then
+  handed to slixmpp's handlers. Bytes that are not well-formed (or that the slicer and the
+  parser read differently) make the client leave the stream at once, without a stream error
+  and before any later stanza is read (``tee_failure`` says why); the archive catch-up of the
+  next login finds what came after.
 - The client never acknowledges anything by itself: no plugins (no receipts, chat markers,
   disco or ping answers), roster ``auto_authorize`` off (``None``: no automatic answer, neither
   accept nor deny) and ``auto_subscribe`` off. Requests from anyone but the account's own
@@ -14,9 +17,11 @@ Contracts:
   ``tls: starttls`` a server that does not offer STARTTLS is left before any credential is sent.
 - The server certificate's SHA-256 fingerprint (DER) is kept for the evidence.
 - asyncio's TLS read buffer (256 KiB per connection, most of an idle account's memory) is cut to
-  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``); the daemon also makes
-  it the default before any connection (``small_tls_reads``), so the 256 KiB is never taken. A
-  stanza bigger than it arrives over several reads, which the parser and the slicer handle.
+  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``). The daemon goes further
+  before any connection (``small_tls_reads``): every asyncio TLS connection of a thread reads
+  into one shared ``TLS_READ_BUFFER`` (the event loop fills it and the TLS layer copies it out
+  within one callback, so nothing lives in it between reads). A stanza bigger than it arrives
+  over several reads, which the parser and the slicer handle.
 - SCRAM's key derivation is hashlib's PBKDF2 (the same result as slixmpp's, much faster).
 - slixmpp's own logger is silenced: its lines carry whole stanzas (message bodies). Failures are
   reported as guardmail events by the source.
@@ -28,9 +33,9 @@ import asyncio.sslproto
 import hashlib
 import logging
 import ssl
+import threading
 import xml.etree.ElementTree as ET
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +49,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.stanzabase import StanzaBase
 
 from guardmail.channels.tls import client_context
+from guardmail.channels.xmpp import elements
+from guardmail.channels.xmpp.elements import ElementError
 from guardmail.channels.xmpp.tee import Slice, SliceError, StanzaSlicer
 
 PRIORITY = -1
@@ -58,6 +65,8 @@ _slixmpp_log.propagate = False
 _contexts: dict[Path | None, ssl.SSLContext] = {}
 
 TLS_READ_BUFFER = 16 * 1024  # about one TLS record; a bigger stanza takes more reads
+# asyncio's own class, kept before small_tls_reads replaces the module's name.
+_SSLProtocol = asyncio.sslproto.SSLProtocol
 
 
 def _pbkdf2_hi(self: SCRAM, text: str, salt: bytes, iterations: int) -> bytes:
@@ -79,7 +88,7 @@ def shrink_tls_buffer(transport: Any, size: int = TLS_READ_BUFFER) -> bool:
     at most ``max_size`` bytes, and reads of decrypted data take at most as much. False when the
     transport is not asyncio's TLS transport (plain TCP, another event loop)."""
     found = getattr(transport, "_ssl_protocol", None)
-    if not isinstance(found, asyncio.sslproto.SSLProtocol):
+    if not isinstance(found, _SSLProtocol):
         return False
     protocol: Any = found  # the attributes below are private to asyncio.sslproto
     if protocol.max_size <= size:
@@ -91,12 +100,53 @@ def shrink_tls_buffer(transport: Any, size: int = TLS_READ_BUFFER) -> bool:
     return True
 
 
-def small_tls_reads(size: int = TLS_READ_BUFFER) -> None:
-    """Make ``size`` the read buffer of every asyncio TLS connection this process opens from now
-    on (``SSLProtocol`` allocates ``max_size`` bytes in its constructor, before any hook of ours
-    runs; freed after the handshake, those 256 KiB blocks stay in the heap: ~80 KB per account at
-    500 accounts, measured). For the daemon, whose asyncio TLS connections are XMPP's only."""
-    asyncio.sslproto.SSLProtocol.max_size = size
+class _ReadBuffers(threading.local):
+    """One TLS read buffer per thread (an event loop runs in one thread)."""
+
+    view: memoryview | None = None
+
+
+_read_buffers = _ReadBuffers()
+
+
+def _thread_read_buffer() -> memoryview:
+    view = _read_buffers.view
+    if view is None:
+        view = _read_buffers.view = memoryview(bytearray(TLS_READ_BUFFER))
+    return view
+
+
+class SharedReadSSLProtocol(_SSLProtocol):
+    """asyncio's TLS protocol reading into its thread's shared buffer instead of its own.
+
+    Safe because the buffer holds nothing between two reads: the selector loop calls
+    ``get_buffer``, ``recv_into`` and ``buffer_updated`` in one callback (``_read_ready``), and
+    ``buffer_updated`` copies the bytes into the connection's own ``MemoryBIO`` at once.
+    Decrypted data is read with ``SSLObject.read(max_size)``, a fresh bytes object each time."""
+
+    max_size = TLS_READ_BUFFER
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # takes max_size bytes of its own, dropped here
+        shared = _thread_read_buffer()
+        self._ssl_buffer_view = shared
+        self._ssl_buffer = shared.obj
+
+    def get_buffer(self, n: int) -> memoryview:
+        shared = _thread_read_buffer()
+        self._ssl_buffer_view = shared  # what buffer_updated copies from
+        return shared
+
+
+def small_tls_reads() -> None:
+    """Make every asyncio TLS connection this process opens from now on read into its thread's
+    one ``TLS_READ_BUFFER`` (``SharedReadSSLProtocol``) instead of 256 KiB of its own (allocated
+    in the constructor, before any hook of ours runs; freed after the handshake, those blocks
+    stay in the heap: ~80 KB per account at 500 accounts, measured). asyncio's event loops build
+    the protocol as ``sslproto.SSLProtocol(...)`` when a connection or STARTTLS begins, so the
+    module's name is what is replaced. For the daemon, whose asyncio TLS connections are
+    XMPP's only."""
+    asyncio.sslproto.SSLProtocol = SharedReadSSLProtocol  # type: ignore[misc]
 
 
 def shared_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -172,41 +222,60 @@ class WatchClient(ClientXMPP):
         # "stream" (then SASL and binding).
         self.stage = "connect"
         self._slicer: StanzaSlicer | None = None
-        self._slices: deque[Slice] = deque()
+        self._declared = b""  # the stream header's namespace declarations
         self._context: StreamContext | None = None
 
     # --- the tee ---------------------------------------------------------------------------
 
     def init_parser(self) -> None:
-        super().init_parser()
+        # Called by slixmpp at every stream start and restart, in place of its own: no
+        # per-connection expat parser (``parser`` stays None), a fresh slicer instead.
+        self.xml_depth = 0
+        self.xml_root = None
         self._slicer = StanzaSlicer()
-        self._slices.clear()
+        self._declared = b""
         self._context = None
 
     def data_received(self, data: bytes | str) -> None:
+        """slixmpp's reading of the stream, done from the slicer's pieces: the stream header
+        starts the stream, each stanza's element is built from its own bytes, the stream's end
+        tag ends the connection. Bytes that are not well-formed leave the stream at once (no
+        stream error is sent: the stream can no longer be read)."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
         slicer = self._slicer
-        if slicer is not None:
-            try:
-                self._slices.extend(slicer.feed(raw))
-            except SliceError as exc:
-                # slixmpp's parser rejects the same bytes and ends the stream; no stanza from
-                # here on can be matched to its bytes.
-                self._slicer = None
-                self.tee_failure = str(exc)
-        super().data_received(raw)
-
-    def _spawn_event(self, xml: ET.Element) -> None:
-        piece = self._slices.popleft() if self._slices else None
-        if piece is None or piece.tag != xml.tag:
-            # Cannot happen while both parsers read the same bytes; never archive anything but
-            # the received bytes, so leave and let the archive catch-up find it again.
-            seen = piece.tag if piece is not None else "nothing"
-            self.tee_failure = f"stanza {xml.tag} arrived but the byte slicer had {seen}"
+        if slicer is None:
+            return  # before the connection, or after a failure: nothing is read any more
+        failure: SliceError | None = None
+        try:
+            pieces: Sequence[Slice] = slicer.feed(raw)
+        except SliceError as exc:  # what came before the bad bytes is still read
+            pieces, failure = exc.slices, exc
+        try:
+            if self.xml_root is None and slicer.header is not None:
+                self._declared = elements.declarations(slicer.header)
+                self.xml_root = elements.stream_root(slicer.header)
+                self.xml_depth = 1
+                self.start_stream_handler(self.xml_root)  # type: ignore[no-untyped-call]
+            for piece in pieces:
+                xml = elements.build(self._declared, piece.raw)
+                if xml.tag != piece.tag:  # a namespace the slicer read differently
+                    raise ElementError(f"stanza {xml.tag} was sliced as {piece.tag}")
+                self.on_stanza(xml, piece, self._stream_context())
+                self._spawn_event(xml)
+                if self._slicer is not slicer:  # the stream restarted (SASL success)
+                    return
+            if failure is not None:
+                raise failure
+        except (SliceError, ElementError) as exc:
+            # Never archive anything but received bytes, and nothing after bytes that cannot
+            # be read: leave; the archive catch-up finds what came after on the next login.
+            self._slicer = None
+            self.tee_failure = str(exc)
             self.abort()
             return
-        self.on_stanza(xml, piece, self._stream_context())
-        super()._spawn_event(xml)
+        if slicer.ended:
+            self.disconnect_reason = "End of stream"
+            self.abort()
 
     def _stream_context(self) -> StreamContext:
         if self._context is None:

@@ -1,9 +1,10 @@
 """Byte-exact stanza slicing of an XMPP stream: the evidence is the bytes the socket delivered.
 
-slixmpp parses the stream with its own expat parser and offers only re-serialised stanzas
-(``str(stanza)`` changes quotes, attribute order, namespace declarations and character
-references). A ``StanzaSlicer`` is fed exactly the same bytes, in the same chunks, and cuts the
-stream at the byte offsets where each top-level element (a stanza) starts and ends.
+slixmpp offers only re-serialised stanzas (``str(stanza)`` changes quotes, attribute order,
+namespace declarations and character references). A ``StanzaSlicer`` is fed the bytes the socket
+delivered, in the same chunks, and cuts the stream where each top-level element (a stanza)
+starts and ends. The watcher then builds each stanza's element from exactly those bytes
+(``elements.py``), so what is judged and what is archived cannot differ.
 
 Contracts:
 - ``feed`` returns, in stream order, one ``Slice`` per top-level element completed by the bytes
@@ -11,20 +12,26 @@ Contracts:
   the stream was split into chunks (multibyte UTF-8 characters may be split too).
 - The stream header (XML declaration, if any, through the end of the ``<stream:stream ...>`` start
   tag) is kept in ``header``: a stanza's default namespace and prefixes are declared there, so
-  the header goes with the stanza into the evidence.
-- Whitespace between stanzas (keepalives) belongs to no slice.
+  the header goes with the stanza into the evidence. ``ended`` turns true at the stream's end tag.
+- Whitespace (and any other text) between stanzas belongs to no slice.
 - One slicer reads one stream: make a new one whenever the stream restarts (after STARTTLS and
-  after SASL), exactly when slixmpp makes a new parser.
-- Namespace processing is the same as slixmpp's (expat with ``}`` as separator), so the two
-  parsers accept and reject the same input. On malformed input ``feed`` raises ``SliceError``
-  and the slicer stays broken (slixmpp closes such a stream too).
-- Memory: only the bytes of the stanza in progress (and the header) are kept.
-
-expat reports the *start* of a start tag and the *start* of an end tag; the end of an empty
-element (``<x/>``) is reported past the tag, which may be followed by the parent's ``</...>``, so
-an end position cannot be told from the end event alone. The end of every top-level start tag is
-found by matching it (a start tag expat has accepted) from its first byte, which says whether it
-is empty; the end of a non-empty element is the ``>`` after its end tag.
+  after SASL).
+- A tokenizer, not a parser: it finds tags, comments, CDATA sections and processing instructions
+  and checks that each end tag closes the element open; whether a stanza is well-formed XML (its
+  characters, references, attributes, prefixes) is decided when its element is built from the
+  slice (``elements.py``), which accepts a slice only if it is exactly one whole element, so a
+  slice cut wrongly from malformed input is never taken for a stanza. It refuses what XMPP
+  forbids and a parser would make expensive or ambiguous: a DOCTYPE (RFC 6120 11.1; entity
+  declarations), and a stream declared in another encoding than UTF-8 (11.6). On such input, an
+  end tag that closes another element than the one open, or a stanza's name with an undeclared
+  prefix, ``feed`` raises ``SliceError`` (carrying the stanzas completed before the bad bytes)
+  and the slicer stays broken.
+- Bounded work: text is skipped with one ``find``; a token is matched by one regular expression
+  without nested ambiguity. A token still incomplete at the end of the input is looked at again
+  only when new bytes bring a ``>``, which ends every token (a stanza sent in many reads with a
+  ``>`` in each makes its unfinished token be matched again, from its start, at each read).
+- Memory: only the bytes of the stanza in progress (and the header) and the names of its open
+  elements; no per-stream parser (~15 KB each with expat).
 """
 
 from __future__ import annotations
@@ -32,20 +39,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from xml.parsers import expat
 
 from guardmail.errors import PeerError
 
-# A start tag that expat has already accepted: name, attributes with quoted values (which may
-# hold ">" or "/"), optional whitespace, then ">" or "/>". Group 1 is "/" for an empty element.
-_START_TAG = re.compile(
-    rb"<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:\"[^\"]*\"|'[^']*'))*\s*(/?)>",
+# One markup token from its "<" to its ">": a comment (group 1), a CDATA section (2), a processing
+# instruction (3), another declaration such as a DOCTYPE (4), an end tag (5), a start tag (its
+# name 6, attributes 7, and 8: "/" if empty). Quoted attribute values may hold ">" and "/". The
+# attributes' repetition is possessive over disjoint units, so a failed match (an incomplete
+# token) costs one pass. Attributes are not checked here: expat does, when the element is built.
+_TOKEN = re.compile(
+    rb"<(?:(!--.*?--)|(!\[CDATA\[.*?\]\])|(\?.*?\?)|(!(?!--|\[CDATA\[)[^>]*)|(/[^>]*)"
+    rb"|([^>\"'!?/\s][^>\"'/\s]*)((?:[^>\"'/]+|/(?!>)|\"[^\"]*\"|'[^']*')*+)(/?))>",
+    re.DOTALL,
 )
-_NS_SEP = "}"
-
-
-class SliceError(PeerError):
-    """The stream is not well-formed XML (the slicer cannot go on)."""
+_ATTRIBUTE = re.compile(rb"([^\s=/>\"'<]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_ENCODING = re.compile(rb"\sencoding\s*=\s*[\"']([^\"']*)[\"']")
+_HEADER_LIMIT = 64 * 1024  # an XML declaration and a stream start tag fit in far less
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,100 +70,182 @@ class Slice:
     tag: str
 
 
-def _et_tag(name: str) -> str:
-    ns, sep, local = name.rpartition(_NS_SEP)
-    return f"{{{ns}}}{local}" if sep else local
+class SliceError(PeerError):
+    """The stream is not well-formed XML, or not XML an XMPP server may send. ``slices`` are the
+    stanzas the same ``feed`` completed before the bad bytes."""
+
+    slices: tuple[Slice, ...] = ()
+
+
+def _declarations(attributes: bytes) -> dict[bytes, str]:
+    """Namespace declarations among a start tag's attributes: prefix (b"" for the default
+    namespace) to namespace. References in the value are rare enough to be left as written: a
+    tag resolved wrongly is caught when the element is built, and the stream is left."""
+    found: dict[bytes, str] = {}
+    for m in _ATTRIBUTE.finditer(attributes):
+        name = m.group(1)
+        if name == b"xmlns" or name.startswith(b"xmlns:"):
+            value = m.group(2) if m.group(2) is not None else m.group(3)
+            found[name[6:]] = value.decode("utf-8", "replace")
+    return found
 
 
 class StanzaSlicer:
     """Cuts one XMPP stream into top-level element byte slices. Pure: no I/O."""
 
     __slots__ = (
-        "_parser",
         "_buf",
         "_base",
-        "_depth",
+        "_pos",
+        "_open",
+        "_attributes",
         "_start",
-        "_start_tag_end",
-        "_empty",
-        "_tag",
-        "_done",
+        "_stalled",
+        "_root",
+        "_namespaces",
         "_broken",
         "header",
+        "ended",
     )
 
     def __init__(self) -> None:
-        self._parser = expat.ParserCreate(namespace_separator=_NS_SEP)
-        self._parser.StartElementHandler = self._on_start
-        self._parser.EndElementHandler = self._on_end
         self._buf = bytearray()
         self._base = 0  # stream offset of self._buf[0]
-        self._depth = 0
-        self._start = 0  # offset of the top-level element in progress
-        self._start_tag_end = 0
-        self._empty = False
-        self._tag = ""
-        self._done: list[Slice] = []
+        self._pos = 0  # stream offset of the next byte to tokenize
+        self._open: list[bytes] = []  # names of the open elements of the stanza in progress
+        self._attributes = b""  # the attributes of the stanza in progress, for its tag
+        self._start = 0  # stream offset of the stanza in progress
+        self._stalled = False  # an incomplete token waits for a ">"
+        self._root = b""
+        self._namespaces: dict[bytes, str] = {}
         self._broken = False
         self.header: bytes | None = None
+        self.ended = False
 
     def feed(self, data: bytes) -> list[Slice]:
         """Take the next bytes of the stream; return the top-level elements they complete."""
         if self._broken:
             raise SliceError("the stream was not well-formed earlier; start a new slicer")
+        if self.ended:
+            return []  # nothing may follow the stream's end; the connection is being closed
         self._buf += data
+        if self._stalled and b">" not in data:
+            return []
+        self._stalled = False
+        done: list[Slice] = []
         try:
-            self._parser.Parse(data, False)
-        except expat.ExpatError as exc:
+            self._scan(done)
+        except SliceError as exc:
             self._broken = True
-            raise SliceError(f"not well-formed XML: {exc}") from None
-        done, self._done = self._done, []
+            exc.slices = tuple(done)
+            raise
         self._compact()
         return done
 
     def _compact(self) -> None:
-        # Between stanzas nothing before the end of the last one is needed again; inside one,
-        # nothing before its start.
-        keep = self._start if self._depth >= 2 else self._start_tag_end
+        # Before the header, all of it is the header's; between stanzas nothing before the scan
+        # position is needed again; inside one, nothing before its start.
+        if self.header is None:
+            if len(self._buf) > _HEADER_LIMIT:
+                self._broken = True
+                raise SliceError(f"no stream header in the first {_HEADER_LIMIT} bytes")
+            return
+        keep = self._start if self._open else self._pos
         drop = keep - self._base
         if drop > 0:
             del self._buf[:drop]
             self._base = keep
 
-    def _tag_end(self, at: int) -> tuple[int, bool]:
-        """End offset of the start tag at stream offset ``at``, and whether it is empty."""
-        m = _START_TAG.match(self._buf, at - self._base)
-        if m is None:  # expat accepted this tag, so the pattern must match it
-            raise AssertionError(f"unmatched start tag at stream offset {at}")
-        return m.end() + self._base, m.group(1) == b"/"
+    def _scan(self, done: list[Slice]) -> None:
+        buf, base = self._buf, self._base
+        while not self.ended:
+            # Text (inside a stanza, or whitespace between stanzas) runs to the next "<".
+            i = buf.find(b"<", self._pos - base)
+            if i < 0:
+                self._pos = base + len(buf)
+                return
+            self._pos = base + i
+            m = _TOKEN.match(buf, i)
+            if m is None:
+                if buf[i + 1 : i + 2] == b">":
+                    raise SliceError("not well-formed XML: '<>'")
+                self._stalled = True  # incomplete: every token ends with a ">"
+                return
+            self._pos = base + m.end()
+            kind = m.lastindex
+            if kind == 8:
+                self._start_element(m, base + i, done)
+            elif kind == 5:
+                self._end_element(m, done)
+            elif kind == 4:
+                raise SliceError(
+                    "refused: a DOCTYPE or declaration (XMPP forbids them, RFC 6120 11.1)"
+                )
+            elif kind == 2 and not self._open:
+                raise SliceError("not well-formed XML: a CDATA section outside any stanza")
+            elif kind == 3 and self.header is None:
+                self._check_declaration(m.group(3))
 
-    def _on_start(self, name: str, _attrs: dict[str, str]) -> None:
-        depth = self._depth
-        self._depth = depth + 1
-        if depth > 1:
+    @staticmethod
+    def _check_declaration(instruction: bytes) -> None:
+        if not instruction.startswith(b"?xml"):
             return
-        at = self._parser.CurrentByteIndex
-        end, empty = self._tag_end(at)
-        if depth == 0:
-            self.header = bytes(self._buf[: end - self._base])
-            self._start_tag_end = end
-            return
-        self._start, self._start_tag_end, self._empty, self._tag = at, end, empty, name
+        m = _ENCODING.search(instruction)
+        if m is not None and m.group(1).lower() not in (b"utf-8", b"utf8"):
+            declared = m.group(1).decode("ascii", "replace")
+            raise SliceError(
+                f"refused: the stream is declared {declared!r}, XMPP is UTF-8 (RFC 6120 11.6)"
+            )
 
-    def _on_end(self, _name: str) -> None:
-        self._depth -= 1
-        if self._depth != 1:
+    def _start_element(self, m: re.Match[bytes], at: int, done: list[Slice]) -> None:
+        name, empty = m.group(6), m.group(8) == b"/"
+        if self.header is None:
+            if empty:
+                raise SliceError("not well-formed XML: the stream's root element is empty")
+            self.header = bytes(self._buf[: m.end() - self._base])
+            self._root = name
+            attributes = m.group(7)
+            self._namespaces = _declarations(attributes) if b"xmlns" in attributes else {}
             return
-        if self._empty:
-            end = self._start_tag_end
-        else:
-            # At the "</" of the end tag, which cannot hold a ">" before its own.
-            at = self._parser.CurrentByteIndex - self._base
-            end = self._buf.index(b">", at) + 1 + self._base
+        if not self._open:
+            self._start = at
+            self._attributes = m.group(7)
+            if empty:
+                self._emit(name, self._base + m.end(), done)
+                return
+        if not empty:
+            self._open.append(name)
+
+    def _end_element(self, m: re.Match[bytes], done: list[Slice]) -> None:
+        name = m.group(5)[1:].rstrip()
+        if not self._open:
+            if name != self._root:
+                raise SliceError(f"not well-formed XML: {name!r} closes the stream {self._root!r}")
+            self.ended = True
+            return
+        if name != self._open[-1]:
+            raise SliceError(f"not well-formed XML: {name!r} closes {self._open[-1]!r}"[:200])
+        self._open.pop()
+        if not self._open:
+            self._emit(name, self._base + m.end(), done)
+
+    def _emit(self, name: bytes, end: int, done: list[Slice]) -> None:
         raw = bytes(self._buf[self._start - self._base : end - self._base])
-        self._done.append(Slice(raw=raw, offset=self._start, tag=_et_tag(self._tag)))
-        self._start_tag_end = end
-        self._empty = False
+        attributes, self._attributes = self._attributes, b""
+        done.append(Slice(raw=raw, offset=self._start, tag=self._tag(name, attributes)))
+
+    def _tag(self, name: bytes, attributes: bytes) -> str:
+        prefix, sep, local = name.rpartition(b":")
+        if not sep:
+            prefix, local = b"", name
+        own = _declarations(attributes) if b"xmlns" in attributes else {}
+        ns = own.get(prefix, self._namespaces.get(prefix))
+        text = local.decode("utf-8", "replace")
+        if ns is None:
+            if prefix:
+                raise SliceError(f"not well-formed XML: unbound prefix in {name!r}"[:200])
+            return text
+        return f"{{{ns}}}{text}" if ns else text
 
 
 def slice_stream(chunks: Iterator[bytes] | list[bytes]) -> tuple[bytes | None, list[Slice]]:
