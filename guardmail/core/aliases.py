@@ -46,6 +46,12 @@ timing              the Date's hour (UTC) +-1 holds half or more of the        3
                     it); only added to an offender another signal found
 body_address        the text names one of the offender's addresses: a        100   4.6
                     friend warning about the offender may name it too
+text                the writer's own words like those of the offender's     2-30  0.7-3.4
+                    ``MAX_PROFILE`` newest messages (MinHash of character
+                    5-grams and word pairs, core/alias_text.py: the bands
+                    fitted on real writers); only added to the
+                    ``MAX_TEXT_CANDIDATES`` most likely offenders another
+                    signal found, never alone
 ==================  =====================================================  ======  =========
 
 The likelihood is ``sigmoid(PRIOR_LOG_ODDS + sum of weights)``: naive Bayes with a prior of
@@ -105,6 +111,13 @@ from guardmail.core.alias_names import Signal as Signal
 from guardmail.core.alias_names import compare_names as compare_names
 from guardmail.core.alias_names import deletions, name_keys, weight
 from guardmail.core.alias_names import levenshtein as levenshtein
+from guardmail.core.alias_text import (
+    MAX_PROFILE,
+    MAX_TEXT_CANDIDATES,
+    Signature,
+    band_weight,
+    best_similarity,
+)
 
 PRIOR_LOG_ODDS = math.log(1 / 1000)
 DEFAULT_THRESHOLD = 0.5
@@ -205,6 +218,8 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
+        # Each offender's ``MAX_PROFILE`` newest text signatures, a new tuple on every add.
+        self._texts: dict[str, tuple[Signature, ...]] = {}
 
     @classmethod
     def build(
@@ -278,14 +293,25 @@ class AliasIndex:
         self._put("client", features.client, ref)
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
+        if features.text:
+            self._texts[offender] = (*self._texts.get(offender, ()), features.text)[-MAX_PROFILE:]
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
             self._hours[offender] = tuple(hours)
 
-    def score(self, features: Features, *, now: datetime) -> list[Suspicion]:
+    def score(
+        self,
+        features: Features,
+        *,
+        now: datetime,
+        text: Callable[[], Signature] | None = None,
+    ) -> list[Suspicion]:
         """Every offender ``features`` resemble, most likely first (at most
-        ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out."""
+        ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out. ``text`` gives the
+        message's text signature (core/alias_text.py); it is called at most once, and only if
+        another signal found an offender whose texts are known (``features.text`` is used if
+        it is set)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -355,6 +381,8 @@ class AliasIndex:
                 signal = self._timing(off, features.hour)
                 if signal is not None:
                     hit(off, signal)
+        if found and (text is not None or features.text):
+            self._score_text(found, features.text or text, hit)
         out = [
             Suspicion(
                 offender=name,
@@ -365,6 +393,36 @@ class AliasIndex:
         ]
         out.sort(key=lambda s: (-s.likelihood, s.offender))
         return out[:MAX_OFFENDERS_SCORED]
+
+    def _score_text(
+        self,
+        found: dict[str, dict[str, Signal]],
+        text: Signature | Callable[[], Signature] | None,
+        hit: _Hit,
+    ) -> None:
+        """The text signal for the most likely ``MAX_TEXT_CANDIDATES`` offenders found whose
+        texts are known: bounded work whatever the message, never a candidate of its own."""
+        known = [(o, s) for o, s in found.items() if o in self._texts]
+        if not known or text is None:
+            return
+        known.sort(key=lambda x: (-sum(s.weight for s in x[1].values()), x[0]))
+        query = text() if callable(text) else text
+        if not query:
+            return
+        for off, _ in known[:MAX_TEXT_CANDIDATES]:
+            profile = self._texts[off]
+            value = best_similarity(query, profile)
+            ratio, w = band_weight(value)
+            if w > 0:
+                hit(
+                    off,
+                    Signal(
+                        signal="text",
+                        weight=w,
+                        why=f"text like the offender's (similarity {value:.2f} to the closest"
+                        f" of their {len(profile)} newest messages; LR {ratio:g})",
+                    ),
+                )
 
     def _timing(self, offender: str, hour: int) -> Signal | None:
         hours = self._hours.get(offender)

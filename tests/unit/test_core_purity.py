@@ -34,6 +34,7 @@ PURE = {
     "ipaddress",
     "math",
     "xml",
+    "zlib",
 }
 CORE = Path(guardmail.core.__file__).parent
 
