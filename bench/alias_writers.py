@@ -21,6 +21,7 @@ So each generated offender writes as one real sender of the ham corpus (bench/pu
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +147,23 @@ def calibration(calib: list[Writer], others: list[tuple[str, str]], seed: int) -
                 "lr_lower": ps / (3 / len(different)) if not pd and different else None,
             }
         )
+    # The shipped bands (core/alias_text.py), each from its lower edge to the next one up:
+    # the measured LR and the low end of its ~95% interval (the log ratio less two standard
+    # errors, from the counts): what the shipped LR is set to, rounded down.
+    fitted = []
+    edges = [math.inf] + [low for low, _ in BANDS]
+    for (low, shipped), high in zip(BANDS, edges, strict=False):
+        ns = sum(1 for v in same if low <= v < high)
+        nd = sum(1 for v in different if low <= v < high)
+        row: dict[str, Any] = {"from": low, "to": high, "same": ns, "different": nd}
+        row["shipped"] = shipped
+        if ns and nd:
+            lr = (ns / len(same)) / (nd / len(different))
+            row["lr"] = lr
+            row["lr_low95"] = lr * math.exp(-2 * math.sqrt(1 / ns + 1 / nd))
+        fitted.append(row)
     return {
+        "fitted": fitted,
         "writers": len(calib),
         "same_pairs": len(same),
         "different_texts": texts,

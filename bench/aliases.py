@@ -447,6 +447,7 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                             extract(raw, s.identities, body=body),
                             now=NOW,
                             text=partial(message_signature, raw) if mode == "on" else None,
+                            decisive=DEFAULT_THRESHOLD,
                         )
                         _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
                     times[(name, mode)].append((time.perf_counter_ns() - t0) / 1000)
@@ -648,7 +649,13 @@ def show(r: dict[str, Any]) -> None:
                 f"  {row['band']:7} {row['same']:5} {row['different']:7}"
                 f"  {row['p_same']:.3f}  {row['p_different']:.5f}  {lr}"
             )
-        print("  shipped: " + ", ".join(f">= {b['from']}: LR {b['lr']:g}" for b in t["shipped"]))
+        print("  shipped bands: from, to, same, different, LR measured, low end of ~95%, shipped:")
+        for b in t["fitted"]:
+            print(
+                f"    {b['from']:.2f} {b['to']:5.2f} {b['same']:5} {b['different']:6}"
+                f"  {b.get('lr', math.nan):7.1f}  {b.get('lr_low95', math.nan):7.1f}"
+                f"  {b['shipped']:g}"
+            )
     print("\nsweep:  threshold  recall  wrong  FP  FP/1000")
     for s in r["sweep"]:
         print(

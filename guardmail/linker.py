@@ -143,6 +143,7 @@ class Linker:
                 extract(item.raw, item.identities, body=self.index.wants_body),
                 now=now,
                 text=lambda: message_signature(item.raw),
+                decisive=self.config.review_threshold,
             )
             if s.likelihood >= self.config.review_threshold
         ]

@@ -15,31 +15,40 @@ one-hash form of MinHash). A text shorter
 than ``MIN_OWN_TEXT`` characters has none: a few words say nothing of who wrote them.
 
 ``similarity`` estimates the Jaccard similarity of two texts' shingle sets from their
-signatures alone: of the ``K`` smallest values of the two signatures' union, the fraction that
-is in both. ``best_similarity`` is the highest over an offender's kept signatures (the
-``MAX_PROFILE`` newest: core/aliases.py keeps them), the statistic the weights were fitted on.
+signatures alone: of the union's values below the lower of the two signatures' last values
+(where both are complete), the fraction that both hold. ``best_similarity`` is the highest
+over an offender's kept signatures (the ``MAX_PROFILE`` newest: core/aliases.py keeps them),
+the statistic the weights were fitted on.
 
 Weights (the natural log of a likelihood ratio, as core/aliases.py's), fitted on
-bench/aliases.py's ``text_calibration``: real senders of the SpamAssassin public corpus's ham,
-each one's 8 newest messages as the profile, every other message of theirs held out (the same
-writer) against every other sender's profile (another writer, many on the same mailing lists,
+bench/aliases.py's ``text_calibration``: real senders of the SpamAssassin public corpus's ham
+(mail of 2002, most of it to mailing lists), not those the bench's offenders write as; each
+one's first texts (at most ``MAX_PROFILE``) as the profile, their other texts held out (the
+same writer) against every other sender's profile (another writer, many on the same lists,
 so on the same topics). Per band of ``best_similarity``, LR = P(band | same writer) /
-P(band | another writer), rounded down and capped (bench/README.md has the table):
+P(band | another writer); what is shipped is the low end of its ~95% interval (the log ratio
+less two standard errors, from the counts), rounded down (bench/README.md has the table):
 
-=================  =====  ======
-best similarity    LR     weight
-=================  =====  ======
->= 0.30            30     3.4
-0.20 to 0.30       8      2.1
-0.12 to 0.20       2      0.7
-below 0.12         none
-=================  =====  ======
+=================  ========  =======  =====  ======
+best similarity    measured  low 95%  LR     weight
+=================  ========  =======  =====  ======
+>= 0.40            271       181      150    5.0
+0.30 to 0.40       104       63       60     4.1
+0.12 to 0.30       41        26       25     3.2
+0.08 to 0.12       11        8.6      8      2.1
+below 0.08         (1.6, then 0.3)    none
+=================  ========  =======  =====  ======
+
+Below 0.04 the fit says LR 0.3 (most pairs of writers share almost nothing): that is not used
+as evidence against an offender. Their words are the one thing a sender chooses freely; an
+alias that writes unlike the offender must not escape the header signals by it.
 
 Published authorship-verification results (the PAN shared tasks) say style alone is weak
-evidence on short texts, and the fit agrees: the text signal never makes a candidate, it only
-adds to an offender other signals found (at most ``MAX_TEXT_CANDIDATES`` of them, the most
-likely first), and no band crosses core/aliases.py's ``DEFAULT_THRESHOLD`` alone or with a
-weak signal (a first name, the client).
+evidence on short texts: the text signal never makes a candidate, it only adds to an offender
+other signals found (at most ``MAX_TEXT_CANDIDATES`` of them, the most likely first); its
+strongest band alone stays at 0.13 (core/aliases.py's prior of 1 in 1,000), below
+``DEFAULT_THRESHOLD``, and crosses it with weak signals only two together (a first name and
+the same client: 0.57).
 
 Contracts: pure, total (any text; never raises) and bounded: ``own_text`` reads at most
 ``MAX_TEXT`` characters and keeps ``MAX_OWN_TEXT``; a signature is at most ``K`` integers; a
@@ -51,6 +60,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
 from guardmail.core.alias_body import body_text
@@ -65,7 +75,7 @@ NGRAM = 5
 _MASK = 0xFFFFFFFF
 
 # (lowest similarity, likelihood ratio), highest band first: see the module docstring.
-BANDS: tuple[tuple[float, float], ...] = ((0.30, 30.0), (0.20, 8.0), (0.12, 2.0))
+BANDS: tuple[tuple[float, float], ...] = ((0.40, 150.0), (0.30, 60.0), (0.12, 25.0), (0.08, 8.0))
 
 _WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
@@ -139,23 +149,33 @@ def valid(values: Iterable[object]) -> Signature:
     return tuple(out)
 
 
-def similarity(a: Signature, b: Signature) -> float:
-    """The estimated Jaccard similarity of the shingle sets behind ``a`` and ``b``: of the
-    ``k`` smallest values of their union (``k`` the shorter signature's length), the fraction
-    that both hold."""
+def similarity(a: Signature, b: Signature, b_values: frozenset[int] | None = None) -> float:
+    """The estimated Jaccard similarity of the shingle sets behind ``a`` and ``b``
+    (``b_values``: ``b`` as a set, if the caller keeps one). Each signature holds every hash
+    of its text below its last value, so below ``m``, the lower of the two last values, both
+    are complete: the union's values below ``m`` are a uniform sample of the union, and the
+    fraction of them that both hold estimates the Jaccard similarity (no merge, no sort)."""
     if not a or not b:
         return 0.0
-    both = set(a).intersection(b)
+    both = (b_values if b_values is not None else frozenset(b)).intersection(a)
     if not both:
-        return 0.0  # the common case for another writer's text: no sort needed
-    k = min(len(a), len(b))
-    cut = sorted(set(a + b))[k - 1]
-    return sum(1 for v in both if v <= cut) / k
+        return 0.0  # the common case for another writer's text
+    m = min(a[-1], b[-1])
+    shared = sum(1 for v in both if v <= m)
+    return shared / (bisect_right(a, m) + bisect_right(b, m) - shared)
 
 
-def best_similarity(query: Signature, profile: Sequence[Signature]) -> float:
-    """The highest ``similarity`` of ``query`` to the (at most ``MAX_PROFILE``) signatures."""
-    return max((similarity(query, s) for s in profile[-MAX_PROFILE:]), default=0.0)
+def best_similarity(
+    query: Signature,
+    profile: Sequence[Signature],
+    values: Sequence[frozenset[int]] | None = None,
+) -> float:
+    """The highest ``similarity`` of ``query`` to the (at most ``MAX_PROFILE`` newest)
+    signatures of ``profile`` (``values``: the same as sets, if the caller keeps them)."""
+    if values is None:
+        return max((similarity(query, s) for s in profile[-MAX_PROFILE:]), default=0.0)
+    pairs = list(zip(profile, values, strict=True))[-MAX_PROFILE:]
+    return max((similarity(query, s, v) for s, v in pairs), default=0.0)
 
 
 def band_weight(value: float) -> tuple[float, float]:

@@ -46,7 +46,7 @@ timing              the Date's hour (UTC) +-1 holds half or more of the        3
                     it); only added to an offender another signal found
 body_address        the text names one of the offender's addresses: a        100   4.6
                     friend warning about the offender may name it too
-text                the writer's own words like those of the offender's     2-30  0.7-3.4
+text                the writer's own words like those of the offender's    8-150  2.1-5.0
                     ``MAX_PROFILE`` newest messages (MinHash of character
                     5-grams and word pairs, core/alias_text.py: the bands
                     fitted on real writers); only added to the
@@ -163,6 +163,7 @@ W_CLIENT = weight(3)
 W_BODY_CONTACT = weight(500)
 W_BODY_ADDRESS = weight(100)
 W_TIMING = weight(3)
+W_TEXT_MAX = band_weight(1.0)[1]
 TIMING_MIN_MESSAGES = 20
 TIMING_SHARE = 0.5
 
@@ -218,8 +219,10 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
-        # Each offender's ``MAX_PROFILE`` newest text signatures, a new tuple on every add.
+        # Each offender's ``MAX_PROFILE`` newest text signatures, and the same as sets (what a
+        # comparison intersects with), new tuples on every add.
         self._texts: dict[str, tuple[Signature, ...]] = {}
+        self._text_sets: dict[str, tuple[frozenset[int], ...]] = {}
 
     @classmethod
     def build(
@@ -294,7 +297,11 @@ class AliasIndex:
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
         if features.text:
-            self._texts[offender] = (*self._texts.get(offender, ()), features.text)[-MAX_PROFILE:]
+            texts = (*self._texts.get(offender, ()), features.text)[-MAX_PROFILE:]
+            sets = (*self._text_sets.get(offender, ()), frozenset(features.text))[-MAX_PROFILE:]
+            # The sets first: a reader that finds the new texts finds their sets.
+            self._text_sets[offender] = sets
+            self._texts[offender] = texts
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
@@ -306,12 +313,16 @@ class AliasIndex:
         *,
         now: datetime,
         text: Callable[[], Signature] | None = None,
+        decisive: float | None = None,
     ) -> list[Suspicion]:
         """Every offender ``features`` resemble, most likely first (at most
         ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out. ``text`` gives the
         message's text signature (core/alias_text.py); it is called at most once, and only if
         another signal found an offender whose texts are known (``features.text`` is used if
-        it is set)."""
+        it is set). With ``decisive`` (the threshold a decision applies), the text is compared
+        only for offenders it can move across it: below it, and at or above it with the text's
+        strongest band (a decision then makes a signature for few messages; ``explain`` shows
+        every signal)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -382,7 +393,7 @@ class AliasIndex:
                 if signal is not None:
                     hit(off, signal)
         if found and (text is not None or features.text):
-            self._score_text(found, features.text or text, hit)
+            self._score_text(found, features.text or text, hit, decisive)
         out = [
             Suspicion(
                 offender=name,
@@ -399,19 +410,31 @@ class AliasIndex:
         found: dict[str, dict[str, Signal]],
         text: Signature | Callable[[], Signature] | None,
         hit: _Hit,
+        decisive: float | None,
     ) -> None:
         """The text signal for the most likely ``MAX_TEXT_CANDIDATES`` offenders found whose
-        texts are known: bounded work whatever the message, never a candidate of its own."""
-        known = [(o, s) for o, s in found.items() if o in self._texts]
+        texts are known (and, with ``decisive``, that it can move across it): bounded work
+        whatever the message, never a candidate of its own."""
+        known = [
+            (sum(s.weight for s in signals.values()), o)
+            for o, signals in found.items()
+            if o in self._texts
+        ]
+        if decisive is not None:
+            known = [
+                (w, o)
+                for w, o in known
+                if likelihood((w,)) < decisive <= likelihood((w, W_TEXT_MAX))
+            ]
         if not known or text is None:
             return
-        known.sort(key=lambda x: (-sum(s.weight for s in x[1].values()), x[0]))
+        known.sort(key=lambda x: (-x[0], x[1]))
         query = text() if callable(text) else text
         if not query:
             return
-        for off, _ in known[:MAX_TEXT_CANDIDATES]:
+        for _, off in known[:MAX_TEXT_CANDIDATES]:
             profile = self._texts[off]
-            value = best_similarity(query, profile)
+            value = best_similarity(query, profile, self._text_sets[off])
             ratio, w = band_weight(value)
             if w > 0:
                 hit(

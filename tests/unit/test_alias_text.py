@@ -229,3 +229,42 @@ def test_band_weights_are_ordered() -> None:
     assert [b[1] for b in BANDS] == sorted((b[1] for b in BANDS), reverse=True)
     assert band_weight(0.0) == (1.0, 0.0)
     assert band_weight(1.0)[0] == BANDS[0][1]
+
+
+# (what, sender, client, text compared): with ``decisive``, the text is read only where it can
+# move an offender across the threshold.
+DECISIVE_CASES = [
+    ("a surname only: the text can carry it across", "Jo Dalton <n1@free.example>", "", True),
+    ("the same full name: over the threshold already", "Mark Dalton <n1@free.example>", "", False),
+    (
+        "the client only: even the strongest band stays below",
+        "n1@free.example",
+        "Mutt/2.2.9",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "sender", "client", "compared"), DECISIVE_CASES, ids=[c[0] for c in DECISIVE_CASES]
+)
+def test_a_decision_reads_the_text_only_where_it_can_matter(
+    what: str, sender: str, client: str, compared: bool
+) -> None:
+    idx = AliasIndex.build([("Mark", ["mark@off.example"], ["Mark Dalton"])])
+    learned = mail("Mark Dalton <mark@off.example>", OFFENDER, client="Mutt/2.2.9")
+    idx.add("Mark", extract(learned, mail_identities(learned), text=True), NOW)
+    raw = mail(sender, OFFENDER_AGAIN, client=client)
+    calls = [0]
+
+    def text() -> tuple[int, ...]:
+        calls[0] += 1
+        return message_signature(raw)
+
+    [s] = idx.score(
+        extract(raw, mail_identities(raw)), now=NOW, text=text, decisive=DEFAULT_THRESHOLD
+    )
+    assert calls[0] == int(compared)
+    assert any(x.signal == "text" for x in s.signals) == compared
+    if compared:
+        assert s.likelihood >= DEFAULT_THRESHOLD
