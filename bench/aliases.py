@@ -6,7 +6,15 @@ A labelled set:
   rules do not know, of the kinds in ``KINDS`` (a new free-mail address with the same name, a
   name with an initial, look-alike letters, the same local part elsewhere, the same client and
   IP, a new domain ...). Each kind is reported on its own: the overall recall is that of this
-  mix, not of real campaigns.
+  mix, not of real campaigns. With the public corpus, each offender writes as a real sender of
+  its ham (bench/alias_writers.py): their earlier messages carry that sender's first texts,
+  their alias messages the sender's held-out texts, so the text signal is measured on real
+  authorship, not on a template; that sender's own mail leaves the unrelated set. Without it
+  (--quick) every message has one short text, too short for a text signature.
+- The text signal's calibration (``text_calibration``): other real ham senders than the
+  offenders', their held-out texts against their own profile and other senders' texts against
+  every profile; the likelihood ratio per similarity band (core/alias_text.py ships the low
+  end of each band's ~95% interval).
 - Unrelated mail that no one here wrote: CPython's email test corpus (every message file in the
   ``test`` package of the running Python, found at run time; Debian ships it in
   ``libpython3.11-testsuite``: the script says so if it is absent), tests/hostile/corpus.py,
@@ -18,16 +26,19 @@ A labelled set:
   scored against them.
 
 The offenders' earlier messages are learned as the pipeline learns them (pipeline ``learn`` ->
-``Linker.learn``): ``extract(raw, mail_identities(raw))`` then ``AliasIndex.add``, into an index
-built by ``AliasIndex.build`` from their config entries. Each item is then scored as
-``Linker.suspect`` does (``AliasIndex.score``; the best offender at or above the threshold). An
-alias counts as found only if the offender named is its own.
+``Linker.learn``): ``extract(raw, mail_identities(raw), text=True)`` then ``AliasIndex.add``,
+into an index built by ``AliasIndex.build`` from their config entries. Each item is then scored
+as ``guardmail explain`` does (``AliasIndex.score`` with the text, every signal; the best
+offender at or above the threshold), and again without the text signal, for the recall by kind
+with and without it. An alias counts as found only if the offender named is its own.
 
 Printed: recall and false positives at ``DEFAULT_THRESHOLD``, a sweep over thresholds, a
 calibration table (the best likelihood, bucketed, against the fraction of alias mail in each
 bucket: that fraction depends on this set's mix, far richer in aliases than a real inbox), and
-the cost of a decision with the linker on (``decide`` + ``extract`` + ``score``) and off
-(``decide`` alone), interleaved in one run. Nothing is asserted on time.
+the cost of a decision with the linker on (``decide`` + ``extract`` + ``score`` as
+``Linker.suspect`` calls it, the text read only where it can cross the threshold), on without
+the text signal, and off (``decide`` alone), interleaved in one run, wall and CPU time.
+Nothing is asserted on time.
 
     python bench/aliases.py            # 100 offenders, 10,000 learned items, public corpus
     python bench/aliases.py --offline  # the same, the corpus from the cache only

@@ -72,7 +72,9 @@ initial crosses ``DEFAULT_THRESHOLD`` alone (0.60) with 0 false positives on the
 upper bound 0.5 per 1,000). The IP, DKIM and client weights were not changed: the corpus (mail
 of 2002, the offenders' IPs generated) cannot measure how often unrelated senders share them.
 The prior is not fitted either: no public corpus says how many of a person's new senders are
-an offender's new accounts. Treat the numbers as a ranking more than as probabilities.
+an offender's new accounts. Treat the numbers as a ranking more than as probabilities. The text
+signal's bands are the one weight fitted from data (2026-12-03, core/alias_text.py): on real
+writers of the corpus, apart from those the bench's offenders write as.
 
 With ``DEFAULT_THRESHOLD`` 0.5, any one of: a linked address, the same full name, a name with
 an initial, the same 8+ letter local part crosses it alone; an IP, a DKIM domain needs one

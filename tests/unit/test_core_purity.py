@@ -15,6 +15,7 @@ import guardmail.core
 # string in a sandbox (no loader); idna is the IDNA 2008 codec.
 PURE = {
     "__future__",
+    "bisect",
     "collections",
     "dataclasses",
     "datetime",
