@@ -221,10 +221,10 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
-        # Each offender's ``MAX_PROFILE`` newest text signatures, and the same as sets (what a
-        # comparison intersects with), new tuples on every add.
-        self._texts: dict[str, tuple[Signature, ...]] = {}
-        self._text_sets: dict[str, tuple[frozenset[int], ...]] = {}
+        # Each offender's ``MAX_PROFILE`` newest text signatures, each with its set (what a
+        # comparison intersects with): one new tuple on every add, so a reader in another
+        # thread never sees a signature without its set.
+        self._texts: dict[str, tuple[tuple[Signature, frozenset[int]], ...]] = {}
 
     @classmethod
     def build(
@@ -299,11 +299,8 @@ class AliasIndex:
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
         if features.text:
-            texts = (*self._texts.get(offender, ()), features.text)[-MAX_PROFILE:]
-            sets = (*self._text_sets.get(offender, ()), frozenset(features.text))[-MAX_PROFILE:]
-            # The sets first: a reader that finds the new texts finds their sets.
-            self._text_sets[offender] = sets
-            self._texts[offender] = texts
+            entry = (features.text, frozenset(features.text))
+            self._texts[offender] = (*self._texts.get(offender, ()), entry)[-MAX_PROFILE:]
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
@@ -436,7 +433,7 @@ class AliasIndex:
             return
         for _, off in known[:MAX_TEXT_CANDIDATES]:
             profile = self._texts[off]
-            value = best_similarity(query, profile, self._text_sets[off])
+            value = best_similarity(query, [t for t, _ in profile], [v for _, v in profile])
             ratio, w = band_weight(value)
             if w > 0:
                 hit(
