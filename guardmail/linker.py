@@ -5,9 +5,11 @@ The scoring is pure (guardmail.core.aliases); this module holds its state:
   archived items (``alias_features`` rows), at start and on every reload, never from the blobs.
 - ``learn`` runs when the pipeline archives an offender's item: its features are stored (one
   transaction) and added to the index in memory, so the next decision already knows them.
-- ``suspect`` scores an item no rule matched. Only when the best offender crosses the tenant's
-  threshold does it read storage: whether a person dismissed this sender for that offender
-  (``review dismiss``, maybe in another process), in which case the next offender is taken.
+- ``suspect`` scores an item no rule matched (its text's signature is made only if another
+  signal found an offender whose texts are known: core/aliases.py). Only when the best
+  offender crosses the tenant's threshold does it read storage: whether a person dismissed
+  this sender for that offender (``review dismiss``, maybe in another process), in which case
+  the next offender is taken.
 - A failure to learn (storage busy) is logged and costs only that item's features: the item is
   archived and acted on regardless. A failure to read the dismissals holds the item for review
   (the cautious side: nothing is blocked or warned on a suspicion).
@@ -25,6 +27,7 @@ from guardmail.config.aliases import AliasesConfig
 from guardmail.config.offenders import GLOB_CHARS, OffenderConfig
 from guardmail.config.settings import Settings
 from guardmail.core.alias_features import Features, address_key, extract, from_dict
+from guardmail.core.alias_text import message_signature
 from guardmail.core.aliases import AliasIndex, Suspicion
 from guardmail.core.item import Channel, Identity, Item
 from guardmail.errors import StateError
@@ -36,7 +39,8 @@ DB_FILE = "guardmail.sqlite3"  # the tenant's database in its state_dir (daemon.
 
 
 def item_features(item: Item) -> Features:
-    return extract(item.raw, item.identities)
+    """An archived item's features, its text's signature included (what ``learn`` stores)."""
+    return extract(item.raw, item.identities, text=True)
 
 
 def sender_address(item: Item) -> str:
@@ -136,7 +140,10 @@ class Linker:
         found = [
             s
             for s in self.index.score(
-                extract(item.raw, item.identities, body=self.index.wants_body), now=now
+                extract(item.raw, item.identities, body=self.index.wants_body),
+                now=now,
+                text=lambda: message_signature(item.raw),
+                decisive=self.config.review_threshold,
             )
             if s.likelihood >= self.config.review_threshold
         ]
@@ -178,7 +185,7 @@ def explain_scores(
     finally:
         if storage is not None:
             storage.close()
-    return index.score(extract(raw, identities), now=now), note
+    return index.score(extract(raw, identities, text=True), now=now), note
 
 
 def _trusted(features: Features, from_is_theirs: bool) -> Features:
@@ -192,6 +199,7 @@ def _trusted(features: Features, from_is_theirs: bool) -> Features:
         names=(),
         lookalike=False,
         signature_contacts=(),
+        text=(),
     )
 
 

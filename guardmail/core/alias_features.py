@@ -23,6 +23,9 @@ earlier messages:
 - ``hour``: the hour (UTC) of the Date field, -1 without one (the sender's clock says it).
 - ``contacts``: the phone numbers, handles and addresses of the first text part's unquoted
   lines; ``signature_contacts``: those of its signature only (core/alias_body.py).
+- ``text``: the MinHash signature of the writer's own words in that part (core/alias_text.py),
+  only when asked (``text=True``: when an offender's archived item is learned; a decision
+  makes it only for a message that already resembles an offender, core/aliases.py).
 
 A message that came through a mailing list (``List-Id``, ``List-Post``, ``Precedence: list`` or
 ``bulk``) keeps no client-side feature (IPs, DKIM, Message-ID, client): the list rewrote or
@@ -44,6 +47,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signature_contacts
+from guardmail.core.alias_text import Signature, signature, valid
 from guardmail.core.freemail import ANONYMOUS_HOSTS, is_large_provider
 from guardmail.core.identity import (
     ascii_lookalike,
@@ -89,6 +93,7 @@ class Features:
     contacts: tuple[str, ...] = ()
     signature_contacts: tuple[str, ...] = ()
     hour: int = -1  # of the Date field, in UTC; -1 if there is none
+    text: Signature = ()
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (``from_dict`` reads it back)."""
@@ -106,6 +111,7 @@ class Features:
             "contacts": list(self.contacts),
             "signature_contacts": list(self.signature_contacts),
             "hour": self.hour,
+            "text": list(self.text),
         }
 
 
@@ -141,6 +147,7 @@ def from_dict(data: Mapping[str, Any]) -> Features:
         contacts=texts(data.get("contacts"), MAX_CONTACT, MAX_CONTACTS),
         signature_contacts=texts(data.get("signature_contacts"), MAX_CONTACT, MAX_CONTACTS),
         hour=hour if isinstance(hour := data.get("hour"), int) and 0 <= hour < 24 else -1,
+        text=valid(sig) if isinstance(sig := data.get("text"), list) else (),
     )
 
 
@@ -241,10 +248,12 @@ def _message_domain(message_id: str) -> str:
     return domain
 
 
-def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) -> Features:
+def extract(
+    raw: bytes, identities: Iterable[Identity], *, body: bool = True, text: bool = False
+) -> Features:
     """The features of one mail message (see the module docstring); ``body`` False leaves the
     text unread (no contacts: what a decision does while no offender's signature gave one, the
-    index's ``wants_body``). Never raises."""
+    index's ``wants_body``); ``text`` True makes the text's signature too. Never raises."""
     idents = list(identities)[: 4 * MAX_ADDRESSES]
     address = ""
     keys: dict[str, None] = {}
@@ -294,7 +303,7 @@ def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) ->
         message_domain = _message_domain(first.get("message-id", ""))
         agent = first.get("user-agent") or first.get("x-mailer") or ""
         client = " ".join(agent[:MAX_VALUE].split()).casefold()[:MAX_CLIENT]
-    text = body_text(raw) if body else ""
+    plain = body_text(raw) if body or text else ""
     return Features(
         address=address_key(address) if address else "",
         addresses=tuple(keys),
@@ -306,10 +315,11 @@ def extract(raw: bytes, identities: Iterable[Identity], *, body: bool = True) ->
         message_domain=message_domain,
         client=client,
         listed=listed,
-        contacts=tuple(c[:MAX_CONTACT] for c in contacts(text)),
+        contacts=tuple(c[:MAX_CONTACT] for c in contacts(plain)) if body else (),
         hour=utc_hour(first.get("date", "")),
         # A list's footer is every member's signature: list mail teaches no contact.
         signature_contacts=()
-        if listed
-        else tuple(c[:MAX_CONTACT] for c in signature_contacts(text)),
+        if listed or not body
+        else tuple(c[:MAX_CONTACT] for c in signature_contacts(plain)),
+        text=signature(plain) if text else (),
     )

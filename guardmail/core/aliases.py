@@ -46,6 +46,12 @@ timing              the Date's hour (UTC) +-1 holds half or more of the        3
                     it); only added to an offender another signal found
 body_address        the text names one of the offender's addresses: a        100   4.6
                     friend warning about the offender may name it too
+text                the writer's own words like those of the offender's    8-150  2.1-5.0
+                    ``MAX_PROFILE`` newest messages (MinHash of character
+                    5-grams and word pairs, core/alias_text.py: the bands
+                    fitted on real writers); only added to the
+                    ``MAX_TEXT_CANDIDATES`` most likely offenders another
+                    signal found, never alone
 ==================  =====================================================  ======  =========
 
 The likelihood is ``sigmoid(PRIOR_LOG_ODDS + sum of weights)``: naive Bayes with a prior of
@@ -66,7 +72,9 @@ initial crosses ``DEFAULT_THRESHOLD`` alone (0.60) with 0 false positives on the
 upper bound 0.5 per 1,000). The IP, DKIM and client weights were not changed: the corpus (mail
 of 2002, the offenders' IPs generated) cannot measure how often unrelated senders share them.
 The prior is not fitted either: no public corpus says how many of a person's new senders are
-an offender's new accounts. Treat the numbers as a ranking more than as probabilities.
+an offender's new accounts. Treat the numbers as a ranking more than as probabilities. The text
+signal's bands are the one weight fitted from data (2026-12-03, core/alias_text.py): on real
+writers of the corpus, apart from those the bench's offenders write as.
 
 With ``DEFAULT_THRESHOLD`` 0.5, any one of: a linked address, the same full name, a name with
 an initial, the same 8+ letter local part crosses it alone; an IP, a DKIM domain needs one
@@ -105,6 +113,13 @@ from guardmail.core.alias_names import Signal as Signal
 from guardmail.core.alias_names import compare_names as compare_names
 from guardmail.core.alias_names import deletions, name_keys, weight
 from guardmail.core.alias_names import levenshtein as levenshtein
+from guardmail.core.alias_text import (
+    MAX_PROFILE,
+    MAX_TEXT_CANDIDATES,
+    Signature,
+    band_weight,
+    best_similarity,
+)
 
 PRIOR_LOG_ODDS = math.log(1 / 1000)
 DEFAULT_THRESHOLD = 0.5
@@ -150,6 +165,7 @@ W_CLIENT = weight(3)
 W_BODY_CONTACT = weight(500)
 W_BODY_ADDRESS = weight(100)
 W_TIMING = weight(3)
+W_TEXT_MAX = band_weight(1.0)[1]
 TIMING_MIN_MESSAGES = 20
 TIMING_SHARE = 0.5
 
@@ -205,6 +221,10 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
+        # Each offender's ``MAX_PROFILE`` newest text signatures, each with its set (what a
+        # comparison intersects with): one new tuple on every add, so a reader in another
+        # thread never sees a signature without its set.
+        self._texts: dict[str, tuple[tuple[Signature, frozenset[int]], ...]] = {}
 
     @classmethod
     def build(
@@ -278,14 +298,30 @@ class AliasIndex:
         self._put("client", features.client, ref)
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
+        if features.text:
+            entry = (features.text, frozenset(features.text))
+            self._texts[offender] = (*self._texts.get(offender, ()), entry)[-MAX_PROFILE:]
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
             self._hours[offender] = tuple(hours)
 
-    def score(self, features: Features, *, now: datetime) -> list[Suspicion]:
+    def score(
+        self,
+        features: Features,
+        *,
+        now: datetime,
+        text: Callable[[], Signature] | None = None,
+        decisive: float | None = None,
+    ) -> list[Suspicion]:
         """Every offender ``features`` resemble, most likely first (at most
-        ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out."""
+        ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out. ``text`` gives the
+        message's text signature (core/alias_text.py); it is called at most once, and only if
+        another signal found an offender whose texts are known (``features.text`` is used if
+        it is set). With ``decisive`` (the threshold a decision applies), the text is compared
+        only for offenders it can move across it: below it, and at or above it with the text's
+        strongest band (a decision then makes a signature for few messages; ``explain`` shows
+        every signal)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -355,6 +391,8 @@ class AliasIndex:
                 signal = self._timing(off, features.hour)
                 if signal is not None:
                     hit(off, signal)
+        if found and (text is not None or features.text):
+            self._score_text(found, features.text or text, hit, decisive)
         out = [
             Suspicion(
                 offender=name,
@@ -365,6 +403,48 @@ class AliasIndex:
         ]
         out.sort(key=lambda s: (-s.likelihood, s.offender))
         return out[:MAX_OFFENDERS_SCORED]
+
+    def _score_text(
+        self,
+        found: dict[str, dict[str, Signal]],
+        text: Signature | Callable[[], Signature] | None,
+        hit: _Hit,
+        decisive: float | None,
+    ) -> None:
+        """The text signal for the most likely ``MAX_TEXT_CANDIDATES`` offenders found whose
+        texts are known (and, with ``decisive``, that it can move across it): bounded work
+        whatever the message, never a candidate of its own."""
+        known = [
+            (sum(s.weight for s in signals.values()), o)
+            for o, signals in found.items()
+            if o in self._texts
+        ]
+        if decisive is not None:
+            known = [
+                (w, o)
+                for w, o in known
+                if likelihood((w,)) < decisive <= likelihood((w, W_TEXT_MAX))
+            ]
+        if not known or text is None:
+            return
+        known.sort(key=lambda x: (-x[0], x[1]))
+        query = text() if callable(text) else text
+        if not query:
+            return
+        for _, off in known[:MAX_TEXT_CANDIDATES]:
+            profile = self._texts[off]
+            value = best_similarity(query, [t for t, _ in profile], [v for _, v in profile])
+            ratio, w = band_weight(value)
+            if w > 0:
+                hit(
+                    off,
+                    Signal(
+                        signal="text",
+                        weight=w,
+                        why=f"text like the offender's (similarity {value:.2f} to the closest"
+                        f" of their {len(profile)} newest messages; LR {ratio:g})",
+                    ),
+                )
 
     def _timing(self, offender: str, hour: int) -> Signal | None:
         hours = self._hours.get(offender)

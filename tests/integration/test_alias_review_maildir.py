@@ -98,3 +98,62 @@ def test_alias_is_held_dismissed_back_and_confirmed_into_quarantine(tmp_path: Pa
     assert log.count("item.held_for_review") == 2
     kinds = guardmail(config, "evidence", "verify")
     assert kinds.returncode == 0, kinds.stderr
+
+
+# The offender's earlier mail and a new account's: one writer (the text signal), one surname.
+HABITS = (
+    "Honestly I dont get why you keep ignoring me, its been weeks now and you still wont pick"
+    " up.\r\nI drove past the old place on Tuesday, the lights were on til late. Thought you'd"
+    " be there.\r\nAnyway. I am not going anywhere, you know that, and your sister knows it"
+    " too. Just answer.\r\n"
+)
+EARLIER = (
+    b"From: Mark Dalton <mark.dalton@dalton-family.example>\r\nSubject: hey\r\n\r\n"
+    + HABITS.encode()
+)
+SAME_WRITER = (
+    b"From: Jo Dalton <jd.1990@gmail.com>\r\nSubject: hi\r\n\r\nStill nothing?? Fine, whatever.\r\n"
+    + (HABITS.split("\r\n", 1)[1].encode())
+)
+OTHER_WRITER = (
+    b"From: Ann Dalton <ann.dalton@gmail.com>\r\nSubject: minutes\r\n\r\n"
+    b"Dear colleagues, please find attached the minutes of the committee meeting of 4 November."
+    b"\r\nThe budget for the spring workshop was approved; registrations open on the first of"
+    b" March.\r\nKindly send any corrections to the secretariat before Friday.\r\n"
+)
+
+
+def test_a_surname_and_the_offenders_writing_are_held_after_a_restart(tmp_path: Path) -> None:
+    # The text's signature is stored with the offender's features, read back at the next
+    # start (never from the blob), and tips a surname alone (0.02) over the threshold; the same
+    # surname with another writer's text stays in the inbox.
+    config = tmp_path / "guardmail.yaml"
+    config.write_text(CONFIG.format(root=tmp_path))
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    review, quarantine = maildir / ".Review", maildir / ".Quarantine"
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        deliver(maildir, "1.offender.host", EARLIER)
+        wait_for(lambda: (quarantine / "new" / "1.offender.host").exists(), what="quarantine")
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    daemon = Daemon(config, tmp_path / "daemon2.log")
+    try:
+        deliver(maildir, "2.other.host", OTHER_WRITER)
+        deliver(maildir, "3.alias.host", SAME_WRITER)
+        wait_for(lambda: (review / "new" / "3.alias.host").exists(), what="held for review")
+        assert (review / "new" / "3.alias.host").read_bytes() == SAME_WRITER
+        [item] = held(config)
+        assert item["sender"] == "jd1990@gmail.com" and item["offender"] == "Mark"
+        shown = guardmail(config, "review", "show", str(item["id"]), "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert {s["signal"] for s in json.loads(shown.stdout)["signals"]} == {
+            "display_name",
+            "text",
+        }
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    assert (maildir / "new" / "2.other.host").read_bytes() == OTHER_WRITER
+    assert daemon.log_text().count("item.held_for_review") == 1

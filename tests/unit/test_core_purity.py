@@ -15,6 +15,7 @@ import guardmail.core
 # string in a sandbox (no loader); idna is the IDNA 2008 codec.
 PURE = {
     "__future__",
+    "bisect",
     "collections",
     "dataclasses",
     "datetime",
@@ -34,6 +35,7 @@ PURE = {
     "ipaddress",
     "math",
     "xml",
+    "zlib",
 }
 CORE = Path(guardmail.core.__file__).parent
 
