@@ -24,14 +24,11 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 from guardmail.core.aliases import Suspicion
+from guardmail.core.forms import Forms, forms_of, name_forms
 from guardmail.core.identity import (
-    ascii_lookalike,
-    domain_suffixes,
     fold,
-    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_domain,
@@ -39,7 +36,7 @@ from guardmail.core.identity import (
 )
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, lookup_grams, subject
+from guardmail.core.patterns import Entry, PatternIndex, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 REGEX_PREFIX = "re:"
@@ -126,19 +123,6 @@ class Verdict:
 class _Ref:
     offender: int
     rule: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Forms:
-    """The strings an identity is compared in: as found, normalised, confusable-folded and its
-    ASCII look-alike (``texts``, for patterns), and what it looks like (``looks_like``)."""
-
-    texts: tuple[str, ...]
-    grams: frozenset[str]
-    folded: str
-    normalized: str
-    domain_keys: tuple[str, ...]
-    looks_like: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +222,7 @@ class RuleSet:
                 address, normalized, note = identity.address, forms.normalized, forms.looks_like
                 out.extend(_Found(r, address, normalized, note) for r in _ordered(refs))
         if identity.display_name:
-            name = _name_forms(identity.display_name)
+            name = name_forms(identity.display_name)
             refs = list(self._names.get(name.folded, ()))
             refs.extend(e.payload for e in self._name_patterns.matching(name.texts, name.grams))
             display, normalized, note = identity.display_name, name.normalized, name.looks_like
@@ -253,47 +237,9 @@ def _ordered(refs: list[_Ref]) -> list[_Ref]:
     return sorted(set(refs), key=lambda r: (r.offender, r.rule))
 
 
-def _address_forms(identity: Identity) -> _Forms | None:
+def _address_forms(identity: Identity) -> Forms | None:
     assert identity.address is not None
-    return _forms_of(identity.address, identity.source == "jid")
-
-
-# Senders repeat (From and Reply-To, the same offender all day): normalising is the bulk of a
-# decision's cost, and it depends on the string alone, so it is memoised (bounded).
-@lru_cache(maxsize=16384)
-def _forms_of(address: str, is_jid: bool) -> _Forms | None:
-    found = address.strip().casefold()
-    norm = normalize_jid(found) if is_jid else normalize_address(found)
-    if norm is None:
-        return None
-    key = norm.key
-    # The look-alike form is ASCII (when the letters are), so the prefilter's ASCII literals
-    # find the patterns it matches.
-    twin = ascii_lookalike(norm.address)
-    texts = tuple(dict.fromkeys((found, norm.address, key, twin)))
-    return _Forms(
-        texts=texts,
-        grams=lookup_grams(texts),
-        folded=key,
-        normalized=norm.address,
-        domain_keys=_domain_keys(norm.domain),
-        # As found for fullwidth letters (normalising made them ASCII), normalised for
-        # punycode (decoding revealed them).
-        looks_like=_looks_like(twin, found, norm.address),
-    )
-
-
-# Domains repeat even where senders do not (every new gmail.com sender): their folded suffixes
-# are memoised apart from the sender's forms (bounded).
-@lru_cache(maxsize=4096)
-def _domain_keys(domain: str) -> tuple[str, ...]:
-    return domain_suffixes(fold(domain))
-
-
-def _looks_like(twin: str, *texts: str) -> str:
-    """``looks like <twin>: <letters>`` if ``texts`` hold look-alike letters, else ""."""
-    letters = lookalike_letters(*texts)
-    return f"looks like {twin}: {', '.join(letters)}" if letters else ""
+    return forms_of(identity.address, identity.source == "jid")
 
 
 # Identities a RuleSet remembers the matches of, at most (~1 MB when full, per tenant).
@@ -308,28 +254,8 @@ def clear_caches() -> None:
     senders."""
     global _generation
     _generation += 1
-    _forms_of.cache_clear()
-    _name_forms.cache_clear()
-
-
-@dataclass(frozen=True, slots=True)
-class _NameForms:
-    """A display name's forms, as ``_Forms`` for an address."""
-
-    normalized: str
-    folded: str
-    texts: tuple[str, ...]
-    grams: frozenset[str]
-    looks_like: str
-
-
-@lru_cache(maxsize=16384)
-def _name_forms(display_name: str) -> _NameForms:
-    name = normalize_display_name(display_name)
-    folded = fold(name)
-    twin = ascii_lookalike(name)
-    texts = tuple(dict.fromkeys((name, folded, twin)))
-    return _NameForms(name, folded, texts, lookup_grams(texts), _looks_like(twin, display_name))
+    forms_of.cache_clear()
+    name_forms.cache_clear()
 
 
 def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
@@ -394,7 +320,7 @@ def check_pattern(pattern: str) -> None:
     It cannot when RE2 cannot run it (see patterns.py) or when it matches every sender.
     """
     entries = _pattern_entries(pattern, _Ref(0, pattern))
-    forms = [_forms_of(a, False) for a in ANYONE_ADDRESSES]
+    forms = [forms_of(a, False) for a in ANYONE_ADDRESSES]
     if all(f is not None and _any_matches(entries, f.texts) for f in forms):
         raise ValueError(
             f"{pattern!r} matches every sender (it matches even {ANYONE_ADDRESSES[1]!r} and "
@@ -406,7 +332,7 @@ def check_pattern(pattern: str) -> None:
 def check_display_name(glob: str) -> None:
     """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
     entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
-    if all(_any_matches(entries, n.texts) for n in map(_name_forms, ANYONE_NAMES)):
+    if all(_any_matches(entries, n.texts) for n in map(name_forms, ANYONE_NAMES)):
         raise ValueError(
             f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
             f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "
