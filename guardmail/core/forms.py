@@ -21,7 +21,6 @@ from guardmail.core.identity import (
     normalize_display_name,
     normalize_jid,
 )
-from guardmail.core.patterns import lookup_grams
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,6 @@ class Forms:
     ASCII look-alike (``texts``, for patterns), and what it looks like (``looks_like``)."""
 
     texts: tuple[str, ...]
-    grams: frozenset[str]
     folded: str
     normalized: str
     domain_keys: tuple[str, ...]
@@ -46,13 +44,12 @@ def forms_of(address: str, is_jid: bool) -> Forms | None:
     if norm is None:
         return None
     key = norm.key
-    # The look-alike form is ASCII (when the letters are), so the prefilter's ASCII literals
-    # find the patterns it matches.
+    # The look-alike form is ASCII (when the letters are), so patterns written in ASCII see
+    # what it looks like.
     twin = ascii_lookalike(norm.address)
     texts = tuple(dict.fromkeys((found, norm.address, key, twin)))
     return Forms(
         texts=texts,
-        grams=lookup_grams(texts),
         folded=key,
         normalized=norm.address,
         domain_keys=domain_keys(norm.domain),
@@ -82,7 +79,6 @@ class NameForms:
     normalized: str
     folded: str
     texts: tuple[str, ...]
-    grams: frozenset[str]
     looks_like: str
 
 
@@ -92,4 +88,4 @@ def name_forms(display_name: str) -> NameForms:
     folded = fold(name)
     twin = ascii_lookalike(name)
     texts = tuple(dict.fromkeys((name, folded, twin)))
-    return NameForms(name, folded, texts, lookup_grams(texts), lookalike_note(twin, display_name))
+    return NameForms(name, folded, texts, lookalike_note(twin, display_name))

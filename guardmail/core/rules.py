@@ -8,7 +8,8 @@ Contracts:
   look-alike form (``ascii_lookalike``): a pattern written in ASCII cannot be folded, so the
   identity is brought to ASCII instead, and a Match then says what it looks like.
 - Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
-  display names are hash lookups; globs and regexes sit behind a trigram prefilter (patterns.py).
+  display names are hash lookups; globs and regexes sit behind a literal prefilter, one RE2
+  Set pass over the identity's forms (patterns.py).
 - Globs and regexes run on RE2 (regexes.py), in time linear in the (bounded) identity whatever
   was written. ``check_pattern`` and ``check_display_name`` refuse, with a sentence, what RE2
   cannot run and what would match anyone (``*``, ``*@*``, ``re:.*``, ``re:^``): the config edge
@@ -216,15 +217,13 @@ class RuleSet:
                 refs = list(self._exact.get(forms.folded, ()))
                 for suffix in forms.domain_keys:
                     refs.extend(self._domains.get(suffix, ()))
-                refs.extend(
-                    e.payload for e in self._addr_patterns.matching(forms.texts, forms.grams)
-                )
+                refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
                 address, normalized, note = identity.address, forms.normalized, forms.looks_like
                 out.extend(_Found(r, address, normalized, note) for r in _ordered(refs))
         if identity.display_name:
             name = name_forms(identity.display_name)
             refs = list(self._names.get(name.folded, ()))
-            refs.extend(e.payload for e in self._name_patterns.matching(name.texts, name.grams))
+            refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
             display, normalized, note = identity.display_name, name.normalized, name.looks_like
             out.extend(_Found(r, display, normalized, note) for r in _ordered(refs))
         return tuple(out)
