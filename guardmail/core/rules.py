@@ -25,9 +25,10 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from guardmail.core.aliases import Suspicion
-from guardmail.core.forms import Forms, forms_of, name_forms
+from guardmail.core.forms import forms_of, name_forms
 from guardmail.core.identity import (
     fold,
     normalize_address,
@@ -146,14 +147,17 @@ class RuleSet:
         "_names",
         "_addr_patterns",
         "_name_patterns",
-        "_memo",
+        "_addr_memo",
+        "_name_memo",
         "_memo_generation",
     )
 
     def __init__(self, offenders: Sequence[OffenderRule]) -> None:
         self.offenders = tuple(offenders)
-        # What each (address, is a JID, display name) matched: a repeat sender is one lookup.
-        self._memo: dict[tuple[str | None, bool, str | None], tuple[_Found, ...]] = {}
+        # What each (address, is a JID) and each display name matched: a repeat sender is a
+        # lookup or two.
+        self._addr_memo: dict[tuple[str, bool], tuple[_Found, ...]] = {}
+        self._name_memo: dict[str, tuple[_Found, ...]] = {}
         self._memo_generation = _generation
         self._exact: dict[str, list[_Ref]] = {}
         self._domains: dict[str, list[_Ref]] = {}
@@ -195,38 +199,56 @@ class RuleSet:
     def matches(self, identity: Identity) -> tuple[_Found, ...]:
         """Every rule this identity matches, with its value as found and normalised.
 
-        Memoised per RuleSet (bounded, emptied when full: a stream of made-up senders costs
-        what it costs without the memo); ``clear_caches`` empties it too."""
-        key = (identity.address, identity.source == "jid", identity.display_name)
+        Memoised per RuleSet, the address apart from the display name (From's address comes
+        back as Reply-To's, with no name; a name comes back with other addresses): bounded,
+        each memo emptied when full (a stream of made-up senders costs what it costs without
+        it); ``clear_caches`` empties them too."""
         if self._memo_generation != _generation:
-            self._memo.clear()
+            self._addr_memo.clear()
+            self._name_memo.clear()
             self._memo_generation = _generation
-        found = self._memo.get(key)
-        if found is None:
-            found = self._matches(identity)
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[key] = found
+        found: tuple[_Found, ...] = ()
+        if identity.address:
+            key = (identity.address, identity.source == "jid")
+            known = self._addr_memo.get(key)
+            if known is None:
+                known = self._address_matches(*key)
+                _remember(self._addr_memo, key, known)
+            found = known
+        if identity.display_name:
+            named = self._name_memo.get(identity.display_name)
+            if named is None:
+                named = self._name_matches(identity.display_name)
+                _remember(self._name_memo, identity.display_name, named)
+            found = found + named if found else named
         return found
 
-    def _matches(self, identity: Identity) -> tuple[_Found, ...]:
-        out: list[_Found] = []
-        if identity.address:
-            forms = _address_forms(identity)
-            if forms is not None:
-                refs = list(self._exact.get(forms.folded, ()))
-                for suffix in forms.domain_keys:
-                    refs.extend(self._domains.get(suffix, ()))
-                refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
-                address, normalized, note = identity.address, forms.normalized, forms.looks_like
-                out.extend(_Found(r, address, normalized, note) for r in _ordered(refs))
-        if identity.display_name:
-            name = name_forms(identity.display_name)
-            refs = list(self._names.get(name.folded, ()))
-            refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
-            display, normalized, note = identity.display_name, name.normalized, name.looks_like
-            out.extend(_Found(r, display, normalized, note) for r in _ordered(refs))
-        return tuple(out)
+    def _address_matches(self, address: str, is_jid: bool) -> tuple[_Found, ...]:
+        forms = forms_of(address, is_jid)
+        if forms is None:
+            return ()
+        refs = list(self._exact.get(forms.folded, ()))
+        for suffix in forms.domain_keys:
+            refs.extend(self._domains.get(suffix, ()))
+        refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
+        normalized, note = forms.normalized, forms.looks_like
+        return tuple(_Found(r, address, normalized, note) for r in _ordered(refs))
+
+    def _name_matches(self, display_name: str) -> tuple[_Found, ...]:
+        name = name_forms(display_name)
+        refs = list(self._names.get(name.folded, ()))
+        refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
+        normalized, note = name.normalized, name.looks_like
+        return tuple(_Found(r, display_name, normalized, note) for r in _ordered(refs))
+
+
+_K = TypeVar("_K")
+
+
+def _remember(memo: dict[_K, tuple[_Found, ...]], key: _K, found: tuple[_Found, ...]) -> None:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = found
 
 
 def _ordered(refs: list[_Ref]) -> list[_Ref]:
@@ -236,12 +258,8 @@ def _ordered(refs: list[_Ref]) -> list[_Ref]:
     return sorted(set(refs), key=lambda r: (r.offender, r.rule))
 
 
-def _address_forms(identity: Identity) -> Forms | None:
-    assert identity.address is not None
-    return forms_of(identity.address, identity.source == "jid")
-
-
-# Identities a RuleSet remembers the matches of, at most (~1 MB when full, per tenant).
+# Addresses, and display names, a RuleSet remembers the matches of, at most each (~1 MB when
+# both are full, per tenant).
 MEMO_SIZE = 4096
 # Bumped by clear_caches: every RuleSet forgets its memo at its next decision.
 _generation = 0
