@@ -8,6 +8,7 @@ from dataclasses import replace
 from fnmatch import translate
 
 import pytest
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,3 +188,41 @@ def test_glob_matches_exactly_what_fnmatch_translate_matches(glob: str, text: st
 )
 def test_a_glob_matches_the_whole_text_as_fnmatch_does(glob: str, text: str, matches: bool) -> None:
     assert bool(glob_regex(glob).search(text)) is matches
+
+
+ANCHORED = [
+    *PATTERNS,
+    r"^a\b",
+    r"\bst",
+    r"x$",
+    r"^$",
+    r"(?-i:Ab)",
+    r"a\z",
+    r"\Bb",
+    "(a|ab)(c|bcd)(d*)",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcdejklorstx@.4 \n\u00e4\u212aAB", max_size=16))
+def test_a_pattern_searched_by_its_set_matches_as_its_regex_does(text: str) -> None:
+    options = re2.Options()
+    options.case_sensitive = False
+    for pattern in ANCHORED:
+        regex = re2.compile(pattern, options)
+        assert bool(compile_regex(pattern).search(text)) is bool(regex.search(text)), pattern
+
+
+class _SetOutOfMemory:
+    """An RE2 Set of a pattern and the empty one whose DFA ran out of memory: RE2 answers
+    nothing."""
+
+    def Match(self, text: str) -> None:  # noqa: N802 (RE2's name)
+        return None
+
+
+def test_a_pattern_whose_set_runs_out_of_memory_is_searched_by_its_regex() -> None:
+    source = "^st[a4]lker[0-9]*@"
+    starved = type(compile_regex(source))(_SetOutOfMemory(), source)  # type: ignore[call-arg]
+    assert starved.search("st4lker9@x.example")
+    assert not starved.search("someone@x.example")
