@@ -11,20 +11,26 @@ Both must reach the same verdicts; the script exits 1 if they do not.
 
     python bench/decide.py            # full run (about a minute)
     python bench/decide.py --quick    # 10 and 1,000 offenders, fewer messages (CI)
+    python bench/decide.py --base /tmp/decide-base   # main's code first, each size (a child
+                                      # process importing guardmail from that worktree of main)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import translate
+from pathlib import Path
 
 from guardmail.core.identity import (
     domain_suffixes,
@@ -137,39 +143,38 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    sizes = (10, 1000) if args.quick else (10, 1000, 10_000)
-    count = 500 if args.quick else 5000
-    rng = random.Random(20261125)
-    print(
-        f"{'offenders':>9} {'rules':>6} | {'new sender us p50':>17} {'p99':>6} {'mean':>6} |"
-        f" {'cpu p50':>7} {'p99':>6} | {'repeat p50':>10} {'p99':>6} | {'cpu p50':>7} {'p99':>6} |"
-        f" {'naive us p50':>12} {'p99':>9} {'n':>5} | {'build s':>7}"
-    )
+COLUMNS = (
+    f"{'offenders':>9} {'rules':>6} | {'new sender us p50':>17} {'p99':>6} {'mean':>6} |"
+    f" {'cpu p50':>7} {'p99':>6} | {'repeat p50':>10} {'p99':>6} | {'cpu p50':>7} {'p99':>6} |"
+    f" {'naive us p50':>12} {'p99':>9} {'n':>5} | {'build s':>7}"
+)
+
+
+def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float | int | bool]:
+    """Figures for ``n`` offenders (the same messages for a given ``n``, in any process)."""
+    rng = random.Random(20261125 + n)
+    rules_list = offenders(n)
+    t0 = time.perf_counter()
+    rules = RuleSet(rules_list)
+    build = time.perf_counter() - t0
+    msgs = messages(n, count, rng)
+    for m in msgs[:200]:  # warm-up
+        decide(m, rules, now=NOW)
+    first: list[tuple[float, float]] = []
+    for m in msgs:
+        clear_caches()  # every sender is seen for the first time: the worst case
+        first.append(timed_both(decide, m, rules, now=NOW))
+    indexed, indexed_cpu = [w for w, _ in first], [c for _, c in first]
+    warm = msgs[-1000:]
+    for m in warm:  # senders seen before (the same offender all day): memoised forms
+        decide(m, rules, now=NOW)
+    again = [timed_both(decide, m, rules, now=NOW) for m in warm]
+    repeat, repeat_cpu = [w for w, _ in again], [c for _, c in again]
     ok = True
-    for n in sizes:
-        rules_list = offenders(n)
-        t0 = time.perf_counter()
-        rules = RuleSet(rules_list)
-        build = time.perf_counter() - t0
+    naive_times = [float("nan")]
+    sample = msgs[: max(20, min(len(msgs), 200_000 // n))]
+    if naive_loop:
         naive = Naive.build(rules_list)
-        msgs = messages(n, count, rng)
-        for m in msgs[:200]:  # warm-up
-            decide(m, rules, now=NOW)
-        first: list[tuple[float, float]] = []
-        for m in msgs:
-            clear_caches()  # every sender is seen for the first time: the worst case
-            first.append(timed_both(decide, m, rules, now=NOW))
-        indexed, indexed_cpu = [w for w, _ in first], [c for _, c in first]
-        warm = msgs[-1000:]
-        for m in warm:  # senders seen before (the same offender all day): memoised forms
-            decide(m, rules, now=NOW)
-        again = [timed_both(decide, m, rules, now=NOW) for m in warm]
-        repeat, repeat_cpu = [w for w, _ in again], [c for _, c in again]
-        sample = msgs[: max(20, min(len(msgs), 200_000 // n))]
         naive_times = [timed(naive.decide, m) for m in sample]
         for m in sample:
             v = decide(m, rules, now=NOW)
@@ -178,16 +183,97 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if v.action is not naive.decide(m)[0]:
                     print(f"MISMATCH for {m}: {v.action} vs {naive.decide(m)}", file=sys.stderr)
                     ok = False
-        hits = sum(decide(m, rules, now=NOW).action is not Action.PASS for m in msgs)
-        print(
-            f"{n:>9} {6 * n:>6} | {statistics.median(indexed):>17.1f} {pct(indexed, 0.99):>6.1f}"
-            f" {statistics.fmean(indexed):>6.1f} | {statistics.median(indexed_cpu):>7.1f}"
-            f" {pct(indexed_cpu, 0.99):>6.1f} | {statistics.median(repeat):>10.1f}"
-            f" {pct(repeat, 0.99):>6.1f} | {statistics.median(repeat_cpu):>7.1f}"
-            f" {pct(repeat_cpu, 0.99):>6.1f} | {statistics.median(naive_times):>12.1f}"
-            f" {pct(naive_times, 0.99):>9.1f} {len(sample):>5} | {build:>7.2f}"
-            f"   ({hits}/{len(msgs)} messages matched)"
+    hits = sum(decide(m, rules, now=NOW).action is not Action.PASS for m in msgs)
+    return {
+        "n": n,
+        "p50": statistics.median(indexed),
+        "p99": pct(indexed, 0.99),
+        "mean": statistics.fmean(indexed),
+        "cpu_p50": statistics.median(indexed_cpu),
+        "cpu_p99": pct(indexed_cpu, 0.99),
+        "repeat_p50": statistics.median(repeat),
+        "repeat_p99": pct(repeat, 0.99),
+        "repeat_cpu_p50": statistics.median(repeat_cpu),
+        "repeat_cpu_p99": pct(repeat_cpu, 0.99),
+        "naive_p50": statistics.median(naive_times),
+        "naive_p99": pct(naive_times, 0.99),
+        "naive_n": len(sample) if naive_loop else 0,
+        "build": build,
+        "hits": hits,
+        "count": len(msgs),
+        "ok": ok,
+    }
+
+
+def row(r: dict[str, float | int | bool], label: str = "") -> str:
+    return (
+        f"{r['n']:>9} {6 * r['n']:>6} | {r['p50']:>17.1f} {r['p99']:>6.1f} {r['mean']:>6.1f} |"
+        f" {r['cpu_p50']:>7.1f} {r['cpu_p99']:>6.1f} | {r['repeat_p50']:>10.1f}"
+        f" {r['repeat_p99']:>6.1f} | {r['repeat_cpu_p50']:>7.1f} {r['repeat_cpu_p99']:>6.1f} |"
+        f" {r['naive_p50']:>12.1f} {r['naive_p99']:>9.1f} {r['naive_n']:>5} | {r['build']:>7.2f}"
+        f"   ({r['hits']}/{r['count']} messages matched){label}"
+    )
+
+
+def base_tree(path: Path) -> Path:
+    """``path``, a detached checkout of main, made with ``git worktree add`` if absent."""
+    if not (path / "guardmail" / "__init__.py").exists():
+        repo = Path(__file__).resolve().parent.parent
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "-q", "--detach", str(path), "main"],
+            check=True,
         )
+    return path.resolve()
+
+
+def measure_base(tree: Path, n: int, count: int) -> dict[str, float | int | bool]:
+    """``measure`` in a child process that imports guardmail from ``tree`` (this script's own
+    code measures both, so only the decision code differs). No naive loop: it is the same."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(n), "--count", str(count)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, float | int | bool] = json.loads(out.splitlines()[-1])
+    where = Path(str(result.pop("guardmail"))).resolve()
+    if not where.is_relative_to(tree):
+        raise SystemExit(f"the base run imported guardmail from {where}, not from {tree}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        metavar="TREE",
+        help="also measure main's code from TREE (a detached worktree of main, made if absent),"
+        " each size right before this tree's",
+    )
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sizes = (10, 1000) if args.quick else (10, 1000, 10_000)
+    count = args.count or (500 if args.quick else 5000)
+    if args.child:
+        import guardmail
+
+        result = measure(args.child, count, naive_loop=False)
+        print(json.dumps({**result, "guardmail": guardmail.__file__}))
+        return 0
+    tree = base_tree(args.base) if args.base else None
+    print(COLUMNS)
+    ok = True
+    for n in sizes:
+        if tree is not None:
+            print(row(measure_base(tree, n, count), "  main"), flush=True)
+        result = measure(n, count)
+        ok = ok and bool(result["ok"])
+        print(row(result, "  this tree" if tree is not None else ""), flush=True)
     return 0 if ok else 1
 
 

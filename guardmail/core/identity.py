@@ -413,5 +413,10 @@ def normalize_display_name(name: str) -> str:
     surrounding quotes (ASCII and typographic) and whitespace are stripped. Not folded: apply
     ``fold`` to compare confusable-insensitively. Never raises.
     """
-    text = _nfkc_casefold(_remove_invisible(name))
+    if name.isascii():
+        # Most names (a tenth of a first sighting's cost): NFKC and casefold are lower() on
+        # ASCII, and no default-ignorable code point is ASCII.
+        text = name.lower()
+    else:
+        text = _nfkc_casefold(_remove_invisible(name))
     return " ".join(text.split()).strip(_NAME_QUOTES + " ")

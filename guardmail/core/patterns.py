@@ -2,14 +2,15 @@ r"""Many globs and regexes matched at once, in bounded time, at a cost that does
 their number.
 
 Each pattern is reduced to a *required literal*: a run of plain characters that every string it
-matches must contain. The pattern is filed under one 4-gram of that literal, the one shared by the
-fewest other patterns. To match a string we look up the string's own 4-grams and test only the
-patterns filed under them, plus the few ("residue") whose literal is shorter than four
-characters. This is the
-prefilter that code search engines and RE2::Set use, kept small enough to read.
+matches must contain (regexes.py). All the literals go into one RE2 ``Set``, which finds every
+literal a text contains in a single pass over the text (a DFA over all of them, built lazily);
+only the patterns whose literal was found are then run. Patterns without a literal ("") are
+always run. This is the prefilter that code search engines and RE2's own FilteredRE2 use.
 
 Contracts:
-- Entries hold patterns compiled by regexes.py (RE2: linear time whatever the pattern).
+- Entries hold patterns compiled by regexes.py (RE2: linear time whatever the pattern). The Set
+  is RE2 too, case-insensitive as the patterns are: finding the literals costs time linear in
+  the (bounded) texts, whatever and however many the literals are.
 - Patterns see at most ``MAX_TEXT`` characters of a text (``subject``): a longer text is seen as
   its first and last ``MAX_TEXT // 2`` characters joined, so patterns anchored at either end
   (``*@domain``, ``^name``) still see that end. No real address comes near the limit (RFC 5321
@@ -17,28 +18,39 @@ Contracts:
   every candidate pattern. Lone surrogates (undecodable header bytes) are seen as U+FFFD.
 - ``PatternIndex.matching(texts)`` returns exactly the entries whose regex matches the subject of
   one of ``texts``: the prefilter only skips entries that cannot match (tests compare against a
-  loop).
+  loop). Where RE2 cannot answer (a Set too large for its memory budget is split until it
+  compiles; a search that runs out of memory is told apart by a literal every text contains,
+  the empty one, missing from the answer), every entry of that Set is run instead: slower,
+  never a skipped pattern.
 - Entries match with ``search`` semantics on their compiled regex; anchoring is the pattern's.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Generic, TypeVar
+
+import re2
 
 from guardmail.core.regexes import Matcher, encodable
 
 T = TypeVar("T")
 
 MAX_TEXT = 1024
+# RE2's memory budget for one Set: its program and its DFA's cache of states, which RE2 fills
+# only as texts reach new states (a literal set's DFA has at most about one state per literal
+# character). 60,000 literals of ~15 characters compile in ~25 MB; a Set that does not fit is
+# split in two until each part does.
+SET_MAX_MEM = 64 << 20
+# Where texts are joined for the one pass of the Set: no literal a person writes holds a NUL, so
+# none is found across two texts (and one that were would only make a candidate too many).
+_JOIN = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
 class Entry(Generic[T]):
-    """A compiled pattern, the literal it was filed under (or "" for residue), and its payload."""
+    """A compiled pattern, the literal every match of it contains ("" if none), its payload."""
 
     regex: Matcher
     literal: str
@@ -55,110 +67,104 @@ def subject(text: str) -> str:
     return text
 
 
-def grams(text: str, size: int) -> set[str]:
-    """Every substring of ``text`` of length ``size``."""
-    return {text[i : i + size] for i in range(len(text) - size + 1)}
+def _set_options(max_mem: int) -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = False  # as the patterns (regexes.py): the same case folding
+    options.literal = True
+    options.log_errors = False
+    options.max_mem = max_mem
+    return options
 
 
-GRAM = 4
+@dataclass(frozen=True, slots=True)
+class _LiteralSet(Generic[T]):
+    """One compiled RE2 Set: its pattern ``i + 1`` is literal ``i``, whose entries are
+    ``groups[i]``; its pattern 0 is the empty literal, found in every text unless the search
+    failed."""
+
+    matcher: re2.Set
+    groups: tuple[tuple[Entry[T], ...], ...]
+
+    def candidates(self, joined: str) -> Iterable[Entry[T]]:
+        found = self.matcher.Match(joined)
+        if not found or 0 not in found:
+            # RE2 ran out of memory for this text (it answers "nothing" then): run them all.
+            return [e for group in self.groups for e in group]
+        groups = self.groups
+        return [e for i in found if i for e in groups[i - 1]]
 
 
-def lookup_grams(texts: Iterable[str]) -> frozenset[str]:
-    """The lower-case 4-grams of the subjects of ``texts``: what an index looks up for them.
-
-    An address's domain repeats across senders, so the grams from its last ``@`` on are
-    memoised: the grams of ``s`` are those of ``s[:p + GRAM - 1]`` and of ``s[p:]`` for any
-    split ``p`` (a window starting before ``p`` ends inside the first part)."""
-    out: set[str] = set()
-    for text in texts:
-        low = (text if len(text) <= MAX_TEXT and text.isascii() else subject(text)).lower()
-        at = low.rfind("@")
-        if at >= 0:
-            out |= _tail_grams(low[at + 1 :])
-            low = low[: at + GRAM]
-        out |= {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
-    return frozenset(out)
-
-
-# One entry per domain seen (bounded: a stream of made-up domains only evicts).
-@lru_cache(maxsize=4096)
-def _tail_grams(tail: str) -> frozenset[str]:
-    return frozenset([tail[i : i + GRAM] for i in range(len(tail) - GRAM + 1)])
-
-
-def _indexable(literal: str) -> bool:
-    """Literals shorter than a gram (or non-ASCII, whose case folding differs) go to residue."""
-    return len(literal) >= GRAM and literal.isascii()
+def _literal_sets(
+    groups: list[tuple[str, tuple[Entry[T], ...]]], max_mem: int, always: list[Entry[T]]
+) -> list[_LiteralSet[T]]:
+    """``groups`` (literal, entries) in as few Sets as RE2's budget allows (bisecting); the
+    entries of a literal too large for a Set of its own go to ``always``."""
+    if not groups:
+        return []
+    matcher = re2.Set.SearchSet(_set_options(max_mem))
+    matcher.Add("")
+    for literal, _ in groups:
+        matcher.Add(literal)
+    try:
+        matcher.Compile()
+    except re2.error:
+        if len(groups) == 1:
+            always.extend(groups[0][1])
+            return []
+        half = len(groups) // 2
+        return _literal_sets(groups[:half], max_mem, always) + _literal_sets(
+            groups[half:], max_mem, always
+        )
+    return [_LiteralSet(matcher, tuple(entries for _, entries in groups))]
 
 
 class PatternIndex(Generic[T]):
-    """An immutable set of patterns with an n-gram prefilter. Build with ``from_entries``.
+    """An immutable set of patterns with a literal prefilter. Build with ``from_entries``."""
 
-    Each bucket entry carries every gram of its literal: a candidate whose literal grams are not
-    all among the text's grams cannot contain the literal, so it is dropped by a set comparison
-    before any regex runs.
-    """
+    __slots__ = ("_sets", "_always", "size")
 
-    __slots__ = ("_by_gram", "_gram_keys", "_residue", "size")
-
-    def __init__(
-        self,
-        by_gram: dict[str, tuple[tuple[frozenset[str], Entry[T]], ...]],
-        residue: tuple[tuple[str, Entry[T]], ...],
-    ) -> None:
-        self._by_gram = by_gram
-        self._gram_keys = frozenset(by_gram)
-        self._residue = residue
-        self.size = len(residue) + sum(len(v) for v in by_gram.values())
+    def __init__(self, sets: Sequence[_LiteralSet[T]], always: Sequence[Entry[T]]) -> None:
+        self._sets = tuple(sets)
+        self._always = tuple(always)
+        self.size = len(self._always) + sum(len(g) for s in self._sets for g in s.groups)
 
     @classmethod
-    def from_entries(cls, entries: Iterable[Entry[T]]) -> PatternIndex[T]:
-        items = list(entries)
-        # Case-insensitive matching: index and look up lower-case grams.
-        counts: Counter[str] = Counter()
-        for e in items:
-            if _indexable(e.literal):
-                counts.update(grams(e.literal.lower(), GRAM))
-        by_gram: dict[str, list[tuple[frozenset[str], Entry[T]]]] = {}
-        residue: list[tuple[str, Entry[T]]] = []
-        for e in items:
-            if not _indexable(e.literal):
-                # Too short to index, but a substring test still spares most regex runs.
-                residue.append((e.literal.lower() if e.literal.isascii() else "", e))
-                continue
-            need = frozenset(grams(e.literal.lower(), GRAM))
-            # File it under its rarest gram: the bucket an input has to look at stays small.
-            best = min(sorted(need), key=counts.__getitem__)
-            by_gram.setdefault(best, []).append((need, e))
-        return cls({k: tuple(v) for k, v in by_gram.items()}, tuple(residue))
+    def from_entries(
+        cls, entries: Iterable[Entry[T]], *, max_mem: int = SET_MAX_MEM
+    ) -> PatternIndex[T]:
+        by_literal: dict[str, list[Entry[T]]] = {}
+        always: list[Entry[T]] = []
+        for e in entries:
+            if e.literal and encodable(e.literal):
+                # ASCII equal up to case is one literal of the (case-insensitive) Set; other
+                # scripts are kept as written (Python's lower() is not RE2's case folding).
+                key = e.literal.lower() if e.literal.isascii() else e.literal
+                by_literal.setdefault(key, []).append(e)
+            else:
+                always.append(e)
+        groups = [(literal, tuple(group)) for literal, group in by_literal.items()]
+        sets = _literal_sets(groups, max_mem, always)
+        return cls(sets, always)
 
-    def candidates(
-        self, texts: Sequence[str], text_grams: Set[str] | None = None
-    ) -> list[Entry[T]]:
-        """Entries that may match one of ``texts`` (a superset of those that do).
+    def candidates(self, texts: Sequence[str]) -> list[Entry[T]]:
+        """Entries that may match one of ``texts`` (a superset of those that do)."""
+        return self._candidates([subject(text) for text in texts])
 
-        ``text_grams``, if given, must be ``lookup_grams(texts)``: callers that see the same
-        text often compute it once.
-        """
-        out: list[Entry[T]] = []
-        if self._residue:
-            joined = "\x00".join(map(subject, texts)).lower()  # NUL: no literal spans two texts
-            out.extend(e for lit, e in self._residue if lit in joined)
-        if not self._by_gram:
-            return out
-        have = lookup_grams(texts) if text_grams is None else text_grams
-        # The intersection runs in C over the text's few grams, not over the index.
-        for gram in self._gram_keys.intersection(have):
-            out += [e for need, e in self._by_gram[gram] if need <= have]
+    def _candidates(self, subjects: Sequence[str]) -> list[Entry[T]]:
+        out = list(self._always)
+        if self._sets:
+            joined = _JOIN.join(subjects)
+            for literals in self._sets:
+                out.extend(literals.candidates(joined))
         return out
 
-    def matching(self, texts: Sequence[str], text_grams: Set[str] | None = None) -> list[Entry[T]]:
+    def matching(self, texts: Sequence[str]) -> list[Entry[T]]:
         """Entries whose regex matches the subject of one of ``texts``, in candidate order."""
         found: list[Entry[T]] = []
-        candidates = self.candidates(texts, text_grams)
+        subjects = [subject(text) for text in texts]
+        candidates = self._candidates(subjects)
         if not candidates:
             return found
-        subjects = [subject(text) for text in texts]
         for entry in candidates:
             search = entry.regex.search
             for text in subjects:

@@ -8,7 +8,8 @@ Contracts:
   look-alike form (``ascii_lookalike``): a pattern written in ASCII cannot be folded, so the
   identity is brought to ASCII instead, and a Match then says what it looks like.
 - Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
-  display names are hash lookups; globs and regexes sit behind a trigram prefilter (patterns.py).
+  display names are hash lookups; globs and regexes sit behind a literal prefilter, one RE2
+  Set pass over the identity's forms (patterns.py).
 - Globs and regexes run on RE2 (regexes.py), in time linear in the (bounded) identity whatever
   was written. ``check_pattern`` and ``check_display_name`` refuse, with a sentence, what RE2
   cannot run and what would match anyone (``*``, ``*@*``, ``re:.*``, ``re:^``): the config edge
@@ -24,14 +25,12 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from typing import TypeVar
 
 from guardmail.core.aliases import Suspicion
+from guardmail.core.forms import forms_of, name_forms
 from guardmail.core.identity import (
-    ascii_lookalike,
-    domain_suffixes,
     fold,
-    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_domain,
@@ -39,7 +38,7 @@ from guardmail.core.identity import (
 )
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, lookup_grams, subject
+from guardmail.core.patterns import Entry, PatternIndex, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 REGEX_PREFIX = "re:"
@@ -129,19 +128,6 @@ class _Ref:
 
 
 @dataclass(frozen=True, slots=True)
-class _Forms:
-    """The strings an identity is compared in: as found, normalised, confusable-folded and its
-    ASCII look-alike (``texts``, for patterns), and what it looks like (``looks_like``)."""
-
-    texts: tuple[str, ...]
-    grams: frozenset[str]
-    folded: str
-    normalized: str
-    domain_keys: tuple[str, ...]
-    looks_like: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class _Found:
     """One rule an identity matched, with what a Match tells about the identity."""
 
@@ -161,14 +147,17 @@ class RuleSet:
         "_names",
         "_addr_patterns",
         "_name_patterns",
-        "_memo",
+        "_addr_memo",
+        "_name_memo",
         "_memo_generation",
     )
 
     def __init__(self, offenders: Sequence[OffenderRule]) -> None:
         self.offenders = tuple(offenders)
-        # What each (address, is a JID, display name) matched: a repeat sender is one lookup.
-        self._memo: dict[tuple[str | None, bool, str | None], tuple[_Found, ...]] = {}
+        # What each (address, is a JID) and each display name matched: a repeat sender is a
+        # lookup or two.
+        self._addr_memo: dict[tuple[str, bool], tuple[_Found, ...]] = {}
+        self._name_memo: dict[str, tuple[_Found, ...]] = {}
         self._memo_generation = _generation
         self._exact: dict[str, list[_Ref]] = {}
         self._domains: dict[str, list[_Ref]] = {}
@@ -210,40 +199,56 @@ class RuleSet:
     def matches(self, identity: Identity) -> tuple[_Found, ...]:
         """Every rule this identity matches, with its value as found and normalised.
 
-        Memoised per RuleSet (bounded, emptied when full: a stream of made-up senders costs
-        what it costs without the memo); ``clear_caches`` empties it too."""
-        key = (identity.address, identity.source == "jid", identity.display_name)
+        Memoised per RuleSet, the address apart from the display name (From's address comes
+        back as Reply-To's, with no name; a name comes back with other addresses): bounded,
+        each memo emptied when full (a stream of made-up senders costs what it costs without
+        it); ``clear_caches`` empties them too."""
         if self._memo_generation != _generation:
-            self._memo.clear()
+            self._addr_memo.clear()
+            self._name_memo.clear()
             self._memo_generation = _generation
-        found = self._memo.get(key)
-        if found is None:
-            found = self._matches(identity)
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[key] = found
+        found: tuple[_Found, ...] = ()
+        if identity.address:
+            key = (identity.address, identity.source == "jid")
+            known = self._addr_memo.get(key)
+            if known is None:
+                known = self._address_matches(*key)
+                _remember(self._addr_memo, key, known)
+            found = known
+        if identity.display_name:
+            named = self._name_memo.get(identity.display_name)
+            if named is None:
+                named = self._name_matches(identity.display_name)
+                _remember(self._name_memo, identity.display_name, named)
+            found = found + named if found else named
         return found
 
-    def _matches(self, identity: Identity) -> tuple[_Found, ...]:
-        out: list[_Found] = []
-        if identity.address:
-            forms = _address_forms(identity)
-            if forms is not None:
-                refs = list(self._exact.get(forms.folded, ()))
-                for suffix in forms.domain_keys:
-                    refs.extend(self._domains.get(suffix, ()))
-                refs.extend(
-                    e.payload for e in self._addr_patterns.matching(forms.texts, forms.grams)
-                )
-                address, normalized, note = identity.address, forms.normalized, forms.looks_like
-                out.extend(_Found(r, address, normalized, note) for r in _ordered(refs))
-        if identity.display_name:
-            name = _name_forms(identity.display_name)
-            refs = list(self._names.get(name.folded, ()))
-            refs.extend(e.payload for e in self._name_patterns.matching(name.texts, name.grams))
-            display, normalized, note = identity.display_name, name.normalized, name.looks_like
-            out.extend(_Found(r, display, normalized, note) for r in _ordered(refs))
-        return tuple(out)
+    def _address_matches(self, address: str, is_jid: bool) -> tuple[_Found, ...]:
+        forms = forms_of(address, is_jid)
+        if forms is None:
+            return ()
+        refs = list(self._exact.get(forms.folded, ()))
+        for suffix in forms.domain_keys:
+            refs.extend(self._domains.get(suffix, ()))
+        refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
+        normalized, note = forms.normalized, forms.looks_like
+        return tuple(_Found(r, address, normalized, note) for r in _ordered(refs))
+
+    def _name_matches(self, display_name: str) -> tuple[_Found, ...]:
+        name = name_forms(display_name)
+        refs = list(self._names.get(name.folded, ()))
+        refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
+        normalized, note = name.normalized, name.looks_like
+        return tuple(_Found(r, display_name, normalized, note) for r in _ordered(refs))
+
+
+_K = TypeVar("_K")
+
+
+def _remember(memo: dict[_K, tuple[_Found, ...]], key: _K, found: tuple[_Found, ...]) -> None:
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = found
 
 
 def _ordered(refs: list[_Ref]) -> list[_Ref]:
@@ -253,50 +258,8 @@ def _ordered(refs: list[_Ref]) -> list[_Ref]:
     return sorted(set(refs), key=lambda r: (r.offender, r.rule))
 
 
-def _address_forms(identity: Identity) -> _Forms | None:
-    assert identity.address is not None
-    return _forms_of(identity.address, identity.source == "jid")
-
-
-# Senders repeat (From and Reply-To, the same offender all day): normalising is the bulk of a
-# decision's cost, and it depends on the string alone, so it is memoised (bounded).
-@lru_cache(maxsize=16384)
-def _forms_of(address: str, is_jid: bool) -> _Forms | None:
-    found = address.strip().casefold()
-    norm = normalize_jid(found) if is_jid else normalize_address(found)
-    if norm is None:
-        return None
-    key = norm.key
-    # The look-alike form is ASCII (when the letters are), so the prefilter's ASCII literals
-    # find the patterns it matches.
-    twin = ascii_lookalike(norm.address)
-    texts = tuple(dict.fromkeys((found, norm.address, key, twin)))
-    return _Forms(
-        texts=texts,
-        grams=lookup_grams(texts),
-        folded=key,
-        normalized=norm.address,
-        domain_keys=_domain_keys(norm.domain),
-        # As found for fullwidth letters (normalising made them ASCII), normalised for
-        # punycode (decoding revealed them).
-        looks_like=_looks_like(twin, found, norm.address),
-    )
-
-
-# Domains repeat even where senders do not (every new gmail.com sender): their folded suffixes
-# are memoised apart from the sender's forms (bounded).
-@lru_cache(maxsize=4096)
-def _domain_keys(domain: str) -> tuple[str, ...]:
-    return domain_suffixes(fold(domain))
-
-
-def _looks_like(twin: str, *texts: str) -> str:
-    """``looks like <twin>: <letters>`` if ``texts`` hold look-alike letters, else ""."""
-    letters = lookalike_letters(*texts)
-    return f"looks like {twin}: {', '.join(letters)}" if letters else ""
-
-
-# Identities a RuleSet remembers the matches of, at most (~1 MB when full, per tenant).
+# Addresses, and display names, a RuleSet remembers the matches of, at most each (~1 MB when
+# both are full, per tenant).
 MEMO_SIZE = 4096
 # Bumped by clear_caches: every RuleSet forgets its memo at its next decision.
 _generation = 0
@@ -308,28 +271,8 @@ def clear_caches() -> None:
     senders."""
     global _generation
     _generation += 1
-    _forms_of.cache_clear()
-    _name_forms.cache_clear()
-
-
-@dataclass(frozen=True, slots=True)
-class _NameForms:
-    """A display name's forms, as ``_Forms`` for an address."""
-
-    normalized: str
-    folded: str
-    texts: tuple[str, ...]
-    grams: frozenset[str]
-    looks_like: str
-
-
-@lru_cache(maxsize=16384)
-def _name_forms(display_name: str) -> _NameForms:
-    name = normalize_display_name(display_name)
-    folded = fold(name)
-    twin = ascii_lookalike(name)
-    texts = tuple(dict.fromkeys((name, folded, twin)))
-    return _NameForms(name, folded, texts, lookup_grams(texts), _looks_like(twin, display_name))
+    forms_of.cache_clear()
+    name_forms.cache_clear()
 
 
 def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
@@ -394,7 +337,7 @@ def check_pattern(pattern: str) -> None:
     It cannot when RE2 cannot run it (see patterns.py) or when it matches every sender.
     """
     entries = _pattern_entries(pattern, _Ref(0, pattern))
-    forms = [_forms_of(a, False) for a in ANYONE_ADDRESSES]
+    forms = [forms_of(a, False) for a in ANYONE_ADDRESSES]
     if all(f is not None and _any_matches(entries, f.texts) for f in forms):
         raise ValueError(
             f"{pattern!r} matches every sender (it matches even {ANYONE_ADDRESSES[1]!r} and "
@@ -406,7 +349,7 @@ def check_pattern(pattern: str) -> None:
 def check_display_name(glob: str) -> None:
     """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
     entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
-    if all(_any_matches(entries, n.texts) for n in map(_name_forms, ANYONE_NAMES)):
+    if all(_any_matches(entries, n.texts) for n in map(name_forms, ANYONE_NAMES)):
         raise ValueError(
             f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
             f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "

@@ -405,6 +405,13 @@ def test_plain_ascii_fast_path_agrees_with_the_general_parser(local: str, domain
     assert normalize_address(address) == normalize_address(f" {address}")
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=30))
+def test_ascii_display_name_fast_path_agrees_with_the_general_way(name: str) -> None:
+    # A zero-width space keeps the name off the fast path; the general way removes it.
+    assert normalize_display_name(name) == normalize_display_name(f"{name}\u200b")
+
+
 @pytest.mark.parametrize(
     ("text", "twin", "letters"),
     [

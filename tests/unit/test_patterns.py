@@ -1,15 +1,18 @@
-"""The trigram prefilter never changes which patterns match, only how many are tried; globs
-mean on RE2 what they mean to fnmatch."""
+"""The literal prefilter never changes which patterns match, only how many are tried (also when
+RE2's budget splits its Set or a search runs out of memory); globs mean on RE2 what they mean to
+fnmatch."""
 
 import re
 import warnings
+from dataclasses import replace
 from fnmatch import translate
 
 import pytest
+import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.patterns import GRAM, Entry, PatternIndex, lookup_grams, subject
+from guardmail.core.patterns import Entry, PatternIndex, subject
 from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
 
 
@@ -66,23 +69,79 @@ PATTERNS = [
     "\\x6Cker@",
     "\\pLker",
     "t\\x{61}lk",
+    "st\u00e4lk",
+    "\u212aelvin",
+    "ka\u00df",
 ]
-GLOBS = ["*@burner.example", "stalker*", "st?lker@*", "*lk*", "[ab]c*"]
+GLOBS = ["*@burner.example", "stalker*", "st?lker@*", "*lk*", "[ab]c*", "*\u00c9t\u00e9*"]
 
 
-def _index() -> PatternIndex[str]:
+def _entries() -> list[Entry[str]]:
     entries = [Entry(compile_regex(p), regex_literal(p), p) for p in PATTERNS]
-    entries += [Entry(glob_regex(g), glob_literal(g), g) for g in GLOBS]
-    return PatternIndex.from_entries(entries)
+    return entries + [Entry(glob_regex(g), glob_literal(g), g) for g in GLOBS]
+
+
+INDEX = PatternIndex.from_entries(_entries())
+TEXTS = st.lists(
+    st.text(
+        alphabet="abcdejklorstx@.4 0123456789\u00e4\u00c4\u212aKvin\u00dfS\u00c9\u00e9\ud800",
+        max_size=24,
+    ),
+    max_size=3,
+)
+
+
+def _brute(texts: list[str]) -> set[str]:
+    found = {p for p in PATTERNS if any(compile_regex(p).search(subject(t)) for t in texts)}
+    return found | {g for g in GLOBS if any(glob_regex(g).search(subject(t)) for t in texts)}
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.text(alphabet="abcdejklorstx@.4 0123456789", max_size=24), max_size=3))
+@given(TEXTS)
 def test_index_matches_exactly_what_a_loop_over_every_pattern_matches(texts: list[str]) -> None:
-    index = _index()
-    brute = {p for p in PATTERNS if any(compile_regex(p).search(t) for t in texts)}
-    brute |= {g for g in GLOBS if any(glob_regex(g).search(t) for t in texts)}
+    assert {e.payload for e in INDEX.matching(texts)} == _brute(texts)
+
+
+def test_literals_are_found_whatever_their_case_as_the_patterns_match() -> None:
+    # Upper case, and the Kelvin sign, which RE2 (as re.IGNORECASE) folds to k.
+    texts = ["ST\u00c4LK@x", "\u212aELVIN", "KA\u00df"]
+    assert {e.payload for e in INDEX.matching(texts)} == _brute(texts)
+    assert _brute(texts) >= {"st\u00e4lk", "\u212aelvin", "ka\u00df"}
+
+
+# Too small a budget for all the literals in one RE2 Set: the index splits it until each part
+# compiles (found by trying: 100 such literals fail at this budget).
+SMALL_BUDGET = 120_000
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXTS)
+def test_a_set_split_for_rejecting_budget_still_matches_what_a_loop_matches(
+    texts: list[str],
+) -> None:
+    entries = _entries() + [
+        Entry(glob_regex(f"*@burner{i}.example"), glob_literal(f"*@burner{i}.example"), "b")
+        for i in range(300)
+    ]
+    index = PatternIndex.from_entries(entries, max_mem=SMALL_BUDGET)
+    assert len(index._sets) > 1
+    brute = _brute(texts) | ({"b"} if any("@burner" in t for t in texts) else set())
     assert {e.payload for e in index.matching(texts)} == brute
+
+
+class _OutOfMemory:
+    """An RE2 Set whose every search fails, as RE2 answers when its DFA runs out of memory."""
+
+    def Match(self, text: str) -> None:  # noqa: N802 (RE2's name)
+        return None
+
+
+def test_a_search_that_runs_out_of_memory_runs_every_pattern_instead() -> None:
+    index = PatternIndex.from_entries(_entries())
+    index._sets = tuple(replace(s, matcher=_OutOfMemory()) for s in index._sets)  # type: ignore[arg-type]
+    texts = ["st4lker9@x.example.net", "bob@burner.example"]
+    assert len(index.candidates(texts)) == len(_entries())
+    assert {e.payload for e in index.matching(texts)} == _brute(texts) != set()
 
 
 def test_prefilter_tries_few_of_many_indexed_patterns() -> None:
@@ -131,19 +190,39 @@ def test_a_glob_matches_the_whole_text_as_fnmatch_does(glob: str, text: str, mat
     assert bool(glob_regex(glob).search(text)) is matches
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.lists(st.text(alphabet="abAB@.xz-4\u0430\ud800", max_size=30), max_size=4))
-def test_lookup_grams_split_at_the_domain_equal_every_gram_of_every_subject(
-    texts: list[str],
-) -> None:
-    every = set()
-    for text in texts:
-        low = subject(text).lower()
-        every |= {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
-    assert lookup_grams(texts) == every
+ANCHORED = [
+    *PATTERNS,
+    r"^a\b",
+    r"\bst",
+    r"x$",
+    r"^$",
+    r"(?-i:Ab)",
+    r"a\z",
+    r"\Bb",
+    "(a|ab)(c|bcd)(d*)",
+]
 
 
-def test_lookup_grams_of_a_long_address_see_both_ends_as_subject_does() -> None:
-    text = "x" * 3000 + "@Example.ORG"
-    low = subject(text).lower()
-    assert lookup_grams([text]) == {low[i : i + GRAM] for i in range(len(low) - GRAM + 1)}
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcdejklorstx@.4 \n\u00e4\u212aAB", max_size=16))
+def test_a_pattern_searched_by_its_set_matches_as_its_regex_does(text: str) -> None:
+    options = re2.Options()
+    options.case_sensitive = False
+    for pattern in ANCHORED:
+        regex = re2.compile(pattern, options)
+        assert bool(compile_regex(pattern).search(text)) is bool(regex.search(text)), pattern
+
+
+class _SetOutOfMemory:
+    """An RE2 Set of a pattern and the empty one whose DFA ran out of memory: RE2 answers
+    nothing."""
+
+    def Match(self, text: str) -> None:  # noqa: N802 (RE2's name)
+        return None
+
+
+def test_a_pattern_whose_set_runs_out_of_memory_is_searched_by_its_regex() -> None:
+    source = "^st[a4]lker[0-9]*@"
+    starved = type(compile_regex(source))(_SetOutOfMemory(), source)  # type: ignore[call-arg]
+    assert starved.search("st4lker9@x.example")
+    assert not starved.search("someone@x.example")
