@@ -25,11 +25,18 @@ Needs root, Postfix (scripts/system-packages.sh) and rspamd (bench/packages.sh).
 
     python bench/smtp_filter.py            # 2,000 3 KB / 1,000 mixed messages a run, 1,000 tenants
     python bench/smtp_filter.py --quick    # 200 / 100 messages, 100 tenants
+    python bench/smtp_filter.py --base /tmp/base --only rspamd,milter --kinds "3 KB"
+
+``--base TREE`` runs each guardmail round twice, first with the guardmail of another checkout
+(e.g. ``git archive main | tar -x -C /tmp/base``) as ``NAME-base``, then with this one, and
+prints this tree's figures as ratios of the base's: a change measured against its baseline in
+one run, on the same machine load. ``--kinds`` picks the message kinds (3 KB, mix).
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import shutil
 import smtplib
@@ -54,6 +61,8 @@ OFFENDERS_EACH = 10
 LINE = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
 MIX = [(50, 3_000), (25, 12_000), (15, 48_000), (8, 200_000), (2, 1_000_000)]
 MIX_TABLE = [size for share, size in MIX for _ in range(share)]
+KINDS = ("3 KB", "mix")
+GUARDMAIL_ROUNDS = ("milter", "milter-tcp", "after")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,7 +188,9 @@ def blast(
     return took, latencies
 
 
-def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | None) -> Guardmail:
+def start_guardmail(
+    root: Path, postfix: Postfix, tenants: int, milter: str | None, tree: Path | None = None
+) -> Guardmail:
     tenants_dir = root / "tenants.d"
     tenants_dir.mkdir()
     for n in range(tenants):
@@ -204,7 +215,7 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | No
         f"    tenants_dir: {tenants_dir}\n"
     )
     (root / "guardmail.log").write_text("")
-    guardmail = Guardmail(config, root / "guardmail.log")
+    guardmail = Guardmail(config, root / "guardmail.log", tree=tree)
     deadline = time.monotonic() + 180
     where: int | str = postfix.filter_port
     if milter is not None:
@@ -220,6 +231,10 @@ def start_guardmail(root: Path, postfix: Postfix, tenants: int, milter: str | No
 def _listening(where: int | str) -> bool:
     try:
         if isinstance(where, str):  # unix:/PATH
+            # Postfix's smtpd (user postfix) may connect only once the daemon has given the
+            # socket to group postfix, just after binding it: root could connect before.
+            if os.stat(where[5:]).st_gid != grp.getgrnam("postfix").gr_gid:
+                return False
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(where[5:])
                 return True
@@ -242,7 +257,17 @@ def customers_map(root: Path, tenants: int) -> str:
     return f"virtual_mailbox_maps = texthash:{root}/postfix/etc/vmailbox, texthash:{path}\n"
 
 
-def run_round(name: str, sizes: Sizes, conns: tuple[int, ...], runs: list[Run]) -> None:
+def run_round(
+    label: str,
+    sizes: Sizes,
+    conns: tuple[int, ...],
+    runs: list[Run],
+    kinds: tuple[str, ...] = KINDS,
+    base: Path | None = None,
+) -> None:
+    """One round: ``label`` is a filter's name, ``-base`` appended for the ``base`` tree's."""
+    name = label.removesuffix("-base")
+    tree = base if label.endswith("-base") else None
     root = Path(tempfile.mkdtemp(prefix="gm-bench-"))
     root.chmod(0o755)
     postfix: Postfix | None = None
@@ -270,28 +295,35 @@ def run_round(name: str, sizes: Sizes, conns: tuple[int, ...], runs: list[Run]) 
             flt = Stoppable(r.proc.pid, r.stop)
         elif name in ("milter", "milter-tcp", "after"):
             listen = {"milter": milter, "milter-tcp": milter.removeprefix("inet:")}.get(name)
-            g = start_guardmail(root, postfix, sizes.tenants, listen)
+            g = start_guardmail(root, postfix, sizes.tenants, listen, tree)
             flt = Stoppable(g.proc.pid, g.stop)
         elif name == "bare":
             b = BareRelay(postfix.filter_port, postfix.reinject_port)
             flt = Stoppable(b.proc.pid, b.stop)
         blast(postfix, 20, 1, sizes.tenants, False, "warm")
-        for kind, count in (("3 KB", sizes.messages), ("mix", sizes.mixed)):
+        counts = {"3 KB": sizes.messages, "mix": sizes.mixed}
+        for kind in kinds:
+            count = counts[kind]
             for c in conns:
                 cpu = tree_cpu(flt.pid) if flt else 0.0
                 tag = f"{kind[0]}{c}"
                 took, lat = blast(postfix, count, c, sizes.tenants, kind == "mix", tag)
                 used = tree_cpu(flt.pid) - cpu if flt else 0.0
                 rss = tree_rss_mb(flt.pid) if flt else 0.0
-                run = Run(name, kind, c, count, took, lat, used, rss)
+                run = Run(label, kind, c, count, took, lat, used, rss)
                 runs.append(run)
                 print(
-                    f"{name:7} {kind:5} {c:2} conn {count:5} msgs {took:7.2f} s "
+                    f"{label:11} {kind:5} {c:2} conn {count:5} msgs {took:7.2f} s "
                     f"{run.rate:6.0f} msg/s  p50 {run.pct(0.5):7.1f} ms"
                     f"  p99 {run.pct(0.99):7.1f} ms"
                     f"  CPU {used / count * 1000:6.2f} ms/msg  RSS {rss:6.1f} MB",
                     flush=True,
                 )
+    except Exception:
+        for log in (root / "guardmail.log", root / "postfix" / "log" / "maillog"):
+            if log.is_file():  # why a round failed, before its directory goes
+                print(f"--- {log} (last lines)", *log.read_text().splitlines()[-15:], sep="\n")
+        raise
     finally:
         if flt:
             flt.stop()
@@ -319,7 +351,22 @@ def ratios(runs: list[Run]) -> None:
                 parts.append(
                     f"after/bare msg/s {a.rate / b.rate:4.2f} {ok(a.rate >= 0.9 * b.rate)}"
                 )
-            print("  ".join(parts))
+            if len(parts) > 1:
+                print("  ".join(parts))
+    bases = sorted({r.name.removesuffix("-base") for r in runs if r.name.endswith("-base")})
+    if bases:
+        print("\nThis tree / the base tree (msg/s: higher is better; p99, CPU, memory: lower):")
+    for name in bases:
+        for (n, kind, c), base in by.items():
+            mine = by.get((name, kind, c))
+            if n != f"{name}-base" or mine is None:
+                continue
+            print(
+                f"{name:10} {kind:5} {c:2} conn: msg/s {mine.rate / base.rate:4.2f}, "
+                f"p99 {mine.pct(0.99) / base.pct(0.99):4.2f}, "
+                f"CPU/msg {mine.cpu / max(base.cpu, 1e-9):4.2f}, "
+                f"memory {mine.rss_mb:.0f} / {base.rss_mb:.0f} MB"
+            )
 
 
 def ok(met: bool) -> str:
@@ -335,9 +382,20 @@ def main() -> int:
         default="plain,rspamd,milter,after,bare",
         help="rounds, of plain,rspamd,milter,milter-tcp,after,bare",
     )
+    parser.add_argument("--kinds", default=",".join(KINDS), help="message kinds: 3 KB,mix")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="another checkout: its guardmail runs each guardmail round too, just before",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     conns = tuple(int(c) for c in args.connections.split(","))
+    kinds = tuple(k.strip() for k in args.kinds.split(","))
+    if unknown := set(kinds) - set(KINDS):
+        parser.error(f"--kinds: unknown {', '.join(sorted(unknown))} (known: {', '.join(KINDS)})")
+    if args.base is not None and not (args.base / "guardmail" / "__init__.py").is_file():
+        parser.error(f"--base {args.base}: no guardmail package there")
     print(
         f"{sizes.messages} messages of 3 KB and {sizes.mixed} of the size mix a run, "
         f"{sizes.tenants} tenants x {OFFENDERS_EACH} offenders, {os.cpu_count()} CPUs, "
@@ -346,7 +404,9 @@ def main() -> int:
     )
     runs: list[Run] = []
     for name in args.only.split(","):
-        run_round(name, sizes, conns, runs)
+        if args.base is not None and name in GUARDMAIL_ROUNDS:
+            run_round(f"{name}-base", sizes, conns, runs, kinds, args.base.resolve())
+        run_round(name, sizes, conns, runs, kinds)
     ratios(runs)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0

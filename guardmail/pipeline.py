@@ -57,6 +57,9 @@ class Actor(Protocol):
 
     A source that can hold items for review (a Review folder) says so with a class attribute
     ``reviews = True``; only its items are scored for suspected aliases (``Action.REVIEW``).
+    One whose peer waits for the outcome (the milter's MTA) sets ``wait_witness = False``: the
+    outcome is returned once the action entries are committed, before the HEAD witness is
+    written (``guardmail.vault.group``).
     """
 
     async def act(self, item: Item, verdict: Verdict) -> str:
@@ -83,6 +86,7 @@ class _OneItem:
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
         self.reviews = bool(getattr(actor, "reviews", False))
+        self.wait_witness = bool(getattr(actor, "wait_witness", True))
 
     async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
         return [await self.actor.act(i, v) for i, v in zip(items, verdicts, strict=True)]
@@ -197,8 +201,11 @@ class Pipeline:
             raise
         records = batch.acted(acts)
         try:
+            wait = bool(getattr(actor, "wait_witness", True))
             await asyncio.wrap_future(
-                committer(self.vault).submit(records, now=self.clock(), witness=True)
+                committer(self.vault).submit(
+                    records, now=self.clock(), witness=True, wait_witness=wait
+                )
             )
             faults.reached("pipeline.journaled")
         except VaultUnavailable as exc:

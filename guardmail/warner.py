@@ -33,8 +33,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from guardmail.channels.smtp import submit
-from guardmail.channels.xmpp import blocklist, send
 from guardmail.config.settings import OffenderConfig, Settings
 from guardmail.config.warning import WarningConfig
 from guardmail.config.xmpp_source import XmppSourceConfig
@@ -179,6 +177,8 @@ class Warner:
             if meta.get("muc_pm") == "true":
                 continue  # a room's occupant address: not the offender's own JID
             found.append(str(meta.get("from", "")))
+        from guardmail.channels.xmpp import blocklist  # slixmpp: only where XMPP is used
+
         bare = (blocklist.canonical(j) for j in found)
         return list(dict.fromkeys(j for j in bare if j and "@" in j))
 
@@ -339,14 +339,20 @@ class Warner:
 
     def _deliver(self, msg: WarningMessage) -> tuple[str, bytes]:
         """The server's reply and the bytes it took."""
+        # The channels' libraries are imported at the first warning, not with the daemon: most
+        # tenants never send one, and an ISP's milter has no use for slixmpp or OAuth.
         cfg = self.config
         if msg.channel == "xmpp":
+            from guardmail.channels.xmpp import send
+
             reply = send.send_message(
                 self.account(), raw=msg.raw, stanza_id=msg.message_id, recipient=msg.recipient
             )
             return reply, msg.raw
         if cfg.smtp is None:
             raise WarningRefused("channel: email needs an `smtp:` section")
+        from guardmail.channels.smtp import submit
+
         return submit.submit_message(
             cfg.smtp, sender=msg.sender, recipient=msg.recipient, raw=msg.raw, raw_7bit=msg.raw_7bit
         )

@@ -26,11 +26,14 @@ import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from guardmail.errors import ConfigError, ConfigIssue
 
@@ -133,16 +136,22 @@ def load_source(path: Path, file: str) -> Source:
     return parse_source(raw.decode("utf-8"), file)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing collections nested deeper than MAX_DEPTH and placing values
-    PyYAML cannot construct, so that no file raises anything but a YAMLError."""
+# PyYAML's composer holds what the bound needs; the type checker sees a whole loader.
+if TYPE_CHECKING:
+    from yaml import SafeLoader as _Composer
+else:
+    from yaml.composer import Composer as _Composer
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.depth = 0
+
+class _Bounded(_Composer):
+    """Refuses collections nested deeper than MAX_DEPTH and places values PyYAML cannot
+    construct, so that no file raises anything but a YAMLError (a loader's first base)."""
+
+    depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if not self.check_event(yaml.CollectionStartEvent):
+        # Both classes named: libyaml's check_event matches the exact class, not a base.
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
             return super().compose_node(parent, index)
         if self.depth >= MAX_DEPTH:
             event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -169,12 +178,53 @@ class _BoundedLoader(yaml.SafeLoader):
             ) from None
 
 
+class _BoundedLoader(_Bounded, yaml.SafeLoader):
+    """The safe loader, bounded: the reference reader, whose issues every file gets."""
+
+
+if yaml.__with_libyaml__:
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
+
+    class _FastLoader(_Bounded, CParser, SafeConstructor, Resolver):
+        """The same, with libyaml's scanner and parser (C) under PyYAML's own composer
+        (bounded depth, no recursion in C) and safe constructor: ~5x faster on a tenant file."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
 def _kind(node: yaml.Node) -> str:
     return str(node.tag).rsplit(":", 1)[-1]
 
 
+def _fast_source(text: str, file: str) -> Source | None:
+    """``parse_source`` through ``_FastLoader`` (an ISP's daemon reads 1,000 tenant files at
+    start), or None if that fails in any way: the reference reader then reads the text again
+    and places the issue exactly as it always has."""
+    if not yaml.__with_libyaml__:
+        return None
+    loader = None
+    try:
+        loader = _FastLoader(text)
+        root = loader.get_single_node()
+        repeated = tuple(_repeated_keys(root, file)) if root is not None else ()
+        data = loader.construct_document(root) if root is not None else None
+    except Exception:  # a file the reference reader refuses (or libyaml reads differently)
+        return None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return Source(file=file, data=data, root=root, issues=repeated)
+
+
 def parse_source(text: str, file: str) -> Source:
     """Parse ``text`` (one YAML document) with the safe loader; see the module contracts."""
+    fast = _fast_source(text, file)
+    if fast is not None:
+        return fast
     loader: yaml.SafeLoader | None = None
     try:
         loader = _BoundedLoader(text)

@@ -27,9 +27,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
-
 from guardmail.core.item import header_fields
 
 # The id of every warning stanza guardmail sends: its own copy, when the server hands it back
@@ -43,6 +40,10 @@ _NO_REPLY_LOCAL = re.compile(
     r"^(no-?reply|do-?not-?reply|mailer-daemon|postmaster|bounces?|listserv|majordomo)([+._-].*)?$",
     re.IGNORECASE,
 )
+
+
+class TemplateError(ValueError):
+    """A warning template did not render (jinja2's error, its message kept)."""
 
 
 class UnsafeValue(ValueError):
@@ -83,7 +84,7 @@ def render_warning(
     date: str,
     message_id: str,
 ) -> WarningMessage:
-    """The exact message to send. Raises UnsafeValue or jinja2's TemplateError on bad input."""
+    """The exact message to send. Raises UnsafeValue or TemplateError on bad input."""
     for key, value in values.items():
         check_safe(key, value)
     for key, value in (
@@ -129,7 +130,7 @@ def render_xmpp_warning(
     date: str,
     stanza_id: str,
 ) -> WarningMessage:
-    """The exact stanza to send over XMPP. Raises UnsafeValue or jinja2's TemplateError."""
+    """The exact stanza to send over XMPP. Raises UnsafeValue or TemplateError."""
     for key, value in (*values.items(), ("recipient", recipient), ("stanza id", stanza_id)):
         check_safe(key, value)
     body = _render(template, values).replace("\r\n", "\n")
@@ -155,10 +156,17 @@ def render_xmpp_warning(
 
 
 def _render(template: str, values: Mapping[str, str]) -> str:
+    # jinja2 (~9 MB) is imported at the first warning, not by every process that imports this.
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
     env = SandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True
+        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
     )
-    return env.from_string(template).render(**values)
+    try:
+        return env.from_string(template).render(**values)
+    except jinja2.TemplateError as exc:
+        raise TemplateError(str(exc)) from exc
 
 
 def is_no_reply_address(address: str) -> bool:

@@ -17,15 +17,9 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from guardmail import logs
-from guardmail.channels.imap.watch import ImapSource
-from guardmail.channels.maildir import MaildirSource
-from guardmail.channels.smtp.filter import SmtpFilterSource
-from guardmail.channels.smtp.milter import MilterSource
-from guardmail.channels.smtp.relayed import RelayedCopies
-from guardmail.channels.xmpp.client import small_tls_reads
-from guardmail.channels.xmpp.watch import XmppSource
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
 from guardmail.daemon import lastgood
@@ -40,6 +34,16 @@ from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.vault.store import Vault
 
+if TYPE_CHECKING:
+    # Imported where a source of the kind is configured, not here: each channel's library
+    # (slixmpp, imapclient, aiosmtpd, watchdog) costs megabytes that a daemon without that
+    # channel (an ISP's milter) would hold for nothing (tests/unit/test_daemon_imports.py).
+    from guardmail.channels.imap.watch import ImapSource
+    from guardmail.channels.maildir import MaildirSource
+    from guardmail.channels.smtp.filter import SmtpFilterSource
+    from guardmail.channels.smtp.milter import MilterSource
+    from guardmail.channels.xmpp.watch import XmppSource
+
 STATUS_SECONDS = 5.0
 
 
@@ -47,16 +51,7 @@ class _Shutdown(Exception):
     """Raised inside the task group to stop every task."""
 
 
-Source = MaildirSource | ImapSource | XmppSource | SmtpFilterSource | MilterSource
-
-
-def source_name(source: Source) -> str:
-    """The name status and logs give a source (its account, as the sources' own events do)."""
-    if isinstance(source, MaildirSource):
-        return source.account
-    if isinstance(source, SmtpFilterSource | MilterSource):
-        return "smtp_filter"
-    return source.cfg.name
+Source: TypeAlias = "MaildirSource | ImapSource | XmppSource | SmtpFilterSource | MilterSource"
 
 
 class Daemon:
@@ -66,8 +61,16 @@ class Daemon:
         self.loaded_ns = loaded_ns
         self.started_with = config.settings  # state_dir and tenant: a reload does not move them
         self.tenant: Tenant = serve_tenant(config.settings)
-        self.sources: list[Source] = [
-            MaildirSource(
+        self.sources: list[Source] = []
+        self.names: list[str] = []  # status's and the logs' name of each source, in order
+        self.judged: list[MaildirSource | ImapSource] = []  # judged again when offenders change
+        self.xmpp: list[XmppSource] = []
+        sources = config.settings.sources
+        if sources.maildir:
+            from guardmail.channels.maildir import MaildirSource
+
+        for m in sources.maildir:
+            maildir = MaildirSource(
                 path=m.path,
                 account=m.name or str(m.path),
                 tenant=self.tenant.name,
@@ -76,33 +79,39 @@ class Daemon:
                 review_folder=config.settings.aliases.review_folder,
                 rescan_seconds=m.rescan_seconds,
             )
-            for m in config.settings.sources.maildir
-        ]
-        self.sources += [
-            ImapSource(
+            self._add(maildir.account, maildir)
+            self.judged.append(maildir)
+        if sources.imap:
+            from guardmail.channels.imap.watch import ImapSource
+
+        for i in sources.imap:
+            imap = ImapSource(
                 cfg=i,
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 storage=self.tenant.storage,
                 review_folder=config.settings.aliases.review_folder,
             )
-            for i in config.settings.sources.imap
-        ]
-        self.sources += [
-            XmppSource(
+            self._add(i.name, imap)
+            self.judged.append(imap)
+        if sources.xmpp:
+            from guardmail.channels.xmpp.watch import XmppSource
+
+        for x in sources.xmpp:
+            xmpp = XmppSource(
                 cfg=x,
                 tenant=self.tenant.name,
                 pipeline=self.tenant.pipeline,
                 storage=self.tenant.storage,
                 held=self.tenant.warner.held_server_blocks,
             )
-            for x in config.settings.sources.xmpp
-        ]
+            self._add(x.name, xmpp)
+            self.xmpp.append(xmpp)
         self.smtp_filter: SmtpFilterSource | MilterSource | None = None
         self.tenant_dir: TenantDirectory | None = None
-        if config.settings.sources.smtp_filter is not None:
+        if sources.smtp_filter is not None:
             # Loads tenants.d; a bad tenant file raises ConfigError (exit 2 with file:line).
-            cfg = config.settings.sources.smtp_filter
+            cfg = sources.smtp_filter
             tenants = TenantDirectory(
                 directory=cfg.tenants_dir,
                 state_dir=config.settings.state_dir,
@@ -113,14 +122,19 @@ class Daemon:
             # The main config's own offenders protect every recipient of no tenant.
             main = MainRecipients(tenant=self.tenant)
             if cfg.mode == "milter":
+                from guardmail.channels.smtp.milter import MilterSource
+
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
+                from guardmail.channels.smtp.filter import SmtpFilterSource
+                from guardmail.channels.smtp.relayed import RelayedCopies
+
                 # Copies relayed are remembered in the daemon's own database, for retries.
                 relayed = RelayedCopies(self.tenant.storage, self.tenant.name)
                 self.smtp_filter = SmtpFilterSource(
                     cfg=cfg, tenants=tenants, relayed=relayed, fallback=main
                 )
-            self.sources.append(self.smtp_filter)
+            self._add("smtp_filter", self.smtp_filter)
         self._stop = asyncio.Event()
         self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)
         # The local control socket client plugins and `guardmail report` talk to.
@@ -133,6 +147,10 @@ class Daemon:
         self.notifier = Notifier.from_env()
         stamp = config.settings.evidence.timestamp  # restart to change it, like the sources
         self.timestamps = Timestampers(self._vaults, stamp) if stamp is not None else None
+
+    def _add(self, name: str, source: Source) -> None:
+        self.sources.append(source)
+        self.names.append(name)
 
     def _vaults(self) -> list[Vault]:
         """Every tenant's vault: the main one, then tenants.d's as they are now."""
@@ -170,12 +188,11 @@ class Daemon:
         self.config = new
         self._record_last_good()
         rules_changed = new.settings.offenders != old.offenders
-        for source in self.sources:
-            if isinstance(source, MaildirSource | ImapSource):
-                if rules_changed:  # re-reading every folder's headers is not free
-                    source.rejudge()  # existing mail, by the new rules, now
-            elif isinstance(source, XmppSource):
-                source.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
+        if rules_changed:  # re-reading every folder's headers is not free
+            for judged in self.judged:
+                judged.rejudge()  # existing mail, by the new rules, now
+        for xmpp in self.xmpp:
+            xmpp.apply_rules(self.tenant.pipeline.rules)  # server blocklist in sync
         event("config.reloaded", offenders=len(new.settings.offenders))
         return True
 
@@ -234,8 +251,8 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 if (interval := self.notifier.watchdog_interval()) is not None:
                     group.create_task(watchdog_loop(self.notifier, interval))
-                for source in self.sources:
-                    group.create_task(keep_running(source_name(source), source.run))
+                for name, source in zip(self.names, self.sources, strict=True):
+                    group.create_task(keep_running(name, source.run))
                 watcher = ConfigWatcher(
                     lambda: self.config, self._reload_notified, loaded_ns=self.loaded_ns
                 )
@@ -264,7 +281,10 @@ def run(config_path: Path) -> int:
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
-    small_tls_reads()  # one 16 KiB read buffer for all XMPP connections (bench/xmpp_accounts.py)
+    if config.settings.sources.xmpp:  # the daemon's only asyncio TLS connections
+        from guardmail.channels.xmpp.client import small_tls_reads
+
+        small_tls_reads()  # 16 KiB, not 256 KiB, per XMPP connection (bench/xmpp_accounts.py)
 
     async def main() -> None:
         await Daemon(config, loaded_ns=loaded_ns).run()

@@ -21,7 +21,7 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.storage.sqlite import SQLiteStorage
-from guardmail.vault.dkimcheck import Limits
+from guardmail.vault.dkimlimits import Limits
 from guardmail.vault.keyfetch import DnsResolver
 from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Vault

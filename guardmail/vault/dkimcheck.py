@@ -31,11 +31,13 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from guardmail.core.authresults import trusted_field
 from guardmail.core.item import header_fields
+from guardmail.vault.dkimlimits import DEFAULT_LIMITS, Limits
 from guardmail.vault.keyfetch import MAX_RECORD, LookupFailed, Resolver, StaticResolver
 
 MAX_FIELD = 8 * 1024  # bytes of one DKIM-Signature, ARC-Message-Signature or ARC-Seal value
 MAX_RSA_BITS = 8192
 MAX_EXPONENT_BITS = 32  # real keys use 65537; a huge exponent makes one check cost seconds
+__all__ = ["DEFAULT_LIMITS", "Limits"]  # re-exported: the bounds live in dkimlimits
 
 PASS, FAIL, TEMPERROR, PERMERROR, SKIPPED = "pass", "fail", "temperror", "permerror", "skipped"
 
@@ -44,19 +46,6 @@ _QUIET = logging.getLogger("guardmail.dkimpy")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 _QUIET.setLevel(logging.CRITICAL + 1)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    signatures: int = 8
-    arc_sets: int = 8
-    lookup_seconds: float = 2.0
-    dns_budget: float = 5.0
-    seconds: float = 10.0
-    max_bytes: int = 64 * 1024 * 1024
-
-
-DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

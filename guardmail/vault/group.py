@@ -22,7 +22,11 @@ Contracts:
 - The HEAD witness is written after a group's commit if a request of the group asked for it:
   always when no other request waits, else at most every ``WITNESS_SECONDS`` (it may lag the
   journal, never lead it: ``guardmail.vault.store``; the signed tree heads cover every group).
-  A group's journal time is the latest ``now`` of its requests.
+  A request with ``wait_witness=False`` (the milter, whose client waits for its answer) is told
+  its entries are durable as soon as they are committed; when no request of the group waits
+  for it, the witness is written after their futures resolved (a failure to write it is
+  logged, never theirs: their entries are committed). A group's journal time is the latest
+  ``now`` of its requests.
 - A request cancelled before its group is taken (its awaiting task was cancelled) is dropped,
   never committed: nothing acts on it, and its source sees it again.
 - The committer thread starts when a request arrives and none runs, and ends when the queue has
@@ -32,6 +36,7 @@ Contracts:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -41,6 +46,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
+from guardmail.errors import VaultUnavailable
+from guardmail.logs import event
 from guardmail.storage.base import JournalRow
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
@@ -57,6 +64,7 @@ class _Request:
     entries: Sequence[Archive | Record]
     now: datetime
     witness: bool
+    wait_witness: bool
     future: Future[Done]
 
     @property
@@ -77,14 +85,25 @@ class GroupCommitter:
         self._witnessed = 0.0  # monotonic time of the last HEAD witness written
 
     def submit(
-        self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
+        self,
+        entries: Sequence[Archive | Record],
+        *,
+        now: datetime,
+        witness: bool = True,
+        wait_witness: bool = True,
     ) -> Future[Done]:
         """Queue the entries for the next group; see the module contract."""
         future: Future[Done] = Future()
         if not entries:
             future.set_result([])
             return future
-        request = _Request(entries=list(entries), now=now, witness=witness, future=future)
+        request = _Request(
+            entries=list(entries),
+            now=now,
+            witness=witness,
+            wait_witness=wait_witness,
+            future=future,
+        )
         with self._lock:
             self._queue.append(request)
             if self._running:
@@ -157,14 +176,16 @@ class GroupCommitter:
             # WITNESS_SECONDS; it is always written when nothing more waits.
             if witness and self._queue and time.monotonic() - self._witnessed < WITNESS_SECONDS:
                 witness = False
+        # Nobody waits for the witness: it is written once their futures resolved.
+        later = witness and not any(r.witness and r.wait_witness for r in group)
         try:
             done = self.vault.commit(
                 entries,
                 now=max(r.now for r in group),
-                witness=witness,
+                witness=witness and not later,
                 point="vault.group",
             )
-            if witness:
+            if witness and not later:
                 self._witnessed = time.monotonic()
         except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
             self.groups += 1
@@ -176,6 +197,12 @@ class GroupCommitter:
         for r in group:
             r.future.set_result(done[start : start + len(r.entries)])
             start += len(r.entries)
+        if later:
+            try:
+                self.vault.witness()  # the journal's last entry: this group's, committed above
+                self._witnessed = time.monotonic()
+            except VaultUnavailable as exc:  # lags until the next group's witness
+                event("vault.witness_failed", level=logging.ERROR, error=str(exc))
 
 
 _COMMITTERS: weakref.WeakKeyDictionary[Vault, GroupCommitter] = weakref.WeakKeyDictionary()

@@ -9,13 +9,12 @@ Tests inject their own resolver (a dict of records).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
+if TYPE_CHECKING:
+    import dns.resolver
 
 # A TXT record longer than this is no DKIM key we will use (a 8192-bit RSA key is ~1.4 KB):
 # it is not even kept, so an offender's domain cannot fill the vault through its DNS.
@@ -34,7 +33,10 @@ class LookupFailed(Exception):
 class Resolver(Protocol):
     """Fetches a key record; ``name`` says which resolver it is (kept with each snapshot)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Which resolver this is, as kept with each snapshot."""
+        ...
 
     def txt(self, qname: str, *, lifetime: float) -> bytes:
         """The first TXT record at ``qname``, its strings joined; LookupFailed if there is none."""
@@ -49,21 +51,44 @@ class DnsResolver:
         self._nameservers = list(nameservers)
         self._resolver: dns.resolver.Resolver | None = None
         self._problem = ""
-        try:
-            if nameservers:
-                resolver = dns.resolver.Resolver(configure=False)
-                resolver.nameservers = [_host(s) for s in nameservers]
-                resolver.nameserver_ports = {_host(s): _port(s) for s in nameservers}
-            else:
-                resolver = dns.resolver.Resolver()
-            self._resolver = resolver
-            servers = nameservers or [str(s) for s in resolver.nameservers]
-            self.name = "dnspython " + ", ".join(servers)
-        except (dns.resolver.NoResolverConfiguration, OSError, ValueError) as exc:
-            self._problem = f"no DNS resolver configured ({exc})"
-            self.name = "dnspython (unconfigured)"
+        self._name = ""
+        # dnspython is imported and the resolver made at the first use (a lookup, or the name
+        # kept with a check), in the tenant's checker thread: not by every tenant at start.
+        self._setup = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        self._configure()
+        return self._name
+
+    def _configure(self) -> None:
+        with self._setup:
+            if self._name:
+                return
+            import dns.resolver
+
+            nameservers = self._nameservers
+            try:
+                if nameservers:
+                    resolver = dns.resolver.Resolver(configure=False)
+                    resolver.nameservers = [_host(s) for s in nameservers]
+                    resolver.nameserver_ports = {_host(s): _port(s) for s in nameservers}
+                else:
+                    resolver = dns.resolver.Resolver()
+                self._resolver = resolver
+                servers = nameservers or [str(s) for s in resolver.nameservers]
+                self._name = "dnspython " + ", ".join(servers)
+            except (dns.resolver.NoResolverConfiguration, OSError, ValueError) as exc:
+                self._problem = f"no DNS resolver configured ({exc})"
+                self._name = "dnspython (unconfigured)"
 
     def txt(self, qname: str, *, lifetime: float) -> bytes:
+        import dns.exception
+        import dns.name
+        import dns.rdatatype
+        import dns.resolver
+
+        self._configure()
         if self._resolver is None:
             raise LookupFailed(self._problem, temporary=True)
         try:

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from guardmail.errors import StateError
 from guardmail.logs import event
@@ -35,16 +36,13 @@ from guardmail.storage.base import (
     Storage,
     StorageUnavailable,
 )
-from guardmail.vault.dkimcheck import (
-    DEFAULT_LIMITS,
-    Check,
-    Limits,
-    Signature,
-    check,
-    recheck,
-    trusted_results,
-)
-from guardmail.vault.keyfetch import Resolver
+from guardmail.vault.dkimlimits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    # dkimpy and dnspython (~20 MB) are imported by the worker at its first check, not with
+    # every tenant (an ISP's many tenants rarely archive anything).
+    from guardmail.vault.dkimcheck import Check, Signature
+    from guardmail.vault.keyfetch import Resolver
 
 BACKLOG = 1000  # items waiting for their check; past it a check is dropped, never the item
 IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many quiet tenants)
@@ -143,6 +141,8 @@ class ReceiptChecker:
 
     def check_now(self, *, seq: int, sha256: str, raw: bytes) -> ReceiptCheckRow:
         """Check and record one archived item in the calling thread."""
+        from guardmail.vault.dkimcheck import check
+
         at = self.clock()
         found = check(raw, self.resolver, limits=self.limits, clock=self.clock)
         row = self.record(seq=seq, sha256=sha256, found=found, raw=raw, at=at)
@@ -159,6 +159,8 @@ class ReceiptChecker:
     def record(
         self, *, seq: int, sha256: str, found: Check, raw: bytes, at: datetime
     ) -> ReceiptCheckRow:
+        from guardmail.vault.dkimcheck import trusted_results
+
         row = ReceiptCheckRow(
             tenant=self.tenant,
             seq=seq,
@@ -243,4 +245,6 @@ def stored(storage: Storage, tenant: str, seq: int) -> Stored:
 
 def recheck_stored(raw: bytes, kept: Stored, *, limits: Limits = DEFAULT_LIMITS) -> list[Signature]:
     """The item's signatures verified again, offline, from the snapshots kept at receipt."""
+    from guardmail.vault.dkimcheck import recheck
+
     return list(recheck(raw, kept.records(), limits=limits).signatures)

@@ -314,6 +314,7 @@ class Guardmail:
     config: Path
     log: Path
     env: dict[str, str] = field(default_factory=dict)  # added to the environment (a fault)
+    tree: Path | None = None  # another checkout's guardmail (a bench's baseline); else this one
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -323,7 +324,8 @@ class Guardmail:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                cwd=Path(__file__).resolve().parents[2],
+                # `-m` puts the working directory first on sys.path: its guardmail runs.
+                cwd=self.tree or Path(__file__).resolve().parents[2],
                 env={**os.environ, **self.env},
             )
 

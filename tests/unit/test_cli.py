@@ -1,11 +1,13 @@
 """The guardmail command: exit codes and output a person or a script relies on."""
 
+import argparse
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 
-from guardmail.cli import main
+from guardmail.cli import COMMANDS, command_modules, main
 
 CONFIG = """\
 state_dir: {root}/var
@@ -186,3 +188,24 @@ def test_explain_names_the_lookalike_letters_of_a_pattern_match(
     code, out, _ = run(capsys, "-c", str(config), "explain", str(eml), "--json")
     looks = "looks like stalker1@gmail.com: Cyrillic \u0430 (U+0430)"
     assert json.loads(out)["matches"][0]["looks_like"] == looks
+
+
+def test_each_command_is_registered_by_the_module_the_cli_imports_for_it() -> None:
+    for name, commands in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"guardmail.commands.{name}").register(parser.add_subparsers())
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        assert tuple(sub.choices) == commands, name
+    # The command is found after the global options, whatever their form.
+    for argv in (["run"], ["-c", "x.yaml", "run"], ["--config=x.yaml", "--tenant", "t", "run"]):
+        assert [m.__name__ for m in command_modules(argv)] == ["guardmail.commands.basic"]
+    assert len(command_modules(["--help"])) == len(command_modules(["no-such-command"])) == 12
+
+
+def test_an_unknown_command_is_refused_naming_the_known_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["evidnce", "list"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid choice" in err and "'evidence'" in err

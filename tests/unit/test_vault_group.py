@@ -16,6 +16,7 @@ from guardmail.core.item import Channel, Identity, Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline
+from guardmail.storage.base import JournalRow
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
 from guardmail.vault.group import GroupCommitter, committer
@@ -173,4 +174,62 @@ def test_pipeline_items_submitted_in_a_row_share_groups_and_are_acted_on_only_wh
     assert sorted(actions) == [r.seq for r in archived]
     assert sorted(actor.seen) == sorted(r.source_ref for r in archived if r.source_ref)
     assert committer(vault).groups < 80  # 40 archive and 40 action requests, grouped
+    assert verify_vault(vault) == []
+
+
+def held_witness(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Hold every later HEAD witness write (``Vault.witness``) until the returned event is set."""
+    release = threading.Event()
+    witness = vault.witness
+
+    def slow() -> None:
+        release.wait(10)
+        witness()
+
+    monkeypatch.setattr(vault, "witness", slow)
+    return release
+
+
+def test_a_request_that_does_not_wait_for_the_witness_is_durable_before_it_and_never_led(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group = GroupCommitter(vault)
+    (first,) = group.commit([archive(1)], now=NOW)  # waits: HEAD names it
+    assert isinstance(first, Receipt) and vault.head_witness() == (1, vault.rows()[0].hash)
+    release = held_witness(vault, monkeypatch)
+    (row,) = group.submit(
+        [Record(kind="note", fields={})], now=NOW, witness=True, wait_witness=False
+    ).result(10)
+    # Told it is durable while the witness is still held: the entry is committed, and HEAD
+    # lags it (names the entry before), never leads it.
+    assert isinstance(row, JournalRow) and row.seq == 2
+    assert [r.seq for r in vault.rows()] == [1, 2]
+    assert vault.head_witness() == (1, vault.rows()[0].hash)
+    release.set()
+    for _ in range(500):  # the committer writes it once the request has its answer
+        if vault.head_witness() == (2, row.hash):
+            break
+        threading.Event().wait(0.01)
+    assert vault.head_witness() == (2, row.hash)
+    assert verify_vault(vault) == []
+
+
+def test_a_witness_that_cannot_be_written_after_the_answer_fails_no_request(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    group = GroupCommitter(vault)
+    group.commit([archive(1)], now=NOW)
+
+    def broken() -> None:
+        raise VaultUnavailable("HEAD: disk full")
+
+    monkeypatch.setattr(vault, "witness", broken)
+    with caplog.at_level("ERROR", logger="guardmail"):
+        (row,) = group.submit([Record(kind="note", fields={})], now=NOW, wait_witness=False).result(
+            10
+        )
+        (again,) = group.commit([Record(kind="note", fields={})], now=NOW)  # waits: written
+        assert isinstance(row, JournalRow) and isinstance(again, JournalRow)
+        assert vault.head_witness() == (3, again.hash)
+    assert "vault.witness_failed" in caplog.text
     assert verify_vault(vault) == []

@@ -117,3 +117,64 @@ def test_run_with_a_deep_config_exits_2_with_one_line_naming_the_file(
     assert main(["-c", str(config), "run"]) == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"{config}:1:") and "nest deeper than" in line
+
+
+SAME_EITHER_WAY = [
+    Path(__file__).parents[2] / "config" / "guardmail.example.yaml",
+    TENANT + "offenders:\n  - {name: Ex, addresses: [ex@bad.example]}\n",
+    "a: &x [1, 2.5, true, null, 2026-12-03]\nb: *x\nc: {<<: {d: 1}, e: 'q'}\n"
+    "d: |\n  two\n  lines\n",
+    "offenders:\n  - name: Élodie Ünal\n    addresses: ['é@exämple.org']\n"
+    '    note: "\\t\\u00e9"\n',
+    "a: 1\na: 2\n",  # a repeated key: an issue, and the file still read
+    "x: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n",
+]
+
+
+def nodes(node: object) -> list[tuple[object, ...]]:
+    """Every node of a tree, in order: its kind, tag, value and where it starts and ends."""
+    import yaml
+
+    assert isinstance(node, yaml.Node)
+    start, end = node.start_mark, node.end_mark
+    here: tuple[object, ...] = (type(node).__name__, node.tag, start.line, start.column)
+    here += (end.line, end.column)
+    if isinstance(node, yaml.ScalarNode):
+        return [(*here, node.value)]
+    found = [here]
+    for child in node.value:
+        for part in child if isinstance(child, tuple) else (child,):
+            found += nodes(part)
+    return found
+
+
+@pytest.mark.parametrize("text", SAME_EITHER_WAY, ids=range(len(SAME_EITHER_WAY)))
+def test_the_fast_reader_gives_what_the_reference_reader_gives(
+    text: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml's parser (the fast path, for 1,000 tenant files at start) must not change what
+    a file means or where its issues are placed."""
+    import guardmail.config.yamlfile as yamlfile
+
+    if isinstance(text, Path):
+        text = text.read_text()
+    assert yamlfile._fast_source(text, "f.yaml") is not None  # read by libyaml, no fallback
+    fast = parse_source(text, "f.yaml")
+    monkeypatch.setattr(yamlfile, "_fast_source", lambda text, file: None)
+    slow = parse_source(text, "f.yaml")
+    assert fast.data == slow.data and fast.issues == slow.issues
+    assert nodes(fast.root) == nodes(slow.root)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a: [1, 2\n", "a:\n\t- b\n", "a: !!python/object:os.system x\n", "a: \x07\n", "x: " + DEEP],
+)
+def test_a_file_the_fast_reader_refuses_gets_the_reference_readers_issue(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guardmail.config.yamlfile as yamlfile
+
+    fast = issues_of(parse_source, text, "f.yaml")
+    monkeypatch.setattr(yamlfile, "_fast_source", lambda text, file: None)
+    assert fast == issues_of(parse_source, text, "f.yaml")
