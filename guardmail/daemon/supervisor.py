@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from guardmail import logs
-from guardmail.channels.imap.watch import ImapSource
+from guardmail.channels.imap.source import ImapSource
 from guardmail.channels.maildir import MaildirSource
 from guardmail.channels.smtp.filter import SmtpFilterSource
 from guardmail.channels.smtp.milter import MilterSource
