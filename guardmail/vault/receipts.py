@@ -188,6 +188,11 @@ class ReceiptChecker:
             self.record_many(done)
         except (StorageUnavailable, StateError):
             pass  # logged by record_many; the items stay archived, "not checked"
+        except Exception:  # a bug must not end the worker: the next submits would wait forever
+            logging.getLogger("guardmail").exception(
+                "receipt.error",
+                extra={"gm_fields": {"tenant": self.tenant, "seqs": [f.row.seq for f in done]}},
+            )
 
     def check_now(self, *, seq: int, sha256: str, raw: bytes) -> ReceiptCheckRow:
         """Check and record one archived item in the calling thread."""

@@ -413,3 +413,29 @@ def test_an_idle_worker_ends_and_the_next_item_starts_another(
     finally:
         checker.close()
     assert [stored(storage, "t", s).results[0].result for s in (1, 2)] == ["pass", "pass"]
+
+
+def test_a_bug_recording_one_batch_does_not_end_the_worker(
+    key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checker = ReceiptChecker(
+        storage=storage, tenant="t", resolver=StaticResolver({NAME: key.record})
+    )
+    real = checker.record_many
+    calls: list[int] = []
+
+    def first_fails(done: list[receipts.Found]) -> None:
+        calls.append(len(done))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        real(done)
+
+    monkeypatch.setattr(checker, "record_many", first_fails)
+    try:
+        assert checker.submit(seq=1, sha256="a" * 64, raw=signed(key))
+        assert checker.drain(30)
+        assert checker.submit(seq=2, sha256="a" * 64, raw=signed(key))
+        assert checker.drain(30)
+    finally:
+        checker.close()
+    assert [stored(storage, "t", s).check is not None for s in (1, 2)] == [False, True]
