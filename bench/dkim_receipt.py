@@ -10,7 +10,8 @@ item. The key records come from a ``StaticResolver``: no DNS. Also printed: what
 itself waits for with the check on (the archive plus ``submit``, which only queues the item),
 and the check alone. Per-item p50/p99 and items/s. Then the worker as a first scan uses it:
 ``--items`` archived items submitted at once (faster than it checks), the time until all are
-recorded (``drain``), how many were recorded and how many ``submit`` refused.
+recorded (``drain``), how many were recorded and how many ``submit`` refused (``--burst-only``:
+only that; the script runs on an older tree too, whose checker has no ``load``).
 
     python bench/dkim_receipt.py [--items N] [--signatures K] [--quick]
 """
@@ -91,6 +92,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--signatures", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--burst-only", action="store_true", help="only the worker under a burst (the last line)"
+    )
     args = parser.parse_args()
     n = 200 if args.quick else args.items
     pem, record = keypair()
@@ -111,6 +115,11 @@ def main() -> None:
             (item(i, "a", pem, args.signatures), item(i, "b", pem, args.signatures))
             for i in range(n)
         ]
+        if args.burst_only:
+            burst(root, items, dns)
+            for s in stores.values():
+                s.close()
+            return
         for i, (raw_a, raw_b) in enumerate(items):
             start = time.perf_counter()
             off.put(raw_a, source_ref=f"new/{i}", metadata={"offender": "X"}, now=NOW)
