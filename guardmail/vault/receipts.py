@@ -8,7 +8,8 @@ Contracts:
   the queue in order (started by ``submit``, ended after ``IDLE_SECONDS`` without work); the
   action on the item does not wait for it.
 - No check is dropped for want of room (a first scan archives thousands at once): the queue
-  holds at most ``BACKLOG_BYTES`` of message bytes; past that a job keeps only (seq, SHA-256)
+  holds at most ``BACKLOG_BYTES`` of message bytes (the worker's batch in hand, taken from it,
+  at most as much again); past that a job keeps only (seq, SHA-256)
   and its bytes are read back from the vault (``load``, the blob just fsync'd) when its turn
   comes. Such a job costs ~200 bytes of memory against the KBs its blob takes on disk, so the
   queue never outgrows the vault it trails. Without ``load`` (a checker not given the vault)
