@@ -271,6 +271,13 @@ def guardmail_problems(daemon: Guardmail) -> Counter[str]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process so far (/proc/PID/stat), all threads:
+    on a machine others load, a figure their load hardly moves (wall time it does)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
 
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     # Imported where a source of the kind is configured, not here: each channel's library
     # (slixmpp, imapclient, aiosmtpd, watchdog) costs megabytes that a daemon without that
     # channel (an ISP's milter) would hold for nothing (tests/unit/test_daemon_imports.py).
-    from guardmail.channels.imap.watch import ImapSource
+    from guardmail.channels.imap.source import ImapSource
     from guardmail.channels.maildir import MaildirSource
     from guardmail.channels.smtp.filter import SmtpFilterSource
     from guardmail.channels.smtp.milter import MilterSource
@@ -82,7 +82,7 @@ class Daemon:
             self._add(maildir.account, maildir)
             self.judged.append(maildir)
         if sources.imap:
-            from guardmail.channels.imap.watch import ImapSource
+            from guardmail.channels.imap.source import ImapSource
 
         for i in sources.imap:
             imap = ImapSource(

@@ -105,8 +105,11 @@ class Tenant:
             self.storage.close()
 
 
-def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecker | None:
-    """The tenant's DKIM/ARC check at receipt, unless ``evidence.dkim`` is off."""
+def receipt_checker(
+    settings: Settings, storage: SQLiteStorage, vault: Vault
+) -> ReceiptChecker | None:
+    """The tenant's DKIM/ARC check at receipt, unless ``evidence.dkim`` is off; a check queued
+    past its memory bound reads the item back from ``vault``."""
     ev = settings.evidence
     if not ev.dkim:
         return None
@@ -116,6 +119,7 @@ def receipt_checker(settings: Settings, storage: SQLiteStorage) -> ReceiptChecke
         resolver=DnsResolver(ev.nameservers),
         authserv_id=ev.authserv_id,
         limits=Limits(lookup_seconds=ev.dns_timeout, dns_budget=ev.dns_budget),
+        load=vault.blobs.get,
     )
 
 
@@ -167,7 +171,7 @@ def open_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> 
         after_block=warner.on_block,
         linker=linker,
         own=settings.impersonation.own_names(settings.evidence.authserv_id),
-        receipts=receipt_checker(settings, storage),
+        receipts=receipt_checker(settings, storage, vault),
     )
     return Tenant(
         name=settings.tenant,

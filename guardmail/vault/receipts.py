@@ -4,11 +4,21 @@ server's Authentication-Results, checked after the item is archived and kept bes
 Contracts:
 - Never before the archive, never holding the item: the pipeline hands an item to ``submit``
   only after ``Vault.put_many`` returned (the bytes are fsync'd and journaled), and ``submit``
-  only puts it on a bounded queue (``BACKLOG`` items) and returns at once, whatever DNS does. One
-  worker thread per tenant checks the queue in order (started by ``submit``, ended after
-  ``IDLE_SECONDS`` without work); the action on the item does not wait for it. A full queue
-  drops the check (logged as ``receipt.unchecked``); a crash loses the checks still queued
-  (the item stays archived; ``guardmail evidence verify-dkim`` says "not checked").
+  only queues it and returns at once, whatever DNS does. One worker thread per tenant checks
+  the queue in order (started by ``submit``, ended after ``IDLE_SECONDS`` without work); the
+  action on the item does not wait for it.
+- No check is dropped for want of room (a first scan archives thousands at once): the queue
+  holds at most ``BACKLOG_BYTES`` of message bytes (the worker's batch in hand, taken from it,
+  at most as much again); past that a job keeps only (seq, SHA-256)
+  and its bytes are read back from the vault (``load``, the blob just fsync'd) when its turn
+  comes. Such a job costs ~200 bytes of memory against the KBs its blob takes on disk, so the
+  queue never outgrows the vault it trails. Without ``load`` (a checker not given the vault)
+  the bytes stay in memory. Only ``close`` (the daemon stopping) refuses checks, logged as
+  ``receipt.unchecked``; a crash loses the checks still queued (the item stays archived;
+  ``guardmail evidence verify-dkim`` says "not checked").
+- The worker records its checks in batches, one transaction each (at most ``BATCH`` checks or
+  ``COMMIT_SECONDS`` of checking, whichever comes first; sooner when the queue is empty), not a
+  transaction per item: the storage is shared with the pipeline and the watchers.
 - Each check is bounded by ``dkimcheck.Limits`` (signatures, ARC sets, DNS time, CPU time).
 - What is kept (``guardmail.storage.base``): one ``ReceiptCheckRow`` per archived entry, one
   ``DkimResultRow`` per signature, and every key record fetched as a ``DkimKeyRow``, stored once
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +55,9 @@ if TYPE_CHECKING:
     from guardmail.vault.dkimcheck import Check, Signature
     from guardmail.vault.keyfetch import Resolver
 
-BACKLOG = 1000  # items waiting for their check; past it a check is dropped, never the item
+BACKLOG_BYTES = 64 * 1024 * 1024  # message bytes held by queued checks; past it, read back
+BATCH = 200  # checks recorded in one transaction at most
+COMMIT_SECONDS = 1.0  # checking time after which what is done is recorded (a slow DNS)
 IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many quiet tenants)
 
 
@@ -52,7 +65,17 @@ IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many
 class Job:
     seq: int
     sha256: str
-    raw: bytes
+    raw: bytes | None  # None: read back from the vault when checked (the queue was full)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Found:
+    """One check done, to be recorded with the others of its batch."""
+
+    row: ReceiptCheckRow
+    results: list[DkimResultRow]
+    keys: list[DkimKeyRow]
+    check: Check
 
 
 class ReceiptChecker:
@@ -67,7 +90,8 @@ class ReceiptChecker:
         authserv_id: str = "",
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        backlog: int = BACKLOG,
+        load: Callable[[str], bytes] | None = None,
+        backlog_bytes: int = BACKLOG_BYTES,
     ) -> None:
         self.storage = storage
         self.tenant = tenant
@@ -75,27 +99,26 @@ class ReceiptChecker:
         self.authserv_id = authserv_id  # swapped on reload
         self.limits = limits
         self.clock = clock
-        self.backlog = backlog
+        self.load = load  # an archived blob's bytes by SHA-256 (Vault.blobs.get)
+        self.backlog_bytes = backlog_bytes
         self._jobs: deque[Job] = deque()
+        self._held = 0  # bytes of raw held by queued jobs
         self._busy = 0  # jobs taken but not yet recorded
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def submit(self, *, seq: int, sha256: str, raw: bytes) -> bool:
-        """Queue an archived item's check; False (and logged) if the queue is full or closed.
-        Returns at once: it never waits for DNS or for the check."""
+        """Queue an archived item's check; False (and logged) only once closed. Returns at
+        once: it never waits for DNS or for the check."""
         with self._cond:
-            if self._closed or len(self._jobs) >= self.backlog:
-                event(
-                    "receipt.unchecked",
-                    level=logging.WARNING,
-                    tenant=self.tenant,
-                    seq=seq,
-                    why="closed" if self._closed else f"{self.backlog} checks waiting",
-                )
+            if self._closed:
+                event("receipt.unchecked", level=logging.WARNING, tenant=self.tenant, seq=seq)
                 return False
-            self._jobs.append(Job(seq=seq, sha256=sha256, raw=raw))
+            keep = self.load is None or self._held + len(raw) <= self.backlog_bytes
+            if keep:
+                self._held += len(raw)
+            self._jobs.append(Job(seq=seq, sha256=sha256, raw=raw if keep else None))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"receipts-{self.tenant}", daemon=True
@@ -126,39 +149,99 @@ class ReceiptChecker:
                 if not self._jobs:
                     self._thread = None  # the next submit starts another
                     return
-                job = self._jobs.popleft()
-                self._busy += 1
+                jobs = [self._jobs.popleft() for _ in range(min(BATCH, len(self._jobs)))]
+                self._held -= sum(len(j.raw) for j in jobs if j.raw is not None)
+                self._busy += len(jobs)
             try:
-                self.check_now(seq=job.seq, sha256=job.sha256, raw=job.raw)
+                self._check_batch(jobs)
+            finally:
+                with self._cond:
+                    self._busy -= len(jobs)
+                    self._cond.notify_all()
+
+    def _check_batch(self, jobs: list[Job]) -> None:
+        """Check ``jobs`` in order, recording them a transaction at a time; an error with one
+        (a bug, an unreadable blob) is logged and the others go on."""
+        done: list[Found] = []
+        began = time.monotonic()
+        for job in jobs:
+            try:
+                raw = job.raw if job.raw is not None else self._load(job.sha256)
+                done.append(self._found(seq=job.seq, sha256=job.sha256, raw=raw))
             except Exception:  # contained per item: the worker outlives any message
                 logging.getLogger("guardmail").exception(
                     "receipt.error", extra={"gm_fields": {"tenant": self.tenant, "seq": job.seq}}
                 )
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    self._cond.notify_all()
+            if done and time.monotonic() - began >= COMMIT_SECONDS:
+                self._record_quietly(done)
+                done, began = [], time.monotonic()
+        if done:
+            self._record_quietly(done)
+
+    def _load(self, sha256: str) -> bytes:
+        assert self.load is not None  # a job without bytes is only queued when there is one
+        return self.load(sha256)
+
+    def _record_quietly(self, done: list[Found]) -> None:
+        try:
+            self.record_many(done)
+        except (StorageUnavailable, StateError):
+            pass  # logged by record_many; the items stay archived, "not checked"
+        except Exception:  # a bug must not end the worker: the next submits would wait forever
+            logging.getLogger("guardmail").exception(
+                "receipt.error",
+                extra={"gm_fields": {"tenant": self.tenant, "seqs": [f.row.seq for f in done]}},
+            )
 
     def check_now(self, *, seq: int, sha256: str, raw: bytes) -> ReceiptCheckRow:
         """Check and record one archived item in the calling thread."""
+        found = self._found(seq=seq, sha256=sha256, raw=raw)
+        self.record_many([found])
+        return found.row
+
+    def _found(self, *, seq: int, sha256: str, raw: bytes) -> Found:
         from guardmail.vault.dkimcheck import check
 
         at = self.clock()
-        found = check(raw, self.resolver, limits=self.limits, clock=self.clock)
-        row = self.record(seq=seq, sha256=sha256, found=found, raw=raw, at=at)
-        event(
-            "receipt.checked",
-            tenant=self.tenant,
+        return self.prepare(
             seq=seq,
-            dkim=",".join(f"{s.domain}:{s.result}" for s in found.signatures if s.kind == "dkim"),
-            arc=found.arc_result,
-            trusted_results=bool(row.auth_results),
+            sha256=sha256,
+            found=check(raw, self.resolver, limits=self.limits, clock=self.clock),
+            raw=raw,
+            at=at,
         )
-        return row
 
-    def record(
-        self, *, seq: int, sha256: str, found: Check, raw: bytes, at: datetime
-    ) -> ReceiptCheckRow:
+    def record_many(self, done: list[Found]) -> None:
+        """Store ``done`` in one transaction; on failure ``receipt.unrecorded`` for each, and
+        the storage's error propagates."""
+        try:
+            with self.storage.transaction() as tx:
+                for f in done:
+                    tx.put_receipt_check(f.row, f.results, f.keys)
+        except (StorageUnavailable, StateError) as exc:
+            for f in done:
+                event(
+                    "receipt.unrecorded",
+                    level=logging.ERROR,
+                    tenant=self.tenant,
+                    seq=f.row.seq,
+                    error=str(exc),
+                )
+            raise
+        for f in done:
+            event(
+                "receipt.checked",
+                tenant=self.tenant,
+                seq=f.row.seq,
+                dkim=",".join(
+                    f"{s.domain}:{s.result}" for s in f.check.signatures if s.kind == "dkim"
+                ),
+                arc=f.check.arc_result,
+                trusted_results=bool(f.row.auth_results),
+            )
+
+    def prepare(self, *, seq: int, sha256: str, found: Check, raw: bytes, at: datetime) -> Found:
+        """The rows that record ``found`` (no I/O)."""
         from guardmail.vault.dkimcheck import trusted_results
 
         row = ReceiptCheckRow(
@@ -201,19 +284,7 @@ class ReceiptChecker:
             for snap in found.snapshots
             if snap.record is not None and snap.sha256 is not None
         ]
-        try:
-            with self.storage.transaction() as tx:
-                tx.put_receipt_check(row, results, keys)
-        except (StorageUnavailable, StateError) as exc:
-            event(
-                "receipt.unrecorded",
-                level=logging.ERROR,
-                tenant=self.tenant,
-                seq=seq,
-                error=str(exc),
-            )
-            raise
-        return row
+        return Found(row=row, results=results, keys=keys, check=found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

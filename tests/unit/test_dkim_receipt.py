@@ -193,20 +193,74 @@ def test_a_dns_lookup_that_hangs_delays_neither_archive_nor_action(
     assert result.result == "temperror"
 
 
-def test_a_full_queue_drops_the_check_never_the_item(key: Key, storage: SQLiteStorage) -> None:
-    dns = BlockedResolver()
-    checker = ReceiptChecker(storage=storage, tenant="t", resolver=dns, backlog=1)
+def test_past_its_memory_bound_the_queue_reads_the_item_back_from_the_vault(
+    tmp_path: Path, key: Key, storage: SQLiteStorage
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
     raw = signed(key)
+    receipts_ = [
+        vault.put(raw + b"x" * n, source_ref=f"new/{n}", metadata={}, now=NOW) for n in range(5)
+    ]
+    dns = BlockedResolver()
+    loaded: list[str] = []
+
+    def load(sha256: str) -> bytes:
+        loaded.append(sha256)
+        return vault.blobs.get(sha256)
+
+    checker = ReceiptChecker(
+        storage=storage, tenant="t", resolver=dns, load=load, backlog_bytes=len(raw) + 3
+    )
     try:
-        assert checker.submit(seq=1, sha256="a" * 64, raw=raw)
-        assert dns.asked.wait(30)  # the worker holds item 1
-        assert checker.submit(seq=2, sha256="b" * 64, raw=raw)
-        assert not checker.submit(seq=3, sha256="c" * 64, raw=raw)
+        first, *rest = receipts_
+        assert checker.submit(seq=first.seq, sha256=first.sha256, raw=raw)
+        assert dns.asked.wait(30)  # the worker holds the first; the rest queue behind it
+        for n, r in enumerate(rest, start=1):
+            assert checker.submit(seq=r.seq, sha256=r.sha256, raw=raw + b"x" * n)
     finally:
         dns.release.set()
         assert checker.drain(30)
         checker.close()
-    assert [stored(storage, "t", s).check is not None for s in (1, 2, 3)] == [True, True, False]
+    # Only the first of the four queued fitted the bound; three were read back, none dropped.
+    assert loaded == [r.sha256 for r in receipts_[2:]]
+    checks = [stored(storage, "t", r.seq).check for r in receipts_]
+    assert all(c is not None for c in checks)
+    assert [c.sha256 for c in checks if c is not None] == [r.sha256 for r in receipts_]
+
+
+def test_a_closed_checker_refuses_the_check_never_the_item(storage: SQLiteStorage) -> None:
+    checker = ReceiptChecker(storage=storage, tenant="t", resolver=StaticResolver({}))
+    checker.close()
+    assert not checker.submit(seq=1, sha256="a" * 64, raw=MESSAGE)
+    assert stored(storage, "t", 1).check is None
+
+
+def test_checks_are_recorded_a_batch_a_transaction(
+    key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dns = BlockedResolver()
+    commits: list[int] = []
+    checker = ReceiptChecker(storage=storage, tenant="t", resolver=dns)
+    real = checker.record_many
+
+    def counted(done: list[receipts.Found]) -> None:
+        commits.append(len(done))
+        real(done)
+
+    monkeypatch.setattr(checker, "record_many", counted)
+    monkeypatch.setattr(receipts, "COMMIT_SECONDS", 600.0)  # a loaded machine: still one batch
+    raw = signed(key)
+    try:
+        assert checker.submit(seq=1, sha256="a" * 64, raw=raw)
+        assert dns.asked.wait(30)  # held on the first: the next 30 queue up meanwhile
+        for seq in range(2, 32):
+            assert checker.submit(seq=seq, sha256="a" * 64, raw=raw)
+    finally:
+        dns.release.set()
+        assert checker.drain(30)
+        checker.close()
+    assert commits == [1, 30]
+    assert all(stored(storage, "t", seq).check is not None for seq in range(1, 32))
 
 
 def test_signatures_past_the_cap_are_skipped_not_verified(key: Key) -> None:
@@ -359,3 +413,29 @@ def test_an_idle_worker_ends_and_the_next_item_starts_another(
     finally:
         checker.close()
     assert [stored(storage, "t", s).results[0].result for s in (1, 2)] == ["pass", "pass"]
+
+
+def test_a_bug_recording_one_batch_does_not_end_the_worker(
+    key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checker = ReceiptChecker(
+        storage=storage, tenant="t", resolver=StaticResolver({NAME: key.record})
+    )
+    real = checker.record_many
+    calls: list[int] = []
+
+    def first_fails(done: list[receipts.Found]) -> None:
+        calls.append(len(done))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        real(done)
+
+    monkeypatch.setattr(checker, "record_many", first_fails)
+    try:
+        assert checker.submit(seq=1, sha256="a" * 64, raw=signed(key))
+        assert checker.drain(30)
+        assert checker.submit(seq=2, sha256="a" * 64, raw=signed(key))
+        assert checker.drain(30)
+    finally:
+        checker.close()
+    assert [stored(storage, "t", s).check is not None for s in (1, 2)] == [False, True]

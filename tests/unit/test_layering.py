@@ -98,7 +98,7 @@ def test_layering_check_refuses_a_crossing(module: str, source: str) -> None:
         ("guardmail.channels.xmpp.send", "from guardmail.channels.xmpp import blocklist"),
         ("guardmail.channels.imap.conn", "from guardmail.channels.tls import client_context"),
         ("guardmail.channels.maildir", "from guardmail.pipeline import Pipeline"),
-        ("guardmail.daemon.supervisor", "from guardmail.channels.imap.watch import ImapSource"),
+        ("guardmail.daemon.supervisor", "from guardmail.channels.imap.source import ImapSource"),
         ("guardmail.channels.xmpp.client", "import slixmpp"),
         ("guardmail.errors", "from __future__ import annotations"),
     ],

@@ -28,18 +28,17 @@ Contracts:
   login is not hammered once a second.
 - The person's Sent folder(s) are watched the same way in the ``outgoing`` mode (sent.py): judged
   by their recipients, the ones to an offender archived as the person's side, never moved.
-- One thread and connection per folder (imapclient is synchronous). The thread runs the
-  pipeline's steps itself (vault, action, warning hook), so the connection is only ever used by
-  its own thread and the way from IDLE to MOVE has no hop through the event loop. A catch-up
-  of more than one header batch (a first scan, a re-judging, a long outage) also has a second,
-  read-only connection for as long as it lasts, read by its own thread one chunk ahead
-  (scan.py); checkpoints still move only as this thread handles what came before them.
+- One thread and connection per folder (imapclient is synchronous; source.py starts them). The
+  thread runs the pipeline's steps itself (vault, action, warning hook), so the connection is
+  only ever used by its own thread and the way from IDLE to MOVE has no hop through the event
+  loop. A catch-up of more than one header batch (a first scan, a re-judging, a long outage)
+  also has a second, read-only connection for as long as it lasts, read by its own thread one
+  chunk ahead (scan.py); checkpoints still move only as this thread handles what came before
+  them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import random
 import threading
@@ -57,7 +56,7 @@ from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, conne
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.roles import resolve
 from guardmail.channels.imap.scan import Point, Reader, Step, read_steps
-from guardmail.channels.imap.wake import IDLE_SLICE, Nudge, announced, idle
+from guardmail.channels.imap.wake import Nudge, announced, idle
 from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
@@ -423,73 +422,3 @@ class FolderWatcher:
 
     def _idle(self, client: IMAPClient) -> None:
         idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)
-
-
-class ImapSource:
-    """Every folder of one IMAP account, each watched by a FolderWatcher in its own thread."""
-
-    def __init__(
-        self,
-        *,
-        cfg: ImapSourceConfig,
-        tenant: str,
-        pipeline: Pipeline,
-        storage: Storage,
-        review_folder: str = "Review",
-    ) -> None:
-        self.cfg = cfg
-        self.review_folder = review_folder
-        self.tenant = tenant
-        self.pipeline = pipeline
-        self.storage = storage
-        self._watchers: list[FolderWatcher | sent.AutoSent] = []
-        self._rejudge_pending = False
-
-    def rejudge(self) -> None:
-        """The rules changed: every folder judges its existing mail again, at once (the event
-        loop's thread; a reload). Between a failure and the restart, the next watchers do."""
-        if not self._watchers:
-            self._rejudge_pending = True
-        for w in self._watchers:
-            w.rejudge()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        watchers: list[FolderWatcher | sent.AutoSent] = [
-            self._watcher(folder) for folder in self.cfg.folders
-        ]
-        watchers += [self._watcher(f, outgoing=True) for f in sent.outgoing_folders(self.cfg)]
-        if self.cfg.sent_folders == "auto":
-            watchers.append(
-                sent.AutoSent(cfg=self.cfg, make=lambda f: self._watcher(f, outgoing=True))
-            )
-        self._watchers = watchers
-        if self._rejudge_pending:
-            self._rejudge_pending = False
-            for w in watchers:
-                w.rejudge()
-        # Dedicated threads: the default executor is small and serves the pipeline's own work.
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(watchers), thread_name_prefix=f"imap-{self.cfg.name}"
-        )
-        futures = [loop.run_in_executor(pool, w.run) for w in watchers]
-        try:
-            await asyncio.gather(*futures)
-        finally:
-            self._watchers = []
-            for w in watchers:
-                w.stop()
-            # Never block the loop on the threads: they may be waiting for it.
-            await asyncio.wait(futures, timeout=IDLE_SLICE * 2)
-            pool.shutdown(wait=False)
-
-    def _watcher(self, folder: str, *, outgoing: bool = False) -> FolderWatcher:
-        return FolderWatcher(
-            cfg=self.cfg,
-            folder=folder,
-            tenant=self.tenant,
-            pipeline=self.pipeline,
-            storage=self.storage,
-            review_folder=self.review_folder,
-            outgoing=outgoing,
-        )
