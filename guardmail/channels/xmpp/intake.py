@@ -29,7 +29,7 @@ from guardmail.core.item import Item
 from guardmail.core.rules import Action, OffenderRule, RuleSet
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
-from guardmail.pipeline import Actor, Pipeline
+from guardmail.pipeline import BatchActor, Pipeline
 from guardmail.pipeline_batch import Outcome
 from guardmail.storage.base import StorageUnavailable
 
@@ -41,12 +41,13 @@ _STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=A
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pending:
-    """A stanza queued for the vault: its group's outcome to await."""
+    """Stanzas queued for the vault in one request (consecutive ones of one pipeline, in
+    arrival order, with their server ids): the outcomes to await, one per stanza."""
 
     pipeline: Pipeline
-    item: Item
-    waiter: Awaitable[Outcome]
-    sid: str | None
+    items: tuple[Item, ...]
+    sids: tuple[str | None, ...]
+    waiter: Awaitable[list[Outcome]]
 
 
 class Intake:
@@ -62,7 +63,7 @@ class Intake:
         state: State,
         sides: Sides,
         blocklist: Blocklist,
-        actor: Actor,
+        actor: BatchActor,
         on_withheld: Callable[[], None],
     ) -> None:
         self.cfg = cfg
@@ -142,16 +143,28 @@ class Intake:
                     break
                 except (VaultUnavailable, StorageUnavailable) as exc:
                     await self._vault_failed(fresh[0][1], exc)
-            pendings = []
+            # One request to the vault for each run of consecutive stanzas of one pipeline
+            # (runs submitted in arrival order: the journal keeps that order), instead of one
+            # per stanza: a batch shares its group commit, its actor call, its action entries'
+            # commit and its warning step (issue 28).
+            runs: list[tuple[Pipeline, list[Item], list[str | None]]] = []
             for (pipeline, item, incoming), earlier in zip(fresh, before, strict=True):
                 if earlier:
                     self._durable(incoming.stanza_id)
                     continue
-                waiter = pipeline.submit(item, self.actor)
-                pendings.append(
-                    Pending(pipeline=pipeline, item=item, waiter=waiter, sid=incoming.stanza_id)
+                if not runs or runs[-1][0] is not pipeline:
+                    runs.append((pipeline, [], []))
+                runs[-1][1].append(item)
+                runs[-1][2].append(incoming.stanza_id)
+            return [
+                Pending(
+                    pipeline=pipeline,
+                    items=tuple(items),
+                    sids=tuple(sids),
+                    waiter=pipeline.submit_many(items, self.actor),
                 )
-            return pendings, inflight
+                for pipeline, items, sids in runs
+            ], inflight
 
     def _durable(self, sid: str | None) -> None:
         durable = self._inflight.pop(sid, None) if sid is not None else None
@@ -178,19 +191,22 @@ class Intake:
         return found
 
     async def finish(self, pending: Pending) -> None:
-        """Wait for the stanza's group (then it is acted on, by the pipeline); while the vault
-        fails, retry it alone."""
+        """Wait for the stanzas' group (then they are acted on, by the pipeline, each only
+        after its receipt); while the vault fails, retry them (a group fails as a whole:
+        nothing of it was journaled or acted on, and the vault finds their blobs in place)."""
         waiter = pending.waiter
         while True:
             try:
-                outcome = await waiter
+                outcomes = await waiter
                 break
             except (VaultUnavailable, StorageUnavailable) as exc:
-                await self._vault_failed(pending.item, exc)
-            waiter = pending.pipeline.submit(pending.item, self.actor)
-        self._durable(pending.sid)
-        offender = outcome.verdict.offender
-        if outcome.receipt is not None and self.blocklist.withholds(offender):
+                await self._vault_failed(pending.items[0], exc)
+            waiter = pending.pipeline.submit_many(pending.items, self.actor)
+        for sid in pending.sids:
+            self._durable(sid)
+        if any(
+            o.receipt is not None and self.blocklist.withholds(o.verdict.offender) for o in outcomes
+        ):
             self.on_withheld()  # the warning step ran: the offender may now be blocked
 
     async def _vault_failed(self, item: Item, exc: Exception) -> None:

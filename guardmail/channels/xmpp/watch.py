@@ -57,7 +57,7 @@ import asyncio
 import logging
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -324,9 +324,9 @@ class XmppSource:
 
     async def _drain(self) -> None:
         """Judge live stanzas in arrival order (forever, across reconnections). The stanzas
-        waiting are taken together (at most DRAIN_BATCH): an offender's is queued for the vault
-        at once and acted on by a task when its group is durable, so that stanzas arriving
-        together share a group commit (at most IN_FLIGHT at a time)."""
+        waiting are taken together (at most DRAIN_BATCH) and handed to the vault in one
+        request (intake.py), acted on by a task once that is durable, so that everything that
+        has arrived shares one group commit (at most IN_FLIGHT stanzas queued at a time)."""
         slots = asyncio.Semaphore(IN_FLIGHT)
         async with asyncio.TaskGroup() as tasks:
             while True:
@@ -342,12 +342,18 @@ class XmppSource:
                 # A copy in flight: nothing to wait for here.
                 pendings, _ = await self.intake.start(batch)
                 for pending in pendings:
-                    await slots.acquire()
+                    for _ in pending.items:
+                        await slots.acquire()
                     tasks.create_task(self.intake.finish(pending)).add_done_callback(
-                        lambda _: slots.release()
+                        partial(_release, slots, len(pending.items))
                     )
 
     # --- the pipeline's Actor ----------------------------------------------------------------
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        """The pipeline's BatchActor: each stanza of a batch acted on, in order (called only
+        once the batch is durable in the vault)."""
+        return [await self.act(i, v) for i, v in zip(items, verdicts, strict=True)]
 
     async def act(self, item: Item, verdict: Verdict) -> str:
         meta = dict(item.meta)
@@ -366,3 +372,8 @@ class XmppSource:
         if verdict.action is Action.BLOCK and self.cfg.server_block:
             done += "; " + self.blocklist.describe(verdict.offender, meta["from"])
         return done
+
+
+def _release(slots: asyncio.Semaphore, n: int, _: object) -> None:
+    for _ in range(n):
+        slots.release()
