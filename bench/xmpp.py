@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -56,7 +56,7 @@ from guardmail.channels.xmpp.watch import XmppSource  # noqa: E402
 from guardmail.config.xmpp_source import XmppSourceConfig  # noqa: E402
 from guardmail.core.item import Channel, Identity, Item  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet  # noqa: E402
-from guardmail.pipeline import Actor, Pipeline  # noqa: E402
+from guardmail.pipeline import Actor, BatchActor, Pipeline  # noqa: E402
 from guardmail.pipeline_batch import Outcome  # noqa: E402
 from guardmail.storage.sqlite import SQLiteStorage  # noqa: E402
 from guardmail.vault.store import Vault  # noqa: E402
@@ -207,6 +207,18 @@ class TimedPipeline(Pipeline):
             outcome = await waiter
             self.clock_.mark(item.summary.message_id)
             return outcome
+
+        return marked()
+
+    def submit_many(self, items: Sequence[Item], actor: BatchActor) -> Awaitable[list[Outcome]]:
+        # The watcher hands every stanza that has arrived to the vault in one request.
+        waiter = super().submit_many(items, actor)
+
+        async def marked() -> list[Outcome]:
+            outcomes = await waiter
+            for item in items:
+                self.clock_.mark(item.summary.message_id)
+            return outcomes
 
         return marked()
 

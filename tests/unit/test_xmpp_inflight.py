@@ -71,15 +71,15 @@ def test_an_archive_copy_waits_for_its_live_copy_in_flight_and_is_not_archived_t
     source = XmppSource(
         cfg=cfg, tenant="default", pipeline=Pipeline(vault=vault, rules=rules), storage=storage
     )
-    source._sid_trusted = True
+    source.intake.sid_trusted = True
 
     async def run() -> None:
-        (live,), _ = await source._start([received(10)])  # queued, not durable
-        copy = asyncio.create_task(source._handle(received(99)))
+        (live,), _ = await source.intake.start([received(10)])  # queued, not durable
+        copy = asyncio.create_task(source.intake.handle(received(99)))
         await asyncio.sleep(0.3)
         assert not copy.done(), "the copy returned before the first one was durable"
         release.set()
-        await source._finish(live)
+        await source.intake.finish(live)
         await asyncio.wait_for(copy, 10)
 
     asyncio.run(run())

@@ -35,8 +35,9 @@ the bytes are the ``<message><result>`` wrapper as delivered by the archive quer
 message inside is the server's archived copy, not the original delivery (``meta`` says so).
 
 Modules of this package: tee (byte-exact slicing), client (slixmpp with the tee), stanza (who
-sent what, pure), session (login, requests, teardown), sync (archive cursor, blocklist), blocklist
-(blocklist plan, pure), queries (the requests as XML), send (the warning as one message).
+sent what, pure), session (login, requests, teardown), intake (stanzas judged, archived and
+acted on, once each), sync (archive cursor, blocklist), blocklist (blocklist plan, pure), queries
+(the requests as XML), send (the warning as one message).
 
 Contracts:
 - Nothing is archived twice as a new item: the same message has one server id live, as a carbon
@@ -56,9 +57,7 @@ import asyncio
 import logging
 import random
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -73,18 +72,16 @@ from guardmail.channels.xmpp.client import (
     WatchClient,
     shared_context,
 )
-from guardmail.channels.xmpp.evidence import stanza_item, where_now
+from guardmail.channels.xmpp.evidence import where_now
+from guardmail.channels.xmpp.intake import Intake
 from guardmail.channels.xmpp.rooms import Sides
 from guardmail.channels.xmpp.session import Lost, Refused, login, request, teardown
 from guardmail.channels.xmpp.stanza import (
     MESSAGE,
     NS_SID,
     PRESENCE,
-    Incoming,
     Via,
     bare,
-    fingerprint,
-    read_stanza,
 )
 from guardmail.channels.xmpp.sync import ArchiveReader, Blocklist, State
 from guardmail.channels.xmpp.tee import Slice
@@ -92,30 +89,15 @@ from guardmail.config.secrets import read_secret
 from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
 from guardmail.core.item import Item
-from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
+from guardmail.core.rules import Action, RuleSet, Verdict
 from guardmail.errors import ConnectFailure, SecretError, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
-from guardmail.pipeline_batch import Outcome
-from guardmail.storage.base import Storage, StorageUnavailable
+from guardmail.storage.base import Storage
 
-VAULT_RETRY_SECONDS = 5.0
-SEEN_LIMIT = 50_000  # server ids remembered this run (live and archive paths meet here)
 INBOX_HIGH, INBOX_LOW = 20_000, 2_000  # stop reading the socket above HIGH, resume below LOW
 IN_FLIGHT = 2_000  # offender stanzas queued for the vault and not yet acted on, at most
 DRAIN_BATCH = 500  # live stanzas judged together (one look at the journal for all of them)
-STRANGER = "stranger (not in the roster)"
-_STRANGER_RULES = RuleSet([OffenderRule(name=STRANGER, patterns=("*",), action=Action.QUARANTINE)])
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Pending:
-    """A stanza queued for the vault: its group's outcome to await."""
-
-    pipeline: Pipeline
-    item: Item
-    waiter: Awaitable[Outcome]
-    sid: str | None
 
 
 class XmppSource:
@@ -136,23 +118,11 @@ class XmppSource:
         self.source = f"xmpp:{cfg.name}"
         self.state = State(storage=storage, tenant=tenant, source=self.source)
         self.archive = ArchiveReader(cfg=cfg, state=self.state)
-        self._strangers = (
-            Pipeline(vault=pipeline.vault, rules=_STRANGER_RULES, clock=pipeline.clock)
-            if cfg.strangers == "quarantine"
-            else None
-        )
         self._inbox: asyncio.Queue[Received] = asyncio.Queue()
         self._paused = False
         self._client: WatchClient | None = None
         self._connections = 0
-        self._seen: OrderedDict[str, tuple[str, str, str]] = OrderedDict()  # id -> fingerprint
-        # Server ids queued for the vault and not durable yet: set once they are (a copy of
-        # one from the archive must not let the archive cursor pass it before that).
-        self._inflight: dict[str, asyncio.Event] = {}
-        self._judging = asyncio.Lock()
-        self._roster: set[str] = set()
         self._roster_ready = asyncio.Event()
-        self._sid_trusted = False  # set per session from the server's disco#info
         self.blocklist = Blocklist(cfg=cfg, state=self.state, rules=pipeline.rules, held=held)
         self._rules_changed = asyncio.Event()
         # The person's own messages and the rooms they are in (rooms.py): archive only.
@@ -163,6 +133,18 @@ class XmppSource:
             pipeline=pipeline,
             storage=storage,
             clock=pipeline.clock,
+        )
+        # Judging, the vault and acting (intake.py): live stanzas and the archive's alike.
+        self.intake = Intake(
+            cfg=cfg,
+            tenant=tenant,
+            source=self.source,
+            pipeline=pipeline,
+            state=self.state,
+            sides=self.sides,
+            blocklist=self.blocklist,
+            actor=self,
+            on_withheld=self._rules_changed.set,
         )
 
     # --- the daemon's side -----------------------------------------------------------------
@@ -269,12 +251,12 @@ class XmppSource:
         # XEP-0359: a stanza-id is trusted only where the server says it adds (and strips) them.
         try:
             info = await self._request(client, queries.disco_info(client, bare(self.cfg.jid)))
-            self._sid_trusted = NS_SID in queries.disco_features(info.xml)
+            self.intake.sid_trusted = NS_SID in queries.disco_features(info.xml)
         except Refused:
-            self._sid_trusted = False
-        event("xmpp.stanza_ids", account=self.cfg.name, trusted=self._sid_trusted)
+            self.intake.sid_trusted = False
+        event("xmpp.stanza_ids", account=self.cfg.name, trusted=self.intake.sid_trusted)
         roster = await self._request(client, queries.roster_get(client))
-        self._roster = {bare(j).casefold() for j, _ in queries.roster_items(roster.xml)}
+        self.intake.roster = {bare(j).casefold() for j, _ in queries.roster_items(roster.xml)}
         self._roster_ready.set()
         try:
             await self._request(client, queries.carbons_enable(client))
@@ -290,13 +272,13 @@ class XmppSource:
         self.sides.join(client)
         self._rules_changed.clear()
         await self.blocklist.sync(client)
-        await self.archive.catch_up(client, self._handle, routine=False)
+        await self.archive.catch_up(client, self.intake.handle, routine=False)
         while True:
             try:
                 async with asyncio.timeout(self.cfg.mam_sync_seconds):
                     await self._rules_changed.wait()
             except TimeoutError:
-                await self.archive.catch_up(client, self._handle, routine=True)
+                await self.archive.catch_up(client, self.intake.handle, routine=True)
                 if not self.blocklist.withheld:
                     continue
                 # A warning may have been sent meanwhile by `guardmail warn`.
@@ -336,15 +318,15 @@ class XmppSource:
         for jid, subscription in queries.roster_items(iq.xml):
             key = bare(jid).casefold()
             if subscription == "remove":
-                self._roster.discard(key)
+                self.intake.roster.discard(key)
             else:
-                self._roster.add(key)
+                self.intake.roster.add(key)
 
     async def _drain(self) -> None:
         """Judge live stanzas in arrival order (forever, across reconnections). The stanzas
-        waiting are taken together (at most DRAIN_BATCH): an offender's is queued for the vault
-        at once and acted on by a task when its group is durable, so that stanzas arriving
-        together share a group commit (at most IN_FLIGHT at a time)."""
+        waiting are taken together (at most DRAIN_BATCH) and handed to the vault in one
+        request (intake.py), acted on by a task once that is durable, so that everything that
+        has arrived shares one group commit (at most IN_FLIGHT stanzas queued at a time)."""
         slots = asyncio.Semaphore(IN_FLIGHT)
         async with asyncio.TaskGroup() as tasks:
             while True:
@@ -357,146 +339,21 @@ class XmppSource:
                     if client is not None and client.transport is not None:
                         client.transport.resume_reading()
                     self._paused = False
-                pendings, _ = await self._start(batch)  # a copy in flight: nothing to wait for
+                # A copy in flight: nothing to wait for here.
+                pendings, _ = await self.intake.start(batch)
                 for pending in pendings:
-                    await slots.acquire()
-                    tasks.create_task(self._finish(pending)).add_done_callback(
-                        lambda _: slots.release()
+                    for _ in pending.items:
+                        await slots.acquire()
+                    tasks.create_task(self.intake.finish(pending)).add_done_callback(
+                        partial(_release, slots, len(pending.items))
                     )
-
-    async def _handle(self, got: Received) -> None:
-        """Judge one stanza (live or from the archive) once; retry while the vault fails;
-        return once it is archived and acted on."""
-        pendings, inflight = await self._start([got])
-        for pending in pendings:
-            await self._finish(pending)
-        for durable in inflight:
-            await durable.wait()  # its live copy, queued earlier: the cursor waits for it
-
-    async def _start(self, batch: list[Received]) -> tuple[list[_Pending], list[asyncio.Event]]:
-        """Judge the stanzas (in arrival order) and queue the offenders' for the vault, in that
-        order; what to await for each (none for a stanza not judged, seen before in this run,
-        or archived in an earlier run), and the events of copies seen before and still in
-        flight (set when those are durable)."""
-        inflight: list[asyncio.Event] = []
-        async with self._judging:
-            fresh: list[tuple[Pipeline, Item, Incoming]] = []
-            for got in batch:
-                if await self.sides.take(got):
-                    continue  # the person's own message, or a room's (rooms.py)
-                incoming = read_stanza(
-                    got.xml, account_bare=self.cfg.jid, trust_stanza_id=self._sid_trusted
-                )
-                if incoming is None or not incoming.judged:
-                    continue
-                sid = incoming.stanza_id
-                if sid is not None and sid in self._seen:
-                    if self._seen[sid] == fingerprint(incoming):
-                        if sid in self._inflight:
-                            inflight.append(self._inflight[sid])
-                        continue  # already handled this run, live or from the archive
-                    # Another message under a seen id: forged. Judge it under its position.
-                    event(
-                        "xmpp.stanza_id_reused",
-                        level=logging.WARNING,
-                        account=self.cfg.name,
-                        id=sid,
-                    )
-                    incoming = replace(incoming, stanza_id=None)
-                    sid = None
-                item = self._item(got, incoming)
-                fresh.append((self._pipeline_for(item, incoming), item, incoming))
-                if sid is not None:
-                    # Handled from now on: a copy arriving while this one is in flight is not
-                    # archived again (this one is retried until it is).
-                    self._seen[sid] = fingerprint(incoming)
-                    self._inflight[sid] = asyncio.Event()
-                    if len(self._seen) > SEEN_LIMIT:
-                        self._seen.popitem(last=False)
-            while True:
-                try:
-                    before = await self._archived_before(fresh)
-                    break
-                except (VaultUnavailable, StorageUnavailable) as exc:
-                    await self._vault_failed(fresh[0][1], exc)
-            pendings = []
-            for (pipeline, item, incoming), earlier in zip(fresh, before, strict=True):
-                if earlier:
-                    self._durable(incoming.stanza_id)
-                    continue
-                waiter = pipeline.submit(item, self)
-                pendings.append(
-                    _Pending(pipeline=pipeline, item=item, waiter=waiter, sid=incoming.stanza_id)
-                )
-            return pendings, inflight
-
-    def _durable(self, sid: str | None) -> None:
-        durable = self._inflight.pop(sid, None) if sid is not None else None
-        if durable is not None:
-            durable.set()
-
-    async def _archived_before(self, fresh: list[tuple[Pipeline, Item, Incoming]]) -> list[bool]:
-        """For each stanza, whether an earlier run archived it already: the same server id may
-        have been archived then (live, or from an archive page whose cursor was not saved
-        yet); never a second item for it. One look at the journal for the whole batch."""
-        asks = [
-            (k, item.source_ref, fingerprint(incoming))
-            for k, (pipeline, item, incoming) in enumerate(fresh)
-            if incoming.stanza_id is not None and pipeline.judge(item).action is not Action.PASS
-        ]
-        found = [False] * len(fresh)
-        if asks:
-
-            def look() -> list[bool]:
-                return [self.state.archived_before(ref, same) for _, ref, same in asks]
-
-            for (k, _, _), earlier in zip(asks, await asyncio.to_thread(look), strict=True):
-                found[k] = earlier
-        return found
-
-    async def _finish(self, pending: _Pending) -> None:
-        """Wait for the stanza's group (then it is acted on, by the pipeline); while the vault
-        fails, retry it alone."""
-        waiter = pending.waiter
-        while True:
-            try:
-                outcome = await waiter
-                break
-            except (VaultUnavailable, StorageUnavailable) as exc:
-                await self._vault_failed(pending.item, exc)
-            waiter = pending.pipeline.submit(pending.item, self)
-        self._durable(pending.sid)
-        offender = outcome.verdict.offender
-        if outcome.receipt is not None and self.blocklist.withholds(offender):
-            self._rules_changed.set()  # the warning step ran: the offender may now be blocked
-
-    async def _vault_failed(self, item: Item, exc: Exception) -> None:
-        event(
-            "xmpp.vault_unavailable",
-            level=logging.WARNING,
-            account=self.cfg.name,
-            source_ref=item.source_ref,
-            retry_in=VAULT_RETRY_SECONDS,
-            error=str(exc),
-        )
-        await asyncio.sleep(VAULT_RETRY_SECONDS)
-
-    def _pipeline_for(self, item: Item, incoming: Incoming) -> Pipeline:
-        if self._strangers is None or incoming.via is Via.SUBSCRIBE:
-            return self.pipeline
-        sender = bare(incoming.sender).casefold()
-        if "@" not in sender or sender in self._roster:
-            return self.pipeline  # a contact, or a server or service (no local part)
-        if self.pipeline.judge(item).action is not Action.PASS:
-            return self.pipeline  # an offender is judged as one, stranger or not
-        return self._strangers
-
-    def _item(self, got: Received, incoming: Incoming) -> Item:
-        return stanza_item(
-            got, incoming, source=self.source, tenant=self.tenant, account=self.cfg.name
-        )
 
     # --- the pipeline's Actor ----------------------------------------------------------------
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        """The pipeline's BatchActor: each stanza of a batch acted on, in order (called only
+        once the batch is durable in the vault)."""
+        return [await self.act(i, v) for i, v in zip(items, verdicts, strict=True)]
 
     async def act(self, item: Item, verdict: Verdict) -> str:
         meta = dict(item.meta)
@@ -515,3 +372,8 @@ class XmppSource:
         if verdict.action is Action.BLOCK and self.cfg.server_block:
             done += "; " + self.blocklist.describe(verdict.offender, meta["from"])
         return done
+
+
+def _release(slots: asyncio.Semaphore, n: int, _: object) -> None:
+    for _ in range(n):
+        slots.release()
