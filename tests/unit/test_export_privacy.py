@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_readme_chain_check_passes_over_withheld_entries_and_catches_a_forged_on
 def test_guardmail_evidence_verify_accepts_the_redacted_bundle(case: ReportCase) -> None:
     path = _export(case, "sam-cli")
     run = subprocess.run(
-        ["/work/main/.venv/bin/python", "-m", "guardmail", "evidence", "verify", str(path)],
+        [sys.executable, "-m", "guardmail", "evidence", "verify", str(path)],
         capture_output=True,
         text=True,
         check=False,
