@@ -174,3 +174,47 @@ def test_pipeline_items_submitted_in_a_row_share_groups_and_are_acted_on_only_wh
     assert sorted(actor.seen) == sorted(r.source_ref for r in archived if r.source_ref)
     assert committer(vault).groups < 80  # 40 archive and 40 action requests, grouped
     assert verify_vault(vault) == []
+
+
+def test_a_stopped_committer_thread_fails_every_request_it_holds_or_queues(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What ``_commit`` does not catch (SystemExit here) ends the thread; before the fix, the
+    # request it held and those queued behind it never heard anything: a source blocked on
+    # ``result()`` waited for ever.
+    commit = vault.commit
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def stop(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        release.wait(10)
+        raise SystemExit("stopped in the middle of a group")
+
+    ended: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
+    monkeypatch.setattr(vault, "commit", stop)
+    group = GroupCommitter(vault)
+    held = group.submit([archive(0)], now=NOW)
+    for _ in range(1000):  # until the thread holds it as its group, in the vault's commit
+        if threads:
+            break
+        threading.Event().wait(0.01)
+    assert held.running()
+    (thread,) = threads
+    queued = [group.submit([archive(n)], now=NOW) for n in range(1, 4)]
+    gone = group.submit([archive(4)], now=NOW)
+    assert gone.cancel()
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive() and ended == [SystemExit]
+    for future in [held, *queued]:
+        with pytest.raises(VaultUnavailable, match="group committer of vault .* stopped"):
+            future.result(10)
+    assert gone.cancelled()
+    assert vault.rows() == []  # nothing of them was journaled
+    # The next request starts another thread, and each source's retry is archived once.
+    monkeypatch.setattr(vault, "commit", commit)
+    again = [group.submit([archive(n)], now=NOW) for n in range(4)]
+    assert [f.result(10)[0].seq for f in again] == [1, 2, 3, 4]
+    assert verify_vault(vault) == []
