@@ -110,3 +110,11 @@ def test_the_same_signature_passes_once_the_server_answers() -> None:
         found = check(raw, DnsResolver([dns.address]))
     assert [s.result for s in found.signatures] == ["pass"]
     assert [s.record for s in found.snapshots] == [key.record]
+
+
+def test_without_servers_given_the_systems_resolver_is_used() -> None:
+    # /etc/resolv.conf's servers (no query is sent here), or a sentence if it has none.
+    resolver = DnsResolver()
+    assert resolver.name.startswith("dnspython ")
+    if resolver.name == "dnspython (unconfigured)":
+        assert "no DNS resolver configured" in str(lookup_error(resolver, NAME))
