@@ -1,0 +1,159 @@
+"""A damaged vault: what is found wrong is noted and named, what cannot be written is
+``VaultUnavailable`` (never a crash, never a silent success), and archiving goes on wherever the
+evidence can still be kept (invariants 1, 4 and 5)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from guardmail import logs
+from guardmail.errors import StateError, VaultUnavailable
+from guardmail.storage.base import TimestampRow
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.head import HEAD_FILE, TAMPER_FILE
+from guardmail.vault.signing import KEY_FILE, load_key
+from guardmail.vault.store import Vault
+from guardmail.vault.verify import verify_vault
+
+NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[SQLiteStorage]:
+    s = SQLiteStorage(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def vault(tmp_path: Path, storage: SQLiteStorage) -> Vault:
+    return Vault(tmp_path / "vault" / "jane", storage, "jane")
+
+
+def put(vault: Vault, n: int) -> int:
+    return vault.put(b"message %d\r\n" % n, source_ref=f"new/{n}", metadata={}, now=NOW).seq
+
+
+def messages(vault: Vault) -> list[str]:
+    return [p.message for p in verify_vault(vault)]
+
+
+def test_a_broken_head_is_noted_once_before_the_append_that_rewrites_it(vault: Vault) -> None:
+    put(vault, 1)
+    head = vault.root / HEAD_FILE
+    head.write_bytes(b"\xffgarbage\n")
+    with pytest.raises(StateError, match="not a HEAD witness"):
+        vault.head_witness()
+    assert put(vault, 2) == 2  # archiving goes on; HEAD is rewritten, the damage noted
+    (note,) = vault.tamper_notes()
+    assert "not a HEAD witness (expected 'SEQ SHA256', found '(not ASCII)')" in note
+    head.write_bytes(b"\xffgarbage\n")  # the same damage again: the same note, once
+    put(vault, 3)
+    assert vault.tamper_notes() == [note]
+    assert [m for m in messages(vault) if TAMPER_FILE in m] == [
+        f"{vault.root / TAMPER_FILE}: {note}"
+    ]
+
+
+def test_a_head_naming_an_entry_the_journal_lacks_or_holds_otherwise_is_noted(
+    vault: Vault,
+) -> None:
+    put(vault, 1)
+    head = vault.root / HEAD_FILE
+    head.write_text(f"1 {'a' * 64}\n")
+    put(vault, 2)
+    head.write_text(f"9 {'b' * 64}\n")
+    put(vault, 3)
+    assert vault.tamper_notes() == [
+        "HEAD names entry 1, which the journal (ending at 1) holds with another hash",
+        "HEAD names entry 9, which the journal (ending at 2) does not hold",
+    ]
+    assert vault.head_witness() == (3, vault.rows()[-1].hash)
+
+
+def test_a_tree_head_key_of_another_kind_is_named_and_archiving_goes_on(vault: Vault) -> None:
+    put(vault, 1)
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (vault.root / KEY_FILE).write_bytes(pem)
+    with pytest.raises(StateError, match="not an Ed25519 key"):
+        load_key(vault.root)
+    fresh = Vault(vault.root, vault.storage, vault.tenant)  # as after a restart
+    assert put(fresh, 2) == 2
+    assert any("not an Ed25519 key" in m for m in messages(fresh))
+    assert any("journaled without a signed tree head" in n for n in fresh.tamper_notes())
+
+
+def test_an_entry_naming_a_blob_by_no_sha256_and_an_unreadable_blob_are_named(
+    vault: Vault,
+) -> None:
+    sha = vault.put(b"kept\r\n", source_ref="new/1", metadata={}, now=NOW).sha256
+    row = vault.record("note", {"text": "x"}, sha256="../../etc/passwd", now=NOW)
+    blob = vault.blobs.path(sha)
+    blob.unlink()
+    blob.mkdir()  # a directory where the blob was: open() fails with an OSError
+    found = messages(vault)
+    assert "names blob '../../etc/passwd', not a SHA-256" in found
+    assert any(m.startswith(f"blob {sha} unreadable: ") for m in found)
+    assert row.seq == 2
+
+
+def test_a_head_that_cannot_be_written_is_vault_unavailable(vault: Vault) -> None:
+    put(vault, 1)
+    head = vault.root / HEAD_FILE
+    head.unlink()
+    head.mkdir()
+    with pytest.raises(VaultUnavailable, match="cannot write HEAD"):
+        vault.witness()
+
+
+def test_a_vault_directory_that_is_a_file_cannot_be_sealed_and_is_untidy_at_open(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    root = tmp_path / "vault" / "jane"
+    root.parent.mkdir()
+    root.write_bytes(b"not a directory")
+    vault = Vault(root, storage, "jane")
+    seen: list[tuple[str, int, dict[str, Any]]] = []
+
+    def listen(name: str, level: int, fields: dict[str, Any]) -> None:
+        seen.append((name, level, fields))
+
+    logs.add_listener(listen)
+    try:
+        vault.open()  # logged, not fatal: archiving then fails and items stay where they are
+    finally:
+        logs.remove_listener(listen)
+    ((name, level, fields),) = [s for s in seen if s[0] == "vault.untidy"]
+    assert level == logging.WARNING and fields["vault"] == str(root)
+    with pytest.raises(VaultUnavailable, match="cannot sign a tree head"):
+        vault.seal(now=NOW)
+    with pytest.raises(VaultUnavailable, match="cannot archive"):
+        put(vault, 1)
+    assert vault.rows() == []
+
+
+def test_a_timestamp_that_cannot_be_kept_is_vault_unavailable(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    put(vault, 1)
+    with sqlite3.connect(storage.path) as other:  # a damaged database: its table is gone
+        other.execute("DROP TABLE tree_head_timestamps")
+    other.close()
+    row = TimestampRow(
+        tenant="jane", tree_size=1, token=b"t", gen_time=NOW.isoformat(), tsa_url="", ca_pem=""
+    )
+    with pytest.raises(VaultUnavailable, match="cannot keep a timestamp"):
+        vault.keep_timestamp(row)
