@@ -20,6 +20,8 @@ from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.base import TimestampRow
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.head import HEAD_FILE, TAMPER_FILE
+from guardmail.vault.keyfetch import StaticResolver
+from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.signing import KEY_FILE, load_key
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
@@ -157,3 +159,32 @@ def test_a_timestamp_that_cannot_be_kept_is_vault_unavailable(
     )
     with pytest.raises(VaultUnavailable, match="cannot keep a timestamp"):
         vault.keep_timestamp(row)
+
+
+def test_a_receipt_check_that_cannot_be_recorded_is_logged_and_the_worker_goes_on(
+    storage: SQLiteStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    checker = ReceiptChecker(storage=storage, tenant="jane", resolver=StaticResolver({}))
+    raw = b"From: a@example.net\r\n\r\nhi\r\n"
+    with sqlite3.connect(storage.path) as other:  # a damaged database: its table is gone
+        other.execute("DROP TABLE receipt_checks")
+    other.close()
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def listen(name: str, level: int, fields: dict[str, Any]) -> None:
+        seen.append((name, fields))
+
+    logs.add_listener(listen)
+    try:
+        with caplog.at_level(logging.ERROR, logger="guardmail"):
+            assert checker.submit(seq=1, sha256="a" * 64, raw=raw)
+            assert checker.drain(30)
+            assert checker.submit(seq=2, sha256="b" * 64, raw=raw)  # the worker is still there
+            assert checker.drain(30)
+    finally:
+        logs.remove_listener(listen)
+        checker.close()
+    assert [f["seq"] for n, f in seen if n == "receipt.unrecorded"] == [1, 2]
+    assert [r.message for r in caplog.records if r.message == "receipt.error"] == [
+        "receipt.error"
+    ] * 2
