@@ -81,13 +81,20 @@ def _blob_problems(vault: Vault, rows: list[JournalRow]) -> list[Problem]:
             sha = journal.entry(row).get("sha256")
         except ValueError:
             continue  # reported by check_chain
-        if sha is None or sha in checked:
+        if sha is None:
+            continue
+        # The body is whatever was written into the database: a list or an object here must be
+        # named like any other bad name, not stop the check (it is not even hashable).
+        if not isinstance(sha, str):
+            problems.append(Problem(seq=row.seq, message=f"names blob {sha!r:.80}, not a SHA-256"))
+            continue
+        if sha in checked:
             continue
         checked.add(sha)
         try:
             path = vault.blobs.path(sha)
         except StateError:
-            problems.append(Problem(seq=row.seq, message=f"names blob {sha!r}, not a SHA-256"))
+            problems.append(Problem(seq=row.seq, message=f"names blob {sha!r:.80}, not a SHA-256"))
             continue
         try:
             with path.open("rb") as blob:

@@ -4,7 +4,9 @@ evidence can still be kept (invariants 1, 4 and 5)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from guardmail import logs
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.base import TimestampRow
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault import journal
 from guardmail.vault.head import HEAD_FILE, TAMPER_FILE
 from guardmail.vault.keyfetch import StaticResolver
 from guardmail.vault.receipts import ReceiptChecker
@@ -188,3 +191,45 @@ def test_a_receipt_check_that_cannot_be_recorded_is_logged_and_the_worker_goes_o
     assert [r.message for r in caplog.records if r.message == "receipt.error"] == [
         "receipt.error"
     ] * 2
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("[1]", "journal entry 1 is not a JSON object"),
+        ('{"seq":1,"kind":5}', "kind 5 is not text"),
+        ('{"seq":1,"kind":"archived","sha256":["x"]}', "sha256 ['x'] is not text"),
+    ],
+)
+def test_an_entry_whose_body_was_replaced_is_unreadable_for_readers_and_named_by_verify(
+    vault: Vault, storage: SQLiteStorage, body: str, why: str
+) -> None:
+    put(vault, 1)
+    with sqlite3.connect(storage.path) as other:
+        other.execute("UPDATE journal SET body = ? WHERE seq = 1", (body,))
+    other.close()
+    with pytest.raises(
+        StateError, match=r"journal entry 1 of vault .* is unreadable \(" + re.escape(why)
+    ):
+        vault.rows()
+    assert "content altered (hash mismatch)" in messages(vault)
+
+
+def test_an_entry_naming_its_blob_by_a_list_is_named_by_verify_not_a_crash(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    # Rewritten with a correct chain hash: only the blob check sees it. It used to raise
+    # TypeError (a list is not hashable) and stop 'guardmail evidence verify' with a traceback.
+    put(vault, 1)
+    (row,) = vault.stored_rows()
+    body = json.loads(row.body)
+    body["sha256"] = ["a" * 64]
+    text = journal.canonical_json(body)
+    with sqlite3.connect(storage.path) as other:
+        other.execute(
+            "UPDATE journal SET body = ?, hash = ? WHERE seq = 1",
+            (text, journal.chain_hash(row.prev_hash, text)),
+        )
+    other.close()
+    found = messages(vault)
+    assert f"names blob {['a' * 64]!r:.80}, not a SHA-256" in found
