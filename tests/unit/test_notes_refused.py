@@ -13,6 +13,7 @@ import pytest
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.notes import MAX_TEXT, MAX_TO, add_note, note_of
 from guardmail.vault.store import Vault
+from guardmail.vault.verify import verify_vault
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 
@@ -60,3 +61,21 @@ def test_a_note_entry_read_back_and_what_is_not_a_note(vault: Vault) -> None:
     )
     read = note_of(odd)
     assert read is not None and read.kind == "note" and read.files[0].size == 0
+
+
+def test_a_file_attached_to_a_note_that_is_altered_or_removed_is_named_by_verify(
+    vault: Vault,
+) -> None:
+    # Before, verify re-hashed only the blob an entry names as its item: a note's attachments
+    # could be altered or deleted unnoticed.
+    note = add_note(
+        vault, "letter", files=[("a.pdf", b"%PDF one"), ("b.pdf", b"%PDF two")], now=NOW
+    )
+    assert verify_vault(vault) == []
+    first, second = (vault.blobs.path(f.sha256) for f in note.files)
+    first.write_bytes(b"%PDF forged")
+    second.unlink()
+    assert [str(p) for p in verify_vault(vault)] == [
+        f"entry 1: blob {note.files[0].sha256} altered (SHA-256 mismatch)",
+        f"entry 1: blob {note.files[1].sha256} missing",
+    ]
