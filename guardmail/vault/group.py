@@ -153,14 +153,16 @@ class GroupCommitter:
             # ``_take``): the thread is going, and the next submit starts another. No request it
             # holds or that waits behind it may wait for ever (a thread blocks on ``result()``
             # without a timeout): each fails as the vault being unavailable, and its source
-            # retries it. Nothing of them was journaled (``Vault.commit`` is all or nothing).
+            # retries it. A group stopped inside ``Vault.commit`` journaled nothing (its
+            # transaction rolls back); one stopped just after the commit is found by the retry
+            # (same bytes, same scope: the first receipt, ``duplicate=True``).
             with self._lock:
                 self._running = False
                 waiting = list(self._queue)
                 self._queue.clear()
             failure = VaultUnavailable(
                 f"the group committer of vault {self.vault.root} stopped "
-                f"({type(exc).__name__}: {exc}); nothing of this request was journaled"
+                f"({type(exc).__name__}: {exc}) before this request was answered"
             )
             for r in group:  # taken: running (no longer cancellable), perhaps answered
                 if not r.future.done():
