@@ -19,7 +19,7 @@ from coverage.exceptions import NoDataError
 
 FLOORS = {  # area under guardmail/ -> minimum percent
     "core/": 95.0,
-    "vault/": 94.0,
+    "vault/": 95.0,
     "pipeline.py": 92.0,
 }
 
