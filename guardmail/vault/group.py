@@ -19,6 +19,8 @@ Contracts:
   ``VaultUnavailable`` (any other exception, a bug, likewise), and nothing of the group is
   journaled; each request is retried by its source (its blobs are found in place, same name,
   same bytes). No request is ever told it succeeded unless its own entries committed.
+- No request waits for ever: a committer thread stopped by what it does not catch (SystemExit,
+  a bug) fails every request it holds or has queued with ``VaultUnavailable`` before it ends.
 - The HEAD witness is written after a group's commit if a request of the group asked for it:
   always when no other request waits, else at most every ``WITNESS_SECONDS`` (it may lag the
   journal, never lead it: ``guardmail.vault.store``; the signed tree heads cover every group).
@@ -160,12 +162,32 @@ class GroupCommitter:
             return group
 
     def _run(self) -> None:
+        group: list[_Request] = []
         try:
             while group := self._take():
                 self._commit(group)
-        except BaseException:
-            with self._lock:  # the thread is going: the next submit starts another
+        except BaseException as exc:
+            # Only something ``_commit`` does not catch gets here (SystemExit, a bug in
+            # ``_take``): the thread is going, and the next submit starts another. No request it
+            # holds or that waits behind it may wait for ever (a thread blocks on ``result()``
+            # without a timeout): each fails as the vault being unavailable, and its source
+            # retries it. A group stopped inside ``Vault.commit`` journaled nothing (its
+            # transaction rolls back); one stopped just after the commit is found by the retry
+            # (same bytes, same scope: the first receipt, ``duplicate=True``).
+            with self._lock:
                 self._running = False
+                waiting = list(self._queue)
+                self._queue.clear()
+            failure = VaultUnavailable(
+                f"the group committer of vault {self.vault.root} stopped "
+                f"({type(exc).__name__}: {exc}) before this request was answered"
+            )
+            for r in group:  # taken: running (no longer cancellable), perhaps answered
+                if not r.future.done():
+                    r.future.set_exception(failure)
+            for r in waiting:  # one its caller cancelled stays cancelled
+                if r.future.set_running_or_notify_cancel():
+                    r.future.set_exception(failure)
             raise
 
     def _commit(self, group: list[_Request]) -> None:

@@ -92,8 +92,15 @@ class DnsResolver:
         if self._resolver is None:
             raise LookupFailed(self._problem, temporary=True)
         try:
+            name = dns.name.from_text(qname)
+        except dns.exception.DNSException as exc:
+            # The selector and domain come from the signature: a name no DNS can hold (a label
+            # over 63 bytes, an empty one) will never have a record, so it is no temperror.
+            why = f"{qname[:300]}: not a DNS name ({exc})"
+            raise LookupFailed(why, temporary=False) from None
+        try:
             answer = self._resolver.resolve(
-                dns.name.from_text(qname),
+                name,
                 dns.rdatatype.TXT,
                 lifetime=lifetime,
                 raise_on_no_answer=False,

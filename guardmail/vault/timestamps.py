@@ -85,19 +85,22 @@ def check(
 
 
 def anchors(reply: bytes, message: bytes, roots: Sequence[x509.Certificate]) -> str:
-    """The PEM of the root(s) among ``roots`` the token chains to (the issuers its certificates
-    name, checked); all of ``roots`` if that cannot be narrowed down."""
+    """The PEM of the root(s) among ``roots`` the token chains to (among those its certificates
+    name, each checked on its own: a CA's old and new root share a name); all of ``roots`` if
+    that cannot be narrowed down."""
     response = _decode(reply)
     certs = [x509.load_der_x509_certificate(c) for c in response.signed_data.certificates]
     issuers = {c.issuer for c in certs} | {c.subject for c in certs}
-    named = [r for r in roots if r.subject in issuers]
+    chained = [r for r in roots if r.subject in issuers and _chains(reply, message, r)]
+    return "".join(r.public_bytes(Encoding.PEM).decode("ascii") for r in chained or roots)
+
+
+def _chains(reply: bytes, message: bytes, root: x509.Certificate) -> bool:
     try:
-        if named:
-            check(reply, message, named)
-            roots = named
+        check(reply, message, [root])
     except TimestampFailed:
-        pass
-    return "".join(r.public_bytes(Encoding.PEM).decode("ascii") for r in roots)
+        return False
+    return True
 
 
 def request(url: str, message: bytes, *, timeout: float) -> tuple[bytes, int]:

@@ -1,11 +1,11 @@
 """Checking a tenant's vault in place: the journal chain, its index columns, the HEAD witness and
 every blob.
 
-Reported, each naming the entry: a flipped byte in a blob, a blob missing, an altered, removed,
-inserted or reordered journal entry, an index column (kind, sha256, source_ref, scope) that
-disagrees with the hashed entry, entries cut from the end (HEAD names an entry the journal no
-longer has), a HEAD missing beside a journal with entries, and what an append found wrong with
-HEAD before rewriting it (``TAMPERED``).
+Reported, each naming the entry: a flipped byte in a blob (an item's, or a file attached to a
+note), a blob missing, an altered, removed, inserted or reordered journal entry, an index column
+(kind, sha256, source_ref, scope) that disagrees with the hashed entry, entries cut from the end
+(HEAD names an entry the journal no longer has), a HEAD missing beside a journal with entries,
+and what an append found wrong with HEAD before rewriting it (``TAMPERED``).
 
 And the Merkle log's problems (``guardmail.vault.treelog.check_log``): a head whose signature
 fails, or whose root no longer matches the journal, which catches an entry rewritten together
@@ -73,31 +73,50 @@ def verify_vault(vault: Vault, *, blobs: bool = True) -> list[Problem]:
 
 
 def _blob_problems(vault: Vault, rows: list[JournalRow]) -> list[Problem]:
-    """Every blob a hashed entry names must exist and hash to its name (each checked once)."""
+    """Every blob a hashed entry names (its item's, and a note's attached files) must exist and
+    hash to its name (each checked once)."""
     problems: list[Problem] = []
     checked: set[str] = set()
     for row in rows:
         try:
-            sha = journal.entry(row).get("sha256")
+            names = _named_blobs(journal.entry(row))
         except ValueError:
             continue  # reported by check_chain
-        if sha is None or sha in checked:
-            continue
-        checked.add(sha)
-        try:
-            path = vault.blobs.path(sha)
-        except StateError:
-            problems.append(Problem(seq=row.seq, message=f"names blob {sha!r}, not a SHA-256"))
-            continue
-        try:
-            with path.open("rb") as blob:
-                digest = hashlib.file_digest(blob, "sha256").hexdigest()
-        except FileNotFoundError:
-            problems.append(Problem(seq=row.seq, message=f"blob {sha} missing"))
-            continue
-        except OSError as exc:
-            problems.append(Problem(seq=row.seq, message=f"blob {sha} unreadable: {exc}"))
-            continue
-        if digest != sha:
-            problems.append(Problem(seq=row.seq, message=f"blob {sha} altered (SHA-256 mismatch)"))
+        for sha in names:
+            problem = _blob_problem(vault, sha, checked)
+            if problem:
+                problems.append(Problem(seq=row.seq, message=problem))
     return problems
+
+
+def _named_blobs(body: dict[str, object]) -> list[object]:
+    names = [body.get("sha256")]
+    files = body.get("files")
+    if body.get("kind") == "note" and isinstance(files, list):
+        names += [f.get("sha256") for f in files if isinstance(f, dict)]
+    return [n for n in names if n is not None]
+
+
+def _blob_problem(vault: Vault, sha: object, checked: set[str]) -> str:
+    """What is wrong with the blob named ``sha``, or "" (also for one checked before)."""
+    # The body is whatever was written into the database: a list or an object here must be
+    # named like any other bad name, not stop the check (it is not even hashable).
+    if not isinstance(sha, str):
+        return f"names blob {sha!r:.80}, not a SHA-256"
+    if sha in checked:
+        return ""
+    checked.add(sha)
+    try:
+        path = vault.blobs.path(sha)
+    except StateError:
+        return f"names blob {sha!r:.80}, not a SHA-256"
+    try:
+        with path.open("rb") as blob:
+            digest = hashlib.file_digest(blob, "sha256").hexdigest()
+    except FileNotFoundError:
+        return f"blob {sha} missing"
+    except OSError as exc:
+        return f"blob {sha} unreadable: {exc}"
+    if digest != sha:
+        return f"blob {sha} altered (SHA-256 mismatch)"
+    return ""

@@ -1,6 +1,8 @@
 """A DNS server on a loopback UDP port that answers TXT queries from a dict (DKIM key records),
 for tests of the real daemon's key lookups. Records can be removed while it runs (a key
-"rotates"); a name not in the dict gets NXDOMAIN. Stopped by ``close``."""
+"rotates"); a name not in the dict gets NXDOMAIN. A name whose value is ``SERVFAIL`` is
+answered with that rcode, ``NODATA`` with NOERROR and no record, ``SILENT`` not at all (a dead
+or firewalled server). Stopped by ``close``."""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
+SERVFAIL, NODATA, SILENT = "servfail", "nodata", "silent"
+
 
 class TxtServer:
-    def __init__(self, records: dict[str, bytes]) -> None:
+    def __init__(self, records: dict[str, bytes | str]) -> None:
         self.records = records
         self.asked: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -41,16 +45,25 @@ class TxtServer:
                 query = dns.message.from_wire(data)
             except Exception:  # not DNS: ignored, as a server would
                 continue
-            self._sock.sendto(self._answer(query).to_wire(), peer)
+            reply = self._answer(query)
+            if reply is not None:
+                self._sock.sendto(reply.to_wire(), peer)
 
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
+    def _answer(self, query: dns.message.Message) -> dns.message.Message | None:
         reply = dns.message.make_response(query)
         reply.flags |= dns.flags.AA
         question = query.question[0]
         name = question.name.to_text().rstrip(".").lower()
         self.asked.append(name)
         record = self.records.get(name)
-        if record is None or question.rdtype != dns.rdatatype.TXT:
+        if record == SILENT:
+            return None
+        if record == SERVFAIL:
+            reply.set_rcode(dns.rcode.SERVFAIL)
+            return reply
+        if record == NODATA:
+            return reply
+        if not isinstance(record, bytes) or question.rdtype != dns.rdatatype.TXT:
             reply.set_rcode(dns.rcode.NXDOMAIN)
             return reply
         chunks = [record[i : i + 255] for i in range(0, len(record), 255)]

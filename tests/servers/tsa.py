@@ -6,7 +6,10 @@ Its tokens carry the TSA's certificate only (no ``certs =`` chain): openssl writ
 certificate SET in the order given, not DER's sorted order, and rfc3161-client (strict DER)
 refuses such a token ("InvalidSetOrdering").
 
-``TSA.down = True`` makes it answer 503; ``TSA.requests`` counts the queries it received.
+``TSA.down = True`` makes it answer 503; ``TSA.answer`` (bytes) is sent instead of a token (a
+TSA that answers garbage, or too much); ``TSA.requests`` counts the queries it received. When
+``openssl ts -reply`` fails, it answers 500 with openssl's own error as the reason, so that a
+test that fails through it says why.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class TSA:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.down = False
+        self.answer: bytes | None = None
         self.requests = 0
         self._lock = threading.Lock()
         tsa = self
@@ -129,7 +133,14 @@ class TSA:
                 query = self.rfile.read(length)
                 with tsa._lock:
                     tsa.requests += 1
-                    reply = None if tsa.down else tsa.reply(query)
+                    try:
+                        reply = None if tsa.down else tsa.answer or tsa.reply(query)
+                    except subprocess.CalledProcessError as exc:
+                        lines = exc.stderr.decode("ascii", "replace").strip().splitlines()
+                        why = "; ".join(lines[:2])[:200].encode("ascii", "replace").decode()
+                        self.send_response(500, f"openssl ts -reply failed: {why}")
+                        self.end_headers()
+                        return
                 if reply is None:
                     self.send_response(503)
                     self.end_headers()

@@ -18,6 +18,7 @@ from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline
 from guardmail.storage.base import JournalRow
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault import group as group_module
 from guardmail.vault import journal
 from guardmail.vault.group import GroupCommitter, committer
 from guardmail.vault.store import Archive, Receipt, Record, Vault
@@ -232,4 +233,87 @@ def test_a_witness_that_cannot_be_written_after_the_answer_fails_no_request(
         assert isinstance(row, JournalRow) and isinstance(again, JournalRow)
         assert vault.head_witness() == (3, again.hash)
     assert "vault.witness_failed" in caplog.text
+
+
+def test_a_stopped_committer_thread_fails_every_request_it_holds_or_queues(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What ``_commit`` does not catch (SystemExit here) ends the thread; before the fix, the
+    # request it held and those queued behind it never heard anything: a source blocked on
+    # ``result()`` waited for ever.
+    commit = vault.commit
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def stop(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
+        threads.append(threading.current_thread())
+        release.wait(10)
+        raise SystemExit("stopped in the middle of a group")
+
+    ended: list[type[BaseException]] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
+    monkeypatch.setattr(vault, "commit", stop)
+    group = GroupCommitter(vault)
+    held = group.submit([archive(0)], now=NOW)
+    for _ in range(1000):  # until the thread holds it as its group, in the vault's commit
+        if threads:
+            break
+        threading.Event().wait(0.01)
+    assert held.running()
+    (thread,) = threads
+    queued = [group.submit([archive(n)], now=NOW) for n in range(1, 4)]
+    gone = group.submit([archive(4)], now=NOW)
+    assert gone.cancel()
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive() and ended == [SystemExit]
+    for future in [held, *queued]:
+        with pytest.raises(VaultUnavailable, match="group committer of vault .* stopped"):
+            future.result(10)
+    assert gone.cancelled()
+    assert vault.rows() == []  # nothing of them was journaled
+    # The next request starts another thread, and each source's retry is archived once.
+    monkeypatch.setattr(vault, "commit", commit)
+    again = [group.submit([archive(n)], now=NOW) for n in range(4)]
+    assert [f.result(10)[0].seq for f in again] == [1, 2, 3, 4]
+    assert verify_vault(vault) == []
+
+
+def test_nothing_to_commit_is_answered_at_once_without_a_thread(vault: Vault) -> None:
+    group = GroupCommitter(vault)
+    before = set(threading.enumerate())
+    assert group.submit([], now=NOW).result(0) == []
+    assert group.groups == 0
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("vault-group")]
+
+
+def test_under_a_flood_groups_are_bounded_and_the_head_witness_waits_for_the_last(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_module, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(group_module, "WITNESS_SECONDS", 3600.0)
+    release = threading.Event()
+    commit = vault.commit
+    groups: list[tuple[int, bool]] = []  # (entries, witness) of each commit
+
+    def record(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
+        if not groups:
+            release.wait(10)  # the first group holds the rest back until all are queued
+        groups.append((len(entries), kwargs["witness"]))
+        return commit(entries, **kwargs)
+
+    monkeypatch.setattr(vault, "commit", record)
+    group = GroupCommitter(vault)
+    futures = [group.submit([archive(0)], now=NOW)]
+    for _ in range(1000):
+        if futures[0].running():
+            break
+        threading.Event().wait(0.01)
+    futures += [group.submit([archive(n)], now=NOW) for n in range(1, 6)]
+    release.set()
+    assert [f.result(10)[0].seq for f in futures] == [1, 2, 3, 4, 5, 6]
+    # At most MAX_ENTRIES a group; while more wait, the witness is left to a later group; the
+    # last one (nothing waits) writes it, so it names the journal's last entry.
+    assert groups == [(1, True), (2, False), (2, False), (1, True)]
+    assert vault.head_witness() == (6, vault.rows()[-1].hash)
     assert verify_vault(vault) == []
