@@ -66,7 +66,8 @@ sys.path.insert(0, str(REPO))
 
 from guardmail.core.alias_features import Features, extract  # noqa: E402
 from guardmail.core.alias_text import message_signature  # noqa: E402
-from guardmail.core.aliases import DEFAULT_THRESHOLD, AliasIndex  # noqa: E402
+from guardmail.core.alias_weights import DEFAULT_THRESHOLD  # noqa: E402
+from guardmail.core.aliases import AliasIndex  # noqa: E402
 from guardmail.core.item import Identity, mail_identities  # noqa: E402
 from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, decide  # noqa: E402
 from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from guardmail.core.aliases import DEFAULT_THRESHOLD
+from guardmail.core.alias_weights import DEFAULT_THRESHOLD
 
 
 class AliasesConfig(BaseModel):

@@ -14,7 +14,8 @@ from guardmail.core.alias_body import (
     signature,
 )
 from guardmail.core.alias_features import Features, extract, from_dict
-from guardmail.core.aliases import DEFAULT_THRESHOLD, W_BODY_ADDRESS, W_BODY_CONTACT, AliasIndex
+from guardmail.core.alias_weights import DEFAULT_THRESHOLD, W_BODY_ADDRESS, W_BODY_CONTACT
+from guardmail.core.aliases import AliasIndex
 from guardmail.core.item import mail_identities
 from tests.hostile.corpus import corpus as hostile_corpus
 

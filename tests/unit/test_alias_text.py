@@ -23,7 +23,8 @@ from guardmail.core.alias_text import (
     similarity,
     valid,
 )
-from guardmail.core.aliases import DEFAULT_THRESHOLD, AliasIndex
+from guardmail.core.alias_weights import DEFAULT_THRESHOLD
+from guardmail.core.aliases import AliasIndex
 from guardmail.core.item import mail_identities
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from guardmail.core.alias_features import Features, extract, from_dict, utc_hour
-from guardmail.core.aliases import W_TIMING, AliasIndex
+from guardmail.core.alias_weights import W_TIMING
+from guardmail.core.aliases import AliasIndex
 from guardmail.core.item import mail_identities
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

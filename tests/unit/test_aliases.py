@@ -7,14 +7,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from guardmail.core.alias_features import Features, extract, from_dict, local_skeleton
+from guardmail.core.alias_weights import DEFAULT_THRESHOLD, likelihood
 from guardmail.core.aliases import (
-    DEFAULT_THRESHOLD,
     W_NAME_FIRST,
     W_NAME_INITIAL,
     AliasIndex,
     compare_names,
     levenshtein,
-    likelihood,
 )
 from guardmail.core.item import mail_identities
 

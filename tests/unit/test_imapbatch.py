@@ -307,7 +307,7 @@ def watcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FolderW
     )
     pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
     w = FolderWatcher(cfg=cfg, folder="INBOX", tenant="t", pipeline=pipeline, storage=storage)
-    assert w._start_point(7, 1) == 0  # a first run with scan_existing: checkpoint (7, 0)
+    assert w.checkpoint.start(7, 1) == (0, True)  # a first run with scan_existing: (7, 0)
     yield w
     storage.close()
 
@@ -469,7 +469,7 @@ def test_a_rejudge_moves_existing_mail_of_a_new_offender_and_keeps_the_checkpoin
     watcher: FolderWatcher,
 ) -> None:
     folder = Ranged(offenders={2, 4}, total=6)
-    watcher._save(7, 5)  # 1-5 judged before the offender was known; 6 not yet
+    watcher.checkpoint.save(7, 5)  # 1-5 judged before the offender was known; 6 not yet
     watcher.rejudge()  # a reload, from the event loop's thread
     assert watcher._rejudge.take()
     watcher._rejudge_existing(folder, 7, 5)

@@ -11,11 +11,12 @@ Contracts:
   items to block are fetched whole, in memory-bounded chunks gathered across header batches
   (batch.py).
 - Never a bare EXPUNGE (act.py): it would remove every message anyone marked \\Deleted.
-- The checkpoint (UIDVALIDITY, last handled UID) is saved after the actions it covers, and only
-  past UIDs that were handled: judged clean, archived and acted on, or expunged by someone else
-  meanwhile; an offender judged but not yet acted on holds it below itself. After any outage
-  everything newer is judged; a new UIDVALIDITY means a full rescan, and the vault's per-folder
-  dedupe scope keeps a message already archived from being archived again.
+- The checkpoint (UIDVALIDITY, last handled UID; checkpoint.py) is saved after the actions it
+  covers, and only past UIDs that were handled: judged clean, archived and acted on, or
+  expunged by someone else meanwhile; an offender judged but not yet acted on holds it below
+  itself. After any outage everything newer is judged; a new UIDVALIDITY means a full rescan,
+  and the vault's per-folder dedupe scope keeps a message already archived from being archived
+  again.
 - Each session starts with recovery.py: actions a crash kept from the journal are reconciled,
   and if the offender rules differ from those the mail at or below the checkpoint was judged by
   (offenders added while the daemon was down, a reload's re-judging cut short), that mail is
@@ -52,6 +53,7 @@ from imapclient import IMAPClient
 from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import WHOLE_BYTES, WHOLE_MESSAGES, Folder, fetch_headers
+from guardmail.channels.imap.checkpoint import FolderCheckpoint
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.roles import resolve
@@ -64,7 +66,7 @@ from guardmail.core.rules import Action, Verdict
 from guardmail.errors import ConnectFailure, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
-from guardmail.storage.base import Checkpoint, Storage
+from guardmail.storage.base import Storage
 
 FETCH_BATCH = 500
 VAULT_RETRY_SECONDS = 5.0
@@ -105,6 +107,14 @@ class FolderWatcher:
         self._rejudge = Nudge()  # raised by rejudge() from the event loop's thread
         self._fresh = False  # this folder had no checkpoint at all: nothing judged before
         self.rules_mark = RulesMark(storage, tenant=tenant, source=self.source, folder=folder)
+        self.checkpoint = FolderCheckpoint(
+            storage=storage,
+            tenant=tenant,
+            source=self.source,
+            account=cfg.name,
+            folder=folder,
+            scan_existing=cfg.scan_existing,
+        )
 
     # --- thread side -------------------------------------------------------------------------
 
@@ -177,7 +187,8 @@ class FolderWatcher:
         selected = client.select_folder(self.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         uidnext = int(selected.get(b"UIDNEXT", 0))
-        last = self._start_point(uidvalidity, uidnext)
+        last, fresh = self.checkpoint.start(uidvalidity, uidnext)
+        self._fresh = self._fresh or fresh
         if self.rules_mark.changed(self.pipeline.rules.fingerprint(), fresh=self._fresh):
             self._rejudge.set()  # the offenders changed since this folder's mail was judged
         reconcile_folder(
@@ -212,41 +223,6 @@ class FolderWatcher:
             else:
                 self._rejudge.wait(client.socket(), self.cfg.poll_seconds)
                 client.noop()
-
-    def _start_point(self, uidvalidity: int, uidnext: int) -> int:
-        with self.storage.transaction() as tx:
-            point = tx.checkpoint(self.tenant, self.source, self.folder)
-            if point is not None and point.uidvalidity == uidvalidity:
-                return point.last_uid
-            if point is not None:
-                event(
-                    "imap.uidvalidity_changed",
-                    level=logging.WARNING,
-                    account=self.cfg.name,
-                    folder=self.folder,
-                    old=point.uidvalidity,
-                    new=uidvalidity,
-                )
-                start = 0  # every UID is new: rescan; the vault's dedupe scope prevents doubles
-            else:
-                start = 0 if self.cfg.scan_existing else max(uidnext - 1, 0)
-                self._fresh = True
-            tx.set_checkpoint(
-                self.tenant,
-                self.source,
-                self.folder,
-                Checkpoint(uidvalidity=uidvalidity, last_uid=start),
-            )
-        return start
-
-    def _save(self, uidvalidity: int, last: int) -> None:
-        with self.storage.transaction() as tx:
-            tx.set_checkpoint(
-                self.tenant,
-                self.source,
-                self.folder,
-                Checkpoint(uidvalidity=uidvalidity, last_uid=last),
-            )
 
     def _catch_up(self, client: IMAPClient, uidvalidity: int, last: int) -> int:
         """Judge every UID above ``last``; return the new checkpoint (saved).
@@ -330,7 +306,7 @@ class FolderWatcher:
             for step in reader.steps() if reader is not None else read(client):
                 if isinstance(step, Point):
                     if step.uid > last:
-                        self._save(uidvalidity, step.uid)
+                        self.checkpoint.save(uidvalidity, step.uid)
                         last = step.uid
                 else:
                     self._archive_and_act(client, where, step.uids, step.whole)
