@@ -1,7 +1,8 @@
 """The daemon's background task that has the vault's new signed tree heads timestamped.
 
 Contracts:
-- At most one timestamp every ``every_minutes`` (counted from the last token's time), and only
+- At most one timestamp every ``every_minutes`` (counted from the last token's time, unless the
+  TSA's clock is ahead of ours by more than that: ``timestamp.tsa_clock_ahead``), and only
   when a head newer than the last stamped one exists; the newest head is the one stamped.
 - It never touches the archiving path: the TSA is asked from a worker thread, outside any
   transaction, and only the checked token is written (one short transaction).
@@ -73,9 +74,20 @@ class Timestamper:
             return min(IDLE_SECONDS, every.total_seconds())
         now = self._clock()
         if last is not None:
-            due = datetime.fromisoformat(last.gen_time) + every
-            if now < due:
-                return max(1.0, (due - now).total_seconds())
+            stamped = datetime.fromisoformat(last.gen_time)
+            if stamped - now > every:
+                # The TSA's clock is ahead of ours by more than a slot: counting from its time
+                # would stop timestamps until that date. The slot counts from now instead (the
+                # seconds returned after each token keep the pace).
+                event(
+                    "timestamp.tsa_clock_ahead",
+                    level=logging.WARNING,
+                    tenant=self.vault.tenant,
+                    tsa=self.config.tsa_url,
+                    gen_time=last.gen_time,
+                )
+            elif now < stamped + every:
+                return max(1.0, (stamped + every - now).total_seconds())
         message = signed_bytes(head)
         try:
             if self._roots is None:

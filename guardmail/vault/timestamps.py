@@ -20,15 +20,18 @@ Contracts:
 from __future__ import annotations
 
 import hashlib
+import re
 import ssl
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from rfc3161_client import (
     HashAlgorithm,
     TimestampRequestBuilder,
@@ -55,10 +58,37 @@ def load_roots(ca_file: Path | None) -> list[x509.Certificate]:
     if path is None:
         raise TimestampFailed("no CA file for the TSA: set evidence.timestamp.ca_file")
     try:
-        roots = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise TimestampFailed(f"the TSA's CA file {path} cannot be read: {exc}") from None
+    roots, refused = pem_certificates(data)
+    if not roots:
+        why = refused[0] if refused else "no PEM certificate in it"
+        raise TimestampFailed(f"the TSA's CA file {path} cannot be read: {why}")
     return roots
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.{0,65536}?-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def pem_certificates(data: bytes) -> tuple[list[x509.Certificate], list[str]]:
+    """Every certificate of a PEM bundle that parses, and why each other one did not. One at a
+    time, because a system bundle may hold a certificate that cryptography refuses, or warns it
+    will refuse (Debian's has nine roots with serial number 0, GoDaddy's and Starfield's among
+    them): that one is left out instead of refusing the whole bundle, and with it every
+    timestamp. The warning is not printed: it is about the bundle, not about guardmail."""
+    roots: list[x509.Certificate] = []
+    refused: list[str] = []
+    for block in _PEM_CERTIFICATE.findall(data):
+        with warnings.catch_warnings():  # only this category, only here: nothing else warns it
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            try:
+                roots.append(x509.load_pem_x509_certificate(block))
+            except ValueError as exc:
+                refused.append(str(exc))
+    return roots, refused
 
 
 def _decode(reply: bytes) -> TimeStampResponse:

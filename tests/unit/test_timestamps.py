@@ -188,6 +188,22 @@ def test_at_most_one_timestamp_every_n_minutes(vault: Vault, tsa: TSA) -> None:
     assert [s.tree_size for s in vault.timestamps()] == [1, 2]
 
 
+def test_a_tsa_whose_clock_runs_far_ahead_does_not_stop_the_timestamps(
+    vault: Vault, tsa: TSA, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    clock.now -= timedelta(days=365)  # ours a year behind the TSA's (the test TSA's is real)
+    stamper = _stamper(vault, tsa, clock, every=10)
+    _archive(vault, 1)
+    assert stamper.step() == 600
+    _archive(vault, 2)
+    asked = tsa.requests
+    with caplog.at_level("WARNING", logger="guardmail"):
+        assert stamper.step() == 600  # counting from the TSA's time, it waited a year
+    assert tsa.requests == asked + 1 and [s.tree_size for s in vault.timestamps()] == [1, 2]
+    assert "timestamp.tsa_clock_ahead" in caplog.text
+
+
 def test_nothing_new_asks_nothing(vault: Vault, tsa: TSA) -> None:
     stamper = _stamper(vault, tsa, Clock())
     asked = tsa.requests

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from guardmail.errors import TimestampFailed
@@ -56,8 +58,7 @@ def default_paths(cafile: str | None, openssl_cafile: str) -> Paths:
 def test_without_a_ca_file_the_systems_bundle_is_read_and_without_one_it_says_so(
     tsa: TSA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The test CA stands in for the system's bundle (this machine's has a certificate with a
-    # negative serial number, which cryptography warns about).
+    # The test CA stands in for the system's bundle (read whole in the test below).
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: default_paths(None, ""))
     with pytest.raises(TimestampFailed, match="no CA file for the TSA: set evidence.timestamp"):
         timestamps.load_roots(None)
@@ -73,6 +74,30 @@ def test_a_ca_file_that_is_missing_or_not_pem_is_refused(tmp_path: Path) -> None
     garbage.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     with pytest.raises(TimestampFailed, match="garbage.pem cannot be read"):
         timestamps.load_roots(garbage)
+
+
+def test_a_bundle_keeps_every_root_that_parses_and_leaves_out_one_that_does_not(
+    tsa: TSA, tmp_path: Path
+) -> None:
+    (ours,) = timestamps.load_roots(tsa.ca_file)
+    bundle = tmp_path / "bundle.pem"
+    broken = b"-----BEGIN CERTIFICATE-----\nMIIBroken\n-----END CERTIFICATE-----\n"
+    bundle.write_bytes(broken + tsa.ca_file.read_bytes() + broken)
+    assert timestamps.load_roots(bundle) == [ours]
+    roots, refused = timestamps.pem_certificates(bundle.read_bytes())
+    assert roots == [ours] and len(refused) == 2
+
+
+def test_the_systems_bundle_is_read_whole_and_quietly() -> None:
+    # Debian's bundle holds roots with serial number 0, which cryptography warns about (an
+    # error here: filterwarnings = error); read at once, the whole bundle used to be refused.
+    path = Path("/etc/ssl/certs/ca-certificates.crt")  # ca-certificates: scripts/system-packages.sh
+    data = path.read_bytes()
+    roots = timestamps.load_roots(path)
+    assert len(roots) == data.count(b"-----BEGIN CERTIFICATE-----") > 100
+    with warnings.catch_warnings():  # reading the serial warns again
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        assert any(r.serial_number == 0 for r in roots)
 
 
 def test_a_tsa_answering_an_http_error_is_named_with_it(fresh: TSA) -> None:
