@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from fnmatch import translate
 from pathlib import Path
 
+from guardmail.core.confusables import fold
 from guardmail.core.identity import (
     domain_suffixes,
-    fold,
     normalize_address,
     normalize_display_name,
     normalize_domain,

@@ -13,10 +13,9 @@ Invariants:
   person says so (``retry=True`` or ``mark_sent``).
 - Evidence first: the exact bytes are in the vault's blob store before the claim; a ``warning``
   journal entry (sha256, offender, to, sent_at, message_id, server reply) follows the send.
-- Sent only to a concrete address the offender used (in archived evidence) or the config lists,
-  never to a pattern, never to a no-reply address, never in answer to auto-submitted, list or
-  bounce mail (RFC 3834). Over XMPP: to a bare JID from the offender's ``jids`` or one they
-  wrote from (never a group chat's occupant address).
+- Sent only to a concrete address the offender used (in archived evidence) or the config lists
+  (guardmail.warning_recipients), never in answer to auto-submitted, list or bounce mail
+  (RFC 3834).
 - Over XMPP with ``on_first_block``, the warning goes before any server block: offenders still
   owed one are held out of the server blocklist (``held_server_blocks``) until the ledger has a
   row for them; a block entry that covers the recipient is lifted for
@@ -43,7 +42,6 @@ from guardmail.core.warning import (
     TemplateError,
     UnsafeValue,
     WarningMessage,
-    is_no_reply_address,
     render_warning,
     render_xmpp_warning,
     should_not_answer,
@@ -52,10 +50,8 @@ from guardmail.errors import GuardmailError, SubmitError
 from guardmail.logs import event
 from guardmail.offender_registry import resolve
 from guardmail.storage.base import Storage, WarningRow
-from guardmail.vault import journal
 from guardmail.vault.store import Vault
-
-_GLOB = frozenset("*?[")
+from guardmail.warning_recipients import mail_recipients, xmpp_recipients
 
 
 class WarningRefused(GuardmailError):
@@ -149,38 +145,10 @@ class Warner:
 
     def recipients(self, offender: OffenderConfig) -> list[str]:
         """Concrete addresses (or JIDs, channel xmpp): the config's, then those the offender
-        wrote from (evidence)."""
+        wrote from (evidence); see guardmail.warning_recipients."""
         if self.config.channel == "xmpp":
-            return self._jids(offender)
-        found = [a for a in offender.addresses if _GLOB.isdisjoint(a)]
-        names = self.same_person(offender.name)
-        for row in self.vault.iter_rows(kind="archived"):
-            body = journal.entry(row)
-            if str(body.get("offender")).casefold() not in names or body.get("channel") != "mail":
-                continue
-            for match in body.get("matches", []):
-                value = parseaddr(str(match.get("value", "")))[1]
-                if match.get("header") in ("From", "Reply-To", "Sender") and "@" in value:
-                    found.append(value)
-        return list(dict.fromkeys(a for a in found if not is_no_reply_address(a)))
-
-    def _jids(self, offender: OffenderConfig) -> list[str]:
-        found = [j for j in offender.jids if _GLOB.isdisjoint(j) and not j.startswith("re:")]
-        names = self.same_person(offender.name)
-        for row in self.vault.iter_rows(kind="archived"):
-            body = journal.entry(row)
-            if str(body.get("offender")).casefold() not in names or body.get("channel") != "xmpp":
-                continue
-            if body.get("direction") == "outgoing" or "muc" in body:
-                continue  # the person's own message (from their JID), or a room's (kept.py)
-            meta = body.get("meta", {})
-            if meta.get("muc_pm") == "true":
-                continue  # a room's occupant address: not the offender's own JID
-            found.append(str(meta.get("from", "")))
-        from guardmail.channels.xmpp import blocklist  # slixmpp: only where XMPP is used
-
-        bare = (blocklist.canonical(j) for j in found)
-        return list(dict.fromkeys(j for j in bare if j and "@" in j))
+            return xmpp_recipients(self.vault, offender, self.same_person(offender.name))
+        return mail_recipients(self.vault, offender, self.same_person(offender.name))
 
     def account(self) -> XmppSourceConfig:
         """The XMPP account the warning is sent from (channel xmpp)."""

@@ -48,14 +48,9 @@ from typing import Any
 
 from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signature_contacts
 from guardmail.core.alias_text import Signature, signature, valid
+from guardmail.core.confusables import ascii_lookalike, lookalike_letters
 from guardmail.core.freemail import ANONYMOUS_HOSTS, is_large_provider
-from guardmail.core.identity import (
-    ascii_lookalike,
-    lookalike_letters,
-    normalize_address,
-    normalize_display_name,
-    normalize_domain,
-)
+from guardmail.core.identity import normalize_address, normalize_display_name, normalize_domain
 from guardmail.core.item import Identity, header_fields
 
 MAX_RECEIVED = 64

@@ -9,7 +9,8 @@ why)``.
 The signals, their weights and the likelihood they add up to are in core/alias_weights.py.
 
 The name forms are compared in core/alias_names.py, the text's contacts read in
-core/alias_body.py, every other feature in core/alias_features.py.
+core/alias_body.py, every other feature in core/alias_features.py; the signals of local parts,
+names, contacts and timing are found in core/alias_signals.py.
 
 Contracts: pure; ``score`` costs hash lookups per feature value plus a bounded comparison with
 the candidates those find (at most ``MAX_NAMES_PER_OFFENDER`` names of one offender, strings of
@@ -29,16 +30,16 @@ from guardmail.core.alias_features import (
     local_skeleton,
     name_tokens,
 )
-from guardmail.core.alias_names import W_NAME_FIRST as W_NAME_FIRST
-from guardmail.core.alias_names import W_NAME_FULL as W_NAME_FULL
-from guardmail.core.alias_names import W_NAME_HANDLE as W_NAME_HANDLE
-from guardmail.core.alias_names import W_NAME_INITIAL as W_NAME_INITIAL
-from guardmail.core.alias_names import W_NAME_NEAR as W_NAME_NEAR
-from guardmail.core.alias_names import W_NAME_SURNAME as W_NAME_SURNAME
-from guardmail.core.alias_names import Signal as Signal
-from guardmail.core.alias_names import compare_names as compare_names
-from guardmail.core.alias_names import deletions, name_keys
-from guardmail.core.alias_names import levenshtein as levenshtein
+from guardmail.core.alias_names import Signal, deletions, name_keys
+from guardmail.core.alias_signals import (
+    ROLE_LOCALS,
+    Hit,
+    Ref,
+    score_contacts,
+    score_local,
+    score_names,
+    timing,
+)
 from guardmail.core.alias_text import (
     MAX_PROFILE,
     MAX_TEXT_CANDIDATES,
@@ -48,51 +49,19 @@ from guardmail.core.alias_text import (
 )
 from guardmail.core.alias_weights import (
     IP_WINDOW,
-    TIMING_MIN_MESSAGES,
-    TIMING_SHARE,
-    W_BODY_ADDRESS,
-    W_BODY_CONTACT,
     W_CLIENT,
     W_DKIM,
     W_IP,
     W_IP_OLD,
     W_LINKED,
-    W_LOCAL,
-    W_LOCAL_LONG,
-    W_LOCAL_NEAR,
-    W_LOCAL_SHORT,
-    W_LOOKALIKE,
     W_MSGID,
     W_TEXT_MAX,
-    W_TIMING,
     likelihood,
 )
 
 MAX_REFS = 64
 MAX_NAMES_PER_OFFENDER = 32
 MAX_OFFENDERS_SCORED = 16
-
-
-# Local parts that name a role, not a person: anyone may write from them.
-ROLE_LOCALS = frozenset(
-    {
-        "admin",
-        "contact",
-        "hello",
-        "help",
-        "info",
-        "mail",
-        "mailer",
-        "noreply",
-        "office",
-        "postmaster",
-        "sales",
-        "support",
-        "team",
-        "user",
-        "webmaster",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,15 +73,6 @@ class Suspicion:
     signals: tuple[Signal, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    offender: str
-    seen_at: datetime | None
-
-
-_Hit = Callable[[str, Signal], None]
-
-
 class AliasIndex:
     """What is known of each offender, indexed by feature value.
 
@@ -121,7 +81,7 @@ class AliasIndex:
     """
 
     def __init__(self) -> None:
-        self._values: dict[str, dict[str, tuple[_Ref, ...]]] = {
+        self._values: dict[str, dict[str, tuple[Ref, ...]]] = {
             k: {}
             for k in (
                 "address",
@@ -174,7 +134,7 @@ class AliasIndex:
         text for that weak signal alone would cost more than it finds)."""
         return bool(self._values["contact"])
 
-    def _put(self, kind: str, value: str, ref: _Ref) -> None:
+    def _put(self, kind: str, value: str, ref: Ref) -> None:
         if not value:
             return
         # One reference per offender and value, the newest (a config entry's, timeless, is
@@ -191,7 +151,7 @@ class AliasIndex:
 
     def add(self, offender: str, features: Features, seen_at: datetime | None = None) -> None:
         """Learn one message of ``offender`` (``seen_at`` None: from the config, timeless)."""
-        ref = _Ref(offender, seen_at)
+        ref = Ref(offender, seen_at)
         # Only the From address is the offender's: the other addresses of their mail (Reply-To,
         # Sender, more From fields) are theirs to write, and could name anyone.
         self._put("address", features.address, ref)
@@ -207,7 +167,7 @@ class AliasIndex:
                 keys = name_keys(tokens)
                 names = (*names, (tokens, keys))
                 for key in keys:
-                    self._put("token", key, _Ref(offender, None))
+                    self._put("token", key, Ref(offender, None))
         self._names[offender] = names
         for ip in features.origin_ips:
             self._put("ip", ip, ref)
@@ -260,8 +220,8 @@ class AliasIndex:
                         why=f"{key} was seen in the offender's mail or entry",
                     ),
                 )
-        self._score_local(features.local, hit)
-        self._score_names(features, hit)
+        score_local(features.local, hit, by_local=v["local"], by_deletion=v["local_del"])
+        score_names(features, hit, by_token=v["token"], names=self._names)
         for ip in features.origin_ips:
             for r in v["ip"].get(ip, ()):
                 recent = r.seen_at is None or now - r.seen_at <= IP_WINDOW
@@ -304,10 +264,10 @@ class AliasIndex:
                         why=f"written with {features.client!r}, as the offender's mail",
                     ),
                 )
-        self._score_contacts(features.contacts, hit)
+        score_contacts(features.contacts, hit, by_contact=v["contact"], by_address=v["address"])
         if 0 <= features.hour < 24:
             for off in found:  # timing never makes a candidate: it only adds to other signals
-                signal = self._timing(off, features.hour)
+                signal = timing(self._hours.get(off), features.hour)
                 if signal is not None:
                     hit(off, signal)
         if found and (text is not None or features.text):
@@ -327,7 +287,7 @@ class AliasIndex:
         self,
         found: dict[str, dict[str, Signal]],
         text: Signature | Callable[[], Signature] | None,
-        hit: _Hit,
+        hit: Hit,
         decisive: float | None,
     ) -> None:
         """The text signal for the most likely ``MAX_TEXT_CANDIDATES`` offenders found whose
@@ -362,105 +322,5 @@ class AliasIndex:
                         weight=w,
                         why=f"text like the offender's (similarity {value:.2f} to the closest"
                         f" of their {len(profile)} newest messages; LR {ratio:g})",
-                    ),
-                )
-
-    def _timing(self, offender: str, hour: int) -> Signal | None:
-        hours = self._hours.get(offender)
-        if hours is None:
-            return None
-        total = sum(hours)
-        near = hours[(hour - 1) % 24] + hours[hour] + hours[(hour + 1) % 24]
-        if total < TIMING_MIN_MESSAGES or near < TIMING_SHARE * total:
-            return None
-        return Signal(
-            signal="timing",
-            weight=W_TIMING,
-            why=f"sent at {hour:02}h UTC, the hours of {near} of the offender's {total} messages",
-        )
-
-    def _score_contacts(self, contacts: tuple[str, ...], hit: _Hit) -> None:
-        v = self._values
-        for contact in contacts:
-            kind, _, value = contact.partition(":")
-            what = {"tel": "phone number", "at": "handle", "mail": "address"}.get(kind, kind)
-            for r in v["contact"].get(contact, ()):
-                hit(
-                    r.offender,
-                    Signal(
-                        signal="body_contact",
-                        weight=W_BODY_CONTACT,
-                        why=f"the text gives the {what} {value!r} of the offender's signature",
-                    ),
-                )
-            if kind == "mail":
-                for r in v["address"].get(value, ()):
-                    hit(
-                        r.offender,
-                        Signal(
-                            signal="body_address",
-                            weight=W_BODY_ADDRESS,
-                            why=f"the text names the offender's address {value}",
-                        ),
-                    )
-
-    def _score_local(self, local: str, hit: _Hit) -> None:
-        if len(local) < 4 or local in ROLE_LOCALS:
-            return
-        v = self._values
-        exact = {r.offender for r in v["local"].get(local, ())}
-        weight = W_LOCAL_LONG if len(local) >= 8 else W_LOCAL if len(local) >= 5 else W_LOCAL_SHORT
-        for off in sorted(exact):
-            hit(
-                off,
-                Signal(
-                    signal="local_part",
-                    weight=weight,
-                    why=f"the address's letters {local!r} are the offender's",
-                ),
-            )
-        if len(local) < 6:
-            return
-        near: dict[str, None] = {}
-        for key in (local, *deletions(local)):
-            for r in (*v["local_del"].get(key, ()), *v["local"].get(key, ())):
-                if r.offender not in exact:
-                    near[r.offender] = None
-        for off in near:
-            hit(
-                off,
-                Signal(
-                    signal="local_part",
-                    weight=W_LOCAL_NEAR,
-                    why=f"the address's letters {local!r} are one letter from the offender's",
-                ),
-            )
-
-    def _score_names(self, features: Features, hit: _Hit) -> None:
-        candidates: dict[str, None] = {}
-        queries = [(q, name_keys(q)) for q in features.names]
-        for _, keys in queries:
-            for key in keys:
-                for r in self._values["token"].get(key, ()):
-                    candidates[r.offender] = None
-        for off in candidates:
-            best: Signal | None = None
-            for query, qkeys in queries:
-                for known, kkeys in self._names.get(off, ()):
-                    if qkeys.isdisjoint(kkeys):
-                        continue  # no token alike: compare_names would say None
-                    s = compare_names(query, known)
-                    if s is not None and (best is None or s.weight > best.weight):
-                        best = s
-            if best is None:
-                continue
-            hit(off, best)
-            if features.lookalike and best.weight >= W_NAME_INITIAL:
-                hit(
-                    off,
-                    Signal(
-                        signal="lookalike",
-                        weight=W_LOOKALIKE,
-                        why="the name is written with look-alike letters",
                     ),
                 )

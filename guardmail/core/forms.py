@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from guardmail.core.confusables import ascii_lookalike, fold, lookalike_letters
 from guardmail.core.identity import (
-    ascii_lookalike,
     domain_suffixes,
-    fold,
-    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_jid,

@@ -5,27 +5,18 @@ An offender blocked as ``stalker@bücher.example`` tries ``Stalker+x@BÜCHER.exa
 letters, or a zero-width space in the middle. This module turns each of those into the same
 comparison key.
 
-Two levels, both pure functions of their input:
-
-- The *normalised* form (``normalize_*``, ``NormalizedAddress.address``) undoes what the
-  receiving side ignores anyway (case, sub-address tags, Gmail's dots, googlemail.com, punycode,
-  trailing dots, quoting, comments, compatibility forms) and removes invisible characters. It is
-  still what a person would read as the address, so verdicts show it.
-- The *folded* key (``fold``, ``NormalizedAddress.key``) additionally maps look-alike characters
-  to one prototype (UTS #39 confusables), so it is only for comparing, never for display. Every
-  comparison applies ``fold`` (or ``.key``) to both sides; comparing a folded string with an
-  unfolded one is a bug.
-- The *ASCII look-alike* form (``ascii_lookalike``) is for what cannot be folded: patterns a
-  person writes in ASCII (``re:^st[a4]lker[0-9]*@``). Only non-ASCII characters that look like
-  ASCII are replaced (Cyrillic ``а`` by ``a``); ASCII is kept as written, since folding it would
-  turn ``1`` into ``l`` and ``m`` into ``rn`` under the pattern's feet. ``lookalike_letters``
-  names the replaced characters, for people.
+The *normalised* form (``normalize_*``, ``NormalizedAddress.address``) undoes what the
+receiving side ignores anyway (case, sub-address tags, Gmail's dots, googlemail.com, punycode,
+trailing dots, quoting, comments, compatibility forms) and removes invisible characters. It is
+still what a person would read as the address, so verdicts show it. The *folded* key
+(``NormalizedAddress.key``) is ``fold`` of it (core/confusables.py, which also holds the ASCII
+look-alike form): only for comparing, never for display. Both are pure functions of their input.
 
 Invariants:
 
 - Total: every function accepts any ``str`` (NUL, lone surrogates, megabytes of junk) and never
   raises. What is not an address gives ``None``; anything else gives a best-effort string.
-- Stable: ``fold``, ``normalize_domain`` and ``normalize_display_name`` give their own output
+- Stable: ``normalize_domain`` and ``normalize_display_name`` give their own output
   back unchanged, and casefolding an address first (as ``rules.py`` does for the identities it
   reads, not for the configured ones) does not change its key.
 - Matching errs towards "same": a ``+tag`` is dropped on every domain, not only where the
@@ -38,25 +29,14 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 
 import idna
 
-from guardmail.core.confusables_data import CONFUSABLES
+from guardmail.core.confusables import fold, remove_invisible
 
-# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt), a superset of the
-# zero-width (U+200B..U+200F, U+2060..U+2064, U+FEFF) and bidi (U+202A..U+202E, U+2066..U+2069)
-# controls. Python's unicodedata has no accessor for this property, hence the literal ranges.
-_INVISIBLE = re.compile(
-    "["
-    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
-    "\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
-    "]"
-)
 # Label separators that UTS #46 treats as a full stop and NFKC leaves alone (U+FF0E and U+FF61
 # become "." and U+3002 under NFKC).
 _IDEOGRAPHIC_FULL_STOP = "\u3002"
@@ -74,9 +54,6 @@ _MAX_LABELS = 127
 # Longest parent domain domain_suffixes gives: a 253-octet DNS name, decoded and folded (which can
 # double some letters, "m" -> "rn"), with room to spare.
 _MAX_SUFFIX_LENGTH = 2048
-# Every code point reaches a stable fold in two passes with the Unicode 13 table; the bound only
-# keeps a pathological string from costing more than a few passes.
-_FOLD_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,101 +78,10 @@ class NormalizedAddress:
         return fold(self.address)
 
 
-def _remove_invisible(text: str) -> str:
-    return _INVISIBLE.sub("", text)
-
-
 def _nfkc_casefold(text: str) -> str:
     # NFKC again after casefolding: casefold can produce sequences NFKC would recompose
     # ("\u01f0" casefolds to "j\u030c"), and normalised forms should themselves be NFKC.
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-
-
-def skeleton(text: str) -> str:
-    """The UTS #39 skeleton: strings that look alike have equal skeletons.
-
-    NFD, drop default-ignorable code points (they render as nothing), replace each character by
-    its prototype from ``CONFUSABLES``, NFD again. Case is kept (``"0"`` becomes ``"O"``); use
-    ``fold`` for matching.
-    """
-    decomposed = _remove_invisible(unicodedata.normalize("NFD", text))
-    return unicodedata.normalize("NFD", decomposed.translate(CONFUSABLES))
-
-
-def fold(text: str) -> str:
-    """The key for every confusable-insensitive comparison: apply it to both sides.
-
-    ``casefold(skeleton(casefold(NFKC(text))))``, repeated until it no longer changes.
-    Compatibility forms (fullwidth, ligatures) and case go first so that skeleton sees
-    canonical text; the last casefold is needed because some prototypes are capitals (digit
-    zero's is ``"O"``). One pass is not always stable: Cherokee U+13B7 folds to ``"m"``, whose
-    own prototype is ``"rn"``, so without repeating it would not match a Latin ``"M"``. The
-    result is idempotent and a key, not text for people.
-    """
-    if text.isascii():
-        # ASCII folds character by character (a per-character table, built from _fold_once):
-        # the same result at a fraction of the cost (tests/unit/test_identity.py checks it).
-        key = text.translate(_ASCII_FOLD)
-        if key.isascii():
-            return key
-    key = _fold_once(text)
-    if text.isascii() and key.isascii():
-        # ASCII folds character by character and every ASCII result is already stable.
-        return key
-    for _ in range(_FOLD_ROUNDS):
-        again = _fold_once(key)
-        if again == key:
-            break
-        key = again
-    return key
-
-
-def _fold_once(text: str) -> str:
-    return skeleton(unicodedata.normalize("NFKC", text).casefold()).casefold()
-
-
-# Each ASCII character's fold, for the fast path of ``fold``: ``_fold_once`` works on each ASCII
-# character alone (NFKC, casefold and NFD leave ASCII alone; the confusables table maps one
-# character at a time).
-_ASCII_FOLD = {i: _fold_once(chr(i)) for i in range(128)}
-
-
-def ascii_lookalike(text: str) -> str:
-    """``text`` with each non-ASCII character that looks like ASCII replaced by what it looks
-    like (Cyrillic ``а`` U+0430 by ``a``, fullwidth ``ｓ`` by ``s``, lower case); ASCII and the
-    other characters (``ö``, ``山``) kept. Pass it normalised text. Idempotent; never raises.
-    """
-    if text.isascii():
-        return text
-    return "".join(ch if ch.isascii() else _ascii_twin(ch) or ch for ch in text)
-
-
-def lookalike_letters(*texts: str, limit: int = 8) -> tuple[str, ...]:
-    """The characters of ``texts`` that ``ascii_lookalike`` replaces, each named once for a
-    person (``"Cyrillic а (U+0430)"``), in order; at most ``limit`` of them. Never raises."""
-    text = "".join(texts)
-    if text.isascii():
-        return ()
-    out: dict[str, str] = {}
-    for ch in text:
-        if len(out) >= limit:
-            break
-        if ch not in out and not ch.isascii() and _ascii_twin(ch):
-            name = unicodedata.name(ch, "")
-            kind = name.split(" ", 1)[0].capitalize() if name else "Character"
-            out[ch] = f"{kind} {ch} (U+{ord(ch):04X})"
-    return tuple(out.values())
-
-
-# One entry per distinct non-ASCII character seen in a sender: a few thousand at most in practice,
-# and the cache is bounded for a hostile stream of all of Unicode.
-@functools.lru_cache(maxsize=8192)
-def _ascii_twin(ch: str) -> str:
-    """The ASCII ``ch`` looks like (its fold, case-folded), or "" if it looks like no ASCII."""
-    if "\ud800" <= ch <= "\udfff":
-        return ""
-    twin = fold(ch)
-    return twin if twin.isascii() and twin.isprintable() else ""
 
 
 def _decode_label(label: str) -> str:
@@ -227,7 +113,7 @@ def normalize_domain(domain: str) -> str:
     decoded to Unicode (labels that do not decode stay as they are). Empty for an empty or
     all-dots domain. Never raises.
     """
-    text = unicodedata.normalize("NFKC", _remove_invisible(domain))
+    text = unicodedata.normalize("NFKC", remove_invisible(domain))
     text = _trim_root(text.replace(_IDEOGRAPHIC_FULL_STOP, "."))
     if text.startswith("[") and text.endswith("]"):
         # Inside the brackets as outside: no trailing dots, so "[.]" is no domain at all (found
@@ -368,7 +254,7 @@ def normalize_address(address: str) -> NormalizedAddress | None:
         local = simple.group(1).lower()
         domain = ".".join(simple.group(2).lower().rstrip(".").split("."))
     else:
-        text = _strip_angle_brackets(_remove_invisible(address).strip())
+        text = _strip_angle_brackets(remove_invisible(address).strip())
         text = strip_comments(text).strip()
         # The last "@" outside quotes; with none (junk such as a whole address in quotes), the
         # last one anywhere.
@@ -395,7 +281,7 @@ def normalize_jid(jid: str) -> NormalizedAddress | None:
     that XMPP servers do not apply. A domain-only JID (a server or component) gives
     ``local=""``. ``None`` for an empty domain or an ``@`` with nothing before it. Never raises.
     """
-    bare = _remove_invisible(jid).strip().split("/", 1)[0]
+    bare = remove_invisible(jid).strip().split("/", 1)[0]
     local, at, domain_part = bare.partition("@")
     if not at:
         local, domain_part = "", bare
@@ -418,5 +304,5 @@ def normalize_display_name(name: str) -> str:
         # ASCII, and no default-ignorable code point is ASCII.
         text = name.lower()
     else:
-        text = _nfkc_casefold(_remove_invisible(name))
+        text = _nfkc_casefold(remove_invisible(name))
     return " ".join(text.split()).strip(_NAME_QUOTES + " ")

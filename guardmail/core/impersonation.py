@@ -31,7 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from guardmail.core.authresults import trusted
-from guardmail.core.identity import fold, normalize_address, normalize_domain
+from guardmail.core.confusables import fold
+from guardmail.core.identity import normalize_address, normalize_domain
 from guardmail.core.item import Identity, header_fields, header_section, mail_identities
 
 BODY_SCAN = 256 * 1024

@@ -2,11 +2,12 @@
 
 Contracts:
 - ``decide`` is pure: the same identities, rules and ``now`` give the same Verdict.
-- Every identity is compared in its normalised and confusable-folded forms (core/identity.py), so
-  case, sub-address tags, Gmail dots, punycode, trailing dots, quoting, comments, invisible
-  characters and homoglyphs do not let an offender through. Globs and regexes also see its ASCII
-  look-alike form (``ascii_lookalike``): a pattern written in ASCII cannot be folded, so the
-  identity is brought to ASCII instead, and a Match then says what it looks like.
+- Every identity is compared in its normalised and confusable-folded forms (core/identity.py,
+  core/confusables.py), so case, sub-address tags, Gmail dots, punycode, trailing dots, quoting,
+  comments, invisible characters and homoglyphs do not let an offender through. Globs and
+  regexes also see its ASCII look-alike form (``ascii_lookalike``): a pattern written in ASCII
+  cannot be folded, so the identity is brought to ASCII instead, and a Match then says what it
+  looks like.
 - Cost does not grow linearly with the number of rules: exact addresses, JIDs, domains and plain
   display names are hash lookups; globs and regexes sit behind a literal prefilter, one RE2
   Set pass over the identity's forms (patterns.py).
@@ -28,9 +29,9 @@ from datetime import datetime
 from typing import TypeVar
 
 from guardmail.core.aliases import Suspicion
+from guardmail.core.confusables import fold
 from guardmail.core.forms import forms_of, name_forms
 from guardmail.core.identity import (
-    fold,
     normalize_address,
     normalize_display_name,
     normalize_domain,

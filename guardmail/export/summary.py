@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from guardmail.core.identity import ascii_lookalike, lookalike_letters
+from guardmail.core.confusables import ascii_lookalike, lookalike_letters
 from guardmail.export.content import Content
 from guardmail.export.details import Details
 from guardmail.export.evidence import AbuseSent, CustodyEntry, Evidence, ExportItem, SentWarning

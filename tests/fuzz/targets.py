@@ -25,12 +25,8 @@ from guardmail.channels.xmpp.stanza import read_stanza
 from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer
 from guardmail.control.offenders import BadReport
 from guardmail.control.protocol import Refused, parse_report
-from guardmail.core.identity import (
-    normalize_address,
-    normalize_display_name,
-    normalize_jid,
-    skeleton,
-)
+from guardmail.core.confusables import skeleton
+from guardmail.core.identity import normalize_address, normalize_display_name, normalize_jid
 from guardmail.core.item import decode_words, mail_item, read_mail
 from guardmail.imports.files import read_mbox
 

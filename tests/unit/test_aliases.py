@@ -7,14 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from guardmail.core.alias_features import Features, extract, from_dict, local_skeleton
+from guardmail.core.alias_names import W_NAME_FIRST, W_NAME_INITIAL, compare_names, levenshtein
 from guardmail.core.alias_weights import DEFAULT_THRESHOLD, likelihood
-from guardmail.core.aliases import (
-    W_NAME_FIRST,
-    W_NAME_INITIAL,
-    AliasIndex,
-    compare_names,
-    levenshtein,
-)
+from guardmail.core.aliases import AliasIndex
 from guardmail.core.item import mail_identities
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -9,18 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guardmail.core.confusables import ascii_lookalike, fold, lookalike_letters, skeleton
 from guardmail.core.confusables_data import CONFUSABLES
 from guardmail.core.identity import (
     NormalizedAddress,
-    ascii_lookalike,
     domain_suffixes,
-    fold,
-    lookalike_letters,
     normalize_address,
     normalize_display_name,
     normalize_domain,
     normalize_jid,
-    skeleton,
 )
 from tools.gen_confusables import ConfusablesError, parse, render
 

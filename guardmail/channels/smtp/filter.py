@@ -50,12 +50,10 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-from aiosmtpd.smtp import Session
 
 from guardmail import faults
 from guardmail.channels.smtp.arrival import Arrival, Fates
+from guardmail.channels.smtp.handler import FilterHandler
 from guardmail.channels.smtp.relay import (
     NextHop,
     NextHopUnavailable,
@@ -73,13 +71,6 @@ from guardmail.errors import GuardmailError, StateError, VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import StorageUnavailable
 
-# aiosmtpd reads commands strictly in order, so pipelined ones work; it just does not say so.
-OFFERS = (
-    "250-PIPELINING",
-    "250-ENHANCEDSTATUSCODES",  # every reply carries one (wire.enhanced)
-    "250-DSN",  # kept and passed on to the next hop (wire.FilterSMTP.smtp_MAIL, smtp_RCPT)
-    "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
-)
 REFUSED = "550 5.7.1 Message refused by the recipient's protection"
 
 
@@ -116,29 +107,6 @@ class _Act:
         return await self.source.quarantine(self.message, mailbox, rcpts)
 
 
-class _Handler:
-    """aiosmtpd hooks: offer PIPELINING and XFORWARD, hand DATA on, never answer 5xx by error."""
-
-    def __init__(self, source: SmtpFilterSource) -> None:
-        self.source = source
-
-    async def handle_EHLO(
-        self, server: Any, session: Session, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], *OFFERS, responses[-1]]
-
-    async def handle_DATA(self, server: Any, session: Session, envelope: Any) -> str:
-        assert isinstance(envelope, FilterEnvelope)
-        return await self.source.handle(envelope)
-
-    async def handle_exception(self, error: Exception) -> str:
-        logging.getLogger("guardmail").error(
-            "smtp_filter.error", exc_info=error, extra={"gm_fields": {}}
-        )
-        return "451 4.3.0 Internal error in the content filter, try again later"
-
-
 class SmtpFilterSource:
     """The content filter: an SMTP server in the daemon's loop, and its tenants."""
 
@@ -167,7 +135,7 @@ class SmtpFilterSource:
 
     def _protocol(self) -> FilterSMTP:
         proto = FilterSMTP(
-            _Handler(self),
+            FilterHandler(self.handle),
             hostname=self.cfg.hostname,
             ident="guardmail",
             enable_SMTPUTF8=True,
