@@ -12,7 +12,7 @@
      │    ├── TokenRefused, TokenUnavailable (oauth/tokens.py) an OAuth2 grant was refused
      │    │                 (sign in again) / no fresh access token now (retry)
      │    ├── LoginFailed   (oauth/flows.py) the sign-in of `guardmail login` did not complete
-     │    ├── SliceError    (channels/xmpp/tee.py) the server's stream is not well-formed XML
+     │    ├── SliceError    (channels/xmpp/tee.py) a stream not well-formed XML, or over-long
      │    ├── ElementError  (channels/xmpp/elements.py) a stanza's bytes are not one element
      │    └── FramingError  (control/nativehost.py) a native-messaging frame is malformed
      ├── VaultUnavailable   the evidence vault cannot durably take an item right now

@@ -1,10 +1,14 @@
 """The byte-exact stanza slicer: however the stream is chunked, each stanza's bytes are the
 original ones."""
 
+import re
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guardmail.channels.xmpp import tee
 from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer, slice_stream
 
 HEADER = (
@@ -233,3 +237,162 @@ def test_mangled_streams_give_their_own_bytes_or_a_slice_error(
     for s in slices:
         assert stream[s.offset : s.offset + len(s.raw)] == s.raw
         assert s.raw.startswith(b"<") and s.raw.endswith(b">")
+
+
+# --- bounds: the size of a stanza, and the work of a token sent in many reads ---------------
+
+
+def test_a_stanza_over_the_limit_is_refused_with_the_stanzas_before_it() -> None:
+    """A server (or a federated peer it relays) cannot make the watcher hold an endless stanza:
+    past STANZA_LIMIT bytes the stream is refused; the stanzas completed before are given."""
+    slicer = StanzaSlicer()
+    assert slicer.feed(HEADER) == []
+    chunk = b"x" * 65536
+    with pytest.raises(SliceError, match="more than 16777216 bytes") as caught:
+        slicer.feed(STANZAS[1] + b"<message><body>")
+        for _ in range(tee.STANZA_LIMIT // len(chunk) + 1):
+            slicer.feed(chunk)
+            assert len(slicer._buf) <= tee.STANZA_LIMIT
+    assert caught.value.slices == ()  # STANZAS[1] was returned by its own feed
+    with pytest.raises(SliceError, match="start a new slicer"):
+        slicer.feed(b"</body></message>")
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        b"<message><body>" + b"a" * 300 + b"</body></message>",  # a stanza
+        b"<!--" + b"a" * 300 + b"-->",  # a comment between stanzas
+        b"<message a='" + b"a" * 300 + b"'/>",  # one tag
+    ],
+)
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+def test_the_limit_holds_however_the_stream_is_chunked(
+    monkeypatch: pytest.MonkeyPatch, middle: bytes, size: int
+) -> None:
+    monkeypatch.setattr(tee, "STANZA_LIMIT", 256)
+    stream = HEADER + STANZAS[1] + middle + STANZAS[1]
+    slicer = StanzaSlicer()
+    got = []
+    with pytest.raises(SliceError, match="more than 256 bytes"):
+        for at in range(0, len(stream), size):
+            got += slicer.feed(stream[at : at + size])
+            assert len(slicer._buf) <= 256 + size
+    assert got == [] or [s.raw for s in got] == [STANZAS[1]]
+    # a stanza of exactly the limit is read
+    exact = b"<m>" + b"a" * (256 - 7) + b"</m>"
+    assert [s.raw for s in slice_stream([HEADER, exact])[1]] == [exact]
+
+
+@pytest.mark.parametrize("bad", [b"< message/>", b"<message>a < b</message>", b"<'a'/>"])
+def test_a_lone_less_than_is_refused_not_waited_on(bad: bytes) -> None:
+    """A "<" that can start no markup would otherwise hold every later byte, waiting."""
+    for chunks in ([HEADER + bad], [HEADER, *(bad[i : i + 1] for i in range(len(bad)))]):
+        with pytest.raises(SliceError, match="not well-formed"):
+            slice_stream(chunks)
+
+
+class _Counted:
+    """A compiled expression that adds to ``work`` the bytes each call may look at."""
+
+    def __init__(self, pattern: re.Pattern[bytes], work: list[int]) -> None:
+        self._pattern, self._work = pattern, work
+
+    def match(self, data: bytes, pos: int = 0) -> re.Match[bytes] | None:
+        self._work[0] += len(data) - pos
+        return self._pattern.match(data, pos)
+
+    def search(self, data: bytes, pos: int = 0) -> re.Match[bytes] | None:
+        self._work[0] += len(data) - pos
+        return self._pattern.search(data, pos)
+
+    def finditer(self, data: bytes) -> Iterator[re.Match[bytes]]:
+        self._work[0] += len(data)
+        return self._pattern.finditer(data)
+
+
+def _count_work(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every expression of the slicer counted (the text between tokens is skipped by one find
+    per token, not counted)."""
+    work = [0]
+    for name, value in list(vars(tee).items()):
+        if isinstance(value, re.Pattern):
+            monkeypatch.setattr(tee, name, _Counted(value, work))
+        elif (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, re.Pattern) for v in value.values())
+        ):
+            monkeypatch.setattr(tee, name, {k: _Counted(v, work) for k, v in value.items()})
+    return work
+
+
+@pytest.mark.parametrize(
+    "stanza",
+    [
+        b"<message><!--" + b"> x " * 25_000 + b"--><body/></message>",
+        b"<message><body><![CDATA[" + b"> x " * 25_000 + b"]]></body></message>",
+        b"<message><?pi " + b"> x " * 25_000 + b"?></message>",
+        b"<message a='" + b"> x " * 25_000 + b"' b=\"" + b"'>" * 5000 + b'"><body/></message>',
+        b"<message/><!--" + b"> x " * 25_000 + b"-->",  # between stanzas
+    ],
+)
+def test_a_long_token_sent_in_many_reads_is_looked_at_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch, stanza: bytes
+) -> None:
+    """Each read brings a ">" that ends no token: the token in progress is not matched again
+    from its start at each read (quadratic: ~25,000 reads of a 100 KB token), only its new
+    bytes are searched for its end. Work is counted as the bytes each expression may look at."""
+    work = _count_work(monkeypatch)
+    stream = HEADER + stanza
+    header, slices = slice_stream([stream[i : i + 4] for i in range(0, len(stream), 4)])
+    whole = b"<message/>" if stanza.startswith(b"<message/>") else stanza
+    assert header == HEADER and [s.raw for s in slices] == [whole]
+    assert work[0] <= 8 * len(stream), work[0]
+
+
+_PIECES = [
+    b"<message a='>' b=\"'>\">",
+    b"</message>",
+    b"<body>",
+    b"</body>",
+    b"text > more",
+    b"<!-- a > -- b ->-->",
+    b"<![CDATA[ ]> ]]]>",
+    b"<?pi ? > ?>",
+    b"<x/>",
+    b'<y a="/>" />',
+    b" ",
+    b"<",
+    b">",
+    b"'",
+    b"<!",
+    b"<!-",
+    b"]]>",
+    b"-->",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=30),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=20),
+)
+def test_resumed_searches_slice_as_one_read_does(pieces: list[bytes], cuts: list[int]) -> None:
+    """Whatever the bytes (valid or not) and however they are chunked, the slices and whether
+    the stream is refused are those of the same bytes in one read, where no token is ever
+    looked at twice."""
+    stream = HEADER + b"".join(pieces)
+
+    def run(chunks: list[bytes]) -> tuple[list[tuple[bytes, int, str]], bool]:
+        slicer, out, refused = StanzaSlicer(), [], False
+        try:
+            for chunk in chunks:
+                out += slicer.feed(chunk)
+        except SliceError as exc:
+            out, refused = out + list(exc.slices), True
+        return [(s.raw, s.offset, s.tag) for s in out], refused
+
+    points = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
+    chunked = run([stream[a:b] for a, b in zip(points, points[1:], strict=False)])
+    assert chunked == run([stream])

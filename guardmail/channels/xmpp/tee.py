@@ -28,10 +28,15 @@ Contracts:
   and the slicer stays broken.
 - Bounded work: text is skipped with one ``find``; a token is matched by one regular expression
   without nested ambiguity. A token still incomplete at the end of the input is looked at again
-  only when new bytes bring a ``>``, which ends every token (a stanza sent in many reads with a
-  ``>`` in each makes its unfinished token be matched again, from its start, at each read).
+  only when new bytes bring a ``>``, which ends every token; then only the bytes not yet searched
+  are searched for the token's end (``-->``, ``]]>``, ``?>``, or a ``>`` outside quotes), and the
+  expression is matched again only once that end has come: each byte of a token sent in many
+  reads is looked at a bounded number of times, not once per read.
 - Memory: only the bytes of the stanza in progress (and the header) and the names of its open
-  elements; no per-stream parser (~15 KB each with expat).
+  elements; no per-stream parser (~15 KB each with expat). A stanza, or a token between stanzas,
+  longer than ``STANZA_LIMIT`` is refused (``SliceError``) as soon as that many of its bytes are
+  held, however they were chunked; so is a ``<`` that can start no markup (``< x``, ``<"``), which
+  would otherwise hold every later byte waiting for a token that cannot end.
 """
 
 from __future__ import annotations
@@ -55,6 +60,21 @@ _TOKEN = re.compile(
 _ATTRIBUTE = re.compile(rb"([^\s=/>\"'<]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 _ENCODING = re.compile(rb"\sencoding\s*=\s*[\"']([^\"']*)[\"']")
 _HEADER_LIMIT = 64 * 1024  # an XML declaration and a stream start tag fit in far less
+# The largest stanza read. Prosody refuses larger ones from its clients at 256 KiB
+# (c2s_stanza_size_limit), from federated servers at 512 KiB (s2s_stanza_size_limit), and its
+# stream parser's default is 1 MiB: 16 MiB leaves room for an operator who raised those (and for
+# the <forwarded/> wrapping of an archived one) while bounding what one stream can make us hold.
+STANZA_LIMIT = 16 * 1024 * 1024
+# Where a token that did not match yet may end: the terminator of a comment, a CDATA section and
+# a processing instruction; for a tag, its next quote or ">" (a ">" outside quotes ends it).
+_COMMENT_END = re.compile(rb"-->")
+_CDATA_END = re.compile(rb"\]\]>")
+_PI_END = re.compile(rb"\?>")
+_GT = re.compile(rb">")
+_TAG_STOP = re.compile(rb"[>\"']")
+_QUOTE_END = {b'"': re.compile(rb'"'), b"'": re.compile(rb"'")}
+# After "<", what can start no token at all (a tag name cannot start with a quote or a space).
+_NO_TOKEN = frozenset(b">\"' \t\r\n")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +120,8 @@ class StanzaSlicer:
         "_open",
         "_attributes",
         "_start",
-        "_stalled",
+        "_searched",
+        "_quote",
         "_root",
         "_namespaces",
         "_broken",
@@ -115,7 +136,10 @@ class StanzaSlicer:
         self._open: list[bytes] = []  # names of the open elements of the stanza in progress
         self._attributes = b""  # the attributes of the stanza in progress, for its tag
         self._start = 0  # stream offset of the stanza in progress
-        self._stalled = False  # an incomplete token waits for a ">"
+        # While a token is incomplete (it starts at self._pos): the stream offset its end was
+        # searched up to (else -1), and the quote open there (a tag's quoted value) or b"".
+        self._searched = -1
+        self._quote = b""
         self._root = b""
         self._namespaces: dict[bytes, str] = {}
         self._broken = False
@@ -129,17 +153,14 @@ class StanzaSlicer:
         if self.ended:
             return []  # nothing may follow the stream's end; the connection is being closed
         self._buf += data
-        if self._stalled and b">" not in data:
-            return []
-        self._stalled = False
         done: list[Slice] = []
         try:
             self._scan(done)
+            self._compact()
         except SliceError as exc:
             self._broken = True
             exc.slices = tuple(done)
             raise
-        self._compact()
         return done
 
     def _compact(self) -> None:
@@ -147,7 +168,6 @@ class StanzaSlicer:
         # position is needed again; inside one, nothing before its start.
         if self.header is None:
             if len(self._buf) > _HEADER_LIMIT:
-                self._broken = True
                 raise SliceError(f"no stream header in the first {_HEADER_LIMIT} bytes")
             return
         keep = self._start if self._open else self._pos
@@ -155,6 +175,13 @@ class StanzaSlicer:
         if drop > 0:
             del self._buf[:drop]
             self._base = keep
+        if len(self._buf) > STANZA_LIMIT:
+            # What is held is the stanza in progress (or a token between stanzas): it will be
+            # longer than the limit whatever comes next.
+            raise SliceError(
+                f"refused: a stanza of more than {STANZA_LIMIT} bytes "
+                f"(at stream offset {self._base}); the stream is left"
+            )
 
     def _scan(self, done: list[Slice]) -> None:
         buf, base = self._buf, self._base
@@ -164,13 +191,19 @@ class StanzaSlicer:
             if i < 0:
                 self._pos = base + len(buf)
                 return
+            if self._searched >= 0 and not self._may_end(buf, i):
+                return  # the token seen incomplete before still has no end
             self._pos = base + i
             m = _TOKEN.match(buf, i)
             if m is None:
-                if buf[i + 1 : i + 2] == b">":
-                    raise SliceError("not well-formed XML: '<>'")
-                self._stalled = True  # incomplete: every token ends with a ">"
+                if i + 1 < len(buf) and buf[i + 1] in _NO_TOKEN:
+                    raise SliceError(f"not well-formed XML: {buf[i : i + 2].decode('latin-1')!r}")
+                if self._searched < 0:  # incomplete: looked at again once its end may have come
+                    self._searched, self._quote = base + i, b""
                 return
+            self._searched = -1
+            if m.end() - i > STANZA_LIMIT:
+                raise SliceError(f"refused: a token of more than {STANZA_LIMIT} bytes")
             self._pos = base + m.end()
             kind = m.lastindex
             if kind == 8:
@@ -185,6 +218,52 @@ class StanzaSlicer:
                 raise SliceError("not well-formed XML: a CDATA section outside any stanza")
             elif kind == 3 and self.header is None:
                 self._check_declaration(m.group(3))
+
+    def _may_end(self, buf: bytearray, i: int) -> bool:
+        """Whether the token at ``i``, incomplete when last matched, may be complete now. Only the
+        bytes after those searched before are searched (a few bytes back, for a terminator split
+        between reads), so a token sent in many reads costs one pass, not one per read."""
+        base, kind = self._base, buf[i + 1 : i + 9]
+        if not kind or kind[0] in _NO_TOKEN:
+            return True  # the expression decides: no token, or not one at all (SliceError)
+        if kind.startswith(b"!--"):
+            end, first = _COMMENT_END, i + 4
+        elif kind.startswith(b"![CDATA["):
+            end, first = _CDATA_END, i + 9
+        elif kind.startswith(b"?"):
+            end, first = _PI_END, i + 2
+        elif kind.startswith(b"!") and len(kind) < 8:
+            return True  # may still become a comment or CDATA: a few bytes, matched again
+        elif kind.startswith((b"!", b"/")):
+            end, first = _GT, i + 2  # a declaration or an end tag ends at its first ">"
+        else:
+            return self._tag_may_end(buf, i)
+        at = end.search(buf, max(first, self._searched - base - 2))
+        if at is None:
+            self._searched = base + len(buf)
+            return False
+        return True
+
+    def _tag_may_end(self, buf: bytearray, i: int) -> bool:
+        # A start tag ends at its first ">" outside a quoted value; the quote open where the last
+        # search stopped is remembered.
+        base, quote = self._base, self._quote
+        pos = max(i + 1, self._searched - base)
+        while True:
+            if quote:
+                m = _QUOTE_END[quote].search(buf, pos)
+                if m is None:
+                    break
+                quote, pos = b"", m.end()
+                continue
+            m = _TAG_STOP.search(buf, pos)
+            if m is None:
+                break
+            if m.group() == b">":
+                return True
+            quote, pos = m.group(), m.end()
+        self._searched, self._quote = base + len(buf), quote
+        return False
 
     @staticmethod
     def _check_declaration(instruction: bytes) -> None:
@@ -230,6 +309,8 @@ class StanzaSlicer:
             self._emit(name, self._base + m.end(), done)
 
     def _emit(self, name: bytes, end: int, done: list[Slice]) -> None:
+        if end - self._start > STANZA_LIMIT:  # whether it came in one read or many
+            raise SliceError(f"refused: a stanza of more than {STANZA_LIMIT} bytes")
         raw = bytes(self._buf[self._start - self._base : end - self._base])
         attributes, self._attributes = self._attributes, b""
         done.append(Slice(raw=raw, offset=self._start, tag=self._tag(name, attributes)))
