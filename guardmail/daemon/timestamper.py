@@ -9,6 +9,10 @@ Contracts:
 - A failure (TSA down, refused, a token that does not check) logs ``timestamp.failed`` at
   error level (so ``guardmail status`` and the metrics show it) and is retried with backoff
   (``core.backoff.NETWORK``); a success logs ``timestamp.stamped``.
+- Storage closed under it (the daemon stopping while a round runs in its worker thread, which
+  cancelling the task does not stop): the round ends, ``timestamp.stopped`` is logged once
+  (info), nothing is raised; a token got from the TSA then is not kept (the next start stamps
+  the head again).
 - After a new token, ``publish_command`` (if set) gets the head (guardmail.daemon.publish).
 - Time is a parameter (``clock``); ``step`` does one round and returns the seconds to wait.
 """
@@ -30,7 +34,7 @@ from guardmail.core.backoff import NETWORK, Backoff
 from guardmail.daemon.publish import publish
 from guardmail.errors import StateError, TimestampFailed, VaultUnavailable
 from guardmail.logs import event
-from guardmail.storage.base import StorageUnavailable, TimestampRow
+from guardmail.storage.base import StorageClosed, StorageUnavailable, TimestampRow
 from guardmail.vault import timestamps
 from guardmail.vault.signing import signed_bytes
 from guardmail.vault.store import Vault
@@ -60,6 +64,7 @@ class Timestamper:
         self._backoff = backoff
         self._rand = rand
         self.failures = 0
+        self.stopped = False
         self._roots: list[x509.Certificate] | None = None
 
     def step(self) -> float:
@@ -68,6 +73,8 @@ class Timestamper:
         try:
             head = self.vault.last_tree_head()
             last = self.vault.last_timestamp()
+        except StorageClosed as exc:
+            return self._stopped(exc)
         except (StorageUnavailable, StateError) as exc:
             return self._failed(f"the vault cannot be read: {exc}")
         if head is None or (last is not None and last.tree_size >= head.tree_size):
@@ -105,6 +112,8 @@ class Timestamper:
                 ca_pem=timestamps.anchors(reply, message, self._roots),
             )
             self.vault.keep_timestamp(row)
+        except StorageClosed as exc:
+            return self._stopped(exc)
         except (TimestampFailed, VaultUnavailable) as exc:
             self._roots = None  # a CA file fixed meanwhile is read again
             return self._failed(str(exc))
@@ -119,6 +128,12 @@ class Timestamper:
         if self.config.publish_command:
             publish(self.config.publish_command, self.vault, head, row)
         return every.total_seconds()
+
+    def _stopped(self, exc: StorageClosed) -> float:
+        if not self.stopped:
+            self.stopped = True
+            event("timestamp.stopped", tenant=self.vault.tenant, reason=str(exc))
+        return IDLE_SECONDS
 
     def _failed(self, error: str) -> float:
         delay = self._backoff.delay(self.failures, rand=self._rand())

@@ -23,6 +23,11 @@ class StorageUnavailable(GuardmailError):
     """The database could not complete a transaction (locked too long, disk full, I/O error)."""
 
 
+class StorageClosed(StorageUnavailable):
+    """The storage was closed (the daemon is stopping): a worker thread still running when it
+    was (the timestamper's TSA request) cannot read or write any more."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JournalRow:
     """One journal entry as stored. ``body`` is the canonical JSON that ``hash`` covers."""
@@ -320,4 +325,6 @@ class Storage(Protocol):
         through it is an error."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the database; any transaction asked for later raises ``StorageClosed``."""
+        ...

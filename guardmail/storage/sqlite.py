@@ -20,6 +20,7 @@ from guardmail.storage.base import (
     AliasFeaturesRow,
     Checkpoint,
     OffenderIdRow,
+    StorageClosed,
     StorageUnavailable,
     WarningRow,
 )
@@ -195,6 +196,7 @@ class SQLiteStorage:
         private_dir(path.parent)
         self.path = path
         self._lock = threading.Lock()
+        self._closed = False
         # Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files this mode).
         # Only when missing: closing any descriptor of a database file drops every POSIX lock
         # this process holds on it, including those of its other SQLite connections (a tenant
@@ -243,6 +245,8 @@ class SQLiteStorage:
     @contextmanager
     def _session(self, begin: str, *, read_only: bool) -> Iterator[SQLiteTransaction]:
         with self._lock:
+            if self._closed:  # else sqlite3.ProgrammingError, which no caller expects
+                raise StorageClosed(f"{self.path} is closed (the daemon is stopping)")
             try:
                 self._conn.execute(begin)
                 if read_only:
@@ -274,4 +278,5 @@ class SQLiteStorage:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()

@@ -47,6 +47,7 @@ from guardmail.logs import event
 from guardmail.storage.base import (
     JournalRow,
     Storage,
+    StorageClosed,
     StorageUnavailable,
     TimestampRow,
     Transaction,
@@ -268,10 +269,13 @@ class Vault(VaultReads, HeadWitness):
         treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
 
     def keep_timestamp(self, row: TimestampRow) -> None:
-        """Store a checked token beside its head (``guardmail.vault.timestamps``)."""
+        """Store a checked token beside its head (``guardmail.vault.timestamps``).
+        ``StorageClosed`` if the storage was closed meanwhile (the daemon is stopping)."""
         try:
             with self.storage.transaction() as tx:
                 tx.timestamp_insert(row)
+        except StorageClosed:
+            raise
         except (StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot keep a timestamp: {exc}") from exc
 

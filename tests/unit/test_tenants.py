@@ -3,7 +3,6 @@ tenants, and reloading that keeps the last good directory."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from guardmail.config.tenants import Router, TenantConfig, load_tenants, recipie
 from guardmail.daemon.tenant import Tenant, open_tenant
 from guardmail.daemon.tenants import TenantDirectory
 from guardmail.errors import ConfigError
+from guardmail.storage.base import StorageClosed
 
 ALICE = """\
 name: alice
@@ -318,6 +318,6 @@ def test_the_tenants_of_a_directory_share_one_database_connection(tmp_path: Path
     with alice.tenant.storage.read():
         pass
     tenants.close()
-    with pytest.raises(sqlite3.ProgrammingError):  # closed once, by the directory
+    with pytest.raises(StorageClosed):  # closed once, by the directory
         with alice.tenant.storage.read():
             pass

@@ -15,6 +15,7 @@ from guardmail import logs
 from guardmail.config.evidence import TimestampConfig
 from guardmail.daemon.timestamper import Timestamper
 from guardmail.errors import TimestampFailed
+from guardmail.storage.base import StorageClosed
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import timestamps
 from guardmail.vault.signing import signed_bytes
@@ -307,3 +308,30 @@ def test_every_tenants_vault_is_stamped_on_its_own_schedule(tmp_path: Path, tsa:
         assert stampers.round() == 30 * 60 - 5  # only bob's schedule is left
     finally:
         storage.close()
+
+
+def test_storage_closed_during_a_round_ends_it_with_one_clear_line(
+    tmp_path: Path, tsa: TSA, events: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """At shutdown the storage is closed while a round still runs in its worker thread (the
+    TSA asked, its token not yet kept): the round ends quietly, not with sqlite3's raw error."""
+    storage = SQLiteStorage(tmp_path / "state" / "guardmail.sqlite3")
+    vault = Vault(tmp_path / "state" / "vault" / "jane", storage, "jane")
+    _archive(vault, 1)
+
+    def ask_then_stop(url: str, message: bytes, *, timeout: float) -> tuple[bytes, int]:
+        reply = timestamps.request(url, message, timeout=timeout)
+        storage.close()  # what the daemon's shutdown does meanwhile
+        return reply
+
+    cfg = TimestampConfig(tsa_url=tsa.url, ca_file=tsa.ca_file, every_minutes=15)
+    stamper = Timestamper(vault, cfg, ask=ask_then_stop, rand=lambda: 0.0)
+    assert stamper.step() > 0
+    assert stamper.step() > 0  # the next round cannot even read: still quiet
+    names = [n for n, _ in events if n.startswith("timestamp.")]
+    assert names == ["timestamp.stopped"] and stamper.failures == 0
+    [(_, fields)] = [e for e in events if e[0] == "timestamp.stopped"]
+    assert "is closed" in fields["reason"] and fields["tenant"] == "jane"
+    with pytest.raises(StorageClosed):
+        storage.close()
+        vault.last_tree_head()
