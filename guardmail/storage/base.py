@@ -307,6 +307,11 @@ class Transaction(Protocol):
 
     def receipt_check(self, tenant: str, seq: int) -> ReceiptCheckRow | None: ...
 
+    def unchecked_archives(self, tenant: str, *, channel: str, limit: int) -> list[tuple[int, str]]:
+        """(seq, sha256) of the tenant's archived entries of ``channel`` that have no receipt
+        check recorded, oldest first, at most ``limit``."""
+        ...
+
     def dkim_results(self, tenant: str, seq: int) -> list[DkimResultRow]:
         """The item's signature results in ``idx`` order."""
         ...

@@ -74,6 +74,16 @@ class ReceiptsSQL:
     _conn: sqlite3.Connection
     _path: Path
 
+    def unchecked_archives(self, tenant: str, *, channel: str, limit: int) -> list[tuple[int, str]]:
+        rows = self._conn.execute(
+            "SELECT j.seq, j.sha256 FROM journal j WHERE j.tenant = ? AND j.kind = 'archived' "
+            "AND j.sha256 IS NOT NULL AND json_extract(j.body, '$.channel') = ? "
+            "AND NOT EXISTS (SELECT 1 FROM receipt_checks r WHERE r.tenant = j.tenant "
+            "AND r.seq = j.seq) ORDER BY j.seq LIMIT ?",
+            (tenant, channel, limit),
+        ).fetchall()
+        return [(int(seq), _text(sha, "a journal entry's sha256", self._path)) for seq, sha in rows]
+
     def put_receipt_check(
         self, check: ReceiptCheckRow, results: Sequence[DkimResultRow], keys: Sequence[DkimKeyRow]
     ) -> None:

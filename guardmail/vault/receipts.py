@@ -14,8 +14,11 @@ Contracts:
   comes. Such a job costs ~200 bytes of memory against the KBs its blob takes on disk, so the
   queue never outgrows the vault it trails. Without ``load`` (a checker not given the vault)
   the bytes stay in memory. Only ``close`` (the daemon stopping) refuses checks, logged as
-  ``receipt.unchecked``; a crash loses the checks still queued (the item stays archived;
-  ``guardmail evidence verify-dkim`` says "not checked").
+  ``receipt.unchecked``; a crash loses the checks still queued (the item stays archived), and
+  ``catch_up`` (the daemon's start) queues them again: at most ``CATCH_UP`` archived mail
+  entries without a check, oldest first, read back from the vault. Such a check is not one
+  at receipt: its ``checked_at`` is when it ran and its ``note`` says it was late (keys may
+  have rotated since). Until then ``guardmail evidence verify-dkim`` says "not checked".
 - The worker records its checks in batches, one transaction each (at most ``BATCH`` checks or
   ``COMMIT_SECONDS`` of checking, whichever comes first; sooner when the queue is empty), not a
   transaction per item: the storage is shared with the pipeline and the watchers.
@@ -34,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -59,6 +62,8 @@ BACKLOG_BYTES = 64 * 1024 * 1024  # message bytes held by queued checks; past it
 BATCH = 200  # checks recorded in one transaction at most
 COMMIT_SECONDS = 1.0  # checking time after which what is done is recorded (a slow DNS)
 IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many quiet tenants)
+CATCH_UP = 10_000  # checks lost by a crash queued again at a start, at most (~200 B each)
+LATE_NOTE = "checked late, after a restart (the check queued at receipt was lost)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +71,7 @@ class Job:
     seq: int
     sha256: str
     raw: bytes | None  # None: read back from the vault when checked (the queue was full)
+    late: bool = False  # queued again at a start (catch_up), not at receipt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +133,34 @@ class ReceiptChecker:
             self._cond.notify_all()
         return True
 
+    def catch_up(self, limit: int = CATCH_UP) -> int:
+        """Queue the archived mail entries that have no check recorded (a crash lost them);
+        how many. Only with ``load``: their bytes are read back from the vault."""
+        if self.load is None:
+            return 0
+        try:
+            with self.storage.read() as tx:
+                missing = tx.unchecked_archives(self.tenant, channel="mail", limit=limit)
+        except (StorageUnavailable, StateError) as exc:
+            event(
+                "receipt.catch_up_failed", level=logging.WARNING, tenant=self.tenant, error=str(exc)
+            )
+            return 0
+        if not missing:
+            return 0
+        event("receipt.catching_up", tenant=self.tenant, entries=len(missing))
+        with self._cond:
+            if self._closed:
+                return 0
+            self._jobs.extend(Job(seq=seq, sha256=sha, raw=None, late=True) for seq, sha in missing)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"receipts-{self.tenant}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+        return len(missing)
+
     def drain(self, timeout: float) -> bool:
         """Wait until every queued check is recorded; False if ``timeout`` seconds passed first."""
         with self._cond:
@@ -167,7 +201,7 @@ class ReceiptChecker:
         for job in jobs:
             try:
                 raw = job.raw if job.raw is not None else self._load(job.sha256)
-                done.append(self._found(seq=job.seq, sha256=job.sha256, raw=raw))
+                done.append(self._found(seq=job.seq, sha256=job.sha256, raw=raw, late=job.late))
             except Exception:  # contained per item: the worker outlives any message
                 logging.getLogger("guardmail").exception(
                     "receipt.error", extra={"gm_fields": {"tenant": self.tenant, "seq": job.seq}}
@@ -199,17 +233,21 @@ class ReceiptChecker:
         self.record_many([found])
         return found.row
 
-    def _found(self, *, seq: int, sha256: str, raw: bytes) -> Found:
+    def _found(self, *, seq: int, sha256: str, raw: bytes, late: bool = False) -> Found:
         from guardmail.vault.dkimcheck import check
 
         at = self.clock()
-        return self.prepare(
+        found = self.prepare(
             seq=seq,
             sha256=sha256,
             found=check(raw, self.resolver, limits=self.limits, clock=self.clock),
             raw=raw,
             at=at,
         )
+        if not late:
+            return found
+        note = f"{LATE_NOTE}; {found.row.note}" if found.row.note else LATE_NOTE
+        return replace(found, row=replace(found.row, note=note))
 
     def record_many(self, done: list[Found]) -> None:
         """Store ``done`` in one transaction; on failure ``receipt.unrecorded`` for each, and

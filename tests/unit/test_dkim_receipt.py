@@ -439,3 +439,42 @@ def test_a_bug_recording_one_batch_does_not_end_the_worker(
     finally:
         checker.close()
     assert [stored(storage, "t", s).check is not None for s in (1, 2)] == [False, True]
+
+
+def test_checks_a_crash_lost_are_queued_again_at_the_start_and_say_they_are_late(
+    tmp_path: Path, key: Key, storage: SQLiteStorage
+) -> None:
+    """Items archived, the daemon killed before their checks ran: at the next start the checker
+    finds the archived mail entries with no check and checks them, read back from the vault;
+    each record says when it ran and that it was not at receipt."""
+    vault = Vault(tmp_path / "vault", storage, "t")
+    raws = [signed(key, MESSAGE.replace(b"<1@", f"<{n}@".encode())) for n in range(3)]
+    mail = [
+        vault.put(raw, source_ref=f"new/{n}", metadata={"channel": "mail"}, now=NOW)
+        for n, raw in enumerate(raws)
+    ]
+    chat = vault.put(b"<message/>", source_ref="xmpp/1", metadata={"channel": "xmpp"}, now=NOW)
+    dns = StaticResolver({NAME: key.record})
+    before = ReceiptChecker(storage=storage, tenant="t", resolver=dns, clock=lambda: NOW)
+    before.check_now(seq=mail[0].seq, sha256=mail[0].sha256, raw=raws[0])  # before the kill
+    later = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    restarted = ReceiptChecker(
+        storage=storage, tenant="t", resolver=dns, clock=lambda: later, load=vault.blobs.get
+    )
+    try:
+        assert restarted.catch_up(limit=1) == 1  # bounded
+        assert restarted.drain(30)
+        assert restarted.catch_up() == 1
+        assert restarted.drain(30)
+        assert restarted.catch_up() == 0  # nothing left: a later start asks nothing again
+    finally:
+        restarted.close()
+    first = stored(storage, "t", mail[0].seq).check
+    assert first is not None and first.checked_at == NOW.isoformat() and first.note == ""
+    for r in mail[1:]:
+        kept = stored(storage, "t", r.seq)
+        assert kept.check is not None and kept.check.sha256 == r.sha256
+        assert kept.check.checked_at == later.isoformat()
+        assert kept.check.note.startswith(receipts.LATE_NOTE)
+        assert [s.result for s in kept.results] == ["pass"]
+    assert stored(storage, "t", chat.seq).check is None  # XMPP stanzas are not DKIM-checked
