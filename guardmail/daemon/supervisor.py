@@ -281,10 +281,6 @@ def run(config_path: Path) -> int:
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
-    if config.settings.sources.xmpp:  # the daemon's only asyncio TLS connections
-        from guardmail.channels.xmpp.client import small_tls_reads
-
-        small_tls_reads()  # 16 KiB, not 256 KiB, per XMPP connection (bench/xmpp_accounts.py)
 
     async def main() -> None:
         await Daemon(config, loaded_ns=loaded_ns).run()

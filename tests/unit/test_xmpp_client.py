@@ -3,6 +3,8 @@ the watcher with exactly the bytes it came in, however the reads were split."""
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -198,3 +200,25 @@ def test_requests_get_nothing_but_a_missing_resources_answer(sender: str, answer
         assert 'type="result"' in reply and "error" not in reply
     else:
         assert 'type="error"' in reply and answer in reply and "ping" not in reply
+
+
+def test_small_tls_reads_apply_whoever_starts_the_first_xmpp_client() -> None:
+    """Not only ``guardmail run`` with XMPP in the config at start: any XMPP source started
+    later, or built by another caller, reads TLS into the shared small buffer (a fresh process:
+    the replacement is process-wide)."""
+    code = (
+        "import asyncio, asyncio.sslproto\n"
+        "from guardmail.channels.xmpp.client import SharedReadSSLProtocol, WatchClient, "
+        "shared_context\n"
+        "assert asyncio.sslproto.SSLProtocol is not SharedReadSSLProtocol\n"
+        "async def go():\n"
+        "    WatchClient(jid='v@example.org/gm', password='x', tls='starttls',\n"
+        "                ssl_context=shared_context(None), on_stanza=print, connection=1)\n"
+        "asyncio.run(go())\n"
+        "print(asyncio.sslproto.SSLProtocol is SharedReadSSLProtocol)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "True"

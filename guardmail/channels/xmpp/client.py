@@ -17,8 +17,9 @@ Contracts:
   ``tls: starttls`` a server that does not offer STARTTLS is left before any credential is sent.
 - The server certificate's SHA-256 fingerprint (DER) is kept for the evidence.
 - asyncio's TLS read buffer (256 KiB per connection, most of an idle account's memory) is cut to
-  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``). The daemon goes further
-  before any connection (``small_tls_reads``): every asyncio TLS connection of a thread reads
+  ``TLS_READ_BUFFER`` once the handshake is done (``shrink_tls_buffer``). A ``WatchClient`` goes
+  further before its connection (``small_tls_reads``, whichever way its source was started):
+  every asyncio TLS connection of a thread reads
   into one shared ``TLS_READ_BUFFER`` (the event loop fills it and the TLS layer copies it out
   within one callback, so nothing lives in it between reads). A stanza bigger than it arrives
   over several reads, which the parser and the slicer handle.
@@ -197,6 +198,9 @@ class WatchClient(ClientXMPP):
         mechanisms: dict[str, Any] = {}
         if tls == "none":  # loopback only (checked by the config): no TLS to wait for
             mechanisms = {"unencrypted_plain": True, "unencrypted_scram": True}
+        # Before any connection, however the source was started (at the daemon's start, by a
+        # tenant or source added later, by a bench): 16 KiB, not 256 KiB, per connection.
+        small_tls_reads()
         super().__init__(
             jid,
             password,
