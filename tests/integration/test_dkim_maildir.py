@@ -85,3 +85,52 @@ def test_daemon_records_dkim_at_receipt_and_verifies_it_offline_after_rotation(
     assert f"from dnspython {dns.address}" in text
     assert "Authentication-Results of mx.example.org: mx.example.org; dkim=pass" in text
     assert "forged.example" not in text
+
+
+def test_a_check_lost_by_a_kill_after_archiving_is_done_at_the_restart_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon is killed once the item is archived, before its check is queued: the next
+    start finds the archived entry without a check, checks it (read back from the vault) and
+    records that it was checked late."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    message = b"From: Stalker <stalker@example.net>\r\nSubject: again\r\n\r\nStill here.\r\n"
+    raw = bytes(dkim.sign(message, b"s1", b"example.net", pem)) + message
+    maildir = tmp_path / "var" / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    with TxtServer({"s1._domainkey.example.net": record}) as dns:
+        config = tmp_path / "guardmail.yaml"
+        config.write_text(CONFIG.format(root=tmp_path, dns=dns.address))
+        monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
+        killed = Daemon(config, tmp_path / "killed.log")
+        monkeypatch.delenv("GUARDMAIL_FAULT")
+        deliver(maildir, "1.signed.host", raw)
+        wait_for(lambda: killed.proc.poll() is not None, timeout=30, what="the crash point")
+        assert "receipt.checked" not in killed.log_text()
+        assert dns.asked == []
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: "receipt.checked" in daemon.log_text(), what="the late check")
+            assert "receipt.catching_up" in daemon.log_text()
+        finally:
+            assert daemon.stop() == 0, daemon.log_text()
+        assert dns.asked == ["s1._domainkey.example.net"]
+    (entry,) = [
+        json.loads(line)
+        for line in guardmail(config, "evidence", "list", "--json").stdout.splitlines()
+    ]
+    out = guardmail(config, "evidence", "verify-dkim", str(entry["seq"]))
+    text = out.stdout.decode()
+    assert out.returncode == 0, text + out.stderr.decode()
+    assert "checked late, after a restart" in text  # not taken for a check at receipt
+    assert "dkim d=example.net s=s1 rsa-sha256: at receipt pass; from the snapshot pass" in text
