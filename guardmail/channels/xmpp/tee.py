@@ -185,26 +185,30 @@ class StanzaSlicer:
 
     def _scan(self, done: list[Slice]) -> None:
         buf, base = self._buf, self._base
+        # The token seen incomplete before (at self._pos) is matched again only once its end
+        # may have come; then it is matched as any other.
+        if self._searched >= 0:
+            if not self._may_end(buf, self._pos - base):
+                return
+            self._searched = -1
         while not self.ended:
             # Text (inside a stanza, or whitespace between stanzas) runs to the next "<".
             i = buf.find(b"<", self._pos - base)
             if i < 0:
                 self._pos = base + len(buf)
                 return
-            if self._searched >= 0 and not self._may_end(buf, i):
-                return  # the token seen incomplete before still has no end
             self._pos = base + i
             m = _TOKEN.match(buf, i)
             if m is None:
                 if i + 1 < len(buf) and buf[i + 1] in _NO_TOKEN:
                     raise SliceError(f"not well-formed XML: {buf[i : i + 2].decode('latin-1')!r}")
-                if self._searched < 0:  # incomplete: looked at again once its end may have come
-                    self._searched, self._quote = base + i, b""
+                # Incomplete (a short one still undecided is searched again from its start).
+                self._searched, self._quote = base + i, b""
                 return
-            self._searched = -1
-            if m.end() - i > STANZA_LIMIT:
+            end = m.end()
+            if end - i > STANZA_LIMIT:
                 raise SliceError(f"refused: a token of more than {STANZA_LIMIT} bytes")
-            self._pos = base + m.end()
+            self._pos = base + end
             kind = m.lastindex
             if kind == 8:
                 self._start_element(m, base + i, done)
