@@ -184,6 +184,22 @@ def glob_source(glob: str) -> str:
     return "\\A(?s:" + "".join(out) + ")\\z"
 
 
+def glob_shape(glob: str) -> tuple[str, str] | None:
+    """How ``glob`` matches when it is a plain ASCII run with ``*`` at neither, one or both
+    ends: ``("exact" | "prefix" | "suffix" | "contains", run)``, else None. Such a glob
+    matches an ASCII text exactly when the text, lower-cased, equals, starts with, ends with
+    or contains the run lower-cased (RE2's case folding of ASCII against ASCII is just that;
+    a non-ASCII text can match an ASCII letter, Kelvin sign for ``k``, so it is not)."""
+    if not glob.isascii() or "?" in glob or "[" in glob:
+        return None
+    lead, trail = glob.startswith("*"), glob.endswith("*")
+    run = glob.strip("*")
+    if not run or "*" in run:
+        return None
+    kind = ("contains" if trail else "suffix") if lead else ("prefix" if trail else "exact")
+    return kind, run.lower()
+
+
 def _bracket(glob: str, i: int, j: int) -> str:
     """The class ``glob[i:j]`` (between ``[`` and ``]``) means to fnmatch, as an RE2 class."""
     stuff = glob[i:j]

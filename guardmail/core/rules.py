@@ -40,7 +40,13 @@ from guardmail.core.identity import (
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
 from guardmail.core.patterns import Entry, PatternIndex, subject
-from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
+from guardmail.core.regexes import (
+    compile_regex,
+    glob_literal,
+    glob_regex,
+    glob_shape,
+    regex_literal,
+)
 
 REGEX_PREFIX = "re:"
 _GLOB_CHARS = frozenset("*?[")
@@ -281,7 +287,7 @@ def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
     plain = glob.casefold()
     folded = _fold_glob(plain)
     globs = dict.fromkeys((plain, folded))
-    return [Entry(glob_regex(g), glob_literal(g), ref) for g in globs]
+    return [Entry(glob_regex(g), glob_literal(g), ref, glob_shape(g)) for g in globs]
 
 
 def _fold_glob(glob: str) -> str:

@@ -9,11 +9,17 @@ from fnmatch import translate
 
 import pytest
 import re2
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from guardmail.core.patterns import Entry, PatternIndex, subject
-from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
+from guardmail.core.regexes import (
+    compile_regex,
+    glob_literal,
+    glob_regex,
+    glob_shape,
+    regex_literal,
+)
 
 
 @pytest.mark.parametrize(
@@ -73,12 +79,23 @@ PATTERNS = [
     "\u212aelvin",
     "ka\u00df",
 ]
-GLOBS = ["*@burner.example", "stalker*", "st?lker@*", "*lk*", "[ab]c*", "*\u00c9t\u00e9*"]
+GLOBS = [
+    "*@burner.example",
+    "stalker*",
+    "st?lker@*",
+    "*lk*",
+    "[ab]c*",
+    "*\u00c9t\u00e9*",
+    "kelvin*",
+    "*ss",
+    "bob@x.org",
+    "*b\x00a*",
+]
 
 
 def _entries() -> list[Entry[str]]:
     entries = [Entry(compile_regex(p), regex_literal(p), p) for p in PATTERNS]
-    return entries + [Entry(glob_regex(g), glob_literal(g), g) for g in GLOBS]
+    return entries + [Entry(glob_regex(g), glob_literal(g), g, glob_shape(g)) for g in GLOBS]
 
 
 INDEX = PatternIndex.from_entries(_entries())
@@ -153,6 +170,35 @@ def test_prefilter_tries_few_of_many_indexed_patterns() -> None:
     candidates = index.candidates(["someone@burner1234.example"])
     assert len(candidates) < 50
     assert [e.payload for e in index.matching(["someone@burner1234.example"])] == [1234]
+
+
+# Globs of a plain run between optional stars are answered by lookups on ASCII texts and by
+# their literal for *run*: exactly what their regex answers, whatever the text (Kelvin sign,
+# upper case, NUL, long texts cut by subject()).
+SHAPED_GLOBS = st.tuples(
+    st.sampled_from(["", "*", "**"]),
+    st.text(alphabet="ab@.ikKs\x00", min_size=1, max_size=4),
+    st.sampled_from(["", "*", "**"]),
+).map("".join)
+SHAPE_TEXTS = st.lists(
+    st.one_of(
+        st.text(alphabet="ab@.ikKsS\u212a\u017f\u0130\x00\u00e4", max_size=10),
+        st.text(alphabet="ab@.k", min_size=1, max_size=3).map(lambda t: t * 400),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(SHAPED_GLOBS, min_size=1, max_size=6), SHAPE_TEXTS)
+@example(["i*", "*k", "S*"], ["\u0130x", "ai", "x\u212a", "\u017fx"])  # İ is no i to RE2; K, ſ are
+def test_globs_looked_up_by_shape_match_exactly_what_their_regex_matches(
+    globs: list[str], texts: list[str]
+) -> None:
+    entries = [Entry(glob_regex(g), glob_literal(g), n, glob_shape(g)) for n, g in enumerate(globs)]
+    index = PatternIndex.from_entries(entries)
+    brute = [e.payload for e in entries if any(e.regex.search(subject(t)) for t in texts)]
+    assert sorted(e.payload for e in index.matching(texts)) == brute
 
 
 GLOB_CHARS = "ab-!]^[\\&|.*?\nÉé@"
