@@ -43,7 +43,15 @@ from typing import Generic, TypeVar
 
 import re2
 
-from guardmail.core.regexes import Matcher, encodable
+from guardmail.core.regexes import (
+    Matcher,
+    compile_regex,
+    encodable,
+    glob_literal,
+    glob_regex,
+    glob_shape,
+    regex_literals,
+)
 
 T = TypeVar("T")
 
@@ -61,12 +69,27 @@ _JOIN = "\x00"
 @dataclass(frozen=True, slots=True)
 class Entry(Generic[T]):
     """A compiled pattern, the literal every match of it contains ("" if none), its payload,
-    and for a glob of a plain ASCII run its shape (regexes.glob_shape), else None."""
+    for a glob of a plain ASCII run its shape (regexes.glob_shape), else None, and ``also``:
+    ASCII runs, lower-cased, that every match contains too (regexes.regex_literals): a text
+    that lacks one of them is not searched."""
 
     regex: Matcher
     literal: str
     payload: T
     shape: tuple[str, str] | None = None
+    also: tuple[str, ...] = ()
+
+
+def glob_entry(glob: str, payload: T) -> Entry[T]:
+    """``glob`` (fnmatch syntax) as an Entry: ValueError as glob_regex."""
+    return Entry(glob_regex(glob), glob_literal(glob), payload, glob_shape(glob))
+
+
+def regex_entry(source: str, payload: T) -> Entry[T]:
+    """The regex ``source`` as an Entry: ValueError as compile_regex."""
+    runs = regex_literals(source)
+    also = tuple(run.lower() for run in runs if run.isascii())
+    return Entry(compile_regex(source), runs[0] if runs else "", payload, also=also)
 
 
 def subject(text: str) -> str:
@@ -116,7 +139,7 @@ class _LiteralSet(Generic[T]):
             searched.extend(e for groups in (self.groups, self.sure) for g in groups for e in g)
             return []
         groups = self.groups
-        checked.extend(e for i in found if i for e in groups[i - 1])
+        checked += [e for i in found if i for e in groups[i - 1]]
         sure = self.sure
         return [e for i in found if i for e in sure[i - 1]]
 
@@ -207,12 +230,18 @@ class PatternIndex(Generic[T]):
             # A glob's shape is checked on the ASCII texts by plain string operations (a few
             # times cheaper than an RE2 search, whose DFA states a new text builds), and
             # searched on the others only; any other pattern is searched.
-            ascii_texts = [t.lower() for t in subjects if t.isascii()]
+            plain = [t for t in subjects if t.isascii()]
+            ascii_texts = [t.lower() for t in plain]
             others = [t for t in subjects if not t.isascii()]
             for entry in checked:
-                if entry.shape is None:
+                if entry.shape is not None:
+                    if _shape_matches(entry.shape, ascii_texts) or _any_search(entry, others):
+                        found.append(entry)
+                elif not entry.also:
                     searched.append(entry)
-                elif _shape_matches(entry.shape, ascii_texts) or _any_search(entry, others):
+                elif _any_search(entry, _holding(entry.also, plain, ascii_texts, others)):
+                    # One of a regex's short literals (``ali`` of ``^ali[a4]s12x``) is found
+                    # in many texts; its others are not.
                     found.append(entry)
         for entry in searched:
             if _any_search(entry, subjects):
@@ -220,19 +249,48 @@ class PatternIndex(Generic[T]):
         return found
 
 
-def _shape_matches(shape: tuple[str, str], texts: Iterable[str]) -> bool:
+# The helpers below loop rather than call any()/all() over generators: a first sighting's
+# budget is a few microseconds, and each generator costs about one here.
+
+
+def _shape_matches(shape: tuple[str, str], texts: list[str]) -> bool:
     """Whether the glob of ``shape`` (regexes.glob_shape) matches one of ``texts`` (ASCII,
     lower-cased)."""
     kind, run = shape
-    if kind == "suffix":
-        return any(t.endswith(run) for t in texts)
-    if kind == "prefix":
-        return any(t.startswith(run) for t in texts)
     if kind == "exact":
         return run in texts
-    return any(run in t for t in texts)
+    for t in texts:
+        if kind == "suffix":
+            if t.endswith(run):
+                return True
+        elif kind == "prefix":
+            if t.startswith(run):
+                return True
+        elif run in t:
+            return True
+    return False
 
 
-def _any_search(entry: Entry[T], texts: Iterable[str]) -> bool:
+def _holding(
+    runs: tuple[str, ...], plain: list[str], lowered: list[str], others: list[str]
+) -> list[str]:
+    """The texts that may match a pattern whose every match holds ``runs`` (ASCII, lower
+    case): the ASCII ones (``plain``) whose lower-cased form (``lowered``: a case-insensitive
+    search finds the same there) holds them all, and the others (unchecked: RE2 folds some
+    non-ASCII letters to ASCII ones)."""
+    held: list[str] = []
+    for text, low in zip(plain, lowered, strict=True):
+        for run in runs:
+            if run not in low:
+                break
+        else:
+            held.append(text)
+    return held + others if others else held
+
+
+def _any_search(entry: Entry[T], texts: list[str]) -> bool:
     search = entry.regex.search
-    return any(search(t) for t in texts)
+    for text in texts:
+        if search(text):
+            return True
+    return False

@@ -299,8 +299,15 @@ def regex_literal(pattern: str) -> str:
     ``\\x{263a}``, ``\\pL``, ``\\p{Greek}``, ``\\012``); a quantifier that allows zero takes
     back the character before it.
     """
+    runs = regex_literals(pattern)
+    return runs[0] if runs else ""
+
+
+def regex_literals(pattern: str) -> tuple[str, ...]:
+    """Every run ``regex_literal`` finds (each one contained in every match: it only picks the
+    longest), longest first, each once; () if unsure."""
     if "\\Q" in pattern or _has_inline_flag(pattern):
-        return ""
+        return ()
     runs: list[str] = []
     current: list[str] = []
     depth = 0
@@ -343,7 +350,7 @@ def regex_literal(pattern: str) -> str:
             end_run()
         elif ch == "|":
             if depth == 0:
-                return ""
+                return ()
             end_run()
         elif ch in "*?{":
             if current:
@@ -360,7 +367,8 @@ def regex_literal(pattern: str) -> str:
             current.append(ch)
         i += 1
     end_run()
-    return max(runs, key=len)
+    # Longest first; equal lengths in pattern order (regex_literal's choice, as max's).
+    return tuple(sorted(dict.fromkeys(r for r in runs if r), key=len, reverse=True))
 
 
 def _has_inline_flag(pattern: str) -> bool:

@@ -39,14 +39,7 @@ from guardmail.core.identity import (
 )
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, subject
-from guardmail.core.regexes import (
-    compile_regex,
-    glob_literal,
-    glob_regex,
-    glob_shape,
-    regex_literal,
-)
+from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
 
 REGEX_PREFIX = "re:"
 _GLOB_CHARS = frozenset("*?[")
@@ -287,7 +280,7 @@ def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
     plain = glob.casefold()
     folded = _fold_glob(plain)
     globs = dict.fromkeys((plain, folded))
-    return [Entry(glob_regex(g), glob_literal(g), ref, glob_shape(g)) for g in globs]
+    return [glob_entry(g, ref) for g in globs]
 
 
 def _fold_glob(glob: str) -> str:
@@ -317,7 +310,7 @@ def _fold_glob(glob: str) -> str:
 def _pattern_entries(pattern: str, ref: _Ref) -> list[Entry[_Ref]]:
     if pattern.startswith(REGEX_PREFIX):
         source = pattern[len(REGEX_PREFIX) :]
-        return [Entry(compile_regex(source), regex_literal(source), ref)]
+        return [regex_entry(source, ref)]
     return _glob_entries(pattern, ref)
 
 

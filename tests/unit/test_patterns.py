@@ -12,13 +12,13 @@ import re2
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.patterns import Entry, PatternIndex, subject
+from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
 from guardmail.core.regexes import (
     compile_regex,
     glob_literal,
     glob_regex,
-    glob_shape,
     regex_literal,
+    regex_literals,
 )
 
 
@@ -63,6 +63,9 @@ def test_glob_literal_is_the_longest_plain_run(glob: str, literal: str) -> None:
 
 PATTERNS = [
     "^st[a4]lker[0-9]*@",
+    "^ali[a4]s12x[0-9]*@",
+    "^ali[a4]s1x",
+    "\\pLab\\pL*@x",
     r"x\.example\.net$",
     r"\d+@harass\.example",
     "abc{2,3}def",
@@ -94,8 +97,7 @@ GLOBS = [
 
 
 def _entries() -> list[Entry[str]]:
-    entries = [Entry(compile_regex(p), regex_literal(p), p) for p in PATTERNS]
-    return entries + [Entry(glob_regex(g), glob_literal(g), g, glob_shape(g)) for g in GLOBS]
+    return [regex_entry(p, p) for p in PATTERNS] + [glob_entry(g, g) for g in GLOBS]
 
 
 INDEX = PatternIndex.from_entries(_entries())
@@ -172,7 +174,7 @@ def test_prefilter_tries_few_of_many_indexed_patterns() -> None:
     assert [e.payload for e in index.matching(["someone@burner1234.example"])] == [1234]
 
 
-# Globs of a plain run between optional stars are answered by lookups on ASCII texts and by
+# Globs of a plain run between optional stars are checked by string operations on ASCII texts and by
 # their literal for *run*: exactly what their regex answers, whatever the text (Kelvin sign,
 # upper case, NUL, long texts cut by subject()).
 SHAPED_GLOBS = st.tuples(
@@ -189,13 +191,39 @@ SHAPE_TEXTS = st.lists(
 )
 
 
+# Regexes of the characters regex_literals treats specially, searched in texts of their letters:
+# every run it gives is in every match (what the index relies on to skip a text).
+REGEX_PIECES = st.lists(
+    st.sampled_from(
+        ["a", "b", "k", "@", ".", "\\.", "*", "+", "?", "{2}", "{0,1}", "(", ")", "|"]
+        + ["[ab]", "^", "$", "\\w", "\\pL", "\\x61", "(?:", "(?i)"]
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(REGEX_PIECES, st.text(alphabet="abkAK@.\u212a", max_size=10))
+def test_every_run_regex_literals_gives_is_in_every_match(pattern: str, text: str) -> None:
+    try:
+        regex = compile_regex(pattern)
+    except ValueError:
+        return
+    if regex.search(text):
+        options = re2.Options()
+        options.case_sensitive = False
+        options.literal = True
+        for run in regex_literals(pattern):
+            assert re2.compile(run, options).search(text), (pattern, run)
+
+
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(SHAPED_GLOBS, min_size=1, max_size=6), SHAPE_TEXTS)
 @example(["i*", "*k", "S*"], ["\u0130x", "ai", "x\u212a", "\u017fx"])  # İ is no i to RE2; K, ſ are
-def test_globs_looked_up_by_shape_match_exactly_what_their_regex_matches(
+def test_globs_checked_by_shape_match_exactly_what_their_regex_matches(
     globs: list[str], texts: list[str]
 ) -> None:
-    entries = [Entry(glob_regex(g), glob_literal(g), n, glob_shape(g)) for n, g in enumerate(globs)]
+    entries = [glob_entry(g, n) for n, g in enumerate(globs)]
     index = PatternIndex.from_entries(entries)
     brute = [e.payload for e in entries if any(e.regex.search(subject(t)) for t in texts)]
     assert sorted(e.payload for e in index.matching(texts)) == brute
