@@ -227,19 +227,34 @@ class RuleSet:
         forms = forms_of(address, is_jid)
         if forms is None:
             return ()
-        refs = list(self._exact.get(forms.folded, ()))
+        # Most senders match nothing: no copies, generators or tuples for them (a first
+        # sighting's budget is a few microseconds).
+        exact = self._exact.get(forms.folded)
+        refs = list(exact) if exact else []
+        domains = self._domains
         for suffix in forms.domain_keys:
-            refs.extend(self._domains.get(suffix, ()))
-        refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
+            hit = domains.get(suffix)
+            if hit:
+                refs += hit
+        hits = self._addr_patterns.matching(forms.texts)
+        if hits:
+            refs += [e.payload for e in hits]
+        if not refs:
+            return ()
         normalized, note = forms.normalized, forms.looks_like
-        return tuple(_Found(r, address, normalized, note) for r in _ordered(refs))
+        return tuple([_Found(r, address, normalized, note) for r in _ordered(refs)])
 
     def _name_matches(self, display_name: str) -> tuple[_Found, ...]:
         name = name_forms(display_name)
-        refs = list(self._names.get(name.folded, ()))
-        refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
+        exact = self._names.get(name.folded)
+        refs = list(exact) if exact else []
+        hits = self._name_patterns.matching(name.texts)
+        if hits:
+            refs += [e.payload for e in hits]
+        if not refs:
+            return ()
         normalized, note = name.normalized, name.looks_like
-        return tuple(_Found(r, display_name, normalized, note) for r in _ordered(refs))
+        return tuple([_Found(r, display_name, normalized, note) for r in _ordered(refs)])
 
 
 _K = TypeVar("_K")
@@ -379,7 +394,9 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
                     looks_like=hit.looks_like,
                 )
             )
-    action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)
+    if not found:
+        return Verdict(action=Action.PASS, decided_at=now)
+    action = max((m.action for m in found), key=lambda a: a.severity)
     return Verdict(action=action, decided_at=now, matches=tuple(found))
 
 
