@@ -43,6 +43,7 @@ from typing import Generic, TypeVar
 
 import re2
 
+from guardmail.core.glob_lookups import Lookups, looked_up
 from guardmail.core.regexes import (
     Matcher,
     compile_regex,
@@ -138,6 +139,8 @@ class _LiteralSet(Generic[T]):
             # RE2 ran out of memory for this text (it answers "nothing" then): run them all.
             searched.extend(e for groups in (self.groups, self.sure) for g in groups for e in g)
             return []
+        if len(found) == 1:
+            return []  # only the empty literal: no candidate (most texts)
         groups = self.groups
         checked += [e for i in found if i for e in groups[i - 1]]
         sure = self.sure
@@ -174,41 +177,96 @@ def _literal_sets(
     ]
 
 
+def _in_sets(
+    entries: Iterable[Entry[T]], max_mem: int
+) -> tuple[list[_LiteralSet[T]], list[Entry[T]]]:
+    """``entries`` in literal Sets, and those to run always (no literal a Set can hold)."""
+    by_literal: dict[str, list[Entry[T]]] = {}
+    always: list[Entry[T]] = []
+    for e in entries:
+        if e.literal and encodable(e.literal):
+            # ASCII equal up to case is one literal of the (case-insensitive) Set; other
+            # scripts are kept as written (Python's lower() is not RE2's case folding).
+            key = e.literal.lower() if e.literal.isascii() else e.literal
+            by_literal.setdefault(key, []).append(e)
+        else:
+            always.append(e)
+    groups = [(literal, tuple(group)) for literal, group in by_literal.items()]
+    sets = _literal_sets(groups, max_mem, always)
+    return sets, always
+
+
 class PatternIndex(Generic[T]):
     """An immutable set of patterns with a literal prefilter. Build with ``from_entries``."""
 
-    __slots__ = ("_sets", "_always", "size")
+    __slots__ = ("_sets", "_always", "_lookups", "_looked_sets", "_looked_always", "size")
 
-    def __init__(self, sets: Sequence[_LiteralSet[T]], always: Sequence[Entry[T]]) -> None:
+    def __init__(
+        self,
+        sets: Sequence[_LiteralSet[T]],
+        always: Sequence[Entry[T]],
+        looked_up: Sequence[Entry[T]] = (),
+        *,
+        max_mem: int = SET_MAX_MEM,
+    ) -> None:
         self._sets = tuple(sets)
         self._always = tuple(always)
+        # Globs answered by lookups on ASCII texts, and searched as the others are (their own
+        # Sets) on non-ASCII ones, which RE2's case folding may match to ASCII letters.
+        self._lookups = Lookups(looked_up) if looked_up else None
+        looked_sets, looked_always = _in_sets(looked_up, max_mem)
+        self._looked_sets = tuple(looked_sets)
+        self._looked_always = tuple(looked_always)
         in_sets = sum(len(g) for s in self._sets for g in s.groups + s.sure)
-        self.size = len(self._always) + in_sets
+        self.size = len(self._always) + in_sets + len(looked_up)
 
     @classmethod
     def from_entries(
         cls, entries: Iterable[Entry[T]], *, max_mem: int = SET_MAX_MEM
     ) -> PatternIndex[T]:
-        by_literal: dict[str, list[Entry[T]]] = {}
-        always: list[Entry[T]] = []
+        by_lookup: list[Entry[T]] = []
+        rest: list[Entry[T]] = []
         for e in entries:
-            if e.literal and encodable(e.literal):
-                # ASCII equal up to case is one literal of the (case-insensitive) Set; other
-                # scripts are kept as written (Python's lower() is not RE2's case folding).
-                key = e.literal.lower() if e.literal.isascii() else e.literal
-                by_literal.setdefault(key, []).append(e)
+            (by_lookup if looked_up(e) else rest).append(e)
+        sets, always = _in_sets(rest, max_mem)
+        return cls(sets, always, by_lookup, max_mem=max_mem)
+
+    def _looked(
+        self, subjects: Sequence[str], found: list[Entry[T]], searched: list[Entry[T]]
+    ) -> list[str]:
+        """Add the looked-up globs the ASCII ``subjects`` match to ``found`` (each once), and
+        those the others may match to ``searched``; return the others."""
+        others: list[str] = []
+        lookups = self._lookups
+        if lookups is None:
+            return others
+        hits: list[Entry[T]] = []
+        for text in subjects:
+            if text.isascii():
+                lookups.find(text.lower(), hits)
             else:
-                always.append(e)
-        groups = [(literal, tuple(group)) for literal, group in by_literal.items()]
-        sets = _literal_sets(groups, max_mem, always)
-        return cls(sets, always)
+                others.append(text)
+        if len(hits) > 1:
+            # A glob found by two of the texts (as found and normalised) is one match.
+            hits = list({id(e): e for e in hits}.values())
+        found += hits
+        if others:
+            searched += self._looked_always
+            checked: list[Entry[T]] = []
+            for literals in self._looked_sets:
+                literals.candidates(_JOIN.join(others), checked, searched)
+            searched += checked
+        return others
 
     def candidates(self, texts: Sequence[str]) -> list[Entry[T]]:
         """Entries that may match one of ``texts`` (a superset of those that do)."""
+        subjects = [subject(text) for text in texts]
+        looked: list[Entry[T]] = []
+        self._looked(subjects, looked, looked)
         checked: list[Entry[T]] = []
         searched = list(self._always)
-        sure = self._candidates([subject(text) for text in texts], checked, searched)
-        return searched + checked + sure
+        sure = self._candidates(subjects, checked, searched)
+        return looked + searched + checked + sure
 
     def _candidates(
         self, subjects: Sequence[str], checked: list[Entry[T]], searched: list[Entry[T]]
@@ -223,9 +281,18 @@ class PatternIndex(Generic[T]):
     def matching(self, texts: Sequence[str]) -> list[Entry[T]]:
         """Entries whose regex matches the subject of one of ``texts``, each once."""
         subjects = [subject(text) for text in texts]
+        found: list[Entry[T]] = []
+        if self._lookups is not None:
+            looked_searched: list[Entry[T]] = []
+            others = self._looked(subjects, found, looked_searched)
+            if looked_searched:
+                have = {id(e) for e in found}
+                for entry in looked_searched:
+                    if id(entry) not in have and _any_search(entry, others):
+                        found.append(entry)
         checked: list[Entry[T]] = []
         searched = list(self._always)
-        found = self._candidates(subjects, checked, searched)
+        found += self._candidates(subjects, checked, searched)
         if checked:
             # A glob's shape is checked on the ASCII texts by plain string operations (a few
             # times cheaper than an RE2 search, whose DFA states a new text builds), and
