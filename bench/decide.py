@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,15 @@ def offenders(n: int) -> list[OffenderRule]:
         )
         for i in range(n)
     ]
+
+
+# The offender rule each tenth message is caught by, in turn (the others are clean).
+KINDS = ("address", "gmail", "domain", "glob", "regex", "name")
+
+
+def kind_of(k: int) -> str:
+    """What message ``k`` of ``messages`` is: clean, or which rule kind catches it."""
+    return KINDS[k // 10 % 6] if k % 10 == 0 else "clean"
 
 
 def messages(n_offenders: int, count: int, rng: random.Random) -> list[tuple[Identity, ...]]:
@@ -150,7 +160,7 @@ COLUMNS = (
 )
 
 
-def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float | int | bool]:
+def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float | int | bool | str]:
     """Figures for ``n`` offenders (the same messages for a given ``n``, in any process)."""
     rng = random.Random(20261125 + n)
     rules_list = offenders(n)
@@ -165,6 +175,9 @@ def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float |
         clear_caches()  # every sender is seen for the first time: the worst case
         first.append(timed_both(decide, m, rules, now=NOW))
     indexed, indexed_cpu = [w for w, _ in first], [c for _, c in first]
+    # Which messages make the tail: the kinds of the slowest 1% by CPU time.
+    slowest = sorted(range(len(first)), key=lambda k: indexed_cpu[k])[-max(1, len(first) // 100) :]
+    tail = Counter(kind_of(k) for k in slowest)
     warm = msgs[-1000:]
     for m in warm:  # senders seen before (the same offender all day): memoised forms
         decide(m, rules, now=NOW)
@@ -202,16 +215,18 @@ def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float |
         "hits": hits,
         "count": len(msgs),
         "ok": ok,
+        "tail": ", ".join(f"{kind} {n}" for kind, n in tail.most_common()),
     }
 
 
-def row(r: dict[str, float | int | bool], label: str = "") -> str:
+def row(r: dict[str, float | int | bool | str], label: str = "") -> str:
     return (
         f"{r['n']:>9} {6 * r['n']:>6} | {r['p50']:>17.1f} {r['p99']:>6.1f} {r['mean']:>6.1f} |"
         f" {r['cpu_p50']:>7.1f} {r['cpu_p99']:>6.1f} | {r['repeat_p50']:>10.1f}"
         f" {r['repeat_p99']:>6.1f} | {r['repeat_cpu_p50']:>7.1f} {r['repeat_cpu_p99']:>6.1f} |"
         f" {r['naive_p50']:>12.1f} {r['naive_p99']:>9.1f} {r['naive_n']:>5} | {r['build']:>7.2f}"
         f"   ({r['hits']}/{r['count']} messages matched){label}"
+        + (f"\n{'':>9} slowest 1% by CPU: {r['tail']}" if r.get("tail") else "")
     )
 
 
@@ -226,7 +241,7 @@ def base_tree(path: Path) -> Path:
     return path.resolve()
 
 
-def measure_base(tree: Path, n: int, count: int) -> dict[str, float | int | bool]:
+def measure_base(tree: Path, n: int, count: int) -> dict[str, float | int | bool | str]:
     """``measure`` in a child process that imports guardmail from ``tree`` (this script's own
     code measures both, so only the decision code differs). No naive loop: it is the same."""
     env = dict(os.environ, PYTHONPATH=str(tree))
@@ -237,7 +252,7 @@ def measure_base(tree: Path, n: int, count: int) -> dict[str, float | int | bool
         capture_output=True,
         text=True,
     ).stdout
-    result: dict[str, float | int | bool] = json.loads(out.splitlines()[-1])
+    result: dict[str, float | int | bool | str] = json.loads(out.splitlines()[-1])
     where = Path(str(result.pop("guardmail"))).resolve()
     if not where.is_relative_to(tree):
         raise SystemExit(f"the base run imported guardmail from {where}, not from {tree}")

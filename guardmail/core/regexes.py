@@ -184,6 +184,22 @@ def glob_source(glob: str) -> str:
     return "\\A(?s:" + "".join(out) + ")\\z"
 
 
+def glob_shape(glob: str) -> tuple[str, str] | None:
+    """How ``glob`` matches when it is a plain ASCII run with ``*`` at neither, one or both
+    ends: ``("exact" | "prefix" | "suffix" | "contains", run)``, else None. Such a glob
+    matches an ASCII text exactly when the text, lower-cased, equals, starts with, ends with
+    or contains the run lower-cased (RE2's case folding of ASCII against ASCII is just that;
+    a non-ASCII text can match an ASCII letter, Kelvin sign for ``k``, so it is not)."""
+    if not glob.isascii() or "?" in glob or "[" in glob:
+        return None
+    lead, trail = glob.startswith("*"), glob.endswith("*")
+    run = glob.strip("*")
+    if not run or "*" in run:
+        return None
+    kind = ("contains" if trail else "suffix") if lead else ("prefix" if trail else "exact")
+    return kind, run.lower()
+
+
 def _bracket(glob: str, i: int, j: int) -> str:
     """The class ``glob[i:j]`` (between ``[`` and ``]``) means to fnmatch, as an RE2 class."""
     stuff = glob[i:j]
@@ -283,8 +299,15 @@ def regex_literal(pattern: str) -> str:
     ``\\x{263a}``, ``\\pL``, ``\\p{Greek}``, ``\\012``); a quantifier that allows zero takes
     back the character before it.
     """
+    runs = regex_literals(pattern)
+    return runs[0] if runs else ""
+
+
+def regex_literals(pattern: str) -> tuple[str, ...]:
+    """Every run ``regex_literal`` finds (each one contained in every match: it only picks the
+    longest), longest first, each once; () if unsure."""
     if "\\Q" in pattern or _has_inline_flag(pattern):
-        return ""
+        return ()
     runs: list[str] = []
     current: list[str] = []
     depth = 0
@@ -327,7 +350,7 @@ def regex_literal(pattern: str) -> str:
             end_run()
         elif ch == "|":
             if depth == 0:
-                return ""
+                return ()
             end_run()
         elif ch in "*?{":
             if current:
@@ -344,7 +367,8 @@ def regex_literal(pattern: str) -> str:
             current.append(ch)
         i += 1
     end_run()
-    return max(runs, key=len)
+    # Longest first; equal lengths in pattern order (regex_literal's choice, as max's).
+    return tuple(sorted(dict.fromkeys(r for r in runs if r), key=len, reverse=True))
 
 
 def _has_inline_flag(pattern: str) -> bool:

@@ -39,8 +39,7 @@ from guardmail.core.identity import (
 )
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, subject
-from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
+from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
 
 REGEX_PREFIX = "re:"
 _GLOB_CHARS = frozenset("*?[")
@@ -228,19 +227,34 @@ class RuleSet:
         forms = forms_of(address, is_jid)
         if forms is None:
             return ()
-        refs = list(self._exact.get(forms.folded, ()))
+        # Most senders match nothing: no copies, generators or tuples for them (a first
+        # sighting's budget is a few microseconds).
+        exact = self._exact.get(forms.folded)
+        refs = list(exact) if exact else []
+        domains = self._domains
         for suffix in forms.domain_keys:
-            refs.extend(self._domains.get(suffix, ()))
-        refs.extend(e.payload for e in self._addr_patterns.matching(forms.texts))
+            hit = domains.get(suffix)
+            if hit:
+                refs += hit
+        hits = self._addr_patterns.matching(forms.texts)
+        if hits:
+            refs += [e.payload for e in hits]
+        if not refs:
+            return ()
         normalized, note = forms.normalized, forms.looks_like
-        return tuple(_Found(r, address, normalized, note) for r in _ordered(refs))
+        return tuple([_Found(r, address, normalized, note) for r in _ordered(refs)])
 
     def _name_matches(self, display_name: str) -> tuple[_Found, ...]:
         name = name_forms(display_name)
-        refs = list(self._names.get(name.folded, ()))
-        refs.extend(e.payload for e in self._name_patterns.matching(name.texts))
+        exact = self._names.get(name.folded)
+        refs = list(exact) if exact else []
+        hits = self._name_patterns.matching(name.texts)
+        if hits:
+            refs += [e.payload for e in hits]
+        if not refs:
+            return ()
         normalized, note = name.normalized, name.looks_like
-        return tuple(_Found(r, display_name, normalized, note) for r in _ordered(refs))
+        return tuple([_Found(r, display_name, normalized, note) for r in _ordered(refs)])
 
 
 _K = TypeVar("_K")
@@ -281,7 +295,7 @@ def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
     plain = glob.casefold()
     folded = _fold_glob(plain)
     globs = dict.fromkeys((plain, folded))
-    return [Entry(glob_regex(g), glob_literal(g), ref) for g in globs]
+    return [glob_entry(g, ref) for g in globs]
 
 
 def _fold_glob(glob: str) -> str:
@@ -311,7 +325,7 @@ def _fold_glob(glob: str) -> str:
 def _pattern_entries(pattern: str, ref: _Ref) -> list[Entry[_Ref]]:
     if pattern.startswith(REGEX_PREFIX):
         source = pattern[len(REGEX_PREFIX) :]
-        return [Entry(compile_regex(source), regex_literal(source), ref)]
+        return [regex_entry(source, ref)]
     return _glob_entries(pattern, ref)
 
 
@@ -380,7 +394,9 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
                     looks_like=hit.looks_like,
                 )
             )
-    action = max((m.action for m in found), key=lambda a: a.severity, default=Action.PASS)
+    if not found:
+        return Verdict(action=Action.PASS, decided_at=now)
+    action = max((m.action for m in found), key=lambda a: a.severity)
     return Verdict(action=action, decided_at=now, matches=tuple(found))
 
 

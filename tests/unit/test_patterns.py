@@ -9,11 +9,17 @@ from fnmatch import translate
 
 import pytest
 import re2
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.patterns import Entry, PatternIndex, subject
-from guardmail.core.regexes import compile_regex, glob_literal, glob_regex, regex_literal
+from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
+from guardmail.core.regexes import (
+    compile_regex,
+    glob_literal,
+    glob_regex,
+    regex_literal,
+    regex_literals,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,6 +63,9 @@ def test_glob_literal_is_the_longest_plain_run(glob: str, literal: str) -> None:
 
 PATTERNS = [
     "^st[a4]lker[0-9]*@",
+    "^ali[a4]s12x[0-9]*@",
+    "^ali[a4]s1x",
+    "\\pLab\\pL*@x",
     r"x\.example\.net$",
     r"\d+@harass\.example",
     "abc{2,3}def",
@@ -73,12 +82,22 @@ PATTERNS = [
     "\u212aelvin",
     "ka\u00df",
 ]
-GLOBS = ["*@burner.example", "stalker*", "st?lker@*", "*lk*", "[ab]c*", "*\u00c9t\u00e9*"]
+GLOBS = [
+    "*@burner.example",
+    "stalker*",
+    "st?lker@*",
+    "*lk*",
+    "[ab]c*",
+    "*\u00c9t\u00e9*",
+    "kelvin*",
+    "*ss",
+    "bob@x.org",
+    "*b\x00a*",
+]
 
 
 def _entries() -> list[Entry[str]]:
-    entries = [Entry(compile_regex(p), regex_literal(p), p) for p in PATTERNS]
-    return entries + [Entry(glob_regex(g), glob_literal(g), g) for g in GLOBS]
+    return [regex_entry(p, p) for p in PATTERNS] + [glob_entry(g, g) for g in GLOBS]
 
 
 INDEX = PatternIndex.from_entries(_entries())
@@ -140,7 +159,10 @@ def test_a_search_that_runs_out_of_memory_runs_every_pattern_instead() -> None:
     index = PatternIndex.from_entries(_entries())
     index._sets = tuple(replace(s, matcher=_OutOfMemory()) for s in index._sets)  # type: ignore[arg-type]
     texts = ["st4lker9@x.example.net", "bob@burner.example"]
-    assert len(index.candidates(texts)) == len(_entries())
+    # Every pattern a Set holds is a candidate (globs answered by lookups are not in them).
+    in_sets = {id(e) for s in index._sets for gs in (s.groups, s.sure) for g in gs for e in g}
+    assert len(in_sets) > len(PATTERNS)
+    assert in_sets <= {id(e) for e in index.candidates(texts)}
     assert {e.payload for e in index.matching(texts)} == _brute(texts) != set()
 
 
@@ -153,6 +175,61 @@ def test_prefilter_tries_few_of_many_indexed_patterns() -> None:
     candidates = index.candidates(["someone@burner1234.example"])
     assert len(candidates) < 50
     assert [e.payload for e in index.matching(["someone@burner1234.example"])] == [1234]
+
+
+# Globs of a plain run between optional stars are checked by string operations on ASCII texts and by
+# their literal for *run*: exactly what their regex answers, whatever the text (Kelvin sign,
+# upper case, NUL, long texts cut by subject()).
+SHAPED_GLOBS = st.tuples(
+    st.sampled_from(["", "*", "**"]),
+    st.text(alphabet="ab@.ikKs\x00", min_size=1, max_size=4),
+    st.sampled_from(["", "*", "**"]),
+).map("".join)
+SHAPE_TEXTS = st.lists(
+    st.one_of(
+        st.text(alphabet="ab@.ikKsS\u212a\u017f\u0130\x00\u00e4", max_size=10),
+        st.text(alphabet="ab@.k", min_size=1, max_size=3).map(lambda t: t * 400),
+    ),
+    max_size=3,
+)
+
+
+# Regexes of the characters regex_literals treats specially, searched in texts of their letters:
+# every run it gives is in every match (what the index relies on to skip a text).
+REGEX_PIECES = st.lists(
+    st.sampled_from(
+        ["a", "b", "k", "@", ".", "\\.", "*", "+", "?", "{2}", "{0,1}", "(", ")", "|"]
+        + ["[ab]", "^", "$", "\\w", "\\pL", "\\x61", "(?:", "(?i)"]
+    ),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(REGEX_PIECES, st.text(alphabet="abkAK@.\u212a", max_size=10))
+def test_every_run_regex_literals_gives_is_in_every_match(pattern: str, text: str) -> None:
+    try:
+        regex = compile_regex(pattern)
+    except ValueError:
+        return
+    if regex.search(text):
+        options = re2.Options()
+        options.case_sensitive = False
+        options.literal = True
+        for run in regex_literals(pattern):
+            assert re2.compile(run, options).search(text), (pattern, run)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(SHAPED_GLOBS, min_size=1, max_size=6), SHAPE_TEXTS)
+@example(["i*", "*k", "S*"], ["\u0130x", "ai", "x\u212a", "\u017fx"])  # İ is no i to RE2; K, ſ are
+def test_globs_checked_by_shape_match_exactly_what_their_regex_matches(
+    globs: list[str], texts: list[str]
+) -> None:
+    entries = [glob_entry(g, n) for n, g in enumerate(globs)]
+    index = PatternIndex.from_entries(entries)
+    brute = [e.payload for e in entries if any(e.regex.search(subject(t)) for t in texts)]
+    assert sorted(e.payload for e in index.matching(texts)) == brute
 
 
 GLOB_CHARS = "ab-!]^[\\&|.*?\nÉé@"
