@@ -5,7 +5,9 @@ Invariants held here, for every channel:
   (``guardmail.vault.group``) resolved the batch's request, i.e. after the raw bytes and their
   journal entries are durable. If the vault fails, ``VaultUnavailable``
   propagates, nothing of the batch is acted on, and the source leaves it where it is to retry
-  later (the vault's dedupe scope makes the retry archive nothing twice).
+  later (the vault's dedupe scope makes the retry archive nothing twice). An actor whose action
+  is its answer to a waiting peer (``Actor.describe``: the milter) has its action entries
+  committed in the archive's own transaction; the answer leaves only after that commit.
 - Clean items (verdict ``pass``) are neither archived nor touched.
 - Sources never call ``decide`` or the vault themselves: they build Items and carry out actions.
 - A batch takes the same steps as one item, each step once for the whole batch: judge every
@@ -60,6 +62,11 @@ class Actor(Protocol):
     One whose peer waits for the outcome (the milter's MTA) sets ``wait_witness = False``: the
     outcome is returned once the action entries are committed, before the HEAD witness is
     written (``guardmail.vault.group``).
+    One whose action is its answer to that peer, sent only once the outcome is returned (the
+    milter: nothing is done to the item before), may also implement ``describe(item, verdict)
+    -> str``, what ``act`` would return: its action entries are then committed in the same
+    transaction as the archived entries (one commit to wait for, not two), ``act`` is not
+    called, and a crash leaves both entries or neither.
     """
 
     async def act(self, item: Item, verdict: Verdict) -> str:
@@ -87,6 +94,11 @@ class _OneItem:
         self.actor = actor
         self.reviews = bool(getattr(actor, "reviews", False))
         self.wait_witness = bool(getattr(actor, "wait_witness", True))
+        describe = getattr(actor, "describe", None)
+        if describe is not None:
+            self.describe_many = lambda items, verdicts: [
+                describe(i, v) for i, v in zip(items, verdicts, strict=True)
+            ]
 
     async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
         return [await self.actor.act(i, v) for i, v in zip(items, verdicts, strict=True)]
@@ -176,12 +188,37 @@ class Pipeline:
         queued = None
         if batch.items:
             group = committer(self.vault)
-            queued = group.submit(batch.archives(), now=self.clock(), witness=False)
+            archives = batch.archives()
+            describe = getattr(actor, "describe_many", None)
+            if describe is not None:  # the action is the answer: one transaction for both
+                records = batch.described(archives, describe(batch.items, batch.verdicts))
+                wait = bool(getattr(actor, "wait_witness", True))
+                queued = group.submit(
+                    [*archives, *records], now=self.clock(), witness=True, wait_witness=wait
+                )
+                return self._answered(batch, queued)
+            queued = group.submit(archives, now=self.clock(), witness=False)
         return self._complete(batch, actor, queued)
 
     @staticmethod
     async def _first(outcomes: Awaitable[list[Outcome]]) -> Outcome:
         return (await outcomes)[0]
+
+    async def _answered(self, batch: Batch, queued: Future[Done]) -> list[Outcome]:
+        """The rest of ``submit_many`` for an actor that ``describe``s: its archived and action
+        entries are durable together, and the source answers once this returns."""
+        done = await asyncio.wrap_future(queued)  # durable: only now may the answer leave
+        receipts = [r for r in done if isinstance(r, Receipt)]
+        if self.linker is not None:
+            await asyncio.to_thread(batch.archived, receipts)
+        else:
+            batch.archived(receipts)
+        faults.reached("pipeline.acted")
+        faults.reached("pipeline.journaled")
+        batch.announce()
+        if self.after_block is not None:
+            await asyncio.to_thread(batch.after)
+        return batch.outcomes()
 
     async def _complete(
         self, batch: Batch, actor: BatchActor, queued: Future[Done] | None

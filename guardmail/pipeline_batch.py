@@ -142,6 +142,20 @@ class Batch:
             for i, v, r, d in zip(self.items, self.verdicts, self.receipts, done, strict=True)
         ]
 
+    def described(self, archives: list[Archive], done: list[str]) -> list[Record]:
+        """The ``action`` entries of an actor whose action is its answer, to commit with
+        ``archives`` (each fills in its archive's seq and SHA-256: ``Record.of``)."""
+        self.done = done
+        return [
+            Record(
+                kind="action",
+                fields={"action": str(v.action), "done": d},
+                source_ref=i.source_ref,
+                of=a,
+            )
+            for i, v, a, d in zip(self.items, self.verdicts, archives, done, strict=True)
+        ]
+
     def unjournaled(self, exc: VaultUnavailable) -> None:
         # The actions happened and cannot be undone; the archived entries stand. Say so.
         for receipt in self.receipts:

@@ -15,11 +15,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from typing import TYPE_CHECKING, Any
 
 from guardmail.vault.blobs import write_durably
+
+if TYPE_CHECKING:
+    from guardmail.daemon.metrics import Metrics
 
 STATUS_FILE = "status.json"
 # Events that say a source is up, or down (with the reason in "error").
@@ -61,56 +62,22 @@ def directory_size(root: Path) -> int:
 class Board:
     """Thread-safe: events come from the loop and from IMAP threads."""
 
-    def __init__(self, *, vault_root: Path, tenant: str) -> None:
+    def __init__(self, *, vault_root: Path, tenant: str, metrics: bool = True) -> None:
+        """``metrics``: keep Prometheus metrics too (``serve`` them); without, prometheus_client
+        is never imported (``guardmail.daemon.metrics``)."""
         self._lock = threading.Lock()
         self.started_at = datetime.now(UTC).isoformat()
         self.sources: dict[str, dict[str, str]] = {}
         self.counts: dict[str, int] = {}
         self.last_reload: dict[str, str] = {}
         self.timestamps: dict[str, Any] = {}
-        self.registry = CollectorRegistry()
-        self._judged = Counter(
-            "guardmail_items_judged",
-            "Items judged",
-            ["tenant", "channel", "action"],
-            registry=self.registry,
-        )
-        self._archived = Counter(
-            "guardmail_items_archived",
-            "Items archived in the vault",
-            ["tenant"],
-            registry=self.registry,
-        )
-        self._warnings = Counter(
-            "guardmail_warnings", "Warning attempts by outcome", ["outcome"], registry=self.registry
-        )
-        self._errors = Counter(
-            "guardmail_errors", "Events logged at error level", ["event"], registry=self.registry
-        )
-        self._reloads = Counter(
-            "guardmail_reloads", "Configuration reloads", ["result"], registry=self.registry
-        )
-        self._stamps = Counter(
-            "guardmail_timestamps",
-            "Trusted timestamps of signed tree heads asked for, by outcome",
-            ["tenant", "outcome"],
-            registry=self.registry,
-        )
-        self._up = Gauge(
-            "guardmail_source_up",
-            "1 when the source is connected",
-            ["source"],
-            registry=self.registry,
-        )
-        vault_bytes = Gauge(
-            "guardmail_vault_bytes",
-            "Bytes in the tenant's vault",
-            ["tenant"],
-            registry=self.registry,
-        )
         self._vault_root = vault_root
         self._vault_size: tuple[float, int] = (0.0, 0)
-        vault_bytes.labels(tenant).set_function(self._cached_vault_size)
+        self.metrics: Metrics | None = None
+        if metrics:
+            from guardmail.daemon.metrics import Metrics
+
+            self.metrics = Metrics(tenant=tenant, vault_size=self._cached_vault_size)
 
     def _cached_vault_size(self) -> float:
         checked, size = self._vault_size
@@ -124,42 +91,51 @@ class Board:
 
     def __call__(self, name: str, level: int, fields: dict[str, Any]) -> None:
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        m = self.metrics
         with self._lock:
             source = _source(fields)
             if name in _UP and source:
                 self.sources[source] = {"state": "up", "since": now, "detail": ""}
-                self._up.labels(source).set(1)
+                if m is not None:
+                    m.up.labels(source).set(1)
             elif name in _DOWN and source:
                 detail = str(fields.get("error", name))
                 self.sources[source] = {"state": "down", "since": now, "detail": detail}
-                self._up.labels(source).set(0)
+                if m is not None:
+                    m.up.labels(source).set(0)
             elif name == "item.judged":
                 self._count("judged")
-                self._judged.labels(
-                    fields.get("tenant", ""), fields.get("channel", ""), fields.get("action", "")
-                ).inc()
+                if m is not None:
+                    tenant, channel = fields.get("tenant", ""), fields.get("channel", "")
+                    m.judged.labels(tenant, channel, fields.get("action", "")).inc()
             elif name == "item.archived":
                 self._count("archived")
-                self._archived.labels(fields.get("tenant", "")).inc()
+                if m is not None:
+                    m.archived.labels(fields.get("tenant", "")).inc()
                 if source and source in self.sources:
                     self.sources[source]["last_item"] = now
             elif name.startswith("warning.") and name != "warning.sending":
                 self._count(name)
-                self._warnings.labels(name.removeprefix("warning.")).inc()
+                if m is not None:
+                    m.warnings.labels(name.removeprefix("warning.")).inc()
             elif name in ("config.reloaded", "config.reload_rejected"):
                 result = "applied" if name == "config.reloaded" else "rejected"
                 self._count(f"reload_{result}")
-                self._reloads.labels(result).inc()
+                if m is not None:
+                    m.reloads.labels(result).inc()
                 self.last_reload = {"result": result, "at": now}
             elif name in ("timestamp.stamped", "timestamp.failed"):
                 self._timestamp(name, now, fields)
             if level >= logging.ERROR:
                 self._count("errors")
-                self._errors.labels(name).inc()
+                if m is not None:
+                    m.errors.labels(name).inc()
 
     def _timestamp(self, name: str, now: str, fields: dict[str, Any]) -> None:
         ok = name == "timestamp.stamped"
-        self._stamps.labels(fields.get("tenant", ""), "stamped" if ok else "failed").inc()
+        if self.metrics is not None:
+            outcome = "stamped" if ok else "failed"
+            self.metrics.stamps.labels(fields.get("tenant", ""), outcome).inc()
         if ok:
             self.timestamps = {
                 "state": "ok",
@@ -196,11 +172,12 @@ class Board:
         write_durably(state_dir / STATUS_FILE, data)
 
     def serve(self, host: str, port: int) -> None:
-        """Serve /metrics (prometheus_client's own thread) until ``close()``."""
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        """Serve /metrics (prometheus_client's own thread) until ``close()``; only for a Board
+        made with ``metrics``."""
+        if self.metrics is None:
+            raise RuntimeError("this Board keeps no metrics to serve")  # a bug in the caller
+        self.metrics.serve(host, port)
 
     def close(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        if self.metrics is not None:
+            self.metrics.close()

@@ -29,7 +29,6 @@ from guardmail.daemon.sdnotify import Notifier, watchdog_loop
 from guardmail.daemon.supervise import describe, keep_running
 from guardmail.daemon.tenant import Tenant, serve_tenant
 from guardmail.daemon.tenants import MainRecipients, TenantDirectory
-from guardmail.daemon.timestamper import Timestampers
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.vault.store import Vault
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from guardmail.channels.smtp.filter import SmtpFilterSource
     from guardmail.channels.smtp.milter import MilterSource
     from guardmail.channels.xmpp.watch import XmppSource
+    from guardmail.daemon.timestamper import Timestampers
 
 STATUS_SECONDS = 5.0
 
@@ -136,7 +136,11 @@ class Daemon:
                 )
             self._add("smtp_filter", self.smtp_filter)
         self._stop = asyncio.Event()
-        self.board = Board(vault_root=self.tenant.vault.root, tenant=self.tenant.name)
+        self.board = Board(
+            vault_root=self.tenant.vault.root,
+            tenant=self.tenant.name,
+            metrics=config.settings.metrics is not None,  # read at start only, as in ``run``
+        )
         # The local control socket client plugins and `guardmail report` talk to.
         self.control = ControlServer(
             state_dir=config.settings.state_dir,
@@ -146,7 +150,12 @@ class Daemon:
         )
         self.notifier = Notifier.from_env()
         stamp = config.settings.evidence.timestamp  # restart to change it, like the sources
-        self.timestamps = Timestampers(self._vaults, stamp) if stamp is not None else None
+        self.timestamps: Timestampers | None = None
+        if stamp is not None:
+            # rfc3161_client and cryptography's x509 (~11 MB) only for a daemon that stamps.
+            from guardmail.daemon.timestamper import Timestampers
+
+            self.timestamps = Timestampers(self._vaults, stamp)
 
     def _add(self, name: str, source: Source) -> None:
         self.sources.append(source)

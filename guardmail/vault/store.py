@@ -85,6 +85,10 @@ class Record:
     fields: Mapping[str, Any]
     sha256: str | None = None
     source_ref: str | None = None
+    # An Archive earlier in the same ``commit`` (the very object) that this entry is about: its
+    # receipt fills ``sha256`` and ``fields["archived_seq"]``, so that an action entry commits
+    # in one transaction with its archived entry (the milter: one fsync'd commit, not two).
+    of: Archive | None = None
 
 
 # For ``Vault.put_many(within=...)``: more writes in the same transaction as the batch's entries
@@ -187,6 +191,7 @@ class Vault(VaultReads, HeadWitness):
         verb = "archive" if archives else "journal"
         done: list[Receipt | JournalRow] = []
         last: JournalRow | None = None
+        by_archive: dict[int, Receipt] = {}  # id(Archive) -> its receipt, for ``Record.of``
         try:
             if archives:
                 self.blobs.put_many(archives)
@@ -195,13 +200,17 @@ class Vault(VaultReads, HeadWitness):
                 self._check_witness(tx)
                 for entry, sha in zip(entries, shas, strict=True):
                     if isinstance(entry, Record):
+                        fields, about = entry.fields, entry.sha256
+                        if entry.of is not None:
+                            of = by_archive[id(entry.of)]  # KeyError: not earlier here, a bug
+                            fields, about = {"archived_seq": of.seq, **fields}, of.sha256
                         last = journal.append(
                             tx,
                             tenant=self.tenant,
                             kind=entry.kind,
-                            fields=entry.fields,
+                            fields=fields,
                             now=now,
-                            sha256=entry.sha256,
+                            sha256=about,
                             source_ref=entry.source_ref,
                         )
                         done.append(last)
@@ -211,7 +220,9 @@ class Vault(VaultReads, HeadWitness):
                     # one folder archive once, as they would one after the other.
                     earlier = tx.find_archived(self.tenant, sha, scope)
                     if earlier is not None:
-                        done.append(Receipt(sha256=sha, seq=earlier.seq, duplicate=True))
+                        receipt = Receipt(sha256=sha, seq=earlier.seq, duplicate=True)
+                        by_archive[id(entry)] = receipt
+                        done.append(receipt)
                         continue
                     fields = dict(entry.metadata)
                     fields["size"] = len(entry.raw)
@@ -225,7 +236,8 @@ class Vault(VaultReads, HeadWitness):
                         source_ref=entry.source_ref,
                         scope=scope,
                     )
-                    done.append(Receipt(sha256=sha, seq=last.seq))
+                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=last.seq)
+                    done.append(receipt)
                 if within is not None:
                     receipts = [d for d in done if isinstance(d, Receipt)]
                     last = within(tx, receipts) or last

@@ -25,6 +25,8 @@ HEAVY = {
     "reportlab": "an export",
     "requests": "OAuth or a warning by e-mail",
     "authlib": "OAuth",
+    "prometheus_client": "a metrics port (metrics:)",
+    "rfc3161_client": "trusted timestamps (evidence.timestamp)",
 }
 
 PROBE = """
@@ -41,7 +43,7 @@ print(json.dumps({"code": code, "modules": sorted(m.split(".")[0] for m in sys.m
 """
 
 
-def imported_by_run(tmp_path: Path, source: str) -> set[str]:
+def imported_by_run(tmp_path: Path, source: str, extra: str = "") -> set[str]:
     tenants = tmp_path / "tenants.d"
     tenants.mkdir()
     (tenants / "t1.yaml").write_text(
@@ -51,7 +53,7 @@ def imported_by_run(tmp_path: Path, source: str) -> set[str]:
     config = tmp_path / "guardmail.yaml"
     config.write_text(
         f"state_dir: {tmp_path}/var\nlog_level: warning\nsources:\n  smtp_filter:\n"
-        f"{source}    tenants_dir: {tenants}\n"
+        f"{source}    tenants_dir: {tenants}\n{extra}"
     )
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(config)],
@@ -82,3 +84,9 @@ def test_a_configured_channel_imports_its_library(tmp_path: Path, mode: str, lib
     )
     assert library in modules
     assert "slixmpp" not in modules and "dkim" not in modules
+
+
+def test_a_metrics_port_imports_prometheus_client(tmp_path: Path) -> None:
+    milter = f"    mode: milter\n    listen: unix:{tmp_path}/milter.sock\n"
+    modules = imported_by_run(tmp_path, milter, "metrics: {listen: 127.0.0.1:9464}\n")
+    assert "prometheus_client" in modules and "rfc3161_client" not in modules

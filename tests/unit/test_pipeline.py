@@ -15,6 +15,7 @@ from guardmail.pipeline import Pipeline
 from guardmail.pipeline_batch import Outcome
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import journal
+from guardmail.vault.group import committer
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
 
@@ -91,6 +92,58 @@ def test_vault_failure_means_no_action(tmp_path: Path, storage: SQLiteStorage) -
             )
         )
     assert actor.calls == []
+
+
+class AnsweringActor:
+    """An actor whose action is its answer (the milter): it only describes what it will do."""
+
+    wait_witness = False
+
+    def __init__(self) -> None:
+        self.described: list[str] = []
+
+    async def act(self, item: Item, verdict: Verdict) -> str:
+        raise AssertionError("act is not called for an actor that describes")
+
+    def describe(self, item: Item, verdict: Verdict) -> str:
+        self.described.append(str(verdict.action))
+        return "answered"
+
+
+def test_an_answering_actors_action_entry_commits_with_the_archive_in_one_group(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    vault = Vault(tmp_path / "vault", storage, "t")
+    actor = AnsweringActor()
+    pipeline = Pipeline(vault=vault, rules=RULES, clock=lambda: NOW)
+    raw = b"From: Stalker <stalker@example.net>\r\nSubject: hi\r\n\r\nbody"
+    outcome = asyncio.run(pipeline.process(item(raw), actor))
+    assert actor.described == ["quarantine"] and outcome.done == "answered"
+    archived, action = vault.rows()
+    assert (archived.kind, action.kind) == ("archived", "action")
+    assert journal.entry(action)["archived_seq"] == archived.seq
+    assert action.sha256 == archived.sha256 == sha(raw)
+    assert committer(vault).groups == 1  # one commit for both entries
+    # The same bytes again in the same scope: the first receipt, and the action entry names it
+    # (the milter answers such a retry from the journal instead, with no second entry).
+    again = asyncio.run(pipeline.process(item(raw), AnsweringActor()))
+    assert again.receipt is not None and again.receipt.duplicate
+    assert journal.entry(vault.rows()[-1])["archived_seq"] == archived.seq
+    assert verify_vault(vault) == []
+
+
+def test_an_answering_actor_hears_of_a_vault_failure_and_nothing_is_journaled(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    (tmp_path / "vault").write_text("not a directory")
+    vault = Vault(tmp_path / "vault", storage, "t")
+    with pytest.raises(VaultUnavailable):
+        asyncio.run(
+            Pipeline(vault=vault, rules=RULES).process(
+                item(b"From: stalker@example.net\n\n"), AnsweringActor()
+            )
+        )
+    assert vault.rows() == []
 
 
 @pytest.mark.parametrize(

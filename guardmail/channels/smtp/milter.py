@@ -85,14 +85,21 @@ class Group:
 class _Removed:
     """The pipeline's Actor: the removal itself is the answer sent after every tenant is done."""
 
-    # The answer waits for the archive and the action entry to be committed, not for the HEAD
-    # witness after them (two more fsyncs; it may lag the journal, never lead it).
+    # The answer waits for the archive and the action entry to be committed (together: see
+    # ``describe``), not for the HEAD witness after them (two more fsyncs; it may lag the
+    # journal, never lead it).
     wait_witness = False
 
     def __init__(self, group: Group) -> None:
         self.group = group
 
     async def act(self, item: Item, verdict: Verdict) -> str:
+        return self.describe(item, verdict)
+
+    def describe(self, item: Item, verdict: Verdict) -> str:
+        """The action entry's text. Nothing is done before the answer leaves, so the pipeline
+        commits this entry with the archived one, in one transaction: an offender's message
+        waits for one commit (blobs, then the journal), not for two."""
         rcpts = ", ".join(self.group.addresses)
         mailbox = self.group.routed.quarantine_mailbox
         if verdict.action is Action.QUARANTINE and mailbox is not None:
