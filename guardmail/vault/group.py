@@ -9,7 +9,8 @@ Contracts:
   so a group never mixes tenants.
 - ``submit`` returns at once a ``concurrent.futures.Future`` that resolves with the request's
   results (what ``Vault.commit`` returns for its entries) only when they are durable: every blob
-  of the group written to its own file and fsync'd, the blob directories fsync'd once per group,
+  of the group written to its own file and made durable with its name (each file and directory
+  fsync'd once per group, or for many new blobs two syncfs: ``guardmail.vault.blobs``),
   and every entry of the group committed in one SQLite transaction with one signed tree head.
   Await it in the event loop with ``asyncio.wrap_future``; a thread blocks on ``result()``
   (``commit``). Nothing may act on an item before its future resolved.
