@@ -21,6 +21,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from guardmail.channels.imap.fetch_reply import fetch_headers_reply
 from guardmail.core.item import Channel, Item, mail_identities, mail_item
 
 WHOLE_MESSAGES = 500
@@ -77,7 +78,7 @@ class Folder:
 
 def fetch_headers(client: IMAPClient, uids: Sequence[int]) -> dict[int, tuple[bytes, int]]:
     """(header bytes, RFC822.SIZE) of each UID still in the folder."""
-    reply = client.fetch(list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
+    reply = fetch_headers_reply(client, list(uids))
     found = {
         u: (reply[u][HEADER], int(reply[u].get(b"RFC822.SIZE", 0)))
         for u in _got(reply, uids, HEADER)
