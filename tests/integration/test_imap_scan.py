@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 from imapclient import IMAPClient
 
-from guardmail.channels.imap.batch import fetch_headers
 from guardmail.channels.imap.fetch_reply import ITEMS, fetch_headers_reply, read_reply
 from guardmail.channels.imap.scan import Chunk, Point, Reader, read_steps
 from tests.servers.dovecot import Dovecot, start_dovecot
@@ -39,12 +38,8 @@ def client(server: Dovecot) -> IMAPClient:
     return c
 
 
-def offenders_of(c: IMAPClient, batch: list[int]) -> list[tuple[int, int]]:
-    return [
-        (uid, size)
-        for uid, (header, size) in fetch_headers(c, batch).items()
-        if b"stalker" in header
-    ]
+def offenders_of(headers: dict[int, tuple[bytes, int]]) -> list[tuple[int, int]]:
+    return [(uid, size) for uid, (header, size) in sorted(headers.items()) if b"stalker" in header]
 
 
 def flags(server: Dovecot) -> list[bytes]:
@@ -58,9 +53,12 @@ def flags(server: Dovecot) -> list[bytes]:
         conn.logout()
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["one-fetch-at-a-time", "fetch-ahead"])
 def test_the_reader_reads_ahead_on_its_own_examined_connection_and_changes_nothing(
-    dovecot: Dovecot,
+    dovecot: Dovecot, ahead: bool
 ) -> None:
+    """With ``ahead`` the next header FETCH is under way while a batch is judged and while a
+    Point is handed over: the steps are the same."""
     raws = [message(n, offender=n in (2, 3, 7, 9)) for n in range(1, 11)]
     conn = dovecot.imap("alice")
     try:
@@ -77,7 +75,7 @@ def test_the_reader_reads_ahead_on_its_own_examined_connection_and_changes_nothi
         folder="INBOX",
         uidvalidity=uidvalidity,
         read=lambda c: read_steps(
-            c, uids, offenders_of, batch=3, max_messages=2, max_bytes=1 << 20
+            c, uids, offenders_of, batch=3, max_messages=2, max_bytes=1 << 20, ahead=ahead
         ),
         stopping=threading.Event(),
         name="test-reader",

@@ -47,13 +47,25 @@ Reply = dict[int, dict[bytes, Any]]
 
 def fetch_headers_reply(client: IMAPClient, uids: list[int]) -> Reply:
     """``client.fetch(uids, ["BODY.PEEK[HEADER]", "RFC822.SIZE"])``, read faster."""
+    return read_headers_reply(client, send_headers_fetch(client, uids), uids)
+
+
+def send_headers_fetch(client: IMAPClient, uids: list[int]) -> Any:
+    """Send the header FETCH of ``uids`` and return its tag (None if nothing was sent) for
+    ``read_headers_reply``; until then the connection may send nothing else."""
+    if not uids or not isinstance(client, IMAPClient):  # a test double answers fetch() itself
+        return None
+    return client._imap._command("UID", "FETCH", ",".join(map(str, uids)), ITEMS)
+
+
+def read_headers_reply(client: IMAPClient, tag: Any, uids: list[int]) -> Reply:
+    """The reply to ``send_headers_fetch(client, uids)`` (which gave ``tag``)."""
     if not uids:
         return {}
-    if not isinstance(client, IMAPClient):  # a test double answers fetch() itself
+    if tag is None:
         reply: Reply = client.fetch(uids, ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
         return reply
     imap = client._imap
-    tag = imap._command("UID", "FETCH", ",".join(map(str, uids)), ITEMS)
     typ, data = imap._command_complete("FETCH", tag)
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")
