@@ -1,6 +1,7 @@
 """Reading sender identities from raw mail: every header that names a sender, never a crash."""
 
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import getaddresses
 
@@ -12,6 +13,7 @@ from guardmail.core.item import (
     Identity,
     describe_source,
     header_fields,
+    header_section,
     mail_identities,
     mail_item,
     mail_summary,
@@ -238,3 +240,81 @@ def test_the_simple_address_form_reads_as_the_stdlib_parser_reads_it() -> None:
         assert [got] == [(n, a) for n, a in getaddresses([value]) if n or a], value
     # Both sides of the fast path are reached often (a regex that took nothing would pass).
     assert 1_000 < simple < len(cases) - 1_000
+
+
+# header_fields as it read a header section before it was written by hand (one regex a line):
+# the reference the hand-written reader is held to.
+_REF_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)$", re.DOTALL)
+_REF_SPLIT = re.compile(rb"(?:\r\n|\r(?!\n)|\n)")
+_REF_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+
+
+def _reference_header_section(raw: bytes) -> bytes:
+    window = raw[:HEADER_SCAN_LIMIT]
+    end = _REF_END.search(window)
+    return window[: end.start()] if end else window
+
+
+def _reference_header_fields(raw: bytes) -> list[tuple[str, str]]:
+    fields: list[tuple[bytes, bytearray]] = []
+    for line in _REF_SPLIT.split(_reference_header_section(raw)):
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1][1].extend(line)
+            continue
+        m = _REF_FIELD.match(line)
+        if m:
+            fields.append((m.group(1), bytearray(m.group(2))))
+    return [
+        (
+            name.decode("ascii", "replace"),
+            bytes(value).replace(b"\x00", b"").decode("utf-8", "replace").strip(),
+        )
+        for name, value in fields
+    ]
+
+
+_PIECES = [
+    b"From",
+    b"Reply-To",
+    b"X-\xff",
+    b":",
+    b" :",
+    b"\t",
+    b" ",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\x00",
+    b"a@b.example",
+    b"\xc3\xa9",
+    b"\xe2\x80",
+    b"\x7f",
+    b"=?utf-8?q?x?=",
+    b"Fr om",
+    b"::",
+]
+
+
+def test_header_fields_reads_as_the_one_regex_a_line_reading_did() -> None:
+    """And the header section is the one the line-end regexes found."""
+    rng = random.Random(2828)
+    cases = [b"From: a@b\r\n  more\r\njunk\r\n\tcont\r\nTo :x\r\n\r\nbody", b"", b":", b"A:"]
+    # An empty line made of other line ends before the first CRLF CRLF.
+    cases += [b"A: x\r\r\n\r\nB: y", b"A: x\n\r\n\r\nB: y", b"A: x\r\n\r\r\n\r\nB: y"]
+    cases += [b"A: x\r\nB: y\n\nC: z\r\n\r\n", b"A: x\r\n\r\n", b"\r\n\r\nA: x"]
+    for _ in range(20_000):
+        if rng.random() < 0.2:
+            cases.append(rng.randbytes(rng.randrange(0, 80)))
+        else:
+            cases.append(b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(0, 30))))
+    fields = 0
+    crlf_only = 0
+    for raw in cases:
+        got = header_fields(raw)
+        assert got == _reference_header_fields(raw), raw
+        assert header_section(raw) == _reference_header_section(raw), raw
+        crlf_only += b"\r\n\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+        fields += len(got)
+    assert fields > 1_000  # the random sections hold fields, not only junk
+    assert crlf_only > 100  # and the CRLF-only fast path is taken

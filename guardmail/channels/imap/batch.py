@@ -21,6 +21,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
+from guardmail.channels.imap.fetch_reply import read_headers_reply, send_headers_fetch
 from guardmail.core.item import Channel, Item, mail_identities, mail_item
 
 WHOLE_MESSAGES = 500
@@ -77,13 +78,33 @@ class Folder:
 
 def fetch_headers(client: IMAPClient, uids: Sequence[int]) -> dict[int, tuple[bytes, int]]:
     """(header bytes, RFC822.SIZE) of each UID still in the folder."""
-    reply = client.fetch(list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
-    found = {
-        u: (reply[u][HEADER], int(reply[u].get(b"RFC822.SIZE", 0)))
-        for u in _got(reply, uids, HEADER)
-    }
-    confirm_gone(client, [u for u in uids if u not in found])
-    return found
+    return HeaderFetch(client, uids).result()
+
+
+class HeaderFetch:
+    """``fetch_headers`` in two halves: the FETCH is sent at once, its reply read by
+    ``result()``, so that the server reads one batch while this side judges the one before.
+    Until ``result()`` the connection may be used for nothing else: untagged FETCH replies of
+    two commands would mix."""
+
+    def __init__(self, client: IMAPClient, uids: Sequence[int]) -> None:
+        self._client = client
+        self._uids = list(uids)
+        self._tag = send_headers_fetch(client, self._uids)
+        self._result: dict[int, tuple[bytes, int]] | None = None
+
+    def result(self) -> dict[int, tuple[bytes, int]]:
+        """(header bytes, RFC822.SIZE) of each UID still in the folder (read once)."""
+        if self._result is None:
+            uids = self._uids
+            reply = read_headers_reply(self._client, self._tag, uids)
+            found = {
+                u: (reply[u][HEADER], int(reply[u].get(b"RFC822.SIZE", 0)))
+                for u in _got(reply, uids, HEADER)
+            }
+            confirm_gone(self._client, [u for u in uids if u not in found])
+            self._result = found
+        return self._result
 
 
 def gmail_meta(whole: dict[bytes, Any]) -> tuple[tuple[str, str], ...]:

@@ -10,6 +10,10 @@ Contracts:
   archive and then act on) and ``Point`` (a checkpoint the folder may move to once every chunk
   before it is done: below the first offender not yet given out, or the batch's last UID).
   Whoever handles the steps in that order never moves the checkpoint past an unhandled offender.
+- On the Reader's own connection the next header batch's FETCH is sent before the batch before
+  it is judged (``read_steps(ahead=True)``): the server reads headers while this side judges.
+  Its reply is read before any other command (two commands' untagged FETCH replies would mix);
+  a caller that reads on the watcher's connection asks for no read-ahead.
 - The reader never changes the folder: it EXAMINEs it (read-only) and fetches with PEEK. If the
   folder's UIDVALIDITY on its connection differs from the watcher's, it fails with
   ``ConnectionError`` rather than give UIDs of another folder generation.
@@ -31,7 +35,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from guardmail.channels.imap.batch import Pending, fetch_whole
+from guardmail.channels.imap.batch import HeaderFetch, Pending, fetch_whole
 from guardmail.channels.imap.conn import close_quietly
 
 AHEAD = 1
@@ -51,25 +55,39 @@ class Point:
 
 
 Step = Chunk | Point
-Offenders = Callable[[IMAPClient, list[int]], list[tuple[int, int]]]
+# Judges a header batch ({UID: (header, RFC822.SIZE)}): the (UID, size) of each message to fetch
+# whole, in UID order.
+Judge = Callable[[dict[int, tuple[bytes, int]]], list[tuple[int, int]]]
 
 
 def read_steps(
     client: IMAPClient,
     uids: Sequence[int],
-    offenders: Offenders,
+    judge: Judge,
     *,
     batch: int,
     max_messages: int,
     max_bytes: int,
+    ahead: bool = False,
 ) -> Iterator[Step]:
-    """The steps for ``uids`` (ascending), read on ``client``: ``offenders(client, uids)``
-    judges a header batch and gives the (UID, size) of each message to fetch whole."""
+    """The steps for ``uids`` (ascending), read on ``client`` a header batch at a time.
+
+    With ``ahead`` (``client`` is the Reader's own connection) the next batch's header FETCH is
+    sent before this one is judged, so the server reads while this side judges; it is read
+    before anything else is sent (the whole FETCH of a chunk), and may be under way while a
+    ``Point`` is handed over (the Reader only queues it; if the steps are dropped, ``close``
+    logs the connection out). Without it nothing is under way at any step."""
+    parts = [list(uids[start : start + batch]) for start in range(0, len(uids), batch)]
     pending = Pending(max_messages=max_messages, max_bytes=max_bytes)
-    for start in range(0, len(uids), batch):
-        part = list(uids[start : start + batch])
-        pending.add(offenders(client, part))
-        for run in pending.full():
+    following: HeaderFetch | None = None
+    for k, part in enumerate(parts):
+        headers = (following or HeaderFetch(client, part)).result()
+        following = HeaderFetch(client, parts[k + 1]) if ahead and k + 1 < len(parts) else None
+        pending.add(judge(headers))
+        runs = pending.full()
+        if runs and following is not None:
+            following.result()  # the connection must be free for the whole FETCHes
+        for run in runs:
             yield Chunk(run, fetch_whole(client, run))
         yield Point(pending.first - 1 if pending else part[-1])
     if pending:

@@ -52,7 +52,7 @@ from imapclient import IMAPClient
 
 from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
-from guardmail.channels.imap.batch import WHOLE_BYTES, WHOLE_MESSAGES, Folder, fetch_headers
+from guardmail.channels.imap.batch import WHOLE_BYTES, WHOLE_MESSAGES, Folder
 from guardmail.channels.imap.checkpoint import FolderCheckpoint
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
@@ -295,10 +295,11 @@ class FolderWatcher:
             return read_steps(
                 reading,
                 uids,
-                lambda c, batch: self._offenders(c, where, batch),
+                lambda headers: self._offenders(where, headers),
                 batch=FETCH_BATCH,
                 max_messages=WHOLE_MESSAGES,
                 max_bytes=WHOLE_BYTES,
+                ahead=reading is not client,  # the Reader's own connection
             )
 
         reader = self._reader(uidvalidity, read) if len(uids) > FETCH_BATCH else None
@@ -341,10 +342,10 @@ class FolderWatcher:
         )
 
     def _offenders(
-        self, client: IMAPClient, where: Folder, batch: list[int]
+        self, where: Folder, headers: dict[int, tuple[bytes, int]]
     ) -> list[tuple[int, int]]:
-        """(UID, RFC822.SIZE) of each message of ``batch`` that its header says to block."""
-        headers = fetch_headers(client, batch)
+        """(UID, RFC822.SIZE) of each message of a header batch that its header says to
+        block."""
         now = datetime.now(UTC)
         found: list[tuple[int, int]] = []
         for uid, (header, size) in sorted(headers.items()):
