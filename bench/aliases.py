@@ -461,7 +461,7 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                         body = mode != "on_no_body" and index.wants_body
                         raw = s.raw
                         found = index.score(
-                            extract(raw, s.identities, body=body),
+                            extract(raw, s.identities, body=body, learn=False),
                             now=NOW,
                             text=partial(message_signature, raw) if mode == "on" else None,
                             decisive=DEFAULT_THRESHOLD,

@@ -280,3 +280,33 @@ def test_a_decision_reads_the_text_only_where_it_can_matter(
     assert any(x.signal == "text" for x in s.signals) == compared
     if compared:
         assert s.likelihood >= DEFAULT_THRESHOLD
+
+
+def _reference_signature(text: str) -> tuple[int, ...]:
+    """The signature as first written: every 5-gram sliced, every value sorted (the values
+    stored by earlier versions: a faster ``signature`` must give the same)."""
+    import re
+    import zlib
+
+    own = own_text(text)
+    if len(own) < MIN_OWN_TEXT:
+        return ()
+    data = own.encode("utf-8", "replace")
+    grams = [data[i : i + 5] for i in range(len(data) - 4)]
+    words = re.findall(r"\w+", own)
+    pairs = [f"{a}\0{b}".encode() for a, b in zip(words, words[1:], strict=False)]
+    hashes = {zlib.crc32(g) for g in grams} | {zlib.crc32(p) for p in pairs}
+    return tuple(sorted(hashes)[:K]) if len(hashes) >= K else ()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_signature_is_that_of_every_shingle(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    words = ["the", "old", "place", "Tuesday", "you", "Grüße", "ñandú", "naïve", "!", "x", "I'd"]
+    size = rng.choice([40, 60, 120, 400, 2000])
+    text = " ".join(rng.choice(words) for _ in range(size))
+    text += " " + " ".join(str(rng.randrange(10**6)) for _ in range(rng.randrange(50)))
+    assert signature(text) == _reference_signature(text)
+    assert signature(OFFENDER) == _reference_signature(OFFENDER)
