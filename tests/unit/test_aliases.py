@@ -376,3 +376,35 @@ def test_a_client_adds_nothing_beside_the_ip_but_is_explained() -> None:
     assert "IP too" in client.why
     assert found.likelihood == likelihood((W_IP, W_CLIENT_WITH_IP))
     assert W_CLIENT > W_CLIENT_WITH_IP == 0.0
+
+
+def _match_tokens_as_first_written(
+    query: tuple[str, ...], known: tuple[str, ...]
+) -> list[tuple[int, str, int]]:
+    """compare_names's token matching as first written (every match listed and sorted): the
+    one-pass ``match_tokens`` must find the same."""
+    from guardmail.core.alias_names import _RANK, _token_match
+
+    used: set[int] = set()
+    out: list[tuple[int, str, int]] = []
+    for i, q in enumerate(query):
+        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
+        free = sorted(f for f in found if f[1] not in used)
+        if free:
+            used.add(free[0][1])
+            out.append((i, free[0][2], free[0][1]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_match_tokens_finds_what_sorting_every_match_found(seed: int) -> None:
+    import random
+
+    from guardmail.core.alias_names import match_tokens
+
+    rng = random.Random(seed)
+    pool = ["mark", "marc", "m", "d", "dalton", "daltom", "dalto", "smith", "a", "mark", "david"]
+    for _ in range(500):
+        q = tuple(rng.choice(pool) for _ in range(rng.randrange(1, 5)))
+        k = tuple(rng.choice(pool) for _ in range(rng.randrange(1, 5)))
+        assert match_tokens(q, k) == _match_tokens_as_first_written(q, k), (q, k)
