@@ -140,7 +140,7 @@ class Linker:
         found = [
             s
             for s in self.index.score(
-                extract(item.raw, item.identities, body=self.index.wants_body),
+                extract(item.raw, item.identities, body=self.index.wants_body, learn=False),
                 now=now,
                 text=lambda: message_signature(item.raw),
                 decisive=self.config.review_threshold,

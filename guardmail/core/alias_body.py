@@ -130,6 +130,8 @@ def body_text(raw: bytes) -> str:
 
 
 def _unquoted(text: str) -> list[str]:
+    if ">" not in text:  # most texts quote nothing: no test per line (the same lines)
+        return text.splitlines()
     return [line for line in text.splitlines() if not line.lstrip().startswith(">")]
 
 

@@ -244,11 +244,18 @@ def _message_domain(message_id: str) -> str:
 
 
 def extract(
-    raw: bytes, identities: Iterable[Identity], *, body: bool = True, text: bool = False
+    raw: bytes,
+    identities: Iterable[Identity],
+    *,
+    body: bool = True,
+    text: bool = False,
+    learn: bool = True,
 ) -> Features:
     """The features of one mail message (see the module docstring); ``body`` False leaves the
     text unread (no contacts: what a decision does while no offender's signature gave one, the
-    index's ``wants_body``); ``text`` True makes the text's signature too. Never raises."""
+    index's ``wants_body``); ``text`` True makes the text's signature too; ``learn`` False (a
+    decision) leaves out the signature's contacts, which the index learns from an offender's
+    mail and never compares (a third of the text's reading). Never raises."""
     idents = list(identities)[: 4 * MAX_ADDRESSES]
     address = ""
     keys: dict[str, None] = {}
@@ -314,7 +321,7 @@ def extract(
         hour=utc_hour(first.get("date", "")),
         # A list's footer is every member's signature: list mail teaches no contact.
         signature_contacts=()
-        if listed or not body
+        if listed or not body or not learn
         else tuple(c[:MAX_CONTACT] for c in signature_contacts(plain)),
         text=signature(plain) if text else (),
     )

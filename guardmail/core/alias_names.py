@@ -102,28 +102,41 @@ def _token_match(q: str, k: str) -> str:
     return ""
 
 
+def match_tokens(query: tuple[str, ...], known: tuple[str, ...]) -> list[tuple[int, str, int]]:
+    """(index in query, match kind, index in known) of each query token that matches a known
+    token not used yet: the best kind (``_RANK``), then the first. One pass per token, no list
+    or sort: this runs for every offender sharing a name key."""
+    used: set[int] = set()
+    out: list[tuple[int, str, int]] = []
+    for i, q in enumerate(query):
+        best_rank, best_j, best_kind = 3, -1, ""
+        for j, k in enumerate(known):
+            if j in used:
+                continue
+            m = "exact" if q == k else _token_match(q, k)
+            if m and _RANK[m] < best_rank:
+                best_rank, best_j, best_kind = _RANK[m], j, m
+                if best_rank == 0:
+                    break
+        if best_kind:
+            used.add(best_j)
+            out.append((i, best_kind, best_j))
+    return out
+
+
 def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | None:
     """How ``query`` (a new sender's name tokens) resembles ``known`` (an offender's)."""
-    used: set[int] = set()
-    kinds: list[tuple[str, int]] = []  # (match kind, index in known)
-    matched: set[int] = set()  # indices in query
-    for i, q in enumerate(query):
-        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
-        free = sorted(f for f in found if f[1] not in used)
-        if free:
-            _, j, kind = free[0]
-            used.add(j)
-            matched.add(i)
-            kinds.append((kind, j))
-    full = [j for kind, j in kinds if kind in ("exact", "near")]
-    initials = [j for kind, j in kinds if kind == "initial"]
+    kinds = match_tokens(query, known)
+    matched = {i for i, _, _ in kinds}
+    full = [j for _, kind, j in kinds if kind in ("exact", "near")]
+    if not full:
+        return None
+    initials = [j for _, kind, j in kinds if kind == "initial"]
     shorter = min(len(query), len(known))
     spelled = " ".join(query)
     known_text = " ".join(known)
-    if not full:
-        return None
     if len(full) >= 2 and len(full) + len(initials) >= shorter:
-        if all(kind == "exact" for kind, _ in kinds):
+        if all(kind == "exact" for _, kind, _ in kinds):
             return Signal(
                 signal="display_name",
                 weight=W_NAME_FULL,
@@ -143,7 +156,7 @@ def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | No
             weight=W_NAME_INITIAL,
             why=f"the name {spelled!r} is the offender's {known_text!r} with an initial",
         )
-    if len(query) == 1 and len(known) == 1 and len(query[0]) >= 6 and kinds[0][0] == "exact":
+    if len(query) == 1 and len(known) == 1 and len(query[0]) >= 6 and kinds[0][1] == "exact":
         return Signal(
             signal="display_name",
             weight=W_NAME_HANDLE,

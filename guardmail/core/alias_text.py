@@ -47,8 +47,8 @@ Published authorship-verification results (the PAN shared tasks) say style alone
 evidence on short texts: the text signal never makes a candidate, it only adds to an offender
 other signals found (at most ``MAX_TEXT_CANDIDATES`` of them, the most likely first); its
 strongest band alone stays at 0.13 (core/aliases.py's prior of 1 in 1,000), below
-``DEFAULT_THRESHOLD``, and crosses it with weak signals only two together (a first name and
-the same client: 0.57).
+``DEFAULT_THRESHOLD``; with a first name (LR 3) it stays below (0.31), with the same client
+and its version (LR 12, measured on real senders) it crosses (0.64).
 
 Contracts: pure, total (any text; never raises) and bounded: ``own_text`` reads at most
 ``MAX_TEXT`` characters and keeps ``MAX_OWN_TEXT``; a signature is at most ``K`` integers; a
@@ -78,6 +78,7 @@ _MASK = 0xFFFFFFFF
 BANDS: tuple[tuple[float, float], ...] = ((0.40, 150.0), (0.30, 60.0), (0.12, 25.0), (0.08, 8.0))
 
 _WORD = re.compile(r"\w+")
+_GRAMS = re.compile(rb"(?=(.{%d}))" % NGRAM, re.DOTALL)
 _SPACE = re.compile(r"\s+")
 # A line that starts what someone else wrote: everything below it is theirs.
 _CUT = re.compile(
@@ -116,9 +117,9 @@ def signature(text: str) -> Signature:
     if len(own) < MIN_OWN_TEXT:
         return ()
     data = own.encode("utf-8", "replace")
-    n = len(data) - NGRAM + 1
-    # map over C callables, no Python-level loop per shingle: this is the costly step.
-    grams = map(data.__getitem__, map(slice, range(n), range(NGRAM, n + NGRAM)))
+    # No Python-level loop per shingle: this is the costly step. One regex pass gives every
+    # 5-gram (a look-ahead group at each position), ~20% cheaper than slicing at each.
+    grams = _GRAMS.findall(data)
     words = _WORD.findall(own)
     # A word pair is told from a 5-gram by its NUL separator, which text never holds here.
     pairs = (f"{a}\0{b}".encode() for a, b in zip(words, words[1:], strict=False))
@@ -126,7 +127,14 @@ def signature(text: str) -> Signature:
     hashes.update(map(zlib.crc32, pairs))
     if len(hashes) < K:
         return ()  # a text that repeats a few words: too few values to estimate anything
-    return tuple(sorted(hashes)[:K])
+    # The K smallest of n about uniform 32-bit values lie below about K/n of the range: only
+    # those below four times that are sorted (a few hundred, not thousands); all of them in
+    # the rare case that too few are (the result is the same either way).
+    cut = 4 * K * (_MASK + 1) // len(hashes)
+    low = sorted(filter(cut.__gt__, hashes))
+    if len(low) < K:
+        low = sorted(hashes)
+    return tuple(low[:K])
 
 
 def message_signature(raw: bytes) -> Signature:

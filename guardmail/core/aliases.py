@@ -50,6 +50,7 @@ from guardmail.core.alias_text import (
 from guardmail.core.alias_weights import (
     IP_WINDOW,
     W_CLIENT,
+    W_CLIENT_WITH_IP,
     W_DKIM,
     W_IP,
     W_IP_OLD,
@@ -256,12 +257,16 @@ class AliasIndex:
                 )
         if features.client:
             for r in v["client"].get(features.client, ()):
+                # Beside the offender's IP the client adds nothing: on real mail the senders
+                # who share an IP (a relay, a bulk platform) share its client too.
+                with_ip = "origin_ip" in found.get(r.offender, {})
                 hit(
                     r.offender,
                     Signal(
                         signal="client",
-                        weight=W_CLIENT,
-                        why=f"written with {features.client!r}, as the offender's mail",
+                        weight=W_CLIENT_WITH_IP if with_ip else W_CLIENT,
+                        why=f"written with {features.client!r}, as the offender's mail"
+                        + (" (from their IP too: no more evidence than the IP)" if with_ip else ""),
                     ),
                 )
         score_contacts(features.contacts, hit, by_contact=v["contact"], by_address=v["address"])

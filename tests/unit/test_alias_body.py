@@ -3,6 +3,7 @@ Table-driven, hits and near misses, no mocks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -222,3 +223,29 @@ def test_the_hostile_corpus_never_raises() -> None:
     for item in hostile_corpus():
         f = features(item.raw)
         assert len(f.contacts) <= MAX_CONTACTS
+
+
+def test_a_decision_leaves_out_only_the_signature_contacts() -> None:
+    # extract(learn=False) is what a decision scores with: every feature the same but the
+    # signature's contacts (the index learns those, never compares them).
+    for raw in (OFFENDER, *(item.raw for item in hostile_corpus())):
+        ids = mail_identities(raw)
+        full, decision = extract(raw, ids), extract(raw, ids, learn=False)
+        assert decision.signature_contacts == ()
+        assert replace(full, signature_contacts=()) == decision
+    assert features(OFFENDER).signature_contacts  # and a learned item keeps them
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a +44 7700 900123\nb", ("tel:700900123",)),
+        ("> a +44 7700 900123\nb", ()),
+        ("  >a +44 7700 900123\nb +49 151 2345 6789", ("tel:123456789",)),
+        ("a > b +44 7700 900123", ("tel:700900123",)),  # a ">" inside a line quotes nothing
+    ],
+)
+def test_quoted_lines_are_skipped_with_or_without_a_quote_mark(
+    text: str, expected: tuple[str, ...]
+) -> None:
+    assert contacts(text) == expected

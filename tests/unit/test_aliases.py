@@ -8,7 +8,13 @@ import pytest
 
 from guardmail.core.alias_features import Features, extract, from_dict, local_skeleton
 from guardmail.core.alias_names import W_NAME_FIRST, W_NAME_INITIAL, compare_names, levenshtein
-from guardmail.core.alias_weights import DEFAULT_THRESHOLD, likelihood
+from guardmail.core.alias_weights import (
+    DEFAULT_THRESHOLD,
+    W_CLIENT,
+    W_CLIENT_WITH_IP,
+    W_IP,
+    likelihood,
+)
 from guardmail.core.aliases import AliasIndex
 from guardmail.core.item import mail_identities
 
@@ -175,7 +181,9 @@ def test_every_signal_is_weighted_and_explained() -> None:
         "message_domain",
         "client",
     }
-    assert all(s.weight > 0 and s.why for s in found.signals)
+    assert all(s.why for s in found.signals)
+    # Beside the offender's IP the client adds nothing (a relay shares both); every other > 0.
+    assert all(s.weight > 0 for s in found.signals if s.signal != "client")
     assert [s.weight for s in found.signals] == sorted(
         (s.weight for s in found.signals), reverse=True
     )
@@ -307,3 +315,96 @@ def test_an_offenders_many_messages_are_one_reference_and_keep_the_newest_time()
     idx.add("Mark", ip, NOW - timedelta(days=60))  # older than what is known: no change
     [s] = idx.score(ip, now=NOW)
     assert "within 30 days" in s.signals[0].why
+
+
+NAT = "Received: from phone ([81.2.69.142]) by smtp.other.example; 1 Dec 2026"
+THUNDERBIRD = "User-Agent: Mozilla Thunderbird 115.3.1"
+# (what, headers, weight of the client signal (None: no client signal), crosses the threshold)
+CLIENT_CASES = [
+    ("the same client alone", ("From: <q1@other.example>", THUNDERBIRD), W_CLIENT, False),
+    (
+        "the same client and a first name (LR 36)",
+        ("From: Mark <q1@other.example>", THUNDERBIRD),
+        W_CLIENT,
+        False,
+    ),
+    (
+        "a shared NAT IP and the same client: no more than the IP",
+        (NAT, "From: <q1@other.example>", THUNDERBIRD),
+        W_CLIENT_WITH_IP,
+        False,
+    ),
+    (
+        "a shared NAT IP, the same client and a first name",
+        (NAT, "From: Mark Jones <q1@other.example>", THUNDERBIRD),
+        W_CLIENT_WITH_IP,
+        False,
+    ),
+    (
+        "another version of the client",
+        ("From: <q1@other.example>", "User-Agent: Mozilla Thunderbird 115.4.0"),
+        None,
+        False,
+    ),
+    (
+        "the same client through a mailing list (the list's, not the writer's)",
+        ("List-Id: <x.example>", "From: Mark <q1@other.example>", THUNDERBIRD),
+        None,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "headers", "weight", "crosses"), CLIENT_CASES, ids=[c[0] for c in CLIENT_CASES]
+)
+def test_the_client_signal(
+    what: str, headers: tuple[str, ...], weight: float | None, crosses: bool
+) -> None:
+    found = index().score(features(mail(*headers)), now=NOW)
+    signals = {x.signal: x for x in found[0].signals} if found else {}
+    if weight is None:
+        assert "client" not in signals, what
+    else:
+        assert signals["client"].weight == weight, what
+    assert (bool(found) and found[0].likelihood >= DEFAULT_THRESHOLD) == crosses, what
+
+
+def test_a_client_adds_nothing_beside_the_ip_but_is_explained() -> None:
+    [found] = index().score(features(mail(NAT, "From: <q1@other.example>", THUNDERBIRD)), now=NOW)
+    client = next(x for x in found.signals if x.signal == "client")
+    assert "IP too" in client.why
+    assert found.likelihood == likelihood((W_IP, W_CLIENT_WITH_IP))
+    assert W_CLIENT > W_CLIENT_WITH_IP == 0.0
+
+
+def _match_tokens_as_first_written(
+    query: tuple[str, ...], known: tuple[str, ...]
+) -> list[tuple[int, str, int]]:
+    """compare_names's token matching as first written (every match listed and sorted): the
+    one-pass ``match_tokens`` must find the same."""
+    from guardmail.core.alias_names import _RANK, _token_match
+
+    used: set[int] = set()
+    out: list[tuple[int, str, int]] = []
+    for i, q in enumerate(query):
+        found = [(_RANK[m], j, m) for j, k in enumerate(known) if (m := _token_match(q, k))]
+        free = sorted(f for f in found if f[1] not in used)
+        if free:
+            used.add(free[0][1])
+            out.append((i, free[0][2], free[0][1]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_match_tokens_finds_what_sorting_every_match_found(seed: int) -> None:
+    import random
+
+    from guardmail.core.alias_names import match_tokens
+
+    rng = random.Random(seed)
+    pool = ["mark", "marc", "m", "d", "dalton", "daltom", "dalto", "smith", "a", "mark", "david"]
+    for _ in range(500):
+        q = tuple(rng.choice(pool) for _ in range(rng.randrange(1, 5)))
+        k = tuple(rng.choice(pool) for _ in range(rng.randrange(1, 5)))
+        assert match_tokens(q, k) == _match_tokens_as_first_written(q, k), (q, k)

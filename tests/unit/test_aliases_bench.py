@@ -88,3 +88,46 @@ def test_the_report_prints(report: dict[str, Any], bench: ModuleType, capsys: An
     out = capsys.readouterr().out
     assert "at the default threshold" in out and "calibration" in out and "linker on" in out
     json.dumps(report)  # what --json prints
+
+
+def _origins() -> ModuleType:
+    path = BENCH.parent / "alias_origins.py"
+    spec = importlib.util.spec_from_file_location("bench_alias_origins", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mail(sender: str, ip: str, client: str, day: int) -> tuple[str, bytes]:
+    raw = (
+        f"Received: from pc ([{ip}]) by mx.example; {day} Nov 2026 10:00:00 +0000\r\n"
+        f"From: <{sender}>\r\nDate: {day} Nov 2026 10:00:00 +0000\r\n"
+        f"User-Agent: {client}\r\n\r\nhi\r\n"
+    )
+    return sender, raw.encode()
+
+
+def test_origin_calibration_counts_same_and_different_senders() -> None:
+    # a writes twice from one IP and client; b and c share a relay's IP and client; d's second
+    # message comes from its IP 60 days later (outside the window: no IP match).
+    mail = [
+        _mail("a@x.example", "81.2.69.1", "mutt/2.2.9", 1),
+        _mail("a@x.example", "81.2.69.1", "mutt/2.2.9", 2),
+        _mail("b@y.example", "81.2.69.9", "relay 1.0", 1),
+        _mail("c@z.example", "81.2.69.9", "relay 1.0", 3),
+    ]
+    out = _origins().measure(mail)
+    assert out["ip"]["same"] == 1 and out["ip"]["same_tried"] == 1
+    assert out["ip"]["different"] == 2  # b's message matched c's profile, and c's b's
+    assert out["ip+client"]["different"] == 2 and out["client"]["different"] == 2
+    assert out["ip"]["different_pairs"] == 4 * 2  # each message against the 2 other senders
+    late = [
+        _mail("d@w.example", "81.2.69.5", "k9 6.1", 1),
+        (
+            "d@w.example",
+            _mail("d@w.example", "81.2.69.5", "k9 6.1", 1)[1].replace(b" Nov ", b" Sep "),
+        ),
+    ]
+    out = _origins().measure(late)
+    assert out["ip"]["same"] == 0 and out["client"]["same"] == 1
