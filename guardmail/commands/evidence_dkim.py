@@ -20,7 +20,7 @@ from guardmail.commands import (
 )
 from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import StateError
-from guardmail.vault.receipts import Stored, recheck_stored, stored
+from guardmail.vault.receipts import LATE_NOTE, Stored, recheck_stored, stored
 
 
 def register(ev: Any) -> None:
@@ -65,6 +65,9 @@ def report(seq: int, raw: bytes, kept: Stored) -> tuple[list[str], bool]:
     if c.note:
         lines.append(f"  {c.note}")
     now = recheck_stored(raw, kept)
+    # A check queued again after a crash ran later than receipt (keys may have rotated since):
+    # its results are labelled by when they were taken, never as "at receipt".
+    then_label = "when checked" if c.note.startswith(LATE_NOTE) else "at receipt"
     ok = True
     if len(now) != len(kept.results):
         lines.append(f"  {len(kept.results)} signatures kept, {len(now)} found now")
@@ -77,7 +80,7 @@ def report(seq: int, raw: bytes, kept: Stored) -> tuple[list[str], bool]:
             else "no key snapshot"
         )
         lines.append(
-            f"  {then.kind} d={then.domain} s={then.selector} {then.algorithm}: at receipt "
+            f"  {then.kind} d={then.domain} s={then.selector} {then.algorithm}: {then_label} "
             f"{then.result}{f' ({then.reason})' if then.reason else ''}; from the snapshot "
             f"{again.result}{f' ({again.reason})' if again.reason else ''} [{where}]"
         )

@@ -2,8 +2,10 @@
 
 Contracts:
 - ``Vault.put`` and ``Vault.put_many`` return only when the raw bytes are durable: each blob
-  written to a temp file, fsync'd, renamed into place, its directory fsync'd (once per batch),
-  and the ``archived`` journal entries committed (SQLite synchronous=FULL), a batch's entries in
+  written to a temp file, fsync'd, renamed into place, its directory fsync'd (once per batch;
+  a batch of ``blobs.SYNCFS_MIN`` new blobs or more: two ``syncfs(2)`` of the vault's
+  filesystem instead, after the writes and after the renames, see ``vault/blobs.py``), and
+  the ``archived`` journal entries committed (SQLite synchronous=FULL), a batch's entries in
   one transaction. Any failure raises ``VaultUnavailable`` and journals nothing of the batch: at
   most some blobs are on disk without an entry, which a retry finds in place (same name, same
   bytes) and journals then.

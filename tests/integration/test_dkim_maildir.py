@@ -133,4 +133,5 @@ def test_a_check_lost_by_a_kill_after_archiving_is_done_at_the_restart_and_says_
     text = out.stdout.decode()
     assert out.returncode == 0, text + out.stderr.decode()
     assert "checked late, after a restart" in text  # not taken for a check at receipt
-    assert "dkim d=example.net s=s1 rsa-sha256: at receipt pass; from the snapshot pass" in text
+    assert "dkim d=example.net s=s1 rsa-sha256: when checked pass; from the snapshot pass" in text
+    assert "at receipt pass" not in text
