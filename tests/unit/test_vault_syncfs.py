@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,8 +19,9 @@ from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import blobs as blobs_module
 from guardmail.vault.group import committer
-from guardmail.vault.store import Archive, Record, Vault
+from guardmail.vault.store import Archive, Vault
 from guardmail.vault.verify import verify_vault
+from tests.unit.test_vault_group import held
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 MANY = blobs_module.SYNCFS_MIN + 8
@@ -103,17 +103,7 @@ def test_a_syncfs_error_fails_every_request_of_the_group_and_nothing_is_acted_on
 ) -> None:
     # The first commit (one blob: fsync'd) is held so that both pipeline requests queue
     # behind it and share the next group, whose syncfs fails.
-    release = threading.Event()
-    real_commit = vault.commit
-    first = [True]
-
-    def held(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
-        if first[0]:
-            first[0] = False
-            release.wait(10)
-        return real_commit(entries, **kwargs)
-
-    monkeypatch.setattr(vault, "commit", held)
+    release = held(vault, monkeypatch)
     calls = counting(monkeypatch, fail_at=fail_at)
     rules = RuleSet([OffenderRule(name="ex", patterns=("ex@evil.example",), action=Action.BLOCK)])
     pipeline = Pipeline(vault=vault, rules=rules, clock=lambda: NOW)
