@@ -27,7 +27,8 @@ from typing import Any
 
 from guardmail.core.alias_features import Features, extract
 from guardmail.core.alias_weights import IP_WINDOW
-from guardmail.core.item import header_fields, mail_identities
+from guardmail.core.headers import header_fields
+from guardmail.core.item import mail_identities
 
 Keys = Callable[[Features], set[str]]
 KEYS: dict[str, Keys] = {

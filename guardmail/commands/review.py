@@ -25,7 +25,7 @@ from guardmail.commands import (
     tenant_settings,
 )
 from guardmail.control.review import BadReview, Held, confirm, dismiss, find_held, held_items
-from guardmail.core.item import header_section
+from guardmail.core.headers import header_section
 from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import VaultUnavailable
 from guardmail.vault.custody import local_user, record_view

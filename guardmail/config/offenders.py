@@ -2,8 +2,8 @@
 
 Contracts:
 - Every identity kind is validated where it is written: addresses need ``local@domain``, globs
-  and regexes are checked by ``core.rules.check_pattern`` (what RE2 cannot run, and what would
-  match every sender, is an issue at the pattern), display-name globs by
+  and regexes are checked by ``core.offender_patterns.check_pattern`` (what RE2 cannot run, and
+  what would match every sender, is an issue at the pattern), display-name globs by
   ``check_display_name``; an offender must list something to match.
 - An offender's ``id`` (optional) is its stable identity for the at-most-once warning.
 - ``duplicate_offenders`` names offenders whose names match ignoring case, across files.
@@ -18,10 +18,10 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.config.yamlfile import STR_TAG, Source
-from guardmail.core.rules import check_display_name, check_pattern
+from guardmail.core.offender_patterns import check_display_name, check_pattern
 from guardmail.errors import ConfigIssue
 
-REGEX_PREFIX = "re:"  # as guardmail.core.rules reads patterns
+REGEX_PREFIX = "re:"  # as guardmail.core.offender_patterns reads patterns
 OFFENDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GLOB_CHARS = frozenset("*?[")
 Action = Literal["quarantine", "block"]

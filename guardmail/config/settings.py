@@ -15,7 +15,7 @@ Contracts:
   in order, to ``settings.offenders``; every file read is in ``LoadedConfig.files`` for hot reload.
 - Offender names are unique ignoring case, across all files. Offender ``id``s need not be:
   entries that share an id are one person to the warning ledger (one warning for all).
-- Patterns and display-name globs are checked by ``core.rules.check_pattern`` and
+- Patterns and display-name globs are checked by ``core.offender_patterns.check_pattern`` and
   ``check_display_name``, the code the rules compile them with: what RE2 cannot run, and what
   would match every sender (``*``, ``*@*``, ``re:.*``), is an issue at the pattern.
 - Each ``sources.maildir`` path must be a Maildir when the config is loaded, unless its entry

@@ -32,7 +32,7 @@ A message that came through a mailing list (``List-Id``, ``List-Post``, ``Preced
 added them, and every member would share them.
 
 Contracts: pure and total (any bytes; never raises), and bounded: the header section is read by
-core/item.py within its limits, at most ``MAX_RECEIVED`` Received fields, ``MAX_SIGNATURES``
+core/headers.py within its limits, at most ``MAX_RECEIVED`` Received fields, ``MAX_SIGNATURES``
 DKIM signatures, ``MAX_NAMES`` names of ``MAX_TOKENS`` tokens of ``MAX_TOKEN`` characters and
 ``MAX_ADDRESSES`` addresses are kept, and each value looked at is cut to ``MAX_VALUE``.
 """
@@ -50,8 +50,9 @@ from guardmail.core.alias_body import MAX_CONTACTS, body_text, contacts, signatu
 from guardmail.core.alias_text import Signature, signature, valid
 from guardmail.core.confusables import ascii_lookalike, lookalike_letters
 from guardmail.core.freemail import ANONYMOUS_HOSTS, is_large_provider
+from guardmail.core.headers import header_fields
 from guardmail.core.identity import normalize_address, normalize_display_name, normalize_domain
-from guardmail.core.item import Identity, header_fields
+from guardmail.core.item import Identity
 
 MAX_RECEIVED = 64
 MAX_SIGNATURES = 4

@@ -20,7 +20,7 @@ What counts (``check``), given the person's own addresses and domains (``OwnName
   own domains and their addresses' domains unless configured). Without returned headers, or
   with no signing domains known, nothing is flagged.
 
-Contracts: pure; never raises; bounded: only the header section (core/item.py's limits) and the
+Contracts: pure; never raises; bounded: only the header section (core/headers.py's limits) and the
 first ``BODY_SCAN`` bytes of the body are read, by linear scans.
 """
 
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 from guardmail.core.authresults import trusted
 from guardmail.core.confusables import fold
+from guardmail.core.headers import header_fields, header_section
 from guardmail.core.identity import normalize_address, normalize_domain
-from guardmail.core.item import Identity, header_fields, header_section, mail_identities
+from guardmail.core.item import Identity, mail_identities
 
 BODY_SCAN = 256 * 1024
 _AUTO_SENDERS = ("mailer-daemon", "postmaster")

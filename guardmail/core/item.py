@@ -9,10 +9,10 @@ Contracts:
   parsers (the stdlib's, foreign code fed hostile input) give up on is read loosely instead:
   anything address-shaped counts. Such failures are named in the item's ``meta`` as
   ``("parse_error", "<Header>: <why>[; <Header>: <why> ...]")``.
-- The work is bounded: only the header section is parsed (at most ``HEADER_SCAN_LIMIT`` bytes),
-  the strict address parser sees at most ``STRICT_LIMIT`` characters of one header and
-  ``STRICT_BUDGET`` of one message, and the encoded-word decoder ``DECODE_LIMIT`` of one value;
-  beyond that everything is read loosely, in linear time.
+- The work is bounded: only the header section is parsed (at most ``HEADER_SCAN_LIMIT`` bytes,
+  headers.py), the strict address parser sees at most ``STRICT_LIMIT`` characters of one header
+  and ``STRICT_BUDGET`` of one message, and the encoded-word decoder ``DECODE_LIMIT`` of one
+  value; beyond that everything is read loosely, in linear time.
 - What a reader is shown as the sender is an identity too, even when no server delivers from it
   (the Mailsploit class of spoofing): an address-shaped run in a decoded display name, or in the
   decoded encoded-words of a sender header, is read as an identity whose ``source`` says so
@@ -28,8 +28,8 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 
-# Postfix's header_size_limit is 100 KiB; we read ten times that before giving up on headers.
-HEADER_SCAN_LIMIT = 1024 * 1024
+from guardmail.core.headers import header_fields
+
 # The stdlib's address parser is recursive and costs ~2.5 us a character: an honest sender header
 # is far below one limit, a message's sender headers far below the other.
 STRICT_LIMIT = 16 * 1024
@@ -45,13 +45,6 @@ IDENTITY_HEADERS = ("From", "Sender", "Reply-To", "Return-Path", "Resent-From", 
 # own messages in a Sent folder are judged by these (their recipients), never by their sender.
 RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
 
-# A line ends at CRLF, LF or a bare CR, as in the stdlib's parser and the clients built like
-# it: a header after a bare CR is a header to them, so it is one to us.
-_EOL = rb"(?:\r\n|\r(?!\n)|\n)"
-_HEADER_END = re.compile(_EOL + _EOL)
-_LINE_SPLIT = re.compile(_EOL)
-# The bytes of a field name: printable ASCII but ":" (RFC 5322 ftext).
-_NAME_BYTES = bytes(range(0x21, 0x3A)) + bytes(range(0x3B, 0x7F))
 # Last resort for headers that the RFC 5322 parser cannot read: anything that looks like an
 # address, i.e. a run of characters between these separators with an "@" inside (split, not
 # searched for, so that it stays linear in the length of the header).
@@ -136,61 +129,6 @@ def describe_source(source: str) -> str:
     header, sep, where = source.partition(" (")
     template = _SOURCE_WHERE.get(where.removesuffix(")")) if sep else None
     return template.format(header=header) if template else source
-
-
-def header_section(raw: bytes) -> bytes:
-    """The bytes before the first empty line (all of them, up to the scan limit, if none)."""
-    return _header_lines(raw)[0]
-
-
-def _header_lines(raw: bytes) -> tuple[bytes, list[bytes]]:
-    """The header section and its lines (split at CRLF, LF or a bare CR)."""
-    window = raw[:HEADER_SCAN_LIMIT]
-    # Nearly all mail ends every line with CRLF: then the first CRLF CRLF is the first empty
-    # line, and splitting at CRLF is splitting at every line end (bytes methods, ~1 us, where
-    # the regexes take ~6: a first scan reads thousands of header sections).
-    end = window.find(b"\r\n\r\n")
-    if end >= 0:
-        head = window[:end]
-        crlf = head.count(b"\r\n")
-        if head.count(b"\r") == crlf and head.count(b"\n") == crlf:
-            return head, head.split(b"\r\n")
-    found = _HEADER_END.search(window)
-    head = window[: found.start()] if found else window
-    return head, _LINE_SPLIT.split(head)
-
-
-def header_fields(raw: bytes) -> list[tuple[str, str]]:
-    """Unfolded (name, value) pairs of the header section, in order.
-
-    Values are decoded as UTF-8 (RFC 6532) with undecodable bytes replaced and NUL removed, so a
-    hostile header cannot make the parse fail. Lines that are neither a field nor a continuation
-    are skipped.
-    """
-    # By hand rather than by a regex a line (a first scan reads thousands of header sections),
-    # reading what the regex ``([\x21-\x39\x3b-\x7e]+)[ \t]*:(.*)`` read: a name of printable
-    # ASCII but ":", blanks, ":"; tests/unit/test_item.py compares the two on random bytes.
-    fields: list[tuple[bytes, list[bytes]]] = []
-    for line in _header_lines(raw)[1]:
-        first = line[:1]
-        if first == b" " or first == b"\t":
-            if fields:
-                fields[-1][1].append(line)
-            continue
-        colon = line.find(b":")
-        if colon <= 0:
-            continue
-        name = line[:colon].rstrip(b" \t")
-        if not name or name.translate(None, _NAME_BYTES):
-            continue
-        fields.append((name, [line[colon + 1 :]]))
-    return [
-        (
-            name.decode("ascii"),
-            b"".join(parts).replace(b"\x00", b"").decode("utf-8", "replace").strip(),
-        )
-        for name, parts in fields
-    ]
 
 
 def decode_words(value: str) -> str:

@@ -2,7 +2,7 @@ r"""Many globs and regexes matched at once, in bounded time, at a cost that does
 their number.
 
 Each pattern is reduced to a *required literal*: a run of plain characters that every string it
-matches must contain (regexes.py). All the literals go into one RE2 ``Set``, which finds every
+matches must contain (literals.py). All the literals go into one RE2 ``Set``, which finds every
 literal a text contains in a single pass over the text (a DFA over all of them, built lazily);
 only the patterns whose literal was found are then run. Patterns without a literal ("") are
 always run. This is the prefilter that code search engines and RE2's own FilteredRE2 use.
@@ -45,15 +45,8 @@ from typing import Generic, TypeVar
 import re2
 
 from guardmail.core.glob_lookups import Lookups, looked_up
-from guardmail.core.regexes import (
-    Matcher,
-    compile_regex,
-    encodable,
-    glob_literal,
-    glob_regex,
-    glob_shape,
-    regex_literals,
-)
+from guardmail.core.literals import glob_literal, regex_literals
+from guardmail.core.regexes import Matcher, compile_regex, encodable, glob_regex, glob_shape
 
 T = TypeVar("T")
 
@@ -72,7 +65,7 @@ _JOIN = "\x00"
 class Entry(Generic[T]):
     """A compiled pattern, the literal every match of it contains ("" if none), its payload,
     for a glob of a plain ASCII run its shape (regexes.glob_shape), else None, and ``also``:
-    ASCII runs, lower-cased, that every match contains too (regexes.regex_literals): a text
+    ASCII runs, lower-cased, that every match contains too (literals.regex_literals): a text
     that lacks one of them is not searched."""
 
     regex: Matcher

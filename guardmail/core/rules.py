@@ -12,9 +12,10 @@ Contracts:
   display names are hash lookups; globs and regexes sit behind a literal prefilter, one RE2
   Set pass over the identity's forms (patterns.py).
 - Globs and regexes run on RE2 (regexes.py), in time linear in the (bounded) identity whatever
-  was written. ``check_pattern`` and ``check_display_name`` refuse, with a sentence, what RE2
-  cannot run and what would match anyone (``*``, ``*@*``, ``re:.*``, ``re:^``): the config edge
-  calls them, so a RuleSet is only ever built from patterns that passed.
+  was written. ``check_pattern`` and ``check_display_name`` (offender_patterns.py) refuse, with a
+  sentence, what RE2 cannot run and what would match anyone (``*``, ``*@*``, ``re:.*``,
+  ``re:^``): the config edge calls them, so a RuleSet is only ever built from patterns that
+  passed.
 - When several offenders match, the strongest action wins (block over quarantine); the Verdict
   names the first identity (in header order) that produced that action, and keeps every match.
 """
@@ -39,9 +40,9 @@ from guardmail.core.identity import (
 )
 from guardmail.core.impersonation import Impersonation
 from guardmail.core.item import Identity
-from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
+from guardmail.core.offender_patterns import glob_entries, pattern_entries
+from guardmail.core.patterns import Entry, PatternIndex
 
-REGEX_PREFIX = "re:"
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -174,14 +175,14 @@ class RuleSet:
                 if key:
                     self._domains.setdefault(key, []).append(_Ref(i, f"domains[{n}]: {dom}"))
             for n, pat in enumerate(off.patterns):
-                addr_entries.extend(_pattern_entries(pat, _Ref(i, f"patterns[{n}]: {pat}")))
+                addr_entries.extend(pattern_entries(pat, _Ref(i, f"patterns[{n}]: {pat}")))
             for n, name in enumerate(off.display_names):
                 ref = _Ref(i, f"display_names[{n}]: {name}")
                 if _GLOB_CHARS.isdisjoint(name):
                     key = fold(normalize_display_name(name))
                     self._names.setdefault(key, []).append(ref)
                 else:
-                    name_entries.extend(_glob_entries(normalize_display_name(name), ref))
+                    name_entries.extend(glob_entries(normalize_display_name(name), ref))
         self._addr_patterns = PatternIndex.from_entries(addr_entries)
         self._name_patterns = PatternIndex.from_entries(name_entries)
 
@@ -290,88 +291,6 @@ def clear_caches() -> None:
     name_forms.cache_clear()
 
 
-def _glob_entries(glob: str, ref: _Ref) -> list[Entry[_Ref]]:
-    """A glob matches the identity as found or normalised, and (folded) its folded form."""
-    plain = glob.casefold()
-    folded = _fold_glob(plain)
-    globs = dict.fromkeys((plain, folded))
-    return [glob_entry(g, ref) for g in globs]
-
-
-def _fold_glob(glob: str) -> str:
-    """Fold the literal parts of a glob, leaving wildcards and bracket sets as written."""
-    out: list[str] = []
-    literal: list[str] = []
-    i = 0
-    while i < len(glob):
-        ch = glob[i]
-        if ch in "*?[":
-            out.append(fold("".join(literal)))
-            literal = []
-            if ch == "[":
-                end = glob.find("]", i + 2)
-                end = len(glob) - 1 if end < 0 else end
-                out.append(glob[i : end + 1])
-                i = end + 1
-                continue
-            out.append(ch)
-        else:
-            literal.append(ch)
-        i += 1
-    out.append(fold("".join(literal)))
-    return "".join(out)
-
-
-def _pattern_entries(pattern: str, ref: _Ref) -> list[Entry[_Ref]]:
-    if pattern.startswith(REGEX_PREFIX):
-        source = pattern[len(REGEX_PREFIX) :]
-        return [regex_entry(source, ref)]
-    return _glob_entries(pattern, ref)
-
-
-# Senders unlike one another in every way a pattern tells addresses apart (and every kind of
-# name). A pattern that matches all of them would match anyone: blocking everyone's mail is never
-# what an offender rule means, and a slip like ``*`` or ``re:.*`` must not do it silently.
-ANYONE_ADDRESSES = (
-    "a@b.cd",
-    "alice@example.org",
-    "bob.smith+news@gmail.com",
-    "12345@qq.com",
-    "no-reply@accounts.google.com",
-    "jörg@münchen.de",
-    "山田@例え.jp",
-    "x_y-z@sub.mail.example.net",
-    "q9@q9.io",
-)
-ANYONE_NAMES = ("Alice Example", "bob", "山田太郎", "X", "Support Team", "12345", "Jörg Müller")
-
-
-def check_pattern(pattern: str) -> None:
-    """ValueError (a sentence) if ``pattern`` (a glob, or a regex after ``re:``) cannot be used.
-
-    It cannot when RE2 cannot run it (see patterns.py) or when it matches every sender.
-    """
-    entries = _pattern_entries(pattern, _Ref(0, pattern))
-    forms = [forms_of(a, False) for a in ANYONE_ADDRESSES]
-    if all(f is not None and _any_matches(entries, f.texts) for f in forms):
-        raise ValueError(
-            f"{pattern!r} matches every sender (it matches even {ANYONE_ADDRESSES[1]!r} and "
-            f"{ANYONE_ADDRESSES[3]!r}), so it would block everyone's mail; write the offender's "
-            "own addresses, domains or a narrower pattern"
-        )
-
-
-def check_display_name(glob: str) -> None:
-    """ValueError (a sentence) if the display-name glob ``glob`` would match every name."""
-    entries = _glob_entries(normalize_display_name(glob), _Ref(0, glob))
-    if all(_any_matches(entries, n.texts) for n in map(name_forms, ANYONE_NAMES)):
-        raise ValueError(
-            f"display name glob {glob!r} matches every name (even {ANYONE_NAMES[0]!r} and "
-            f"{ANYONE_NAMES[2]!r}), so it would block everyone who writes one; write the names "
-            "the offender uses"
-        )
-
-
 def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> Verdict:
     """Judge an item by the identities it claims. Pure; ``now`` is recorded in the Verdict."""
     found: list[Match] = []
@@ -398,9 +317,3 @@ def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> 
         return Verdict(action=Action.PASS, decided_at=now)
     action = max((m.action for m in found), key=lambda a: a.severity)
     return Verdict(action=action, decided_at=now, matches=tuple(found))
-
-
-def _any_matches(entries: list[Entry[_Ref]], texts: Iterable[str]) -> bool:
-    """Whether one of ``entries`` matches one of ``texts``, as PatternIndex.matching decides."""
-    subjects = [subject(t) for t in texts]
-    return any(e.regex.search(t) for e in entries for t in subjects)

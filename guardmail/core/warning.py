@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 
-from guardmail.core.item import header_fields
+from guardmail.core.headers import header_fields
 
 # The id of every warning stanza guardmail sends: its own copy, when the server hands it back
 # (a sent carbon, an archive result), is the warning already journaled, not the person's message.

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from guardmail.core.item import header_fields, mail_identities
+from guardmail.core.headers import header_fields
+from guardmail.core.item import mail_identities
 from guardmail.export.arf import build_report, original, valid_address
 from guardmail.export.content import sent_time
 from guardmail.export.evidence import ExportItem

@@ -32,7 +32,8 @@ from datetime import datetime
 from email.message import MIMEPart
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from guardmail.core.item import header_fields, mail_identities
+from guardmail.core.headers import header_fields
+from guardmail.core.item import mail_identities
 from guardmail.export.evidence import ExportItem
 
 CRLF = b"\r\n"

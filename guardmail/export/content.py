@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from guardmail.core.item import decode_words, header_fields
+from guardmail.core.headers import header_fields
+from guardmail.core.item import decode_words
 from guardmail.export.thumbs import Thumbs
 
 MAX_PARSE = 16 * 1024 * 1024

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
-from guardmail.core.item import decode_words, header_fields, mail_identities
+from guardmail.core.headers import header_fields
+from guardmail.core.item import decode_words, mail_identities
 from guardmail.export.content import MAX_TEXT, Content, mail_content, sent_time
 from guardmail.export.thumbs import Thumbs
 

@@ -17,7 +17,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from guardmail.core.rules import REGEX_PREFIX, OffenderRule
+from guardmail.core.offender_patterns import REGEX_PREFIX
+from guardmail.core.rules import OffenderRule
 
 ADDRESS_HEADERS = ("from", "sender", "reply-to", "resent-from", "resent-sender")
 DAEMON_ONLY = (

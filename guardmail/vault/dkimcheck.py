@@ -30,7 +30,7 @@ import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from guardmail.core.authresults import trusted_field
-from guardmail.core.item import header_fields
+from guardmail.core.headers import header_fields
 from guardmail.vault.dkimlimits import DEFAULT_LIMITS, Limits
 from guardmail.vault.keyfetch import MAX_RECORD, LookupFailed, Resolver, StaticResolver
 

@@ -7,13 +7,11 @@ from email.utils import getaddresses
 
 import pytest
 
+from guardmail.core.headers import HEADER_SCAN_LIMIT, header_fields, header_section
 from guardmail.core.item import (
-    HEADER_SCAN_LIMIT,
     Channel,
     Identity,
     describe_source,
-    header_fields,
-    header_section,
     mail_identities,
     mail_item,
     mail_summary,

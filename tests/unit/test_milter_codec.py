@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from guardmail.channels.smtp import milter_codec as mc
-from guardmail.channels.smtp.milter import CHANGED, REFUSED, Group, MilterSource, answer
+from guardmail.channels.smtp.milter import CHANGED, MilterSource
+from guardmail.channels.smtp.milter_answer import REFUSED, Group, answer
 from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.core.rules import Action
 from guardmail.pipeline import Pipeline

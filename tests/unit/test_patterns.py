@@ -12,14 +12,9 @@ import re2
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from guardmail.core.literals import glob_literal, regex_literal, regex_literals
 from guardmail.core.patterns import Entry, PatternIndex, glob_entry, regex_entry, subject
-from guardmail.core.regexes import (
-    compile_regex,
-    glob_literal,
-    glob_regex,
-    regex_literal,
-    regex_literals,
-)
+from guardmail.core.regexes import compile_regex, glob_regex
 
 
 @pytest.mark.parametrize(

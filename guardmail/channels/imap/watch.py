@@ -21,9 +21,7 @@ Contracts:
   and if the offender rules differ from those the mail at or below the checkpoint was judged by
   (offenders added while the daemon was down, a reload's re-judging cut short), that mail is
   judged again, as a hot reload has it judged.
-- One message cannot stop the folder: building its Item (from the header or the whole message)
-  is contained per message. On an unexpected error (a bug: reading mail is total) the message
-  is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
+- One message cannot stop the folder (judge.py): a bug building its Item leaves it where it is.
 - After a drop, a reconnect with backoff and jitter; the backoff starts afresh only after a
   session that lasted ``STABLE_SECONDS``, so a server that dies at the same message after every
   login is not hammered once a second.
@@ -44,25 +42,21 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from imapclient import IMAPClient
 
-from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import WHOLE_BYTES, WHOLE_MESSAGES, Folder
 from guardmail.channels.imap.checkpoint import FolderCheckpoint
 from guardmail.channels.imap.conn import CONNECTION_ERRORS, close_quietly, connect
+from guardmail.channels.imap.judge import FolderJudge
 from guardmail.channels.imap.recovery import RulesMark, StoredCopyMarks, reconcile_folder
 from guardmail.channels.imap.roles import resolve
 from guardmail.channels.imap.scan import Point, Reader, Step, read_steps
 from guardmail.channels.imap.wake import Nudge, announced, idle
 from guardmail.config.imap_source import ImapSourceConfig
 from guardmail.core.backoff import NETWORK, REFUSED, STABLE_SECONDS
-from guardmail.core.item import Item
-from guardmail.core.rules import Action, Verdict
 from guardmail.errors import ConnectFailure, VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
@@ -101,6 +95,13 @@ class FolderWatcher:
             quarantine=cfg.quarantine_folder,
             review=review_folder,
             marks=StoredCopyMarks(storage, tenant=tenant, source=self.source, folder=folder),
+        )
+        self.judge = FolderJudge(
+            pipeline=pipeline,
+            actions=self.actions,
+            account=cfg.name,
+            folder=folder,
+            outgoing=outgoing,
         )
         self._stopping = threading.Event()
         self._client: IMAPClient | None = None
@@ -295,7 +296,7 @@ class FolderWatcher:
             return read_steps(
                 reading,
                 uids,
-                lambda headers: self._offenders(where, headers),
+                lambda headers: self.judge.offenders(where, headers),
                 batch=FETCH_BATCH,
                 max_messages=WHOLE_MESSAGES,
                 max_bytes=WHOLE_BYTES,
@@ -310,7 +311,7 @@ class FolderWatcher:
                         self.checkpoint.save(uidvalidity, step.uid)
                         last = step.uid
                 else:
-                    self._archive_and_act(client, where, step.uids, step.whole)
+                    self.judge.archive_and_act(client, where, step.uids, step.whole)
         finally:
             if reader is not None:
                 reader.close()
@@ -340,62 +341,6 @@ class FolderWatcher:
             stopping=self._stopping,
             name=f"imap-read-{self.cfg.name}",
         )
-
-    def _offenders(
-        self, where: Folder, headers: dict[int, tuple[bytes, int]]
-    ) -> list[tuple[int, int]]:
-        """(UID, RFC822.SIZE) of each message of a header batch that its header says to
-        block."""
-        now = datetime.now(UTC)
-        found: list[tuple[int, int]] = []
-        for uid, (header, size) in sorted(headers.items()):
-            try:
-                if self.outgoing:
-                    whole = sent.to_offender(self.pipeline, sent.probe(where, uid, header, now))
-                else:
-                    probe = where.probe(uid, header, now)
-                    verdict = self.pipeline.judge(probe, reviews=True)
-                    whole = verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
-            except Exception:
-                self._item_failed(uid)
-                continue
-            if whole:
-                found.append((uid, size))
-        return found
-
-    def _archive_and_act(
-        self, client: IMAPClient, where: Folder, chunk: list[int], whole: dict[int, Any]
-    ) -> None:
-        """Have the pipeline archive ``chunk`` (fetched ``whole``), then act on it at once."""
-        now = datetime.now(UTC)
-        if self.outgoing:
-            sent.keep(self.pipeline, where, whole, now)
-            return
-        items: list[Item] = []
-        for uid in chunk:
-            if uid not in whole:
-                continue
-            try:
-                items.append(where.item(uid, whole[uid], now))
-            except Exception:
-                self._item_failed(uid)
-        if items:
-            self.pipeline.run_many(items, lambda i, v: self._act_many(client, i, v), reviews=True)
-
-    def _item_failed(self, uid: int) -> None:
-        # A bug must not stop the folder: the message stays where it is, unchanged; the
-        # traceback is logged (never the content).
-        logging.getLogger("guardmail").exception(
-            "imap.item_failed",
-            extra={"gm_fields": {"account": self.cfg.name, "folder": self.folder, "uid": uid}},
-        )
-
-    def _act_many(
-        self, client: IMAPClient, items: Sequence[Item], verdicts: Sequence[Verdict]
-    ) -> list[str]:
-        uids = [int(dict(item.meta)["uid"]) for item in items]
-        actions = [v.action for v in verdicts]
-        return self.actions.carry_out(client, uids, actions, [item.raw for item in items])
 
     def _idle(self, client: IMAPClient) -> None:
         idle(client, seconds=self.cfg.idle_seconds, stopping=self._stopping, nudge=self._rejudge)

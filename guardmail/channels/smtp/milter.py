@@ -3,7 +3,7 @@
 Postfix hands each message's envelope, headers and body to the milter while the client is still
 connected (``smtpd_milters``) or while pickup takes a local submission (``non_smtpd_milters``);
 nothing is queued twice, unlike the after-queue filter. The wire format is
-``milter_codec``; this module decides and answers.
+``milter_codec``, the answer ``milter_answer``; this module routes and judges.
 
 Contracts, at the end of each message:
 - Each recipient is routed to its tenant (``tenants.d``); a recipient of no tenant is judged by
@@ -11,12 +11,8 @@ Contracts, at the end of each message:
   tenant with recipients judges the message once, through its own ``Pipeline.process``: archived
   (fsync'd) in that tenant's vault before any answer leaves, with that tenant's recipients only
   in the evidence.
-- The answer, once every tenant is done: some recipients clean, or a ``quarantine_mailbox`` to
-  add: remove each protected recipient (SMFIR_DELRCPT), add each quarantine mailbox once
-  (SMFIR_ADDRCPT, or SMFIR_ADDRCPT_PAR with NOTIFY=NEVER where the MTA offers it: a failed
-  delivery to the quarantine mailbox must not bounce to the offender), continue. Every
-  recipient protected and nothing to add: ``550 5.7.1`` when
-  every tenant blocks, else DISCARD (archived, delivered nowhere, no bounce).
+- The answer, once every tenant is done, is ``milter_answer.answer``: protected recipients
+  removed (quarantine mailboxes added), ``550 5.7.1`` or DISCARD when no one is left.
 - Mail for no protected recipient (known at the end of the headers) is counted, not kept: its
   body is dropped as it arrives. Should a reload protect one of its recipients before its end,
   it is answered ``451 4.3.0`` and retried whole; nothing is archived in part.
@@ -43,25 +39,23 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from guardmail import faults
 from guardmail.channels.smtp import milter_codec as mc
+from guardmail.channels.smtp.milter_answer import CONTINUE, Group, Removed, answer
 from guardmail.channels.smtp.tenants import RecipientTenant, Tenants
 from guardmail.config.smtp_filter import SmtpFilterConfig
 from guardmail.core.item import Item, mail_item
-from guardmail.core.rules import Action, Verdict
+from guardmail.core.rules import Action
 from guardmail.errors import GuardmailError, VaultUnavailable
 from guardmail.logs import event
 
 READ_SIZE = 1 << 16
-REFUSED = "550 5.7.1 Message refused by the recipient's protection"
 VAULT_DOWN = "451 4.3.0 Evidence vault unavailable, try again later"
 INTERNAL = "451 4.3.0 Internal error in the mail filter, try again later"
 CHANGED = "451 4.3.0 Protection changed during the message, try again"
-_CONTINUE = mc.packet(mc.R_CONTINUE)
 
 
 class _Changed(GuardmailError):
@@ -70,72 +64,6 @@ class _Changed(GuardmailError):
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Group:
-    routed: RecipientTenant
-    recipients: list[bytes]  # as in RCPT TO
-
-    @property
-    def addresses(self) -> list[str]:
-        return [_text(mc.unbracket(r)) for r in self.recipients]
-
-
-class _Removed:
-    """The pipeline's Actor: the removal itself is the answer sent after every tenant is done."""
-
-    # The answer waits for the archive and the action entry to be committed (together: see
-    # ``describe``), not for the HEAD witness after them (two more fsyncs; it may lag the
-    # journal, never lead it).
-    wait_witness = False
-
-    def __init__(self, group: Group) -> None:
-        self.group = group
-
-    async def act(self, item: Item, verdict: Verdict) -> str:
-        return self.describe(item, verdict)
-
-    def describe(self, item: Item, verdict: Verdict) -> str:
-        """The action entry's text. Nothing is done before the answer leaves, so the pipeline
-        commits this entry with the archived one, in one transaction: an offender's message
-        waits for one commit (blobs, then the journal), not for two."""
-        rcpts = ", ".join(self.group.addresses)
-        mailbox = self.group.routed.quarantine_mailbox
-        if verdict.action is Action.QUARANTINE and mailbox is not None:
-            return f"milter: removed {rcpts}; the quarantine mailbox {mailbox} added instead"
-        return f"milter: removed {rcpts} (discarded, or refused with 550 if no one else is left)"
-
-
-def answer(
-    groups: Sequence[tuple[Group, Action]], clean: Sequence[bytes], *, notify_never: bool = False
-) -> bytes:
-    """The end-of-message answer for the tenants' outcomes (see the module contracts).
-
-    ``notify_never`` (the MTA takes SMFIR_ADDRCPT_PAR): each quarantine mailbox is added with
-    ``NOTIFY=NEVER``, so that a failed delivery to it bounces to no one, least of all the
-    offender, who is still the envelope sender (the other recipients' copies keep it).
-    """
-    protected = [(g, a) for g, a in groups if a is not Action.PASS]
-    if not protected:
-        return _CONTINUE
-    mailboxes = dict.fromkeys(
-        g.routed.quarantine_mailbox
-        for g, a in protected
-        if a is Action.QUARANTINE and g.routed.quarantine_mailbox is not None
-    )
-    if not clean and not mailboxes:
-        if all(a is Action.BLOCK for _, a in protected):
-            return mc.reply_code(REFUSED)
-        return mc.packet(mc.R_DISCARD)
-    edits = [mc.recipient_action(mc.R_DELRCPT, r) for g, _ in protected for r in g.recipients]
-    add, args = (mc.R_ADDRCPT_PAR, b"NOTIFY=NEVER") if notify_never else (mc.R_ADDRCPT, b"")
-    edits += [
-        mc.recipient_action(add, b"<" + m.encode("utf-8", "surrogateescape") + b">", args)
-        for m in mailboxes
-        if m is not None
-    ]
-    return b"".join([*edits, _CONTINUE])
 
 
 class MilterSource:
@@ -271,7 +199,7 @@ class MilterSource:
                 elif command == mc.QUIT_NC:
                     message, seen, helo = mc.Message(), {}, b""
                 if options.answered(command):
-                    out.append(_CONTINUE)
+                    out.append(CONTINUE)
             if out:
                 writer.write(b"".join(out))
                 await writer.drain()
@@ -333,7 +261,7 @@ class MilterSource:
                     routed.name, Group(routed=routed, recipients=[])
                 ).recipients.append(rcpt)
         if not groups:
-            return _CONTINUE, clean
+            return CONTINUE, clean
         if message.body_dropped:  # a tenant added for a recipient during this very message
             raise _Changed("a recipient became protected during the message; try again")
         raw = message.raw()
@@ -365,7 +293,7 @@ class MilterSource:
                 async with self._locks.setdefault(name, asyncio.Lock()):
                     before = await self._handled_before(item, group)
                     if before is None:
-                        action = (await pipeline.process(item, _Removed(group))).verdict.action
+                        action = (await pipeline.process(item, Removed(group))).verdict.action
                     else:
                         action = before
             outcomes.append((group, action))

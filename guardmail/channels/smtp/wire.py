@@ -31,7 +31,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, Envelope
 
 from guardmail.channels.smtp import dsn
-from guardmail.core.item import header_fields
+from guardmail.core.headers import header_fields
 
 END_OF_DATA = b"\r\n.\r\n"
 # StreamReader limit: how much is buffered per read while looking for the end of data. Also the
