@@ -18,10 +18,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from guardmail.config.yamlfile import STR_TAG, Source
-from guardmail.core.offender_patterns import check_display_name, check_pattern
+from guardmail.core.offender_patterns import REGEX_PREFIX, check_display_name, check_pattern
 from guardmail.errors import ConfigIssue
 
-REGEX_PREFIX = "re:"  # as guardmail.core.offender_patterns reads patterns
 OFFENDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 GLOB_CHARS = frozenset("*?[")
 Action = Literal["quarantine", "block"]
