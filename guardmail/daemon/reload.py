@@ -26,6 +26,9 @@ from watchdog.observers import Observer
 from guardmail.config.settings import LoadedConfig
 
 DEBOUNCE = 0.3
+# File times come from the kernel's coarse clock, up to a tick behind time_ns(): a file written
+# just after a load began may carry an earlier time. Anything this close counts as changed.
+COARSE_CLOCK_NS = 50_000_000
 
 
 def watched_paths(config: LoadedConfig) -> tuple[set[Path], set[Path]]:
@@ -84,8 +87,7 @@ class ConfigWatcher:
         made while the daemon was starting, before the observer ran)."""
         if self._loaded_ns is None:
             return False
-        # File times come from a coarse clock (a few ms behind time_ns): leave a margin.
-        since = self._loaded_ns - 50_000_000
+        since = self._loaded_ns - COARSE_CLOCK_NS
         files, _ = watched_paths(self._config())
         for path in [*files, *glob_dirs(self._config())]:
             try:
