@@ -6,6 +6,9 @@ Contracts:
   rename it over the old one are seen too. A glob's directory that does not exist yet (the
   default ``offenders.d`` before the first report) is watched for through its nearest existing
   ancestor: its creation counts as a change, and the reload then watches inside it.
+- Which paths matter is worked out once per loaded config, so an event about an unrelated file
+  in a watched directory (the daemon's own log beside the config: one at every line it writes)
+  costs a set lookup and one lstat, not a resolve of every file the config read.
 - Changes are debounced (``DEBOUNCE`` seconds of quiet) so one save is one reload, well within the
   2 seconds a valid change must take to apply.
 - The reload itself (and keeping the last good config when the new one is invalid) is the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -26,6 +30,9 @@ from watchdog.observers import Observer
 from guardmail.config.settings import LoadedConfig
 
 DEBOUNCE = 0.3
+# File times come from the kernel's coarse clock, up to a tick behind time_ns(): a file written
+# just after a load began may carry an earlier time. Anything this close counts as changed.
+COARSE_CLOCK_NS = 50_000_000
 
 
 def watched_paths(config: LoadedConfig) -> tuple[set[Path], set[Path]]:
@@ -47,6 +54,36 @@ def glob_dirs(config: LoadedConfig) -> set[Path]:
         head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
         dirs.add(Path(head if head.endswith(os.sep) else os.path.dirname(head)).resolve())
     return dirs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Interest:
+    """The paths whose events matter, resolved once (``watched_paths`` resolves every file)."""
+
+    files: frozenset[str]
+    dirs: frozenset[str]  # offenders_files glob directories (their creation counts)
+    patterns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, config: LoadedConfig) -> _Interest:
+        files, _ = watched_paths(config)
+        return cls(
+            files=frozenset(map(str, files)),
+            dirs=frozenset(map(str, glob_dirs(config))),
+            patterns=tuple(config.settings.offenders_files),
+        )
+
+    def __call__(self, path: str) -> bool:
+        """Whether ``path`` (in a watched directory) is, or resolves to, a path that matters.
+
+        Watched directories are resolved already: only the last component can be a link."""
+        if path in self.files or path in self.dirs:
+            return True
+        if os.path.islink(path):
+            path = os.path.realpath(path)
+            if path in self.files or path in self.dirs:
+                return True
+        return any(fnmatch(path, p) for p in self.patterns)
 
 
 class _Changes(FileSystemEventHandler):
@@ -78,14 +115,14 @@ class ConfigWatcher:
         self._reload = reload
         self._changed = asyncio.Event()
         self._loaded_ns = loaded_ns
+        self._interest: tuple[LoadedConfig, _Interest] | None = None
 
     def _changed_since_load(self) -> bool:
         """Whether a watched file or glob directory changed after the config was read (an edit
         made while the daemon was starting, before the observer ran)."""
         if self._loaded_ns is None:
             return False
-        # File times come from a coarse clock (a few ms behind time_ns): leave a margin.
-        since = self._loaded_ns - 50_000_000
+        since = self._loaded_ns - COARSE_CLOCK_NS
         files, _ = watched_paths(self._config())
         for path in [*files, *glob_dirs(self._config())]:
             try:
@@ -96,12 +133,11 @@ class ConfigWatcher:
         return False
 
     def _matters(self, path: str) -> bool:
-        files, _ = watched_paths(self._config())
-        resolved = Path(path).resolve()
-        if resolved in files or resolved in glob_dirs(self._config()):
-            return True
-        patterns = self._config().settings.offenders_files
-        return any(fnmatch(str(resolved), p) for p in patterns)
+        """Called in the observer's thread for every event in a watched directory."""
+        config = self._config()  # a SIGHUP may have loaded another one meanwhile
+        if self._interest is None or self._interest[0] is not config:
+            self._interest = (config, _Interest.of(config))
+        return self._interest[1](path)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,10 @@ Contracts:
   new directory atomically (router and tenants together) or, if any file is wrong, logs every
   issue and keeps the last good one. Tenants removed from the directory stop receiving mail at
   once; their state is closed at exit.
+- ``watch()`` reloads after every change made once its observer runs, and, once at its start,
+  after a change made since the first load began (found by the files' and the directory's
+  change times, which ``cp -p`` or ``touch -d`` cannot set back): a directory untouched since
+  is not read a second time (1,000 tenant files: 0.3-1.7 s of CPU to read, ~4 ms to check).
 - ``route`` gives the SMTP filter what it needs of a recipient's tenant (``Routed``: its name,
   quarantine mailbox and pipeline), so the channel never imports the daemon.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +36,7 @@ from guardmail.config.tenants import (
     TenantConfig,
     load_tenants,
 )
-from guardmail.daemon.reload import DEBOUNCE
+from guardmail.daemon.reload import COARSE_CLOCK_NS, DEBOUNCE
 from guardmail.daemon.tenant import Tenant, open_storage, serve_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
@@ -98,6 +103,9 @@ class TenantDirectory:
     base: Path = field(default_factory=Path.cwd)
     # None: serve_tenant on one database connection shared by every tenant of the directory.
     opener: Callable[[Settings], Tenant] | None = None
+    # When a load begins, in ns since the epoch (tests move it to age the files they wrote).
+    clock: Callable[[], int] = time.time_ns
+    _loaded_ns: int = field(init=False, default=0)
     _storage: SQLiteStorage | None = field(init=False, default=None)
     _snapshot: _Snapshot = field(init=False)
     _open: dict[str, Tenant] = field(init=False, default_factory=dict)
@@ -105,6 +113,7 @@ class TenantDirectory:
 
     def __post_init__(self) -> None:
         """Load and open every tenant; ConfigError propagates (a start with a bad file fails)."""
+        self._loaded_ns = self.clock()  # before reading: an edit during the read counts as later
         loaded = load_tenants(self.directory, reserved=self.reserved, base=self.base)
         self._snapshot = _Snapshot(router=Router.build(()), tenants={})
         self._apply(loaded)
@@ -148,6 +157,23 @@ class TenantDirectory:
             error = f"{type(exc).__name__}: {exc}"
             event("tenants.reload_failed", level=logging.ERROR, error=error)
             return None
+
+    def _changed_since_load(self) -> bool:
+        """Whether the directory or a tenant file in it changed since the first load began.
+
+        Change times (ctime), not modification times: a file copied in with its old mtime kept
+        (``cp -p``, ``rsync -t``, ``tar x``) still gets a new ctime. Stats only: any thread."""
+        since = self._loaded_ns - COARSE_CLOCK_NS
+        try:
+            if os.stat(self.base / self.directory).st_ctime_ns >= since:
+                return True  # a file added, removed or renamed
+            with os.scandir(self.base / self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(SUFFIXES) and entry.stat().st_ctime_ns >= since:
+                        return True
+        except OSError:
+            return True  # cannot tell: read it (the load says what is wrong)
+        return False
 
     def _install(self, loaded: LoadedTenants | None, *, quiet: bool = False) -> bool:
         """Apply ``loaded`` (None: rejected); ``quiet``: say nothing if nothing changed."""
@@ -215,8 +241,11 @@ class TenantDirectory:
         observer.schedule(handler, str(self.directory), recursive=False)
         observer.start()  # watching from here on (inotify is set up before start returns)
         try:
-            # Whatever changed between the first load and now was not seen: look once.
-            self._install(await asyncio.to_thread(self._load), quiet=True)
+            # A change between the first load and now raised no event: look for one, read the
+            # directory again only if there was one.
+            if await asyncio.to_thread(self._changed_since_load):
+                self._install(await asyncio.to_thread(self._load), quiet=True)
+            event("tenants.watching", directory=str(self.directory))
             while True:
                 await changed.wait()
                 while True:  # debounce: one save, one reload

@@ -5,6 +5,8 @@ check is in tests/unit/test_dkim_receipt.py)."""
 
 import base64
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
@@ -36,9 +38,23 @@ sources:
 """
 
 
-def test_daemon_records_dkim_at_receipt_and_verifies_it_offline_after_rotation(
-    tmp_path: Path,
-) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rig:
+    """A Maildir watched by the daemon's config, and a DNS server on loopback holding the public
+    key of example.net's selector s1 (its private key in ``pem``)."""
+
+    maildir: Path
+    config: Path
+    dns: TxtServer
+    pem: bytes
+
+    def sign(self, message: bytes) -> bytes:
+        """``message`` with example.net's DKIM-Signature (selector s1) prepended."""
+        return bytes(dkim.sign(message, b"s1", b"example.net", self.pem)) + message
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -49,30 +65,37 @@ def test_daemon_records_dkim_at_receipt_and_verifies_it_offline_after_rotation(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-    message = (
-        b"From: Stalker <stalker@example.net>\r\nTo: jane@example.org\r\nSubject: hi\r\n\r\n"
-        b"I am watching.\r\n"
-    )
-    signed = bytes(dkim.sign(message, b"s1", b"example.net", pem)) + message
-    raw = (
-        b"Authentication-Results: mx.example.org; dkim=pass header.d=example.net\r\n"
-        b"Authentication-Results: forged.example; dkim=pass\r\n" + signed
-    )
     maildir = tmp_path / "var" / "Maildir"
     for sub in ("tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True)
     with TxtServer({"s1._domainkey.example.net": record}) as dns:
         config = tmp_path / "guardmail.yaml"
         config.write_text(CONFIG.format(root=tmp_path, dns=dns.address))
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        try:
-            deliver(maildir, "1.signed.host", raw)
-            wait_for(lambda: "receipt.checked" in daemon.log_text(), what="the DKIM check")
-            assert (maildir / ".Quarantine" / "new" / "1.signed.host").read_bytes() == raw
-        finally:
-            assert daemon.stop() == 0, daemon.log_text()
-        assert dns.asked == ["s1._domainkey.example.net"]
-        dns.records.clear()  # the provider rotated its key
+        yield Rig(maildir=maildir, config=config, dns=dns, pem=pem)
+
+
+def test_daemon_records_dkim_at_receipt_and_verifies_it_offline_after_rotation(
+    tmp_path: Path, rig: Rig
+) -> None:
+    message = (
+        b"From: Stalker <stalker@example.net>\r\nTo: jane@example.org\r\nSubject: hi\r\n\r\n"
+        b"I am watching.\r\n"
+    )
+    raw = (
+        b"Authentication-Results: mx.example.org; dkim=pass header.d=example.net\r\n"
+        b"Authentication-Results: forged.example; dkim=pass\r\n" + rig.sign(message)
+    )
+    maildir, config, dns = rig.maildir, rig.config, rig.dns
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        deliver(maildir, "1.signed.host", raw)
+        wait_for(lambda: "receipt.checked" in daemon.log_text(), what="the DKIM check")
+        assert (maildir / ".Quarantine" / "new" / "1.signed.host").read_bytes() == raw
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    assert dns.asked == ["s1._domainkey.example.net"]
+    dns.records.clear()  # the provider rotated its key
+    dns.close()  # and the checks below are offline
     (entry,) = [
         json.loads(line)
         for line in guardmail(config, "evidence", "list", "--json").stdout.splitlines()
@@ -88,43 +111,29 @@ def test_daemon_records_dkim_at_receipt_and_verifies_it_offline_after_rotation(
 
 
 def test_a_check_lost_by_a_kill_after_archiving_is_done_at_the_restart_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The daemon is killed once the item is archived, before its check is queued: the next
     start finds the archived entry without a check, checks it (read back from the vault) and
     records that it was checked late."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
     message = b"From: Stalker <stalker@example.net>\r\nSubject: again\r\n\r\nStill here.\r\n"
-    raw = bytes(dkim.sign(message, b"s1", b"example.net", pem)) + message
-    maildir = tmp_path / "var" / "Maildir"
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True)
-    with TxtServer({"s1._domainkey.example.net": record}) as dns:
-        config = tmp_path / "guardmail.yaml"
-        config.write_text(CONFIG.format(root=tmp_path, dns=dns.address))
-        monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
-        killed = Daemon(config, tmp_path / "killed.log")
-        monkeypatch.delenv("GUARDMAIL_FAULT")
-        deliver(maildir, "1.signed.host", raw)
-        wait_for(lambda: killed.proc.poll() is not None, timeout=30, what="the crash point")
-        assert "receipt.checked" not in killed.log_text()
-        assert dns.asked == []
-        daemon = Daemon(config, tmp_path / "daemon.log")
-        try:
-            wait_for(lambda: "receipt.checked" in daemon.log_text(), what="the late check")
-            assert "receipt.catching_up" in daemon.log_text()
-        finally:
-            assert daemon.stop() == 0, daemon.log_text()
-        assert dns.asked == ["s1._domainkey.example.net"]
+    raw = rig.sign(message)
+    maildir, config, dns = rig.maildir, rig.config, rig.dns
+    monkeypatch.setenv("GUARDMAIL_FAULT", "pipeline.archived:1")
+    killed = Daemon(config, tmp_path / "killed.log")
+    monkeypatch.delenv("GUARDMAIL_FAULT")
+    deliver(maildir, "1.signed.host", raw)
+    wait_for(lambda: killed.proc.poll() is not None, timeout=30, what="the crash point")
+    assert "receipt.checked" not in killed.log_text()
+    assert dns.asked == []
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "receipt.checked" in daemon.log_text(), what="the late check")
+        assert "receipt.catching_up" in daemon.log_text()
+    finally:
+        assert daemon.stop() == 0, daemon.log_text()
+    assert dns.asked == ["s1._domainkey.example.net"]
+    dns.close()
     (entry,) = [
         json.loads(line)
         for line in guardmail(config, "evidence", "list", "--json").stdout.splitlines()
