@@ -77,6 +77,23 @@ def header(rng: random.Random, n: int) -> bytes:
 def headers() -> dict[int, tuple[bytes, int]]:
     rng = random.Random(28)
     raws = [m.raw[:4096] for m in corpus()] + [header(rng, n) for n in range(3000)]
+    o = OFFENDER.encode()
+    # Pairs a careless key would confuse: the continuation after a line that is no field joins
+    # the field before it; one after a field not read belongs to that field.
+    tricky = [
+        b"From: Friend\r\njunk\r\n <" + o + b">\r\n\r\n",
+        b"From: Friend\r\nX y: z\r\n <" + o + b">\r\n\r\n",
+        b"From: Friend\r\nX: 1\r\n <" + o + b">\r\n\r\n",
+        b"From: Friend\r\n <" + o + b">\r\n\r\n",
+        b"From: Friend\r\n\r\n",
+        b"From : Friend\r\nfrom\t: <" + o + b">\r\n\r\n",
+        b"X-From: " + o + b"\r\nFrom: Friend\r\n\r\n",
+        b"From: Friend\rFrom: " + o + b"\r\n\r\n",
+        b"From: Friend\nFrom: " + o + b"\r\n\r\n",
+        b"Reply-To: " + o + b"\r\n\r\n",
+        b"Subject: none\r\n\r\n",
+    ]
+    raws += tricky + tricky
     raws += raws[:200]  # the corpus again: its shapes as repeat senders
     return {uid: (raw, len(raw)) for uid, raw in enumerate(raws, start=1)}
 
