@@ -249,8 +249,10 @@ def part_scan(sizes: Sizes, *, bare: bool = True) -> None:
                 " a command)",
             )
         )
-        # When each chunk was archived and moved (its first item.archived, its item.quarantined).
-        marks = [e for e in daemon.events() if e.name in ("item.archived", "item.quarantined")]
+        # When each chunk was archived and moved (its items.archived, or a lone item's
+        # item.archived, then its item.quarantined).
+        names = ("item.archived", "items.archived", "item.quarantined")
+        marks = [e for e in daemon.events() if e.name in names]
         steps = [
             f"{e.name.split('.')[1]} {e.at - daemon.started:.1f}"
             for before, e in zip([None, *marks], marks, strict=False)
@@ -258,10 +260,13 @@ def part_scan(sizes: Sizes, *, bare: bool = True) -> None:
         ]
         print("guardmail chunks (s from start): " + ", ".join(steps))
 
-        # Every archived item's DKIM/ARC check at receipt is recorded (receipt.checked) or
-        # dropped (receipt.unchecked, a full queue before issue 28): wait for all of them.
+        # Every archived item's DKIM/ARC check at receipt is recorded (receipt.checked, or a
+        # group's receipts.checked with its count) or dropped (receipt.unchecked, a full queue
+        # before issue 28): wait for all of them.
         def receipts() -> tuple[int, int]:
-            return len(daemon.events("receipt.checked")), len(daemon.events("receipt.unchecked"))
+            groups = sum(int(e.fields.get("count", 0)) for e in daemon.events("receipts.checked"))
+            alone = len(daemon.events("receipt.checked"))
+            return alone + groups, len(daemon.events("receipt.unchecked"))
 
         try:
             daemon.wait_for(
@@ -271,7 +276,8 @@ def part_scan(sizes: Sizes, *, bare: bool = True) -> None:
             print(f"receipt checks: {exc.args[0].splitlines()[0]}")
         checked, dropped = receipts()
         cpu_all = procs.cpu_seconds(daemon.pid)
-        last = max((e.at for e in daemon.events("receipt.checked")), default=daemon.started)
+        checks = [*daemon.events("receipt.checked"), *daemon.events("receipts.checked")]
+        last = max((e.at for e in checks), default=daemon.started)
         print(
             f"receipt checks: {checked} recorded, {dropped} dropped, of {len(acted)} archived;"
             f" the last recorded at {last - daemon.started:.1f} s"

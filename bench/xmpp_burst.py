@@ -77,8 +77,9 @@ def journal(tmp: Path) -> tuple[Counter[str], int]:
 
 
 def archiving_seconds(log: Path) -> float:
-    """From the daemon's first ``item.archived`` to its last (its own pace, not the polling)."""
-    stamps = re.findall(r"time=(\S+) level=\w+ event=item\.archived", log.read_text())
+    """From the daemon's first ``item.archived`` to its last (its own pace, not the polling);
+    a group of several logs one ``items.archived`` at INFO, its items' at DEBUG."""
+    stamps = re.findall(r"time=(\S+) level=\w+ event=items?\.archived", log.read_text())
     if len(stamps) < 2:
         return 0.0
     first, last = (datetime.fromisoformat(stamps[i]) for i in (0, -1))

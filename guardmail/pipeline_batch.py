@@ -86,9 +86,13 @@ class Batch:
         faults.reached("pipeline.archived")
         self.learn()
         self.queue_checks()
+        # One INFO line an item (its outcome, ``announce``): a batch of several (an IMAP scan's
+        # chunk of up to 500) logs its archiving once, each item's at DEBUG.
+        level = logging.INFO if len(self.items) == 1 else logging.DEBUG
         for item, verdict, receipt in zip(self.items, self.verdicts, self.receipts, strict=True):
             event(
                 "item.archived",
+                level=level,
                 tenant=item.tenant,
                 account=item.account,
                 seq=receipt.seq,
@@ -96,6 +100,15 @@ class Batch:
                 duplicate=receipt.duplicate,
                 offender=verdict.offender,
                 source_ref=item.source_ref,
+            )
+        if level == logging.DEBUG and self.receipts:
+            event(
+                "items.archived",
+                tenant=self.items[0].tenant,
+                account=self.items[0].account,
+                count=len(self.receipts),
+                first_seq=self.receipts[0].seq,
+                last_seq=self.receipts[-1].seq,
             )
 
     def learn(self) -> None:

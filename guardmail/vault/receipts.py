@@ -266,9 +266,12 @@ class ReceiptChecker:
                     error=str(exc),
                 )
             raise
+        # A group of several (an IMAP scan's chunk) is logged once at INFO, each check at DEBUG.
+        level = logging.INFO if len(done) == 1 else logging.DEBUG
         for f in done:
             event(
                 "receipt.checked",
+                level=level,
                 tenant=self.tenant,
                 seq=f.row.seq,
                 dkim=",".join(
@@ -276,6 +279,14 @@ class ReceiptChecker:
                 ),
                 arc=f.check.arc_result,
                 trusted_results=bool(f.row.auth_results),
+            )
+        if level == logging.DEBUG and done:
+            event(
+                "receipts.checked",
+                tenant=self.tenant,
+                count=len(done),
+                first_seq=done[0].row.seq,
+                last_seq=done[-1].row.seq,
             )
 
     def prepare(self, *, seq: int, sha256: str, found: Check, raw: bytes, at: datetime) -> Found:

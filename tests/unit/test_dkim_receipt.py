@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import secrets
 import subprocess
@@ -236,8 +237,13 @@ def test_a_closed_checker_refuses_the_check_never_the_item(storage: SQLiteStorag
 
 
 def test_checks_are_recorded_a_batch_a_transaction(
-    key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+    key: Key,
+    storage: SQLiteStorage,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """And logged at INFO once a batch: a lone check as receipt.checked, a batch of several as
+    one receipts.checked (each of its receipt.checked at DEBUG)."""
     dns = BlockedResolver()
     commits: list[int] = []
     checker = ReceiptChecker(storage=storage, tenant="t", resolver=dns)
@@ -250,6 +256,7 @@ def test_checks_are_recorded_a_batch_a_transaction(
     monkeypatch.setattr(checker, "record_many", counted)
     monkeypatch.setattr(receipts, "COMMIT_SECONDS", 600.0)  # a loaded machine: still one batch
     raw = signed(key)
+    caplog.set_level(logging.INFO, logger="guardmail")
     try:
         assert checker.submit(seq=1, sha256="a" * 64, raw=raw)
         assert dns.asked.wait(30)  # held on the first: the next 30 queue up meanwhile
@@ -260,6 +267,11 @@ def test_checks_are_recorded_a_batch_a_transaction(
         assert checker.drain(30)
         checker.close()
     assert commits == [1, 30]
+    info = [r for r in caplog.records if r.levelno >= logging.INFO and "checked" in r.msg]
+    assert [(r.getMessage(), getattr(r, "gm_fields", {}).get("count")) for r in info] == [
+        ("receipt.checked", None),
+        ("receipts.checked", 30),
+    ]
     assert all(stored(storage, "t", seq).check is not None for seq in range(1, 32))
 
 

@@ -37,7 +37,8 @@ def response(draw: st.DrawFn, seq: int, uid: int) -> list[Any]:
         items.reverse()
     before = draw(st.integers(min_value=0, max_value=2))
     head = b"%d (" % seq + b"".join(i + b" " for i in items[:before])
-    head += b"BODY[HEADER] {%d}" % len(literal)
+    part = draw(st.sampled_from([b"BODY[HEADER]", b"BODY[HEADER.FIELDS (FROM REPLY-TO)]"]))
+    head += part + b" {%d}" % len(literal)
     tail = b"".join(b" " + i for i in items[before:]) + b")"
     return [(head, literal), tail]
 

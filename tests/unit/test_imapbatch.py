@@ -411,6 +411,9 @@ def test_a_bug_building_one_item_leaves_that_message_and_handles_the_others(
     step: str,
 ) -> None:
     folder = FakeFolder(offenders={1, 2, 3}, total=4)
+    # Its own sender fields: the scan's memo judges each sender's once (memo.py), so a bug in
+    # reading a message meets the first message of those fields.
+    folder.mail[2] = b"From: S <stalker@example.net>\r\nSubject: 2\r\n\r\nbody 2\r\n"
     real = getattr(Folder, step)
 
     def failing_on_uid_2(self: Folder, uid: int, *args: Any) -> Any:
@@ -603,3 +606,18 @@ def test_a_reader_failure_reaches_the_watcher_and_nothing_unread_is_moved(
     assert moved == ([] if fault == "uidvalidity" else [[2, 3]])
     assert checkpoint(watcher) == (0 if fault == "uidvalidity" else 5)
     assert 6 in folder.mail and reader.logged_out
+
+
+def test_a_scans_chunk_logs_one_info_line_a_message_and_one_for_its_archiving(
+    watcher: FolderWatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first scan's chunk (two here) logs each message's outcome at INFO (the operator's
+    line a blocked message), its archiving once; each item.archived is at DEBUG."""
+    folder = FakeFolder(offenders={2, 7, 8}, total=12)
+    with caplog.at_level(logging.INFO, logger="guardmail"):
+        assert watcher._catch_up(folder, 7, 0) == 12
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert info.count("item.quarantined") == 3
+    assert info.count("items.archived") == 1  # [2, 7]; [8] alone logs its item.archived
+    assert info.count("item.archived") == 1
+    assert len(info) == 3 + 1 + 1 + 2  # and imap.caught_up, imap.reader_unavailable (fake)

@@ -1,8 +1,10 @@
 """Reading a batch of new UIDs of a folder: headers for all, whole messages for offenders only.
 
 Contracts:
-- Every message is judged on ``BODY.PEEK[HEADER]`` (PEEK: no \\Seen); only those to block are
-  fetched whole (``BODY.PEEK[]``), never clean mail.
+- Every message is judged on ``BODY.PEEK[HEADER]`` (PEEK: no \\Seen): its whole header section,
+  not the named fields (``fetch_headers(fields=...)``): Dovecot and core cut fields apart
+  differently around a line that is no field (tests/integration/test_imap_fields.py). Only
+  those to block are fetched whole (``BODY.PEEK[]``), never clean mail.
 - Whole messages are fetched in chunks of at most ``WHOLE_MESSAGES`` messages and about
   ``WHOLE_BYTES`` bytes by RFC822.SIZE (a message larger than that comes alone), so memory stays
   bounded however many offender messages a batch holds.
@@ -21,13 +23,12 @@ from typing import Any
 
 from imapclient import IMAPClient
 
-from guardmail.channels.imap.fetch_reply import read_headers_reply, send_headers_fetch
+from guardmail.channels.imap.fetch_reply import header_of, read_headers_reply, send_headers_fetch
 from guardmail.core.item import Channel, Item, mail_identities, mail_item
 
 WHOLE_MESSAGES = 500
 WHOLE_BYTES = 32 * 1024 * 1024
 
-HEADER = b"BODY[HEADER]"
 WHOLE = b"BODY[]"
 
 
@@ -76,9 +77,12 @@ class Folder:
         )
 
 
-def fetch_headers(client: IMAPClient, uids: Sequence[int]) -> dict[int, tuple[bytes, int]]:
-    """(header bytes, RFC822.SIZE) of each UID still in the folder."""
-    return HeaderFetch(client, uids).result()
+def fetch_headers(
+    client: IMAPClient, uids: Sequence[int], fields: tuple[str, ...] | None = None
+) -> dict[int, tuple[bytes, int]]:
+    """(header bytes, RFC822.SIZE) of each UID still in the folder: the whole header section,
+    or only ``fields`` (as the server gives them: in the message's order, then an empty line)."""
+    return HeaderFetch(client, uids, fields).result()
 
 
 class HeaderFetch:
@@ -87,21 +91,26 @@ class HeaderFetch:
     Until ``result()`` the connection may be used for nothing else: untagged FETCH replies of
     two commands would mix."""
 
-    def __init__(self, client: IMAPClient, uids: Sequence[int]) -> None:
+    def __init__(
+        self, client: IMAPClient, uids: Sequence[int], fields: tuple[str, ...] | None = None
+    ) -> None:
         self._client = client
         self._uids = list(uids)
-        self._tag = send_headers_fetch(client, self._uids)
+        self.fields = fields
+        self._tag = send_headers_fetch(client, self._uids, fields)
         self._result: dict[int, tuple[bytes, int]] | None = None
 
     def result(self) -> dict[int, tuple[bytes, int]]:
         """(header bytes, RFC822.SIZE) of each UID still in the folder (read once)."""
         if self._result is None:
             uids = self._uids
-            reply = read_headers_reply(self._client, self._tag, uids)
-            found = {
-                u: (reply[u][HEADER], int(reply[u].get(b"RFC822.SIZE", 0)))
-                for u in _got(reply, uids, HEADER)
-            }
+            reply = read_headers_reply(self._client, self._tag, uids, self.fields)
+            found: dict[int, tuple[bytes, int]] = {}
+            for u in uids:
+                # An entry without the part asked for is an unsolicited FETCH (flags).
+                header = header_of(reply.get(u, {}))
+                if header is not None:
+                    found[u] = (header, int(reply[u].get(b"RFC822.SIZE", 0)))
             confirm_gone(self._client, [u for u in uids if u not in found])
             self._result = found
         return self._result

@@ -7,6 +7,10 @@ Contracts:
   is logged (``imap.item_failed``) and left where it is, unchanged, and the others go on.
 - A chunk is acted on only through ``Pipeline.run_many``, which archives it first. A Sent folder
   (``outgoing``) is judged by its recipients and archived only, never moved (sent.py).
+- A first scan meets each sender many times: the header judgment goes through a memo (memo.py)
+  keyed by what it reads of the header, never for a source whose judgment reads more (the alias
+  linker reads all of the header and learns as it goes); the memo gives what judging each
+  message afresh gives (tests/unit/test_imap_memo.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from imapclient import IMAPClient
 from guardmail.channels.imap import sent
 from guardmail.channels.imap.act import FolderActions
 from guardmail.channels.imap.batch import Folder
+from guardmail.channels.imap.memo import HeaderMemo
 from guardmail.core.item import Item
 from guardmail.core.rules import Action, Verdict
 from guardmail.pipeline import Pipeline
@@ -43,6 +48,7 @@ class FolderJudge:
         self.account = account
         self.folder = folder
         self.outgoing = outgoing  # a Sent folder: archive only (sent.py)
+        self.memo = HeaderMemo(pipeline, outgoing=outgoing)
 
     def offenders(
         self, where: Folder, headers: dict[int, tuple[bytes, int]]
@@ -51,20 +57,33 @@ class FolderJudge:
         block."""
         now = datetime.now(UTC)
         found: list[tuple[int, int]] = []
+        memo = self.memo.now()
+        if memo is not None and not memo.worth():
+            memo = None
         for uid, (header, size) in sorted(headers.items()):
             try:
-                if self.outgoing:
-                    whole = sent.to_offender(self.pipeline, sent.probe(where, uid, header, now))
-                else:
-                    probe = where.probe(uid, header, now)
-                    verdict = self.pipeline.judge(probe, reviews=True)
-                    whole = verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
+                key = memo.key(header) if memo is not None else None
+                whole = memo.get(key) if memo is not None and key is not None else None
+                if whole is None:
+                    whole = self.whole(where, uid, header, now)
+                    if memo is not None and key is not None:
+                        memo.put(key, whole)
             except Exception:
                 self._item_failed(uid)
                 continue
             if whole:
                 found.append((uid, size))
         return found
+
+    def whole(self, where: Folder, uid: int, header: bytes, now: datetime) -> bool:
+        """Whether the message ``header`` heads is fetched whole: to block it, or to judge it
+        whole (``Pipeline.needs_whole``). Without the linker a function of what
+        ``HeaderMemo.key`` keeps of ``header`` and of the configuration alone."""
+        if self.outgoing:
+            return sent.to_offender(self.pipeline, sent.probe(where, uid, header, now))
+        probe = where.probe(uid, header, now)
+        verdict = self.pipeline.judge(probe, reviews=True)
+        return verdict.action is not Action.PASS or self.pipeline.needs_whole(probe)
 
     def archive_and_act(
         self, client: IMAPClient, where: Folder, chunk: list[int], whole: dict[int, Any]
