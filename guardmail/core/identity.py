@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -113,6 +114,12 @@ def normalize_domain(domain: str) -> str:
     decoded to Unicode (labels that do not decode stay as they are). Empty for an empty or
     all-dots domain. Never raises.
     """
+    if len(domain) > _MAX_CACHED_DOMAIN:
+        return _normalize_domain(domain)
+    return _normalize_domain_memo(domain)
+
+
+def _normalize_domain(domain: str) -> str:
     text = unicodedata.normalize("NFKC", remove_invisible(domain))
     text = _trim_root(text.replace(_IDEOGRAPHIC_FULL_STOP, "."))
     if text.startswith("[") and text.endswith("]"):
@@ -127,6 +134,13 @@ def normalize_domain(domain: str) -> str:
         _nfkc_casefold(_decode_label(label) if i >= first_decoded else label)
         for i, label in enumerate(labels)
     )
+
+
+# Domains repeat far more than addresses (every new sender at gmail.com or at one university),
+# and a Unicode or punycode one costs ~20-40 us to normalise: memoised, bounded in entries and
+# in the length of what is kept (a DNS name has at most 253 octets; junk longer is not kept).
+_normalize_domain_memo = functools.lru_cache(maxsize=8192)(_normalize_domain)
+_MAX_CACHED_DOMAIN = 255
 
 
 def _trim_root(text: str) -> str:
@@ -246,13 +260,20 @@ def normalize_address(address: str) -> NormalizedAddress | None:
     NFKC-casefolded and loses its ``+tag`` (unless nothing would remain); for gmail.com and
     googlemail.com its dots go too and the domain becomes gmail.com. Never raises.
     """
+    parts = address_parts(address)
+    return None if parts is None else NormalizedAddress(local=parts[0], domain=parts[1])
+
+
+def address_parts(address: str) -> tuple[str, str] | None:
+    """``(local, domain)`` of ``normalize_address(address)``, or None as it: the same
+    normalisation without building the dataclass (core/forms.py's first sightings)."""
     simple = _SIMPLE_ADDRESS.fullmatch(address)
     if simple is not None and "xn--" not in address.lower():
         # Plain ASCII with no quoting, comments or brackets (nearly every real address): each
         # step below reduces to lower-casing, so skip the general parsing (a 4x speed-up, and
         # tests/unit/test_identity.py checks that both ways agree).
         local = simple.group(1).lower()
-        domain = ".".join(simple.group(2).lower().rstrip(".").split("."))
+        domain = simple.group(2).lower().rstrip(".")
     else:
         text = _strip_angle_brackets(remove_invisible(address).strip())
         text = strip_comments(text).strip()
@@ -270,7 +291,7 @@ def normalize_address(address: str) -> NormalizedAddress | None:
         domain = _GMAIL
     if not local or not domain:
         return None
-    return NormalizedAddress(local=local, domain=domain)
+    return local, domain
 
 
 def normalize_jid(jid: str) -> NormalizedAddress | None:
@@ -281,6 +302,12 @@ def normalize_jid(jid: str) -> NormalizedAddress | None:
     that XMPP servers do not apply. A domain-only JID (a server or component) gives
     ``local=""``. ``None`` for an empty domain or an ``@`` with nothing before it. Never raises.
     """
+    parts = jid_parts(jid)
+    return None if parts is None else NormalizedAddress(local=parts[0], domain=parts[1])
+
+
+def jid_parts(jid: str) -> tuple[str, str] | None:
+    """``(local, domain)`` of ``normalize_jid(jid)``, or None as it, without the dataclass."""
     bare = remove_invisible(jid).strip().split("/", 1)[0]
     local, at, domain_part = bare.partition("@")
     if not at:
@@ -289,7 +316,7 @@ def normalize_jid(jid: str) -> NormalizedAddress | None:
     domain = normalize_domain(domain_part)
     if not domain or (at and not local):
         return None
-    return NormalizedAddress(local=local, domain=domain)
+    return local, domain
 
 
 def normalize_display_name(name: str) -> str:
