@@ -45,6 +45,9 @@ _IDEOGRAPHIC_FULL_STOP = "\u3002"
 _NAME_QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb\u2039\u203a"
 # An ASCII addr-spec without quotes, comments, brackets or spaces: the fast path's domain.
 _SIMPLE_ADDRESS = re.compile(r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)@([A-Za-z0-9.-]+)")
+# What the parsers of quoting, comments and angle brackets act on: an address with none of it
+# is its own parse.
+_SYNTAX = re.compile(r'["()<>\\]')
 _GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 _GMAIL = "gmail.com"
 _ACE_PREFIX = "xn--"
@@ -275,15 +278,24 @@ def address_parts(address: str) -> tuple[str, str] | None:
         local = simple.group(1).lower()
         domain = simple.group(2).lower().rstrip(".")
     else:
-        text = _strip_angle_brackets(remove_invisible(address).strip())
-        text = strip_comments(text).strip()
-        # The last "@" outside quotes; with none (junk such as a whole address in quotes), the
-        # last one anywhere.
-        ats = _unquoted(text, "@")
-        at = ats[-1] if ats else text.rfind("@")
-        if at < 0:
-            return None
-        local = _nfkc_casefold(_unquote_local(text[:at].strip()).strip())
+        text = remove_invisible(address).strip()
+        if _SYNTAX.search(text) is None:
+            # No quoting, comments, brackets or escapes (a Unicode address as people write
+            # it): the parsers below would each give the text back, at a Python loop's cost a
+            # character.
+            at = text.rfind("@")
+            if at < 0:
+                return None
+            local = _nfkc_casefold(text[:at].strip())
+        else:
+            text = strip_comments(_strip_angle_brackets(text)).strip()
+            # The last "@" outside quotes; with none (junk such as a whole address in quotes),
+            # the last one anywhere.
+            ats = _unquoted(text, "@")
+            at = ats[-1] if ats else text.rfind("@")
+            if at < 0:
+                return None
+            local = _nfkc_casefold(_unquote_local(text[:at].strip()).strip())
         domain = normalize_domain(text[at + 1 :].strip().strip('"'))
     local = local.split("+", 1)[0] or local
     if domain in _GMAIL_DOMAINS:

@@ -3,11 +3,13 @@ strings, no memo), on any text, first sighting or repeat."""
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from guardmail.core.confusables import ascii_lookalike, fold
+from guardmail.core.confusables import ascii_lookalike, fold, lookalike_letters
 from guardmail.core.forms import (
     Forms,
     NameForms,
@@ -153,3 +155,50 @@ def test_a_name_word_remembered_or_not_folds_alike(word: str) -> None:
     two = name_forms(f"Anna {word}")  # the word's fold is remembered from the first name
     assert one == reference_name_forms(f"J\u00f6rg {word}")
     assert two == reference_name_forms(f"Anna {word}")
+
+
+def reference_twin(ch: str) -> str:
+    """What ``ascii_lookalike`` puts for one character: the ASCII it looks like, else itself."""
+    if ch.isascii() or "\ud800" <= ch <= "\udfff":
+        return ch
+    twin = fold(ch)
+    return twin if twin.isascii() and twin.isprintable() and twin else ch
+
+
+def reference_letters(text: str, limit: int = 8) -> tuple[str, ...]:
+    out: dict[str, str] = {}
+    for ch in text:
+        if len(out) >= limit:
+            break
+        if ch not in out and reference_twin(ch) != ch:
+            name = unicodedata.name(ch, "")
+            kind = name.split(" ", 1)[0].capitalize() if name else "Character"
+            out[ch] = f"{kind} {ch} (U+{ord(ch):04X})"
+    return tuple(out.values())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(TEXTS, st.text()))
+def test_lookalike_form_and_letters_by_table_are_those_of_each_character(text: str) -> None:
+    assert ascii_lookalike(text) == "".join(map(reference_twin, text))
+    assert lookalike_letters(text) == reference_letters(text)
+
+
+def test_lookalike_table_emptied_when_full_still_gives_each_characters_twin() -> None:
+    text = "".join(map(chr, range(0x100, 0x2600)))  # more characters than the table holds
+    twins = "".join(map(reference_twin, text))
+    assert ascii_lookalike(text) == twins
+    assert ascii_lookalike(text) == twins
+    assert lookalike_letters(text, limit=10_000) == reference_letters(text, limit=10_000)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(PIECES.filter(lambda p: not set(p) & set('"()<>\\')), max_size=14).map("".join))
+@example("j\u00f6rg@m\u00fcnchen.de")
+@example(" \u0430lice @ b\u00fccher.example. ")
+def test_an_address_without_quotes_comments_or_brackets_parses_as_with_an_empty_comment(
+    address: str,
+) -> None:
+    # An empty comment sends the address through every parser (quotes, comments, brackets):
+    # the way round them for addresses that need none must give the same mailbox.
+    assert normalize_address(address) == normalize_address("()" + address)
