@@ -50,9 +50,35 @@ class DomainForms(NamedTuple):
 
 
 # Senders repeat (From and Reply-To, the same offender all day): normalising is the bulk of a
-# decision's cost, and it depends on the string alone, so it is memoised (bounded).
-@lru_cache(maxsize=16384)
+# decision's cost, and it depends on the string alone, so it is memoised, bounded in entries and
+# in what one entry may hold: a sender's text longer than ``MAX_REMEMBERED`` (no real address
+# or name comes near it; a header can hold a megabyte) is worked out again each time, else
+# 16,384 such made-up senders would keep gigabytes.
+MAX_REMEMBERED = 1024
+
+
 def forms_of(address: str, is_jid: bool) -> Forms | None:
+    """The forms of an address (``is_jid``: a JID's), None if it is not one."""
+    if len(address) > MAX_REMEMBERED:
+        return _forms_of(address, is_jid)
+    return _forms_memo(address, is_jid)
+
+
+def name_forms(display_name: str) -> NameForms:
+    """The forms of a display name."""
+    if len(display_name) > MAX_REMEMBERED:
+        return _name_forms(display_name)
+    return _name_memo(display_name)
+
+
+def forget() -> None:
+    """Empty the memos of whole senders (benchmarks measure first sightings so); the domain
+    and name-word memos stay, as those repeat across senders."""
+    _forms_memo.cache_clear()
+    _name_memo.cache_clear()
+
+
+def _forms_of(address: str, is_jid: bool) -> Forms | None:
     found = address.strip().casefold()
     parts = jid_parts(found) if is_jid else address_parts(found)
     if parts is None:
@@ -110,8 +136,7 @@ class NameForms(NamedTuple):
     looks_like: str
 
 
-@lru_cache(maxsize=16384)
-def name_forms(display_name: str) -> NameForms:
+def _name_forms(display_name: str) -> NameForms:
     name = normalize_display_name(display_name)
     if name.isascii():
         folded = fold(name)
@@ -125,6 +150,10 @@ def name_forms(display_name: str) -> NameForms:
     return NameForms(
         name, folded, _distinct(name, folded, twin), lookalike_note(twin, display_name)
     )
+
+
+_forms_memo = lru_cache(maxsize=16384)(_forms_of)
+_name_memo = lru_cache(maxsize=16384)(_name_forms)
 
 
 # Words of names repeat (first names, family names) where whole names do not: a non-ASCII
