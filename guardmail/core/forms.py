@@ -104,12 +104,22 @@ def _forms_of(address: str, is_jid: bool) -> Forms | None:
 
 # Domains repeat even where senders do not (every new gmail.com sender): their forms are
 # memoised apart from the sender's (bounded; normalize_domain has its own memo). 8,192 holds
-# the bench's 5,000 sender domains (bench/decide.py), ~1.5 MB when full.
-@lru_cache(maxsize=8192)
+# the bench's 5,000 sender domains (bench/decide.py), ~1.5 MB when full; a domain longer than
+# a DNS name can be (253 octets; junk from a header) is not kept.
 def domain_forms(domain: str) -> DomainForms:
     """``domain`` (normalised) folded, as it looks in ASCII, and its folded suffixes."""
+    if len(domain) > _MAX_CACHED_DOMAIN:
+        return _domain_forms(domain)
+    return _domain_memo(domain)
+
+
+def _domain_forms(domain: str) -> DomainForms:
     folded = fold(domain)
     return DomainForms(folded, ascii_lookalike(domain), domain_suffixes(folded))
+
+
+_domain_memo = lru_cache(maxsize=8192)(_domain_forms)
+_MAX_CACHED_DOMAIN = 255
 
 
 def _distinct(*texts: str) -> tuple[str, ...]:

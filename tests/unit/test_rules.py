@@ -310,7 +310,7 @@ def test_long_made_up_senders_are_judged_but_not_kept_in_memory() -> None:
         for i in range(24):
             sender = Identity(
                 source="From",
-                address=f"{i}{'a' * (128 * 1024)}@burner.example",
+                address=f"{i}{'a' * (64 * 1024)}@{'b' * (64 * 1024)}{i}.harass.example",
                 display_name=f"{i}{'Bob ' * 1024}",
             )
             assert decide([sender], rules, now=NOW).action is Action.QUARANTINE
