@@ -7,7 +7,10 @@ each time. Identities are read from the headers beforehand: this measures ``deci
 
 The baseline is what a first version would do: for every identity, loop over every offender and
 every rule, with all normalisation of the rules and all regex compilation done up front.
-Both must reach the same verdicts; the script exits 1 if they do not.
+Both must reach the same verdicts; the script exits 1 if they do not. Under each row: the kinds
+of message among the slowest 1% of first sightings, how many first sightings the scheduler
+interrupted (the thread's context switches, from getrusage; on a shared machine they make most
+of the p99) with the CPU p50 / p99 of the others, and the gc collections during them.
 
     python bench/decide.py            # full run (about a minute)
     python bench/decide.py --quick    # 10 and 1,000 offenders, fewer messages (CI)
@@ -18,10 +21,12 @@ Both must reach the same verdicts; the script exits 1 if they do not.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -171,10 +176,19 @@ def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float |
     for m in msgs[:200]:  # warm-up
         decide(m, rules, now=NOW)
     first: list[tuple[float, float]] = []
+    # What makes the tail: a decision the scheduler took the CPU from (it comes back to cold
+    # caches), and the collector's passes (counted, and timed, by a gc callback).
+    switched: list[bool] = []
+    collected = [0, 0.0]
+    gc.callbacks.append(_gc_watch(collected))
     for m in msgs:
         clear_caches()  # every sender is seen for the first time: the worst case
+        before = _switches()
         first.append(timed_both(decide, m, rules, now=NOW))
+        switched.append(_switches() != before)
+    gc.callbacks.pop()
     indexed, indexed_cpu = [w for w, _ in first], [c for _, c in first]
+    calm = [c for c, s in zip(indexed_cpu, switched, strict=True) if not s]
     # Which messages make the tail: the kinds of the slowest 1% by CPU time.
     slowest = sorted(range(len(first)), key=lambda k: indexed_cpu[k])[-max(1, len(first) // 100) :]
     tail = Counter(kind_of(k) for k in slowest)
@@ -216,7 +230,33 @@ def measure(n: int, count: int, *, naive_loop: bool = True) -> dict[str, float |
         "count": len(msgs),
         "ok": ok,
         "tail": ", ".join(f"{kind} {n}" for kind, n in tail.most_common()),
+        "switched": sum(switched),
+        "tail_switched": sum(switched[k] for k in slowest),
+        "calm_p50": statistics.median(calm) if calm else float("nan"),
+        "calm_p99": pct(calm, 0.99) if calm else float("nan"),
+        "gc_runs": collected[0],
+        "gc_ms": collected[1],
     }
+
+
+def _switches() -> int:
+    """Context switches of this thread so far (voluntary and not)."""
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
+def _gc_watch(collected: list[float]) -> Callable[[str, dict[str, int]], None]:
+    """A gc callback adding to ``collected`` the number of collections and their ms."""
+    started = [0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter_ns()
+        else:
+            collected[0] += 1
+            collected[1] += (time.perf_counter_ns() - started[0]) / 1e6
+
+    return watch
 
 
 def row(r: dict[str, float | int | bool | str], label: str = "") -> str:
@@ -227,6 +267,14 @@ def row(r: dict[str, float | int | bool | str], label: str = "") -> str:
         f" {r['naive_p50']:>12.1f} {r['naive_p99']:>9.1f} {r['naive_n']:>5} | {r['build']:>7.2f}"
         f"   ({r['hits']}/{r['count']} messages matched){label}"
         + (f"\n{'':>9} slowest 1% by CPU: {r['tail']}" if r.get("tail") else "")
+        + (
+            f"\n{'':>9} first sightings the scheduler interrupted: {r['switched']}/{r['count']}"
+            f" ({r['tail_switched']} of the slowest 1%); CPU p50 / p99 of the others:"
+            f" {r['calm_p50']:.1f} / {r['calm_p99']:.1f}; gc: {r['gc_runs']} collections,"
+            f" {r['gc_ms']:.1f} ms"
+            if "switched" in r
+            else ""
+        )
     )
 
 

@@ -105,7 +105,7 @@ def ascii_lookalike(text: str) -> str:
     """
     if text.isascii():
         return text
-    return "".join(ch if ch.isascii() else _ascii_twin(ch) or ch for ch in text)
+    return text.translate(_TWINS)
 
 
 def lookalike_letters(*texts: str, limit: int = 8) -> tuple[str, ...]:
@@ -114,15 +114,44 @@ def lookalike_letters(*texts: str, limit: int = 8) -> tuple[str, ...]:
     text = "".join(texts)
     if text.isascii():
         return ()
-    out: dict[str, str] = {}
-    for ch in text:
+    out: list[str] = []
+    # Only the non-ASCII characters, each once (one C pass each, not a Python loop over all).
+    for ch in dict.fromkeys(text.translate(_DROP_ASCII)):
         if len(out) >= limit:
             break
-        if ch not in out and not ch.isascii() and _ascii_twin(ch):
-            name = unicodedata.name(ch, "")
-            kind = name.split(" ", 1)[0].capitalize() if name else "Character"
-            out[ch] = f"{kind} {ch} (U+{ord(ch):04X})"
-    return tuple(out.values())
+        described = _described(ch)
+        if described:
+            out.append(described)
+    return tuple(out)
+
+
+class _TwinTable(dict[int, str]):
+    """Code point -> ``_ascii_twin`` of it or the character itself, filled as characters are
+    seen, for ``str.translate`` (one C pass over a text; a miss computes the entry). Emptied
+    when full: a hostile stream of all of Unicode must not grow it past a bound."""
+
+    def __missing__(self, code: int) -> str:
+        if len(self) >= _TWIN_TABLE_SIZE:
+            self.clear()
+        ch = chr(code)
+        twin = ch if code < 128 else _ascii_twin(ch) or ch
+        self[code] = twin
+        return twin
+
+
+_TWIN_TABLE_SIZE = 8192
+_TWINS = _TwinTable()
+_DROP_ASCII: dict[int, None] = dict.fromkeys(range(128))
+
+
+@functools.lru_cache(maxsize=8192)
+def _described(ch: str) -> str:
+    """``"Cyrillic а (U+0430)"`` for a character ``ascii_lookalike`` replaces, else ""."""
+    if ch.isascii() or not _ascii_twin(ch):
+        return ""
+    name = unicodedata.name(ch, "")
+    kind = name.split(" ", 1)[0].capitalize() if name else "Character"
+    return f"{kind} {ch} (U+{ord(ch):04X})"
 
 
 # One entry per distinct non-ASCII character seen in a sender: a few thousand at most in practice,

@@ -44,7 +44,7 @@ class Lookups(Generic[T]):
     """The globs ``looked_up`` takes, in dicts: by run, and for suffixes (prefixes) under the
     character they start (end) with."""
 
-    __slots__ = ("exact", "suffixes", "prefixes")
+    __slots__ = ("exact", "suffixes", "prefixes", "_suffix_runs", "_prefix_runs")
 
     def __init__(self, entries: Iterable[Entry[T]]) -> None:
         self.exact: dict[str, list[Entry[T]]] = {}
@@ -60,19 +60,22 @@ class Lookups(Generic[T]):
                 self.suffixes.setdefault(run[0], {}).setdefault(run, []).append(e)
             else:
                 self.prefixes.setdefault(run[-1], {}).setdefault(run, []).append(e)
+        # Walked at every lookup: tuples, not a dict's items() built each time.
+        self._suffix_runs = tuple(self.suffixes.items())
+        self._prefix_runs = tuple(self.prefixes.items())
 
     def find(self, key: str, out: list[Entry[T]]) -> None:
         """Append to ``out`` the globs ``key`` (an ASCII text, lower-cased) matches."""
         hit = self.exact.get(key)
         if hit:
             out += hit
-        for ch, runs in self.suffixes.items():
+        for ch, runs in self._suffix_runs:
             i = key.rfind(ch)
             if i >= 0:
                 hit = runs.get(key[i:])
                 if hit:
                     out += hit
-        for ch, runs in self.prefixes.items():
+        for ch, runs in self._prefix_runs:
             i = key.find(ch)
             if i >= 0:
                 hit = runs.get(key[: i + 1])

@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ _IDEOGRAPHIC_FULL_STOP = "\u3002"
 _NAME_QUOTES = "\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb\u2039\u203a"
 # An ASCII addr-spec without quotes, comments, brackets or spaces: the fast path's domain.
 _SIMPLE_ADDRESS = re.compile(r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)@([A-Za-z0-9.-]+)")
+# What the parsers of quoting, comments and angle brackets act on: an address with none of it
+# is its own parse.
+_SYNTAX = re.compile(r'["()<>\\]')
 _GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 _GMAIL = "gmail.com"
 _ACE_PREFIX = "xn--"
@@ -113,6 +117,12 @@ def normalize_domain(domain: str) -> str:
     decoded to Unicode (labels that do not decode stay as they are). Empty for an empty or
     all-dots domain. Never raises.
     """
+    if len(domain) > _MAX_CACHED_DOMAIN:
+        return _normalize_domain(domain)
+    return _normalize_domain_memo(domain)
+
+
+def _normalize_domain(domain: str) -> str:
     text = unicodedata.normalize("NFKC", remove_invisible(domain))
     text = _trim_root(text.replace(_IDEOGRAPHIC_FULL_STOP, "."))
     if text.startswith("[") and text.endswith("]"):
@@ -127,6 +137,13 @@ def normalize_domain(domain: str) -> str:
         _nfkc_casefold(_decode_label(label) if i >= first_decoded else label)
         for i, label in enumerate(labels)
     )
+
+
+# Domains repeat far more than addresses (every new sender at gmail.com or at one university),
+# and a Unicode or punycode one costs ~20-40 us to normalise: memoised, bounded in entries and
+# in the length of what is kept (a DNS name has at most 253 octets; junk longer is not kept).
+_normalize_domain_memo = functools.lru_cache(maxsize=8192)(_normalize_domain)
+_MAX_CACHED_DOMAIN = 255
 
 
 def _trim_root(text: str) -> str:
@@ -246,23 +263,39 @@ def normalize_address(address: str) -> NormalizedAddress | None:
     NFKC-casefolded and loses its ``+tag`` (unless nothing would remain); for gmail.com and
     googlemail.com its dots go too and the domain becomes gmail.com. Never raises.
     """
+    parts = address_parts(address)
+    return None if parts is None else NormalizedAddress(local=parts[0], domain=parts[1])
+
+
+def address_parts(address: str) -> tuple[str, str] | None:
+    """``(local, domain)`` of ``normalize_address(address)``, or None as it: the same
+    normalisation without building the dataclass (core/forms.py's first sightings)."""
     simple = _SIMPLE_ADDRESS.fullmatch(address)
     if simple is not None and "xn--" not in address.lower():
         # Plain ASCII with no quoting, comments or brackets (nearly every real address): each
         # step below reduces to lower-casing, so skip the general parsing (a 4x speed-up, and
         # tests/unit/test_identity.py checks that both ways agree).
         local = simple.group(1).lower()
-        domain = ".".join(simple.group(2).lower().rstrip(".").split("."))
+        domain = simple.group(2).lower().rstrip(".")
     else:
-        text = _strip_angle_brackets(remove_invisible(address).strip())
-        text = strip_comments(text).strip()
-        # The last "@" outside quotes; with none (junk such as a whole address in quotes), the
-        # last one anywhere.
-        ats = _unquoted(text, "@")
-        at = ats[-1] if ats else text.rfind("@")
-        if at < 0:
-            return None
-        local = _nfkc_casefold(_unquote_local(text[:at].strip()).strip())
+        text = remove_invisible(address).strip()
+        if _SYNTAX.search(text) is None:
+            # No quoting, comments, brackets or escapes (a Unicode address as people write
+            # it): the parsers below would each give the text back, at a Python loop's cost a
+            # character.
+            at = text.rfind("@")
+            if at < 0:
+                return None
+            local = _nfkc_casefold(text[:at].strip())
+        else:
+            text = strip_comments(_strip_angle_brackets(text)).strip()
+            # The last "@" outside quotes; with none (junk such as a whole address in quotes),
+            # the last one anywhere.
+            ats = _unquoted(text, "@")
+            at = ats[-1] if ats else text.rfind("@")
+            if at < 0:
+                return None
+            local = _nfkc_casefold(_unquote_local(text[:at].strip()).strip())
         domain = normalize_domain(text[at + 1 :].strip().strip('"'))
     local = local.split("+", 1)[0] or local
     if domain in _GMAIL_DOMAINS:
@@ -270,7 +303,7 @@ def normalize_address(address: str) -> NormalizedAddress | None:
         domain = _GMAIL
     if not local or not domain:
         return None
-    return NormalizedAddress(local=local, domain=domain)
+    return local, domain
 
 
 def normalize_jid(jid: str) -> NormalizedAddress | None:
@@ -281,6 +314,12 @@ def normalize_jid(jid: str) -> NormalizedAddress | None:
     that XMPP servers do not apply. A domain-only JID (a server or component) gives
     ``local=""``. ``None`` for an empty domain or an ``@`` with nothing before it. Never raises.
     """
+    parts = jid_parts(jid)
+    return None if parts is None else NormalizedAddress(local=parts[0], domain=parts[1])
+
+
+def jid_parts(jid: str) -> tuple[str, str] | None:
+    """``(local, domain)`` of ``normalize_jid(jid)``, or None as it, without the dataclass."""
     bare = remove_invisible(jid).strip().split("/", 1)[0]
     local, at, domain_part = bare.partition("@")
     if not at:
@@ -289,7 +328,7 @@ def normalize_jid(jid: str) -> NormalizedAddress | None:
     domain = normalize_domain(domain_part)
     if not domain or (at and not local):
         return None
-    return NormalizedAddress(local=local, domain=domain)
+    return local, domain
 
 
 def normalize_display_name(name: str) -> str:

@@ -274,7 +274,8 @@ class PatternIndex(Generic[T]):
 
     def matching(self, texts: Sequence[str]) -> list[Entry[T]]:
         """Entries whose regex matches the subject of one of ``texts``, each once."""
-        subjects = [subject(text) for text in texts]
+        # A short ASCII text is its own subject (nearly every one): no call for it.
+        subjects = [t if len(t) <= MAX_TEXT and t.isascii() else subject(t) for t in texts]
         found: list[Entry[T]] = []
         if self._lookups is not None:
             looked_searched: list[Entry[T]] = []

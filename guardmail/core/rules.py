@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from guardmail.core.aliases import Suspicion
 from guardmail.core.confusables import fold
-from guardmail.core.forms import forms_of, name_forms
+from guardmail.core.forms import MAX_REMEMBERED, forget, forms_of, name_forms
 from guardmail.core.identity import (
     normalize_address,
     normalize_display_name,
@@ -203,7 +203,8 @@ class RuleSet:
         Memoised per RuleSet, the address apart from the display name (From's address comes
         back as Reply-To's, with no name; a name comes back with other addresses): bounded,
         each memo emptied when full (a stream of made-up senders costs what it costs without
-        it); ``clear_caches`` empties them too."""
+        it), a sender longer than ``forms.MAX_REMEMBERED`` never kept; ``clear_caches``
+        empties them too."""
         if self._memo_generation != _generation:
             self._addr_memo.clear()
             self._name_memo.clear()
@@ -214,13 +215,13 @@ class RuleSet:
             known = self._addr_memo.get(key)
             if known is None:
                 known = self._address_matches(*key)
-                _remember(self._addr_memo, key, known)
+                _remember(self._addr_memo, key, known, len(identity.address))
             found = known
         if identity.display_name:
             named = self._name_memo.get(identity.display_name)
             if named is None:
                 named = self._name_matches(identity.display_name)
-                _remember(self._name_memo, identity.display_name, named)
+                _remember(self._name_memo, identity.display_name, named, len(identity.display_name))
             found = found + named if found else named
         return found
 
@@ -261,7 +262,11 @@ class RuleSet:
 _K = TypeVar("_K")
 
 
-def _remember(memo: dict[_K, tuple[_Found, ...]], key: _K, found: tuple[_Found, ...]) -> None:
+def _remember(
+    memo: dict[_K, tuple[_Found, ...]], key: _K, found: tuple[_Found, ...], size: int
+) -> None:
+    if size > MAX_REMEMBERED:
+        return  # junk no sender repeats, and which would hold megabytes
     if len(memo) >= MEMO_SIZE:
         memo.clear()
     memo[key] = found
@@ -287,8 +292,7 @@ def clear_caches() -> None:
     senders."""
     global _generation
     _generation += 1
-    forms_of.cache_clear()
-    name_forms.cache_clear()
+    forget()
 
 
 def decide(identities: Iterable[Identity], rules: RuleSet, *, now: datetime) -> Verdict:

@@ -1,5 +1,6 @@
 """Deciding on an item: which offender, which rule, which header, and what to do."""
 
+import tracemalloc
 from datetime import UTC, datetime
 
 import pytest
@@ -296,3 +297,24 @@ def test_more_senders_than_the_memo_holds_are_still_judged_alike() -> None:
     again = decide([Identity(source="From", address=senders[5])], RULES, now=NOW)
     assert [i for i, a in enumerate(verdicts) if a is not Action.PASS] == [5, len(senders) - 3]
     assert again.action is Action.QUARANTINE
+
+
+def test_long_made_up_senders_are_judged_but_not_kept_in_memory() -> None:
+    # Invariant 6: a header can hold a megabyte. The memos keep thousands of senders, so one
+    # that kept these would hold gigabytes after a flood of them.
+    rules = RuleSet([EXAMPLE])
+    clear_caches()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(24):
+            sender = Identity(
+                source="From",
+                address=f"{i}{'a' * (64 * 1024)}@{'b' * (64 * 1024)}{i}.harass.example",
+                display_name=f"{i}{'Bob ' * 1024}",
+            )
+            assert decide([sender], rules, now=NOW).action is Action.QUARANTINE
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, f"{kept:,} bytes kept after 24 senders of 128 KiB"
