@@ -77,6 +77,7 @@ from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, de
 from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+import alias_hours  # noqa: E402
 import alias_origins  # noqa: E402
 import alias_writers  # noqa: E402
 import public_mail  # noqa: E402
@@ -117,6 +118,7 @@ class Offender:
     writer: str = ""  # the real ham sender whose texts they write (bench/alias_writers.py)
     learned: list[str] = field(default_factory=list)  # texts of their earlier messages
     held: list[str] = field(default_factory=list)  # held-out texts, for their alias messages
+    habit: alias_hours.Habit | None = None  # when they write (--hours habits; None: evenly)
 
 
 def offenders(n: int, rng: random.Random) -> list[Offender]:
@@ -184,7 +186,11 @@ def earlier(off: Offender, k: int, serial: int) -> bytes:
         ip=off.ip if off.domain else "",
         client=off.client,
         domain=off.domain,
-        when=NOW - timedelta(days=1 + k % 50, hours=k % 24),
+        when=NOW - timedelta(days=1 + k % 50, hours=k % 24)
+        if off.habit is None
+        else (NOW - timedelta(days=1 + k % 50)).replace(
+            hour=off.habit.hour(random.Random(f"{off.name}/{k}"))
+        ),
         serial=serial,
         body=f"{text}\r\n-- \r\n{off.first}\r\n{off.phone}",
     )
@@ -329,10 +335,19 @@ class Scored:
 
 
 def build(
-    n_offenders: int, learned: int, aliases_per_kind: int, seed: int, public: Path | None = None
+    n_offenders: int,
+    learned: int,
+    aliases_per_kind: int,
+    seed: int,
+    public: Path | None = None,
+    hours: str = "even",
 ) -> tuple[list[Offender], RuleSet, AliasIndex, list[Scored], str, dict[str, Any]]:
     rng = random.Random(seed)
     offs = offenders(n_offenders, rng)
+    if hours == "habits":  # a generator of their own: the rest of the set stays the same
+        for off, habit in zip(offs, alias_hours.habits(len(offs), seed), strict=True):
+            off.habit = habit
+    alias_hours_rng = random.Random(f"alias-hours/{seed}")
     excluded: set[str] = set()
     text_fit: dict[str, Any] = {}
     if public is not None:  # each offender writes as a real ham sender
@@ -365,6 +380,8 @@ def build(
                 used[off.name] = used.get(off.name, 0) + 1
                 extra = fields.get("body")
                 fields["body"] = f"{extra}\r\n\r\n{text}" if extra else text
+            if off.habit is not None:  # at an hour of their habits (else all at 12:00 UTC)
+                fields["when"] = NOW.replace(hour=off.habit.hour(alias_hours_rng))
             items.append((kind, off.name, "generated", message(**fields, serial=serial)))
     unrelated, note = unrelated_corpus(public)
     items += [("unrelated", "", name, raw) for name, raw in unrelated if name not in excluded]
@@ -548,9 +565,11 @@ def signature_crosscheck(scored: list[Scored]) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str, Any]:
+def run(
+    *, quick: bool, seed: int = 24, public: Path | None = None, hours: str = "even"
+) -> dict[str, Any]:
     n, learned, per_kind, rounds = (10, 200, 5, 3) if quick else (100, 10_000, 40, 20)
-    offs, rules, index, scored, note, text_fit = build(n, learned, per_kind, seed, public)
+    offs, rules, index, scored, note, text_fit = build(n, learned, per_kind, seed, public, hours)
     passed = sum(1 for s in scored if decide(s.identities, rules, now=NOW).action is Action.PASS)
     kinds = {}
     for kind in KINDS:
@@ -574,6 +593,7 @@ def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str,
         }
     return {
         "offenders": len(offs),
+        "hours": hours,
         "learned": learned,
         "corpus": note,
         "rules_passed": passed,
@@ -603,6 +623,9 @@ def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str,
         )
         if public is not None
         else {},
+        "hour_calibration": alias_hours.calibration(public_mail.messages(public, public_mail.HAM))
+        if public is not None
+        else {},
         "false_positives": [
             s.source for s in scored if not s.truth and s.likelihood >= DEFAULT_THRESHOLD
         ][:10],
@@ -617,7 +640,8 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
 def show(r: dict[str, Any]) -> None:
     print(
         f"{r['offenders']} offenders, {r['learned']} learned items; {r['items']} scored"
-        f" ({r['rules_passed']} passed by the rules)"
+        f" ({r['rules_passed']} passed by the rules); offenders write"
+        + (" in habitual hours" if r["hours"] == "habits" else " evenly over the day")
     )
     print(f"unrelated mail: {r['corpus']}")
     d = r["default"]
@@ -727,6 +751,14 @@ def show(r: dict[str, Any]) -> None:
                     f"  {o['different']:6} / {o['different_pairs']:8}  {o['lr']:7.1f}"
                     f"  {_f(o['lr_low95'], '.1f'):>7}"
                 )
+    h = r["hour_calibration"]
+    if h:
+        print(
+            f"\ntiming on real senders: {h['senders']} ham senders with 21+ dated messages"
+            f" ({h['messages']}); fires for {h['same']} / {h['same_tried']} of their own,"
+            f" {h['different']} / {h['different_pairs']} of other senders' messages:"
+            f" LR {_f(h['lr'], '.1f')}; busiest 3 hours' share: {h['shares']}"
+        )
     print(
         "\ndecision cost (us, wall and this thread's CPU; first sightings, linker on = decide +"
         " extract + score with the text signal):"
@@ -755,6 +787,13 @@ def main(argv: list[str] | None = None) -> int:
         " auto = unless --quick",
     )
     ap.add_argument("--offline", action="store_true", help="use the cached corpus, never fetch")
+    ap.add_argument(
+        "--hours",
+        choices=("even", "habits"),
+        default="even",
+        help="when the offenders write: evenly over the day (the first generator), or in"
+        " habitual hours measured on real senders (bench/alias_hours.py)",
+    )
     ap.add_argument("--cache", type=Path, default=public_mail.default_cache())
     args = ap.parse_args(argv)
     public = None
@@ -764,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"public corpus: {why}", file=sys.stderr)
             if args.public == "yes":
                 return 1
-    report = run(quick=args.quick, seed=args.seed, public=public)
+    report = run(quick=args.quick, seed=args.seed, public=public, hours=args.hours)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
