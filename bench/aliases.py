@@ -332,6 +332,7 @@ class Scored:
     identities: tuple[Identity, ...] = field(repr=False, default=())
     best_no_text: str = ""  # the same without the text signal
     likelihood_no_text: float = 0.0
+    signal_names: tuple[str, ...] = ()  # the best suspicion's signals by name
 
 
 def build(
@@ -406,6 +407,7 @@ def build(
                 idents,
                 plain[0].offender if plain else "",
                 plain[0].likelihood if plain else 0.0,
+                tuple(sorted(x.signal for x in best.signals)) if best else (),
             )
         )
     return offs, rules, index, scored, note, text_fit
@@ -505,6 +507,27 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
     out: dict[str, Any] = {m: figures([(name, m) for name in sets]) for m in modes}
     out["by_set"] = {name: {m: figures([(name, m)]) for m in modes} for name in sets if sets[name]}
     return out
+
+
+def missed(scored: list[Scored]) -> list[dict[str, Any]]:
+    """The alias messages not found at the default threshold, grouped by kind and by the
+    signals of their best suspicion (of any offender: ``other_offender`` counts those whose
+    best was not their own, or none)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Scored]] = {}
+    for s in scored:
+        if s.truth and not (s.likelihood >= DEFAULT_THRESHOLD and s.best == s.truth):
+            groups.setdefault((s.label, s.signal_names), []).append(s)
+    return [
+        {
+            "kind": kind,
+            "signals": list(names),
+            "items": len(mine),
+            "low": min(s.likelihood for s in mine),
+            "high": max(s.likelihood for s in mine),
+            "other_offender": sum(1 for s in mine if s.best != s.truth),
+        }
+        for (kind, names), mine in sorted(groups.items())
+    ]
 
 
 def by_source(scored: list[Scored]) -> dict[str, dict[str, Any]]:
@@ -611,6 +634,7 @@ def run(
             1 for s in scored if not s.truth and any(w.startswith("text like") for w in s.signals)
         ),
         "kinds": kinds,
+        "missed": missed(scored),
         "sweep": [accuracy(scored, t) for t in THRESHOLDS],
         "calibration": calibration(scored),
         "by_source": by_source(scored),
@@ -676,6 +700,15 @@ def show(r: dict[str, Any]) -> None:
         print(
             f"  {kind:24} {k['items']:4}  {k['recall']:6.1%}  {k['recall_no_text']:6.1%}"
             f"  {k['median_likelihood']:.4f}  {k['with_text_signal']:3}"
+        )
+    print(
+        "\nmissed at the default, by kind and the best suspicion's signals (items, lowest and"
+        " highest likelihood, of them flagged or scored to another offender):"
+    )
+    for m in r["missed"]:
+        print(
+            f"  {m['kind']:24} {m['items']:3}  {m['low']:.4f}  {m['high']:.4f}"
+            f"  {m['other_offender']:3}  {' + '.join(m['signals']) or '(none)'}"
         )
     t = r["text_calibration"]
     if t:

@@ -183,3 +183,12 @@ def test_hour_calibration_counts_same_and_different_senders() -> None:
     assert out["same"] == 21 and out["same_tried"] == 21
     assert out["different"] == 1 and out["different_pairs"] == 2
     assert out["lr"] == 2.0
+
+
+def test_every_missed_alias_is_listed_once(report: dict[str, Any]) -> None:
+    d = report["default"]
+    found = round(d["recall"] * d["aliases"])
+    assert sum(m["items"] for m in report["missed"]) == d["aliases"] - found
+    for m in report["missed"]:
+        assert m["kind"] in report["kinds"] and 0 <= m["other_offender"] <= m["items"]
+        assert 0.0 <= m["low"] <= m["high"] <= 1.0
