@@ -68,8 +68,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from guardmail.core.alias_body import body_text  # noqa: E402
 from guardmail.core.alias_features import Features, extract  # noqa: E402
-from guardmail.core.alias_text import message_signature  # noqa: E402
+from guardmail.core.alias_text import message_signature, signature  # noqa: E402
 from guardmail.core.alias_weights import DEFAULT_THRESHOLD  # noqa: E402
 from guardmail.core.aliases import AliasIndex  # noqa: E402
 from guardmail.core.item import Identity, mail_identities  # noqa: E402
@@ -479,10 +480,14 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                     if mode != "off" and verdict.action is Action.PASS:
                         body = mode != "on_no_body" and index.wants_body
                         raw = s.raw
+                        # As Linker.suspect: the text read once, for contacts and signature.
+                        plain = body_text(raw) if body else None
                         found = index.score(
-                            extract(raw, s.identities, body=body, learn=False),
+                            extract(raw, s.identities, body=body, learn=False, plain=plain),
                             now=NOW,
-                            text=partial(message_signature, raw) if mode == "on" else None,
+                            text=partial(signature, plain if plain is not None else body_text(raw))
+                            if mode == "on"
+                            else None,
                             decisive=DEFAULT_THRESHOLD,
                         )
                         _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
