@@ -68,8 +68,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from guardmail.core.alias_body import body_text  # noqa: E402
 from guardmail.core.alias_features import Features, extract  # noqa: E402
-from guardmail.core.alias_text import message_signature  # noqa: E402
+from guardmail.core.alias_text import message_signature, signature  # noqa: E402
 from guardmail.core.alias_weights import DEFAULT_THRESHOLD  # noqa: E402
 from guardmail.core.aliases import AliasIndex  # noqa: E402
 from guardmail.core.item import Identity, mail_identities  # noqa: E402
@@ -77,6 +78,7 @@ from guardmail.core.rules import Action, OffenderRule, RuleSet, clear_caches, de
 from tests.hostile.corpus import corpus as hostile_corpus  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+import alias_hours  # noqa: E402
 import alias_origins  # noqa: E402
 import alias_writers  # noqa: E402
 import public_mail  # noqa: E402
@@ -117,6 +119,7 @@ class Offender:
     writer: str = ""  # the real ham sender whose texts they write (bench/alias_writers.py)
     learned: list[str] = field(default_factory=list)  # texts of their earlier messages
     held: list[str] = field(default_factory=list)  # held-out texts, for their alias messages
+    habit: alias_hours.Habit | None = None  # when they write (--hours habits; None: evenly)
 
 
 def offenders(n: int, rng: random.Random) -> list[Offender]:
@@ -184,7 +187,11 @@ def earlier(off: Offender, k: int, serial: int) -> bytes:
         ip=off.ip if off.domain else "",
         client=off.client,
         domain=off.domain,
-        when=NOW - timedelta(days=1 + k % 50, hours=k % 24),
+        when=NOW - timedelta(days=1 + k % 50, hours=k % 24)
+        if off.habit is None
+        else (NOW - timedelta(days=1 + k % 50)).replace(
+            hour=off.habit.hour(random.Random(f"{off.name}/{k}"))
+        ),
         serial=serial,
         body=f"{text}\r\n-- \r\n{off.first}\r\n{off.phone}",
     )
@@ -326,13 +333,23 @@ class Scored:
     identities: tuple[Identity, ...] = field(repr=False, default=())
     best_no_text: str = ""  # the same without the text signal
     likelihood_no_text: float = 0.0
+    signal_names: tuple[str, ...] = ()  # the best suspicion's signals by name
 
 
 def build(
-    n_offenders: int, learned: int, aliases_per_kind: int, seed: int, public: Path | None = None
+    n_offenders: int,
+    learned: int,
+    aliases_per_kind: int,
+    seed: int,
+    public: Path | None = None,
+    hours: str = "even",
 ) -> tuple[list[Offender], RuleSet, AliasIndex, list[Scored], str, dict[str, Any]]:
     rng = random.Random(seed)
     offs = offenders(n_offenders, rng)
+    if hours == "habits":  # a generator of their own: the rest of the set stays the same
+        for off, habit in zip(offs, alias_hours.habits(len(offs), seed), strict=True):
+            off.habit = habit
+    alias_hours_rng = random.Random(f"alias-hours/{seed}")
     excluded: set[str] = set()
     text_fit: dict[str, Any] = {}
     if public is not None:  # each offender writes as a real ham sender
@@ -365,6 +382,8 @@ def build(
                 used[off.name] = used.get(off.name, 0) + 1
                 extra = fields.get("body")
                 fields["body"] = f"{extra}\r\n\r\n{text}" if extra else text
+            if off.habit is not None:  # at an hour of their habits (else all at 12:00 UTC)
+                fields["when"] = NOW.replace(hour=off.habit.hour(alias_hours_rng))
             items.append((kind, off.name, "generated", message(**fields, serial=serial)))
     unrelated, note = unrelated_corpus(public)
     items += [("unrelated", "", name, raw) for name, raw in unrelated if name not in excluded]
@@ -389,6 +408,7 @@ def build(
                 idents,
                 plain[0].offender if plain else "",
                 plain[0].likelihood if plain else 0.0,
+                tuple(sorted(x.signal for x in best.signals)) if best else (),
             )
         )
     return offs, rules, index, scored, note, text_fit
@@ -460,10 +480,14 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                     if mode != "off" and verdict.action is Action.PASS:
                         body = mode != "on_no_body" and index.wants_body
                         raw = s.raw
+                        # As Linker.suspect: the text read once, for contacts and signature.
+                        plain = body_text(raw) if body else None
                         found = index.score(
-                            extract(raw, s.identities, body=body, learn=False),
+                            extract(raw, s.identities, body=body, learn=False, plain=plain),
                             now=NOW,
-                            text=partial(message_signature, raw) if mode == "on" else None,
+                            text=partial(signature, plain if plain is not None else body_text(raw))
+                            if mode == "on"
+                            else None,
                             decisive=DEFAULT_THRESHOLD,
                         )
                         _ = [x for x in found if x.likelihood >= DEFAULT_THRESHOLD]
@@ -488,6 +512,27 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
     out: dict[str, Any] = {m: figures([(name, m) for name in sets]) for m in modes}
     out["by_set"] = {name: {m: figures([(name, m)]) for m in modes} for name in sets if sets[name]}
     return out
+
+
+def missed(scored: list[Scored]) -> list[dict[str, Any]]:
+    """The alias messages not found at the default threshold, grouped by kind and by the
+    signals of their best suspicion (of any offender: ``other_offender`` counts those whose
+    best was not their own, or none)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Scored]] = {}
+    for s in scored:
+        if s.truth and not (s.likelihood >= DEFAULT_THRESHOLD and s.best == s.truth):
+            groups.setdefault((s.label, s.signal_names), []).append(s)
+    return [
+        {
+            "kind": kind,
+            "signals": list(names),
+            "items": len(mine),
+            "low": min(s.likelihood for s in mine),
+            "high": max(s.likelihood for s in mine),
+            "other_offender": sum(1 for s in mine if s.best != s.truth),
+        }
+        for (kind, names), mine in sorted(groups.items())
+    ]
 
 
 def by_source(scored: list[Scored]) -> dict[str, dict[str, Any]]:
@@ -548,9 +593,11 @@ def signature_crosscheck(scored: list[Scored]) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str, Any]:
+def run(
+    *, quick: bool, seed: int = 24, public: Path | None = None, hours: str = "even"
+) -> dict[str, Any]:
     n, learned, per_kind, rounds = (10, 200, 5, 3) if quick else (100, 10_000, 40, 20)
-    offs, rules, index, scored, note, text_fit = build(n, learned, per_kind, seed, public)
+    offs, rules, index, scored, note, text_fit = build(n, learned, per_kind, seed, public, hours)
     passed = sum(1 for s in scored if decide(s.identities, rules, now=NOW).action is Action.PASS)
     kinds = {}
     for kind in KINDS:
@@ -574,6 +621,7 @@ def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str,
         }
     return {
         "offenders": len(offs),
+        "hours": hours,
         "learned": learned,
         "corpus": note,
         "rules_passed": passed,
@@ -591,6 +639,7 @@ def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str,
             1 for s in scored if not s.truth and any(w.startswith("text like") for w in s.signals)
         ),
         "kinds": kinds,
+        "missed": missed(scored),
         "sweep": [accuracy(scored, t) for t in THRESHOLDS],
         "calibration": calibration(scored),
         "by_source": by_source(scored),
@@ -601,6 +650,9 @@ def run(*, quick: bool, seed: int = 24, public: Path | None = None) -> dict[str,
             public_mail.messages(public, public_mail.HAM),
             public_mail.messages(public, public_mail.SPAM),
         )
+        if public is not None
+        else {},
+        "hour_calibration": alias_hours.calibration(public_mail.messages(public, public_mail.HAM))
         if public is not None
         else {},
         "false_positives": [
@@ -617,7 +669,8 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
 def show(r: dict[str, Any]) -> None:
     print(
         f"{r['offenders']} offenders, {r['learned']} learned items; {r['items']} scored"
-        f" ({r['rules_passed']} passed by the rules)"
+        f" ({r['rules_passed']} passed by the rules); offenders write"
+        + (" in habitual hours" if r["hours"] == "habits" else " evenly over the day")
     )
     print(f"unrelated mail: {r['corpus']}")
     d = r["default"]
@@ -652,6 +705,15 @@ def show(r: dict[str, Any]) -> None:
         print(
             f"  {kind:24} {k['items']:4}  {k['recall']:6.1%}  {k['recall_no_text']:6.1%}"
             f"  {k['median_likelihood']:.4f}  {k['with_text_signal']:3}"
+        )
+    print(
+        "\nmissed at the default, by kind and the best suspicion's signals (items, lowest and"
+        " highest likelihood, of them flagged or scored to another offender):"
+    )
+    for m in r["missed"]:
+        print(
+            f"  {m['kind']:24} {m['items']:3}  {m['low']:.4f}  {m['high']:.4f}"
+            f"  {m['other_offender']:3}  {' + '.join(m['signals']) or '(none)'}"
         )
     t = r["text_calibration"]
     if t:
@@ -727,6 +789,14 @@ def show(r: dict[str, Any]) -> None:
                     f"  {o['different']:6} / {o['different_pairs']:8}  {o['lr']:7.1f}"
                     f"  {_f(o['lr_low95'], '.1f'):>7}"
                 )
+    h = r["hour_calibration"]
+    if h:
+        print(
+            f"\ntiming on real senders: {h['senders']} ham senders with 21+ dated messages"
+            f" ({h['messages']}); fires for {h['same']} / {h['same_tried']} of their own,"
+            f" {h['different']} / {h['different_pairs']} of other senders' messages:"
+            f" LR {_f(h['lr'], '.1f')}; busiest 3 hours' share: {h['shares']}"
+        )
     print(
         "\ndecision cost (us, wall and this thread's CPU; first sightings, linker on = decide +"
         " extract + score with the text signal):"
@@ -755,6 +825,13 @@ def main(argv: list[str] | None = None) -> int:
         " auto = unless --quick",
     )
     ap.add_argument("--offline", action="store_true", help="use the cached corpus, never fetch")
+    ap.add_argument(
+        "--hours",
+        choices=("even", "habits"),
+        default="even",
+        help="when the offenders write: evenly over the day (the first generator), or in"
+        " habitual hours measured on real senders (bench/alias_hours.py)",
+    )
     ap.add_argument("--cache", type=Path, default=public_mail.default_cache())
     args = ap.parse_args(argv)
     public = None
@@ -764,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"public corpus: {why}", file=sys.stderr)
             if args.public == "yes":
                 return 1
-    report = run(quick=args.quick, seed=args.seed, public=public)
+    report = run(quick=args.quick, seed=args.seed, public=public, hours=args.hours)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

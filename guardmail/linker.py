@@ -26,8 +26,9 @@ from datetime import datetime
 from guardmail.config.aliases import AliasesConfig
 from guardmail.config.offenders import GLOB_CHARS, OffenderConfig
 from guardmail.config.settings import Settings
+from guardmail.core.alias_body import body_text
 from guardmail.core.alias_features import Features, address_key, extract, from_dict
-from guardmail.core.alias_text import message_signature
+from guardmail.core.alias_text import signature
 from guardmail.core.aliases import AliasIndex, Suspicion
 from guardmail.core.item import Channel, Identity, Item
 from guardmail.errors import StateError
@@ -137,12 +138,20 @@ class Linker:
         threshold and no person dismissed it; else None."""
         if not self.config.enabled or item.channel is not Channel.MAIL:
             return None
+        # The text is read once, for its contacts and (if another signal asks) its signature.
+        plain = body_text(item.raw) if self.index.wants_body else None
         found = [
             s
             for s in self.index.score(
-                extract(item.raw, item.identities, body=self.index.wants_body, learn=False),
+                extract(
+                    item.raw,
+                    item.identities,
+                    body=self.index.wants_body,
+                    learn=False,
+                    plain=plain,
+                ),
                 now=now,
-                text=lambda: message_signature(item.raw),
+                text=lambda: signature(plain if plain is not None else body_text(item.raw)),
                 decisive=self.config.review_threshold,
             )
             if s.likelihood >= self.config.review_threshold

@@ -251,12 +251,15 @@ def extract(
     body: bool = True,
     text: bool = False,
     learn: bool = True,
+    plain: str | None = None,
 ) -> Features:
     """The features of one mail message (see the module docstring); ``body`` False leaves the
     text unread (no contacts: what a decision does while no offender's signature gave one, the
     index's ``wants_body``); ``text`` True makes the text's signature too; ``learn`` False (a
     decision) leaves out the signature's contacts, which the index learns from an offender's
-    mail and never compares (a third of the text's reading). Never raises."""
+    mail and never compares (a third of the text's reading); ``plain``: the message's
+    ``body_text``, if the caller read it already (a decision reads it once for the contacts
+    and the text signature both). Never raises."""
     idents = list(identities)[: 4 * MAX_ADDRESSES]
     address = ""
     keys: dict[str, None] = {}
@@ -306,7 +309,8 @@ def extract(
         message_domain = _message_domain(first.get("message-id", ""))
         agent = first.get("user-agent") or first.get("x-mailer") or ""
         client = " ".join(agent[:MAX_VALUE].split()).casefold()[:MAX_CLIENT]
-    plain = body_text(raw) if body or text else ""
+    if plain is None:
+        plain = body_text(raw) if body or text else ""
     return Features(
         address=address_key(address) if address else "",
         addresses=tuple(keys),

@@ -43,7 +43,10 @@ body_contact        a phone number or handle in the text (quoted lines       500
 timing              the Date's hour (UTC) +-1 holds half or more of the        3   1.1
                     offender's 20+ learned messages (3 hours of 24 hold an
                     eighth of anyone's by chance; the sender's clock says
-                    it); only added to an offender another signal found
+                    it); only added to an offender another signal found;
+                    on 39 real ham senders (bench/alias_hours.py) it fires
+                    for 8% of their own mail, 1.1% of others': LR 7, no
+                    check set (the spam has no such sender), so 3 stays
 body_address        the text names one of the offender's addresses: a        100   4.6
                     friend warning about the offender may name it too
 text                the writer's own words like those of the offender's    8-150  2.1-5.0

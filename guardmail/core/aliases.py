@@ -102,9 +102,13 @@ class AliasIndex:
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
         # Each offender's ``MAX_PROFILE`` newest text signatures, each with its set (what a
-        # comparison intersects with): one new tuple on every add, so a reader in another
-        # thread never sees a signature without its set.
-        self._texts: dict[str, tuple[tuple[Signature, frozenset[int]], ...]] = {}
+        # comparison intersects with), and the union of those sets (a text that shares no
+        # value with it is like none of them: one test instead of ``MAX_PROFILE``): one new
+        # tuple on every add, so a reader in another thread never sees a signature without its
+        # set, nor a union without every signature.
+        self._texts: dict[
+            str, tuple[tuple[tuple[Signature, frozenset[int]], ...], frozenset[int]]
+        ] = {}
 
     @classmethod
     def build(
@@ -180,7 +184,9 @@ class AliasIndex:
             self._put("contact", contact, ref)
         if features.text:
             entry = (features.text, frozenset(features.text))
-            self._texts[offender] = (*self._texts.get(offender, ()), entry)[-MAX_PROFILE:]
+            old = self._texts.get(offender, ((), frozenset()))[0]
+            profile = (*old, entry)[-MAX_PROFILE:]
+            self._texts[offender] = (profile, frozenset().union(*(v for _, v in profile)))
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
@@ -316,7 +322,9 @@ class AliasIndex:
         if not query:
             return
         for _, off in known[:MAX_TEXT_CANDIDATES]:
-            profile = self._texts[off]
+            profile, union = self._texts[off]
+            if union.isdisjoint(query):
+                continue  # every similarity 0, below the lowest band (the common case)
             value = best_similarity(query, [t for t, _ in profile], [v for _, v in profile])
             ratio, w = band_weight(value)
             if w > 0:

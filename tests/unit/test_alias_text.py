@@ -310,3 +310,22 @@ def test_the_signature_is_that_of_every_shingle(seed: int) -> None:
     text += " " + " ".join(str(rng.randrange(10**6)) for _ in range(rng.randrange(50)))
     assert signature(text) == _reference_signature(text)
     assert signature(OFFENDER) == _reference_signature(OFFENDER)
+
+
+def test_a_hash_of_zero_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The distinct values are found by a neighbour test that starts from 0: a CRC-32 of 0
+    # (1 in 4 billion) must still count. Tables of zeros make every 5-gram's value 0.
+    import re
+    import zlib
+
+    import numpy as np
+
+    from guardmail.core import alias_text
+
+    monkeypatch.setattr(alias_text, "_CRC_AT", np.zeros((5, 256), dtype=np.uint32))
+    text = " ".join(f"word{i}" for i in range(120))
+    words = re.findall(r"\w+", own_text(text))
+    pairs = {zlib.crc32(f"{a}\0{b}".encode()) for a, b in zip(words, words[1:], strict=False)}
+    assert len(pairs) > K
+    assert signature(text) == tuple(sorted(pairs | {0})[:K])
+    assert signature(text)[0] == 0

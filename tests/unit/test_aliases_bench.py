@@ -131,3 +131,64 @@ def test_origin_calibration_counts_same_and_different_senders() -> None:
     ]
     out = _origins().measure(late)
     assert out["ip"]["same"] == 0 and out["client"]["same"] == 1
+
+
+def _hours() -> ModuleType:
+    path = BENCH.parent / "alias_hours.py"
+    spec = importlib.util.spec_from_file_location("bench_alias_hours", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("peak", "share"), [(0, 1.0), (0, 0.0), (12, 0.4), (23, 0.97)])
+def test_a_habit_puts_its_share_in_its_three_hours(peak: int, share: float) -> None:
+    import random
+
+    habit = _hours().Habit(peak=peak, share=share)
+    rng = random.Random(7)
+    drawn = [habit.hour(rng) for _ in range(4000)]
+    window = {(peak - 1) % 24, peak, (peak + 1) % 24}
+    assert all(0 <= h < 24 for h in drawn)
+    assert abs(sum(h in window for h in drawn) / len(drawn) - share) < 0.03
+    assert len(set(drawn) - window) == (0 if share == 1.0 else 21)
+
+
+def test_the_habits_generator_changes_only_the_hours(bench: ModuleType) -> None:
+    even = bench.build(4, 40, 1, 24)
+    habits = bench.build(4, 40, 1, 24, None, "habits")
+    e_items, h_items = even[3], habits[3]
+    assert [(s.label, s.truth, s.source) for s in e_items] == [
+        (s.label, s.truth, s.source) for s in h_items
+    ]
+    generated = [(a, b) for a, b in zip(e_items, h_items, strict=True) if a.truth]
+    # The same messages but for the Date (and what the hour is part of): the same senders.
+    assert all(a.raw != b.raw for a, b in generated)
+    assert all(a.identities == b.identities for a, b in generated)
+    assert all(b"12:00:00 +0000" in a.raw for a, _ in generated)  # the first generator's
+
+
+def test_hour_calibration_counts_same_and_different_senders() -> None:
+    def mail(sender: str, hour: int) -> tuple[str, bytes]:
+        raw = f"From: <{sender}>\r\nDate: 1 Nov 2026 {hour:02}:10:00 +0000\r\n\r\nhi\r\n"
+        return sender, raw.encode()
+
+    # a writes 21 times at 09h; b once at 10h (near a's habit), c once at 20h.
+    ham = [mail("a@x.example", 9) for _ in range(21)]
+    ham += [mail("b@y.example", 10), mail("c@z.example", 20)]
+    out = _hours().calibration(ham)
+    assert out["senders"] == 1 and out["shares"] == [1.0]
+    assert out["same"] == 21 and out["same_tried"] == 21
+    assert out["different"] == 1 and out["different_pairs"] == 2
+    assert out["lr"] == 2.0
+
+
+def test_every_missed_alias_is_listed_once(report: dict[str, Any]) -> None:
+    d = report["default"]
+    found = round(d["recall"] * d["aliases"])
+    assert sum(m["items"] for m in report["missed"]) == d["aliases"] - found
+    for m in report["missed"]:
+        assert m["kind"] in report["kinds"] and 0 <= m["other_offender"] <= m["items"]
+        assert 0.0 <= m["low"] <= m["high"] <= 1.0
