@@ -9,9 +9,9 @@ white space made one space, and cut to ``MAX_OWN_TEXT`` characters.
 
 ``signature`` makes a MinHash signature of that text: the set of its character 5-grams (style:
 spelling, punctuation, favourite words) and word pairs (phrasing), each hashed with CRC-32
-(stable across processes, unlike ``hash``; the 5-grams' all at once with numpy, from tables:
-the same values as ``zlib.crc32``), of which the ``K`` smallest values are kept, sorted (a
-bottom-k sketch, the one-hash form of MinHash). A text shorter
+(stable across processes, unlike ``hash``; core/alias_shingles.py hashes the 5-grams all at
+once with numpy, from tables: the same values as ``zlib.crc32``), of which the ``K`` smallest
+values are kept, sorted (a bottom-k sketch, the one-hash form of MinHash). A text shorter
 than ``MIN_OWN_TEXT`` characters has none: a few words say nothing of who wrote them.
 
 ``similarity`` estimates the Jaccard similarity of two texts' shingle sets from their
@@ -59,13 +59,8 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import pairwise
-
-import numpy as np
-import numpy.typing as npt
 
 from guardmail.core.alias_body import body_text
 
@@ -75,13 +70,11 @@ MAX_TEXT = 16 * 1024
 MAX_OWN_TEXT = 1500
 MAX_PROFILE = 8
 MAX_TEXT_CANDIDATES = 4
-NGRAM = 5  # odd: ``_CRC_AT``'s XOR of NGRAM terms needs it (the constants cancel)
 _MASK = 0xFFFFFFFF
 
 # (lowest similarity, likelihood ratio), highest band first: see the module docstring.
 BANDS: tuple[tuple[float, float], ...] = ((0.40, 150.0), (0.30, 60.0), (0.12, 25.0), (0.08, 8.0))
 
-_WORD = re.compile(r"\w+")
 _SPACE = re.compile(r"\s+")
 # A line that starts what someone else wrote: everything below it is theirs.
 _CUT = re.compile(
@@ -92,20 +85,6 @@ _CUT = re.compile(
 _ATTRIBUTION = re.compile(r"(?:wrote|writes|schrieb|a écrit|said):\s*$", re.IGNORECASE)
 
 Signature = tuple[int, ...]
-
-
-def _crc_tables() -> npt.NDArray[np.uint32]:
-    """``[j][v]``: the CRC-32 of ``NGRAM`` bytes, all 0 but byte ``j``, which is ``v``."""
-    out = np.zeros((NGRAM, 256), dtype=np.uint32)
-    for j in range(NGRAM):
-        for v in range(256):
-            gram = bytearray(NGRAM)
-            gram[j] = v
-            out[j, v] = zlib.crc32(gram)
-    return out
-
-
-_CRC_AT = _crc_tables()
 
 
 def own_text(text: str) -> str:
@@ -133,29 +112,11 @@ def signature(text: str) -> Signature:
     own = own_text(text)
     if len(own) < MIN_OWN_TEXT:
         return ()
-    data = np.frombuffer(own.encode("utf-8", "replace"), dtype=np.uint8)
-    n = len(data) - NGRAM + 1
-    words = _WORD.findall(own)
-    hashes = np.empty(n + max(0, len(words) - 1), dtype=np.uint32)
-    # Every 5-gram's CRC-32 at once (no Python-level loop per shingle: this is the costly
-    # step): the CRC of a 5-byte string is the XOR of the CRCs of its bytes each alone in
-    # its place (``_CRC_AT``; the CRC is affine, and with an odd number of terms the
-    # constants cancel), so the values are those of ``zlib.crc32`` on each 5-gram.
-    grams = hashes[:n]
-    np.take(_CRC_AT[0], data[:n], out=grams)
-    for j in range(1, NGRAM):
-        grams ^= _CRC_AT[j][data[j : n + j]]
-    # A word pair is told from a 5-gram by its NUL separator, which text never holds here.
-    hashes[n:] = list(map(zlib.crc32, map(str.encode, map("\0".join, pairwise(words)))))
-    hashes.sort()
-    # The distinct values, smallest first (a sort and a neighbour test: numpy's ``unique``
-    # hashes first, and costs more on these sizes).
-    distinct = hashes[np.flatnonzero(np.diff(hashes, prepend=np.uint32(0)) != 0)]
-    if hashes[0] == 0:  # the test above drops a leading 0 (a CRC-32 of 1 in 4 billion)
-        distinct = np.concatenate((hashes[:1], distinct))
-    if len(distinct) < K:
-        return ()  # a text that repeats a few words: too few values to estimate anything
-    return tuple(distinct[:K].tolist())
+    # numpy is loaded here, not with the module: the linker is off by default, and a daemon
+    # that never computes a signature (the milter of an ISP) does not carry its ~11 MB.
+    from guardmail.core.alias_shingles import shingle_minima
+
+    return shingle_minima(own, K)
 
 
 def message_signature(raw: bytes) -> Signature:

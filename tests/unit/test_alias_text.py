@@ -320,12 +320,28 @@ def test_a_hash_of_zero_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import numpy as np
 
-    from guardmail.core import alias_text
+    from guardmail.core import alias_shingles
 
-    monkeypatch.setattr(alias_text, "_CRC_AT", np.zeros((5, 256), dtype=np.uint32))
+    monkeypatch.setattr(alias_shingles, "_CRC_AT", np.zeros((5, 256), dtype=np.uint32))
     text = " ".join(f"word{i}" for i in range(120))
     words = re.findall(r"\w+", own_text(text))
     pairs = {zlib.crc32(f"{a}\0{b}".encode()) for a, b in zip(words, words[1:], strict=False)}
     assert len(pairs) > K
     assert signature(text) == tuple(sorted(pairs | {0})[:K])
     assert signature(text)[0] == 0
+
+
+def test_numpy_loads_only_when_a_signature_is_made() -> None:
+    # The linker is off by default: a daemon that never makes a signature (an ISP's milter)
+    # must not carry numpy (~11 MB resident).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, guardmail.core.alias_text as t, guardmail.daemon.supervisor\n"
+        "before = 'numpy' in sys.modules\n"
+        "t.signature(' '.join(f'word{i}' for i in range(120)))\n"
+        "print(before, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
