@@ -7,6 +7,7 @@ here, so core/ never imports settings.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,9 +102,13 @@ class Tenant:
         if self.pipeline.receipts is not None:
             self.pipeline.receipts.authserv_id = settings.evidence.authserv_id
 
-    def close(self) -> None:
+    def close(self, *, deadline: float | None = None) -> None:
+        """``deadline`` (time.monotonic): when the receipt checks still queued are dropped; one
+        for all tenants closed together, since they share the workers (a tenant's own
+        ``RECEIPTS_CLOSE_SECONDS`` each would add up over an ISP's thousand)."""
         if self.pipeline.receipts is not None:
-            self.pipeline.receipts.close(timeout=RECEIPTS_CLOSE_SECONDS)
+            left = RECEIPTS_CLOSE_SECONDS if deadline is None else deadline - time.monotonic()
+            self.pipeline.receipts.close(timeout=max(0.0, left))
         if self.owns_storage:
             self.storage.close()
 
