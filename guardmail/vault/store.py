@@ -56,8 +56,8 @@ from guardmail.storage.base import (
 )
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal, treelog
-from guardmail.vault.blobs import BlobStore
-from guardmail.vault.head import HeadWitness
+from guardmail.vault.blobs import BlobStore, fsync_dir
+from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
 from guardmail.vault.signing import make_key
 
@@ -309,3 +309,19 @@ class Vault(VaultReads, HeadWitness):
                 remove_stale_temps(d)
         except (OSError, StateError) as exc:
             event("vault.untidy", level=logging.WARNING, vault=str(self.root), error=str(exc))
+
+    def prepare(self) -> None:
+        """At a daemon's start, make what a brand-new vault's first archive would otherwise make
+        while its item waits (a milter's client waits for the answer): the blob directory, its
+        name fsync'd, and the GENESIS HEAD (``_check_witness`` in a transaction, as before an
+        append: never beside a commit). Nothing for a vault that has them. Best effort: a
+        failure is logged, and the first archive makes them as before."""
+        try:
+            if not self.blobs.root.is_dir():
+                private_dir(self.blobs.root)
+                fsync_dir(self.root)
+            if not (self.root / HEAD_FILE).exists():
+                with self.storage.transaction() as tx:
+                    self._check_witness(tx)
+        except (OSError, StorageUnavailable, StateError) as exc:
+            event("vault.unprepared", level=logging.WARNING, vault=str(self.root), error=str(exc))
