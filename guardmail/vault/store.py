@@ -317,11 +317,17 @@ class Vault(VaultReads, HeadWitness):
         append: never beside a commit). Nothing for a vault that has them. Best effort: a
         failure is logged, and the first archive makes them as before."""
         try:
-            if not self.blobs.root.is_dir():
+            made = not self.blobs.root.is_dir()
+            if made:
                 private_dir(self.blobs.root)
-                fsync_dir(self.root)
-            if not (self.root / HEAD_FILE).exists():
+            head = self.root / HEAD_FILE
+            if not head.exists():
                 with self.storage.transaction() as tx:
                     self._check_witness(tx)
+                # A HEAD written now (here or by a commit) fsync'd this directory after the
+                # blob directory's name was made: that name is durable with it (2 fsyncs, not 3).
+                made = made and not head.exists()
+            if made:
+                fsync_dir(self.root)
         except (OSError, StorageUnavailable, StateError) as exc:
             event("vault.unprepared", level=logging.WARNING, vault=str(self.root), error=str(exc))
