@@ -70,7 +70,7 @@ def seal_log(vault: Vault, *, now: datetime | None = None) -> None:
 
 def serve_tenant(settings: Settings, *, storage: SQLiteStorage | None = None) -> Tenant:
     """``open_tenant`` for a daemon (not for commands that only read): the log sealed, the
-    vault's first HEAD and blob directory made (not while the first offender's item waits), and
+    vault's GENESIS HEAD made (not while the first offender's item waits), and
     the receipt checks a crash lost queued again."""
     tenant = open_tenant(settings, storage=storage)
     seal_log(tenant.vault)

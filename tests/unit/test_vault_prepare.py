@@ -1,5 +1,5 @@
-"""``Vault.prepare`` at a daemon's start: a brand-new vault's GENESIS HEAD and blob directory
-made before its first item waits for them, with the vault's contract unchanged."""
+"""``Vault.prepare`` at a daemon's start: a brand-new vault's GENESIS HEAD made before its
+first item waits for it, with the vault's contract unchanged."""
 
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ def storage(tmp_path: Path) -> Iterator[SQLiteStorage]:
     s.close()
 
 
-def test_a_new_vault_gets_its_genesis_head_and_blob_directory_before_any_item(
+def test_a_new_vault_gets_its_genesis_head_before_any_item(
     tmp_path: Path, storage: SQLiteStorage
 ) -> None:
     vault = Vault(tmp_path / "vault", storage, "t")
     vault.open()
     vault.prepare()
     assert (vault.root / HEAD_FILE).read_bytes() == f"0 {GENESIS}\n".encode()
-    assert (vault.blobs.root.stat().st_mode & 0o777) == 0o700
+    assert (vault.root / HEAD_FILE).stat().st_mode & 0o777 == 0o600
     assert verify_vault(vault) == [] and vault.tamper_notes() == []
     receipt = vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
     assert vault.blobs.get(receipt.sha256) == b"first"
@@ -63,8 +63,7 @@ def test_a_vault_that_cannot_be_prepared_is_logged_not_raised(
     tmp_path: Path, storage: SQLiteStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
     vault = Vault(tmp_path / "vault", storage, "t")
-    vault.open()
-    vault.blobs.root.write_bytes(b"not a directory")
+    vault.root.write_bytes(b"not a directory")
     vault.prepare()
     assert "vault.unprepared" in caplog.text
     assert not (vault.root / HEAD_FILE).exists()
