@@ -321,5 +321,7 @@ class Vault(VaultReads, HeadWitness):
             if not (self.root / HEAD_FILE).exists():
                 with self.storage.transaction() as tx:
                     self._check_witness(tx)
+        except StorageClosed:
+            pass  # the daemon is stopping: the next start prepares it
         except (OSError, StorageUnavailable, StateError) as exc:
             event("vault.unprepared", level=logging.WARNING, vault=str(self.root), error=str(exc))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from guardmail.daemon.tenant import Preparer
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.head import HEAD_FILE
 from guardmail.vault.journal import GENESIS
@@ -67,3 +68,17 @@ def test_a_vault_that_cannot_be_prepared_is_logged_not_raised(
     vault.prepare()
     assert "vault.unprepared" in caplog.text
     assert not (vault.root / HEAD_FILE).exists()
+
+
+def test_the_daemons_preparer_makes_new_vaults_heads_after_the_start_in_its_thread(
+    tmp_path: Path, storage: SQLiteStorage
+) -> None:
+    vaults = [Vault(tmp_path / "vault" / f"t{n}", storage, f"t{n}") for n in range(5)]
+    preparer = Preparer()
+    for vault in vaults:
+        vault.open()
+        preparer.add(vault)
+    assert preparer.wait(30)
+    assert all((v.root / HEAD_FILE).read_bytes() == f"0 {GENESIS}\n".encode() for v in vaults)
+    preparer.add(vaults[0])  # the thread ended with the queue; another starts
+    assert preparer.wait(30)
