@@ -12,10 +12,10 @@ Each round starts a fresh Postfix (shared/recipes/postfix.md) and its filter:
 - bare: Postfix -> a bare aiosmtpd relay (content_filter) -> Postfix: the after-queue floor.
 
 The same mail in every round: 1,000 tenants with 10 offenders each (guardmail's ``tenants.d``,
-rspamd's map), 10% of messages from an offender to its tenant's recipient (guardmail
-quarantines it into quarantine@example.test, rspamd refuses it with 554), 45% clean to tenants'
-recipients, 45% to unprotected ones; 3 KB messages, then a size mix (50% 3 KB, 25% 12 KB, 15%
-48 KB, 8% 200 KB, 2% 1 MB), at 1, 4 and 16 client connections, each reused for its messages.
+rspamd's map), 10% of messages (``--offenders``) from an offender to its tenant's recipient
+(guardmail quarantines it into quarantine@example.test, rspamd refuses it with 554), 45% clean
+to tenants' recipients, 45% to unprotected ones; 3 KB messages, then a size mix (50% 3 KB, 25%
+12 KB, 15% 48 KB, 8% 200 KB, 2% 1 MB), at 1, 4 and 16 client connections, each reused.
 
 Per run: handled msg/s (delivered into a Maildir or refused to the client, until the last one),
 p50/p99 latency per message (from the client's MAIL to the Maildir file's mtime, or to the
@@ -100,9 +100,13 @@ def offender(tenant: int, k: int) -> str:
     return f"ex{tenant}-{k}@bad.example"
 
 
+OFFENDER_PERCENT = [10]  # --offenders: the share of offender mail, in percent (0: clean only)
+
+
 def message(i: int, tenants: int, size: int, tag: str) -> tuple[str, str, bytes]:
     """(sender, recipient, bytes) of message ``i`` (see the module docstring for the mix)."""
-    if i % 10 == 0:
+    percent = OFFENDER_PERCENT[0]
+    if percent and (i * percent) % 100 < percent:  # 10%: every tenth message
         t = (i // 10) % tenants
         sender, rcpt = offender(t, (i // 10) % OFFENDERS_EACH), f"c{t}@customer.test"
     elif i % 2:
@@ -384,11 +388,20 @@ def main() -> int:
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="message kinds: 3 KB,mix")
     parser.add_argument(
+        "--offenders",
+        type=int,
+        default=10,
+        choices=range(101),
+        metavar="PERCENT",
+        help="share of mail from offenders (0: clean mail only, to split the gap)",
+    )
+    parser.add_argument(
         "--base",
         type=Path,
         help="another checkout: its guardmail runs each guardmail round too, just before",
     )
     args = parser.parse_args()
+    OFFENDER_PERCENT[0] = args.offenders
     sizes = QUICK if args.quick else FULL
     conns = tuple(int(c) for c in args.connections.split(","))
     kinds = tuple(k.strip() for k in args.kinds.split(","))
@@ -398,7 +411,8 @@ def main() -> int:
         parser.error(f"--base {args.base}: no guardmail package there")
     print(
         f"{sizes.messages} messages of 3 KB and {sizes.mixed} of the size mix a run, "
-        f"{sizes.tenants} tenants x {OFFENDERS_EACH} offenders, {os.cpu_count()} CPUs, "
+        f"{sizes.tenants} tenants x {OFFENDERS_EACH} offenders, {args.offenders}% offender "
+        f"mail, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )

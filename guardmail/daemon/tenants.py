@@ -37,7 +37,7 @@ from guardmail.config.tenants import (
     load_tenants,
 )
 from guardmail.daemon.reload import COARSE_CLOCK_NS, DEBOUNCE
-from guardmail.daemon.tenant import Tenant, open_storage, serve_tenant
+from guardmail.daemon.tenant import RECEIPTS_CLOSE_SECONDS, Tenant, open_storage, serve_tenant
 from guardmail.errors import ConfigError
 from guardmail.logs import event
 from guardmail.pipeline import Pipeline
@@ -220,8 +220,9 @@ class TenantDirectory:
         return serve_tenant(settings, storage=self._storage)
 
     def close(self) -> None:
+        deadline = time.monotonic() + RECEIPTS_CLOSE_SECONDS  # one wait for all: shared workers
         for tenant in [*self._open.values(), *self._retired]:
-            tenant.close()
+            tenant.close(deadline=deadline)
         self._open.clear()
         self._retired.clear()
         if self._storage is not None:

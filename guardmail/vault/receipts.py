@@ -4,24 +4,27 @@ server's Authentication-Results, checked after the item is archived and kept bes
 Contracts:
 - Never before the archive, never holding the item: the pipeline hands an item to ``submit``
   only after ``Vault.put_many`` returned (the bytes are fsync'd and journaled), and ``submit``
-  only queues it and returns at once, whatever DNS does. One worker thread per tenant checks
-  the queue in order (started by ``submit``, ended after ``IDLE_SECONDS`` without work); the
-  action on the item does not wait for it.
-- No check is dropped for want of room (a first scan archives thousands at once): the queue
-  holds at most ``BACKLOG_BYTES`` of message bytes (the worker's batch in hand, taken from it,
-  at most as much again); past that a job keeps only (seq, SHA-256)
+  only queues it and returns at once, whatever DNS does. The daemon's few worker threads
+  (``guardmail.vault.receipt_workers``: per-tenant order, fair turns across tenants) check
+  each tenant's queue in order; the action on the item does not wait for it.
+- No check is dropped for want of room (a first scan archives thousands at once): the queues
+  of all tenants hold at most ``BACKLOG_BYTES`` of message bytes (the turns in hand, taken
+  from them, at most as much again); past that a job keeps only (seq, SHA-256)
   and its bytes are read back from the vault (``load``, the blob just fsync'd) when its turn
   comes. Such a job costs ~200 bytes of memory against the KBs its blob takes on disk, so the
   queue never outgrows the vault it trails. Without ``load`` (a checker not given the vault)
   the bytes stay in memory. Only ``close`` (the daemon stopping) refuses checks, logged as
-  ``receipt.unchecked``; a crash loses the checks still queued (the item stays archived), and
-  ``catch_up`` (the daemon's start) queues them again: at most ``CATCH_UP`` archived mail
-  entries without a check, oldest first, read back from the vault. Such a check is not one
+  ``receipt.unchecked`` (and drops what it could not finish in its time, logged so too); a
+  crash loses the checks still queued (the item stays archived), and ``catch_up`` (the
+  daemon's start) queues them again: at most ``CATCH_UP`` archived mail entries without a
+  check, oldest first, read back from the vault. Its query runs in the tenant's first turn on
+  a worker thread, not on the caller's event loop, before any check submitted meanwhile
+  (those are not queued twice). Such a check is not one
   at receipt: its ``checked_at`` is when it ran and its ``note`` says it was late (keys may
   have rotated since). Until then ``guardmail evidence verify-dkim`` says "not checked".
-- The worker records its checks in batches, one transaction each (at most ``BATCH`` checks or
-  ``COMMIT_SECONDS`` of checking, whichever comes first; sooner when the queue is empty), not a
-  transaction per item: the storage is shared with the pipeline and the watchers.
+- A turn records its checks in one transaction (at most ``BATCH`` checks or ``COMMIT_SECONDS``
+  of checking, whichever comes first; sooner when the queue is empty), not a transaction per
+  item: the storage is shared with the pipeline and the watchers.
 - Each check is bounded by ``dkimcheck.Limits`` (signatures, ARC sets, DNS time, CPU time).
 - What is kept (``guardmail.storage.base``): one ``ReceiptCheckRow`` per archived entry, one
   ``DkimResultRow`` per signature, and every key record fetched as a ``DkimKeyRow``, stored once
@@ -33,7 +36,6 @@ Contracts:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -50,7 +52,9 @@ from guardmail.storage.base import (
     Storage,
     StorageUnavailable,
 )
+from guardmail.vault import receipt_workers
 from guardmail.vault.dkimlimits import DEFAULT_LIMITS, Limits
+from guardmail.vault.receipt_workers import Workers
 
 if TYPE_CHECKING:
     # dkimpy and dnspython (~20 MB) are imported by the worker at its first check, not with
@@ -58,10 +62,6 @@ if TYPE_CHECKING:
     from guardmail.vault.dkimcheck import Check, Signature
     from guardmail.vault.keyfetch import Resolver
 
-BACKLOG_BYTES = 64 * 1024 * 1024  # message bytes held by queued checks; past it, read back
-BATCH = 200  # checks recorded in one transaction at most
-COMMIT_SECONDS = 1.0  # checking time after which what is done is recorded (a slow DNS)
-IDLE_SECONDS = 60.0  # a worker with nothing to do this long ends (an ISP's many quiet tenants)
 CATCH_UP = 10_000  # checks lost by a crash queued again at a start, at most (~200 B each)
 LATE_NOTE = "checked late, after a restart (the check queued at receipt was lost)"
 
@@ -85,7 +85,7 @@ class Found:
 
 
 class ReceiptChecker:
-    """One tenant's checks at receipt, in one worker thread started on the first ``submit``."""
+    """One tenant's checks at receipt, queued for the daemon's receipt workers."""
 
     def __init__(
         self,
@@ -97,7 +97,8 @@ class ReceiptChecker:
         limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         load: Callable[[str], bytes] | None = None,
-        backlog_bytes: int = BACKLOG_BYTES,
+        backlog_bytes: int | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.storage = storage
         self.tenant = tenant
@@ -106,13 +107,15 @@ class ReceiptChecker:
         self.limits = limits
         self.clock = clock
         self.load = load  # an archived blob's bytes by SHA-256 (Vault.blobs.get)
-        self.backlog_bytes = backlog_bytes
+        self.backlog_bytes = backlog_bytes  # this tenant's own bound, under the workers' one
+        self.workers = workers if workers is not None else receipt_workers.shared()
+        self._cond = self.workers.cond  # one lock for every tenant's queue: moves only
         self._jobs: deque[Job] = deque()
-        self._held = 0  # bytes of raw held by queued jobs
+        self._held = 0  # bytes of raw held by this tenant's queued jobs
         self._busy = 0  # jobs taken but not yet recorded
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._catch_up = 0  # a catch-up asked, not yet run: its limit
         self._closed = False
+        self.caught_up = 0  # checks the last catch-up queued again
 
     def submit(self, *, seq: int, sha256: str, raw: bytes) -> bool:
         """Queue an archived item's check; False (and logged) only once closed. Returns at
@@ -121,23 +124,87 @@ class ReceiptChecker:
             if self._closed:
                 event("receipt.unchecked", level=logging.WARNING, tenant=self.tenant, seq=seq)
                 return False
-            keep = self.load is None or self._held + len(raw) <= self.backlog_bytes
-            if keep:
-                self._held += len(raw)
-            self._jobs.append(Job(seq=seq, sha256=sha256, raw=raw if keep else None))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"receipts-{self.tenant}", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify_all()
+            keep = self.load is None or (
+                self.workers.held + len(raw) <= self.workers.backlog_bytes
+                and (self.backlog_bytes is None or self._held + len(raw) <= self.backlog_bytes)
+            )
+            job = Job(seq=seq, sha256=sha256, raw=raw if keep else None)
+            self._hold(job, 1)
+            self._jobs.append(job)
+            self.workers.ready(self)
         return True
 
-    def catch_up(self, limit: int = CATCH_UP) -> int:
-        """Queue the archived mail entries that have no check recorded (a crash lost them);
-        how many. Only with ``load``: their bytes are read back from the vault."""
+    def _hold(self, job: Job, sign: int) -> None:
+        """Count ``job``'s bytes in (1) or out (-1) of the bounds; under ``_cond``."""
+        if job.raw is not None:
+            self._held += sign * len(job.raw)
+            self.workers.held += sign * len(job.raw)
+
+    def catch_up(self, limit: int = CATCH_UP) -> None:
+        """Queue again the archived mail entries that have no check recorded (a crash lost
+        them), at most ``limit``. Returns at once: the query runs in the tenant's next turn on a
+        worker thread (~1 us an archived entry: not on the event loop), and ``caught_up`` says
+        how many it queued. Only with ``load``: their bytes are read back from the vault."""
         if self.load is None:
-            return 0
+            return
+        with self._cond:
+            if self._closed:
+                return
+            self._catch_up = limit
+            self.workers.ready(self)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued check is recorded; False if ``timeout`` seconds passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self.has_work() and not self._busy, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop taking checks; let the workers finish the queue for at most ``timeout``
+        seconds, then drop what is left (logged; the items stay archived, and the next start's
+        ``catch_up`` queues them again). A turn in hand ends by itself."""
+        with self._cond:
+            self._closed = True
+            if self._cond.wait_for(lambda: not self.has_work() and not self._busy, timeout):
+                return
+            dropped = len(self._jobs)
+            for job in self._jobs:
+                self._hold(job, -1)
+            self._jobs.clear()
+            self._catch_up = 0
+        event("receipt.unchecked", level=logging.WARNING, tenant=self.tenant, entries=dropped)
+
+    def has_work(self) -> bool:
+        """Checks queued or a catch-up asked (under ``_cond``; ``Workers`` asks)."""
+        return bool(self._jobs) or self._catch_up > 0
+
+    def turn(self) -> None:
+        """One turn on a worker thread (``Workers``): the catch-up if one was asked, then at
+        most ``BATCH`` checks for ``COMMIT_SECONDS``; the rest go back to the queue's front."""
+        with self._cond:
+            limit, self._catch_up = self._catch_up, 0
+        if limit:
+            self._queue_missing(limit)
+        with self._cond:
+            n = min(receipt_workers.BATCH, len(self._jobs))
+            jobs = [self._jobs.popleft() for _ in range(n)]
+            for job in jobs:
+                self._hold(job, -1)
+            self._busy += n
+        left: list[Job] = []
+        try:
+            left = self._check_batch(jobs)
+        finally:
+            with self._cond:
+                for job in left:
+                    self._hold(job, 1)
+                self._jobs.extendleft(reversed(left))
+                self._busy -= n
+                self._cond.notify_all()
+
+    def _queue_missing(self, limit: int) -> None:
+        """The catch-up's query and queueing, at the start of a turn: no check of this tenant
+        is in hand then, so each one submitted but not recorded is in ``_jobs``, not queued
+        twice."""
         try:
             with self.storage.read() as tx:
                 missing = tx.unchecked_archives(self.tenant, channel="mail", limit=limit)
@@ -145,60 +212,31 @@ class ReceiptChecker:
             event(
                 "receipt.catch_up_failed", level=logging.WARNING, tenant=self.tenant, error=str(exc)
             )
-            return 0
-        if not missing:
-            return 0
-        event("receipt.catching_up", tenant=self.tenant, entries=len(missing))
+            return
         with self._cond:
-            if self._closed:
-                return 0
-            self._jobs.extend(Job(seq=seq, sha256=sha, raw=None, late=True) for seq, sha in missing)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"receipts-{self.tenant}", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify_all()
-        return len(missing)
+            queued = {j.seq for j in self._jobs}
+            late = [
+                Job(seq=seq, sha256=sha, raw=None, late=True)
+                for seq, sha in missing
+                if seq not in queued
+            ]
+            self._jobs.extendleft(reversed(late))  # oldest first, before the newer ones
+            self.caught_up = len(late)
+        if late:
+            event("receipt.catching_up", tenant=self.tenant, entries=len(late))
 
-    def drain(self, timeout: float) -> bool:
-        """Wait until every queued check is recorded; False if ``timeout`` seconds passed first."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._jobs and not self._busy, timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop taking checks; let the worker finish the queue for at most ``timeout`` seconds
-        (the thread is a daemon thread: what is left is lost, never waited for)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._jobs or self._closed, IDLE_SECONDS)
-                if not self._jobs:
-                    self._thread = None  # the next submit starts another
-                    return
-                jobs = [self._jobs.popleft() for _ in range(min(BATCH, len(self._jobs)))]
-                self._held -= sum(len(j.raw) for j in jobs if j.raw is not None)
-                self._busy += len(jobs)
-            try:
-                self._check_batch(jobs)
-            finally:
-                with self._cond:
-                    self._busy -= len(jobs)
-                    self._cond.notify_all()
-
-    def _check_batch(self, jobs: list[Job]) -> None:
-        """Check ``jobs`` in order, recording them a transaction at a time; an error with one
-        (a bug, an unreadable blob) is logged and the others go on."""
+    def _check_batch(self, jobs: list[Job]) -> list[Job]:
+        """Check ``jobs`` in order and record them in one transaction; stop once
+        ``COMMIT_SECONDS`` of checking are done and return the jobs not reached (another
+        tenant's turn comes first). An error with one (a bug, an unreadable blob) is logged and
+        the others go on."""
         done: list[Found] = []
         began = time.monotonic()
-        for job in jobs:
+        for n, job in enumerate(jobs):
+            if n and time.monotonic() - began >= receipt_workers.COMMIT_SECONDS:
+                if done:
+                    self._record_quietly(done)
+                return jobs[n:]
             try:
                 raw = job.raw if job.raw is not None else self._load(job.sha256)
                 done.append(self._found(seq=job.seq, sha256=job.sha256, raw=raw, late=job.late))
@@ -206,11 +244,9 @@ class ReceiptChecker:
                 logging.getLogger("guardmail").exception(
                     "receipt.error", extra={"gm_fields": {"tenant": self.tenant, "seq": job.seq}}
                 )
-            if done and time.monotonic() - began >= COMMIT_SECONDS:
-                self._record_quietly(done)
-                done, began = [], time.monotonic()
         if done:
             self._record_quietly(done)
+        return []
 
     def _load(self, sha256: str) -> bytes:
         assert self.load is not None  # a job without bytes is only queued when there is one

@@ -30,7 +30,7 @@ from guardmail.export.selection import select
 from guardmail.export.verify import verify_bundle
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
-from guardmail.vault import receipts
+from guardmail.vault import receipt_workers, receipts
 from guardmail.vault.dkimcheck import MAX_RSA_BITS, Limits, check, recheck, trusted_results
 from guardmail.vault.keyfetch import LookupFailed, StaticResolver
 from guardmail.vault.receipts import ReceiptChecker, recheck_stored, stored
@@ -254,7 +254,8 @@ def test_checks_are_recorded_a_batch_a_transaction(
         real(done)
 
     monkeypatch.setattr(checker, "record_many", counted)
-    monkeypatch.setattr(receipts, "COMMIT_SECONDS", 600.0)  # a loaded machine: still one batch
+    # A loaded machine: still one batch.
+    monkeypatch.setattr(receipt_workers, "COMMIT_SECONDS", 600.0)
     raw = signed(key)
     caplog.set_level(logging.INFO, logger="guardmail")
     try:
@@ -413,15 +414,16 @@ def test_bundle_carries_the_snapshots_and_checks_them_offline(
 def test_an_idle_worker_ends_and_the_next_item_starts_another(
     key: Key, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(receipts, "IDLE_SECONDS", 0.01)
+    monkeypatch.setattr(receipt_workers, "IDLE_SECONDS", 0.01)
+    workers = receipt_workers.Workers()
     checker = ReceiptChecker(
-        storage=storage, tenant="t", resolver=StaticResolver({NAME: key.record})
+        storage=storage, tenant="t", resolver=StaticResolver({NAME: key.record}), workers=workers
     )
     try:
         for seq in (1, 2):
             assert checker.submit(seq=seq, sha256="a" * 64, raw=signed(key))
             assert checker.drain(30)
-            wait_for(lambda: checker._thread is None, what="the idle worker to end")  # noqa: SLF001
+            wait_for(lambda: workers.running == 0, what="the idle worker to end")
     finally:
         checker.close()
     assert [stored(storage, "t", s).results[0].result for s in (1, 2)] == ["pass", "pass"]
@@ -474,11 +476,15 @@ def test_checks_a_crash_lost_are_queued_again_at_the_start_and_say_they_are_late
         storage=storage, tenant="t", resolver=dns, clock=lambda: later, load=vault.blobs.get
     )
     try:
-        assert restarted.catch_up(limit=1) == 1  # bounded
+        restarted.catch_up(limit=1)
         assert restarted.drain(30)
-        assert restarted.catch_up() == 1
+        assert restarted.caught_up == 1  # bounded
+        restarted.catch_up()
         assert restarted.drain(30)
-        assert restarted.catch_up() == 0  # nothing left: a later start asks nothing again
+        assert restarted.caught_up == 1
+        restarted.catch_up()
+        assert restarted.drain(30)
+        assert restarted.caught_up == 0  # nothing left: a later start asks nothing again
     finally:
         restarted.close()
     first = stored(storage, "t", mail[0].seq).check
