@@ -20,7 +20,8 @@ from guardmail.commands import (
 )
 from guardmail.daemon.tenant import open_tenant
 from guardmail.errors import StateError
-from guardmail.vault.receipts import LATE_NOTE, Stored, recheck_stored, stored
+from guardmail.vault.receipt_records import Stored, recheck_stored, stored
+from guardmail.vault.receipts import LATE_NOTE
 
 
 def register(ev: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from guardmail.export.evidence import Evidence
 from guardmail.vault.dkimcheck import recheck
-from guardmail.vault.receipts import stored
+from guardmail.vault.receipt_records import stored
 from guardmail.vault.store import Vault
 
 CHECKS = "dkim/checks.json"

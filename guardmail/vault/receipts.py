@@ -30,7 +30,7 @@ Contracts:
   ``DkimResultRow`` per signature, and every key record fetched as a ``DkimKeyRow``, stored once
   per (selector, domain, SHA-256 of the record) with the time and resolver of its first fetch.
   A failed lookup is kept as the signature's result (temperror/permerror and why).
-- ``recheck_stored`` verifies a stored item again offline from those snapshots.
+- What was kept is read back and verified again offline by ``guardmail.vault.receipt_records``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from guardmail.vault.receipt_workers import Workers
 if TYPE_CHECKING:
     # dkimpy and dnspython (~20 MB) are imported by the worker at its first check, not with
     # every tenant (an ISP's many tenants rarely archive anything).
-    from guardmail.vault.dkimcheck import Check, Signature
+    from guardmail.vault.dkimcheck import Check
     from guardmail.vault.keyfetch import Resolver
 
 CATCH_UP = 10_000  # checks lost by a crash queued again at a start, at most (~200 B each)
@@ -370,37 +370,3 @@ class ReceiptChecker:
             if snap.record is not None and snap.sha256 is not None
         ]
         return Found(row=row, results=results, keys=keys, check=found)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stored:
-    """An item's check as stored, with the key snapshots its signatures used (by SHA-256)."""
-
-    check: ReceiptCheckRow | None
-    results: tuple[DkimResultRow, ...]
-    keys: dict[str, DkimKeyRow]
-
-    def records(self) -> dict[str, bytes]:
-        """``SELECTOR._domainkey.DOMAIN`` -> the record as fetched (for ``dkimcheck.recheck``)."""
-        return {f"{k.selector}._domainkey.{k.domain}": k.record for k in self.keys.values()}
-
-
-def stored(storage: Storage, tenant: str, seq: int) -> Stored:
-    """The check kept for entry ``seq`` (``check`` None if it was never checked)."""
-    with storage.read() as tx:
-        row = tx.receipt_check(tenant, seq)
-        results = tuple(tx.dkim_results(tenant, seq))
-        keys: dict[str, DkimKeyRow] = {}
-        for r in results:
-            if r.key_sha256 and r.key_sha256 not in keys:
-                key = tx.dkim_key(tenant, r.key_sha256)
-                if key is not None:
-                    keys[r.key_sha256] = key
-    return Stored(check=row, results=results, keys=keys)
-
-
-def recheck_stored(raw: bytes, kept: Stored, *, limits: Limits = DEFAULT_LIMITS) -> list[Signature]:
-    """The item's signatures verified again, offline, from the snapshots kept at receipt."""
-    from guardmail.vault.dkimcheck import recheck
-
-    return list(recheck(raw, kept.records(), limits=limits).signatures)

@@ -33,7 +33,8 @@ from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import receipt_workers, receipts
 from guardmail.vault.dkimcheck import MAX_RSA_BITS, Limits, check, recheck, trusted_results
 from guardmail.vault.keyfetch import LookupFailed, StaticResolver
-from guardmail.vault.receipts import ReceiptChecker, recheck_stored, stored
+from guardmail.vault.receipt_records import recheck_stored, stored
+from guardmail.vault.receipts import ReceiptChecker
 from guardmail.vault.store import Vault
 from tests.conftest import wait_for
 

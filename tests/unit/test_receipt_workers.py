@@ -16,8 +16,9 @@ import pytest
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import receipt_workers
 from guardmail.vault.keyfetch import LookupFailed, StaticResolver
+from guardmail.vault.receipt_records import stored
 from guardmail.vault.receipt_workers import Workers
-from guardmail.vault.receipts import LATE_NOTE, Found, ReceiptChecker, stored
+from guardmail.vault.receipts import LATE_NOTE, Found, ReceiptChecker
 from guardmail.vault.store import Vault
 from tests.conftest import wait_for
 
