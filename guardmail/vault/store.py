@@ -200,14 +200,25 @@ class Vault(VaultReads, HeadWitness):
                 faults.reached(point)
             with self.storage.transaction() as tx:
                 self._check_witness(tx)
+                # The group's entries are chained here and stored by a few statements (one
+                # look for earlier copies, one multi-row INSERT per chunk), not three SQLite
+                # calls an entry: each gives up the GIL beside the busy event loop (issue 28).
+                head = tx.journal_head(self.tenant)
+                keys = [
+                    (sha, e.source_ref if e.scope is None else e.scope)
+                    for e, sha in zip(entries, shas, strict=True)
+                    if isinstance(e, Archive)
+                ]
+                earlier = tx.find_archived_many(self.tenant, keys) if keys else {}
+                rows: list[JournalRow] = []
                 for entry, sha in zip(entries, shas, strict=True):
                     if isinstance(entry, Record):
                         fields, about = entry.fields, entry.sha256
                         if entry.of is not None:
                             of = by_archive[id(entry.of)]  # KeyError: not earlier here, a bug
                             fields, about = {"archived_seq": of.seq, **fields}, of.sha256
-                        last = journal.append(
-                            tx,
+                        head = journal.following(
+                            head,
                             tenant=self.tenant,
                             kind=entry.kind,
                             fields=fields,
@@ -215,21 +226,22 @@ class Vault(VaultReads, HeadWitness):
                             sha256=about,
                             source_ref=entry.source_ref,
                         )
-                        done.append(last)
+                        rows.append(head)
+                        done.append(head)
                         continue
                     scope = entry.source_ref if entry.scope is None else entry.scope
-                    # Also finds an earlier item of this same batch: identical bytes twice in
-                    # one folder archive once, as they would one after the other.
-                    earlier = tx.find_archived(self.tenant, sha, scope)
-                    if earlier is not None:
-                        receipt = Receipt(sha256=sha, seq=earlier.seq, duplicate=True)
+                    # Also an earlier item of this same batch: identical bytes twice in one
+                    # folder archive once, as they would one after the other.
+                    copy = earlier.get((sha, scope))
+                    if copy is not None:
+                        receipt = Receipt(sha256=sha, seq=copy.seq, duplicate=True)
                         by_archive[id(entry)] = receipt
                         done.append(receipt)
                         continue
                     fields = dict(entry.metadata)
                     fields["size"] = len(entry.raw)
-                    last = journal.append(
-                        tx,
+                    head = journal.following(
+                        head,
                         tenant=self.tenant,
                         kind="archived",
                         fields=fields,
@@ -238,13 +250,18 @@ class Vault(VaultReads, HeadWitness):
                         source_ref=entry.source_ref,
                         scope=scope,
                     )
-                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=last.seq)
+                    rows.append(head)
+                    earlier[(sha, scope)] = head
+                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=head.seq)
                     done.append(receipt)
+                if rows:
+                    tx.journal_insert_many(rows)
+                    last = rows[-1]
                 if within is not None:
                     receipts = [d for d in done if isinstance(d, Receipt)]
                     last = within(tx, receipts) or last
                 if last is not None:
-                    self._grow(tx, now)
+                    self._grow(tx, now, rows)
             if witness and last is not None:
                 self._write_head(last)
         except (OSError, StorageUnavailable, StateError) as exc:
@@ -271,7 +288,7 @@ class Vault(VaultReads, HeadWitness):
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot sign a tree head: {exc}") from exc
 
-    def _grow(self, tx: Transaction, now: datetime) -> None:
+    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
         if self._key is None:
             try:
                 self._key = make_key(self.root)
@@ -280,7 +297,7 @@ class Vault(VaultReads, HeadWitness):
                 # the entries are journaled unsigned, and that is noted and reported.
                 self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
                 return
-        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
+        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now, appended=appended)
 
     def keep_timestamp(self, row: TimestampRow) -> None:
         """Store a checked token beside its head (``guardmail.vault.timestamps``).
