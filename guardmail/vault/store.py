@@ -4,11 +4,13 @@ Contracts:
 - ``Vault.put`` and ``Vault.put_many`` return only when the raw bytes are durable: each blob
   written to a temp file, fsync'd, renamed into place, its directory fsync'd (once per batch;
   a batch of ``blobs.SYNCFS_MIN`` new blobs or more: two ``syncfs(2)`` of the vault's
-  filesystem instead, after the writes and after the renames, see ``vault/blobs.py``), and
+  filesystem instead, after the writes and after the renames, see ``vault/blobs.py``; for a
+  large group, the same code run by a blob writer child, ``vault/blobwriter.py``), and
   the ``archived`` journal entries committed (SQLite synchronous=FULL), a batch's entries in
-  one transaction. Any failure raises ``VaultUnavailable`` and journals nothing of the batch: at
-  most some blobs are on disk without an entry, which a retry finds in place (same name, same
-  bytes) and journals then.
+  one transaction, stored by a few statements whatever its size (one look for earlier copies,
+  multi-row INSERTs, the new entries not read back for the tree head). Any failure raises
+  ``VaultUnavailable`` and journals nothing of the batch: at most some blobs are on disk
+  without an entry, which a retry finds in place (same name, same bytes) and journals then.
 - The bytes are never transformed: the blob is exactly ``raw`` and its name is its SHA-256.
 - The same bytes within the same dedupe scope archive once: a retry after a crash between archive
   and action, a retry of a batch the vault failed part-way, or an IMAP rescan after a UIDVALIDITY
@@ -57,6 +59,7 @@ from guardmail.storage.base import (
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal, treelog
 from guardmail.vault.blobs import BlobStore
+from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.head import HeadWitness
 from guardmail.vault.reads import VaultReads
 from guardmail.vault.signing import make_key
@@ -167,6 +170,7 @@ class Vault(VaultReads, HeadWitness):
         witness: bool,
         point: str = "vault.blob",
         within: Within | None = None,
+        writer: BlobWriter | None = None,
     ) -> list[Receipt | JournalRow]:
         """``put_many`` and ``record_many`` in one: every Archive's blob durable (directories
         fsync'd once each), then all entries journaled in order in one transaction with one
@@ -174,7 +178,8 @@ class Vault(VaultReads, HeadWitness):
         JournalRow per Record, in order; ``VaultUnavailable`` with nothing journaled if not.
         ``guardmail.vault.group`` commits concurrent requests together through this (its crash
         ``point``, reached between the blobs' fsyncs and the transaction, is ``vault.group``).
-        ``within``: as for ``put_many`` (a transaction is made for it even with no entries)."""
+        ``within``: as for ``put_many`` (a transaction is made for it even with no entries).
+        ``writer``: the blob files are written by that child process (``BlobStore.put_many``)."""
         if not entries and within is None:
             return []
         shas = [
@@ -196,7 +201,7 @@ class Vault(VaultReads, HeadWitness):
         by_archive: dict[int, Receipt] = {}  # id(Archive) -> its receipt, for ``Record.of``
         try:
             if archives:
-                self.blobs.put_many(archives)
+                self.blobs.put_many(archives, writer=writer)
                 faults.reached(point)
             with self.storage.transaction() as tx:
                 self._check_witness(tx)

@@ -80,9 +80,7 @@ def test_a_group_of_many_entries_costs_a_bounded_number_of_statements(tmp_path: 
     vault.put_many([Archive(raw=b"first", source_ref="uid/first")], now=NOW)  # key, HEAD made
     statements: list[str] = []
     storage._conn.set_trace_callback(statements.append)
-    archives = [
-        Archive(raw=f"message {i}\r\n".encode(), source_ref=f"uid/{i}") for i in range(300)
-    ]
+    archives = [Archive(raw=f"message {i}\r\n".encode(), source_ref=f"uid/{i}") for i in range(300)]
     again = Archive(raw=b"first", source_ref="uid/first")  # an earlier group's item: duplicate
     twice = Archive(raw=b"message 7\r\n", source_ref="uid/7")  # this group's, again
     done = vault.commit(
