@@ -15,9 +15,10 @@ Contracts:
   group fails (``Vault.commit``: ``VaultUnavailable``, nothing journaled): an error in the child
   (its errno and text), the child dead or killed before it answered, an answer that is not one.
   A dead child is reaped, the temp files it left in the request's directories are removed, and
-  the next call starts a new one (a child found dead between calls is replaced before the call:
-  nothing was in flight). At most some blobs were renamed into place without an entry,
-  which the retry finds in place (same name, same bytes) and makes durable again.
+  the next call starts a new one (a child already reaped as dead when a call begins is replaced
+  before it: nothing was in flight; one that dies under a call fails that call). At most some
+  blobs were renamed into place without an entry, which the retry finds in place (same name,
+  same bytes) and makes durable again.
 - One request at a time per writer (a lock); each committer thread has its own writer, started
   at its first large group and closed when the thread ends (``guardmail.vault.group``), so a
   tenant's writer never waits for another tenant's disk, and an idle tenant holds no process.

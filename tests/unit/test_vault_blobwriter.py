@@ -49,9 +49,12 @@ def temps(root: Path) -> list[Path]:
 
 
 def gone(pid: int) -> bool:
+    """Whether the process has ended and can be reaped: its leader a zombie and no other thread
+    left (the child's fsync pool threads end after the leader shows as a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1].startswith("Z")
+            zombie = f.read().split(") ")[1].startswith("Z")
+        return zombie and os.listdir(f"/proc/{pid}/task") == [str(pid)]
     except FileNotFoundError:
         return True
 
