@@ -15,10 +15,11 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from guardmail.storage.base import Transaction
+from guardmail.storage.base import JournalRow, Transaction
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
@@ -29,7 +30,7 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 class PlainVault(Vault):
     """The journal without its log: a hash chain and HEAD only."""
 
-    def _grow(self, tx: Transaction, now: datetime) -> None:
+    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
         return None
 
 
@@ -39,9 +40,9 @@ class TimedVault(Vault):
 
     grow_times: list[float]
 
-    def _grow(self, tx: Transaction, now: datetime) -> None:
+    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
         start = time.perf_counter()
-        super()._grow(tx, now)
+        super()._grow(tx, now, appended)
         self.grow_times.append(time.perf_counter() - start)
 
 

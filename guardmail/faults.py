@@ -11,6 +11,9 @@ Points (``POINTS``), each placed just after a step became durable and before the
   (a direct ``Vault.put_many``; the sources archive through the group commit, below).
 - ``vault.group``: the same instant in a group commit (``guardmail.vault.group``): every blob of
   the group is fsync'd and its directory too; none of the group's entries is committed.
+- ``vault.writer``: in the blob writer child (``guardmail.vault.blobwriter``), a group's blobs
+  are durable and renamed into place; the child has not answered (the group then fails as a
+  whole: nothing of it is journaled).
 - ``pipeline.archived``: the items' journal entries are committed; nothing is acted on yet.
 - ``pipeline.acted``: the actor returned; the action entries are not journaled yet.
 - ``pipeline.journaled``: the action entries are committed; the HEAD witness is not written.
@@ -44,6 +47,7 @@ POINTS = frozenset(
     {
         "vault.blob",
         "vault.group",
+        "vault.writer",
         "pipeline.archived",
         "pipeline.acted",
         "pipeline.journaled",

@@ -182,6 +182,11 @@ class Transaction(Protocol):
 
     def journal_insert(self, row: JournalRow) -> None: ...
 
+    def journal_insert_many(self, rows: Sequence[JournalRow]) -> None:
+        """Store the rows, in order, in as few statements as the backend allows (a vault group's
+        entries: each statement a thread makes gives up the GIL, ``guardmail.vault.group``)."""
+        ...
+
     def journal_rows(
         self, tenant: str, *, kind: str | None = None, after_seq: int = 0
     ) -> Iterator[JournalRow]:
@@ -214,6 +219,13 @@ class Transaction(Protocol):
 
     def find_archived(self, tenant: str, sha256: str, scope: str) -> JournalRow | None:
         """The ``archived`` entry for these bytes within this dedupe scope, if any."""
+        ...
+
+    def find_archived_many(
+        self, tenant: str, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], JournalRow]:
+        """``find_archived`` of each (sha256, scope) at once: the first ``archived`` entry of
+        each key the journal holds (keys it does not hold are absent)."""
         ...
 
     def checkpoint(self, tenant: str, source: str, folder: str) -> Checkpoint | None: ...

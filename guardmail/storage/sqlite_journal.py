@@ -7,7 +7,7 @@ A row read back is checked field by field: a file edited by hand is a StateError
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 from guardmail.errors import StateError
@@ -17,6 +17,11 @@ _COLUMNS = "tenant, seq, kind, body, prev_hash, hash, sha256, source_ref, scope"
 
 _Row = tuple[str, int, str, str, str, str, str | None, str | None, str | None]
 
+
+# Rows (or keys) a statement of ``journal_insert_many`` (``find_archived_many``) carries: 9
+# (2) parameters each, within SQLite's oldest default limit of 999 parameters a statement.
+INSERT_CHUNK = 100
+FIND_CHUNK = 400
 
 _OPT = (str, type(None))
 _ROW_TYPES: tuple[type | tuple[type, ...], ...] = (str, int, str, str, str, str, _OPT, _OPT, _OPT)
@@ -85,6 +90,32 @@ class JournalSQL:
                 row.scope,
             ),
         )
+
+    def journal_insert_many(self, rows: Sequence[JournalRow]) -> None:
+        # One multi-row INSERT per chunk, not executemany: sqlite3 gives up the GIL around every
+        # sqlite3_step, i.e. per row, and the vault's committer thread then waits up to a switch
+        # interval for the busy event loop to hand it back, per row (issue 28).
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            self._conn.execute(
+                f"INSERT INTO journal ({_COLUMNS}) VALUES {values}",
+                [
+                    v
+                    for r in chunk
+                    for v in (
+                        r.tenant,
+                        r.seq,
+                        r.kind,
+                        r.body,
+                        r.prev_hash,
+                        r.hash,
+                        r.sha256,
+                        r.source_ref,
+                        r.scope,
+                    )
+                ],
+            )
 
     def journal_rows(
         self, tenant: str, *, kind: str | None = None, after_seq: int = 0
@@ -174,6 +205,30 @@ class JournalSQL:
         )
         r = cur.fetchone()
         return _row(r, self._path) if r else None
+
+    def find_archived_many(
+        self, tenant: str, keys: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], JournalRow]:
+        # One statement per chunk of keys (see journal_insert_many); it steps once per entry
+        # found (a retry's duplicates) and once more, not once per key.
+        found: dict[tuple[str, str], JournalRow] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), FIND_CHUNK):
+            chunk = wanted[start : start + FIND_CHUNK]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            cur = self._conn.execute(
+                f"WITH k (sha256, scope) AS (VALUES {values}) "
+                f"SELECT {', '.join('j.' + c for c in _COLUMNS.split(', '))} "
+                "FROM k JOIN journal AS j ON j.tenant = ? AND j.sha256 = k.sha256 "
+                "AND j.scope = k.scope AND j.kind = 'archived'",
+                [*(v for key in chunk for v in key), tenant],
+            )
+            for r in cur.fetchall():
+                row = _row(r, self._path)
+                key = (str(row.sha256), str(row.scope))
+                if key not in found or row.seq < found[key].seq:
+                    found[key] = row
+        return found
 
     def find_archived_ref(self, tenant: str, source_ref: str) -> JournalRow | None:
         cur = self._conn.execute(

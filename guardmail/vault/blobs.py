@@ -13,6 +13,8 @@ Contracts:
   for every file on it, at the cost of two file-system commits rather than one fsync per file
   and per directory. Any error of either (EIO, ENOSPC, writeback errors since the call began)
   fails the whole call. Files are 0600, directories 0700.
+- ``put_many(..., writer=w)`` runs this same method in the blob writer child process ``w``
+  (``guardmail.vault.blobwriter``): the same files, the same durability, failures as OSError.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from guardmail.errors import StateError
 from guardmail.storage.files import private_dir
+
+if TYPE_CHECKING:
+    from guardmail.vault.blobwriter import BlobWriter
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 FSYNC_THREADS = 16  # fsyncs of one batch issued at once
@@ -174,9 +179,18 @@ class BlobStore:
     def put(self, raw: bytes, sha256: str) -> None:
         self.put_many([(raw, sha256)])
 
-    def put_many(self, blobs: Iterable[tuple[bytes, str]]) -> None:
+    def put_many(
+        self, blobs: Iterable[tuple[bytes, str]], *, writer: BlobWriter | None = None
+    ) -> None:
         """Store each (raw, sha256) durably; returning means every blob's name and bytes are on
-        disk (see the module contract: per-file fsyncs, or two syncfs for many new blobs)."""
+        disk (see the module contract: per-file fsyncs, or two syncfs for many new blobs).
+        ``writer``: done by that child process (``guardmail.vault.blobwriter``: this same
+        method, run there), which fails with OSError as this would."""
+        if writer is not None:
+            for _, sha256 in blobs:
+                self.path(sha256)  # StateError here, as below, for a name that is no SHA-256
+            writer.put_many(self.root, list(blobs))
+            return
         # Few system calls a blob: this runs beside a busy event loop, and each call gives up
         # the GIL and may wait up to a switch interval (5 ms) to get it back (bench/README.md).
         touched: dict[Path, None] = {}  # ordered set

@@ -20,6 +20,10 @@ Contracts:
   ``VaultUnavailable`` (any other exception, a bug, likewise), and nothing of the group is
   journaled; each request is retried by its source (its blobs are found in place, same name,
   same bytes). No request is ever told it succeeded unless its own entries committed.
+- A group of ``WRITER_MIN`` blobs or more has them written by the committer thread's blob
+  writer child (``guardmail.vault.blobwriter``, the same ``BlobStore.put_many`` run there, so
+  the same durability); that child dying or failing fails the group as a whole, as above, and
+  the next group starts another. The child is closed when the thread ends.
 - No request waits for ever: a committer thread stopped by what it does not catch (SystemExit,
   a bug) fails every request it holds or has queued with ``VaultUnavailable`` before it ends.
 - The HEAD witness is written after a group's commit if a request of the group asked for it:
@@ -52,12 +56,16 @@ from datetime import datetime
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import JournalRow
+from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 MAX_ENTRIES = 2000
 MAX_BYTES = 64 * 1024 * 1024
 LINGER_SECONDS = 0.2  # an idle committer thread waits this long for the next request
 WITNESS_SECONDS = 0.5  # under a flood, the HEAD witness is written at most this often
+# From this many blobs in a group, its files are written by the committer thread's blob writer
+# child (guardmail.vault.blobwriter) rather than by the thread itself, beside the event loop.
+WRITER_MIN = 8
 
 Done = list[Receipt | JournalRow]
 
@@ -85,6 +93,7 @@ class GroupCommitter:
         self._queue: deque[_Request] = deque()
         self._running = False
         self.groups = 0  # groups committed or failed (for benches and tests)
+        self.writers = 0  # blob writer children started by ended threads (benches and tests)
         self._witnessed = 0.0  # monotonic time of the last HEAD witness written
 
     def submit(
@@ -164,9 +173,10 @@ class GroupCommitter:
 
     def _run(self) -> None:
         group: list[_Request] = []
+        writer = BlobWriter()  # its child starts at this thread's first large group
         try:
             while group := self._take():
-                self._commit(group)
+                self._commit(group, writer)
         except BaseException as exc:
             # Only something ``_commit`` does not catch gets here (SystemExit, a bug in
             # ``_take``): the thread is going, and the next submit starts another. No request it
@@ -190,9 +200,15 @@ class GroupCommitter:
                 if r.future.set_running_or_notify_cancel():
                     r.future.set_exception(failure)
             raise
+        finally:
+            writer.close()
+            self.writers += writer.started
 
-    def _commit(self, group: list[_Request]) -> None:
+    def _commit(self, group: list[_Request], writer: BlobWriter) -> None:
         entries = [e for r in group for e in r.entries]
+        # A small group writes its blobs in this thread: a child costs a pipe round trip and,
+        # the first time, its start; a large one hands them to the child (blobwriter.py).
+        blobs = sum(isinstance(e, Archive) for e in entries)
         witness = any(r.witness for r in group)
         with self._lock:
             # Under a flood the HEAD witness (two more fsyncs) is written at most every
@@ -207,6 +223,7 @@ class GroupCommitter:
                 now=max(r.now for r in group),
                 witness=witness and not later,
                 point="vault.group",
+                writer=writer if blobs >= WRITER_MIN else None,
             )
             if witness and not later:
                 self._witnessed = time.monotonic()

@@ -63,7 +63,35 @@ def append(
     The arguments own the names they fill (``RESERVED``): a key of ``fields`` with one of those
     names is left out, so that the hashed body and the index columns always agree.
     """
-    head = tx.journal_head(tenant)
+    row = following(
+        tx.journal_head(tenant),
+        tenant=tenant,
+        kind=kind,
+        fields=fields,
+        now=now,
+        sha256=sha256,
+        source_ref=source_ref,
+        scope=scope,
+    )
+    tx.journal_insert(row)
+    return row
+
+
+def following(
+    head: JournalRow | None,
+    *,
+    tenant: str,
+    kind: str,
+    fields: Mapping[str, Any],
+    now: datetime,
+    sha256: str | None = None,
+    source_ref: str | None = None,
+    scope: str | None = None,
+) -> JournalRow:
+    """The entry that follows ``head`` (None: the first of the chain), not stored: ``append``
+    without the look at the head, for a caller that appends many in one transaction and
+    stores them together (``Transaction.journal_insert_many``). Same body rules as ``append``.
+    """
     seq = head.seq + 1 if head else 1
     prev = head.hash if head else GENESIS
     entry = {k: v for k, v in fields.items() if k not in RESERVED}
@@ -75,7 +103,7 @@ def append(
     if scope is not None:
         entry["scope"] = scope
     body = canonical_json(entry)
-    row = JournalRow(
+    return JournalRow(
         tenant=tenant,
         seq=seq,
         kind=kind,
@@ -86,8 +114,6 @@ def append(
         source_ref=source_ref,
         scope=scope,
     )
-    tx.journal_insert(row)
-    return row
 
 
 def entry(row: JournalRow) -> dict[str, Any]:

@@ -4,11 +4,13 @@ Contracts:
 - ``Vault.put`` and ``Vault.put_many`` return only when the raw bytes are durable: each blob
   written to a temp file, fsync'd, renamed into place, its directory fsync'd (once per batch;
   a batch of ``blobs.SYNCFS_MIN`` new blobs or more: two ``syncfs(2)`` of the vault's
-  filesystem instead, after the writes and after the renames, see ``vault/blobs.py``), and
+  filesystem instead, after the writes and after the renames, see ``vault/blobs.py``; for a
+  large group, the same code run by a blob writer child, ``vault/blobwriter.py``), and
   the ``archived`` journal entries committed (SQLite synchronous=FULL), a batch's entries in
-  one transaction. Any failure raises ``VaultUnavailable`` and journals nothing of the batch: at
-  most some blobs are on disk without an entry, which a retry finds in place (same name, same
-  bytes) and journals then.
+  one transaction, stored by a few statements whatever its size (one look for earlier copies,
+  multi-row INSERTs, the new entries not read back for the tree head). Any failure raises
+  ``VaultUnavailable`` and journals nothing of the batch: at most some blobs are on disk
+  without an entry, which a retry finds in place (same name, same bytes) and journals then.
 - The bytes are never transformed: the blob is exactly ``raw`` and its name is its SHA-256.
 - The same bytes within the same dedupe scope archive once: a retry after a crash between archive
   and action, a retry of a batch the vault failed part-way, or an IMAP rescan after a UIDVALIDITY
@@ -57,6 +59,7 @@ from guardmail.storage.base import (
 from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal, treelog
 from guardmail.vault.blobs import BlobStore
+from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
 from guardmail.vault.signing import make_key
@@ -167,6 +170,7 @@ class Vault(VaultReads, HeadWitness):
         witness: bool,
         point: str = "vault.blob",
         within: Within | None = None,
+        writer: BlobWriter | None = None,
     ) -> list[Receipt | JournalRow]:
         """``put_many`` and ``record_many`` in one: every Archive's blob durable (directories
         fsync'd once each), then all entries journaled in order in one transaction with one
@@ -174,7 +178,8 @@ class Vault(VaultReads, HeadWitness):
         JournalRow per Record, in order; ``VaultUnavailable`` with nothing journaled if not.
         ``guardmail.vault.group`` commits concurrent requests together through this (its crash
         ``point``, reached between the blobs' fsyncs and the transaction, is ``vault.group``).
-        ``within``: as for ``put_many`` (a transaction is made for it even with no entries)."""
+        ``within``: as for ``put_many`` (a transaction is made for it even with no entries).
+        ``writer``: the blob files are written by that child process (``BlobStore.put_many``)."""
         if not entries and within is None:
             return []
         shas = [
@@ -196,18 +201,29 @@ class Vault(VaultReads, HeadWitness):
         by_archive: dict[int, Receipt] = {}  # id(Archive) -> its receipt, for ``Record.of``
         try:
             if archives:
-                self.blobs.put_many(archives)
+                self.blobs.put_many(archives, writer=writer)
                 faults.reached(point)
             with self.storage.transaction() as tx:
                 self._check_witness(tx)
+                # The group's entries are chained here and stored by a few statements (one
+                # look for earlier copies, one multi-row INSERT per chunk), not three SQLite
+                # calls an entry: each gives up the GIL beside the busy event loop (issue 28).
+                head = tx.journal_head(self.tenant)
+                keys = [
+                    (sha, e.source_ref if e.scope is None else e.scope)
+                    for e, sha in zip(entries, shas, strict=True)
+                    if isinstance(e, Archive)
+                ]
+                earlier = tx.find_archived_many(self.tenant, keys) if keys else {}
+                rows: list[JournalRow] = []
                 for entry, sha in zip(entries, shas, strict=True):
                     if isinstance(entry, Record):
                         fields, about = entry.fields, entry.sha256
                         if entry.of is not None:
                             of = by_archive[id(entry.of)]  # KeyError: not earlier here, a bug
                             fields, about = {"archived_seq": of.seq, **fields}, of.sha256
-                        last = journal.append(
-                            tx,
+                        head = journal.following(
+                            head,
                             tenant=self.tenant,
                             kind=entry.kind,
                             fields=fields,
@@ -215,21 +231,22 @@ class Vault(VaultReads, HeadWitness):
                             sha256=about,
                             source_ref=entry.source_ref,
                         )
-                        done.append(last)
+                        rows.append(head)
+                        done.append(head)
                         continue
                     scope = entry.source_ref if entry.scope is None else entry.scope
-                    # Also finds an earlier item of this same batch: identical bytes twice in
-                    # one folder archive once, as they would one after the other.
-                    earlier = tx.find_archived(self.tenant, sha, scope)
-                    if earlier is not None:
-                        receipt = Receipt(sha256=sha, seq=earlier.seq, duplicate=True)
+                    # Also an earlier item of this same batch: identical bytes twice in one
+                    # folder archive once, as they would one after the other.
+                    copy = earlier.get((sha, scope))
+                    if copy is not None:
+                        receipt = Receipt(sha256=sha, seq=copy.seq, duplicate=True)
                         by_archive[id(entry)] = receipt
                         done.append(receipt)
                         continue
                     fields = dict(entry.metadata)
                     fields["size"] = len(entry.raw)
-                    last = journal.append(
-                        tx,
+                    head = journal.following(
+                        head,
                         tenant=self.tenant,
                         kind="archived",
                         fields=fields,
@@ -238,13 +255,18 @@ class Vault(VaultReads, HeadWitness):
                         source_ref=entry.source_ref,
                         scope=scope,
                     )
-                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=last.seq)
+                    rows.append(head)
+                    earlier[(sha, scope)] = head
+                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=head.seq)
                     done.append(receipt)
+                if rows:
+                    tx.journal_insert_many(rows)
+                    last = rows[-1]
                 if within is not None:
                     receipts = [d for d in done if isinstance(d, Receipt)]
                     last = within(tx, receipts) or last
                 if last is not None:
-                    self._grow(tx, now)
+                    self._grow(tx, now, rows)
             if witness and last is not None:
                 self._write_head(last)
         except (OSError, StorageUnavailable, StateError) as exc:
@@ -271,7 +293,7 @@ class Vault(VaultReads, HeadWitness):
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot sign a tree head: {exc}") from exc
 
-    def _grow(self, tx: Transaction, now: datetime) -> None:
+    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
         if self._key is None:
             try:
                 self._key = make_key(self.root)
@@ -280,7 +302,7 @@ class Vault(VaultReads, HeadWitness):
                 # the entries are journaled unsigned, and that is noted and reported.
                 self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
                 return
-        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now)
+        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now, appended=appended)
 
     def keep_timestamp(self, row: TimestampRow) -> None:
         """Store a checked token beside its head (``guardmail.vault.timestamps``).

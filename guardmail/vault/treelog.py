@@ -24,7 +24,7 @@ Contracts:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -72,11 +72,18 @@ def _frontier(tx: Transaction, tenant: str, last: TreeHeadRow | None) -> Frontie
 
 
 def grow(
-    tx: Transaction, *, tenant: str, key: Ed25519PrivateKey, now: datetime
+    tx: Transaction,
+    *,
+    tenant: str,
+    key: Ed25519PrivateKey,
+    now: datetime,
+    appended: Sequence[JournalRow] = (),
 ) -> TreeHeadRow | None:
     """Sign and store a head over the whole journal if it has entries no head covers; the new
     head, or None. A journal shorter than its last head (entries cut) gets no head: that is
-    ``check_log``'s to report, and signing over it would bless the cut."""
+    ``check_log``'s to report, and signing over it would bless the cut. ``appended``: the
+    entries this transaction stored, in order; when they are exactly the ones no head covers,
+    they are not read back (a read steps, and gives up the GIL, once per row)."""
     head = tx.journal_head(tenant)
     last = tx.tree_head_last(tenant)
     size = last.tree_size if last else 0
@@ -84,9 +91,11 @@ def grow(
         if head is not None and head.seq < size or head is None and size:
             event("vault.log_ahead_of_journal", level=logging.ERROR, tenant=tenant, head=size)
         return None
-    frontier = _frontier(tx, tenant, last).extend(
-        leaf(r) for r in tx.journal_rows(tenant, after_seq=size)
-    )
+    if appended and appended[0].seq == size + 1 and appended[-1].seq == head.seq:
+        new: Iterable[JournalRow] = appended
+    else:
+        new = tx.journal_rows(tenant, after_seq=size)
+    frontier = _frontier(tx, tenant, last).extend(leaf(r) for r in new)
     row = TreeHeadRow(
         tenant=tenant,
         tree_size=frontier.size,

@@ -3,7 +3,7 @@
 import hashlib
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +230,7 @@ class FailingInsertStorage:
     def transaction(self) -> Iterator[Transaction]:
         with self.storage.transaction() as tx:
             original = tx.journal_insert
+            original_many = tx.journal_insert_many
 
             def insert(row: JournalRow) -> None:
                 self.inserts += 1
@@ -237,7 +238,15 @@ class FailingInsertStorage:
                     raise StorageUnavailable("disk I/O error")
                 original(row)
 
+            def insert_many(rows: Sequence[JournalRow]) -> None:
+                # A statement of many rows fails as a whole, as SQLite's does.
+                self.inserts += len(rows)
+                if self.inserts - len(rows) < self.fail_at <= self.inserts:
+                    raise StorageUnavailable("disk I/O error")
+                original_many(rows)
+
             tx.journal_insert = insert  # type: ignore[method-assign]
+            tx.journal_insert_many = insert_many  # type: ignore[method-assign]
             yield tx
 
     def read(self) -> AbstractContextManager[Transaction]:

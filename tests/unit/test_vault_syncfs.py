@@ -18,6 +18,7 @@ from guardmail.errors import VaultUnavailable
 from guardmail.pipeline import Pipeline
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import blobs as blobs_module
+from guardmail.vault import group as group_module
 from guardmail.vault.group import committer
 from guardmail.vault.store import Archive, Vault
 from guardmail.vault.verify import verify_vault
@@ -27,6 +28,13 @@ NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 MANY = blobs_module.SYNCFS_MIN + 8
 
 pytestmark = pytest.mark.skipif(blobs_module._SYNCFS is None, reason="no syncfs in this libc")
+
+
+@pytest.fixture(autouse=True)
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The syncfs path is exercised in this process, where it can be made to fail: groups do
+    # not go to the blob writer child (its own failures: test_vault_blobwriter.py).
+    monkeypatch.setattr(group_module, "WRITER_MIN", 10**9)
 
 
 @pytest.fixture

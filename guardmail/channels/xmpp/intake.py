@@ -182,11 +182,9 @@ class Intake:
         ]
         found = [False] * len(fresh)
         if asks:
-
-            def look() -> list[bool]:
-                return [self.state.archived_before(ref, same) for _, ref, same in asks]
-
-            for (k, _, _), earlier in zip(asks, await asyncio.to_thread(look), strict=True):
+            looks = [(ref, same) for _, ref, same in asks]
+            answers = await asyncio.to_thread(self.state.archived_before_many, looks)
+            for (k, _, _), earlier in zip(asks, answers, strict=True):
                 found[k] = earlier
         return found
 

@@ -22,7 +22,7 @@ import json
 import logging
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from guardmail import faults
@@ -33,7 +33,7 @@ from guardmail.channels.xmpp.stanza import MESSAGE, NS_DELAY, NS_FORWARD, NS_MAM
 from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.rules import RuleSet
 from guardmail.logs import event
-from guardmail.storage.base import Storage, StorageUnavailable
+from guardmail.storage.base import JournalRow, Storage, StorageUnavailable
 
 MAM_PAGE = 50
 MAM_CURSOR, BLOCKLIST = "mam", "blocklist"
@@ -55,19 +55,25 @@ class State:
         with self.storage.transaction() as tx:
             tx.set_cursor(self.tenant, self.source, name, value)
 
-    def archived_before(self, source_ref: str, same: tuple[str, str, str]) -> bool:
-        """Whether this message (``stanza.fingerprint``) was archived under ``source_ref``."""
-        with self.storage.transaction() as tx:
-            row = tx.find_archived_ref(self.tenant, source_ref)
-        if row is None:
-            return False
-        try:
-            entry = json.loads(row.body)
-            meta = entry.get("meta") or {}
-            seen = (bare(str(meta.get("from", ""))).casefold(), str(meta.get("id", "")))
-            return seen + (str(entry.get("subject", "")),) == same
-        except (ValueError, AttributeError, TypeError):
-            return False  # unreadable: archive again rather than lose the message
+    def archived_before_many(self, asks: Sequence[tuple[str, tuple[str, str, str]]]) -> list[bool]:
+        """For each (source_ref, ``stanza.fingerprint``): whether that message was archived under
+        that source_ref. One read snapshot for them all: one storage lock and one transaction a
+        batch of stanzas, not one a stanza (issue 28)."""
+        with self.storage.read() as tx:
+            rows = [tx.find_archived_ref(self.tenant, ref) for ref, _ in asks]
+        return [_same(row, same) for row, (_, same) in zip(rows, asks, strict=True)]
+
+
+def _same(row: JournalRow | None, same: tuple[str, str, str]) -> bool:
+    if row is None:
+        return False
+    try:
+        entry = json.loads(row.body)
+        meta = entry.get("meta") or {}
+        seen = (bare(str(meta.get("from", ""))).casefold(), str(meta.get("id", "")))
+        return seen + (str(entry.get("subject", "")),) == same
+    except (ValueError, AttributeError, TypeError):
+        return False  # unreadable: archive again rather than lose the message
 
 
 class ArchiveReader:

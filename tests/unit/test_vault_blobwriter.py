@@ -1,0 +1,137 @@
+"""The blob writer child (guardmail.vault.blobwriter): a large group's blob files written by
+another process, with the same durability, and a child that dies failing its group as a whole."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from guardmail.errors import VaultUnavailable
+from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.blobs import BlobStore
+from guardmail.vault.blobwriter import BlobWriter
+from guardmail.vault.group import WRITER_MIN, GroupCommitter
+from guardmail.vault.store import Archive, Receipt, Vault
+from guardmail.vault.verify import verify_vault
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def writer() -> Iterator[BlobWriter]:
+    w = BlobWriter()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Iterator[Vault]:
+    storage = SQLiteStorage(tmp_path / "state.db")
+    yield Vault(tmp_path / "vault", storage, "alice")
+    storage.close()
+
+
+def blobs(n: int, tag: str = "") -> list[tuple[bytes, str]]:
+    raws = [b"message %d %s\r\n" % (i, tag.encode()) + bytes(range(256)) for i in range(n)]
+    return [(raw, hashlib.sha256(raw).hexdigest()) for raw in raws]
+
+
+def temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def gone(pid: int) -> bool:
+    """Whether the process has ended and can be reaped: its leader a zombie and no other thread
+    left (the child's fsync pool threads end after the leader shows as a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            zombie = f.read().split(") ")[1].startswith("Z")
+        return zombie and os.listdir(f"/proc/{pid}/task") == [str(pid)]
+    except FileNotFoundError:
+        return True
+
+
+def test_the_child_writes_every_blob_exactly_private_and_in_place(
+    tmp_path: Path, writer: BlobWriter
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    many = blobs(50) + [(b"", hashlib.sha256(b"").hexdigest())]
+    store.put_many(many, writer=writer)
+    store.put_many(many[:3] + blobs(2, "more"), writer=writer)  # found in place, and new ones
+    assert writer.started == 1 and writer.pid is not None
+    for raw, sha in many + blobs(2, "more"):
+        assert store.get(sha) == raw
+        assert stat.S_IMODE(store.path(sha).stat().st_mode) == 0o600
+        assert stat.S_IMODE(store.path(sha).parent.stat().st_mode) == 0o700
+    assert temps(tmp_path) == []
+
+
+def test_an_error_in_the_child_is_an_oserror_with_its_errno(
+    tmp_path: Path, writer: BlobWriter
+) -> None:
+    (tmp_path / "blobs").write_bytes(b"a file where the store's directory should be")
+    with pytest.raises(OSError) as caught:
+        BlobStore(tmp_path / "blobs").put_many(blobs(10), writer=writer)
+    assert caught.value.errno in (20, 17)  # ENOTDIR or EEXIST, from the child
+    BlobStore(tmp_path / "other").put_many(blobs(10), writer=writer)  # the child lives on
+    assert writer.started == 1
+
+
+def test_a_child_dead_between_groups_is_replaced_before_the_next(
+    tmp_path: Path, writer: BlobWriter
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    store.put_many(blobs(10, "a"), writer=writer)
+    first = writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    while not gone(first):
+        time.sleep(0.01)
+    store.put_many(blobs(10, "b"), writer=writer)  # nothing was in flight: nothing fails
+    assert writer.started == 2 and writer.pid != first
+    assert all(store.get(sha) == raw for raw, sha in blobs(10, "b"))
+
+
+def test_a_child_killed_mid_group_fails_the_whole_group_and_the_retry_journals_it(
+    tmp_path: Path, vault: Vault, writer: BlobWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child is killed (SIGKILL, by guardmail.faults) once its blobs are durable and renamed,
+    # before it answers: the parent sees end of file.
+    monkeypatch.setenv("GUARDMAIL_FAULT", "vault.writer:1")
+    archives = [Archive(raw=raw, source_ref=f"x:{sha[:8]}") for raw, sha in blobs(20)]
+    with pytest.raises(VaultUnavailable, match="blob writer"):
+        vault.commit(archives, now=NOW, witness=True, writer=writer)
+    assert vault.rows() == []  # nothing of the group journaled
+    assert temps(tmp_path) == []
+    monkeypatch.delenv("GUARDMAIL_FAULT")
+    done = vault.commit(archives, now=NOW, witness=True, writer=writer)
+    assert [d.seq for d in done if isinstance(d, Receipt)] == list(range(1, 21))
+    assert writer.started == 2
+    assert verify_vault(vault) == []
+
+
+def test_the_committer_hands_large_groups_to_a_child_it_ends_with_its_thread(
+    vault: Vault,
+) -> None:
+    group = GroupCommitter(vault)
+    small = [Archive(raw=raw, source_ref=f"s:{sha[:8]}") for raw, sha in blobs(WRITER_MIN - 1)]
+    group.commit(small, now=NOW)
+    deadline = time.monotonic() + 10
+    while group._running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group.writers == 0  # written in the committer thread
+    large = [Archive(raw=raw, source_ref=f"l:{sha[:8]}") for raw, sha in blobs(WRITER_MIN, "l")]
+    group.commit(large, now=NOW)
+    while group.writers == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the thread ends once idle, and closes its child
+    assert group.writers == 1
+    assert len(vault.rows()) == 2 * WRITER_MIN - 1
+    assert verify_vault(vault) == []
