@@ -238,7 +238,7 @@ class SmtpFilterSource:
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
         # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
         # if a rule added since would judge them otherwise (judging again could only duplicate).
-        done = await asyncio.to_thread(self._remembered.get, message.key)
+        done = message.remembered = await asyncio.to_thread(self._remembered.get, message.key)
         for rcpt in message.envelope.rcpt_tos:
             routed = self._route(rcpt)
             if routed is None or f"rcpt:{rcpt}" in done:
@@ -364,8 +364,7 @@ class SmtpFilterSource:
 
     async def quarantine(self, message: Arrival, mailbox: str, recipients: str) -> str:
         """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
-        done = await asyncio.to_thread(self._remembered.get, message.key)
-        if f"quarantine:{mailbox}" in done:
+        if f"quarantine:{mailbox}" in message.remembered:  # read at the message's start
             return f"already delivered to quarantine mailbox {mailbox} (retry)"
         copy = Outgoing(
             sender="",
@@ -378,6 +377,8 @@ class SmtpFilterSource:
         if relayed.delivered:
             # Without a queue ID too: a restart says where an unanswered session's copy went.
             await self._remember(message, [f"quarantine:{mailbox}"], message.record_key)
+            if message.key is not None:  # another tenant of this message with the same mailbox
+                message.remembered.add(f"quarantine:{mailbox}")
             faults.reached("smtp.quarantined")
             return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
         if not relayed.reply.permanent:
