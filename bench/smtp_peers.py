@@ -6,8 +6,9 @@
   of type ``from`` (the SMTP envelope sender) over every tenant's offenders, as a prefilter with
   the action ``reject``: the cheapest way rspamd has to refuse mail from a list of senders.
 - bare relay: ``python bench/smtp_peers.py relay LISTEN_PORT NEXT_PORT``, an aiosmtpd server
-  whose DATA handler re-injects each message through smtplib over a kept connection per worker
-  thread, judging nothing: the floor of any after-queue filter built on aiosmtpd.
+  whose DATA handler re-injects each message through smtplib over kept connections (a shared
+  idle list: no more than messages in flight), judging nothing: the floor of any after-queue
+  filter built on aiosmtpd.
 
 Both are measured by their whole process tree (``tree_cpu``, ``tree_rss_mb``).
 """
@@ -174,21 +175,39 @@ class BareRelay:
 def serve_relay(listen_port: int, next_port: int) -> None:  # pragma: no cover - a subprocess
     from aiosmtpd.controller import Controller
 
-    local = threading.local()
+    # Connections to the next hop are shared by the worker threads, taken from and given back
+    # to one idle list (last in, first out), so there are never more of them than messages in
+    # flight. A connection per thread (as before) grew with the thread pool past the
+    # re-injection smtpd's maxproc (10, plugins/postfix/master.cf.after-queue): every smtpd
+    # process then sat on some thread's idle connection, and the next thread's new connection
+    # waited in the listen queue for a greeting until smtplib's 120 s timeout (the 16-connection
+    # stall). guardmail's NextHop keeps its connections the same way.
+    idle: list[smtplib.SMTP] = []
+    guard = threading.Lock()
 
     def relay(sender: str, rcpts: list[str], data: bytes) -> None:
-        client: smtplib.SMTP | None = getattr(local, "client", None)
         for attempt in range(2):
+            with guard:
+                client = idle.pop() if idle else None
             if client is None:
-                client = local.client = smtplib.SMTP("127.0.0.1", next_port, timeout=120)
+                client = smtplib.SMTP("127.0.0.1", next_port, timeout=120)
                 client.ehlo("relay.bench.example")
             try:
                 client.sendmail(sender, rcpts, data)
-                return
             except smtplib.SMTPServerDisconnected:
-                client = local.client = None
                 if attempt:
                     raise
+                continue
+            except smtplib.SMTPResponseException:
+                with guard:  # a refusal: smtplib has sent RSET, the connection is fine
+                    idle.append(client)
+                raise
+            except BaseException:
+                client.close()
+                raise
+            with guard:
+                idle.append(client)
+            return
 
     pool = ThreadPoolExecutor(max_workers=32)
 

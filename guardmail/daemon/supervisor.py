@@ -127,10 +127,15 @@ class Daemon:
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
                 from guardmail.channels.smtp.filter import SmtpFilterSource
-                from guardmail.channels.smtp.relayed import RelayedCopies
+                from guardmail.channels.smtp.relayed import FILE, RelayedCopies
+                from guardmail.storage.sqlite import SQLiteStorage
 
-                # Copies relayed are remembered in the daemon's own database, for retries.
-                relayed = RelayedCopies(self.tenant.storage, self.tenant.name)
+                # Copies relayed are remembered for retries in a database of their own (see
+                # channels/smtp/relayed.py): a writer, and a reader for the look-ups.
+                path = config.settings.state_dir / FILE
+                own = (SQLiteStorage(path), SQLiteStorage(path))
+                relayed = RelayedCopies(own[0], self.tenant.name, reader=own[1], owned=own)
+                relayed.adopt(self.tenant.storage)
                 self.smtp_filter = SmtpFilterSource(
                     cfg=cfg, tenants=tenants, relayed=relayed, fallback=main
                 )

@@ -310,6 +310,10 @@ class Transaction(Protocol):
         """Forget the copies remembered before ``before`` (ISO 8601 UTC); how many rows."""
         ...
 
+    def all_relayed(self, tenant: str) -> list[tuple[str, str, str, str]]:
+        """Every remembered copy: (queue ID, SHA-256, copy, at), oldest first."""
+        ...
+
     def put_receipt_check(
         self, check: ReceiptCheckRow, results: Sequence[DkimResultRow], keys: Sequence[DkimKeyRow]
     ) -> None:

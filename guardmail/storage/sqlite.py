@@ -186,6 +186,13 @@ class SQLiteTransaction(JournalSQL, ReceiptsSQL):
         )
         return cur.rowcount
 
+    def all_relayed(self, tenant: str) -> list[tuple[str, str, str, str]]:
+        rows = self._conn.execute(
+            "SELECT queue_id, sha256, copy, at FROM relayed WHERE tenant = ? ORDER BY at",
+            (tenant,),
+        )
+        return [(str(q), str(s), str(c), str(a)) for q, s, c, a in rows]
+
 
 class SQLiteStorage:
     """Storage in one SQLite file. Safe to share between threads; one transaction at a time."""

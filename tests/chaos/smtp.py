@@ -43,6 +43,7 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
+from guardmail.channels.smtp.relayed import FILE
 from tests.chaos.campaign import OFFENDERS, Checks, Message, email_address
 from tests.servers.postfix import Postfix, start_postfix, strip_added_headers
 
@@ -249,7 +250,7 @@ class SmtpChannel:
     def _records(self, queue_id: str, box: str) -> list[str]:
         """When the filter recorded relaying ``queue_id``'s copy for ``box``."""
         copy = f"quarantine:{box}" if box == QUARANTINE else f"rcpt:{box}"
-        db = sqlite3.connect(self.root / "var" / "guardmail.sqlite3")
+        db = sqlite3.connect(self.root / "var" / FILE)
         try:
             rows = db.execute(
                 "SELECT at FROM relayed WHERE queue_id = ? AND copy = ?", (queue_id, copy)

@@ -12,6 +12,7 @@ import re
 import shutil
 import smtplib
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,6 +345,30 @@ def test_a_vault_failure_is_451_and_nothing_is_delivered(tmp_path: Path) -> None
         blobs.unlink()
         assert (await r.send(rcpts, OFFENDER))[0] == 250
         assert len(r.hop.received) == 2 and len(r.evidence("alice")) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_a_tenants_clean_mail_is_relayed_while_its_journal_cannot_be_read(tmp_path: Path) -> None:
+    # Clean mail never waits for the tenant's journal (nor for its lock behind an archive):
+    # only mail the tenant's rules act on asks whether an earlier attempt handled it.
+    async def scenario(r: Rig) -> None:
+        db = sqlite3.connect(tmp_path / "var" / "guardmail.sqlite3")  # tenants.d's database
+        try:
+            db.execute("ALTER TABLE journal RENAME TO journal_away")
+            friend = "friend@ok.example"
+            assert await r.send(["alice@example.test"], CLEAN, sender=friend) == (250, "")
+            assert [g.rcpt_tos for g in r.hop.received] == [["alice@example.test"]]
+            assert await r.send(["alice@example.test"], OFFENDER, ident="QID2") == (
+                451,
+                "4.3.0 Evidence vault unavailable, try again later",
+            )
+            assert len(r.hop.received) == 1
+            db.execute("ALTER TABLE journal_away RENAME TO journal")
+        finally:
+            db.close()
+        assert (await r.send(["alice@example.test"], OFFENDER, ident="QID2"))[0] == 250
+        assert len(r.evidence("alice")) == 1
 
     run(tmp_path, scenario)
 

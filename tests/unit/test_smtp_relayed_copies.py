@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from guardmail.channels.smtp.relayed import KEEP, RelayedCopies
-from guardmail.storage.base import StorageUnavailable
+import pytest
+
+from guardmail.channels.smtp.relayed import FILE, KEEP, RelayedCopies
+from guardmail.storage.base import StorageClosed, StorageUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.store import Vault
 
@@ -114,3 +117,48 @@ def test_acted_names_the_action_journaled_for_the_same_bytes_in_the_same_scope(
     assert vault.acted(sha, "smtp:4F1A2B3C4D") == "quarantine"
     assert vault.acted(sha, "smtp:5E6F7A8B9C") is None  # another queued message, same bytes
     storage.close()
+
+
+def test_a_record_is_seen_at_once_by_the_reader_connection(tmp_path: Path) -> None:
+    path = tmp_path / FILE
+    writer, reader = SQLiteStorage(path), SQLiteStorage(path)
+    copies = RelayedCopies(writer, "default", reader=reader, owned=(writer, reader))
+    assert copies.get(KEY) == set()  # the reader's snapshot ends with its read
+    asyncio.run(copies.remember(KEY, ["rcpt:a@x.test"]))
+    assert copies.get(KEY) == {"rcpt:a@x.test"}  # committed before remember returned
+    with writer.transaction() as tx, ThreadPoolExecutor(1) as other:
+        # A commit in progress (the writer's lock held, a row not committed yet) does not hold
+        # up a look-up: it reads the last committed state through the reader.
+        tx.add_relayed("default", *KEY, ["rcpt:b@x.test"], NOW.isoformat())
+        assert other.submit(copies.get, KEY).result(timeout=30) == {"rcpt:a@x.test"}
+    assert copies.get(KEY) == {"rcpt:a@x.test", "rcpt:b@x.test"}
+    copies.close()
+    for storage in (writer, reader):  # owned: closed with it
+        with pytest.raises(StorageClosed), storage.read():
+            pass
+
+
+def test_records_an_older_guardmail_kept_in_the_daemons_database_are_adopted(
+    tmp_path: Path,
+) -> None:
+    legacy = SQLiteStorage(tmp_path / "guardmail.sqlite3")
+    other = ("5E6F7A8B9C", KEY[1])
+    RelayedCopies(legacy, "default", clock=lambda: NOW).add(
+        [(KEY, ["rcpt:a@x.test", "quarantine:q@x.test"]), (other, ["rcpt:b@x.test"])]
+    )
+    RelayedCopies(legacy, "bob", clock=lambda: NOW).add([(KEY, ["rcpt:c@x.test"])])
+    own = SQLiteStorage(tmp_path / FILE)
+    copies = RelayedCopies(own, "default", clock=lambda: NOW)
+
+    assert copies.adopt(legacy) == 3
+    assert copies.get(KEY) == {"rcpt:a@x.test", "quarantine:q@x.test"}
+    assert copies.get(other) == {"rcpt:b@x.test"}
+    with own.read() as tx:  # their time is kept: they are forgotten when they would have been
+        assert {at for *_, at in tx.all_relayed("default")} == {NOW.isoformat()}
+    assert RelayedCopies(legacy, "default").get(KEY) == set()  # moved, not copied
+    assert RelayedCopies(legacy, "bob").get(KEY) == {"rcpt:c@x.test"}  # another tenant's stay
+    assert copies.adopt(legacy) == 0  # the next start: nothing left to move
+    assert copies.get(KEY) == {"rcpt:a@x.test", "quarantine:q@x.test"}
+    copies.close()
+    own.close()
+    legacy.close()

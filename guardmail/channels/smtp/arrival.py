@@ -33,6 +33,8 @@ class Arrival:
     received_at: datetime
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The copies an earlier attempt had relayed (RelayedCopies.get), read once per message.
+    remembered: set[str] = field(default_factory=set)
     # The longest time between the next hop's 250 and its record committed: a crash then makes
     # Postfix retry, and that copy is delivered again (RFC 1047's window, moved here).
     unrecorded_ms: float = 0.0

@@ -23,7 +23,9 @@ Contracts, for every message:
   bytes once per queue ID (``dedupe_scope``), and copies the next hop took are remembered per
   queue ID and bytes (``RelayedCopies``, durable, committed before Postfix is answered), so a
   retry after a partial failure or a crash skips them: a recipient whose copy was relayed is done
-  (not judged again), a tenant that archived and acted on the message is not asked again. What is
+  (not judged again), a tenant that archived and acted on the message is not asked again (its
+  journal is read only when its rules would act now: clean mail never waits for that read, and
+  a retry after the offender was removed is delivered, as in the milter). What is
   left is RFC 1047's window, between the next hop's 250 and that commit (a few milliseconds; the
   ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice.
   Before-queue there is no queue ID: a session a crash cut short leaves the sender without a
@@ -236,7 +238,7 @@ class SmtpFilterSource:
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
         # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
         # if a rule added since would judge them otherwise (judging again could only duplicate).
-        done = await asyncio.to_thread(self._remembered.get, message.key)
+        done = message.remembered = await asyncio.to_thread(self._remembered.get, message.key)
         for rcpt in message.envelope.rcpt_tos:
             routed = self._route(rcpt)
             if routed is None or f"rcpt:{rcpt}" in done:
@@ -256,14 +258,20 @@ class SmtpFilterSource:
             )
             for name, (_, rcpts) in groups.items()
         }
+        verdicts = {n: r.pipeline.judge(items[n]) for n, (r, _) in groups.items()}
         refuse_all = (
             self.cfg.mode == "before_queue"
             and not clean
-            and all(
-                r.pipeline.judge(items[n]).action is Action.BLOCK for n, (r, _) in groups.items()
-            )
+            and all(v.action is Action.BLOCK for v in verdicts.values())
         )
         for name, (routed, rcpts) in groups.items():
+            if verdicts[name].action is Action.PASS:
+                # Clean mail (most of a tenant's) goes on at once, as in the milter: no journal
+                # look-up, no wait for the tenant's lock behind another message's archive. A
+                # retry of a message this tenant acted on before a crash is judged the same,
+                # unless its offender was removed since: then it is delivered.
+                clean += rcpts
+                continue
             actor = _Act(self, message, routed, rcpts, refuse_all=refuse_all)
             # One message at a time per tenant: Vault writes its HEAD through a temp file named
             # by process ID only, so two threads archiving for one tenant would collide.
@@ -356,8 +364,7 @@ class SmtpFilterSource:
 
     async def quarantine(self, message: Arrival, mailbox: str, recipients: str) -> str:
         """Deliver the quarantined copy, unchanged, to ``mailbox`` (with the null sender)."""
-        done = await asyncio.to_thread(self._remembered.get, message.key)
-        if f"quarantine:{mailbox}" in done:
+        if f"quarantine:{mailbox}" in message.remembered:  # read at the message's start
             return f"already delivered to quarantine mailbox {mailbox} (retry)"
         copy = Outgoing(
             sender="",
@@ -370,6 +377,8 @@ class SmtpFilterSource:
         if relayed.delivered:
             # Without a queue ID too: a restart says where an unanswered session's copy went.
             await self._remember(message, [f"quarantine:{mailbox}"], message.record_key)
+            if message.key is not None:  # another tenant of this message with the same mailbox
+                message.remembered.add(f"quarantine:{mailbox}")
             faults.reached("smtp.quarantined")
             return f"delivered to quarantine mailbox {mailbox} instead of {recipients}"
         if not relayed.reply.permanent:

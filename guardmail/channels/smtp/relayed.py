@@ -1,8 +1,10 @@
 """What the content filter's next hop has taken, remembered durably for Postfix's retries.
 
-See ``RelayedCopies``: keyed by Postfix's queue ID and the SHA-256 of the bytes, in the daemon's
-database (the storage seam), so that a retry after a partial failure or a crash of the daemon
-sends no copy twice.
+See ``RelayedCopies``: keyed by Postfix's queue ID and the SHA-256 of the bytes, behind the
+storage seam, so that a retry after a partial failure or a crash of the daemon sends no copy
+twice. The daemon keeps them in a database of their own (``FILE`` in the state directory, opened
+twice: a writer and a reader), not in the one every tenant's vault commits to: a record waits
+for no other tenant's commit, and the look-up before each message waits for no commit at all.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from guardmail.storage.base import Storage
 
 KEEP = timedelta(days=7)  # longer than Postfix keeps a message queued (maximal_queue_lifetime 5d)
+FILE = "relayed.sqlite3"  # in the daemon's state directory
 
 
 class RelayedCopies:
@@ -36,19 +39,43 @@ class RelayedCopies:
         storage: Storage,
         tenant: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        reader: Storage | None = None,
+        owned: Sequence[Storage] = (),
     ) -> None:
+        """``storage`` takes the records; ``reader`` (a second connection to the same database,
+        else ``storage``) answers ``get``, so that a look-up never waits behind a commit's
+        fsync. ``owned`` storages are closed by ``close``."""
         self._storage = storage
+        self._reader = reader or storage
+        self._owned = tuple(owned)
         self._tenant = tenant
         self._clock = clock
         self._pending: list[tuple[tuple[str, str], Collection[str], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relayed")
 
+    def adopt(self, legacy: Storage) -> int:
+        """Move the records an older guardmail kept in ``legacy`` (the daemon's own database)
+        here, so that a retry after the upgrade still skips them; how many (blocking). Copied
+        first, then removed there: a crash in between leaves both, and the next start copies
+        them again (the same rows: nothing changes)."""
+        with legacy.read() as tx:
+            rows = tx.all_relayed(self._tenant)
+        if not rows:
+            return 0
+        with self._storage.transaction() as tx:
+            for queue_id, sha256, copy, at in rows:
+                tx.add_relayed(self._tenant, queue_id, sha256, [copy], at)
+        with legacy.transaction() as tx:
+            tx.forget_relayed(self._tenant, max(at for *_, at in rows) + "~")  # "~" after digits
+        return len(rows)
+
     def get(self, key: tuple[str, str] | None) -> set[str]:
         """The copies remembered for ``key`` (blocking: run it in a thread)."""
         if key is None:
             return set()
-        with self._storage.read() as tx:
+        with self._reader.read() as tx:
             return tx.relayed(self._tenant, *key)
 
     def add(self, records: Sequence[tuple[tuple[str, str], Collection[str]]]) -> None:
@@ -86,3 +113,5 @@ class RelayedCopies:
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+        for storage in self._owned:
+            storage.close()
