@@ -15,12 +15,13 @@ import pytest
 
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import receipt_workers
-from guardmail.vault.keyfetch import LookupFailed, StaticResolver
+from guardmail.vault.keyfetch import StaticResolver
 from guardmail.vault.receipt_records import stored
 from guardmail.vault.receipt_workers import Workers
 from guardmail.vault.receipts import LATE_NOTE, Found, ReceiptChecker
 from guardmail.vault.store import Vault
 from tests.conftest import wait_for
+from tests.unit.test_dkim_receipt import BlockedResolver
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 MESSAGE = b"From: a@example.net\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -72,21 +73,6 @@ def test_a_tenants_backlog_waits_its_turn_behind_each_other_tenant() -> None:
     assert workers.running == 1  # one thread served both
 
 
-class Hung:
-    """A resolver that answers only once the test lets it (a dead DNS server)."""
-
-    name = "hung"
-
-    def __init__(self) -> None:
-        self.asked = threading.Event()
-        self.release = threading.Event()
-
-    def txt(self, qname: str, *, lifetime: float) -> bytes:
-        self.asked.set()
-        self.release.wait(30)
-        raise LookupFailed(f"{qname}: no answer", temporary=True)
-
-
 def signed_looking(n: int) -> bytes:
     """A message whose check asks DNS (a DKIM-Signature header), without a valid signature."""
     return (
@@ -99,7 +85,7 @@ def test_many_tenants_share_two_threads_and_a_hung_tenant_holds_up_no_other(
     storage: SQLiteStorage,
 ) -> None:
     workers = Workers()
-    hung = Hung()
+    hung = BlockedResolver()
     slow = ReceiptChecker(storage=storage, tenant="slow", resolver=hung, workers=workers)
     others = [
         ReceiptChecker(
@@ -153,7 +139,7 @@ def test_the_catch_up_queries_off_the_callers_thread_and_queues_no_check_twice(
         for n in range(2)
     )
     workers = Workers(threads=1)
-    hung = Hung()
+    hung = BlockedResolver()
     blocker = ReceiptChecker(storage=storage, tenant="x", resolver=hung, workers=workers)
     proxy = Recording(storage)
     checker = ReceiptChecker(
@@ -194,7 +180,7 @@ def test_the_catch_up_queries_off_the_callers_thread_and_queues_no_check_twice(
 
 def test_close_drops_what_it_cannot_finish_in_its_time(storage: SQLiteStorage) -> None:
     workers = Workers(threads=1)
-    hung = Hung()
+    hung = BlockedResolver()
     checker = ReceiptChecker(storage=storage, tenant="t", resolver=hung, workers=workers)
     try:
         assert checker.submit(seq=1, sha256="a" * 64, raw=signed_looking(0))
