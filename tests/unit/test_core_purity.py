@@ -13,7 +13,7 @@ import guardmail.core
 
 # Modules that do no I/O, read no clock and start nothing. jinja2 renders the warning from a
 # string in a sandbox (no loader); idna is the IDNA 2008 codec; numpy computes on arrays in
-# core/alias_text.py (its file functions, load/save/fromfile, are not for core: review says so).
+# core/alias_shingles.py (its file functions, load/save/fromfile, are not for core: review says so).
 PURE = {
     "__future__",
     "bisect",
