@@ -51,8 +51,11 @@ BIG = b"From: Stalker <stalker@example.net>\r\nSubject: big\r\n\r\n" + b"x" * 20
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     var = tmp_path / "var"
     var.mkdir(mode=0o700)
+    # 2 MiB: room, once the filler is gone, for the daemon's own files (two SQLite databases
+    # with their WAL, ~0.5 MB new; relayed copies have their own since 2026-12-03) and the two
+    # 200 KB blobs. Smaller, and the vault is still full when "space returns": 451 is then right.
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(var)], check=True
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(var)], check=True
     )
     try:
         yield var
