@@ -244,6 +244,23 @@ def _message_domain(message_id: str) -> str:
     return domain
 
 
+# The fields ``extract`` reads (``header_fields`` decodes only these).
+_READ_FIELDS = frozenset(
+    {
+        b"received",
+        b"dkim-signature",
+        b"list-id",
+        b"list-post",
+        b"precedence",
+        b"x-originating-ip",
+        b"message-id",
+        b"user-agent",
+        b"x-mailer",
+        b"date",
+    }
+)
+
+
 def extract(
     raw: bytes,
     identities: Iterable[Identity],
@@ -281,7 +298,7 @@ def extract(
     signatures: list[str] = []
     first: dict[str, str] = {}
     listed = False
-    for name, value in header_fields(raw):
+    for name, value in header_fields(raw, _READ_FIELDS):
         low = name.lower()
         if low == "received":
             received.append(value)

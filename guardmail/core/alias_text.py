@@ -151,7 +151,8 @@ def similarity(a: Signature, b: Signature, b_values: frozenset[int] | None = Non
     if not both:
         return 0.0  # the common case for another writer's text
     m = min(a[-1], b[-1])
-    shared = sum(1 for v in both if v <= m)
+    # Every shared value is at most ``m``: it is in ``a`` (so <= a[-1]) and in ``b``.
+    shared = len(both)
     return shared / (bisect_right(a, m) + bisect_right(b, m) - shared)
 
 

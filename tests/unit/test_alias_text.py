@@ -313,8 +313,8 @@ def test_the_signature_is_that_of_every_shingle(seed: int) -> None:
 
 
 def test_a_hash_of_zero_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The distinct values are found by a neighbour test that starts from 0: a CRC-32 of 0
-    # (1 in 4 billion) must still count. Tables of zeros make every 5-gram's value 0.
+    # The distinct values are found by a neighbour test: a CRC-32 of 0 (1 in 4 billion),
+    # the smallest value, must still count. Tables of zeros make every 5-gram's value 0.
     import re
     import zlib
 
@@ -323,6 +323,8 @@ def test_a_hash_of_zero_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     from guardmail.core import alias_shingles
 
     monkeypatch.setattr(alias_shingles, "_CRC_AT", np.zeros((5, 256), dtype=np.uint32))
+    monkeypatch.setattr(alias_shingles, "_CRC_01", np.zeros(65536, dtype=np.uint32))
+    monkeypatch.setattr(alias_shingles, "_CRC_23", np.zeros(65536, dtype=np.uint32))
     text = " ".join(f"word{i}" for i in range(120))
     words = re.findall(r"\w+", own_text(text))
     pairs = {zlib.crc32(f"{a}\0{b}".encode()) for a, b in zip(words, words[1:], strict=False)}

@@ -294,6 +294,9 @@ _PIECES = [
 ]
 
 
+_ONLY = frozenset({b"from"})
+
+
 def test_header_fields_reads_as_the_one_regex_a_line_reading_did() -> None:
     """And the header section is the one the line-end regexes found."""
     rng = random.Random(2828)
@@ -307,12 +310,17 @@ def test_header_fields_reads_as_the_one_regex_a_line_reading_did() -> None:
         else:
             cases.append(b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(0, 30))))
     fields = 0
+    only = 0
     crlf_only = 0
     for raw in cases:
         got = header_fields(raw)
         assert got == _reference_header_fields(raw), raw
+        # ``only``: the same fields, the others left out (their continuations with them).
+        assert header_fields(raw, _ONLY) == [f for f in got if f[0].lower().encode() in _ONLY]
+        only += len(header_fields(raw, _ONLY))
         assert header_section(raw) == _reference_header_section(raw), raw
         crlf_only += b"\r\n\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
         fields += len(got)
     assert fields > 1_000  # the random sections hold fields, not only junk
+    assert 100 < only < fields  # and ``only`` kept some of them, not all
     assert crlf_only > 100  # and the CRLF-only fast path is taken
