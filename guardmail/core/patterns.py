@@ -5,7 +5,9 @@ Each pattern is reduced to a *required literal*: a run of plain characters that 
 matches must contain (literals.py). All the literals go into one RE2 ``Set``, which finds every
 literal a text contains in a single pass over the text (a DFA over all of them, built lazily);
 only the patterns whose literal was found are then run. Patterns without a literal ("") are
-always run. This is the prefilter that code search engines and RE2's own FilteredRE2 use.
+always run. A regex has several required runs: it goes into the Set under the least shared
+of them (``_least_shared``), so that patterns written alike are not all candidates for a text
+that matches one. This is the prefilter that code search engines and RE2's own FilteredRE2 use.
 
 Most globs need no RE2 search at all (``Entry.shape``, regexes.glob_shape). ``*@domain``,
 ``name *`` and exact globs are not in the Set: glob_lookups.py answers them on ASCII texts by
@@ -175,19 +177,45 @@ def _in_sets(
     entries: Iterable[Entry[T]], max_mem: int
 ) -> tuple[list[_LiteralSet[T]], list[Entry[T]]]:
     """``entries`` in literal Sets, and those to run always (no literal a Set can hold)."""
-    by_literal: dict[str, list[Entry[T]]] = {}
+    keyed: list[tuple[str, Entry[T]]] = []
+    shared: dict[str, int] = {}
     always: list[Entry[T]] = []
     for e in entries:
         if e.literal and encodable(e.literal):
             # ASCII equal up to case is one literal of the (case-insensitive) Set; other
             # scripts are kept as written (Python's lower() is not RE2's case folding).
             key = e.literal.lower() if e.literal.isascii() else e.literal
-            by_literal.setdefault(key, []).append(e)
+            keyed.append((key, e))
+            shared[key] = shared.get(key, 0) + 1
         else:
             always.append(e)
+    by_literal: dict[str, list[Entry[T]]] = {}
+    for key, e in keyed:
+        by_literal.setdefault(_least_shared(key, e.also, shared), []).append(e)
     groups = [(literal, tuple(group)) for literal, group in by_literal.items()]
     sets = _literal_sets(groups, max_mem, always)
     return sets, always
+
+
+# A regex's other required run replaces its literal in the Set only if at least this long: a
+# short run (``@``) is in nearly every text, however few patterns share it.
+_MIN_RUN = 3
+
+
+def _least_shared(key: str, also: tuple[str, ...], shared: dict[str, int]) -> str:
+    """The Set literal for an entry whose literal is ``key``: ``key``, unless other entries
+    share it and one of the entry's other required runs (``also``: every match holds each) of
+    ``_MIN_RUN`` characters or more is the literal of fewer. Any required run is as exact a
+    prefilter; a shared one makes every entry sharing it a candidate whenever one matches
+    (``^ali[a4]s7x`` and ``^ali[a4]s8x`` both take ``ali``, ``@gmail.com`` every
+    ``^name[0-9]*@gmail\\.com$``)."""
+    best, count = key, shared[key]
+    for run in also:
+        if count < 2:
+            break
+        if len(run) >= _MIN_RUN and shared.get(run, 0) < count:
+            best, count = run, shared.get(run, 0)
+    return best
 
 
 class PatternIndex(Generic[T]):

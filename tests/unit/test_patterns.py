@@ -298,3 +298,37 @@ def test_a_pattern_whose_set_runs_out_of_memory_is_searched_by_its_regex() -> No
     starved = type(compile_regex(source))(_SetOutOfMemory(), source)  # type: ignore[call-arg]
     assert starved.search("st4lker9@x.example")
     assert not starved.search("someone@x.example")
+
+
+# Regexes sharing their longest required run, each with a run of its own (offenders' patterns
+# written alike): each goes into the Set under its least shared run of 3 characters or more.
+SHARED_RUN = [f"^ali[a4]s{i}x[0-9]*@" for i in range(12)] + [
+    f"^{name}[0-9]*@gmail\\.com$" for name in ("bob", "joe", "kim", "al")
+]
+
+
+def _shared_run_index() -> PatternIndex[str]:
+    return PatternIndex.from_entries([regex_entry(p, p) for p in SHARED_RUN])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet="alis4x0123456789@gmail.combjk\u212a", max_size=24)
+        | st.sampled_from(["ali4s7x1@a", "ALIas11x@b", "bob7@gmail.com", "al@gmail.com"]),
+        max_size=3,
+    )
+)
+def test_regexes_under_their_least_shared_run_match_what_a_loop_matches(texts: list[str]) -> None:
+    brute = {p for p in SHARED_RUN if any(compile_regex(p).search(subject(t)) for t in texts)}
+    assert {e.payload for e in _shared_run_index().matching(texts)} == brute
+
+
+def test_a_regex_hit_makes_no_candidate_of_regexes_that_share_only_a_run() -> None:
+    index = _shared_run_index()
+    assert [e.payload for e in index.candidates(["ali4s7x1@fresh.example"])] == [SHARED_RUN[7]]
+    # "al" is shorter than the shortest run taken instead of a shared one: it keeps
+    # "@gmail.com", alone now, and every gmail.com text makes it a candidate.
+    gmail = {e.payload for e in index.candidates(["bob7@gmail.com"])}
+    assert gmail == {SHARED_RUN[12], SHARED_RUN[15]}
+    assert [e.payload for e in index.candidates(["zed@gmail.com"])] == [SHARED_RUN[15]]
