@@ -135,3 +135,105 @@ def test_the_committer_hands_large_groups_to_a_child_it_ends_with_its_thread(
     assert group.writers == 1
     assert len(vault.rows()) == 2 * WRITER_MIN - 1
     assert verify_vault(vault) == []
+
+
+# The child's side, run here in a thread over pipes (coverage does not follow the child process):
+# the same requests the parent sends, the same answers it reads.
+
+
+def _serve_once(request: bytes) -> tuple[dict[str, object] | None, BaseException | None]:
+    """``request`` (one or more) to ``_serve`` and its answer; the end of file then ends it."""
+    import json
+    import threading
+
+    from guardmail.vault import blobwriter
+
+    req_r, req_w = os.pipe()
+    ans_r, ans_w = os.pipe()
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            blobwriter._serve(req_r, ans_w)
+        except BaseException as exc:  # SystemExit for a request that does not add up
+            failed.append(exc)
+        finally:
+            os.close(ans_w)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    os.write(req_w, request)
+    os.close(req_w)
+    size = blobwriter._read_exact(ans_r, blobwriter._ANSWER.size)
+    body = blobwriter._read_exact(ans_r, blobwriter._ANSWER.unpack(size)[0]) if size else None
+    thread.join(10)
+    os.close(req_r)
+    os.close(ans_r)
+    return (json.loads(body) if body else None), (failed[0] if failed else None)
+
+
+def _request(
+    root: Path, blobs: list[tuple[bytes, str]], *, sizes: list[int] | None = None
+) -> bytes:
+    import json
+
+    from guardmail.vault import blobwriter
+
+    header = json.dumps(
+        {
+            "root": str(root),
+            "shas": [s for _, s in blobs],
+            "sizes": sizes if sizes is not None else [len(r) for r, _ in blobs],
+        }
+    ).encode()
+    payload = b"".join(r for r, _ in blobs)
+    return blobwriter._REQUEST.pack(len(header), len(payload)) + header + payload
+
+
+def test_the_child_side_writes_a_request_and_answers_ok(tmp_path: Path) -> None:
+    raws = [f"stanza {i}".encode() for i in range(3)]
+    blobs = [(r, hashlib.sha256(r).hexdigest()) for r in raws]
+    answer, failed = _serve_once(_request(tmp_path / "blobs", blobs))
+    assert failed is None
+    assert answer == {"ok": True}
+    store = BlobStore(tmp_path / "blobs")
+    assert [store.get(s) for _, s in blobs] == raws
+
+
+def test_the_child_side_answers_a_bad_name_and_an_unwritable_store_with_an_errno(
+    tmp_path: Path,
+) -> None:
+    import errno
+
+    answer, _ = _serve_once(_request(tmp_path / "blobs", [(b"x", "not-a-sha256")]))
+    assert answer is not None and answer["errno"] == errno.EINVAL
+    (tmp_path / "file").write_bytes(b"")  # a file where the store's directory would be
+    raw = b"y"
+    answer, _ = _serve_once(_request(tmp_path / "file", [(raw, hashlib.sha256(raw).hexdigest())]))
+    assert answer is not None and isinstance(answer["errno"], int) and answer["errno"] != 0
+
+
+def test_the_child_side_stops_at_a_request_whose_sizes_do_not_add_up(tmp_path: Path) -> None:
+    raw = b"z"
+    bad = _request(tmp_path / "blobs", [(raw, hashlib.sha256(raw).hexdigest())], sizes=[5])
+    answer, failed = _serve_once(bad)
+    assert answer is None
+    assert isinstance(failed, SystemExit)
+
+
+def test_a_child_whose_parent_is_already_gone_ends_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from guardmail.vault import blobwriter
+
+    monkeypatch.setattr(sys, "argv", ["blobwriter", str(os.getppid() + 1_000_000)])
+
+    def no_prctl(*args: object, **kwargs: object) -> None:
+        raise OSError("no prctl here")  # and never on pytest's own process: no parent-death signal
+
+    monkeypatch.setattr("guardmail.vault.blobwriter.ctypes.CDLL", no_prctl)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert blobwriter.main() == 0  # not our parent: it returns before reading anything
+    finally:
+        signal.signal(signal.SIGINT, previous)
