@@ -127,5 +127,14 @@ def test_a_literal_whose_length_differs_from_its_announcement_is_left_to_imapcli
     assert read_reply([(b"1 (UID 5 RFC822.SIZE 3 BODY[HEADER] {4}", b"abc"), b")"]) is None
 
 
+def test_field_names_in_any_case_are_named_as_imapclient_names_them() -> None:
+    # Found by the hypothesis test above: a letter spliced into a field name ("FaROM").
+    data = [(b"1 (UID 5 RFC822.SIZE 3 BODY[HEADER.FIELDS (FaROM Reply-To)] {1}", b"x"), b")"]
+    assert read_reply(data) == expected(data)
+    assert read_reply(data) == {
+        5: {b"SEQ": 1, b"RFC822.SIZE": 3, b"BODY[HEADER.FIELDS (FAROM REPLY-TO)]": b"x"}
+    }
+
+
 def test_an_empty_reply_is_empty() -> None:
     assert read_reply([]) == {}

@@ -136,5 +136,6 @@ def read_reply(data: list[Any]) -> Reply | None:
         uid = values[b"UID"]
         if uid in out:
             return None  # imapclient merges repeats: leave that to it
-        out[uid] = {b"SEQ": int(got[1]), SIZE: values[SIZE], got[6]: literal}
+        # imapclient upper-cases the item's name, field names included (ASCII only here).
+        out[uid] = {b"SEQ": int(got[1]), SIZE: values[SIZE], got[6].upper(): literal}
     return out
