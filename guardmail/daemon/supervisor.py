@@ -23,6 +23,7 @@ from guardmail import logs
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
 from guardmail.daemon import lastgood
+from guardmail.daemon.memory import limit_arenas
 from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
@@ -292,6 +293,7 @@ class Daemon:
 
 def run(config_path: Path) -> int:
     """Run the daemon in the foreground until SIGTERM. ConfigError propagates to the CLI."""
+    limit_arenas()  # before any thread starts
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
