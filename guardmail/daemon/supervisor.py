@@ -23,7 +23,6 @@ from guardmail import logs
 from guardmail.config.settings import LoadedConfig, load_config
 from guardmail.control.server import ControlServer
 from guardmail.daemon import lastgood
-from guardmail.daemon.memory import limit_arenas
 from guardmail.daemon.observe import Board
 from guardmail.daemon.reload import ConfigWatcher
 from guardmail.daemon.sdnotify import Notifier, watchdog_loop
@@ -293,7 +292,6 @@ class Daemon:
 
 def run(config_path: Path) -> int:
     """Run the daemon in the foreground until SIGTERM. ConfigError propagates to the CLI."""
-    limit_arenas()  # before any thread starts
     loaded_ns = time.time_ns()
     config = load_config(config_path)
     logs.setup(fmt=config.settings.log_format, level=config.settings.log_level)
