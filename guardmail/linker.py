@@ -87,11 +87,32 @@ class Linker:
         self.storage = storage
         self.tenant = tenant
         self.config = config
-        self.index = AliasIndex()
+        self._offenders: Sequence[OffenderConfig] = ()
+        self._index: AliasIndex | None = None
         self.reload(offenders, config)
 
+    @property
+    def index(self) -> AliasIndex:
+        """The offenders' index; built at first use when the linker is off (only ``guardmail
+        explain`` asks then): an ISP's tenants mostly leave it off, and their indexes were
+        ~2 KB a tenant kept for nothing, plus a read of the database each at start."""
+        index = self._index
+        if index is None:
+            index = self._index = self._built(self._offenders)
+        return index
+
     def reload(self, offenders: Sequence[OffenderConfig], config: AliasesConfig) -> None:
-        """Rebuild the index from ``offenders`` and the stored features (start, reload)."""
+        """Rebuild the index from ``offenders`` and the stored features (start, reload; when
+        off, at first use). The index is swapped in before the config that turns it on."""
+        if config.enabled:
+            index = self._built(offenders)
+            self._offenders, self._index = offenders, index
+            self.config = config
+        else:
+            self.config = config
+            self._offenders, self._index = offenders, None
+
+    def _built(self, offenders: Sequence[OffenderConfig]) -> AliasIndex:
         try:
             with self.storage.read() as tx:
                 rows = tx.alias_features(self.tenant)
@@ -100,8 +121,7 @@ class Linker:
             rows = []
         entries = offender_entries(offenders)
         seen = [(r.offender, parse_features(r.features), _when(r.seen_at)) for r in rows]
-        self.index = AliasIndex.build(entries, seen)
-        self.config = config
+        return AliasIndex.build(entries, seen)
 
     def learn(self, items: Sequence[tuple[Item, str, str, bool]], *, now: datetime) -> None:
         """Store and index the features of archived offender items: (item, offender, sha256,
