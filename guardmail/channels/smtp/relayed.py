@@ -7,10 +7,11 @@ twice: a writer and a reader), not in the one every tenant's vault commits to: a
 for no other tenant's commit, and the look-up before each message waits for no commit at all.
 
 Durability, the trade-off (issue 27): the writer runs SQLite's WAL with ``synchronous=NORMAL``
-(``OPEN``), this database only; the vault's and the daemon's own stay FULL. A commit is in the
+(``WRITER``), this database only; the vault's and the daemon's own stay FULL. A commit is in the
 write-ahead log, in the kernel's page cache, when ``remember`` returns: a crash of the daemon
 (SIGKILL, an OOM kill, a bug) loses no record, since the kernel still writes it out; a power loss
-or a kernel crash may lose the last records (those since the last checkpoint's fsync), and a
+or a kernel crash may lose the last records (those the kernel has not written out yet: up to
+about 30 s of them, its default writeback delay, or fewer at SQLite's next checkpoint), and a
 retry of such a message then sends its copies a second time, as RFC 1047 and Postfix's own
 content_filter accept (the archive is not touched: the vault keeps fsync'ing every commit). In
 exchange no message waits for an fsync (14-18 ms at p50 on the bench machine).
