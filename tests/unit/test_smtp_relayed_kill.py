@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from guardmail.channels.smtp.relayed import FILE, READER, WRITER, RelayedCopies
-from guardmail.storage.base import StorageUnavailable
+from guardmail.storage.base import StorageClosed, StorageUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
 
 QUEUE_ID = "4KILLED9Q1"
@@ -81,6 +81,10 @@ def test_the_look_up_reads_on_the_loop_and_goes_to_a_thread_when_the_reader_is_b
     assert asyncio.run(copies.look_up(KEY)) == {"rcpt:a@x.test"}  # the writer's answer
     assert threads == ["_read_writer"]
     copies.close()
+    monkeypatch.delattr(own[1], "read")  # the reader's own again, closed now
+    with pytest.raises(StorageClosed):  # stopping: said at once, not retried in a thread
+        asyncio.run(copies.look_up(KEY))
+    assert threads == ["_read_writer"]
 
 
 def test_the_reader_never_waits_and_the_writer_does_not_fsync_each_commit(tmp_path: Path) -> None:
