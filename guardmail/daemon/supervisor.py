@@ -127,14 +127,17 @@ class Daemon:
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
                 from guardmail.channels.smtp.filter import SmtpFilterSource
-                from guardmail.channels.smtp.relayed import FILE, RelayedCopies
+                from guardmail.channels.smtp.relayed import FILE, READER, WRITER, RelayedCopies
                 from guardmail.storage.sqlite import SQLiteStorage
 
                 # Copies relayed are remembered for retries in a database of their own (see
-                # channels/smtp/relayed.py): a writer, and a reader for the look-ups.
+                # channels/smtp/relayed.py): a writer without an fsync per commit (its
+                # trade-off is there), and a reader that never waits, for the look-ups.
                 path = config.settings.state_dir / FILE
-                own = (SQLiteStorage(path), SQLiteStorage(path))
-                relayed = RelayedCopies(own[0], self.tenant.name, reader=own[1], owned=own)
+                own = (SQLiteStorage(path, **WRITER), SQLiteStorage(path, **READER))
+                relayed = RelayedCopies(
+                    own[0], self.tenant.name, reader=own[1], reader_never_waits=True, owned=own
+                )
                 relayed.adopt(self.tenant.storage)
                 self.smtp_filter = SmtpFilterSource(
                     cfg=cfg, tenants=tenants, relayed=relayed, fallback=main

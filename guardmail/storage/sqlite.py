@@ -1,8 +1,14 @@
 """SQLite backend of the storage seam: WAL, synchronous=FULL, one writer at a time.
 
-A committed transaction is on disk (fsync'd) when ``transaction()`` returns. ``BEGIN IMMEDIATE``
-takes the write lock at the start, so reading the journal head and appending after it cannot
-interleave with another process doing the same: the hash chain never forks.
+A committed transaction is on disk (fsync'd) when ``transaction()`` returns; with
+``synchronous="NORMAL"`` (only the after-queue filter's relayed copies ask for it, see
+``channels/smtp/relayed.py``) it is in the write-ahead log, in the kernel's page cache: it
+survives the process being killed, not a power loss, and commits need no fsync (checkpoints
+still do).
+
+``BEGIN IMMEDIATE`` takes the write lock at the start, so reading the journal head and
+appending after it cannot interleave with another process doing the same: the hash chain never
+forks.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from guardmail.errors import StateError
 from guardmail.storage.base import (
@@ -197,9 +204,20 @@ class SQLiteTransaction(JournalSQL, ReceiptsSQL):
 class SQLiteStorage:
     """Storage in one SQLite file. Safe to share between threads; one transaction at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
         """Open (creating, 0600, in a 0700 directory) the database. StateError if ``path`` is
-        not an SQLite database; PermissionError or StateError if this user may not use it."""
+        not an SQLite database; PermissionError or StateError if this user may not use it.
+
+        ``synchronous``: FULL (the default) fsyncs every commit; NORMAL (WAL) does not, so a
+        power loss may lose the last commits, a killed process none. ``busy_timeout_ms``: how
+        long a statement waits for another connection's lock before StorageUnavailable (0: at
+        once, for a read that must not block its caller)."""
         private_dir(path.parent)
         self.path = path
         self._lock = threading.Lock()
@@ -221,12 +239,14 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot open the database: {exc}") from None
         try:
-            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute("PRAGMA busy_timeout = 10000")  # opening may wait for a writer
             self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            sync = "NORMAL" if synchronous == "NORMAL" else "FULL"
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.executescript(SCHEMA)
             self._conn.executescript(TIMESTAMP_SCHEMA)
             self._conn.executescript(RECEIPTS_SCHEMA)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         except sqlite3.OperationalError as exc:
             self._conn.close()
             if "locked" in str(exc) or "busy" in str(exc):

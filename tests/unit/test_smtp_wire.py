@@ -4,11 +4,19 @@ it, dot-unstuffing, the queue ID, XFORWARD values and the XFORWARD lines passed 
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from guardmail.channels.smtp.relay import _xforward
-from guardmail.channels.smtp.wire import queue_id, read_data, unstuff, xtext_decode
+from guardmail.channels.smtp.wire import (
+    _RECEIVED_ID,
+    queue_id,
+    read_data,
+    unstuff,
+    xtext_decode,
+)
+from guardmail.core.headers import header_fields
 
 NEXT = b"QUIT\r\n"  # a pipelined command after the end of data must stay unread
 
@@ -93,6 +101,59 @@ def test_the_queue_id_comes_from_xforward_or_the_topmost_received_header(
     xforward: dict[str, str], raw: bytes, expected: str | None
 ) -> None:
     assert queue_id(xforward, raw) == expected
+
+
+def _queue_id_from_every_field(raw: bytes) -> str | None:
+    """The queue ID as ``queue_id`` read it before it decoded only the Received fields."""
+    received = next((v for n, v in header_fields(raw) if n.lower() == "received"), None)
+    found = _RECEIVED_ID.search(received) if received else None
+    return found.group(1) if found else None
+
+
+HOSTILE = [
+    RECEIVED,
+    b"X-Long: " + b"a" * 100_000 + b"\r\n" + RECEIVED,
+    b"RECEIVED: from x\r\n by mx (Postfix) with ESMTP id UPPER1\r\n",
+    b"Received : from x\r\n with SMTP id SPACED1\r\n",  # blanks before the colon
+    b"X-A: 1\r\n with ESMTP id CONTINUED1\r\n" + RECEIVED,  # another field's continuation
+    b": no name\r\n\twith ESMTP id ORPHAN1\r\n" + RECEIVED,  # a junk line, then a fold
+    b"Received\x00: with ESMTP id NUL1\r\n" + RECEIVED,
+    b"Received: with \xff\xfe ESMTP id \xc3\xa9BAD\r\n\twith ESMTP id LATER1\r\n",
+    b"Received: \x00with ESMTP id Z\x00ERO1\r\n",
+    b"Received:" + b" with ESMTP id" * 5000 + b" DEEP1\r\n",
+    b"\r\n" + RECEIVED,  # an empty header section
+    b"From: a\n" + RECEIVED.replace(b"\r\n", b"\n"),  # bare LF
+    b"From: a\r\n\r\n" + RECEIVED,
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE)
+def test_the_queue_id_is_the_same_as_read_from_every_field(raw: bytes) -> None:
+    assert queue_id({}, raw) == _queue_id_from_every_field(raw)
+
+
+def test_the_queue_id_is_the_same_as_read_from_every_field_on_random_headers() -> None:
+    rng = random.Random(27)
+    pieces = [
+        b"Received:",
+        b"received :",
+        b"X-A:",
+        b" with ESMTP id Q",
+        b"\twith LMTP id R2",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b":",
+        b" ",
+        b"\x00",
+        b"\xff",
+        b"id",
+        b"with",
+        b"Q1W2",
+    ]
+    for _ in range(3000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 40)))
+        assert queue_id({}, raw) == _queue_id_from_every_field(raw), raw
 
 
 def test_xtext_values_are_decoded() -> None:

@@ -21,13 +21,14 @@ Contracts, for every message:
   transaction for every clean recipient, so a vault failure never leaves clean copies delivered
   that the retry would deliver again. Redelivery is at-least-once: the vault archives the same
   bytes once per queue ID (``dedupe_scope``), and copies the next hop took are remembered per
-  queue ID and bytes (``RelayedCopies``, durable, committed before Postfix is answered), so a
+  queue ID and bytes (``RelayedCopies``, committed before Postfix is answered), so a
   retry after a partial failure or a crash skips them: a recipient whose copy was relayed is done
   (not judged again), a tenant that archived and acted on the message is not asked again (its
   journal is read only when its rules would act now: clean mail never waits for that read, and
   a retry after the offender was removed is delivered, as in the milter). What is
   left is RFC 1047's window, between the next hop's 250 and that commit (a few milliseconds; the
-  ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice.
+  ``smtp_filter.message`` event's ``unrecorded_ms``): a crash inside it delivers a copy twice,
+  and so may a retry after a power loss (not a crash: relayed.py's trade-off).
   Before-queue there is no queue ID: a session a crash cut short leaves the sender without a
   reply, and its next attempt is a new message here (archived and relayed again: the window
   runs from the next hop's 250 to the reply). An archive the crash left without its action
@@ -238,7 +239,7 @@ class SmtpFilterSource:
         groups: dict[str, tuple[RecipientTenant, list[str]]] = {}
         # A retry: recipients whose copy the next hop took at an earlier attempt are done, even
         # if a rule added since would judge them otherwise (judging again could only duplicate).
-        done = message.remembered = await asyncio.to_thread(self._remembered.get, message.key)
+        done = message.remembered = await self._remembered.look_up(message.key)
         for rcpt in message.envelope.rcpt_tos:
             routed = self._route(rcpt)
             if routed is None or f"rcpt:{rcpt}" in done:

@@ -41,6 +41,7 @@ XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE
 UNAVAILABLE = "[UNAVAILABLE]"
 _XTEXT = re.compile(rb"\+([0-9A-F]{2})")
 # Postfix's own Received header: "... by mx.example (Postfix) with ESMTP id 4ABCD12345 ..."
+_RECEIVED = frozenset({b"received"})
 _RECEIVED_ID = re.compile(r"\bwith\s+\S+\s+id\s+([0-9A-Za-z]+)\b")
 
 # RFC 3463 codes for replies that come without one, as Postfix's smtpd words them; any other
@@ -152,7 +153,8 @@ def queue_id(xforward: dict[str, str], raw: bytes) -> str | None:
     ident = xforward.get("IDENT")
     if ident and ident != UNAVAILABLE:
         return xtext_decode(ident)
-    received = next((v for n, v in header_fields(raw) if n.lower() == "received"), None)
+    # Only the Received fields are decoded: the others are most of a header section's cost.
+    received = next((v for _, v in header_fields(raw, _RECEIVED)), None)
     found = _RECEIVED_ID.search(received) if received else None
     return found.group(1) if found else None
 
