@@ -6,10 +6,11 @@ The scoring is pure (guardmail.core.aliases); this module holds its state:
 - ``learn`` runs when the pipeline archives an offender's item: its features are stored (one
   transaction) and added to the index in memory, so the next decision already knows them.
 - ``suspect`` scores an item no rule matched (its text's signature is made only if another
-  signal found an offender whose texts are known: core/aliases.py). Only when the best
-  offender crosses the tenant's threshold does it read storage: whether a person dismissed
-  this sender for that offender (``review dismiss``, maybe in another process), in which case
-  the next offender is taken.
+  signal found an offender whose texts are known and who can reach the threshold with the
+  text's strongest band: what is held is then what the full scoring says, core/aliases.py).
+  Only when the best offender crosses the tenant's threshold does it read storage: whether a
+  person dismissed this sender for that offender (``review dismiss``, maybe in another
+  process), in which case the next offender is taken.
 - A failure to learn (storage busy) is logged and costs only that item's features: the item is
   archived and acted on regardless. A failure to read the dismissals holds the item for review
   (the cautious side: nothing is blocked or warned on a suspicion).

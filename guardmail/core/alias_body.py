@@ -50,19 +50,20 @@ _DOMAIN_START = re.compile(r"[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _HANDLE_START = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{2,29}")
 _DOMAIN_LIKE = re.compile(r"\.[A-Za-z]{2,}\.?$")  # "@yahoo.fr": an address cut at a space
 MAX_ATS = 32
+_HEAD_LIMIT = 16 * 1024  # where a part's empty line is looked for
 
 
 def _split(part: bytes) -> tuple[bytes, bytes]:
     """Header section and body of ``part``, at its first empty line (LF or CRLF)."""
-    found = [
-        (i, i + len(sep))
-        for sep in (b"\n\n", b"\n\r\n")
-        if (i := part.find(sep, 0, 16 * 1024)) >= 0
-    ]
-    if not found:
-        return part, b""
-    start, end = min(found)
-    return part[:start], part[end:]
+    # CRLF first: most mail has it, and then the LF search stops where it was found (a search
+    # for the absent "\n\n" went through 16 KB of every CRLF message, ~20 us on 5-9 KB ham).
+    crlf = part.find(b"\n\r\n", 0, _HEAD_LIMIT)
+    lf = part.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else _HEAD_LIMIT)
+    if lf >= 0:
+        return part[:lf], part[lf + 2 :]
+    if crlf >= 0:
+        return part[:crlf], part[crlf + 3 :]
+    return part, b""
 
 
 def _field(head: bytes, low: bytes, name: bytes) -> bytes:

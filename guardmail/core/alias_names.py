@@ -126,50 +126,51 @@ def match_tokens(query: tuple[str, ...], known: tuple[str, ...]) -> list[tuple[i
 
 def compare_names(query: tuple[str, ...], known: tuple[str, ...]) -> Signal | None:
     """How ``query`` (a new sender's name tokens) resembles ``known`` (an offender's)."""
+    found = name_match(query, known)
+    return None if found is None else name_signal(query, known, found)
+
+
+# A name comparison's outcome: (weight, form, the matched token of ``known`` for "surname").
+NameMatch = tuple[float, str, int]
+
+
+def name_match(query: tuple[str, ...], known: tuple[str, ...]) -> NameMatch | None:
+    """``compare_names``'s weight and form without its explanation: an offender's names are
+    each compared, and only the best one's ``Signal`` is made (``name_signal``)."""
     kinds = match_tokens(query, known)
-    matched = {i for i, _, _ in kinds}
     full = [j for _, kind, j in kinds if kind in ("exact", "near")]
     if not full:
         return None
-    initials = [j for _, kind, j in kinds if kind == "initial"]
+    initials = sum(1 for _, kind, _ in kinds if kind == "initial")
     shorter = min(len(query), len(known))
-    spelled = " ".join(query)
-    known_text = " ".join(known)
-    if len(full) >= 2 and len(full) + len(initials) >= shorter:
+    if len(full) >= 2 and len(full) + initials >= shorter:
         if all(kind == "exact" for _, kind, _ in kinds):
-            return Signal(
-                signal="display_name",
-                weight=W_NAME_FULL,
-                why=f"the name {spelled!r} is the offender's {known_text!r}",
-            )
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_NEAR,
-            why=f"the name {spelled!r} is a letter from the offender's {known_text!r}",
-        )
+            return W_NAME_FULL, "full", 0
+        return W_NAME_NEAR, "near", 0
     # Every word of 3+ letters of the query must be matched for a name with an initial: "David
     # B. Thompson" is not "David Brown" (the SpamAssassin corpus had several such; bench/README).
-    unmatched_words = any(len(q) >= 3 and i not in matched for i, q in enumerate(query))
-    if len(full) == 1 and initials and len(full) + len(initials) >= shorter and not unmatched_words:
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_INITIAL,
-            why=f"the name {spelled!r} is the offender's {known_text!r} with an initial",
-        )
+    if len(full) == 1 and initials and len(full) + initials >= shorter:
+        matched = {i for i, _, _ in kinds}
+        if not any(len(q) >= 3 and i not in matched for i, q in enumerate(query)):
+            return W_NAME_INITIAL, "initial", 0
     if len(query) == 1 and len(known) == 1 and len(query[0]) >= 6 and kinds[0][1] == "exact":
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_HANDLE,
-            why=f"the one-word name {spelled!r} is the offender's",
-        )
+        return W_NAME_HANDLE, "handle", 0
     if full[0] > 0:
-        return Signal(
-            signal="display_name",
-            weight=W_NAME_SURNAME,
-            why=f"the name {spelled!r} shares the offender's surname {known[full[0]]!r}",
-        )
-    return Signal(
-        signal="display_name",
-        weight=W_NAME_FIRST,
-        why=f"the name {spelled!r} shares only a first name with {known_text!r}",
-    )
+        return W_NAME_SURNAME, "surname", full[0]
+    return W_NAME_FIRST, "first", 0
+
+
+def name_signal(query: tuple[str, ...], known: tuple[str, ...], found: NameMatch) -> Signal:
+    """The ``Signal`` of a ``name_match``, its explanation written."""
+    weight, form, j = found
+    spelled = " ".join(query)
+    known_text = " ".join(known)
+    why = {
+        "full": f"the name {spelled!r} is the offender's {known_text!r}",
+        "near": f"the name {spelled!r} is a letter from the offender's {known_text!r}",
+        "initial": f"the name {spelled!r} is the offender's {known_text!r} with an initial",
+        "handle": f"the one-word name {spelled!r} is the offender's",
+        "surname": f"the name {spelled!r} shares the offender's surname {known[j]!r}",
+        "first": f"the name {spelled!r} shares only a first name with {known_text!r}",
+    }[form]
+    return Signal(signal="display_name", weight=weight, why=why)

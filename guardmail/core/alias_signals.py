@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from guardmail.core.alias_features import Features
-from guardmail.core.alias_names import W_NAME_INITIAL, Signal, compare_names, deletions, name_keys
+from guardmail.core.alias_names import (
+    W_NAME_INITIAL,
+    NameMatch,
+    Signal,
+    deletions,
+    name_keys,
+    name_match,
+    name_signal,
+)
 from guardmail.core.alias_weights import (
     TIMING_MIN_MESSAGES,
     TIMING_SHARE,
@@ -115,18 +123,20 @@ def score_names(
             for r in by_token.get(key, ()):
                 candidates[r.offender] = None
     for off in candidates:
-        best: Signal | None = None
+        # The first of the strongest comparisons; its explanation is written only for it.
+        best: tuple[NameMatch, tuple[str, ...], tuple[str, ...]] | None = None
         for query, qkeys in queries:
             for known, kkeys in names.get(off, ()):
                 if qkeys.isdisjoint(kkeys):
-                    continue  # no token alike: compare_names would say None
-                s = compare_names(query, known)
-                if s is not None and (best is None or s.weight > best.weight):
-                    best = s
+                    continue  # no token alike: name_match would say None
+                m = name_match(query, known)
+                if m is not None and (best is None or m[0] > best[0][0]):
+                    best = (m, query, known)
         if best is None:
             continue
-        hit(off, best)
-        if features.lookalike and best.weight >= W_NAME_INITIAL:
+        signal = name_signal(best[1], best[2], best[0])
+        hit(off, signal)
+        if features.lookalike and signal.weight >= W_NAME_INITIAL:
             hit(
                 off,
                 Signal(

@@ -63,6 +63,7 @@ from guardmail.core.alias_weights import (
 MAX_REFS = 64
 MAX_NAMES_PER_OFFENDER = 32
 MAX_OFFENDERS_SCORED = 16
+_MARGIN = 1e-9  # log-odds: a bound a rounding error cannot put below the full sum
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,10 +205,11 @@ class AliasIndex:
         ``MAX_OFFENDERS_SCORED``); offenders with no signal are left out. ``text`` gives the
         message's text signature (core/alias_text.py); it is called at most once, and only if
         another signal found an offender whose texts are known (``features.text`` is used if
-        it is set). With ``decisive`` (the threshold a decision applies), the text is compared
-        only for offenders it can move across it: below it, and at or above it with the text's
-        strongest band (a decision then makes a signature for few messages; ``explain`` shows
-        every signal)."""
+        it is set). With ``decisive`` (the threshold a decision applies), the text is left
+        unread when no offender it would be compared with reaches ``decisive`` even with the
+        text's strongest band: every suspicion at or above ``decisive`` is then what the full
+        scoring gives, likelihood, signals and order (the text only adds to an offender, at
+        most ``W_TEXT_MAX``); below it they may lack the text (``explain`` passes none)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -302,26 +304,28 @@ class AliasIndex:
         decisive: float | None,
     ) -> None:
         """The text signal for the most likely ``MAX_TEXT_CANDIDATES`` offenders found whose
-        texts are known (and, with ``decisive``, that it can move across it): bounded work
-        whatever the message, never a candidate of its own."""
+        texts are known: bounded work whatever the message, never a candidate of its own.
+        With ``decisive``: nothing at all if none of them can reach it (see ``score``)."""
         known = [
             (sum(s.weight for s in signals.values()), o)
             for o, signals in found.items()
             if o in self._texts
         ]
-        if decisive is not None:
-            known = [
-                (w, o)
-                for w, o in known
-                if likelihood((w,)) < decisive <= likelihood((w, W_TEXT_MAX))
-            ]
         if not known or text is None:
             return
         known.sort(key=lambda x: (-x[0], x[1]))
+        candidates = known[:MAX_TEXT_CANDIDATES]
+        # The same candidates as without ``decisive`` (no filter before the cut: a filtered
+        # list would give the text to a fifth offender the full scoring never compares). The
+        # bound's margin covers the float sums' order (the full one adds the text last).
+        if decisive is not None and all(
+            likelihood((w, W_TEXT_MAX + _MARGIN)) < decisive for w, _ in candidates
+        ):
+            return
         query = text() if callable(text) else text
         if not query:
             return
-        for _, off in known[:MAX_TEXT_CANDIDATES]:
+        for _, off in candidates:
             profile, union = self._texts[off]
             if union.isdisjoint(query):
                 continue  # every similarity 0, below the lowest band (the common case)

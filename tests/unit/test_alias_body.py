@@ -7,9 +7,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardmail.core.alias_body import (
     MAX_CONTACTS,
+    _split,
     body_text,
     contacts,
     signature,
@@ -249,3 +252,26 @@ def test_quoted_lines_are_skipped_with_or_without_a_quote_mark(
     text: str, expected: tuple[str, ...]
 ) -> None:
     assert contacts(text) == expected
+
+
+def _split_reference(part: bytes) -> tuple[bytes, bytes]:
+    """``_split`` as first written: both separators searched through the whole limit."""
+    found = [
+        (i, i + len(sep))
+        for sep in (b"\n\n", b"\n\r\n")
+        if (i := part.find(sep, 0, 16 * 1024)) >= 0
+    ]
+    if not found:
+        return part, b""
+    start, end = min(found)
+    return part[:start], part[end:]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pad=st.sampled_from([0, 16 * 1024 - 8, 16 * 1024 - 3, 16 * 1024 - 1, 16 * 1024]),
+    tail=st.lists(st.sampled_from([b"\n", b"\r", b"a", b"\r\n", b"\n\r\n"]), max_size=12),
+)
+def test_split_finds_the_first_empty_line_as_before(pad: int, tail: list[bytes]) -> None:
+    part = b"a" * pad + b"".join(tail)
+    assert _split(part) == _split_reference(part)

@@ -247,11 +247,11 @@ def test_band_weights_are_ordered() -> None:
     assert band_weight(1.0)[0] == BANDS[0][1]
 
 
-# (what, sender, client, text compared): with ``decisive``, the text is read only where it can
-# move an offender across the threshold.
+# (what, sender, client, text compared): with ``decisive``, the text is read only where an
+# offender can reach the threshold with it (one already there too: its signals are shown).
 DECISIVE_CASES = [
     ("a surname only: the text can carry it across", "Jo Dalton <n1@free.example>", "", True),
-    ("the same full name: over the threshold already", "Mark Dalton <n1@free.example>", "", False),
+    ("the same full name: over the threshold already", "Mark Dalton <n1@free.example>", "", True),
     ("the client only: the strongest band can carry it", "n1@free.example", "Mutt/2.2.9", True),
     ("a first name only: even the strongest band stays below", "Mark <n1@free.example>", "", False),
 ]

@@ -81,6 +81,10 @@ def test_cost_is_reported_for_both_modes(report: dict[str, Any]) -> None:
         c = report["cost"][mode]
         assert c["n"] > 0 and 0 < c["p50_us"] <= c["p99_us"]
     assert report["cost"]["off"]["n"] == report["cost"]["on"]["n"]
+    # "on" split by outcome: every "on" decision is held or passed, and --quick holds some.
+    split = report["cost"]["on_by_outcome"]
+    assert set(split) == {"held", "passed"}
+    assert split["held"]["n"] + split["passed"]["n"] == report["cost"]["on"]["n"]
 
 
 def test_the_report_prints(report: dict[str, Any], bench: ModuleType, capsys: Any) -> None:
