@@ -181,7 +181,10 @@ class MaildirSource:
                     await self.handle(path)
             wake = min([next_scan, *(due for _, _, due in self._retry.values())])
             try:
-                path = await asyncio.wait_for(self._queue.get(), timeout=max(wake - clock(), 0))
+                # Not asyncio.wait_for: in Python 3.11 it swallows a cancellation that comes as
+                # the queue hands over a file, and the source then never stops (test_no_wait_for).
+                async with asyncio.timeout(max(wake - clock(), 0)):
+                    path = await self._queue.get()
             except TimeoutError:
                 continue
             await self.handle(path)

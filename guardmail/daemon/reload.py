@@ -161,7 +161,8 @@ class ConfigWatcher:
                 while True:
                     self._changed.clear()
                     try:
-                        await asyncio.wait_for(self._changed.wait(), timeout=DEBOUNCE)
+                        async with asyncio.timeout(DEBOUNCE):  # not wait_for: test_no_wait_for
+                            await self._changed.wait()
                     except TimeoutError:
                         break
                 self._changed.clear()

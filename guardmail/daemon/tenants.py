@@ -252,7 +252,8 @@ class TenantDirectory:
                 while True:  # debounce: one save, one reload
                     changed.clear()
                     try:
-                        await asyncio.wait_for(changed.wait(), timeout=DEBOUNCE)
+                        async with asyncio.timeout(DEBOUNCE):  # not wait_for: test_no_wait_for
+                            await changed.wait()
                     except TimeoutError:
                         break
                 # Parsing a large directory takes a while: not in the loop that serves mail.
