@@ -1,44 +1,59 @@
-"""Group commit: concurrent requests to one vault share their fsyncs and their transaction.
+"""Group commit: concurrent requests to the vaults of one storage share their fsyncs and their
+transaction.
 
-Every channel of a tenant (event-loop sources and IMAP folder threads alike) hands its archive
-and journal requests to the tenant's one ``GroupCommitter``; while a group is being made durable
-the next requests queue up, and the committer takes all of them as the next group.
+Every channel of every tenant whose vault is on a storage (event-loop sources and IMAP folder
+threads alike; an ISP daemon's tenants all share one SQLite database, ``daemon/tenant.py``) hands
+its archive and journal requests to that storage's one ``SharedCommitter``; while a group is
+being made durable the next requests queue up, and the committer takes them as the next group.
+One SQLite transaction at a time is all the storage allows: before this, each tenant's group
+paid its own FULL commit, one after another, behind the storage's lock (issue 28).
 
 Contracts:
-- ``committer(vault)`` is the one committer of a ``Vault`` object. Tenants have separate vaults,
-  so a group never mixes tenants.
+- ``committer(vault)`` is the one committer of a ``Vault`` object (a ``GroupCommitter``); the
+  committers of the vaults on one storage object share its ``SharedCommitter``.
+  ``GroupCommitter(vault)`` makes a committer of its own (tests, benches).
 - ``submit`` returns at once a ``concurrent.futures.Future`` that resolves with the request's
   results (what ``Vault.commit`` returns for its entries) only when they are durable: every blob
-  of the group written to its own file and made durable with its name (each file and directory
-  fsync'd once per group, or for many new blobs two syncfs: ``guardmail.vault.blobs``),
-  and every entry of the group committed in one SQLite transaction with one signed tree head.
-  Await it in the event loop with ``asyncio.wrap_future``; a thread blocks on ``result()``
-  (``commit``). Nothing may act on an item before its future resolved.
-- Order: requests are committed in the order ``submit`` was called, their entries in their own
-  order; the journal's hash chain and the Merkle leaves follow that order.
-- A group succeeds or fails as a whole: on failure every request of it gets the same
-  ``VaultUnavailable`` (any other exception, a bug, likewise), and nothing of the group is
-  journaled; each request is retried by its source (its blobs are found in place, same name,
-  same bytes). No request is ever told it succeeded unless its own entries committed.
-- A group of ``WRITER_MIN`` blobs or more has them written by the committer thread's blob
-  writer child (``guardmail.vault.blobwriter``, the same ``BlobStore.put_many`` run there, so
-  the same durability); that child dying or failing fails the group as a whole, as above, and
-  the next group starts another. The child is closed when the thread ends.
+  of the group written to its own file in its own tenant's vault and made durable with its name
+  (each file and directory fsync'd once per group, or for many new blobs two syncfs:
+  ``guardmail.vault.blobs``; the vaults of a group write theirs at once, in threads, so that
+  their fsyncs join the same file-system commits), and every entry of the group committed in
+  one SQLite transaction, each tenant's entries on its own hash chain with its own signed tree
+  head. Await it in the event loop with ``asyncio.wrap_future``; a thread blocks on
+  ``result()`` (``commit``). Nothing may act on an item before its future resolved.
+- Order: a vault's requests are committed in the order ``submit`` was called, their entries in
+  their own order; its journal's hash chain and Merkle leaves follow that order. A group takes
+  one request of each waiting vault in turn, so that one tenant's flood holds another tenant's
+  request back by one group at most, never behind its whole queue.
+- A vault's part of a group succeeds or fails as a whole, and only its own requests hear it:
+  on failure every request of that vault in the group gets the same ``VaultUnavailable`` (any
+  other exception, a bug, likewise), and nothing of that part is journaled; each request is
+  retried by its source (its blobs are found in place, same name, same bytes). A vault whose
+  blobs cannot be written (its directory unwritable, a file where its blob directory should be,
+  its own mount full), or whose HEAD check, key or entries fail inside the transaction, is left
+  out (the transaction is made again without it) and the other vaults' parts commit. A failure
+  of the storage itself fails every part. No request is ever told it succeeded unless its own
+  entries committed.
+- A vault with ``WRITER_MIN`` blobs or more in a group has them written by the committer
+  thread's blob writer child (``guardmail.vault.blobwriter``, the same ``BlobStore.put_many``
+  run there, so the same durability); that child dying or failing fails that vault's part, as
+  above, and the next group starts another. The child is closed when the thread ends.
 - No request waits for ever: a committer thread stopped by what it does not catch (SystemExit,
   a bug) fails every request it holds or has queued with ``VaultUnavailable`` before it ends.
-- The HEAD witness is written after a group's commit if a request of the group asked for it:
-  always when no other request waits, else at most every ``WITNESS_SECONDS`` (it may lag the
-  journal, never lead it: ``guardmail.vault.store``; the signed tree heads cover every group).
-  A request with ``wait_witness=False`` (the milter, whose client waits for its answer) is told
-  its entries are durable as soon as they are committed; when no request of the group waits
-  for it, the witness is written after their futures resolved (a failure to write it is
-  logged, never theirs: their entries are committed). A group's journal time is the latest
-  ``now`` of its requests.
+- A vault's HEAD witness is written after a group's commit if a request of that vault in the
+  group asked for it: always when no other request of that vault waits, else at most every
+  ``WITNESS_SECONDS`` (it may lag the journal, never lead it: ``guardmail.vault.store``; the
+  signed tree heads cover every group). A request with ``wait_witness=False`` (the milter, whose
+  client waits for its answer) is told its entries are durable as soon as they are committed;
+  when no request of the vault waits for it, the witness is written after their futures
+  resolved (a failure to write it is logged, never theirs: their entries are committed). A
+  group's journal time is the latest ``now`` of its requests.
 - A request cancelled before its group is taken (its awaiting task was cancelled) is dropped,
   never committed: nothing acts on it, and its source sees it again.
 - The committer thread starts when a request arrives and none runs, and ends when the queue has
-  stayed empty for ``LINGER_SECONDS``: an idle tenant holds no thread. A group holds at most
+  stayed empty for ``LINGER_SECONDS``: an idle storage holds no thread. A group holds at most
   ``MAX_ENTRIES`` entries and about ``MAX_BYTES`` of blobs (a larger request is a group alone).
+- A group of one vault (every group of a single-tenant daemon) is ``Vault.commit``, as before.
 """
 
 from __future__ import annotations
@@ -48,30 +63,37 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from guardmail.errors import VaultUnavailable
+from guardmail import faults
+from guardmail.errors import StateError, VaultUnavailable
 from guardmail.logs import event
-from guardmail.storage.base import JournalRow
+from guardmail.storage.base import JournalRow, StorageUnavailable
 from guardmail.vault.blobwriter import BlobWriter
+from guardmail.vault.entries import digests
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 MAX_ENTRIES = 2000
 MAX_BYTES = 64 * 1024 * 1024
 LINGER_SECONDS = 0.2  # an idle committer thread waits this long for the next request
-WITNESS_SECONDS = 0.5  # under a flood, the HEAD witness is written at most this often
-# From this many blobs in a group, its files are written by the committer thread's blob writer
-# child (guardmail.vault.blobwriter) rather than by the thread itself, beside the event loop.
+WITNESS_SECONDS = 0.5  # under a flood, a vault's HEAD witness is written at most this often
+# From this many blobs of one vault in a group, its files are written by the committer thread's
+# blob writer child (guardmail.vault.blobwriter) rather than by a thread, beside the event loop.
 WRITER_MIN = 8
+# The vaults of a mixed group write their blobs (and HEAD witnesses) at once, in this many
+# threads at most: their fsyncs in flight together join the file system's journal commits.
+VAULT_THREADS = 8
 
 Done = list[Receipt | JournalRow]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Request:
+    vault: Vault
     entries: Sequence[Archive | Record]
     now: datetime
     witness: bool
@@ -83,33 +105,65 @@ class _Request:
         return sum(len(e.raw) for e in self.entries if isinstance(e, Archive))
 
 
-class GroupCommitter:
-    """The queue of one vault's requests and the thread that commits them in groups."""
+@dataclass(slots=True, kw_only=True)
+class _Part:
+    """One vault's requests in a mixed group, and how its commit went (filled as it goes)."""
 
-    def __init__(self, vault: Vault) -> None:
-        self.vault = vault
+    vault: Vault
+    requests: list[_Request]
+    witness: bool = False  # its HEAD witness written before its requests are answered
+    later: bool = False  # ... or after
+    entries: list[Archive | Record] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)
+    blobs: int = 0
+    error: BaseException | None = None
+    done: Done = field(default_factory=list)
+    last: JournalRow | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """This vault's part failed with ``exc``: as ``VaultUnavailable`` naming its entries
+        (an OSError or a storage error), or as itself (a bug: its requests hear it)."""
+        if self.error is None:
+            if isinstance(exc, (OSError, StorageUnavailable, StateError)):
+                exc = self.vault.unavailable(self.entries, self.shas, exc)
+            self.error = exc
+
+
+class SharedCommitter:
+    """The queues of every vault on one storage and the thread that commits them in groups."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._queue: deque[_Request] = deque()
+        # The requests waiting, per vault, and the vaults' turns: a group takes one request of
+        # each in turn, so that one tenant's flood holds another's request back one group at
+        # most (MAX_ENTRIES, MAX_BYTES), never behind its whole queue.
+        self._queues: dict[Vault, deque[_Request]] = {}
+        self._turns: deque[Vault] = deque()
         self._running = False
         self.groups = 0  # groups committed or failed (for benches and tests)
         self.writers = 0  # blob writer children started by ended threads (benches and tests)
-        self._witnessed = 0.0  # monotonic time of the last HEAD witness written
+        self.vaults = 0  # of the groups, the vault parts committed (benches and tests)
+        # monotonic time of each vault's last HEAD witness written
+        self._witnessed: weakref.WeakKeyDictionary[Vault, float] = weakref.WeakKeyDictionary()
 
     def submit(
         self,
+        vault: Vault,
         entries: Sequence[Archive | Record],
         *,
         now: datetime,
         witness: bool = True,
         wait_witness: bool = True,
     ) -> Future[Done]:
-        """Queue the entries for the next group; see the module contract."""
+        """Queue ``vault``'s entries for the next group; see the module contract."""
         future: Future[Done] = Future()
         if not entries:
             future.set_result([])
             return future
         request = _Request(
+            vault=vault,
             entries=list(entries),
             now=now,
             witness=witness,
@@ -117,49 +171,40 @@ class GroupCommitter:
             future=future,
         )
         with self._lock:
-            self._queue.append(request)
+            queue = self._queues.get(vault)
+            if queue is None:
+                queue = self._queues[vault] = deque()
+                self._turns.append(vault)
+            queue.append(request)
             if self._running:
                 self._ready.notify()
                 return future
             self._running = True
-        threading.Thread(
-            target=self._run, name=f"vault-group:{self.vault.tenant}", daemon=False
-        ).start()
+        threading.Thread(target=self._run, name=f"vault-group:{self.name}", daemon=False).start()
         return future
 
-    def commit(
-        self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
-    ) -> Done:
-        """``submit`` and wait (from a thread, never the event loop). VaultUnavailable if the
-        group failed."""
-        return self.submit(entries, now=now, witness=witness).result()
-
-    def put_many(
-        self, archives: Sequence[Archive], *, now: datetime, witness: bool = True
-    ) -> list[Receipt]:
-        """``Vault.put_many`` through the group (blocking, from a thread)."""
-        return [
-            r for r in self.commit(archives, now=now, witness=witness) if isinstance(r, Receipt)
-        ]
-
-    def record_many(self, records: Sequence[Record], *, now: datetime) -> list[JournalRow]:
-        """``Vault.record_many`` through the group (blocking, from a thread)."""
-        return [r for r in self.commit(records, now=now) if isinstance(r, JournalRow)]
-
     def _take(self) -> list[_Request]:
-        """The next group, oldest first; empty (and the thread to end) if nothing waits."""
+        """The next group, each vault's requests oldest first; empty (and the thread to end)
+        if nothing waits."""
         with self._lock:
-            if not self._queue:
+            if not self._turns:
                 self._ready.wait(LINGER_SECONDS)  # a thread per request would cost more
             group: list[_Request] = []
             entries = size = 0
-            while self._queue:
-                nxt = self._queue[0]
+            while self._turns:
+                vault = self._turns[0]
+                queue = self._queues[vault]
+                nxt = queue[0]
                 if group and (
                     entries + len(nxt.entries) > MAX_ENTRIES or size + nxt.size > MAX_BYTES
                 ):
-                    break
-                self._queue.popleft()
+                    break  # this vault goes first in the next group
+                queue.popleft()
+                if queue:
+                    self._turns.rotate(-1)
+                else:
+                    del self._queues[vault]
+                    self._turns.popleft()
                 # A request its caller gave up on (a cancelled task) is not committed; one that
                 # is running can no longer be cancelled, so its result always reaches it.
                 if not nxt.future.set_running_or_notify_cancel():
@@ -182,77 +227,257 @@ class GroupCommitter:
             # ``_take``): the thread is going, and the next submit starts another. No request it
             # holds or that waits behind it may wait for ever (a thread blocks on ``result()``
             # without a timeout): each fails as the vault being unavailable, and its source
-            # retries it. A group stopped inside ``Vault.commit`` journaled nothing (its
-            # transaction rolls back); one stopped just after the commit is found by the retry
-            # (same bytes, same scope: the first receipt, ``duplicate=True``).
+            # retries it. A group stopped inside its transaction journaled nothing (it rolls
+            # back); one stopped just after the commit is found by the retry (same bytes, same
+            # scope: the first receipt, ``duplicate=True``).
             with self._lock:
                 self._running = False
-                waiting = list(self._queue)
-                self._queue.clear()
-            failure = VaultUnavailable(
-                f"the group committer of vault {self.vault.root} stopped "
-                f"({type(exc).__name__}: {exc}) before this request was answered"
-            )
+                waiting = [r for queue in self._queues.values() for r in queue]
+                self._queues.clear()
+                self._turns.clear()
+
+            why = f"({type(exc).__name__}: {exc}) before this request was answered"
+
+            def failure(r: _Request) -> VaultUnavailable:
+                return VaultUnavailable(
+                    f"the group committer of vault {r.vault.root} stopped {why}"
+                )
+
             for r in group:  # taken: running (no longer cancellable), perhaps answered
                 if not r.future.done():
-                    r.future.set_exception(failure)
+                    r.future.set_exception(failure(r))
             for r in waiting:  # one its caller cancelled stays cancelled
                 if r.future.set_running_or_notify_cancel():
-                    r.future.set_exception(failure)
+                    r.future.set_exception(failure(r))
             raise
         finally:
             writer.close()
             self.writers += writer.started
 
     def _commit(self, group: list[_Request], writer: BlobWriter) -> None:
-        entries = [e for r in group for e in r.entries]
+        parts: dict[Vault, _Part] = {}
+        for r in group:
+            part = parts.get(r.vault)
+            if part is None:
+                part = parts[r.vault] = _Part(vault=r.vault, requests=[])
+            part.requests.append(r)
+        with self._lock:
+            now = time.monotonic()
+            for part in parts.values():
+                witness = any(r.witness for r in part.requests)
+                # Under a flood a vault's HEAD witness (two more fsyncs) is written at most
+                # every WITNESS_SECONDS; it is always written when nothing more of it waits.
+                if (
+                    witness
+                    and part.vault in self._queues
+                    and now - self._witnessed.get(part.vault, 0.0) < WITNESS_SECONDS
+                ):
+                    witness = False
+                # Nobody waits for the witness: it is written once their futures resolved.
+                part.later = witness and not any(
+                    r.witness and r.wait_witness for r in part.requests
+                )
+                part.witness = witness and not part.later
+        when = max(r.now for r in group)
+        if len(parts) == 1:
+            (part,) = parts.values()
+            self._commit_one(part, when, writer)
+        else:
+            self._commit_many(list(parts.values()), when, writer)
+        self.groups += 1
+        self.vaults += len(parts)
+        for part in parts.values():
+            if part.error is not None:
+                for r in part.requests:
+                    r.future.set_exception(part.error)
+                continue
+            if part.witness:
+                self._witnessed[part.vault] = time.monotonic()
+            start = 0
+            for r in part.requests:
+                r.future.set_result(part.done[start : start + len(r.entries)])
+                start += len(r.entries)
+        later = [p for p in parts.values() if p.later and p.error is None]
+        if later:
+            for part, failed in zip(later, _each(lambda p: p.vault.witness(), later), strict=True):
+                if failed is None:
+                    self._witnessed[part.vault] = time.monotonic()
+                elif isinstance(failed, VaultUnavailable):  # lags until the next witness
+                    event("vault.witness_failed", level=logging.ERROR, error=str(failed))
+                else:
+                    raise failed
+
+    @staticmethod
+    def _commit_one(part: _Part, when: datetime, writer: BlobWriter) -> None:
+        """A group of one vault (every group of a single-tenant daemon): ``Vault.commit``."""
+        entries = [e for r in part.requests for e in r.entries]
         # A small group writes its blobs in this thread: a child costs a pipe round trip and,
         # the first time, its start; a large one hands them to the child (blobwriter.py).
         blobs = sum(isinstance(e, Archive) for e in entries)
-        witness = any(r.witness for r in group)
-        with self._lock:
-            # Under a flood the HEAD witness (two more fsyncs) is written at most every
-            # WITNESS_SECONDS; it is always written when nothing more waits.
-            if witness and self._queue and time.monotonic() - self._witnessed < WITNESS_SECONDS:
-                witness = False
-        # Nobody waits for the witness: it is written once their futures resolved.
-        later = witness and not any(r.witness and r.wait_witness for r in group)
         try:
-            done = self.vault.commit(
+            part.done = part.vault.commit(
                 entries,
-                now=max(r.now for r in group),
-                witness=witness and not later,
+                now=when,
+                witness=part.witness,
                 point="vault.group",
                 writer=writer if blobs >= WRITER_MIN else None,
             )
-            if witness and not later:
-                self._witnessed = time.monotonic()
         except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
-            self.groups += 1
-            for r in group:
-                r.future.set_exception(exc)
-            return
-        self.groups += 1
-        start = 0
-        for r in group:
-            r.future.set_result(done[start : start + len(r.entries)])
-            start += len(r.entries)
-        if later:
+            part.error = exc
+
+    @staticmethod
+    def _commit_many(parts: list[_Part], when: datetime, writer: BlobWriter) -> None:
+        """A group of several vaults on one storage: each vault's blobs in its own directory,
+        all at once; then one transaction for every vault whose blobs are durable, each its own
+        chain and tree head; then their HEAD witnesses, at once. A vault's failure is its own:
+        its requests hear it, the others' commit (invariant 6)."""
+        for part in parts:
+            part.entries = [e for r in part.requests for e in r.entries]
+            part.shas = digests(part.entries)
+            part.blobs = sum(isinstance(e, Archive) for e in part.entries)
+        # Large parts go to the blob writer child, from this thread (the child is tied to it);
+        # small ones are written by threads meanwhile: their fsyncs are in flight together.
+        big = [p for p in parts if p.blobs >= WRITER_MIN]
+        small = [p for p in parts if 0 < p.blobs < WRITER_MIN]
+        pending = [(p, _pool().submit(p.vault.write_blobs, p.entries, p.shas)) for p in small]
+        for part in big:
             try:
-                self.vault.witness()  # the journal's last entry: this group's, committed above
-                self._witnessed = time.monotonic()
-            except VaultUnavailable as exc:  # lags until the next group's witness
-                event("vault.witness_failed", level=logging.ERROR, error=str(exc))
+                part.vault.write_blobs(part.entries, part.shas, writer=writer)
+            except Exception as exc:
+                part.fail(exc)
+        for part, future in pending:
+            failed = future.exception()
+            if failed is not None:
+                part.fail(failed)
+        if any(p.blobs and p.error is None for p in parts):
+            faults.reached("vault.group")
+        live = [p for p in parts if p.error is None]
+        storage = parts[0].vault.storage  # the same for every vault of this committer
+        while live:
+            current: _Part | None = None
+            try:
+                with storage.transaction() as tx:
+                    for part in live:
+                        current = part
+                        part.done, part.last = part.vault.append(
+                            tx, part.entries, part.shas, now=when
+                        )
+                    current = None
+                break
+            except StorageUnavailable as exc:  # the storage itself: nobody's entries committed
+                for part in live:
+                    part.fail(exc)
+                return
+            except Exception as exc:
+                if current is None:  # the commit itself, after every part: nobody's committed
+                    for part in live:
+                        part.fail(exc)
+                    return
+                # That vault's own failure (its HEAD or TAMPERED file, its key; a bug): the
+                # transaction rolled back, and is made again without it (once per such vault).
+                current.fail(exc)
+                live.remove(current)
+        heads = [p for p in live if p.witness and p.last is not None]
+        for part, failed in zip(heads, _each(_write_head, heads), strict=True):
+            if failed is not None:  # as Vault.commit: its entries are committed, HEAD lags
+                part.fail(failed)
+
+
+def _write_head(part: _Part) -> None:
+    assert part.last is not None
+    part.vault.write_head(part.last)
+
+
+def _each(run: Callable[[_Part], object], parts: list[_Part]) -> list[BaseException | None]:
+    """``run(part)`` for every part, at once in threads when there are several; each one's
+    exception or None, in order."""
+    if len(parts) == 1:
+        try:
+            run(parts[0])
+        except Exception as exc:
+            return [exc]
+        return [None]
+    futures = [_pool().submit(run, p) for p in parts]
+    return [f.exception() for f in futures]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault-part")
+        return _POOL
+
+
+class GroupCommitter:
+    """One vault's door to a ``SharedCommitter``: its own (made here) or its storage's one
+    (``committer``)."""
+
+    def __init__(self, vault: Vault, shared: SharedCommitter | None = None) -> None:
+        self.vault = vault
+        self.shared = SharedCommitter(vault.tenant) if shared is None else shared
+
+    @property
+    def groups(self) -> int:
+        """Groups committed or failed by the shared committer (any vault's)."""
+        return self.shared.groups
+
+    @property
+    def writers(self) -> int:
+        return self.shared.writers
+
+    def submit(
+        self,
+        entries: Sequence[Archive | Record],
+        *,
+        now: datetime,
+        witness: bool = True,
+        wait_witness: bool = True,
+    ) -> Future[Done]:
+        """Queue the entries for the next group; see the module contract."""
+        return self.shared.submit(
+            self.vault, entries, now=now, witness=witness, wait_witness=wait_witness
+        )
+
+    def commit(
+        self, entries: Sequence[Archive | Record], *, now: datetime, witness: bool = True
+    ) -> Done:
+        """``submit`` and wait (from a thread, never the event loop). VaultUnavailable if the
+        group failed."""
+        return self.submit(entries, now=now, witness=witness).result()
+
+    def put_many(
+        self, archives: Sequence[Archive], *, now: datetime, witness: bool = True
+    ) -> list[Receipt]:
+        """``Vault.put_many`` through the group (blocking, from a thread)."""
+        return [
+            r for r in self.commit(archives, now=now, witness=witness) if isinstance(r, Receipt)
+        ]
+
+    def record_many(self, records: Sequence[Record], *, now: datetime) -> list[JournalRow]:
+        """``Vault.record_many`` through the group (blocking, from a thread)."""
+        return [r for r in self.commit(records, now=now) if isinstance(r, JournalRow)]
 
 
 _COMMITTERS: weakref.WeakKeyDictionary[Vault, GroupCommitter] = weakref.WeakKeyDictionary()
+_SHARED: weakref.WeakKeyDictionary[Any, SharedCommitter] = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
 
 
 def committer(vault: Vault) -> GroupCommitter:
-    """The one GroupCommitter of ``vault`` (made at the first call)."""
+    """The one GroupCommitter of ``vault`` (made at the first call), whose requests go to the
+    one SharedCommitter of ``vault.storage``, with every other vault's on that storage."""
     with _REGISTRY_LOCK:
         found = _COMMITTERS.get(vault)
         if found is None:
-            found = _COMMITTERS[vault] = GroupCommitter(vault)
+            shared = _SHARED.get(vault.storage)
+            if shared is None:
+                path = getattr(vault.storage, "path", None)
+                name = vault.tenant if path is None else str(getattr(path, "name", path))
+                shared = _SHARED[vault.storage] = SharedCommitter(name)
+            found = _COMMITTERS[vault] = GroupCommitter(vault, shared)
         return found
