@@ -63,18 +63,16 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any
 
-from guardmail import faults
-from guardmail.errors import StateError, VaultUnavailable
+from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
-from guardmail.storage.base import JournalRow, StorageUnavailable
+from guardmail.storage.base import JournalRow
 from guardmail.vault.blobwriter import BlobWriter
-from guardmail.vault.entries import digests
+from guardmail.vault.group_parts import Done, Part, Request, commit_parts, each
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 MAX_ENTRIES = 2000
@@ -84,49 +82,8 @@ WITNESS_SECONDS = 0.5  # under a flood, a vault's HEAD witness is written at mos
 # From this many blobs of one vault in a group, its files are written by the committer thread's
 # blob writer child (guardmail.vault.blobwriter) rather than by a thread, beside the event loop.
 WRITER_MIN = 8
-# The vaults of a mixed group write their blobs (and HEAD witnesses) at once, in this many
-# threads at most: their fsyncs in flight together join the file system's journal commits.
-VAULT_THREADS = 8
 
-Done = list[Receipt | JournalRow]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Request:
-    vault: Vault
-    entries: Sequence[Archive | Record]
-    now: datetime
-    witness: bool
-    wait_witness: bool
-    future: Future[Done]
-
-    @property
-    def size(self) -> int:
-        return sum(len(e.raw) for e in self.entries if isinstance(e, Archive))
-
-
-@dataclass(slots=True, kw_only=True)
-class _Part:
-    """One vault's requests in a mixed group, and how its commit went (filled as it goes)."""
-
-    vault: Vault
-    requests: list[_Request]
-    witness: bool = False  # its HEAD witness written before its requests are answered
-    later: bool = False  # ... or after
-    entries: list[Archive | Record] = field(default_factory=list)
-    shas: list[str] = field(default_factory=list)
-    blobs: int = 0
-    error: BaseException | None = None
-    done: Done = field(default_factory=list)
-    last: JournalRow | None = None
-
-    def fail(self, exc: BaseException) -> None:
-        """This vault's part failed with ``exc``: as ``VaultUnavailable`` naming its entries
-        (an OSError or a storage error), or as itself (a bug: its requests hear it)."""
-        if self.error is None:
-            if isinstance(exc, (OSError, StorageUnavailable, StateError)):
-                exc = self.vault.unavailable(self.entries, self.shas, exc)
-            self.error = exc
+__all__ = ["Done", "GroupCommitter", "SharedCommitter", "committer"]
 
 
 class SharedCommitter:
@@ -139,7 +96,7 @@ class SharedCommitter:
         # The requests waiting, per vault, and the vaults' turns: a group takes one request of
         # each in turn, so that one tenant's flood holds another's request back one group at
         # most (MAX_ENTRIES, MAX_BYTES), never behind its whole queue.
-        self._queues: dict[Vault, deque[_Request]] = {}
+        self._queues: dict[Vault, deque[Request]] = {}
         self._turns: deque[Vault] = deque()
         self._running = False
         self.groups = 0  # groups committed or failed (for benches and tests)
@@ -162,7 +119,7 @@ class SharedCommitter:
         if not entries:
             future.set_result([])
             return future
-        request = _Request(
+        request = Request(
             vault=vault,
             entries=list(entries),
             now=now,
@@ -183,13 +140,13 @@ class SharedCommitter:
         threading.Thread(target=self._run, name=f"vault-group:{self.name}", daemon=False).start()
         return future
 
-    def _take(self) -> list[_Request]:
+    def _take(self) -> list[Request]:
         """The next group, each vault's requests oldest first; empty (and the thread to end)
         if nothing waits."""
         with self._lock:
             if not self._turns:
                 self._ready.wait(LINGER_SECONDS)  # a thread per request would cost more
-            group: list[_Request] = []
+            group: list[Request] = []
             entries = size = 0
             while self._turns:
                 vault = self._turns[0]
@@ -217,7 +174,7 @@ class SharedCommitter:
             return group
 
     def _run(self) -> None:
-        group: list[_Request] = []
+        group: list[Request] = []
         writer = BlobWriter()  # its child starts at this thread's first large group
         try:
             while group := self._take():
@@ -238,7 +195,7 @@ class SharedCommitter:
 
             why = f"({type(exc).__name__}: {exc}) before this request was answered"
 
-            def failure(r: _Request) -> VaultUnavailable:
+            def failure(r: Request) -> VaultUnavailable:
                 return VaultUnavailable(
                     f"the group committer of vault {r.vault.root} stopped {why}"
                 )
@@ -254,12 +211,12 @@ class SharedCommitter:
             writer.close()
             self.writers += writer.started
 
-    def _commit(self, group: list[_Request], writer: BlobWriter) -> None:
-        parts: dict[Vault, _Part] = {}
+    def _commit(self, group: list[Request], writer: BlobWriter) -> None:
+        parts: dict[Vault, Part] = {}
         for r in group:
             part = parts.get(r.vault)
             if part is None:
-                part = parts[r.vault] = _Part(vault=r.vault, requests=[])
+                part = parts[r.vault] = Part(vault=r.vault, requests=[])
             part.requests.append(r)
         with self._lock:
             now = time.monotonic()
@@ -283,7 +240,7 @@ class SharedCommitter:
             (part,) = parts.values()
             self._commit_one(part, when, writer)
         else:
-            self._commit_many(list(parts.values()), when, writer)
+            commit_parts(list(parts.values()), when, writer, writer_min=WRITER_MIN)
         self.groups += 1
         self.vaults += len(parts)
         for part in parts.values():
@@ -299,7 +256,7 @@ class SharedCommitter:
                 start += len(r.entries)
         later = [p for p in parts.values() if p.later and p.error is None]
         if later:
-            for part, failed in zip(later, _each(lambda p: p.vault.witness(), later), strict=True):
+            for part, failed in zip(later, each(lambda p: p.vault.witness(), later), strict=True):
                 if failed is None:
                     self._witnessed[part.vault] = time.monotonic()
                 elif isinstance(failed, VaultUnavailable):  # lags until the next witness
@@ -308,7 +265,7 @@ class SharedCommitter:
                     raise failed
 
     @staticmethod
-    def _commit_one(part: _Part, when: datetime, writer: BlobWriter) -> None:
+    def _commit_one(part: Part, when: datetime, writer: BlobWriter) -> None:
         """A group of one vault (every group of a single-tenant daemon): ``Vault.commit``."""
         entries = [e for r in part.requests for e in r.entries]
         # A small group writes its blobs in this thread: a child costs a pipe round trip and,
@@ -324,93 +281,6 @@ class SharedCommitter:
             )
         except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
             part.error = exc
-
-    @staticmethod
-    def _commit_many(parts: list[_Part], when: datetime, writer: BlobWriter) -> None:
-        """A group of several vaults on one storage: each vault's blobs in its own directory,
-        all at once; then one transaction for every vault whose blobs are durable, each its own
-        chain and tree head; then their HEAD witnesses, at once. A vault's failure is its own:
-        its requests hear it, the others' commit (invariant 6)."""
-        for part in parts:
-            part.entries = [e for r in part.requests for e in r.entries]
-            part.shas = digests(part.entries)
-            part.blobs = sum(isinstance(e, Archive) for e in part.entries)
-        # Large parts go to the blob writer child, from this thread (the child is tied to it);
-        # small ones are written by threads meanwhile: their fsyncs are in flight together.
-        big = [p for p in parts if p.blobs >= WRITER_MIN]
-        small = [p for p in parts if 0 < p.blobs < WRITER_MIN]
-        pending = [(p, _pool().submit(p.vault.write_blobs, p.entries, p.shas)) for p in small]
-        for part in big:
-            try:
-                part.vault.write_blobs(part.entries, part.shas, writer=writer)
-            except Exception as exc:
-                part.fail(exc)
-        for part, future in pending:
-            failed = future.exception()
-            if failed is not None:
-                part.fail(failed)
-        if any(p.blobs and p.error is None for p in parts):
-            faults.reached("vault.group")
-        live = [p for p in parts if p.error is None]
-        storage = parts[0].vault.storage  # the same for every vault of this committer
-        while live:
-            current: _Part | None = None
-            try:
-                with storage.transaction() as tx:
-                    for part in live:
-                        current = part
-                        part.done, part.last = part.vault.append(
-                            tx, part.entries, part.shas, now=when
-                        )
-                    current = None
-                break
-            except StorageUnavailable as exc:  # the storage itself: nobody's entries committed
-                for part in live:
-                    part.fail(exc)
-                return
-            except Exception as exc:
-                if current is None:  # the commit itself, after every part: nobody's committed
-                    for part in live:
-                        part.fail(exc)
-                    return
-                # That vault's own failure (its HEAD or TAMPERED file, its key; a bug): the
-                # transaction rolled back, and is made again without it (once per such vault).
-                current.fail(exc)
-                live.remove(current)
-        heads = [p for p in live if p.witness and p.last is not None]
-        for part, failed in zip(heads, _each(_write_head, heads), strict=True):
-            if failed is not None:  # as Vault.commit: its entries are committed, HEAD lags
-                part.fail(failed)
-
-
-def _write_head(part: _Part) -> None:
-    assert part.last is not None
-    part.vault.write_head(part.last)
-
-
-def _each(run: Callable[[_Part], object], parts: list[_Part]) -> list[BaseException | None]:
-    """``run(part)`` for every part, at once in threads when there are several; each one's
-    exception or None, in order."""
-    if len(parts) == 1:
-        try:
-            run(parts[0])
-        except Exception as exc:
-            return [exc]
-        return [None]
-    futures = [_pool().submit(run, p) for p in parts]
-    return [f.exception() for f in futures]
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault-part")
-        return _POOL
 
 
 class GroupCommitter:

@@ -1,0 +1,146 @@
+"""A group of several vaults' requests (``guardmail.vault.group``): each vault's part, and its
+commit beside the others' in one transaction (the contracts are in ``guardmail.vault.group``)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from guardmail import faults
+from guardmail.errors import StateError
+from guardmail.storage.base import JournalRow, StorageUnavailable
+from guardmail.vault.blobwriter import BlobWriter
+from guardmail.vault.entries import digests
+from guardmail.vault.store import Archive, Receipt, Record, Vault
+
+# The vaults of a mixed group write their blobs (and HEAD witnesses) at once, in this many
+# threads at most: their fsyncs in flight together join the file system's journal commits.
+VAULT_THREADS = 8
+
+Done = list[Receipt | JournalRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    vault: Vault
+    entries: Sequence[Archive | Record]
+    now: datetime
+    witness: bool
+    wait_witness: bool
+    future: Future[Done]
+
+    @property
+    def size(self) -> int:
+        return sum(len(e.raw) for e in self.entries if isinstance(e, Archive))
+
+
+@dataclass(slots=True, kw_only=True)
+class Part:
+    """One vault's requests in a mixed group, and how its commit went (filled as it goes)."""
+
+    vault: Vault
+    requests: list[Request]
+    witness: bool = False  # its HEAD witness written before its requests are answered
+    later: bool = False  # ... or after
+    entries: list[Archive | Record] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)
+    blobs: int = 0
+    error: BaseException | None = None
+    done: Done = field(default_factory=list)
+    last: JournalRow | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """This vault's part failed with ``exc``: as ``VaultUnavailable`` naming its entries
+        (an OSError or a storage error), or as itself (a bug: its requests hear it)."""
+        if self.error is None:
+            if isinstance(exc, (OSError, StorageUnavailable, StateError)):
+                exc = self.vault.unavailable(self.entries, self.shas, exc)
+            self.error = exc
+
+
+def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, writer_min: int) -> None:
+    """A group of several vaults on one storage: each vault's blobs in its own directory,
+    all at once; then one transaction for every vault whose blobs are durable, each its own
+    chain and tree head; then their HEAD witnesses, at once. A vault's failure is its own:
+    its requests hear it, the others' commit (invariant 6)."""
+    for part in parts:
+        part.entries = [e for r in part.requests for e in r.entries]
+        part.shas = digests(part.entries)
+        part.blobs = sum(isinstance(e, Archive) for e in part.entries)
+    # Large parts go to the blob writer child, from this thread (the child is tied to it);
+    # small ones are written by threads meanwhile: their fsyncs are in flight together.
+    big = [p for p in parts if p.blobs >= writer_min]
+    small = [p for p in parts if 0 < p.blobs < writer_min]
+    pending = [(p, _pool().submit(p.vault.write_blobs, p.entries, p.shas)) for p in small]
+    for part in big:
+        try:
+            part.vault.write_blobs(part.entries, part.shas, writer=writer)
+        except Exception as exc:
+            part.fail(exc)
+    for part, future in pending:
+        failed = future.exception()
+        if failed is not None:
+            part.fail(failed)
+    if any(p.blobs and p.error is None for p in parts):
+        faults.reached("vault.group")
+    live = [p for p in parts if p.error is None]
+    storage = parts[0].vault.storage  # the same for every vault of this committer
+    while live:
+        current: Part | None = None
+        try:
+            with storage.transaction() as tx:
+                for part in live:
+                    current = part
+                    part.done, part.last = part.vault.append(tx, part.entries, part.shas, now=when)
+                current = None
+            break
+        except StorageUnavailable as exc:  # the storage itself: nobody's entries committed
+            for part in live:
+                part.fail(exc)
+            return
+        except Exception as exc:
+            if current is None:  # the commit itself, after every part: nobody's committed
+                for part in live:
+                    part.fail(exc)
+                return
+            # That vault's own failure (its HEAD or TAMPERED file, its key; a bug): the
+            # transaction rolled back, and is made again without it (once per such vault).
+            current.fail(exc)
+            live.remove(current)
+    heads = [p for p in live if p.witness and p.last is not None]
+    for part, failed in zip(heads, each(_write_head, heads), strict=True):
+        if failed is not None:  # as Vault.commit: its entries are committed, HEAD lags
+            part.fail(failed)
+
+
+def _write_head(part: Part) -> None:
+    assert part.last is not None
+    part.vault.write_head(part.last)
+
+
+def each(run: Callable[[Part], object], parts: list[Part]) -> list[BaseException | None]:
+    """``run(part)`` for every part, at once in threads when there are several; each one's
+    exception or None, in order."""
+    if len(parts) == 1:
+        try:
+            run(parts[0])
+        except Exception as exc:
+            return [exc]
+        return [None]
+    futures = [_pool().submit(run, p) for p in parts]
+    return [f.exception() for f in futures]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault-part")
+        return _POOL
