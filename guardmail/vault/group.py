@@ -47,7 +47,8 @@ Contracts:
   client waits for its answer) is told its entries are durable as soon as they are committed;
   when no request of the vault waits for it, the witness is written after their futures
   resolved (a failure to write it is logged, never theirs: their entries are committed). A
-  group's journal time is the latest ``now`` of its requests.
+  group's journal time is the latest ``now`` of its requests. A mixed group's HEADs are
+  written by the thread's finisher while the next group is taken, in commit order.
 - A request cancelled before its group is taken (its awaiting task was cancelled) is dropped,
   never committed: nothing acts on it, and its source sees it again.
 - The committer thread starts when a request arrives and none runs, and ends when the queue has
@@ -64,7 +65,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -72,7 +73,7 @@ from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobwriter import BlobWriter
-from guardmail.vault.group_parts import Done, Part, Request, commit_parts, each
+from guardmail.vault.group_parts import Done, Part, Request, commit_parts, each, write_heads
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 MAX_ENTRIES = 2000
@@ -104,6 +105,9 @@ class SharedCommitter:
         self.vaults = 0  # of the groups, the vault parts committed (benches and tests)
         # monotonic time of each vault's last HEAD witness written
         self._witnessed: weakref.WeakKeyDictionary[Vault, float] = weakref.WeakKeyDictionary()
+        # A mixed group's HEAD witnesses and the answers that wait for them, being written by
+        # the thread's finisher while the next group is taken and written
+        self._finishing: Future[None] | None = None
 
     def submit(
         self,
@@ -176,9 +180,15 @@ class SharedCommitter:
     def _run(self) -> None:
         group: list[Request] = []
         writer = BlobWriter()  # its child starts at this thread's first large group
+        finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vault-heads:{self.name}")
         try:
-            while group := self._take():
-                self._commit(group, writer)
+            while True:
+                if not self._turns:
+                    # Before the thread may end: the last group's HEADs written, its answers out.
+                    self._settle()
+                if not (group := self._take()):
+                    break
+                self._commit(group, writer, finisher)
         except BaseException as exc:
             # Only something ``_commit`` does not catch gets here (SystemExit, a bug in
             # ``_take``): the thread is going, and the next submit starts another. No request it
@@ -208,10 +218,20 @@ class SharedCommitter:
                     r.future.set_exception(failure(r))
             raise
         finally:
+            finisher.shutdown(wait=True)  # its job answers its own requests, whatever happens
             writer.close()
             self.writers += writer.started
 
-    def _commit(self, group: list[Request], writer: BlobWriter) -> None:
+    def _settle(self) -> None:
+        """Wait for the finisher's job (the group before), which must end before another HEAD
+        of its vaults is written: HEADs are written in commit order."""
+        if self._finishing is not None:
+            finishing, self._finishing = self._finishing, None
+            finishing.result()  # a bug there (it answered its requests) ends this thread too
+
+    def _commit(
+        self, group: list[Request], writer: BlobWriter, finisher: ThreadPoolExecutor
+    ) -> None:
         parts: dict[Vault, Part] = {}
         for r in group:
             part = parts.get(r.vault)
@@ -236,33 +256,65 @@ class SharedCommitter:
                 )
                 part.witness = witness and not part.later
         when = max(r.now for r in group)
-        if len(parts) == 1:
-            (part,) = parts.values()
-            self._commit_one(part, when, writer)
-        else:
-            commit_parts(list(parts.values()), when, writer, writer_min=WRITER_MIN)
+        listed = list(parts.values())
         self.groups += 1
         self.vaults += len(parts)
-        for part in parts.values():
+        if len(parts) == 1:
+            self._settle()
+            self._commit_one(listed[0], when, writer)  # its HEAD written by Vault.commit
+            self._answer(listed)
+            self._later(listed)
+            return
+        commit_parts(listed, when, writer, writer_min=WRITER_MIN)
+        # Whoever waits for no HEAD is durable and answered now; the HEADs (two fsyncs each)
+        # are written by the finisher while this thread takes the next group and writes its
+        # blobs, so that a mixed group's fsyncs overlap the next one's as separate vaults'
+        # commits did; then it answers those who wait for them.
+        heads = [p for p in listed if p.witness and p.error is None]
+        self._answer([p for p in listed if all(p is not h for h in heads)])
+        self._settle()
+        self._finishing = finisher.submit(self._finish, heads, listed)
+
+    def _finish(self, heads: list[Part], parts: list[Part]) -> None:
+        try:
+            write_heads(heads)
+            self._answer(heads)
+            self._later(parts)
+        except BaseException as exc:
+            for part in heads:
+                for r in part.requests:
+                    if not r.future.done():
+                        r.future.set_exception(
+                            VaultUnavailable(f"vault {part.vault.root}: HEAD not written: {exc}")
+                        )
+            raise
+
+    def _answer(self, parts: list[Part]) -> None:
+        """Resolve every request of ``parts``: its results, or its part's error."""
+        for part in parts:
             if part.error is not None:
                 for r in part.requests:
                     r.future.set_exception(part.error)
                 continue
             if part.witness:
-                self._witnessed[part.vault] = time.monotonic()
+                with self._lock:
+                    self._witnessed[part.vault] = time.monotonic()
             start = 0
             for r in part.requests:
                 r.future.set_result(part.done[start : start + len(r.entries)])
                 start += len(r.entries)
-        later = [p for p in parts.values() if p.later and p.error is None]
-        if later:
-            for part, failed in zip(later, each(lambda p: p.vault.witness(), later), strict=True):
-                if failed is None:
+
+    def _later(self, parts: list[Part]) -> None:
+        """The HEAD witnesses nobody waited for, after the answers."""
+        later = [p for p in parts if p.later and p.error is None]
+        for part, failed in zip(later, each(lambda p: p.vault.witness(), later), strict=True):
+            if failed is None:
+                with self._lock:
                     self._witnessed[part.vault] = time.monotonic()
-                elif isinstance(failed, VaultUnavailable):  # lags until the next witness
-                    event("vault.witness_failed", level=logging.ERROR, error=str(failed))
-                else:
-                    raise failed
+            elif isinstance(failed, VaultUnavailable):  # lags until the next witness
+                event("vault.witness_failed", level=logging.ERROR, error=str(failed))
+            else:
+                raise failed
 
     @staticmethod
     def _commit_one(part: Part, when: datetime, writer: BlobWriter) -> None:

@@ -64,8 +64,8 @@ class Part:
 def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, writer_min: int) -> None:
     """A group of several vaults on one storage: each vault's blobs in its own directory,
     all at once; then one transaction for every vault whose blobs are durable, each its own
-    chain and tree head; then their HEAD witnesses, at once. A vault's failure is its own:
-    its requests hear it, the others' commit (invariant 6)."""
+    chain and tree head (their HEAD witnesses are left to ``write_heads``). A vault's failure
+    is its own: its requests hear it, the others' commit (invariant 6)."""
     for part in parts:
         part.entries = [e for r in part.requests for e in r.entries]
         part.shas = digests(part.entries)
@@ -110,9 +110,15 @@ def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, write
             # transaction rolled back, and is made again without it (once per such vault).
             current.fail(exc)
             live.remove(current)
-    heads = [p for p in live if p.witness and p.last is not None]
+
+
+def write_heads(parts: list[Part]) -> None:
+    """The HEAD witness of every part that asked for it before its answer (``witness``), at
+    once; a part whose HEAD cannot be written fails (as ``Vault.commit``: its entries are
+    committed, HEAD lags them)."""
+    heads = [p for p in parts if p.witness and p.error is None and p.last is not None]
     for part, failed in zip(heads, each(_write_head, heads), strict=True):
-        if failed is not None:  # as Vault.commit: its entries are committed, HEAD lags
+        if failed is not None:
             part.fail(failed)
 
 
