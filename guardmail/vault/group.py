@@ -311,7 +311,7 @@ class SharedCommitter:
             if failed is None:
                 with self._lock:
                     self._witnessed[part.vault] = time.monotonic()
-            elif isinstance(failed, VaultUnavailable):  # lags until the next witness
+            elif isinstance(failed, (VaultUnavailable, OSError)):  # lags until the next one
                 event("vault.witness_failed", level=logging.ERROR, error=str(failed))
             else:
                 raise failed

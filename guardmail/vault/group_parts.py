@@ -3,11 +3,14 @@ commit beside the others' in one transaction (the contracts are in ``guardmail.v
 
 from __future__ import annotations
 
+import errno
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from guardmail import faults
 from guardmail.errors import StateError
@@ -19,6 +22,9 @@ from guardmail.vault.store import Archive, Receipt, Record, Vault
 # The vaults of a mixed group write their blobs (and HEAD witnesses) at once, in this many
 # threads at most: their fsyncs in flight together join the file system's journal commits.
 VAULT_THREADS = 8
+# A vault's blob writes (in a thread) or HEAD witness in a mixed group not done by then fail its
+# part (invariant 6: no tenant's stalled disk holds the others' requests for ever).
+PART_SECONDS = 10.0
 
 Done = list[Receipt | JournalRow]
 
@@ -75,13 +81,14 @@ def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, write
     big = [p for p in parts if p.blobs >= writer_min]
     small = [p for p in parts if 0 < p.blobs < writer_min]
     pending = [(p, _pool().submit(p.vault.write_blobs, p.entries, p.shas)) for p in small]
+    deadline = time.monotonic() + PART_SECONDS
     for part in big:
         try:
             part.vault.write_blobs(part.entries, part.shas, writer=writer)
         except Exception as exc:
             part.fail(exc)
     for part, future in pending:
-        failed = future.exception()
+        failed = _outcome(future, deadline)
         if failed is not None:
             part.fail(failed)
     if any(p.blobs and p.error is None for p in parts):
@@ -128,16 +135,21 @@ def _write_head(part: Part) -> None:
 
 
 def each(run: Callable[[Part], object], parts: list[Part]) -> list[BaseException | None]:
-    """``run(part)`` for every part, at once in threads when there are several; each one's
-    exception or None, in order."""
-    if len(parts) == 1:
-        try:
-            run(parts[0])
-        except Exception as exc:
-            return [exc]
-        return [None]
+    """``run(part)`` for every part, at once in threads; each one's exception or None, in
+    order (an OSError for one still running after ``PART_SECONDS``)."""
     futures = [_pool().submit(run, p) for p in parts]
-    return [f.exception() for f in futures]
+    deadline = time.monotonic() + PART_SECONDS
+    return [_outcome(f, deadline) for f in futures]
+
+
+def _outcome(future: Future[Any], deadline: float) -> BaseException | None:
+    """The exception of ``future`` or None; ETIMEDOUT if it has not ended by ``deadline``: one
+    vault's stalled file system (a hung mount) fails its own part, not the whole group. Its
+    write goes on in its thread; a blob it lands later is found in place by the retry."""
+    try:
+        return future.exception(max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        return OSError(errno.ETIMEDOUT, f"still writing after {PART_SECONDS:g} s")
 
 
 _POOL: ThreadPoolExecutor | None = None

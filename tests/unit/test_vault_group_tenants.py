@@ -16,6 +16,7 @@ from guardmail.errors import VaultUnavailable
 from guardmail.storage.base import JournalRow
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault import group as group_module
+from guardmail.vault import group_parts
 from guardmail.vault.group import GroupCommitter, SharedCommitter, committer
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 from guardmail.vault.verify import verify_vault
@@ -214,3 +215,34 @@ def test_the_committers_of_vaults_on_one_storage_share_its_one_committer(
         assert receipt.seq == 1 and carol.rows()[0].tenant == "carol"
     finally:
         elsewhere.close()
+
+
+def test_a_tenant_whose_disk_stalls_fails_alone_after_a_bound_and_the_rest_commit(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_parts, "PART_SECONDS", 0.2)
+    alice, bob = vaults(tmp_path, storage, "alice", "bob")
+    shared = SharedCommitter("test")
+    a, b = GroupCommitter(alice, shared), GroupCommitter(bob, shared)
+    unstuck = threading.Event()
+    write_blobs = bob.write_blobs
+
+    def hung(*args: Any, **kwargs: Any) -> None:  # a hung mount: returns when it comes back
+        unstuck.wait(10)
+        write_blobs(*args, **kwargs)
+
+    monkeypatch.setattr(bob, "write_blobs", hung)
+    holding, release = held(alice, monkeypatch)
+    first = a.submit([archive("alice", 0)], now=NOW)
+    assert holding.wait(10)
+    stuck = b.submit([archive("bob", 0)], now=NOW)
+    fine = a.submit([archive("alice", 1)], now=NOW)
+    release.set()
+    assert [first.result(10)[0].seq, fine.result(10)[0].seq] == [1, 2]
+    with pytest.raises(VaultUnavailable, match="still writing after 0.2 s"):
+        stuck.result(10)
+    assert bob.rows() == []
+    unstuck.set()  # the mount is back: the source's retry is archived
+    monkeypatch.setattr(bob, "write_blobs", write_blobs)
+    assert b.submit([archive("bob", 0)], now=NOW).result(10)[0].seq == 1
+    assert verify_vault(alice) == [] and verify_vault(bob) == []
