@@ -73,7 +73,15 @@ from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.storage.base import JournalRow
 from guardmail.vault.blobwriter import BlobWriter
-from guardmail.vault.group_parts import Done, Part, Request, commit_parts, each, write_heads
+from guardmail.vault.group_parts import (
+    Done,
+    Part,
+    Request,
+    commit_one,
+    commit_parts,
+    each,
+    write_heads,
+)
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 MAX_ENTRIES = 2000
@@ -261,9 +269,9 @@ class SharedCommitter:
         self.vaults += len(parts)
         if len(parts) == 1:
             self._settle()
-            self._commit_one(listed[0], when, writer)  # its HEAD written by Vault.commit
+            commit_one(listed[0], when, writer, writer_min=WRITER_MIN)  # and its HEAD
             self._answer(listed)
-            self._later(listed)
+            self._later(listed, bounded=False)
             return
         commit_parts(listed, when, writer, writer_min=WRITER_MIN)
         # Whoever waits for no HEAD is durable and answered now; the HEADs (two fsyncs each)
@@ -304,10 +312,11 @@ class SharedCommitter:
                 r.future.set_result(part.done[start : start + len(r.entries)])
                 start += len(r.entries)
 
-    def _later(self, parts: list[Part]) -> None:
+    def _later(self, parts: list[Part], *, bounded: bool = True) -> None:
         """The HEAD witnesses nobody waited for, after the answers."""
         later = [p for p in parts if p.later and p.error is None]
-        for part, failed in zip(later, each(lambda p: p.vault.witness(), later), strict=True):
+        written = each(lambda p: p.vault.witness(), later, bounded=bounded)
+        for part, failed in zip(later, written, strict=True):
             if failed is None:
                 with self._lock:
                     self._witnessed[part.vault] = time.monotonic()
@@ -315,24 +324,6 @@ class SharedCommitter:
                 event("vault.witness_failed", level=logging.ERROR, error=str(failed))
             else:
                 raise failed
-
-    @staticmethod
-    def _commit_one(part: Part, when: datetime, writer: BlobWriter) -> None:
-        """A group of one vault (every group of a single-tenant daemon): ``Vault.commit``."""
-        entries = [e for r in part.requests for e in r.entries]
-        # A small group writes its blobs in this thread: a child costs a pipe round trip and,
-        # the first time, its start; a large one hands them to the child (blobwriter.py).
-        blobs = sum(isinstance(e, Archive) for e in entries)
-        try:
-            part.done = part.vault.commit(
-                entries,
-                now=when,
-                witness=part.witness,
-                point="vault.group",
-                writer=writer if blobs >= WRITER_MIN else None,
-            )
-        except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
-            part.error = exc
 
 
 class GroupCommitter:

@@ -67,6 +67,24 @@ class Part:
             self.error = exc
 
 
+def commit_one(part: Part, when: datetime, writer: BlobWriter, *, writer_min: int) -> None:
+    """A group of one vault (every group of a single-tenant daemon): ``Vault.commit``."""
+    entries = [e for r in part.requests for e in r.entries]
+    # A small group writes its blobs in this thread: a child costs a pipe round trip and,
+    # the first time, its start; a large one hands them to the child (blobwriter.py).
+    blobs = sum(isinstance(e, Archive) for e in entries)
+    try:
+        part.done = part.vault.commit(
+            entries,
+            now=when,
+            witness=part.witness,
+            point="vault.group",
+            writer=writer if blobs >= writer_min else None,
+        )
+    except Exception as exc:  # VaultUnavailable, or a bug: every request of it must hear it
+        part.error = exc
+
+
 def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, writer_min: int) -> None:
     """A group of several vaults on one storage: each vault's blobs in its own directory,
     all at once; then one transaction for every vault whose blobs are durable, each its own
@@ -134,9 +152,22 @@ def _write_head(part: Part) -> None:
     part.vault.write_head(part.last)
 
 
-def each(run: Callable[[Part], object], parts: list[Part]) -> list[BaseException | None]:
+def each(
+    run: Callable[[Part], object], parts: list[Part], *, bounded: bool = True
+) -> list[BaseException | None]:
     """``run(part)`` for every part, at once in threads; each one's exception or None, in
-    order (an OSError for one still running after ``PART_SECONDS``)."""
+    order (an OSError for one still running after ``PART_SECONDS``). Not ``bounded``: in this
+    thread, one after the other (a group of one vault, as before)."""
+    if not bounded:
+        found: list[BaseException | None] = []
+        for part in parts:
+            try:
+                run(part)
+            except Exception as exc:
+                found.append(exc)
+            else:
+                found.append(None)
+        return found
     futures = [_pool().submit(run, p) for p in parts]
     deadline = time.monotonic() + PART_SECONDS
     return [_outcome(f, deadline) for f in futures]
