@@ -246,3 +246,40 @@ def test_a_tenant_whose_disk_stalls_fails_alone_after_a_bound_and_the_rest_commi
     monkeypatch.setattr(bob, "write_blobs", write_blobs)
     assert b.submit([archive("bob", 0)], now=NOW).result(10)[0].seq == 1
     assert verify_vault(alice) == [] and verify_vault(bob) == []
+
+
+def test_a_mixed_groups_heads_are_written_before_the_next_groups_so_head_names_the_last(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = vaults(tmp_path, storage, "alice", "bob")
+    shared = SharedCommitter("test")
+    a, b = GroupCommitter(alice, shared), GroupCommitter(bob, shared)
+    slow_head = threading.Event()
+    write_head = alice.write_head
+    calls: list[int] = []
+
+    def slow(row: JournalRow) -> None:  # the mixed group's HEAD: slow, while the next commits
+        calls.append(row.seq)
+        if len(calls) == 1:
+            slow_head.wait(0.5)
+        write_head(row)
+
+    monkeypatch.setattr(alice, "write_head", slow)
+    holding, release = held(alice, monkeypatch)
+    first = a.submit([archive("alice", 0)], now=NOW)
+    assert holding.wait(10)
+    mixed = [a.submit([archive("alice", 1)], now=NOW), b.submit([archive("bob", 1)], now=NOW)]
+    release.set()
+    first.result(10)
+    # The mixed group is taken; alice's next request is a group of her alone (Vault.commit
+    # writes its HEAD itself), queued while the finisher still writes the mixed group's.
+    for _ in range(1000):
+        if calls:
+            break
+        threading.Event().wait(0.005)
+    last = a.submit([Record(kind="note", fields={})], now=NOW)
+    (row,) = last.result(10)
+    assert [f.result(10)[0].seq for f in mixed] == [2, 1]
+    assert calls == [2]  # the mixed group's (the single group's own went through commit)
+    assert isinstance(row, JournalRow) and alice.head_witness() == (row.seq, row.hash)
+    assert verify_vault(alice) == [] and verify_vault(bob) == []
