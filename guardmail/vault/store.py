@@ -35,10 +35,8 @@ Contracts:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,45 +58,12 @@ from guardmail.storage.files import private_dir, remove_stale_temps, tighten
 from guardmail.vault import journal, treelog
 from guardmail.vault.blobs import BlobStore
 from guardmail.vault.blobwriter import BlobWriter
+from guardmail.vault.entries import Archive, Receipt, Record, Within, describe, digests
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
 from guardmail.vault.signing import make_key
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    sha256: str
-    seq: int
-    duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Archive:
-    """One item for ``Vault.put_many``: its exact bytes and what the journal keeps beside them."""
-
-    raw: bytes
-    source_ref: str
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    scope: str | None = None  # dedupe scope; default: source_ref
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Record:
-    """One event for ``Vault.record_many`` (an action taken, an export made ...)."""
-
-    kind: str
-    fields: Mapping[str, Any]
-    sha256: str | None = None
-    source_ref: str | None = None
-    # An Archive earlier in the same ``commit`` (the very object) that this entry is about: its
-    # receipt fills ``sha256`` and ``fields["archived_seq"]``, so that an action entry commits
-    # in one transaction with its archived entry (the milter: one fsync'd commit, not two).
-    of: Archive | None = None
-
-
-# For ``Vault.put_many(within=...)``: more writes in the same transaction as the batch's entries
-# (given the receipts, in order); returns the last journal row it appended, if any.
-Within = Callable[[Transaction, Sequence[Receipt]], JournalRow | None]
+__all__ = ["Archive", "Receipt", "Record", "Vault", "Within"]
 
 
 class Vault(VaultReads, HeadWitness):
@@ -176,102 +141,137 @@ class Vault(VaultReads, HeadWitness):
         fsync'd once each), then all entries journaled in order in one transaction with one
         signed tree head, then (``witness``) the HEAD witness once. A Receipt per Archive and a
         JournalRow per Record, in order; ``VaultUnavailable`` with nothing journaled if not.
-        ``guardmail.vault.group`` commits concurrent requests together through this (its crash
-        ``point``, reached between the blobs' fsyncs and the transaction, is ``vault.group``).
+        ``guardmail.vault.group`` commits concurrent requests together through this, or, for a
+        group of several vaults on one storage, through its two halves (``write_blobs``, then
+        ``append`` inside the group's one transaction); its crash ``point``, reached between the
+        blobs' fsyncs and the transaction, is ``vault.group``.
         ``within``: as for ``put_many`` (a transaction is made for it even with no entries).
         ``writer``: the blob files are written by that child process (``BlobStore.put_many``)."""
         if not entries and within is None:
             return []
-        shas = [
-            hashlib.sha256(e.raw).hexdigest() if isinstance(e, Archive) else "" for e in entries
-        ]
+        shas = digests(entries)
+        try:
+            self.write_blobs(entries, shas, writer=writer)
+            if any(isinstance(e, Archive) for e in entries):
+                faults.reached(point)
+            with self.storage.transaction() as tx:
+                done, last = self.append(tx, entries, shas, now=now, within=within)
+            if witness and last is not None:
+                self._write_head(last)
+        except (OSError, StorageUnavailable, StateError) as exc:
+            raise self.unavailable(entries, shas, exc) from exc
+        return done
+
+    def unavailable(
+        self, entries: Sequence[Archive | Record], shas: Sequence[str], exc: BaseException
+    ) -> VaultUnavailable:
+        """The error of a commit of ``entries`` that failed with ``exc``."""
+        return VaultUnavailable(f"vault {self.root} cannot {describe(entries, shas)}: {exc}")
+
+    def write_blobs(
+        self,
+        entries: Sequence[Archive | Record],
+        shas: Sequence[str],
+        *,
+        writer: BlobWriter | None = None,
+    ) -> None:
+        """The first half of ``commit``: every Archive's blob durable in this vault's own blob
+        store (``shas``: ``entries.digests``). OSError or StateError if not."""
         archives = [
             (e.raw, sha) for e, sha in zip(entries, shas, strict=True) if isinstance(e, Archive)
         ]
         if archives:
-            first = archives[0][1]
-            what = first if len(entries) == 1 else f"{len(archives)} items ({first} ...)"
-        else:
-            what = (
-                ", ".join(sorted({e.kind for e in entries if isinstance(e, Record)})) or "nothing"
-            )
-        verb = "archive" if archives else "journal"
+            self.blobs.put_many(archives, writer=writer)
+
+    def append(
+        self,
+        tx: Transaction,
+        entries: Sequence[Archive | Record],
+        shas: Sequence[str],
+        *,
+        now: datetime,
+        within: Within | None = None,
+    ) -> tuple[list[Receipt | JournalRow], JournalRow | None]:
+        """The second half of ``commit``, inside ``tx`` (which the caller commits; its blobs
+        durable before): the HEAD checked, every entry chained after this tenant's head and
+        stored, ``within`` run, one signed tree head over this tenant's journal. The results in
+        order and the last row appended (None: nothing), for the HEAD witness written after the
+        commit. OSError, StateError or StorageUnavailable if not (roll ``tx`` back then)."""
+        self._check_witness(tx)
+        # The group's entries are chained here and stored by a few statements (one look for
+        # earlier copies, one multi-row INSERT per chunk), not three SQLite calls an entry:
+        # each gives up the GIL beside the busy event loop (issue 28).
+        head = tx.journal_head(self.tenant)
+        keys = [
+            (sha, e.source_ref if e.scope is None else e.scope)
+            for e, sha in zip(entries, shas, strict=True)
+            if isinstance(e, Archive)
+        ]
+        earlier = tx.find_archived_many(self.tenant, keys) if keys else {}
         done: list[Receipt | JournalRow] = []
+        rows: list[JournalRow] = []
         last: JournalRow | None = None
         by_archive: dict[int, Receipt] = {}  # id(Archive) -> its receipt, for ``Record.of``
+        for entry, sha in zip(entries, shas, strict=True):
+            if isinstance(entry, Record):
+                fields, about = entry.fields, entry.sha256
+                if entry.of is not None:
+                    of = by_archive[id(entry.of)]  # KeyError: not earlier here, a bug
+                    fields, about = {"archived_seq": of.seq, **fields}, of.sha256
+                head = journal.following(
+                    head,
+                    tenant=self.tenant,
+                    kind=entry.kind,
+                    fields=fields,
+                    now=now,
+                    sha256=about,
+                    source_ref=entry.source_ref,
+                )
+                rows.append(head)
+                done.append(head)
+                continue
+            scope = entry.source_ref if entry.scope is None else entry.scope
+            # Also an earlier item of this same batch: identical bytes twice in one folder
+            # archive once, as they would one after the other.
+            copy = earlier.get((sha, scope))
+            if copy is not None:
+                receipt = Receipt(sha256=sha, seq=copy.seq, duplicate=True)
+                by_archive[id(entry)] = receipt
+                done.append(receipt)
+                continue
+            fields = dict(entry.metadata)
+            fields["size"] = len(entry.raw)
+            head = journal.following(
+                head,
+                tenant=self.tenant,
+                kind="archived",
+                fields=fields,
+                now=now,
+                sha256=sha,
+                source_ref=entry.source_ref,
+                scope=scope,
+            )
+            rows.append(head)
+            earlier[(sha, scope)] = head
+            by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=head.seq)
+            done.append(receipt)
+        if rows:
+            tx.journal_insert_many(rows)
+            last = rows[-1]
+        if within is not None:
+            receipts = [d for d in done if isinstance(d, Receipt)]
+            last = within(tx, receipts) or last
+        if last is not None:
+            self._grow(tx, now, rows)
+        return done, last
+
+    def write_head(self, row: JournalRow) -> None:
+        """The HEAD witness naming ``row``, after the commit that made it. VaultUnavailable if
+        it cannot be written (the entries stay committed; HEAD lags until the next one)."""
         try:
-            if archives:
-                self.blobs.put_many(archives, writer=writer)
-                faults.reached(point)
-            with self.storage.transaction() as tx:
-                self._check_witness(tx)
-                # The group's entries are chained here and stored by a few statements (one
-                # look for earlier copies, one multi-row INSERT per chunk), not three SQLite
-                # calls an entry: each gives up the GIL beside the busy event loop (issue 28).
-                head = tx.journal_head(self.tenant)
-                keys = [
-                    (sha, e.source_ref if e.scope is None else e.scope)
-                    for e, sha in zip(entries, shas, strict=True)
-                    if isinstance(e, Archive)
-                ]
-                earlier = tx.find_archived_many(self.tenant, keys) if keys else {}
-                rows: list[JournalRow] = []
-                for entry, sha in zip(entries, shas, strict=True):
-                    if isinstance(entry, Record):
-                        fields, about = entry.fields, entry.sha256
-                        if entry.of is not None:
-                            of = by_archive[id(entry.of)]  # KeyError: not earlier here, a bug
-                            fields, about = {"archived_seq": of.seq, **fields}, of.sha256
-                        head = journal.following(
-                            head,
-                            tenant=self.tenant,
-                            kind=entry.kind,
-                            fields=fields,
-                            now=now,
-                            sha256=about,
-                            source_ref=entry.source_ref,
-                        )
-                        rows.append(head)
-                        done.append(head)
-                        continue
-                    scope = entry.source_ref if entry.scope is None else entry.scope
-                    # Also an earlier item of this same batch: identical bytes twice in one
-                    # folder archive once, as they would one after the other.
-                    copy = earlier.get((sha, scope))
-                    if copy is not None:
-                        receipt = Receipt(sha256=sha, seq=copy.seq, duplicate=True)
-                        by_archive[id(entry)] = receipt
-                        done.append(receipt)
-                        continue
-                    fields = dict(entry.metadata)
-                    fields["size"] = len(entry.raw)
-                    head = journal.following(
-                        head,
-                        tenant=self.tenant,
-                        kind="archived",
-                        fields=fields,
-                        now=now,
-                        sha256=sha,
-                        source_ref=entry.source_ref,
-                        scope=scope,
-                    )
-                    rows.append(head)
-                    earlier[(sha, scope)] = head
-                    by_archive[id(entry)] = receipt = Receipt(sha256=sha, seq=head.seq)
-                    done.append(receipt)
-                if rows:
-                    tx.journal_insert_many(rows)
-                    last = rows[-1]
-                if within is not None:
-                    receipts = [d for d in done if isinstance(d, Receipt)]
-                    last = within(tx, receipts) or last
-                if last is not None:
-                    self._grow(tx, now, rows)
-            if witness and last is not None:
-                self._write_head(last)
-        except (OSError, StorageUnavailable, StateError) as exc:
-            raise VaultUnavailable(f"vault {self.root} cannot {verb} {what}: {exc}") from exc
-        return done
+            self._write_head(row)
+        except (OSError, StateError) as exc:
+            raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
 
     def witness(self) -> None:
         """Write the HEAD witness for the journal's last entry (after ``put_many(witness=False)``

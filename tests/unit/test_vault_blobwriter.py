@@ -125,7 +125,7 @@ def test_the_committer_hands_large_groups_to_a_child_it_ends_with_its_thread(
     small = [Archive(raw=raw, source_ref=f"s:{sha[:8]}") for raw, sha in blobs(WRITER_MIN - 1)]
     group.commit(small, now=NOW)
     deadline = time.monotonic() + 10
-    while group._running and time.monotonic() < deadline:
+    while group.shared._running and time.monotonic() < deadline:
         time.sleep(0.05)
     assert group.writers == 0  # written in the committer thread
     large = [Archive(raw=raw, source_ref=f"l:{sha[:8]}") for raw, sha in blobs(WRITER_MIN, "l")]

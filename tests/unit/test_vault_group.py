@@ -119,10 +119,10 @@ def test_the_committer_thread_ends_when_nothing_waits_and_comes_back(vault: Vaul
     assert committer(vault) is group  # one per vault
     group.commit([archive(1)], now=NOW)
     for _ in range(500):
-        if not any(t.name == "vault-group:alice" for t in threading.enumerate()):
+        if not any(t.name == "vault-group:state.db" for t in threading.enumerate()):
             break
         threading.Event().wait(0.01)
-    assert not any(t.name == "vault-group:alice" for t in threading.enumerate())
+    assert not any(t.name == "vault-group:state.db" for t in threading.enumerate())
     (receipt,) = group.put_many([archive(2)], now=NOW)
     assert receipt.seq == 2
     (row,) = group.record_many([Record(kind="note", fields={})], now=NOW)
