@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, write
     # small ones are written by threads meanwhile: their fsyncs are in flight together.
     big = [p for p in parts if p.blobs >= writer_min]
     small = [p for p in parts if 0 < p.blobs < writer_min]
-    pending = [(p, _pool().submit(p.vault.write_blobs, p.entries, p.shas)) for p in small]
+    pending = [(p, _submit(p, p.vault.write_blobs, p.entries, p.shas)) for p in small]
     deadline = time.monotonic() + PART_SECONDS
     for part in big:
         try:
@@ -106,7 +107,7 @@ def commit_parts(parts: list[Part], when: datetime, writer: BlobWriter, *, write
         except Exception as exc:
             part.fail(exc)
     for part, future in pending:
-        failed = _outcome(future, deadline)
+        failed = _outcome(part, future, deadline)
         if failed is not None:
             part.fail(failed)
     if any(p.blobs and p.error is None for p in parts):
@@ -168,23 +169,49 @@ def each(
             else:
                 found.append(None)
         return found
-    futures = [_pool().submit(run, p) for p in parts]
+    futures = [_submit(p, run, p) for p in parts]
     deadline = time.monotonic() + PART_SECONDS
-    return [_outcome(f, deadline) for f in futures]
+    return [_outcome(p, f, deadline) for p, f in zip(parts, futures, strict=True)]
 
 
-def _outcome(future: Future[Any], deadline: float) -> BaseException | None:
+def _submit(part: Part, run: Callable[..., object], *args: Any) -> Future[Any]:
+    """``run(*args)`` on the pool for ``part``'s vault; at once an ETIMEDOUT if a write of that
+    vault that outlived its deadline is still running: a hung mount then holds one of the
+    pool's threads, never all of them (each retry of that tenant would take another, and the
+    other tenants' parts would wait behind them)."""
+    with _POOL_LOCK:
+        late = part.vault in _LATE
+    if late:
+        failed: Future[Any] = Future()
+        failed.set_exception(
+            OSError(errno.ETIMEDOUT, f"its write of {PART_SECONDS:g} s ago is still running")
+        )
+        return failed
+    return _pool().submit(run, *args)
+
+
+def _outcome(part: Part, future: Future[Any], deadline: float) -> BaseException | None:
     """The exception of ``future`` or None; ETIMEDOUT if it has not ended by ``deadline``: one
     vault's stalled file system (a hung mount) fails its own part, not the whole group. Its
     write goes on in its thread; a blob it lands later is found in place by the retry."""
     try:
         return future.exception(max(0.0, deadline - time.monotonic()))
     except TimeoutError:
+        with _POOL_LOCK:
+            _LATE.add(part.vault)
+        future.add_done_callback(lambda _: _on_time(part.vault))
         return OSError(errno.ETIMEDOUT, f"still writing after {PART_SECONDS:g} s")
+
+
+def _on_time(vault: Vault) -> None:
+    with _POOL_LOCK:
+        _LATE.discard(vault)
 
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
+# Vaults with a write still running past its deadline (guarded by _POOL_LOCK).
+_LATE: weakref.WeakSet[Vault] = weakref.WeakSet()
 
 
 def _pool() -> ThreadPoolExecutor:

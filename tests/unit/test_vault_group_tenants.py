@@ -248,6 +248,45 @@ def test_a_tenant_whose_disk_stalls_fails_alone_after_a_bound_and_the_rest_commi
     assert verify_vault(alice) == [] and verify_vault(bob) == []
 
 
+def test_a_stalled_tenants_retry_takes_no_thread_while_its_late_write_still_runs(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retry of a tenant whose mount hangs would otherwise hold another of the shared
+    pool's threads, until none is left for the other tenants' parts."""
+    monkeypatch.setattr(group_parts, "PART_SECONDS", 0.2)
+    alice, bob = vaults(tmp_path, storage, "alice", "bob")
+    shared = SharedCommitter("test")
+    a, b = GroupCommitter(alice, shared), GroupCommitter(bob, shared)
+    unstuck, calls = threading.Event(), [0]
+    write_blobs = bob.write_blobs
+
+    def hung(*args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        unstuck.wait(10)
+        write_blobs(*args, **kwargs)
+
+    monkeypatch.setattr(bob, "write_blobs", hung)
+    for n in range(2):  # the first attempt stalls; the retry is refused while it runs
+        holding, release = held(alice, monkeypatch)
+        first = a.submit([archive("alice", 2 * n)], now=NOW)
+        assert holding.wait(10)
+        stuck = b.submit([archive("bob", 0)], now=NOW)
+        fine = a.submit([archive("alice", 2 * n + 1)], now=NOW)
+        release.set()
+        assert [first.result(10)[0].seq, fine.result(10)[0].seq] == [2 * n + 1, 2 * n + 2]
+        with pytest.raises(VaultUnavailable, match="still"):
+            stuck.result(10)
+    assert calls[0] == 1
+    unstuck.set()
+    for _ in range(200):  # the late write ends; the tenant is no longer refused
+        if bob not in group_parts._LATE:
+            break
+        threading.Event().wait(0.05)
+    monkeypatch.setattr(bob, "write_blobs", write_blobs)
+    assert b.submit([archive("bob", 0)], now=NOW).result(10)[0].seq == 1
+    assert verify_vault(alice) == [] and verify_vault(bob) == []
+
+
 def test_a_mixed_groups_heads_are_written_before_the_next_groups_so_head_names_the_last(
     tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
