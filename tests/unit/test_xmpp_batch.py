@@ -1,10 +1,14 @@
 """The XMPP watcher hands every stanza that has arrived to the vault in one request (issue 28):
-one group commit for the batch, each stanza acted on only after that group is durable, in
-arrival order; a failed group is retried whole, nothing of it acted on before it succeeds."""
+one group commit for the batch, with the messages' action entries in it (nothing is done to a
+message); nothing of a stanza is handled (warned, marked durable) before that group is durable,
+in arrival order; a subscription request is acted on after its group and its action entry
+journaled after that; a failed group is retried whole, nothing of it acted on before it
+succeeds."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -36,7 +40,17 @@ def stanza(sender: str, sid: str, offset: int) -> Received:
         f"<body>{sid}</body><stanza-id xmlns='urn:xmpp:sid:0' id='{sid}' by='{VICTIM}'/>"
         "</message>"
     ).encode()
-    xml = ET.fromstring(raw.replace(b"<message ", b"<message xmlns='jabber:client' ", 1))
+    return received(raw, offset)
+
+
+def subscription(sender: str, offset: int) -> Received:
+    raw = f"<presence from='{sender}' to='{VICTIM}' type='subscribe'/>".encode()
+    return received(raw, offset)
+
+
+def received(raw: bytes, offset: int) -> Received:
+    tag = raw[1 : raw.index(b" ")]
+    xml = ET.fromstring(raw.replace(b"<" + tag + b" ", b"<" + tag + b" xmlns='jabber:client' ", 1))
     return Received(
         xml=xml,
         piece=Slice(raw=raw, offset=offset, tag=xml.tag),
@@ -63,8 +77,9 @@ class Watched:
         self.release.set()
         self.fail = 0  # groups with archives still to fail
         self.archive_groups: list[list[str]] = []  # source_refs of each group with archives
+        self.commits: list[list[str]] = []  # each commit's entries: "archived" or the kind
         self.acted: list[tuple[str, bool]] = []  # (source_ref, archived when acted on)
-        self.warned: list[str] = []
+        self.warned: list[tuple[str, bool]] = []  # (source_ref, archived when warned)
         commit = self.vault.commit
 
         def counted(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
@@ -75,6 +90,7 @@ class Watched:
                     self.fail -= 1
                     raise VaultUnavailable("disk gone (test)")
                 self.archive_groups.append(refs)
+            self.commits.append([e.kind if isinstance(e, Record) else "archived" for e in entries])
             return commit(entries, **kwargs)
 
         monkeypatch.setattr(self.vault, "commit", counted)
@@ -97,10 +113,11 @@ class Watched:
         monkeypatch.setattr(self.source, "act", recorded)
 
     def _after(self, item: Item, verdict: Verdict) -> None:
-        self.warned.append(item.source_ref)
+        archived = {r.source_ref for r in self.vault.rows(kind="archived")}
+        self.warned.append((item.source_ref, item.source_ref in archived))
 
 
-def test_stanzas_that_arrived_together_share_one_request_and_are_acted_on_after_it_in_order(
+def test_stanzas_that_arrived_together_share_one_request_with_their_action_entries(
     tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = Watched(tmp_path, storage, monkeypatch)
@@ -117,17 +134,59 @@ def test_stanzas_that_arrived_together_share_one_request_and_are_acted_on_after_
         assert len(pendings) == 1 and len(pendings[0].items) == 4
         finishing = asyncio.create_task(w.source.intake.finish(pendings[0]))
         await asyncio.sleep(0.2)
-        assert w.acted == [], "acted on before the group was durable"
+        assert w.warned == [], "handled before the group was durable"
+        assert "A" in w.source.intake._inflight, "marked durable before the group was"
         w.release.set()
         await asyncio.wait_for(finishing, 10)
+        assert w.source.intake._inflight == {}
 
     asyncio.run(run())
     refs = ["xmpp:v:A", "xmpp:v:C", "xmpp:v:D"]
     assert w.archive_groups == [refs]  # one group commit for the three
-    assert w.acted == [(r, True) for r in refs]  # each after its receipt, in arrival order
+    assert w.commits == [["archived"] * 3 + ["action"] * 3]  # and their action entries in it
+    assert w.acted == []  # nothing is done to a message: no act to wait for
     assert [r.source_ref for r in w.vault.rows(kind="archived")] == refs
-    assert [r.source_ref for r in w.vault.rows(kind="action")] == refs
-    assert w.warned == refs  # the warning step once each, in order (the Warner keeps it once)
+    actions = w.vault.rows(kind="action")
+    assert [r.source_ref for r in actions] == refs
+    assert all(json.loads(r.body)["done"].startswith("archived; not acknowledged") for r in actions)
+    # The warning step once each, after the group, in order (the Warner keeps it once).
+    assert w.warned == [(r, True) for r in refs]
+    assert verify_vault(w.vault) == []
+
+
+def test_a_subscription_request_is_acted_on_after_its_group_and_journaled_after_that(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = Watched(tmp_path, storage, monkeypatch)
+    batch = [
+        stanza("stalker@evil.example", "A", 10),
+        subscription("stalker@evil.example", 20),
+        stanza("stalker@evil.example", "C", 30),
+    ]
+
+    async def run() -> None:
+        pendings, _ = await w.source.intake.start(batch)
+        assert [len(p.items) for p in pendings] == [1, 1, 1]  # in arrival order, three runs
+        for p in pendings:
+            await asyncio.wait_for(w.source.intake.finish(p), 10)
+
+    asyncio.run(run())
+    (sub,) = [r for r in w.vault.rows(kind="archived") if "subscribe" in r.body]
+    assert w.acted == [(sub.source_ref, True)]  # the one act, after its receipt
+    # The messages' action entries in their archives' groups; the subscription's after its
+    # act, alone (awaited last), however the committer grouped the three requests.
+    *before, last = w.commits
+    assert [kind for commit in before for kind in commit] == [
+        "archived",
+        "action",
+        "archived",
+        "archived",
+        "action",
+    ]
+    assert last == ["action"]
+    actions = {r.source_ref: json.loads(r.body) for r in w.vault.rows(kind="action")}
+    assert actions[sub.source_ref]["done"].startswith("subscription request left pending")
+    assert len(actions) == 3
     assert verify_vault(w.vault) == []
 
 
@@ -147,7 +206,7 @@ def test_a_failed_group_is_retried_whole_and_nothing_is_acted_on_before_it_succe
     refs = ["xmpp:v:X", "xmpp:v:Y", "xmpp:v:Z"]
     assert w.fail == 0
     assert w.archive_groups == [refs]  # the third try, whole
-    assert w.acted == [(r, True) for r in refs]
+    assert w.warned == [(r, True) for r in refs]
     assert [r.source_ref for r in w.vault.rows(kind="archived")] == refs  # once each
     assert [r.source_ref for r in w.vault.rows(kind="action")] == refs
     assert verify_vault(w.vault) == []

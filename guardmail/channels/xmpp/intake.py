@@ -8,6 +8,12 @@ Contracts (the watcher's, watch.py, held here):
   be durable, and one an earlier run archived (the journal holds its id) is not archived again.
 - Archive before act: a stanza is acted on (by the pipeline, through ``actor``) only once its
   group is durable; while the vault fails it is retried every ``VAULT_RETRY_SECONDS``.
+- One trip through the vault a message: nothing is done to a message (no receipt, marker or
+  reply is sent), so its action entry (``describe``) is committed in its archived entry's own
+  transaction (the pipeline's describe path, as the milter's): a crash leaves both or neither,
+  and a message waits for one group commit, not for two in a row (issue 28). A subscription
+  request is acted on (``unsubscribed`` sent) after its group, and its action entry journaled
+  after that, in a group of its own.
 - Order: stanzas are judged and queued for the vault in arrival order.
 """
 
@@ -16,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 from guardmail.channels.xmpp.client import Received
@@ -26,7 +32,7 @@ from guardmail.channels.xmpp.stanza import Incoming, Via, bare, fingerprint, rea
 from guardmail.channels.xmpp.sync import Blocklist, State
 from guardmail.config.xmpp_source import XmppSourceConfig
 from guardmail.core.item import Item
-from guardmail.core.rules import Action, OffenderRule, RuleSet
+from guardmail.core.rules import Action, OffenderRule, RuleSet, Verdict
 from guardmail.errors import VaultUnavailable
 from guardmail.logs import event
 from guardmail.pipeline import BatchActor, Pipeline
@@ -45,6 +51,7 @@ class Pending:
     arrival order, with their server ids): the outcomes to await, one per stanza."""
 
     pipeline: Pipeline
+    actor: BatchActor
     items: tuple[Item, ...]
     sids: tuple[str | None, ...]
     waiter: Awaitable[list[Outcome]]
@@ -64,6 +71,7 @@ class Intake:
         sides: Sides,
         blocklist: Blocklist,
         actor: BatchActor,
+        describe: Callable[[Item, Verdict], str],
         on_withheld: Callable[[], None],
     ) -> None:
         self.cfg = cfg
@@ -73,7 +81,8 @@ class Intake:
         self.state = state
         self.sides = sides
         self.blocklist = blocklist
-        self.actor = actor
+        self.actor = actor  # subscription requests
+        self.messages = _Unanswered(describe)  # every other stanza
         self.on_withheld = on_withheld  # an offender withheld from the blocklist was acted on
         self.strangers = (
             Pipeline(vault=pipeline.vault, rules=_STRANGER_RULES, clock=pipeline.clock)
@@ -147,23 +156,25 @@ class Intake:
             # (runs submitted in arrival order: the journal keeps that order), instead of one
             # per stanza: a batch shares its group commit, its actor call, its action entries'
             # commit and its warning step (issue 28).
-            runs: list[tuple[Pipeline, list[Item], list[str | None]]] = []
+            runs: list[tuple[Pipeline, BatchActor, list[Item], list[str | None]]] = []
             for (pipeline, item, incoming), earlier in zip(fresh, before, strict=True):
                 if earlier:
                     self._durable(incoming.stanza_id)
                     continue
-                if not runs or runs[-1][0] is not pipeline:
-                    runs.append((pipeline, [], []))
-                runs[-1][1].append(item)
-                runs[-1][2].append(incoming.stanza_id)
+                actor = self.actor if incoming.via is Via.SUBSCRIBE else self.messages
+                if not runs or runs[-1][0] is not pipeline or runs[-1][1] is not actor:
+                    runs.append((pipeline, actor, [], []))
+                runs[-1][2].append(item)
+                runs[-1][3].append(incoming.stanza_id)
             return [
                 Pending(
                     pipeline=pipeline,
+                    actor=actor,
                     items=tuple(items),
                     sids=tuple(sids),
-                    waiter=pipeline.submit_many(items, self.actor),
+                    waiter=pipeline.submit_many(items, actor),
                 )
-                for pipeline, items, sids in runs
+                for pipeline, actor, items, sids in runs
             ], inflight
 
     def _durable(self, sid: str | None) -> None:
@@ -199,7 +210,7 @@ class Intake:
                 break
             except (VaultUnavailable, StorageUnavailable) as exc:
                 await self._vault_failed(pending.items[0], exc)
-            waiter = pending.pipeline.submit_many(pending.items, self.actor)
+            waiter = pending.pipeline.submit_many(pending.items, pending.actor)
         for sid in pending.sids:
             self._durable(sid)
         if any(
@@ -232,3 +243,21 @@ class Intake:
         return stanza_item(
             got, incoming, source=self.source, tenant=self.tenant, account=self.cfg.name
         )
+
+
+class _Unanswered:
+    """The pipeline's actor for messages: nothing is done to them, so the pipeline commits
+    their action entries (``describe_many``) with their archived entries and never calls
+    ``act_many``; the stanzas are marked durable once that commit is, before the HEAD witness
+    after it (it may lag the journal, never lead it: guardmail.vault.group)."""
+
+    wait_witness = False
+
+    def __init__(self, describe: Callable[[Item, Verdict], str]) -> None:
+        self.describe = describe
+
+    def describe_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        return [self.describe(i, v) for i, v in zip(items, verdicts, strict=True)]
+
+    async def act_many(self, items: Sequence[Item], verdicts: Sequence[Verdict]) -> list[str]:
+        return self.describe_many(items, verdicts)  # not called: the pipeline describes

@@ -144,6 +144,7 @@ class XmppSource:
             sides=self.sides,
             blocklist=self.blocklist,
             actor=self,
+            describe=self.describe,
             on_withheld=self._rules_changed.set,
         )
 
@@ -366,6 +367,13 @@ class XmppSource:
                 )
             client.send_presence(pto=bare(meta["from"]), ptype="unsubscribed")
             return "subscription request denied (unsubscribed sent); nothing else answered"
+        return self.describe(item, verdict)
+
+    def describe(self, item: Item, verdict: Verdict) -> str:
+        """The action entry of a message (live, carbon or from the archive; never a
+        subscription request): nothing is done to it, so this is known before its archive is
+        durable, and intake.py has the pipeline commit it in the archive's own transaction."""
+        meta = dict(item.meta)
         done = "archived; not acknowledged (no receipt, marker or reply sent)"
         if meta["via"] == str(Via.MAM):
             done = "archived from the server archive; not acknowledged"
