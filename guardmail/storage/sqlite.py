@@ -222,6 +222,13 @@ class SQLiteStorage:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
+        # Reads have a connection (and a lock) of their own, opened at the first read: in WAL
+        # a reader needs no lock of the writer's, so it must not queue behind a transaction
+        # and its fsync on the writer's connection either (a milter's look-up for a retried
+        # message waited ~20-60 ms there behind other tenants' commits, issue 27).
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._busy_ms = int(busy_timeout_ms)
         # Created 0600 before SQLite opens it (SQLite gives its -wal and -shm files this mode).
         # Only when missing: closing any descriptor of a database file drops every POSIX lock
         # this process holds on it, including those of its other SQLite connections (a tenant
@@ -259,51 +266,66 @@ class SQLiteStorage:
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
         """A write transaction (``BEGIN IMMEDIATE``: the write lock from its start)."""
-        with self._session("BEGIN IMMEDIATE", read_only=False) as tx:
-            yield tx
-
-    @contextmanager
-    def read(self) -> Iterator[SQLiteTransaction]:
-        """A read-only snapshot (deferred ``BEGIN``, ``query_only``): no write lock is taken,
-        so a reader never holds up the daemon's writers (WAL)."""
-        with self._session("BEGIN", read_only=True) as tx:
-            yield tx
-
-    @contextmanager
-    def _session(self, begin: str, *, read_only: bool) -> Iterator[SQLiteTransaction]:
         with self._lock:
             if self._closed:  # else sqlite3.ProgrammingError, which no caller expects
                 raise StorageClosed(f"{self.path} is closed (the daemon is stopping)")
-            try:
-                self._conn.execute(begin)
-                if read_only:
-                    self._conn.execute("PRAGMA query_only = ON")
-            except sqlite3.OperationalError as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StorageUnavailable(
-                    f"cannot start a transaction on {self.path}: {exc}"
-                ) from exc
-            try:
-                yield SQLiteTransaction(self._conn, self.path)
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError) and not isinstance(
-                    exc, sqlite3.IntegrityError
-                ):
-                    raise StorageUnavailable(f"transaction on {self.path} failed: {exc}") from exc
-                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
-                    exc, sqlite3.IntegrityError
-                ):
-                    raise StateError(f"{self.path}: the database is damaged ({exc})") from None
-                raise
-            finally:
-                if read_only:
-                    self._conn.execute("PRAGMA query_only = OFF")
+            with self._session(self._conn, "BEGIN IMMEDIATE") as tx:
+                yield tx
+
+    @contextmanager
+    def read(self) -> Iterator[SQLiteTransaction]:
+        """A read-only snapshot (deferred ``BEGIN`` on a ``query_only`` connection of its own):
+        it takes no write lock and waits for no write transaction of this storage, and it sees
+        every transaction committed before it began (WAL). One read at a time."""
+        with self._read_lock:
+            if self._closed:
+                raise StorageClosed(f"{self.path} is closed (the daemon is stopping)")
+            if self._reader is None:
+                self._reader = self._open_reader()
+            with self._session(self._reader, "BEGIN") as tx:
+                yield tx
+
+    def _open_reader(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"cannot open {self.path} to read: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageUnavailable(f"cannot open {self.path} to read: {exc}") from exc
+        return conn
+
+    @contextmanager
+    def _session(self, conn: sqlite3.Connection, begin: str) -> Iterator[SQLiteTransaction]:
+        """A transaction on ``conn`` (its lock held by the caller)."""
+        try:
+            conn.execute(begin)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageUnavailable(f"cannot start a transaction on {self.path}: {exc}") from exc
+        try:
+            yield SQLiteTransaction(conn, self.path)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and not isinstance(
+                exc, sqlite3.IntegrityError
+            ):
+                raise StorageUnavailable(f"transaction on {self.path} failed: {exc}") from exc
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.IntegrityError
+            ):
+                raise StateError(f"{self.path}: the database is damaged ({exc})") from None
+            raise
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._closed = True
             self._conn.close()
+            if self._reader is not None:
+                self._reader.close()
