@@ -4,8 +4,7 @@ those that are one tenant's (its blobs, its HEAD)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +16,9 @@ from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.base import StorageUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
 from guardmail.vault.group import WRITER_MIN, GroupCommitter, SharedCommitter
-from guardmail.vault.store import Archive, Receipt, Record, Vault
+from guardmail.vault.store import Receipt, Vault
 from guardmail.vault.verify import verify_vault
+from tests.unit.test_vault_group_tenants import archive, held
 
 NOW = datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
 
@@ -28,25 +28,6 @@ def storage(tmp_path: Path) -> Iterator[SQLiteStorage]:
     storage = SQLiteStorage(tmp_path / "state.db")
     yield storage
     storage.close()
-
-
-def archive(tenant: str, n: int) -> Archive:
-    return Archive(raw=b"%s's message %d\r\n" % (tenant.encode(), n), source_ref=f"t:{n}")
-
-
-def held(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    """Hold ``vault``'s next group (of it alone) until released, so that others queue."""
-    holding, release = threading.Event(), threading.Event()
-    commit = vault.commit
-
-    def slow(entries: Sequence[Archive | Record], **kwargs: Any) -> Any:
-        holding.set()
-        release.wait(10)
-        monkeypatch.setattr(vault, "commit", commit)
-        return commit(entries, **kwargs)
-
-    monkeypatch.setattr(vault, "commit", slow)
-    return holding, release
 
 
 def failing_transaction(
