@@ -170,30 +170,34 @@ class RuleSet:
         self._addr_memo: dict[tuple[str, bool], tuple[_Found, ...]] = {}
         self._name_memo: dict[str, tuple[_Found, ...]] = {}
         self._memo_generation = _generation
-        # Tuples, not lists: most keys have one rule, and a list of one costs 40 bytes more.
-        self._exact: dict[str, tuple[_Ref, ...]] = {}
-        self._domains: dict[str, tuple[_Ref, ...]] = {}
-        self._names: dict[str, tuple[_Ref, ...]] = {}
+        # Built in lists (appending to a tuple would copy it: quadratic when many rules share a
+        # key), kept as tuples: most keys have one rule, and a list of one costs 40 bytes more.
+        exact: dict[str, list[_Ref]] = {}
+        domains: dict[str, list[_Ref]] = {}
+        names: dict[str, list[_Ref]] = {}
         addr_entries: list[Entry[_Ref]] = []
         name_entries: list[Entry[_Ref]] = []
         for i, off in enumerate(self.offenders):
             for n, addr in enumerate(off.addresses):
-                self._add_exact(addr, _Ref(i, "addresses", n, addr))
+                _add_exact(exact, addr, _Ref(i, "addresses", n, addr))
             for n, jid in enumerate(off.jids):
-                self._add_exact(jid, _Ref(i, "jids", n, jid))
+                _add_exact(exact, jid, _Ref(i, "jids", n, jid))
             for n, dom in enumerate(off.domains):
                 key = fold(normalize_domain(dom))
                 if key:
-                    self._domains[key] = (*self._domains.get(key, ()), _Ref(i, "domains", n, dom))
+                    domains.setdefault(key, []).append(_Ref(i, "domains", n, dom))
             for n, pat in enumerate(off.patterns):
                 addr_entries.extend(pattern_entries(pat, _Ref(i, "patterns", n, pat)))
             for n, name in enumerate(off.display_names):
                 ref = _Ref(i, "display_names", n, name)
                 if _GLOB_CHARS.isdisjoint(name):
                     key = fold(normalize_display_name(name))
-                    self._names[key] = (*self._names.get(key, ()), ref)
+                    names.setdefault(key, []).append(ref)
                 else:
                     name_entries.extend(glob_entries(normalize_display_name(name), ref))
+        self._exact = _frozen(exact)
+        self._domains = _frozen(domains)
+        self._names = _frozen(names)
         self._addr_patterns = PatternIndex.from_entries(addr_entries)
         self._name_patterns = PatternIndex.from_entries(name_entries)
 
@@ -202,11 +206,6 @@ class RuleSet:
         processes (a source keeps it to tell, at start, whether the rules changed since it
         last judged its mail)."""
         return hashlib.sha256(repr(self.offenders).encode("utf-8")).hexdigest()
-
-    def _add_exact(self, value: str, ref: _Ref) -> None:
-        keys = {n.key for n in (normalize_address(value), normalize_jid(value)) if n is not None}
-        for key in keys:
-            self._exact[key] = (*self._exact.get(key, ()), ref)
 
     def matches(self, identity: Identity) -> tuple[_Found, ...]:
         """Every rule this identity matches, with its value as found and normalised.
@@ -271,6 +270,16 @@ class RuleSet:
 
 
 _K = TypeVar("_K")
+
+
+def _add_exact(exact: dict[str, list[_Ref]], value: str, ref: _Ref) -> None:
+    keys = {n.key for n in (normalize_address(value), normalize_jid(value)) if n is not None}
+    for key in keys:
+        exact.setdefault(key, []).append(ref)
+
+
+def _frozen(lists: dict[str, list[_Ref]]) -> dict[str, tuple[_Ref, ...]]:
+    return {key: tuple(refs) for key, refs in lists.items()}
 
 
 def _remember(
