@@ -20,11 +20,22 @@ from imapclient.exceptions import ProtocolError
 from imapclient.response_parser import parse_fetch_response
 
 from guardmail.channels.imap.batch import WHOLE, Folder
+from guardmail.channels.smtp.milter_codec import (
+    BODY,
+    HEADER,
+    MACRO,
+    Decoder,
+    Message,
+    ProtocolViolation,
+    macros,
+)
 from guardmail.channels.smtp.wire import queue_id, unstuff, xtext_decode
 from guardmail.channels.xmpp.stanza import read_stanza
 from guardmail.channels.xmpp.tee import SliceError, StanzaSlicer
 from guardmail.control.offenders import BadReport
 from guardmail.control.protocol import Refused, parse_report
+from guardmail.core.alias_features import extract, from_dict
+from guardmail.core.aliases import AliasIndex
 from guardmail.core.confusables import skeleton
 from guardmail.core.identity import normalize_address, normalize_display_name, normalize_jid
 from guardmail.core.item import decode_words, mail_item, read_mail
@@ -169,7 +180,50 @@ def mbox(data: bytes) -> None:
         assert f.raw == body if f.size <= 4096 else f.raw is None
 
 
+def alias_linker(data: bytes) -> None:
+    """A message anyone wrote, read by the alias linker: its features never raise, come back
+    unchanged from their stored (JSON) form, and, once learned as an offender's, score against
+    an index holding them with a likelihood in [0, 1] and that offender first."""
+    identities = read_mail(data, envelope_sender="x@y.example").identities
+    learned = extract(data, identities, text=True)
+    assert from_dict(json.loads(json.dumps(learned.as_dict()))) == learned
+    index = AliasIndex.build(
+        [("o", ("known@evil.example",), ("Mark Dalton",))], [("o", learned, NOW)]
+    )
+    decided = extract(data, identities, learn=False)
+    found = index.score(decided, now=NOW, text=lambda: learned.text, decisive=0.5)
+    assert all(0.0 <= s.likelihood <= 1.0 for s in found), found
+    assert not found or found[0].offender == "o"
+
+
+def milter_stream(data: bytes) -> None:
+    """What Postfix hands the milter, split anywhere (a sender wrote the headers and the body
+    inside it): packets, or a ProtocolViolation; a message assembled from the header and body
+    packets holds every body byte, in order."""
+    cut = data[0] % (len(data) + 1) if data else 0
+    decoder = Decoder()
+    packets = []
+    try:
+        for piece in (data[:cut], data[cut:]):
+            packets += decoder.feed(piece)
+    except ProtocolViolation:
+        return
+    message = Message()
+    body = b""
+    for packet in packets:
+        if packet.command == HEADER:
+            message.header(packet.data)
+        elif packet.command == BODY:
+            message.chunk(packet.data)
+            body += packet.data
+        elif packet.command == MACRO:
+            macros(packet.data)
+    assert message.raw().endswith(b"\r\n" + body)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
+    "alias_linker": alias_linker,
+    "milter_stream": milter_stream,
     "imap_fetch": imap_fetch,
     "mail": mail,
     "encoded_words": encoded_words,
