@@ -45,7 +45,7 @@ from guardmail.core.alias_text import (
     MAX_TEXT_CANDIDATES,
     Signature,
     band_weight,
-    best_similarity,
+    profile_similarity,
 )
 from guardmail.core.alias_weights import (
     IP_WINDOW,
@@ -102,13 +102,13 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
-        # Each offender's ``MAX_PROFILE`` newest text signatures, each with its set (what a
-        # comparison intersects with), and the union of those sets (a text that shares no
-        # value with it is like none of them: one test instead of ``MAX_PROFILE``): one new
+        # Each offender's ``MAX_PROFILE`` newest text signatures, their sets (in the same
+        # order) and the union of those sets (a text's values are looked up in it once, then
+        # each set is intersected with only those found: ``profile_similarity``): one new
         # tuple on every add, so a reader in another thread never sees a signature without its
         # set, nor a union without every signature.
         self._texts: dict[
-            str, tuple[tuple[tuple[Signature, frozenset[int]], ...], frozenset[int]]
+            str, tuple[tuple[Signature, ...], tuple[frozenset[int], ...], frozenset[int]]
         ] = {}
 
     @classmethod
@@ -184,10 +184,10 @@ class AliasIndex:
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
         if features.text:
-            entry = (features.text, frozenset(features.text))
-            old = self._texts.get(offender, ((), frozenset()))[0]
-            profile = (*old, entry)[-MAX_PROFILE:]
-            self._texts[offender] = (profile, frozenset().union(*(v for _, v in profile)))
+            old_sigs, old_sets, _ = self._texts.get(offender, ((), (), frozenset()))
+            sigs = (*old_sigs, features.text)[-MAX_PROFILE:]
+            sets = (*old_sets, frozenset(features.text))[-MAX_PROFILE:]
+            self._texts[offender] = (sigs, sets, frozenset().union(*sets))
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
@@ -326,10 +326,8 @@ class AliasIndex:
         if not query:
             return
         for _, off in candidates:
-            profile, union = self._texts[off]
-            if union.isdisjoint(query):
-                continue  # every similarity 0, below the lowest band (the common case)
-            value = best_similarity(query, [t for t, _ in profile], [v for _, v in profile])
+            profile, sets, union = self._texts[off]
+            value = profile_similarity(query, profile, sets, union)
             ratio, w = band_weight(value)
             if w > 0:
                 hit(
