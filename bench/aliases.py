@@ -490,15 +490,15 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                         raw = s.raw
                         # As Linker.suspect: the text read once, for contacts and signature.
                         plain = body_text(raw) if body else None
-                        found = index.score(
+                        found = index.suspects(
                             extract(raw, s.identities, body=body, learn=False, plain=plain),
                             now=NOW,
                             text=partial(signature, plain if plain is not None else body_text(raw))
                             if mode == "on"
                             else None,
-                            decisive=DEFAULT_THRESHOLD,
+                            threshold=DEFAULT_THRESHOLD,
                         )
-                        held = any(x.likelihood >= DEFAULT_THRESHOLD for x in found)
+                        held = bool(found)
                     wall_us = (time.perf_counter_ns() - t0) / 1000
                     cpu_us = (time.thread_time_ns() - c0) / 1000
                     times[(name, mode)].append(wall_us)

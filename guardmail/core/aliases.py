@@ -210,6 +210,29 @@ class AliasIndex:
         text's strongest band: every suspicion at or above ``decisive`` is then what the full
         scoring gives, likelihood, signals and order (the text only adds to an offender, at
         most ``W_TEXT_MAX``); below it they may lack the text (``explain`` passes none)."""
+        return _suspicions(self._found(features, now, text, decisive), None)
+
+    def suspects(
+        self,
+        features: Features,
+        *,
+        now: datetime,
+        text: Callable[[], Signature] | None,
+        threshold: float,
+    ) -> list[Suspicion]:
+        """What a decision asks: ``score(..., decisive=threshold)``'s suspicions at or above
+        ``threshold``, the same ones in the same order; the others are not built (most of the
+        offenders a common first name finds, each a sorted tuple of signals)."""
+        return _suspicions(self._found(features, now, text, threshold), threshold)
+
+    def _found(
+        self,
+        features: Features,
+        now: datetime,
+        text: Callable[[], Signature] | None,
+        decisive: float | None,
+    ) -> dict[str, dict[str, Signal]]:
+        """Each offender's signals, strongest of each kind (see ``score``)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -285,16 +308,7 @@ class AliasIndex:
                     hit(off, signal)
         if found and (text is not None or features.text):
             self._score_text(found, features.text or text, hit, decisive)
-        out = [
-            Suspicion(
-                offender=name,
-                likelihood=likelihood(s.weight for s in signals.values()),
-                signals=tuple(sorted(signals.values(), key=lambda s: -s.weight)),
-            )
-            for name, signals in found.items()
-        ]
-        out.sort(key=lambda s: (-s.likelihood, s.offender))
-        return out[:MAX_OFFENDERS_SCORED]
+        return found
 
     def _score_text(
         self,
@@ -339,3 +353,21 @@ class AliasIndex:
                         f" of their {len(profile)} newest messages; LR {ratio:g})",
                     ),
                 )
+
+
+def _suspicions(found: dict[str, dict[str, Signal]], threshold: float | None) -> list[Suspicion]:
+    """The ``MAX_OFFENDERS_SCORED`` most likely of ``found``; with ``threshold``, only those at
+    or above it (all of them precede the others in this order: the same list, cut sooner)."""
+    out: list[Suspicion] = []
+    for name, signals in found.items():
+        p = likelihood(s.weight for s in signals.values())
+        if threshold is None or p >= threshold:
+            out.append(
+                Suspicion(
+                    offender=name,
+                    likelihood=p,
+                    signals=tuple(sorted(signals.values(), key=lambda s: -s.weight)),
+                )
+            )
+    out.sort(key=lambda s: (-s.likelihood, s.offender))
+    return out[:MAX_OFFENDERS_SCORED]
