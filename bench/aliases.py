@@ -452,13 +452,14 @@ def calibration(scored: list[Scored]) -> list[dict[str, Any]]:
 
 def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -> dict[str, Any]:
     """Microseconds per decision, linker off (``decide``), on (``decide`` + ``extract`` +
-    ``score`` with the text signal + the threshold), on without the text signal, and on without
-    reading the text at all (``extract(body=False)``, no text signal: the cost while no
-    offender's signature gave a contact), alternating item by item; first
-    sightings (caches cleared). Over the alias and CPython mail, and apart over the first
-    ``PUBLIC_IN_COST`` public ham messages (real mail, larger): the hostile corpus's megabyte
-    shapes measure the parser's bounds (bench/fuzz.py), not a decision's cost. "on" is also
-    split by outcome (``on_by_outcome``): held at the threshold, or passed (a held item has its
+    ``suspects``: the scoring at the threshold with the text signal, as ``Linker.suspect``),
+    on without the text signal, and on without reading the text at all
+    (``extract(body=False)``, no text signal: the cost while no offender's signature gave a
+    contact), alternating item by item; first sightings (caches cleared). Over the alias and
+    CPython mail, and apart over the first ``PUBLIC_IN_COST`` public ham messages (real mail,
+    larger): the hostile corpus's megabyte shapes measure the parser's bounds (bench/fuzz.py),
+    not a decision's cost. "on" is also split by outcome (``on_by_outcome``): held at the
+    threshold, or passed (a held item has its
     text read whenever an offender can reach the threshold with it, for the signals ``review
     show`` lists: the two costs differ, and real mail is nearly all passed)."""
     sets = {
@@ -490,15 +491,15 @@ def cost(scored: list[Scored], rules: RuleSet, index: AliasIndex, rounds: int) -
                         raw = s.raw
                         # As Linker.suspect: the text read once, for contacts and signature.
                         plain = body_text(raw) if body else None
-                        found = index.score(
+                        found = index.suspects(
                             extract(raw, s.identities, body=body, learn=False, plain=plain),
                             now=NOW,
                             text=partial(signature, plain if plain is not None else body_text(raw))
                             if mode == "on"
                             else None,
-                            decisive=DEFAULT_THRESHOLD,
+                            threshold=DEFAULT_THRESHOLD,
                         )
-                        held = any(x.likelihood >= DEFAULT_THRESHOLD for x in found)
+                        held = bool(found)
                     wall_us = (time.perf_counter_ns() - t0) / 1000
                     cpu_us = (time.thread_time_ns() - c0) / 1000
                     times[(name, mode)].append(wall_us)

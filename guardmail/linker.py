@@ -161,22 +161,14 @@ class Linker:
             return None
         # The text is read once, for its contacts and (if another signal asks) its signature.
         plain = body_text(item.raw) if self.index.wants_body else None
-        found = [
-            s
-            for s in self.index.score(
-                extract(
-                    item.raw,
-                    item.identities,
-                    body=self.index.wants_body,
-                    learn=False,
-                    plain=plain,
-                ),
-                now=now,
-                text=lambda: signature(plain if plain is not None else body_text(item.raw)),
-                decisive=self.config.review_threshold,
-            )
-            if s.likelihood >= self.config.review_threshold
-        ]
+        found = self.index.suspects(
+            extract(
+                item.raw, item.identities, body=self.index.wants_body, learn=False, plain=plain
+            ),
+            now=now,
+            text=lambda: signature(plain if plain is not None else body_text(item.raw)),
+            threshold=self.config.review_threshold,
+        )
         if not found:
             return None
         address = sender_address(item)

@@ -165,12 +165,20 @@ def name_signal(query: tuple[str, ...], known: tuple[str, ...], found: NameMatch
     weight, form, j = found
     spelled = " ".join(query)
     known_text = " ".join(known)
-    why = {
-        "full": f"the name {spelled!r} is the offender's {known_text!r}",
-        "near": f"the name {spelled!r} is a letter from the offender's {known_text!r}",
-        "initial": f"the name {spelled!r} is the offender's {known_text!r} with an initial",
-        "handle": f"the one-word name {spelled!r} is the offender's",
-        "surname": f"the name {spelled!r} shares the offender's surname {known[j]!r}",
-        "first": f"the name {spelled!r} shares only a first name with {known_text!r}",
-    }[form]
+    # Only the form's own explanation is written (a dict of all six wrote six f-strings a
+    # call, and every offender sharing a first name makes one).
+    if form == "full":
+        why = f"the name {spelled!r} is the offender's {known_text!r}"
+    elif form == "near":
+        why = f"the name {spelled!r} is a letter from the offender's {known_text!r}"
+    elif form == "initial":
+        why = f"the name {spelled!r} is the offender's {known_text!r} with an initial"
+    elif form == "handle":
+        why = f"the one-word name {spelled!r} is the offender's"
+    elif form == "surname":
+        why = f"the name {spelled!r} shares the offender's surname {known[j]!r}"
+    elif form == "first":
+        why = f"the name {spelled!r} shares only a first name with {known_text!r}"
+    else:
+        raise KeyError(form)  # as the dict did: a form name_match never gives
     return Signal(signal="display_name", weight=weight, why=why)

@@ -45,7 +45,7 @@ from guardmail.core.alias_text import (
     MAX_TEXT_CANDIDATES,
     Signature,
     band_weight,
-    best_similarity,
+    profile_similarity,
 )
 from guardmail.core.alias_weights import (
     IP_WINDOW,
@@ -102,13 +102,13 @@ class AliasIndex:
         self.offenders: tuple[str, ...] = ()
         # Each offender's messages by hour of the day (UTC), a new tuple on every add.
         self._hours: dict[str, tuple[int, ...]] = {}
-        # Each offender's ``MAX_PROFILE`` newest text signatures, each with its set (what a
-        # comparison intersects with), and the union of those sets (a text that shares no
-        # value with it is like none of them: one test instead of ``MAX_PROFILE``): one new
+        # Each offender's ``MAX_PROFILE`` newest text signatures, their sets (in the same
+        # order) and the union of those sets (a text's values are looked up in it once, then
+        # each set is intersected with only those found: ``profile_similarity``): one new
         # tuple on every add, so a reader in another thread never sees a signature without its
         # set, nor a union without every signature.
         self._texts: dict[
-            str, tuple[tuple[tuple[Signature, frozenset[int]], ...], frozenset[int]]
+            str, tuple[tuple[Signature, ...], tuple[frozenset[int], ...], frozenset[int]]
         ] = {}
 
     @classmethod
@@ -184,10 +184,10 @@ class AliasIndex:
         for contact in features.signature_contacts:
             self._put("contact", contact, ref)
         if features.text:
-            entry = (features.text, frozenset(features.text))
-            old = self._texts.get(offender, ((), frozenset()))[0]
-            profile = (*old, entry)[-MAX_PROFILE:]
-            self._texts[offender] = (profile, frozenset().union(*(v for _, v in profile)))
+            old_sigs, old_sets, _ = self._texts.get(offender, ((), (), frozenset()))
+            sigs = (*old_sigs, features.text)[-MAX_PROFILE:]
+            sets = (*old_sets, frozenset(features.text))[-MAX_PROFILE:]
+            self._texts[offender] = (sigs, sets, frozenset().union(*sets))
         if 0 <= features.hour < 24 and seen_at is not None:
             hours = list(self._hours.get(offender, (0,) * 24))
             hours[features.hour] += 1
@@ -210,6 +210,29 @@ class AliasIndex:
         text's strongest band: every suspicion at or above ``decisive`` is then what the full
         scoring gives, likelihood, signals and order (the text only adds to an offender, at
         most ``W_TEXT_MAX``); below it they may lack the text (``explain`` passes none)."""
+        return _suspicions(self._found(features, now, text, decisive), None)
+
+    def suspects(
+        self,
+        features: Features,
+        *,
+        now: datetime,
+        text: Callable[[], Signature] | None,
+        threshold: float,
+    ) -> list[Suspicion]:
+        """What a decision asks: ``score(..., decisive=threshold)``'s suspicions at or above
+        ``threshold``, the same ones in the same order; the others are not built (most of the
+        offenders a common first name finds, each a sorted tuple of signals)."""
+        return _suspicions(self._found(features, now, text, threshold), threshold)
+
+    def _found(
+        self,
+        features: Features,
+        now: datetime,
+        text: Callable[[], Signature] | None,
+        decisive: float | None,
+    ) -> dict[str, dict[str, Signal]]:
+        """Each offender's signals, strongest of each kind (see ``score``)."""
         found: dict[str, dict[str, Signal]] = {}
 
         def hit(offender: str, signal: Signal) -> None:
@@ -285,16 +308,7 @@ class AliasIndex:
                     hit(off, signal)
         if found and (text is not None or features.text):
             self._score_text(found, features.text or text, hit, decisive)
-        out = [
-            Suspicion(
-                offender=name,
-                likelihood=likelihood(s.weight for s in signals.values()),
-                signals=tuple(sorted(signals.values(), key=lambda s: -s.weight)),
-            )
-            for name, signals in found.items()
-        ]
-        out.sort(key=lambda s: (-s.likelihood, s.offender))
-        return out[:MAX_OFFENDERS_SCORED]
+        return found
 
     def _score_text(
         self,
@@ -326,10 +340,8 @@ class AliasIndex:
         if not query:
             return
         for _, off in candidates:
-            profile, union = self._texts[off]
-            if union.isdisjoint(query):
-                continue  # every similarity 0, below the lowest band (the common case)
-            value = best_similarity(query, [t for t, _ in profile], [v for _, v in profile])
+            profile, sets, union = self._texts[off]
+            value = profile_similarity(query, profile, sets, union)
             ratio, w = band_weight(value)
             if w > 0:
                 hit(
@@ -341,3 +353,21 @@ class AliasIndex:
                         f" of their {len(profile)} newest messages; LR {ratio:g})",
                     ),
                 )
+
+
+def _suspicions(found: dict[str, dict[str, Signal]], threshold: float | None) -> list[Suspicion]:
+    """The ``MAX_OFFENDERS_SCORED`` most likely of ``found``; with ``threshold``, only those at
+    or above it (all of them precede the others in this order: the same list, cut sooner)."""
+    out: list[Suspicion] = []
+    for name, signals in found.items():
+        p = likelihood(s.weight for s in signals.values())
+        if threshold is None or p >= threshold:
+            out.append(
+                Suspicion(
+                    offender=name,
+                    likelihood=p,
+                    signals=tuple(sorted(signals.values(), key=lambda s: -s.weight)),
+                )
+            )
+    out.sort(key=lambda s: (-s.likelihood, s.offender))
+    return out[:MAX_OFFENDERS_SCORED]

@@ -54,6 +54,10 @@ def _both(raw: bytes, threshold: float) -> tuple[list[object], list[object], int
 
     full = INDEX.score(feats, now=NOW, text=lambda: message_signature(raw))
     pruned = INDEX.score(feats, now=NOW, text=text, decisive=threshold)
+    # What a decision calls: the same suspicions at or above the threshold, the others unbuilt.
+    assert INDEX.suspects(
+        feats, now=NOW, text=lambda: message_signature(raw), threshold=threshold
+    ) == [s for s in pruned if s.likelihood >= threshold]
     return (
         [s for s in full if s.likelihood >= threshold],
         [s for s in pruned if s.likelihood >= threshold],
