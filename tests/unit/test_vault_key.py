@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from guardmail.daemon.tenant import seal_log
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault.group import GroupCommitter, SharedCommitter
 from guardmail.vault.head import TAMPER_FILE
 from guardmail.vault.signing import KEY_FILE, check_key, load_key, make_key
-from guardmail.vault.store import Vault
+from guardmail.vault.store import Receipt, Vault
 from guardmail.vault.verify import verify_vault
+from tests.unit.test_vault_group_tenants import archive, held
 
 NOW = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
 
@@ -126,6 +128,31 @@ def test_a_key_that_cannot_be_made_at_the_first_append_is_vault_unavailable(
     assert [h.tree_size for h in vault.tree_heads()] == [1]
 
 
+def test_in_a_group_a_tenant_whose_key_cannot_be_made_fails_alone(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = (Vault(tmp_path / "v" / n, storage, n) for n in ("alice", "bob"))
+    shared = SharedCommitter("test")
+    a, b = GroupCommitter(alice, shared), GroupCommitter(bob, shared)
+    bob.root.mkdir(parents=True)
+    (bob.root / KEY_FILE).mkdir()  # bob's first append cannot make his key
+    holding, release = held(alice, monkeypatch)
+    first = a.submit([archive("alice", 0)], now=NOW)
+    assert holding.wait(10)
+    fine = a.submit([archive("alice", 1)], now=NOW)
+    keyless = b.submit([archive("bob", 0)], now=NOW)  # in one group with alice's second
+    release.set()
+    first.result(10)
+    assert fine.result(10)[0].seq == 2
+    with pytest.raises(VaultUnavailable):
+        keyless.result(10)
+    assert bob.rows() == []  # rolled back alone: the item stays where it is
+    (bob.root / KEY_FILE).rmdir()
+    (again,) = b.submit([archive("bob", 0)], now=NOW).result(10)
+    assert isinstance(again, Receipt) and again.seq == 1 and not again.duplicate
+    assert verify_vault(bob) == [] and verify_vault(alice) == []
+
+
 def test_a_start_leaves_an_uncovered_journal_sealed_with_the_key_made(
     vault: Vault, storage: SQLiteStorage
 ) -> None:
@@ -143,8 +170,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from guardmail.daemon.tenant import seal_log
 from guardmail.storage.sqlite import SQLiteStorage
-from guardmail.vault.store import Vault
+from guardmail.vault.store import Receipt, Vault
 from guardmail.vault.verify import verify_vault
+from tests.unit.test_vault_group_tenants import archive, held
 
 root = Path(sys.argv[1])
 storage = SQLiteStorage(root / "guardmail.sqlite3")
