@@ -178,12 +178,16 @@ class Vault(VaultReads, HeadWitness):
         writer: BlobWriter | None = None,
     ) -> None:
         """The first half of ``commit``: every Archive's blob durable in this vault's own blob
-        store (``shas``: ``entries.digests``). OSError or StateError if not."""
+        store (``shas``: ``entries.digests``). OSError or StateError if not. A vault's first
+        archive also makes or loads its key here, not in ``append``: that is inside the shared
+        transaction, and making a key costs 3 fsyncs that every tenant's commit would wait for
+        (a records-only first commit still makes it there)."""
         archives = [
             (e.raw, sha) for e, sha in zip(entries, shas, strict=True) if isinstance(e, Archive)
         ]
         if archives:
             self.blobs.put_many(archives, writer=writer)
+            self._signing_key()
 
     def append(
         self,
