@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import os
+import secrets
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,35 +123,34 @@ def load_key(vault_root: Path) -> Ed25519PrivateKey | None:
 
 
 def make_key(vault_root: Path) -> Ed25519PrivateKey:
-    """The tenant's key, made now (0600, fsync'd) if missing. OSError if it cannot be written."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    found = load_key(vault_root)
-    if found is not None:
-        return found
-    private_dir(vault_root)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path = vault_root / KEY_FILE
-    # Named like every temp file of ours, so that one left by a crash is removed at start-up.
-    temp = vault_root / f".{KEY_FILE}-new.{os.getpid()}.{threading.get_ident()}.tmp"
-    write_synced(temp, pem)
-    try:
-        os.link(temp, path)  # fails if another process made one meanwhile: theirs stands
-    except FileExistsError:
-        pass
-    finally:
-        temp.unlink()
-    fsync_dir(vault_root)
-    made = load_key(vault_root)
+    """The tenant's key, made now (0600, fsync'd) if missing. OSError if it cannot be written,
+    StateError if the file there is not a key."""
+    made = make_key_file(vault_root)
     if made is None:
-        raise StateError(f"{path}: vanished right after it was made")
+        raise StateError(f"{vault_root / KEY_FILE}: vanished right after it was made")
     return made
+
+
+def make_key_file(vault_root: Path, *, load: bool = True) -> Ed25519PrivateKey | None:
+    """``KEY_FILE`` made now (0600, fsync'd) if missing; the key loaded (``load``) or None.
+    Made without cryptography: an Ed25519 private key is 32 random bytes (RFC 8032, 5.1.5),
+    written as the PKCS#8 PEM (RFC 8410) cryptography writes for it (a test compares them),
+    so a new tenant's key is made at start (``Vault.prepare``) without importing it. OSError
+    if it cannot be written, StateError if the file there is not a key."""
+    path = vault_root / KEY_FILE
+    if not check_key(vault_root):
+        private_dir(vault_root)
+        # Named like every temp file of ours, so that one left by a crash is removed at start.
+        temp = vault_root / f".{KEY_FILE}-new.{os.getpid()}.{threading.get_ident()}.tmp"
+        write_synced(temp, _pem(_PKCS8_ED25519 + secrets.token_bytes(32)))
+        try:
+            os.link(temp, path)  # fails if another process made one meanwhile: theirs stands
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+        fsync_dir(vault_root)
+    return load_key(vault_root) if load else None
 
 
 def check_key(vault_root: Path) -> bool:

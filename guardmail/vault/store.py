@@ -60,7 +60,7 @@ from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.entries import Archive, Receipt, Record, Within, describe, digests
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
-from guardmail.vault.signing import check_key, make_key
+from guardmail.vault.signing import check_key, make_key, make_key_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -368,11 +368,15 @@ class Vault(VaultReads, HeadWitness):
         answer): ``_check_witness`` in a transaction, as before an append, so never beside a
         commit. Nothing for a vault that has a HEAD. Best effort: a failure is logged, and the
         first archive writes it as before. (The blob directory is left to the first archive, 1
-        fsync: the tests make a vault fail by standing a file where it would be made.)"""
+        fsync: the tests make a vault fail by standing a file where it would be made.) Its
+        key file likewise (3 fsyncs), made without importing cryptography
+        (``signing.make_key_file``), which the first archive loads it with."""
         try:
             if not (self.root / HEAD_FILE).exists():
                 with self.storage.transaction() as tx:
                     self._check_witness(tx)
+            if self._key is None:
+                make_key_file(self.root, load=False)
         except StorageClosed:
             pass  # the daemon is stopping: the next start prepares it
         except (OSError, StorageUnavailable, StateError) as exc:

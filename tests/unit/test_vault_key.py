@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from guardmail import logs
 from guardmail.daemon.tenant import seal_log
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
+from guardmail.vault import signing
 from guardmail.vault.group import GroupCommitter, SharedCommitter
 from guardmail.vault.head import TAMPER_FILE
 from guardmail.vault.signing import KEY_FILE, check_key, load_key, make_key
@@ -58,6 +62,14 @@ def test_check_key_accepts_what_make_key_writes_and_names_what_is_not_a_key(
     tmp_path: Path,
 ) -> None:
     assert check_key(tmp_path) is False  # never made
+    for _ in range(20):  # the PEM make_key_file writes is cryptography's, byte for byte
+        key = Ed25519PrivateKey.generate()
+        seed = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        assert signing._pem(signing._PKCS8_ED25519 + seed) == pkcs8(key)
     for _ in range(20):
         (tmp_path / KEY_FILE).write_bytes(pkcs8(Ed25519PrivateKey.generate()))
         assert check_key(tmp_path) is True
@@ -88,9 +100,10 @@ def test_a_start_makes_no_key_and_the_first_append_makes_and_signs_with_it(
 ) -> None:
     seal_log(vault, now=NOW)  # what a daemon does at its start
     assert not (vault.root / KEY_FILE).exists()
-    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
+    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)  # no Preparer: made here
     key = load_key(vault.root)
     assert key is not None and [h.tree_size for h in vault.tree_heads()] == [1]
+    assert stat.S_IMODE((vault.root / KEY_FILE).stat().st_mode) == 0o600
     assert verify_vault(vault) == []
     again = Vault(vault.root, storage, "jane")  # a restart: the key is checked, not loaded
     seal_log(again, now=NOW)
@@ -168,18 +181,19 @@ PROBE = """
 import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
+from guardmail import logs
 from guardmail.daemon.tenant import seal_log
 from guardmail.storage.sqlite import SQLiteStorage
-from guardmail.vault.store import Receipt, Vault
+from guardmail.vault.signing import KEY_FILE
+from guardmail.vault.store import Vault
 from guardmail.vault.verify import verify_vault
-from tests.unit.test_vault_group_tenants import archive, held
 
 root = Path(sys.argv[1])
 storage = SQLiteStorage(root / "guardmail.sqlite3")
 vault = Vault(root / "vault" / "jane", storage, "jane")
 seal_log(vault)
-vault.prepare()
-seen = ["cryptography" in sys.modules]
+vault.prepare()  # the Preparer, after the start: a new vault's GENESIS HEAD and key file
+seen = ["cryptography" in sys.modules, (vault.root / KEY_FILE).is_file()]
 vault.put(b"offender mail", source_ref=sys.argv[2], metadata={}, now=datetime.now(UTC))
 seen.append("cryptography" in sys.modules)
 heads = [h.tree_size for h in vault.tree_heads()]
@@ -199,4 +213,33 @@ def test_cryptography_is_imported_at_the_first_append_not_at_start(tmp_path: Pat
         )
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout.splitlines()[-1])
-        assert result == {"seen": [False, True], "heads": list(range(1, n + 1)), "problems": 0}
+        assert result == {
+            "seen": [False, True, True],
+            "heads": list(range(1, n + 1)),
+            "problems": 0,
+        }
+
+
+def test_prepare_makes_a_new_vaults_key_file_and_logs_one_it_cannot(
+    vault: Vault, storage: SQLiteStorage
+) -> None:
+    vault.prepare()
+    assert check_key(vault.root) is True  # made, not loaded
+    first = (vault.root / KEY_FILE).read_bytes()
+    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
+    assert (vault.root / KEY_FILE).read_bytes() == first  # the first archive signs with it
+    assert verify_vault(vault) == []
+    other = Vault(vault.root.parent / "bob", storage, "bob")
+    other.root.mkdir()
+    (other.root / KEY_FILE).write_bytes(b"not a key\n")
+    seen: list[str] = []
+
+    def listen(name: str, level: int, fields: dict[str, Any]) -> None:
+        seen.append(name)
+
+    logs.add_listener(listen)
+    try:
+        other.prepare()  # best effort: logged, not raised
+    finally:
+        logs.remove_listener(listen)
+    assert "vault.unprepared" in seen
