@@ -135,7 +135,7 @@ def make_key_file(vault_root: Path, *, load: bool = True) -> Ed25519PrivateKey |
     """``KEY_FILE`` made now (0600, fsync'd) if missing; the key loaded (``load``) or None.
     Made without cryptography: an Ed25519 private key is 32 random bytes (RFC 8032, 5.1.5),
     written as the PKCS#8 PEM (RFC 8410) cryptography writes for it (a test compares them),
-    so a new tenant's key is made at start (``Vault.prepare``) without importing it. OSError
+    so a new tenant's key is made at start (``Vault.seal``) without importing it. OSError
     if it cannot be written, StateError if the file there is not a key."""
     path = vault_root / KEY_FILE
     if not check_key(vault_root):

@@ -27,9 +27,9 @@ Contracts:
   read only through ``BlobStore.get``, which returns its bytes only if they hash to that name.
 - Every commit that appends entries also stores a signed tree head over the whole journal, in
   the same transaction (``guardmail.vault.treelog``); the tenant's Ed25519 key is made in the
-  vault directory (0600) the first time a head is signed (a tenant's first append), or by
-  ``seal``; ``seal(start=True)``, at a daemon's start, seals a journal from before the log and
-  checks the key file, loading it (and cryptography, ~7 MB) only if it signs.
+  vault directory (0600) by ``seal`` at start-up, which also seals a journal from before the
+  log, or the first time one is needed; at start-up the key file is made and checked without
+  cryptography (~7 MB), which is imported when a head is first signed.
 - Readers see journal rows through ``rows``/``row``, whose index columns come from the hashed
   body (``journal.indexed``): editing a column changes no answer, and ``evidence verify`` names it.
 """
@@ -60,7 +60,7 @@ from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.entries import Archive, Receipt, Record, Within, describe, digests
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
-from guardmail.vault.signing import check_key, make_key, make_key_file
+from guardmail.vault.signing import make_key, make_key_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -293,12 +293,14 @@ class Vault(VaultReads, HeadWitness):
     def seal(self, *, now: datetime, start: bool = False) -> None:
         """Sign a tree head over the entries no head covers yet (a journal from before the log,
         at the first start), making the tenant's key if it has none. VaultUnavailable if not.
-        ``start`` (a daemon's start): the key file is only checked (``signing.check_key``: a
-        damaged one is noted as at an append), and loaded or made only to sign; a tenant's
-        first append makes it otherwise. A daemon that archives nothing then never imports
-        cryptography (issue 27: ~7 MB of an ISP's milter)."""
+        ``start`` (a daemon's start): the key file is made if missing and checked (a damaged
+        one noted, as at an append) without importing cryptography (``signing.make_key_file``),
+        and loaded only to sign: a daemon that archives nothing never imports it (issue 27:
+        ~7 MB of an ISP's milter). Made at the start, not at the first archive: 3 fsyncs the
+        first offender item would wait for, or a background thread beside the first minutes'
+        mail (both measured slower; bench/README.md, mem28)."""
         try:
-            ready = self._key_sound() if start else self._signing_key() is not None
+            ready = self._key_file() if start else self._signing_key() is not None
             if not ready:
                 return  # a damaged key: noted, nothing signed (as at an append)
             with self.storage.transaction() as tx:
@@ -306,11 +308,12 @@ class Vault(VaultReads, HeadWitness):
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot sign a tree head: {exc}") from exc
 
-    def _key_sound(self) -> bool:
-        """False if the key file is not a key (noted); the key is not loaded."""
+    def _key_file(self) -> bool:
+        """The key file made if missing (``signing.make_key_file``: without cryptography) and
+        checked, not loaded; False if it is not a key (noted). OSError if it cannot be made."""
         if self._key is None:
             try:
-                check_key(self.root)
+                make_key_file(self.root, load=False)
             except StateError as exc:
                 self._key_damaged(exc)
                 return False
@@ -368,15 +371,11 @@ class Vault(VaultReads, HeadWitness):
         answer): ``_check_witness`` in a transaction, as before an append, so never beside a
         commit. Nothing for a vault that has a HEAD. Best effort: a failure is logged, and the
         first archive writes it as before. (The blob directory is left to the first archive, 1
-        fsync: the tests make a vault fail by standing a file where it would be made.) Its
-        key file likewise (3 fsyncs), made without importing cryptography
-        (``signing.make_key_file``), which the first archive loads it with."""
+        fsync: the tests make a vault fail by standing a file where it would be made.)"""
         try:
             if not (self.root / HEAD_FILE).exists():
                 with self.storage.transaction() as tx:
                     self._check_witness(tx)
-            if self._key is None:
-                make_key_file(self.root, load=False)
         except StorageClosed:
             pass  # the daemon is stopping: the next start prepares it
         except (OSError, StorageUnavailable, StateError) as exc:

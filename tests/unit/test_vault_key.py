@@ -12,14 +12,12 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from guardmail import logs
 from guardmail.daemon.tenant import seal_log
 from guardmail.errors import StateError, VaultUnavailable
 from guardmail.storage.sqlite import SQLiteStorage
@@ -95,21 +93,29 @@ def test_check_key_accepts_what_make_key_writes_and_names_what_is_not_a_key(
             check_key(tmp_path)
 
 
-def test_a_start_makes_no_key_and_the_first_append_makes_and_signs_with_it(
+def test_a_start_makes_the_key_file_and_the_first_append_signs_with_it(
     vault: Vault, storage: SQLiteStorage
 ) -> None:
     seal_log(vault, now=NOW)  # what a daemon does at its start
-    assert not (vault.root / KEY_FILE).exists()
-    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)  # no Preparer: made here
-    key = load_key(vault.root)
-    assert key is not None and [h.tree_size for h in vault.tree_heads()] == [1]
+    assert check_key(vault.root) is True  # made there (not loaded)
     assert stat.S_IMODE((vault.root / KEY_FILE).stat().st_mode) == 0o600
+    first = (vault.root / KEY_FILE).read_bytes()
+    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
+    assert (vault.root / KEY_FILE).read_bytes() == first
+    assert [h.tree_size for h in vault.tree_heads()] == [1]
     assert verify_vault(vault) == []
     again = Vault(vault.root, storage, "jane")  # a restart: the key is checked, not loaded
     seal_log(again, now=NOW)
     again.put(b"second", source_ref="new/2", metadata={}, now=NOW)
     assert [h.tree_size for h in again.tree_heads()] == [1, 2]
     assert verify_vault(again) == []
+
+
+def test_without_a_start_the_first_append_makes_the_key(vault: Vault) -> None:
+    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
+    assert load_key(vault.root) is not None
+    assert [h.tree_size for h in vault.tree_heads()] == [1]
+    assert verify_vault(vault) == []
 
 
 def test_a_damaged_key_is_noted_at_start_before_any_append(
@@ -191,8 +197,8 @@ from guardmail.vault.verify import verify_vault
 root = Path(sys.argv[1])
 storage = SQLiteStorage(root / "guardmail.sqlite3")
 vault = Vault(root / "vault" / "jane", storage, "jane")
-seal_log(vault)
-vault.prepare()  # the Preparer, after the start: a new vault's GENESIS HEAD and key file
+seal_log(vault)  # the key file made (a first start) or checked (a restart)
+vault.prepare()  # the Preparer, after the start: a new vault's GENESIS HEAD
 seen = ["cryptography" in sys.modules, (vault.root / KEY_FILE).is_file()]
 vault.put(b"offender mail", source_ref=sys.argv[2], metadata={}, now=datetime.now(UTC))
 seen.append("cryptography" in sys.modules)
@@ -218,28 +224,3 @@ def test_cryptography_is_imported_at_the_first_append_not_at_start(tmp_path: Pat
             "heads": list(range(1, n + 1)),
             "problems": 0,
         }
-
-
-def test_prepare_makes_a_new_vaults_key_file_and_logs_one_it_cannot(
-    vault: Vault, storage: SQLiteStorage
-) -> None:
-    vault.prepare()
-    assert check_key(vault.root) is True  # made, not loaded
-    first = (vault.root / KEY_FILE).read_bytes()
-    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
-    assert (vault.root / KEY_FILE).read_bytes() == first  # the first archive signs with it
-    assert verify_vault(vault) == []
-    other = Vault(vault.root.parent / "bob", storage, "bob")
-    other.root.mkdir()
-    (other.root / KEY_FILE).write_bytes(b"not a key\n")
-    seen: list[str] = []
-
-    def listen(name: str, level: int, fields: dict[str, Any]) -> None:
-        seen.append(name)
-
-    logs.add_listener(listen)
-    try:
-        other.prepare()  # best effort: logged, not raised
-    finally:
-        logs.remove_listener(listen)
-    assert "vault.unprepared" in seen
