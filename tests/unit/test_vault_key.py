@@ -224,3 +224,18 @@ def test_cryptography_is_imported_at_the_first_append_not_at_start(tmp_path: Pat
             "heads": list(range(1, n + 1)),
             "problems": 0,
         }
+
+
+def test_two_makers_agree_on_one_key_and_a_vanished_one_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_key(tmp_path)
+    theirs = (tmp_path / KEY_FILE).read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(signing, "check_key", lambda root: False)  # missing when this maker looked
+        signing.make_key_file(tmp_path, load=False)
+    assert (tmp_path / KEY_FILE).read_bytes() == theirs  # the first one stands
+    assert [p.name for p in tmp_path.iterdir()] == [KEY_FILE]  # no temp file left
+    monkeypatch.setattr(signing, "load_key", lambda root: None)  # removed right after
+    with pytest.raises(StateError, match="vanished right after it was made"):
+        make_key(tmp_path)
