@@ -64,3 +64,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for nodeid in bad:
                 reporter.write_line(f"  {nodeid}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The confusables table is imported at the first non-ASCII text folded (issue 27): here,
+    # not inside whichever hypothesis example folds one first, where its import (a few hundred
+    # ms on a busy machine) exceeds the example's deadline. The tests of its laziness run in
+    # fresh interpreters (tests/unit/test_confusables_lazy.py).
+    from guardmail.core.confusables import fold
+
+    fold("\u0430")

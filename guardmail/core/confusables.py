@@ -19,15 +19,18 @@ this module holds what it and the rules apply on top to compare them:
 
 Invariants: every function accepts any ``str`` (NUL, lone surrogates, megabytes of junk) and
 never raises; ``fold`` and ``ascii_lookalike`` give their own output back unchanged.
+
+The confusables table (``guardmail.core.confusables_data``, ~3 MB resident while imported) is
+imported at the first non-ASCII text folded, not with this module: ASCII folds by ``_ASCII_FOLD``
+alone, so a daemon that sees only ASCII addresses and names never holds it (issue 27).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import string
 import unicodedata
-
-from guardmail.core.confusables_data import CONFUSABLES
 
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt), a superset of the
 # zero-width (U+200B..U+200F, U+2060..U+2064, U+FEFF) and bidi (U+202A..U+202E, U+2066..U+2069)
@@ -57,7 +60,14 @@ def skeleton(text: str) -> str:
     ``fold`` for matching.
     """
     decomposed = remove_invisible(unicodedata.normalize("NFD", text))
-    return unicodedata.normalize("NFD", decomposed.translate(CONFUSABLES))
+    return unicodedata.normalize("NFD", decomposed.translate(_confusables()))
+
+
+@functools.cache
+def _confusables() -> dict[int, str]:
+    from guardmail.core.confusables_data import CONFUSABLES
+
+    return CONFUSABLES
 
 
 def fold(text: str) -> str:
@@ -94,8 +104,21 @@ def _fold_once(text: str) -> str:
 
 # Each ASCII character's fold, for the fast path of ``fold``: ``_fold_once`` works on each ASCII
 # character alone (NFKC, casefold and NFD leave ASCII alone; the confusables table maps one
-# character at a time).
-_ASCII_FOLD = {i: _fold_once(chr(i)) for i in range(128)}
+# character at a time). Written out, not computed from the table, so that ASCII text needs no
+# table; tests/unit/test_confusables_lazy.py checks it against ``_fold_once``.
+_ASCII_FOLD: dict[int, str] = {i: chr(i) for i in range(128)} | {
+    ord(c): c.lower() for c in string.ascii_uppercase
+}
+_ASCII_FOLD |= {
+    ord('"'): "''",
+    ord("%"): "\u00ba/\u2080",  # not ASCII: ``fold`` then takes the general way
+    ord("0"): "o",
+    ord("1"): "l",
+    ord("M"): "rn",
+    ord("m"): "rn",
+    ord("`"): "'",
+    ord("|"): "l",
+}
 
 
 def ascii_lookalike(text: str) -> str:

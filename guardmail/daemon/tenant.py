@@ -64,10 +64,11 @@ def see_offenders(warner: Warner) -> None:
 
 def seal_log(vault: Vault, *, now: datetime | None = None) -> None:
     """At a daemon's start: sign a tree head over entries no head covers (a journal from before
-    the Merkle log is sealed here, its key made). A failure is logged, not fatal: the next append
-    seals them too."""
+    the Merkle log is sealed here) and make or check the key file; the key is loaded only to
+    sign (``Vault.seal(start=True)``). A failure is logged, not fatal: the next append seals
+    them too."""
     try:
-        vault.seal(now=now or datetime.now(UTC))
+        vault.seal(now=now or datetime.now(UTC), start=True)
     except VaultUnavailable as exc:
         event("vault.unsealed", level=logging.WARNING, vault=str(vault.root), error=str(exc))
 

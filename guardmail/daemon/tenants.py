@@ -18,6 +18,7 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -50,19 +51,21 @@ class Routed:
     """A recipient's tenant, as seen by the message being handled."""
 
     tenant: Tenant
-    config: TenantConfig
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def quarantine_mailbox(self) -> str | None:
-        return self.config.quarantine_mailbox
+    name: str
+    quarantine_mailbox: str | None
+    # What a reload compares (``file_digest``): the validated TenantConfig is not kept, ~1 KB
+    # of pydantic instance a tenant that nothing reads after the load (issue 27).
+    digest: bytes
 
     @property
     def pipeline(self) -> Pipeline:
         return self.tenant.pipeline
+
+
+def file_digest(config: TenantConfig) -> bytes:
+    """Equal for two loads of a tenant file exactly when their validated settings are (every
+    field is in the JSON dump; the config models have no secret, excluded or private field)."""
+    return hashlib.sha256(config.model_dump_json().encode("utf-8")).digest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,7 +183,9 @@ class TenantDirectory:
         if loaded is None:
             return False
         before = self._snapshot.tenants
-        if quiet and loaded.tenants == tuple(r.config for r in before.values()):
+        if quiet and tuple(map(file_digest, loaded.tenants)) == tuple(
+            r.digest for r in before.values()
+        ):
             return True
         self._apply(loaded)
         after = self._snapshot.tenants
@@ -190,7 +195,7 @@ class TenantDirectory:
             added=",".join(sorted(set(after) - set(before))),
             removed=",".join(sorted(set(before) - set(after))),
             changed=",".join(
-                sorted(n for n in set(before) & set(after) if before[n].config != after[n].config)
+                sorted(n for n in set(before) & set(after) if before[n].digest != after[n].digest)
             ),
         )
         return True
@@ -199,13 +204,19 @@ class TenantDirectory:
         old = self._snapshot.tenants
         routed: dict[str, Routed] = {}
         for config in loaded.tenants:
+            digest = file_digest(config)
             tenant = self._open.get(config.name)
             if tenant is None:
                 tenant = self._opened(config.settings(state_dir=self.state_dir))
                 self._open[config.name] = tenant
-            elif old[config.name].config != config:
+            elif old[config.name].digest != digest:
                 tenant.apply(config.settings(state_dir=self.state_dir))
-            routed[config.name] = Routed(tenant=tenant, config=config)
+            routed[config.name] = Routed(
+                tenant=tenant,
+                name=config.name,
+                quarantine_mailbox=config.quarantine_mailbox,
+                digest=digest,
+            )
         for name in set(self._open) - set(routed):
             # A message may still be on its way through this tenant: close it at exit only.
             self._retired.append(self._open.pop(name))

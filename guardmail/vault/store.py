@@ -27,8 +27,9 @@ Contracts:
   read only through ``BlobStore.get``, which returns its bytes only if they hash to that name.
 - Every commit that appends entries also stores a signed tree head over the whole journal, in
   the same transaction (``guardmail.vault.treelog``); the tenant's Ed25519 key is made in the
-  vault directory (0600) the first time one is needed, or by ``seal`` at start-up, which also
-  seals a journal from before the log.
+  vault directory (0600) by ``seal`` at start-up, which also seals a journal from before the
+  log, or the first time one is needed; at start-up the key file is made and checked without
+  cryptography (~7 MB), which is imported when a head is first signed.
 - Readers see journal rows through ``rows``/``row``, whose index columns come from the hashed
   body (``journal.indexed``): editing a column changes no answer, and ``evidence verify`` names it.
 """
@@ -39,9 +40,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from guardmail import faults
 from guardmail.errors import StateError, VaultUnavailable
@@ -61,7 +60,10 @@ from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.entries import Archive, Receipt, Record, Within, describe, digests
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
-from guardmail.vault.signing import make_key
+from guardmail.vault.signing import make_key, make_key_file
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["Archive", "Receipt", "Record", "Vault", "Within"]
 
@@ -176,12 +178,16 @@ class Vault(VaultReads, HeadWitness):
         writer: BlobWriter | None = None,
     ) -> None:
         """The first half of ``commit``: every Archive's blob durable in this vault's own blob
-        store (``shas``: ``entries.digests``). OSError or StateError if not."""
+        store (``shas``: ``entries.digests``). OSError or StateError if not. A vault's first
+        archive also makes or loads its key here, not in ``append``: that is inside the shared
+        transaction, and making a key costs 3 fsyncs that every tenant's commit would wait for
+        (a records-only first commit still makes it there)."""
         archives = [
             (e.raw, sha) for e, sha in zip(entries, shas, strict=True) if isinstance(e, Archive)
         ]
         if archives:
             self.blobs.put_many(archives, writer=writer)
+            self._signing_key()
 
     def append(
         self,
@@ -284,25 +290,52 @@ class Vault(VaultReads, HeadWitness):
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot write HEAD: {exc}") from exc
 
-    def seal(self, *, now: datetime) -> None:
+    def seal(self, *, now: datetime, start: bool = False) -> None:
         """Sign a tree head over the entries no head covers yet (a journal from before the log,
-        at the first start), making the tenant's key if it has none. VaultUnavailable if not."""
+        at the first start), making the tenant's key if it has none. VaultUnavailable if not.
+        ``start`` (a daemon's start): the key file is made if missing and checked (a damaged
+        one noted, as at an append) without importing cryptography (``signing.make_key_file``),
+        and loaded only to sign: a daemon that archives nothing never imports it (issue 27:
+        ~7 MB of an ISP's milter). Made at the start, not at the first archive: 3 fsyncs the
+        first offender item would wait for, or a background thread beside the first minutes'
+        mail (both measured slower; bench/README.md, mem28)."""
         try:
+            ready = self._key_file() if start else self._signing_key() is not None
+            if not ready:
+                return  # a damaged key: noted, nothing signed (as at an append)
             with self.storage.transaction() as tx:
                 self._grow(tx, now)
         except (OSError, StorageUnavailable, StateError) as exc:
             raise VaultUnavailable(f"vault {self.root} cannot sign a tree head: {exc}") from exc
 
-    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
+    def _key_file(self) -> bool:
+        """The key file made if missing (``signing.make_key_file``: without cryptography) and
+        checked, not loaded; False if it is not a key (noted). OSError if it cannot be made."""
+        if self._key is None:
+            try:
+                make_key_file(self.root, load=False)
+            except StateError as exc:
+                self._key_damaged(exc)
+                return False
+        return True
+
+    def _signing_key(self) -> Ed25519PrivateKey | None:
+        """The tenant's key, loaded or made now if this vault has none yet; None if the file is
+        not a key (noted). OSError if it cannot be made."""
         if self._key is None:
             try:
                 self._key = make_key(self.root)
             except StateError as exc:
-                # A damaged key must not stop archiving (items would wait in place for ever):
-                # the entries are journaled unsigned, and that is noted and reported.
-                self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
-                return
-        treelog.grow(tx, tenant=self.tenant, key=self._key, now=now, appended=appended)
+                self._key_damaged(exc)
+        return self._key
+
+    def _key_damaged(self, exc: StateError) -> None:
+        # A damaged key must not stop archiving (items would wait in place for ever): the
+        # entries are journaled unsigned, and that is noted and reported.
+        self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
+
+    def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:
+        treelog.grow(tx, tenant=self.tenant, key=self._signing_key, now=now, appended=appended)
 
     def keep_timestamp(self, row: TimestampRow) -> None:
         """Store a checked token beside its head (``guardmail.vault.timestamps``).

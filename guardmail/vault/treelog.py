@@ -24,16 +24,21 @@ Contracts:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from guardmail.core.merkle import Frontier, Tree, leaf_hash, verify_consistency
 from guardmail.logs import event
 from guardmail.storage.base import JournalRow, Transaction, TreeHeadRow
 from guardmail.vault.journal import Problem
 from guardmail.vault.signing import sign, signature_valid
+
+if TYPE_CHECKING:  # the key is loaded, and cryptography imported, only when a head is signed
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 CURSOR_SOURCE, FRONTIER = "vault", "merkle-frontier"
 
@@ -75,12 +80,13 @@ def grow(
     tx: Transaction,
     *,
     tenant: str,
-    key: Ed25519PrivateKey,
+    key: Callable[[], Ed25519PrivateKey | None],
     now: datetime,
     appended: Sequence[JournalRow] = (),
 ) -> TreeHeadRow | None:
     """Sign and store a head over the whole journal if it has entries no head covers; the new
-    head, or None. A journal shorter than its last head (entries cut) gets no head: that is
+    head, or None. ``key()`` is asked for the tenant's key only then (None: no head is signed;
+    the caller said why). A journal shorter than its last head (entries cut) gets no head: that is
     ``check_log``'s to report, and signing over it would bless the cut. ``appended``: the
     entries this transaction stored, in order; when they are exactly the ones no head covers,
     they are not read back (a read steps, and gives up the GIL, once per row)."""
@@ -90,6 +96,9 @@ def grow(
     if head is None or head.seq <= size:
         if head is not None and head.seq < size or head is None and size:
             event("vault.log_ahead_of_journal", level=logging.ERROR, tenant=tenant, head=size)
+        return None
+    signer = key()
+    if signer is None:
         return None
     if appended and appended[0].seq == size + 1 and appended[-1].seq == head.seq:
         new: Iterable[JournalRow] = appended
@@ -108,7 +117,7 @@ def grow(
         tree_size=row.tree_size,
         root_hash=row.root_hash,
         time=row.time,
-        signature=sign(key, row),
+        signature=sign(signer, row),
     )
     tx.tree_head_insert(signed)
     tx.set_cursor(

@@ -142,7 +142,7 @@ class Rig:
 
     def evidence(self, tenant: str) -> list[dict[str, Any]]:
         routed = {
-            r.config.name: r
+            r.name: r
             for a in ("alice@example.test", "x@bob.example", "carol@example.test")
             if (r := self.directory.route(a)) is not None
         }

@@ -27,6 +27,7 @@ HEAVY = {
     "authlib": "OAuth",
     "prometheus_client": "a metrics port (metrics:)",
     "rfc3161_client": "trusted timestamps (evidence.timestamp)",
+    "cryptography": "the first tree head signed (a tenant's first archive)",
 }
 
 PROBE = """

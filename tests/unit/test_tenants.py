@@ -231,7 +231,7 @@ def test_reload_applies_a_good_directory_and_keeps_the_last_good_one(tmp_path: P
     )
     try:
         first = tenants.route("alice@example.org")
-        assert first is not None and first.config.name == "alice"
+        assert first is not None and first.name == "alice"
         rules_before = first.tenant.pipeline.rules
 
         write(d, {"b.yaml": BOB, "a.yaml": ALICE.replace("action: block", "action: quarantine")})
@@ -239,7 +239,7 @@ def test_reload_applies_a_good_directory_and_keeps_the_last_good_one(tmp_path: P
         again = tenants.route("alice@example.org")
         assert again is not None and again.tenant is first.tenant  # the same open tenant
         assert again.tenant.pipeline.rules is not rules_before  # with the new rules
-        assert again.config.offenders[0].action == "quarantine"
+        assert again.tenant.warner.settings.offenders[0].action == "quarantine"
         bob = tenants.route("bob@example.org")
         assert bob is not None and bob.tenant.vault.root == tmp_path / "var" / "vault" / "bob"
         assert opened == ["alice", "bob"]
@@ -265,7 +265,7 @@ def test_tenants_keep_their_evidence_apart(tmp_path: Path) -> None:
         assert alice is not None and bob is not None
         assert alice.tenant.vault.root != bob.tenant.vault.root
         assert alice.tenant.pipeline.rules is not bob.tenant.pipeline.rules
-        assert [o.name for o in alice.config.offenders] == ["Ex"]
+        assert [o.name for o in alice.tenant.warner.settings.offenders] == ["Ex"]
     finally:
         tenants.close()
 
