@@ -26,13 +26,14 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from guardmail.errors import StateError
 from guardmail.storage.files import private_dir
+from guardmail.vault.pools import lazy_pool
 
 if TYPE_CHECKING:
     from guardmail.vault.blobwriter import BlobWriter
@@ -130,16 +131,7 @@ def _fsync_quiet(fd: int) -> OSError | None:
     return None
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="fsync")
-        return _POOL
+_pool = lazy_pool(FSYNC_THREADS, "fsync")
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -158,6 +150,28 @@ def write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, dir fsync)."""
     write_synced(path, data)
     fsync_dir(path.parent)
+
+
+class Laps:
+    """Seconds between calls added to ``into[name]`` (the time since the previous call, or since
+    it was made); nothing at all when ``into`` is None (the daemon's calls). The blob phase's
+    steps, timed apart for bench/xmpp.py (bench/README.md, "xblob")."""
+
+    __slots__ = ("_into", "_last")
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self._into = into
+        self._last = time.perf_counter() if into is not None else 0.0
+
+    def __call__(self, name: str) -> None:
+        if self._into is not None:
+            now = time.perf_counter()
+            self._into[name] = self._into.get(name, 0.0) + now - self._last
+            self._last = now
+
+    def count(self, name: str, n: int) -> None:
+        if self._into is not None:
+            self._into[name] = self._into.get(name, 0.0) + n
 
 
 class BlobStore:
@@ -180,12 +194,17 @@ class BlobStore:
         self.put_many([(raw, sha256)])
 
     def put_many(
-        self, blobs: Iterable[tuple[bytes, str]], *, writer: BlobWriter | None = None
+        self,
+        blobs: Iterable[tuple[bytes, str]],
+        *,
+        writer: BlobWriter | None = None,
+        timing: dict[str, float] | None = None,
     ) -> None:
         """Store each (raw, sha256) durably; returning means every blob's name and bytes are on
         disk (see the module contract: per-file fsyncs, or two syncfs for many new blobs).
         ``writer``: done by that child process (``guardmail.vault.blobwriter``: this same
-        method, run there), which fails with OSError as this would."""
+        method, run there), which fails with OSError as this would. ``timing``: seconds spent
+        in each step added to it (``Laps``: benches, the blob writer's figures)."""
         if writer is not None:
             for _, sha256 in blobs:
                 self.path(sha256)  # StateError here, as below, for a name that is no SHA-256
@@ -199,6 +218,7 @@ class BlobStore:
         writing: set[Path] = set()
         made = whole = rooted = False
         fs_fd = -1  # the store's root, opened before any write: syncfs reports errors from then
+        lap = Laps(timing)
         try:
             for raw, sha256 in blobs:
                 target = self.path(sha256)
@@ -206,13 +226,16 @@ class BlobStore:
                 # Its directory is made durable even when the blob is already there: a call that
                 # failed part-way may have renamed it into place without making the name durable.
                 touched[parent] = None
+                lap("prepare")
                 try:
                     found = os.stat(target)
                 except (FileNotFoundError, NotADirectoryError):
                     pass
                 else:
                     if stat.S_ISREG(found.st_mode) and found.st_size == len(raw):
+                        lap("stat")
                         continue  # content-addressed: same name, same bytes (verify re-hashes)
+                lap("stat")
                 if not rooted:
                     if not self.root.is_dir():
                         private_dir(self.root)
@@ -229,7 +252,9 @@ class BlobStore:
                     continue  # the same bytes twice in one call
                 writing.add(target)
                 tmp = _temp_name(target)
+                lap("mkdir")
                 pending.append((tmp, target, _write_unsynced(tmp, raw)))
+                lap("create")
             whole = fs_fd >= 0 and len(pending) >= SYNCFS_MIN and self._one_fs(fs_fd, touched, devs)
             if whole:
                 syncfs(fs_fd)  # every temp file's bytes, and the new directories' names
@@ -237,6 +262,7 @@ class BlobStore:
                 if made:
                     fsync_dir(self.root)
                 fsync_all([fd for _, _, fd in pending])
+            lap("sync1")
         except BaseException:
             for tmp, _, _ in pending:
                 tmp.unlink(missing_ok=True)  # none renamed yet: no blob of the call landed
@@ -246,13 +272,17 @@ class BlobStore:
         finally:
             for _, _, fd in pending:
                 os.close(fd)
+            lap("close")
         try:
             for tmp, target, _ in pending:
                 os.replace(tmp, target)
+            lap("rename")
             if whole:
                 syncfs(fs_fd)  # every renamed name (and the touched directories of blobs found)
             else:
                 fsync_all_dirs(list(touched))
+            lap("sync2")
+            lap.count("blobs", len(pending))
         finally:
             if fs_fd >= 0:
                 os.close(fs_fd)

@@ -41,6 +41,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +51,13 @@ _REQUEST = struct.Struct(">IQ")  # header length, payload length
 _ANSWER = struct.Struct(">I")
 MAX_HEADER = 64 * 1024 * 1024  # a group's names and sizes: ~80 bytes a blob, MAX_ENTRIES blobs
 PR_SET_PDEATHSIG = 1
+# Seconds every writer of this process spent in each step of its requests, and their counts
+# ("groups", "blobs"): the parent's ("pack", "send", "wait": its request built, written, the
+# answer awaited; "total") and the child's, as it reported them ("child.recv" for reading and
+# splitting the request, "child.create", "child.sync1", ...: ``BlobStore.put_many``'s laps).
+# For benches (bench/xmpp.py); guarded by TIMES_LOCK.
+TIMES: dict[str, float] = {}
+TIMES_LOCK = threading.Lock()
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -88,6 +96,7 @@ class BlobWriter:
 
     def put_many(self, root: Path, blobs: Sequence[tuple[bytes, str]]) -> None:
         """``BlobStore(root).put_many(blobs)`` in the child; see the module contract."""
+        began = time.perf_counter()
         header = json.dumps(
             {"root": str(root), "shas": [s for _, s in blobs], "sizes": [len(r) for r, _ in blobs]}
         ).encode()
@@ -97,8 +106,10 @@ class BlobWriter:
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 # Two writes and two reads: each gives up the GIL once, whatever the group's size.
+                packed = time.perf_counter()
                 _write_all(proc.stdin.fileno(), request)
                 _write_all(proc.stdin.fileno(), b"".join(r for r, _ in blobs))
+                sent = time.perf_counter()
                 size = _read_exact(proc.stdout.fileno(), _ANSWER.size)
                 body = _read_exact(proc.stdout.fileno(), _ANSWER.unpack(size)[0]) if size else None
                 answer = json.loads(body) if body is not None else None
@@ -116,6 +127,15 @@ class BlobWriter:
             code = answer.get("errno") if isinstance(answer, dict) else None
             text = answer.get("error") if isinstance(answer, dict) else repr(answer)
             raise OSError(code if isinstance(code, int) and code else errno.EIO, str(text))
+        ended = time.perf_counter()
+        laps = answer.get("t")
+        steps = {"pack": packed - began, "send": sent - packed, "wait": ended - sent}
+        steps.update(total=ended - began, groups=1.0)
+        if isinstance(laps, dict):
+            steps.update({f"child.{k}": v for k, v in laps.items() if isinstance(v, float)})
+        with TIMES_LOCK:
+            for name, value in steps.items():
+                TIMES[name] = TIMES.get(name, 0.0) + value
 
     def close(self) -> None:
         """End the child (end of file, then SIGKILL if it does not go) and reap it."""
@@ -190,6 +210,7 @@ def _serve(rfd: int, wfd: int) -> None:
         head = _read_exact(rfd, _REQUEST.size)
         if head is None:
             return  # the parent closed the pipe, or died
+        began = time.perf_counter()
         hlen, plen = _REQUEST.unpack(head)
         if hlen > MAX_HEADER:
             raise SystemExit(f"blob writer: a request header of {hlen} bytes")
@@ -202,10 +223,11 @@ def _serve(rfd: int, wfd: int) -> None:
         for sha, size in zip(shas, sizes, strict=True):
             blobs.append((payload[at : at + size], sha))
             at += size
+        laps = {"recv": time.perf_counter() - began}
         try:
-            BlobStore(Path(header["root"])).put_many(blobs)
+            BlobStore(Path(header["root"])).put_many(blobs, timing=laps)
             faults.reached("vault.writer")
-            answer: dict[str, object] = {"ok": True}
+            answer: dict[str, object] = {"ok": True, "t": laps}
         except OSError as exc:
             answer = {"errno": exc.errno or errno.EIO, "error": str(exc)}
         except GuardmailError as exc:  # a name that is not a SHA-256: the parent's bug
