@@ -12,7 +12,10 @@ Contracts:
   store's file system twice instead (after the writes, after the renames): the same durability
   for every file on it, at the cost of two file-system commits rather than one fsync per file
   and per directory. Any error of either (EIO, ENOSPC, writeback errors since the call began)
-  fails the whole call. Files are 0600, directories 0700.
+  fails the whole call. Files are 0600, directories 0700. A ``BlobStore`` remembers the fan-out
+  directories (``root/ab``) its calls found or made and then made durable, and skips looking at
+  them again (two system calls a new blob); it forgets them all at any failure, and one removed
+  since (by hand) is made again, its name made durable, within the call that finds it gone.
 - ``put_many(..., writer=w)`` runs this same method in the blob writer child process ``w``
   (``guardmail.vault.blobwriter``): the same files, the same durability, failures as OSError.
 """
@@ -179,6 +182,10 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The fan-out directories a ``put_many`` of this object found or made and then made
+        # durable, with their st_dev: the next calls skip their two checks a blob (bench/README.md,
+        # "xblob"). Forgotten at any failure; one removed meanwhile is made again (``_create``).
+        self._dirs: dict[Path, int] = {}
 
     def path(self, sha256: str) -> Path:
         """The blob's file; StateError unless ``sha256`` is 64 lower-case hex digits (a name read
@@ -244,18 +251,34 @@ class BlobStore:
                         fs_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
                     rooted = True
                 if parent not in devs:
-                    if not parent.is_dir():
-                        private_dir(parent)
-                        made = True  # its name in root is made durable once, below
-                    devs[parent] = parent.stat().st_dev
+                    known = self._dirs.get(parent)
+                    if known is None:
+                        made = self._make_dir(parent) or made
+                        known = parent.stat().st_dev
+                    devs[parent] = known
                 if target in writing:
                     continue  # the same bytes twice in one call
                 writing.add(target)
                 tmp = _temp_name(target)
-                lap("mkdir")
-                pending.append((tmp, target, _write_unsynced(tmp, raw)))
+                lap("dirs")
+                try:
+                    fd = _write_unsynced(tmp, raw)
+                except FileNotFoundError:
+                    if parent not in self._dirs:
+                        raise
+                    # A remembered directory removed since (by hand: the vault never does): made
+                    # again, and its name made durable below, as any new one.
+                    self._dirs.clear()
+                    made = self._make_dir(parent) or made
+                    devs[parent] = parent.stat().st_dev
+                    fd = _write_unsynced(tmp, raw)
+                pending.append((tmp, target, fd))
                 lap("create")
-            whole = fs_fd >= 0 and len(pending) >= SYNCFS_MIN and self._one_fs(fs_fd, touched, devs)
+            whole = (
+                fs_fd >= 0
+                and len(pending) >= SYNCFS_MIN
+                and self._one_fs(fs_fd, touched, devs, self._dirs)
+            )
             if whole:
                 syncfs(fs_fd)  # every temp file's bytes, and the new directories' names
             else:
@@ -264,6 +287,7 @@ class BlobStore:
                 fsync_all([fd for _, _, fd in pending])
             lap("sync1")
         except BaseException:
+            self._dirs.clear()
             for tmp, _, _ in pending:
                 tmp.unlink(missing_ok=True)  # none renamed yet: no blob of the call landed
             if fs_fd >= 0:
@@ -283,17 +307,39 @@ class BlobStore:
                 fsync_all_dirs(list(touched))
             lap("sync2")
             lap.count("blobs", len(pending))
+        except BaseException:
+            self._dirs.clear()
+            raise
         finally:
             if fs_fd >= 0:
                 os.close(fs_fd)
+        self._dirs.update(devs)  # each one's name durable now (made, or found, then synced)
 
     @staticmethod
-    def _one_fs(fs_fd: int, dirs: Iterable[Path], devs: dict[Path, int]) -> bool:
+    def _make_dir(parent: Path) -> bool:
+        """Make ``parent`` unless it is a directory; whether it was made (its name in the root
+        is then made durable by the caller)."""
+        if parent.is_dir():
+            return False
+        private_dir(parent)
+        return True
+
+    @staticmethod
+    def _one_fs(
+        fs_fd: int, dirs: Iterable[Path], devs: dict[Path, int], known: dict[Path, int]
+    ) -> bool:
         """Whether every directory is on the file system of ``fs_fd`` (a syncfs covers only
         that one; a directory mounted below the store's root is fsync'd instead). ``devs``:
-        the st_dev of the directories already looked at."""
+        the st_dev of the directories looked at by this call; ``known``: by earlier ones."""
         dev = os.fstat(fs_fd).st_dev
-        return all((devs[d] if d in devs else d.stat().st_dev) == dev for d in dirs)
+
+        def of(d: Path) -> int:
+            found = devs.get(d)
+            if found is None:
+                found = known.get(d)
+            return d.stat().st_dev if found is None else found
+
+        return all(of(d) == dev for d in dirs)
 
     def get(self, sha256: str) -> bytes:
         """The blob's bytes. StateError if it is missing or does not hash to its name; OSError if

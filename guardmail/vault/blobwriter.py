@@ -206,6 +206,7 @@ def _serve(rfd: int, wfd: int) -> None:
     from guardmail.errors import GuardmailError
     from guardmail.vault.blobs import BlobStore
 
+    stores: dict[str, BlobStore] = {}  # one a root: each remembers its fan-out directories
     while True:
         head = _read_exact(rfd, _REQUEST.size)
         if head is None:
@@ -225,7 +226,10 @@ def _serve(rfd: int, wfd: int) -> None:
             at += size
         laps = {"recv": time.perf_counter() - began}
         try:
-            BlobStore(Path(header["root"])).put_many(blobs, timing=laps)
+            store = stores.get(header["root"])
+            if store is None:
+                store = stores[header["root"]] = BlobStore(Path(header["root"]))
+            store.put_many(blobs, timing=laps)
             faults.reached("vault.writer")
             answer: dict[str, object] = {"ok": True, "t": laps}
         except OSError as exc:
