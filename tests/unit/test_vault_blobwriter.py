@@ -253,3 +253,39 @@ def test_a_child_whose_parent_is_already_gone_ends_at_once(monkeypatch: pytest.M
         assert blobwriter.main() == 0  # not our parent: it returns before reading anything
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_request_pipe_is_widened_where_allowed_and_works_where_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from guardmail.vault import blobwriter
+
+    big = [(b"%d" % i + bytes(600_000), "") for i in range(3)]  # more than one 64 KiB pipe
+    big = [(r, hashlib.sha256(r).hexdigest()) for r, _ in big]
+    store = BlobStore(tmp_path / "blobs")
+    w = BlobWriter()
+    try:
+        store.put_many(big[:1], writer=w)
+        proc = w._proc
+        assert proc is not None and proc.stdin is not None
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        if limit >= blobwriter.PIPE_BYTES:
+            got = fcntl.fcntl(proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+            assert got == blobwriter.PIPE_BYTES
+    finally:
+        w.close()
+
+    def refused(*args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fcntl, "fcntl", refused)
+    w = BlobWriter()
+    try:
+        store.put_many(big, writer=w)  # the default size: the same request in more steps
+    finally:
+        w.close()
+    for raw, sha in big:
+        assert store.get(sha) == raw
+    assert temps(tmp_path) == []
