@@ -22,11 +22,12 @@ Prints figures; asserts nothing about time. Needs Prosody (scripts/system-packag
 
 ``--base TREE`` runs part 1 (only) in fresh processes, alternately with the guardmail of another
 checkout (e.g. ``git archive main | tar -x -C /tmp/base``) and with this one, ``--pairs`` times
-(base first in odd pairs, this tree first in even ones), each beside the load (``/proc/loadavg``)
-at its start and end, then prints one table of every run: a change measured against its
-baseline in one command. Where a tree's vault has a blob writer with figures
-(``guardmail.vault.blobwriter.TIMES``), the blob phase of its offender runs is printed split into
-its steps: the committer's wait for the child and the child's own parts.
+(base first in odd pairs, this tree first in even ones; a base run's children too: its
+directory and ``PYTHONPATH``), each beside the load (``/proc/loadavg``) at its start and end,
+then prints one table of every run: a change measured against its baseline in one command.
+Where a tree's vault has a blob writer with figures (``guardmail.vault.blobwriter.TIMES``), the
+blob phase of its offender runs is printed split into its steps: the committer's wait for the
+child and the child's own parts.
 """
 
 from __future__ import annotations
@@ -596,12 +597,20 @@ def pairs(base: Path, count: int, argv: list[str]) -> int:
         for label, tree in order if n % 2 == 0 else order[::-1]:
             start = loadavg()
             print(f"--- pair {n + 1}, {label} tree (load {start})", flush=True)
-            cmd = [sys.executable, __file__, *argv, "--part", "1", "--figures"]
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--part", "1"]
+            cmd.append("--figures")
+            env = dict(os.environ)
+            # Its own children too (the blob writer, ``python -m guardmail...``: the working
+            # directory comes first in their sys.path, then PYTHONPATH).
+            if tree:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
             done = subprocess.run(
                 [*cmd, "--tree", tree] if tree else cmd,
                 stdout=subprocess.PIPE,
                 text=True,
                 check=False,
+                env=env,
+                cwd=tree or None,
             )
             lines = done.stdout.splitlines()
             print("\n".join(lines[:-1]), flush=True)
