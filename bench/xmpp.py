@@ -549,11 +549,12 @@ async def throughput_and_latency(server: Prosody, sizes: Sizes) -> dict[str, Any
         print("1. throughput, backlog drained (messages per second, one process)")
         bare = await backlog(server, root / "a", "bare", sizes.clean, "v1")
         clean = await backlog(server, root / "b", "clean", sizes.clean, "v2")
-        alone_before, _ = await vault_alone(root / "d1", sizes.offender)
+        skip = (float("nan"), [float("nan")])
+        alone_before, _ = await vault_alone(root / "d1", sizes.offender) if ALONE else skip
         times = writer_times()
         offender = await backlog(server, root / "c", "offender", sizes.offender, "v3")
         full = split("backlog", times, sizes.offender / offender)
-        alone_after, _ = await vault_alone(root / "d2", sizes.offender)
+        alone_after, _ = await vault_alone(root / "d2", sizes.offender) if ALONE else skip
         n, m = f"({sizes.clean:,} messages)", f"({sizes.offender:,} messages)"
         print(f"   bare slixmpp, counting          {bare:>9,.0f} /s   {n}")
         print(f"   guardmail, judged (clean)       {clean:>9,.0f} /s   {n}")
@@ -572,7 +573,7 @@ async def throughput_and_latency(server: Prosody, sizes: Sizes) -> dict[str, Any
         ms = await paced(server, root / "poff", "offender", sizes.paced, sizes.rate, "v5")
         print(_line("guardmail, archived and acted on", ms))
         at_rate = split(f"paced at {sizes.rate:g}/s", times, sizes.paced / sizes.rate)
-        _, each = await vault_alone(root / "d3", sizes.paced)
+        _, each = await vault_alone(root / "d3", sizes.paced) if ALONE else skip
         print(_line("the vault alone, per item", each))
         return {
             "bare": bare,
@@ -583,6 +584,11 @@ async def throughput_and_latency(server: Prosody, sizes: Sizes) -> dict[str, Any
             "split_backlog": full,
             "split_paced": at_rate,
         }
+
+
+# --no-alone: the vault-alone rounds skipped (one item at a time, ~25/s on a loaded machine:
+# most of a run's time; they say nothing about the group commit)
+ALONE = True
 
 
 def loadavg() -> str:
@@ -647,9 +653,12 @@ def main() -> int:
     parser.add_argument("--many-child", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--base", type=Path, help="part 1 beside another checkout, in turns")
     parser.add_argument("--pairs", type=int, default=1, help="with --base: runs of each tree")
+    parser.add_argument("--no-alone", action="store_true", help="skip the vault-alone rounds")
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # see _TREE
     parser.add_argument("--figures", action="store_true", help=argparse.SUPPRESS)  # JSON line
     args = parser.parse_args()
+    global ALONE
+    ALONE = not args.no_alone
     if args.base is not None:
         if not (args.base / "guardmail" / "__init__.py").is_file():
             parser.error(f"--base {args.base}: no guardmail package there")
