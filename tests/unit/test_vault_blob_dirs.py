@@ -116,3 +116,27 @@ def test_a_missing_directory_not_remembered_is_an_error_as_before(
     monkeypatch.setattr(blobs_module, "_write_unsynced", vanished)
     with pytest.raises(FileNotFoundError):
         store.put_many(blobs(2))
+
+
+@pytest.mark.skipif(blobs_module._SYNCFS is None, reason="no syncfs in this libc")
+def test_a_found_blobs_directory_is_known_to_the_syncfs_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    old = blobs(1, "old")
+    store.put_many(old)
+    where = store.path(old[0][1]).parent
+    new = [b for b in blobs(400, "new") if store.path(b[1]).parent != where]
+    new = new[: blobs_module.SYNCFS_MIN + 4]  # two syncfs: every directory on one file system
+    stats: list[Path] = []
+    real = Path.stat
+
+    def spy(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(self)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", spy)
+    store.put_many(old + new)  # the old blob found in place: its directory only touched
+    assert where not in stats  # its st_dev remembered, not looked up again
+    for raw, sha in old + new:
+        assert store.get(sha) == raw
