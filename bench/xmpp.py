@@ -19,6 +19,15 @@ Prints figures; asserts nothing about time. Needs Prosody (scripts/system-packag
     python bench/xmpp.py            # 20,000 / 5,000 messages, 2,000 paced at 200/s, 500 accounts
     python bench/xmpp.py --quick    # 2,000 / 500 messages, 200 paced at 100/s, 50 accounts
     python bench/xmpp.py --part 1 --offender 5000 --paced 2000 --rate 1000   # issue 28
+
+``--base TREE`` runs part 1 (only) in fresh processes, alternately with the guardmail of another
+checkout (e.g. ``git archive main | tar -x -C /tmp/base``) and with this one, ``--pairs`` times
+(base first in odd pairs, this tree first in even ones; a base run's children too: its
+directory and ``PYTHONPATH``), each beside the load (``/proc/loadavg``) at its start and end,
+then prints one table of every run: a change measured against its baseline in one command.
+Where a tree's vault has a blob writer with figures (``guardmail.vault.blobwriter.TIMES``), the
+blob phase of its offender runs is printed split into its steps: the committer's wait for the
+child and the child's own parts.
 """
 
 from __future__ import annotations
@@ -42,7 +51,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# ``--tree DIR``: import guardmail (and the test servers) from that checkout (``--base``'s runs).
+_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1] else None
+sys.path.insert(0, _TREE or str(Path(__file__).resolve().parent.parent))
 
 from slixmpp import ClientXMPP  # noqa: E402
 from slixmpp.util.sasl.mechanisms import SCRAM  # noqa: E402
@@ -506,15 +517,44 @@ def _line(label: str, ms: list[float]) -> str:
     )
 
 
-async def throughput_and_latency(server: Prosody, sizes: Sizes) -> None:
+def writer_times() -> dict[str, float]:
+    """The blob writers' figures so far (``blobwriter.TIMES``); empty in a tree without them."""
+    from guardmail.vault import blobwriter
+
+    times = getattr(blobwriter, "TIMES", None)
+    if times is None:
+        return {}
+    with blobwriter.TIMES_LOCK:
+        return dict(times)
+
+
+def split(label: str, before: dict[str, float], seconds: float) -> dict[str, float]:
+    """Print the blob phase of the run since ``before``, per second of the run; return it."""
+    now = writer_times()
+    got = {k: v - before.get(k, 0.0) for k, v in now.items()}
+    if not got.get("groups"):
+        return got
+    groups, blobs = got.pop("groups"), got.pop("child.blobs", 0.0)
+    parts = ", ".join(f"{k} {v / seconds * 1000:.0f}" for k, v in sorted(got.items()))
+    print(
+        f"   blob phase, {label}: {groups:.0f} groups of {blobs / groups:.0f} new blobs; "
+        f"ms per second of run: {parts}"
+    )
+    return {**got, "groups": groups, "blobs": blobs, "seconds": seconds}
+
+
+async def throughput_and_latency(server: Prosody, sizes: Sizes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         print("1. throughput, backlog drained (messages per second, one process)")
         bare = await backlog(server, root / "a", "bare", sizes.clean, "v1")
         clean = await backlog(server, root / "b", "clean", sizes.clean, "v2")
-        alone_before, _ = await vault_alone(root / "d1", sizes.offender)
+        skip = (float("nan"), [float("nan")])
+        alone_before, _ = await vault_alone(root / "d1", sizes.offender) if ALONE else skip
+        times = writer_times()
         offender = await backlog(server, root / "c", "offender", sizes.offender, "v3")
-        alone_after, _ = await vault_alone(root / "d2", sizes.offender)
+        full = split("backlog", times, sizes.offender / offender)
+        alone_after, _ = await vault_alone(root / "d2", sizes.offender) if ALONE else skip
         n, m = f"({sizes.clean:,} messages)", f"({sizes.offender:,} messages)"
         print(f"   bare slixmpp, counting          {bare:>9,.0f} /s   {n}")
         print(f"   guardmail, judged (clean)       {clean:>9,.0f} /s   {n}")
@@ -527,12 +567,73 @@ async def throughput_and_latency(server: Prosody, sizes: Sizes) -> None:
             f"2. latency, sender's write to handled, {sizes.paced:,} messages "
             f"at {sizes.rate:g}/s (ms)"
         )
-        ms = await paced(server, root / "pbare", "bare", sizes.paced, sizes.rate, "v4")
-        print(_line("bare slixmpp, received", ms))
+        bare_ms = await paced(server, root / "pbare", "bare", sizes.paced, sizes.rate, "v4")
+        print(_line("bare slixmpp, received", bare_ms))
+        times = writer_times()
         ms = await paced(server, root / "poff", "offender", sizes.paced, sizes.rate, "v5")
         print(_line("guardmail, archived and acted on", ms))
-        _, each = await vault_alone(root / "d3", sizes.paced)
+        at_rate = split(f"paced at {sizes.rate:g}/s", times, sizes.paced / sizes.rate)
+        _, each = await vault_alone(root / "d3", sizes.paced) if ALONE else skip
         print(_line("the vault alone, per item", each))
+        return {
+            "bare": bare,
+            "clean": clean,
+            "offender": offender,
+            "paced_bare": [statistics.median(bare_ms), pct(bare_ms, 99)],
+            "paced_offender": [statistics.median(ms), pct(ms, 99)],
+            "split_backlog": full,
+            "split_paced": at_rate,
+        }
+
+
+# --no-alone: the vault-alone rounds skipped (one item at a time, ~25/s on a loaded machine:
+# most of a run's time; they say nothing about the group commit)
+ALONE = True
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def pairs(base: Path, count: int, argv: list[str]) -> int:
+    """``--base``: part 1 in fresh processes, base and this tree alternately; one table."""
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    for n in range(count):
+        order = [("base", str(base)), ("this", None)]
+        for label, tree in order if n % 2 == 0 else order[::-1]:
+            start = loadavg()
+            print(f"--- pair {n + 1}, {label} tree (load {start})", flush=True)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--part", "1"]
+            cmd.append("--figures")
+            env = dict(os.environ)
+            # Its own children too (the blob writer, ``python -m guardmail...``: the working
+            # directory comes first in their sys.path, then PYTHONPATH).
+            if tree:
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, env.get("PYTHONPATH")]))
+            done = subprocess.run(
+                [*cmd, "--tree", tree] if tree else cmd,
+                stdout=subprocess.PIPE,
+                text=True,
+                check=False,
+                env=env,
+                cwd=tree or None,
+            )
+            lines = done.stdout.splitlines()
+            print("\n".join(lines[:-1]), flush=True)
+            if done.returncode != 0 or not lines:
+                print(f"    run failed (exit status {done.returncode})")
+                return 1
+            rows.append((label, f"{start} -> {loadavg()}", json.loads(lines[-1])))
+    print("\n| run | load | bare /s | offender /s | archived p50 / p99 ms | bare p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, load, f in rows:
+        (p50, p99), (b50, b99) = f["paced_offender"], f["paced_bare"]
+        print(
+            f"| {label} | {load} | {f['bare']:,.0f} | {f['offender']:,.0f} "
+            f"({f['offender'] / f['bare']:.2f}x) | {p50:,.0f} / {p99:,.0f} | "
+            f"{b50:,.0f} / {b99:,.0f} |"
+        )
+    return 0
 
 
 def main() -> int:
@@ -550,7 +651,23 @@ def main() -> int:
     parser.add_argument("--paced", type=int, help="messages sent at --rate for the latency")
     parser.add_argument("--rate", type=float, help="messages per second for the latency")
     parser.add_argument("--many-child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--base", type=Path, help="part 1 beside another checkout, in turns")
+    parser.add_argument("--pairs", type=int, default=1, help="with --base: runs of each tree")
+    parser.add_argument("--no-alone", action="store_true", help="skip the vault-alone rounds")
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # see _TREE
+    parser.add_argument("--figures", action="store_true", help=argparse.SUPPRESS)  # JSON line
     args = parser.parse_args()
+    global ALONE
+    ALONE = not args.no_alone
+    if args.base is not None:
+        if not (args.base / "guardmail" / "__init__.py").is_file():
+            parser.error(f"--base {args.base}: no guardmail package there")
+        argv = sys.argv[1:]
+        for flag in ("--base", "--pairs", "--part"):  # the children run part 1, one tree each
+            while flag in argv:
+                at = argv.index(flag)
+                del argv[at : at + 2]
+        return pairs(args.base.resolve(), args.pairs, argv)
     if args.many_child:
         kind, n, port, ca, tmp = args.many_child
         logs.setup(level="warning")
@@ -580,7 +697,9 @@ def main() -> int:
             f"{os.cpu_count()} cores"
         )
         if 1 in parts:
-            asyncio.run(throughput_and_latency(server, sizes))
+            figures = asyncio.run(throughput_and_latency(server, sizes))
+            if args.figures:
+                print(json.dumps(figures), flush=True)
         if 3 in parts:
             n = sizes.accounts
             print(f"3. {n} accounts in one process (fresh process each; STARTTLS + SCRAM)")

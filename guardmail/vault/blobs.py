@@ -12,7 +12,10 @@ Contracts:
   store's file system twice instead (after the writes, after the renames): the same durability
   for every file on it, at the cost of two file-system commits rather than one fsync per file
   and per directory. Any error of either (EIO, ENOSPC, writeback errors since the call began)
-  fails the whole call. Files are 0600, directories 0700.
+  fails the whole call. Files are 0600, directories 0700. A ``BlobStore`` remembers the fan-out
+  directories (``root/ab``) its calls found or made and then made durable, and skips looking at
+  them again (two system calls a new blob); it forgets them all at any failure, and one removed
+  since (by hand) is made again, its name made durable, within the call that finds it gone.
 - ``put_many(..., writer=w)`` runs this same method in the blob writer child process ``w``
   (``guardmail.vault.blobwriter``): the same files, the same durability, failures as OSError.
 """
@@ -26,13 +29,14 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from guardmail.errors import StateError
 from guardmail.storage.files import private_dir
+from guardmail.vault.pools import lazy_pool
 
 if TYPE_CHECKING:
     from guardmail.vault.blobwriter import BlobWriter
@@ -130,16 +134,7 @@ def _fsync_quiet(fd: int) -> OSError | None:
     return None
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="fsync")
-        return _POOL
+_pool = lazy_pool(FSYNC_THREADS, "fsync")
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -160,11 +155,37 @@ def write_durably(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+class Laps:
+    """Seconds between calls added to ``into[name]`` (the time since the previous call, or since
+    it was made); nothing at all when ``into`` is None (the daemon's calls). The blob phase's
+    steps, timed apart for bench/xmpp.py (bench/README.md, "xblob")."""
+
+    __slots__ = ("_into", "_last")
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self._into = into
+        self._last = time.perf_counter() if into is not None else 0.0
+
+    def __call__(self, name: str) -> None:
+        if self._into is not None:
+            now = time.perf_counter()
+            self._into[name] = self._into.get(name, 0.0) + now - self._last
+            self._last = now
+
+    def count(self, name: str, n: int) -> None:
+        if self._into is not None:
+            self._into[name] = self._into.get(name, 0.0) + n
+
+
 class BlobStore:
     """Content-addressed files under ``root``: ``root/ab/abcdef...``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The fan-out directories a ``put_many`` of this object found or made and then made
+        # durable, with their st_dev: the next calls skip their two checks a blob (bench/README.md,
+        # "xblob"). Forgotten at any failure; one removed meanwhile is made again (``_create``).
+        self._dirs: dict[Path, int] = {}
 
     def path(self, sha256: str) -> Path:
         """The blob's file; StateError unless ``sha256`` is 64 lower-case hex digits (a name read
@@ -180,12 +201,17 @@ class BlobStore:
         self.put_many([(raw, sha256)])
 
     def put_many(
-        self, blobs: Iterable[tuple[bytes, str]], *, writer: BlobWriter | None = None
+        self,
+        blobs: Iterable[tuple[bytes, str]],
+        *,
+        writer: BlobWriter | None = None,
+        timing: dict[str, float] | None = None,
     ) -> None:
         """Store each (raw, sha256) durably; returning means every blob's name and bytes are on
         disk (see the module contract: per-file fsyncs, or two syncfs for many new blobs).
         ``writer``: done by that child process (``guardmail.vault.blobwriter``: this same
-        method, run there), which fails with OSError as this would."""
+        method, run there), which fails with OSError as this would. ``timing``: seconds spent
+        in each step added to it (``Laps``: benches, the blob writer's figures)."""
         if writer is not None:
             for _, sha256 in blobs:
                 self.path(sha256)  # StateError here, as below, for a name that is no SHA-256
@@ -199,6 +225,7 @@ class BlobStore:
         writing: set[Path] = set()
         made = whole = rooted = False
         fs_fd = -1  # the store's root, opened before any write: syncfs reports errors from then
+        lap = Laps(timing)
         try:
             for raw, sha256 in blobs:
                 target = self.path(sha256)
@@ -206,13 +233,16 @@ class BlobStore:
                 # Its directory is made durable even when the blob is already there: a call that
                 # failed part-way may have renamed it into place without making the name durable.
                 touched[parent] = None
+                lap("prepare")
                 try:
                     found = os.stat(target)
                 except (FileNotFoundError, NotADirectoryError):
                     pass
                 else:
                     if stat.S_ISREG(found.st_mode) and found.st_size == len(raw):
+                        lap("stat")
                         continue  # content-addressed: same name, same bytes (verify re-hashes)
+                lap("stat")
                 if not rooted:
                     if not self.root.is_dir():
                         private_dir(self.root)
@@ -221,23 +251,43 @@ class BlobStore:
                         fs_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
                     rooted = True
                 if parent not in devs:
-                    if not parent.is_dir():
-                        private_dir(parent)
-                        made = True  # its name in root is made durable once, below
-                    devs[parent] = parent.stat().st_dev
+                    known = self._dirs.get(parent)
+                    if known is None:
+                        made = self._make_dir(parent) or made
+                        known = parent.stat().st_dev
+                    devs[parent] = known
                 if target in writing:
                     continue  # the same bytes twice in one call
                 writing.add(target)
                 tmp = _temp_name(target)
-                pending.append((tmp, target, _write_unsynced(tmp, raw)))
-            whole = fs_fd >= 0 and len(pending) >= SYNCFS_MIN and self._one_fs(fs_fd, touched, devs)
+                lap("dirs")
+                try:
+                    fd = _write_unsynced(tmp, raw)
+                except FileNotFoundError:
+                    if parent not in self._dirs:
+                        raise
+                    # A remembered directory removed since (by hand: the vault never does): made
+                    # again, and its name made durable below, as any new one.
+                    self._dirs.clear()
+                    made = self._make_dir(parent) or made
+                    devs[parent] = parent.stat().st_dev
+                    fd = _write_unsynced(tmp, raw)
+                pending.append((tmp, target, fd))
+                lap("create")
+            whole = (
+                fs_fd >= 0
+                and len(pending) >= SYNCFS_MIN
+                and self._one_fs(fs_fd, touched, devs, self._dirs)
+            )
             if whole:
                 syncfs(fs_fd)  # every temp file's bytes, and the new directories' names
             else:
                 if made:
                     fsync_dir(self.root)
                 fsync_all([fd for _, _, fd in pending])
+            lap("sync1")
         except BaseException:
+            self._dirs.clear()
             for tmp, _, _ in pending:
                 tmp.unlink(missing_ok=True)  # none renamed yet: no blob of the call landed
             if fs_fd >= 0:
@@ -246,24 +296,50 @@ class BlobStore:
         finally:
             for _, _, fd in pending:
                 os.close(fd)
+            lap("close")
         try:
             for tmp, target, _ in pending:
                 os.replace(tmp, target)
+            lap("rename")
             if whole:
                 syncfs(fs_fd)  # every renamed name (and the touched directories of blobs found)
             else:
                 fsync_all_dirs(list(touched))
+            lap("sync2")
+            lap.count("blobs", len(pending))
+        except BaseException:
+            self._dirs.clear()
+            raise
         finally:
             if fs_fd >= 0:
                 os.close(fs_fd)
+        self._dirs.update(devs)  # each one's name durable now (made, or found, then synced)
 
     @staticmethod
-    def _one_fs(fs_fd: int, dirs: Iterable[Path], devs: dict[Path, int]) -> bool:
+    def _make_dir(parent: Path) -> bool:
+        """Make ``parent`` unless it is a directory; whether it was made (its name in the root
+        is then made durable by the caller)."""
+        if parent.is_dir():
+            return False
+        private_dir(parent)
+        return True
+
+    @staticmethod
+    def _one_fs(
+        fs_fd: int, dirs: Iterable[Path], devs: dict[Path, int], known: dict[Path, int]
+    ) -> bool:
         """Whether every directory is on the file system of ``fs_fd`` (a syncfs covers only
         that one; a directory mounted below the store's root is fsync'd instead). ``devs``:
-        the st_dev of the directories already looked at."""
+        the st_dev of the directories looked at by this call; ``known``: by earlier ones."""
         dev = os.fstat(fs_fd).st_dev
-        return all((devs[d] if d in devs else d.stat().st_dev) == dev for d in dirs)
+
+        def of(d: Path) -> int:
+            found = devs.get(d)
+            if found is None:
+                found = known.get(d)
+            return d.stat().st_dev if found is None else found
+
+        return all(of(d) == dev for d in dirs)
 
     def get(self, sha256: str) -> bytes:
         """The blob's bytes. StateError if it is missing or does not hash to its name; OSError if

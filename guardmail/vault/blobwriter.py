@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -41,8 +42,10 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from guardmail import faults
 
@@ -50,6 +53,14 @@ _REQUEST = struct.Struct(">IQ")  # header length, payload length
 _ANSWER = struct.Struct(">I")
 MAX_HEADER = 64 * 1024 * 1024  # a group's names and sizes: ~80 bytes a blob, MAX_ENTRIES blobs
 PR_SET_PDEATHSIG = 1
+PIPE_BYTES = 1 << 20  # the request pipe's size where allowed (Linux's default maximum)
+# Seconds every writer of this process spent in each step of its requests, and their counts
+# ("groups", "blobs"): the parent's ("pack", "send", "wait": its request built, written, the
+# answer awaited; "total") and the child's, as it reported them ("child.recv" for reading and
+# splitting the request, "child.create", "child.sync1", ...: ``BlobStore.put_many``'s laps).
+# For benches (bench/xmpp.py); guarded by TIMES_LOCK.
+TIMES: dict[str, float] = {}
+TIMES_LOCK = threading.Lock()
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -88,6 +99,7 @@ class BlobWriter:
 
     def put_many(self, root: Path, blobs: Sequence[tuple[bytes, str]]) -> None:
         """``BlobStore(root).put_many(blobs)`` in the child; see the module contract."""
+        began = time.perf_counter()
         header = json.dumps(
             {"root": str(root), "shas": [s for _, s in blobs], "sizes": [len(r) for r, _ in blobs]}
         ).encode()
@@ -97,8 +109,10 @@ class BlobWriter:
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 # Two writes and two reads: each gives up the GIL once, whatever the group's size.
+                packed = time.perf_counter()
                 _write_all(proc.stdin.fileno(), request)
                 _write_all(proc.stdin.fileno(), b"".join(r for r, _ in blobs))
+                sent = time.perf_counter()
                 size = _read_exact(proc.stdout.fileno(), _ANSWER.size)
                 body = _read_exact(proc.stdout.fileno(), _ANSWER.unpack(size)[0]) if size else None
                 answer = json.loads(body) if body is not None else None
@@ -116,6 +130,15 @@ class BlobWriter:
             code = answer.get("errno") if isinstance(answer, dict) else None
             text = answer.get("error") if isinstance(answer, dict) else repr(answer)
             raise OSError(code if isinstance(code, int) and code else errno.EIO, str(text))
+        ended = time.perf_counter()
+        laps = answer.get("t")
+        steps = {"pack": packed - began, "send": sent - packed, "wait": ended - sent}
+        steps.update(total=ended - began, groups=1.0)
+        if isinstance(laps, dict):
+            steps.update({f"child.{k}": v for k, v in laps.items() if isinstance(v, float)})
+        with TIMES_LOCK:
+            for name, value in steps.items():
+                TIMES[name] = TIMES.get(name, 0.0) + value
 
     def close(self) -> None:
         """End the child (end of file, then SIGKILL if it does not go) and reap it."""
@@ -137,6 +160,7 @@ class BlobWriter:
             close_fds=True,
         )
         self.started += 1
+        _widen(proc.stdin)
         return proc
 
     def _lost(
@@ -164,6 +188,19 @@ class BlobWriter:
                         pass  # removed at the next start (storage.files.remove_stale_temps)
 
 
+def _widen(pipe: IO[bytes] | None) -> None:
+    """The request pipe made ``PIPE_BYTES`` long where Linux allows: a group's bytes then go in
+    one write, without waiting for the child to be scheduled to read each 64 KiB (under load,
+    each wait is a scheduling delay: bench/README.md, "xblob"). Not allowed (a user's pipe
+    quota, not Linux): the default size, the same requests in more steps."""
+    if pipe is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
+        return
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
+
+
 def _how(proc: subprocess.Popen[bytes]) -> str:
     code = proc.returncode
     if code is None:
@@ -186,10 +223,12 @@ def _serve(rfd: int, wfd: int) -> None:
     from guardmail.errors import GuardmailError
     from guardmail.vault.blobs import BlobStore
 
+    stores: dict[str, BlobStore] = {}  # one a root: each remembers its fan-out directories
     while True:
         head = _read_exact(rfd, _REQUEST.size)
         if head is None:
             return  # the parent closed the pipe, or died
+        began = time.perf_counter()
         hlen, plen = _REQUEST.unpack(head)
         if hlen > MAX_HEADER:
             raise SystemExit(f"blob writer: a request header of {hlen} bytes")
@@ -202,10 +241,14 @@ def _serve(rfd: int, wfd: int) -> None:
         for sha, size in zip(shas, sizes, strict=True):
             blobs.append((payload[at : at + size], sha))
             at += size
+        laps = {"recv": time.perf_counter() - began}
         try:
-            BlobStore(Path(header["root"])).put_many(blobs)
+            store = stores.get(header["root"])
+            if store is None:
+                store = stores[header["root"]] = BlobStore(Path(header["root"]))
+            store.put_many(blobs, timing=laps)
             faults.reached("vault.writer")
-            answer: dict[str, object] = {"ok": True}
+            answer: dict[str, object] = {"ok": True, "t": laps}
         except OSError as exc:
             answer = {"errno": exc.errno or errno.EIO, "error": str(exc)}
         except GuardmailError as exc:  # a name that is not a SHA-256: the parent's bug

@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,7 @@ from guardmail.errors import StateError
 from guardmail.storage.base import JournalRow, StorageUnavailable
 from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.entries import digests
+from guardmail.vault.pools import lazy_pool
 from guardmail.vault.store import Archive, Receipt, Record, Vault
 
 # The vaults of a mixed group write their blobs (and HEAD witnesses) at once, in this many
@@ -179,7 +180,7 @@ def _submit(part: Part, run: Callable[..., object], *args: Any) -> Future[Any]:
     vault that outlived its deadline is still running: a hung mount then holds one of the
     pool's threads, never all of them (each retry of that tenant would take another, and the
     other tenants' parts would wait behind them)."""
-    with _POOL_LOCK:
+    with _LATE_LOCK:
         late = part.vault in _LATE
     if late:
         failed: Future[Any] = Future()
@@ -197,26 +198,18 @@ def _outcome(part: Part, future: Future[Any], deadline: float) -> BaseException 
     try:
         return future.exception(max(0.0, deadline - time.monotonic()))
     except TimeoutError:
-        with _POOL_LOCK:
+        with _LATE_LOCK:
             _LATE.add(part.vault)
         future.add_done_callback(lambda _: _on_time(part.vault))
         return OSError(errno.ETIMEDOUT, f"still writing after {PART_SECONDS:g} s")
 
 
 def _on_time(vault: Vault) -> None:
-    with _POOL_LOCK:
+    with _LATE_LOCK:
         _LATE.discard(vault)
 
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-# Vaults with a write still running past its deadline (guarded by _POOL_LOCK).
+_pool = lazy_pool(VAULT_THREADS, "vault-part")
+_LATE_LOCK = threading.Lock()
+# Vaults with a write still running past its deadline (guarded by _LATE_LOCK).
 _LATE: weakref.WeakSet[Vault] = weakref.WeakSet()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=VAULT_THREADS, thread_name_prefix="vault-part")
-        return _POOL

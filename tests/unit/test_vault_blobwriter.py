@@ -62,11 +62,22 @@ def gone(pid: int) -> bool:
 def test_the_child_writes_every_blob_exactly_private_and_in_place(
     tmp_path: Path, writer: BlobWriter
 ) -> None:
+    from guardmail.vault import blobwriter
+
     store = BlobStore(tmp_path / "blobs")
     many = blobs(50) + [(b"", hashlib.sha256(b"").hexdigest())]
+    with blobwriter.TIMES_LOCK:
+        before = dict(blobwriter.TIMES)
     store.put_many(many, writer=writer)
     store.put_many(many[:3] + blobs(2, "more"), writer=writer)  # found in place, and new ones
     assert writer.started == 1 and writer.pid is not None
+    with blobwriter.TIMES_LOCK:
+        after = dict(blobwriter.TIMES)
+    # the benches' figures: both requests, the new blobs counted by the child, each step timed
+    assert after["groups"] - before.get("groups", 0) == 2
+    assert after["child.blobs"] - before.get("child.blobs", 0) == 53
+    for step in ("pack", "send", "wait", "total", "child.recv", "child.create", "child.sync2"):
+        assert after[step] > before.get(step, 0.0)
     for raw, sha in many + blobs(2, "more"):
         assert store.get(sha) == raw
         assert stat.S_IMODE(store.path(sha).stat().st_mode) == 0o600
@@ -194,8 +205,13 @@ def test_the_child_side_writes_a_request_and_answers_ok(tmp_path: Path) -> None:
     raws = [f"stanza {i}".encode() for i in range(3)]
     blobs = [(r, hashlib.sha256(r).hexdigest()) for r in raws]
     answer, failed = _serve_once(_request(tmp_path / "blobs", blobs))
-    assert failed is None
-    assert answer == {"ok": True}
+    assert failed is None and answer is not None
+    assert answer["ok"] is True
+    # the steps of the blob phase, timed apart for the benches (blobwriter.TIMES)
+    laps = answer["t"]
+    assert isinstance(laps, dict)
+    assert {"recv", "stat", "create", "sync1", "rename", "sync2"} <= set(laps)
+    assert laps["blobs"] == 3
     store = BlobStore(tmp_path / "blobs")
     assert [store.get(s) for _, s in blobs] == raws
 
@@ -237,3 +253,39 @@ def test_a_child_whose_parent_is_already_gone_ends_at_once(monkeypatch: pytest.M
         assert blobwriter.main() == 0  # not our parent: it returns before reading anything
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_request_pipe_is_widened_where_allowed_and_works_where_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from guardmail.vault import blobwriter
+
+    big = [(b"%d" % i + bytes(600_000), "") for i in range(3)]  # more than one 64 KiB pipe
+    big = [(r, hashlib.sha256(r).hexdigest()) for r, _ in big]
+    store = BlobStore(tmp_path / "blobs")
+    w = BlobWriter()
+    try:
+        store.put_many(big[:1], writer=w)
+        proc = w._proc
+        assert proc is not None and proc.stdin is not None
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        if limit >= blobwriter.PIPE_BYTES:
+            got = fcntl.fcntl(proc.stdin.fileno(), fcntl.F_GETPIPE_SZ)
+            assert got == blobwriter.PIPE_BYTES
+    finally:
+        w.close()
+
+    def refused(*args: object) -> int:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fcntl, "fcntl", refused)
+    w = BlobWriter()
+    try:
+        store.put_many(big, writer=w)  # the default size: the same request in more steps
+    finally:
+        w.close()
+    for raw, sha in big:
+        assert store.get(sha) == raw
+    assert temps(tmp_path) == []
