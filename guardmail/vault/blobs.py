@@ -4,18 +4,19 @@ Contracts:
 - ``write_durably`` replaces a file atomically and durably: temp file (unique per process and
   thread), fsync, rename, directory fsync.
 - ``BlobStore`` keeps each blob as ``root/ab/abcdef...``, named by its SHA-256. Its paths are
-  built in one place, ``path``, only from 64 lower-case hex digits; ``get`` returns bytes only
-  if they hash to their name; ``put_many`` returns only when every blob's bytes and name are
-  durable: each blob its own temp file, all of them made durable, renamed, then their names
-  made durable. A call with fewer than ``SYNCFS_MIN`` new blobs fsyncs each file (at once, in
-  threads) and then each touched directory once; a larger one calls ``syncfs(2)`` on the blob
-  store's file system twice instead (after the writes, after the renames): the same durability
-  for every file on it, at the cost of two file-system commits rather than one fsync per file
-  and per directory. Any error of either (EIO, ENOSPC, writeback errors since the call began)
-  fails the whole call. Files are 0600, directories 0700. A ``BlobStore`` remembers the fan-out
-  directories (``root/ab``) its calls found or made and then made durable, and skips looking at
-  them again (two system calls a new blob); it forgets them all at any failure, and one removed
-  since (by hand) is made again, its name made durable, within the call that finds it gone.
+  built in one place, ``path``, only from 64 lower-case hex digits; ``get`` returns bytes only if
+  they hash to their name; ``put_many`` returns only when every blob's bytes and name are durable:
+  each blob its own temp file, all of them made durable, renamed, then their names made durable (a
+  regular file found under a blob's name counts only if it holds exactly its bytes; anything else
+  there is replaced). A call with fewer than ``SYNCFS_MIN`` new blobs fsyncs each file (at once,
+  in threads) and then each touched directory once; a larger one calls ``syncfs(2)`` on the blob
+  store's file system twice instead (after the writes, after the renames): the same durability for
+  every file on it, at the cost of two file-system commits rather than one fsync per file and per
+  directory. Any error of either (EIO, ENOSPC, writeback errors since the call began) fails the
+  whole call. Files are 0600, directories 0700. A ``BlobStore`` remembers the fan-out directories
+  (``root/ab``) its calls found or made and then made durable, and skips looking at them again
+  (two system calls a new blob); it forgets them all at any failure, and one removed since (by
+  hand) is made again, its name made durable, within the call that finds it gone.
 - ``put_many(..., writer=w)`` runs this same method in the blob writer child process ``w``
   (``guardmail.vault.blobwriter``): the same files, the same durability, failures as OSError.
 """
@@ -75,6 +76,30 @@ def _write_unsynced(tmp: Path, data: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _holds(path: Path, raw: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``raw``. A blob found in place is trusted only
+    for its bytes, never for its name and size: a file changed since (by hand, or rotted) would
+    otherwise stand for this archive, and the item be acted on without its evidence. It is then
+    written again, like a new one. Unreadable counts as not holding them."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        view = memoryview(raw)
+        at = 0
+        while at < len(raw):
+            chunk = os.read(fd, min(len(raw) - at, 1 << 20))
+            if not chunk or chunk != view[at : at + len(chunk)]:
+                return False
+            at += len(chunk)
+        return not os.read(fd, 1)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def fsync_all(fds: list[int]) -> None:
@@ -235,13 +260,17 @@ class BlobStore:
                 touched[parent] = None
                 lap("prepare")
                 try:
-                    found = os.stat(target)
+                    found = os.lstat(target)  # a link is no blob, whatever it points to
                 except (FileNotFoundError, NotADirectoryError):
                     pass
                 else:
-                    if stat.S_ISREG(found.st_mode) and found.st_size == len(raw):
+                    if (
+                        stat.S_ISREG(found.st_mode)
+                        and found.st_size == len(raw)
+                        and _holds(target, raw)
+                    ):
                         lap("stat")
-                        continue  # content-addressed: same name, same bytes (verify re-hashes)
+                        continue  # content-addressed: same name, same bytes
                 lap("stat")
                 if not rooted:
                     if not self.root.is_dir():
