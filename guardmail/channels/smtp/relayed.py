@@ -70,9 +70,10 @@ class RelayedCopies:
     are added. StorageUnavailable if the database cannot.
 
     The time between the next hop's 250 and this commit is the window in which a crash still
-    delivers a copy twice (RFC 1047), so ``remember`` keeps it short under a burst: records
-    arriving while one commits wait for the next commit together (one transaction), on a thread
-    of their own rather than behind the pipeline's work.
+    delivers a copy twice (RFC 1047), so ``remember`` keeps it short: on the event loop with a
+    ``loop_writer`` (see the module), else under a burst records arriving while one commits wait
+    for the next commit together (one transaction), on a thread of their own rather than behind
+    the pipeline's work.
     """
 
     def __init__(
