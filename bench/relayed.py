@@ -4,7 +4,9 @@ Beside each other in one run, on the same disk and machine load:
 
 - record: ``RelayedCopies.remember`` awaited by C concurrent senders (as the filter awaits it
   before answering Postfix), with the writer at ``synchronous=FULL`` (an fsync per commit: main)
-  and at ``NORMAL`` (``WRITER``: this branch). ms per record p50/p99, records/s.
+  and at ``NORMAL`` (``WRITER``: branch aq4, in the thread), and committed on the event loop
+  (``LOOP_WRITER``: branch aqcpu, the daemon's way since). ms per record p50/p99, records/s, and
+  the process's CPU per record (the thread hop's included).
 - look-up: the read before each message, in a thread (``asyncio.to_thread(get)``: main) and on
   the event loop (``look_up`` with a ``READER`` connection: this branch). us per look-up, wall
   and the process's CPU, over a table of N records.
@@ -27,13 +29,27 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
-from guardmail.channels.smtp.relayed import FILE, READER, WRITER, RelayedCopies  # noqa: E402
+from guardmail.channels.smtp.relayed import (  # noqa: E402
+    FILE,
+    LOOP_WRITER,
+    READER,
+    WRITER,
+    RelayedCopies,
+)
 from guardmail.storage.sqlite import SQLiteStorage  # noqa: E402
 
 
-def _open(path: Path, writer: dict[str, str]) -> RelayedCopies:
+def _open(path: Path, writer: dict[str, str], *, on_loop: bool = False) -> RelayedCopies:
     own = (SQLiteStorage(path, **writer), SQLiteStorage(path, **READER))  # type: ignore[arg-type]
-    return RelayedCopies(own[0], "default", reader=own[1], reader_never_waits=True, owned=own)
+    loop_writer = SQLiteStorage(path, **LOOP_WRITER) if on_loop else None
+    return RelayedCopies(
+        own[0],
+        "default",
+        reader=own[1],
+        reader_never_waits=True,
+        loop_writer=loop_writer,
+        owned=(*own, loop_writer) if loop_writer else own,
+    )
 
 
 def _key(i: int) -> tuple[str, str]:
@@ -55,16 +71,22 @@ async def _records(copies: RelayedCopies, count: int, senders: int) -> list[floa
 
 
 def record(count: int, senders: int) -> None:
-    for name, writer in (("FULL (main)", {"synchronous": "FULL"}), ("NORMAL (aq4)", WRITER)):
+    ways = (
+        ("FULL (main)", {"synchronous": "FULL"}, False),
+        ("NORMAL (aq4)", WRITER, False),
+        ("loop (aqcpu)", WRITER, True),
+    )
+    for name, writer, on_loop in ways:
         with tempfile.TemporaryDirectory(prefix="gm-relayed-") as tmp:
-            copies = _open(Path(tmp) / FILE, writer)
-            began = time.perf_counter()
+            copies = _open(Path(tmp) / FILE, writer, on_loop=on_loop)
+            began, cpu = time.perf_counter(), time.process_time()
             took = sorted(asyncio.run(_records(copies, count, senders)))
-            wall = time.perf_counter() - began
+            wall, cpu = time.perf_counter() - began, time.process_time() - cpu
             copies.close()
         print(
             f"record  {name:13} {senders:2} senders: {count / wall:7.0f} records/s, "
-            f"p50 {statistics.median(took):6.2f} ms, p99 {took[int(len(took) * 0.99)]:6.2f} ms"
+            f"p50 {statistics.median(took):6.2f} ms, p99 {took[int(len(took) * 0.99)]:6.2f} ms, "
+            f"{cpu / count * 1e6:6.0f} us CPU a record"
         )
 
 

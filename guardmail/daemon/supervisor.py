@@ -126,17 +126,25 @@ class Daemon:
 
                 self.smtp_filter = MilterSource(cfg=cfg, tenants=tenants, fallback=main)
             else:
+                from guardmail.channels.smtp import relayed as rc
                 from guardmail.channels.smtp.filter import SmtpFilterSource
-                from guardmail.channels.smtp.relayed import FILE, READER, WRITER, RelayedCopies
                 from guardmail.storage.sqlite import SQLiteStorage
 
                 # Copies relayed are remembered for retries in a database of their own (see
-                # channels/smtp/relayed.py): a writer without an fsync per commit (its
-                # trade-off is there), and a reader that never waits, for the look-ups.
-                path = config.settings.state_dir / FILE
-                own = (SQLiteStorage(path, **WRITER), SQLiteStorage(path, **READER))
-                relayed = RelayedCopies(
-                    own[0], self.tenant.name, reader=own[1], reader_never_waits=True, owned=own
+                # channels/smtp/relayed.py): writers without an fsync per commit (its
+                # trade-off is there; one in a thread, one on the loop that never waits nor
+                # checkpoints), and a reader that never waits, for the look-ups.
+                path = config.settings.state_dir / rc.FILE
+                own = tuple(
+                    SQLiteStorage(path, **o) for o in (rc.WRITER, rc.READER, rc.LOOP_WRITER)
+                )
+                relayed = rc.RelayedCopies(
+                    own[0],
+                    self.tenant.name,
+                    reader=own[1],
+                    reader_never_waits=True,
+                    loop_writer=own[2],
+                    owned=own,
                 )
                 relayed.adopt(self.tenant.storage)
                 self.smtp_filter = SmtpFilterSource(

@@ -210,6 +210,7 @@ class SQLiteStorage:
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 10_000,
+        autocheckpoint: bool = True,
     ) -> None:
         """Open (creating, 0600, in a 0700 directory) the database. StateError if ``path`` is
         not an SQLite database; PermissionError or StateError if this user may not use it.
@@ -217,7 +218,9 @@ class SQLiteStorage:
         ``synchronous``: FULL (the default) fsyncs every commit; NORMAL (WAL) does not, so a
         power loss may lose the last commits, a killed process none. ``busy_timeout_ms``: how
         long a statement waits for another connection's lock before StorageUnavailable (0: at
-        once, for a read that must not block its caller)."""
+        once, for a read that must not block its caller). ``autocheckpoint=False``: this
+        connection's commits never checkpoint the log (a checkpoint fsyncs; another connection's
+        ``checkpoint`` does it), for commits made where an fsync must not run."""
         private_dir(path.parent)
         self.path = path
         self._lock = threading.Lock()
@@ -254,6 +257,8 @@ class SQLiteStorage:
             self._conn.executescript(TIMESTAMP_SCHEMA)
             self._conn.executescript(RECEIPTS_SCHEMA)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not autocheckpoint:
+                self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.OperationalError as exc:
             self._conn.close()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -322,6 +327,17 @@ class SQLiteStorage:
             ):
                 raise StateError(f"{self.path}: the database is damaged ({exc})") from None
             raise
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database (PASSIVE: waits for no reader or writer),
+        so that the log stays small when the connections writing it do not (``autocheckpoint``)."""
+        with self._lock:
+            if self._closed:
+                raise StorageClosed(f"{self.path} is closed (the daemon is stopping)")
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailable(f"cannot checkpoint {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock, self._read_lock:

@@ -6,11 +6,17 @@ from __future__ import annotations
 import asyncio
 import random
 
+import aiosmtpd.smtp
 import pytest
+from aiosmtpd.handlers import Sink
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardmail.channels.smtp.relay import _xforward
 from guardmail.channels.smtp.wire import (
     _RECEIVED_ID,
+    FilterSMTP,
     queue_id,
     read_data,
     unstuff,
@@ -171,3 +177,68 @@ def test_xforward_is_passed_on_only_for_offered_attributes_within_512_octets() -
     lines = _xforward(long, "NAME HELO")
     assert lines == [f"XFORWARD NAME={'n' * 300}", f"XFORWARD HELO={'h' * 300}"]
     assert all(len(line) + 2 <= 512 for line in lines)
+
+
+# MAIL and RCPT paths: FilterSMTP reads a plain <local@domain> itself, the rest as aiosmtpd does.
+PATHS = [
+    "<c12@customer.test>",
+    "<c12@customer.test> SIZE=3000 BODY=8BITMIME",
+    "<a+b=c@d-e.f>  NOTIFY=SUCCESS,FAILURE\tORCPT=rfc822;a@b",
+    "<A.B@EXAMPLE.TEST>\tX",
+    "<a@b>X",
+    "<a@b> ",
+    "<a@b>(comment) X",
+    "<a@b> (comment)",
+    "<>",
+    "<> SIZE=1",
+    '<"quoted local"@b>',
+    "<a.@b>",
+    "<a@b.c.>",
+    "<a@[192.0.2.1]>",
+    "<@relay.test:a@b>",
+    "< a@b>",
+    "<a@b >",
+    "<é@b>",
+    "a@b",
+    "",
+]
+
+
+def _smtps() -> tuple[SMTP, FilterSMTP]:
+    loop = asyncio.new_event_loop()
+    loop.close()  # only the parsers are used
+    return SMTP(Sink(), loop=loop), FilterSMTP(Sink(), loop=loop)
+
+
+@pytest.mark.parametrize("arg", PATHS)
+def test_a_path_reads_as_aiosmtpd_reads_it(arg: str) -> None:
+    theirs, ours = _smtps()
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet='ab.@<>()[]:;,"\\ \t+=-é', max_size=30))
+def test_any_path_reads_as_aiosmtpd_reads_it(arg: str) -> None:
+    theirs, ours = _smtps()
+    assert _outcome(ours, arg) == _outcome(theirs, arg)
+
+
+def _outcome(smtp: SMTP, arg: str) -> object:
+    try:
+        return smtp._getaddr(arg)
+    except Exception as exc:  # aiosmtpd's parser raises IndexError on "<" (its session: 500)
+        return type(exc)
+
+
+def test_a_plain_path_does_not_go_through_the_header_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def slow(value: str) -> None:
+        raise AssertionError(f"the email package's parser was asked for {value!r}")
+
+    monkeypatch.setattr(aiosmtpd.smtp, "get_angle_addr", slow)
+    _, ours = _smtps()
+    assert ours._getaddr("<c12@customer.test> SIZE=3000") == ("c12@customer.test", "SIZE=3000")
+    assert ours._getaddr("<a@b>") == ("a@b", "")
+    with pytest.raises(AssertionError, match="parser"):
+        ours._getaddr('<"q"@b>')  # not plain: aiosmtpd's way

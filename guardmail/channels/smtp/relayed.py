@@ -15,16 +15,28 @@ about 30 s of them, its default writeback delay, or fewer at SQLite's next check
 retry of such a message then sends its copies a second time, as RFC 1047 and Postfix's own
 content_filter accept (the archive is not touched: the vault keeps fsync'ing every commit). In
 exchange no message waits for an fsync (14-18 ms at p50 on the bench machine).
+
+On the event loop (``LOOP_WRITER``, a third connection): without an fsync a record's commit is
+a few page writes into the log (tens of microseconds), less than handing it to a thread and back
+(a wake-up of that thread, the GIL passed twice, the loop woken: ~3.7% of the daemon's time,
+issue 27). Two things could still make that commit wait, so they never happen on that
+connection: SQLite's automatic checkpoint (an fsync; it is turned off there, and the thread
+checkpoints every ``MAINTAIN_EVERY`` records, with the old rows forgotten, ``KEEP``), and the
+write lock held by another connection (its busy timeout is zero: such a record goes to the
+thread, as before).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from guardmail.errors import StateError
+from guardmail.logs import event
 from guardmail.storage.base import Storage, StorageClosed, StorageUnavailable
 
 KEEP = timedelta(days=7)  # longer than Postfix keeps a message queued (maximal_queue_lifetime 5d)
@@ -33,6 +45,19 @@ FILE = "relayed.sqlite3"  # in the daemon's state directory
 # the reader never waiting for a lock, so that its look-up can run on the event loop.
 WRITER: dict[str, Any] = {"synchronous": "NORMAL"}
 READER: dict[str, Any] = {"busy_timeout_ms": 0}
+LOOP_WRITER: dict[str, Any] = {
+    "synchronous": "NORMAL",
+    "busy_timeout_ms": 0,
+    "autocheckpoint": False,
+}
+# Records committed on the loop between two checkpoints (and forgettings of old rows) in the
+# thread: ~4 pages a record, so the log stays near SQLite's own default of 1,000 pages.
+MAINTAIN_EVERY = 250
+
+
+@runtime_checkable
+class Checkpoints(Protocol):
+    def checkpoint(self) -> None: ...
 
 
 class RelayedCopies:
@@ -45,9 +70,10 @@ class RelayedCopies:
     are added. StorageUnavailable if the database cannot.
 
     The time between the next hop's 250 and this commit is the window in which a crash still
-    delivers a copy twice (RFC 1047), so ``remember`` keeps it short under a burst: records
-    arriving while one commits wait for the next commit together (one transaction), on a thread
-    of their own rather than behind the pipeline's work.
+    delivers a copy twice (RFC 1047), so ``remember`` keeps it short: on the event loop with a
+    ``loop_writer`` (see the module), else under a burst records arriving while one commits wait
+    for the next commit together (one transaction), on a thread of their own rather than behind
+    the pipeline's work.
     """
 
     def __init__(
@@ -58,15 +84,21 @@ class RelayedCopies:
         *,
         reader: Storage | None = None,
         reader_never_waits: bool = False,
+        loop_writer: Storage | None = None,
         owned: Sequence[Storage] = (),
     ) -> None:
         """``storage`` takes the records; ``reader`` (a second connection to the same database,
         else ``storage``) answers ``get``, so that a look-up never waits behind a commit.
         ``reader_never_waits``: it was opened with ``READER`` (``look_up`` then reads on the
-        event loop). ``owned`` storages are closed by ``close``."""
+        event loop). ``loop_writer``: a third connection, opened with ``LOOP_WRITER``, commits
+        ``remember``'s records on the event loop (``storage`` then checkpoints the log, which
+        it must be able to: SQLiteStorage). ``owned`` storages are closed by ``close``."""
         self._storage = storage
         self._reader = reader or storage
         self._reader_never_waits = reader_never_waits
+        self._loop_writer = loop_writer
+        self._unmaintained = 0  # records committed on the loop since the last maintenance
+        self._maintainer: asyncio.Future[None] | None = None
         self._owned = tuple(owned)
         self._tenant = tenant
         self._clock = clock
@@ -133,14 +165,50 @@ class RelayedCopies:
             tx.forget_relayed(self._tenant, (now - KEEP).isoformat())
 
     async def remember(self, key: tuple[str, str] | None, copies: Collection[str]) -> None:
-        """``add`` for one key, committed together with the others waiting meanwhile."""
+        """``add`` for one key: on the loop with a ``loop_writer``, else (or when that one
+        meets a lock) in the thread, committed together with the others waiting meanwhile."""
         if key is None:
             return
+        if self._loop_writer is not None and not self._pending:  # else after those, in order
+            try:
+                self._insert(self._loop_writer, [(key, copies)])
+            except StorageClosed:
+                raise  # the daemon is stopping
+            except StorageUnavailable:
+                pass  # another connection holds the write lock: the thread waits for it
+            else:
+                self._unmaintained += 1
+                if self._unmaintained >= MAINTAIN_EVERY and (
+                    self._maintainer is None or self._maintainer.done()
+                ):
+                    self._unmaintained = 0
+                    loop = asyncio.get_running_loop()
+                    self._maintainer = loop.run_in_executor(self._thread, self._maintain)
+                return
         done = asyncio.get_running_loop().create_future()
         self._pending.append((key, copies, done))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit())
         await asyncio.shield(done)  # a cancelled caller does not cancel the others' commit
+
+    def _insert(
+        self, storage: Storage, records: Sequence[tuple[tuple[str, str], Collection[str]]]
+    ) -> None:
+        at = self._clock().isoformat()
+        with storage.transaction() as tx:
+            for key, copies in records:
+                tx.add_relayed(self._tenant, *key, copies, at)
+
+    def _maintain(self) -> None:
+        """Forget the old rows and checkpoint the log (in the thread, for the loop's writer).
+        A failure is left for the next time: the records themselves are committed."""
+        try:
+            with self._storage.transaction() as tx:
+                tx.forget_relayed(self._tenant, (self._clock() - KEEP).isoformat())
+            if isinstance(self._storage, Checkpoints):
+                self._storage.checkpoint()
+        except (StorageUnavailable, StateError) as exc:
+            event("smtp_filter.relayed_maintenance_failed", level=logging.WARNING, error=str(exc))
 
     async def _commit(self) -> None:
         loop = asyncio.get_running_loop()
