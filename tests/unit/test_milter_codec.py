@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import struct
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,8 +14,10 @@ from guardmail.channels.smtp import milter_codec as mc
 from guardmail.channels.smtp.milter import CHANGED, MilterSource
 from guardmail.channels.smtp.milter_answer import REFUSED, Group, answer
 from guardmail.config.smtp_filter import SmtpFilterConfig
-from guardmail.core.rules import Action
+from guardmail.core.item import Item
+from guardmail.core.rules import Action, Verdict
 from guardmail.pipeline import Pipeline
+from guardmail.pipeline_batch import Outcome
 
 # What Postfix 3.7 offers (read from a real one): version 6, every action, every step flag.
 POSTFIX_OFFER = struct.pack("!LLL", 6, 0x1FF, 0x1FFFFF)
@@ -204,3 +208,84 @@ def test_a_recipient_protected_after_its_body_was_dropped_is_retried_whole() -> 
     message.chunk(b"the part that was not kept\r\n")
     reply = asyncio.run(source.end_of_message(message))
     assert split(reply) == [(mc.R_REPLYCODE, CHANGED.encode() + b"\0")]
+
+
+class _Vault:
+    """The journal of one tenant, as ``_handled_before`` reads it: (sha256, scope) -> action."""
+
+    def __init__(self) -> None:
+        self.acted_entries: dict[tuple[str, str], str] = {}
+        self.looked_up = 0
+
+    def acted(self, sha256: str, scope: str) -> str | None:
+        self.looked_up += 1
+        return self.acted_entries.get((sha256, scope))
+
+
+class _SlowPipeline:
+    """Blocks every message; its archive and action entry are durable only when ``release``d."""
+
+    def __init__(self) -> None:
+        self.vault = _Vault()
+        self.processed = 0
+        self.release = asyncio.Event()
+
+    def judge(self, item: object) -> Verdict:
+        return Verdict(action=Action.BLOCK, decided_at=datetime.now(UTC))
+
+    async def process(self, item: Item, actor: object) -> Outcome:
+        self.processed += 1
+        await self.release.wait()
+        sha = hashlib.sha256(item.raw).hexdigest()
+        self.vault.acted_entries[(sha, str(item.dedupe_scope))] = Action.BLOCK.value
+        return Outcome(verdict=self.judge(item))
+
+
+@dataclass(frozen=True)
+class _Blocking:
+    name: str
+    pipeline: _SlowPipeline
+    quarantine_mailbox: str | None = None
+
+
+class _BlockingTenants(_OneTenant):
+    def __init__(self, routed: _Blocking) -> None:
+        self.routed = routed
+
+    def route(self, recipient: str) -> _Blocking:  # type: ignore[override]
+        return self.routed
+
+
+def test_two_attempts_at_the_same_bytes_at_once_journal_one_action() -> None:
+    """The tenant's lock: a retry arriving while the first attempt waits for its archive finds
+    that attempt's action once it is its turn, and is answered the same without a second one."""
+
+    async def run() -> tuple[int, list[bytes]]:
+        pipeline = _SlowPipeline()
+        source = MilterSource(
+            cfg=SmtpFilterConfig(mode="milter", listen="unix:/nonexistent/m.sock"),
+            tenants=_BlockingTenants(_Blocking("alice", pipeline)),  # type: ignore[arg-type]
+        )
+
+        def attempt(queue_id: bytes) -> mc.Message:
+            message = mc.Message(sender=b"<ex@bad.example>", recipients=[b"<alice@x>"])
+            message.header(b"From\0ex@bad.example\0")
+            message.chunk(b"the same bytes\r\n")
+            message.macros = {b"i": queue_id}
+            return message
+
+        first = asyncio.ensure_future(source.end_of_message(attempt(b"Q1")))
+        retry = asyncio.ensure_future(source.end_of_message(attempt(b"Q2")))
+        # Let both run as far as they can: without the lock, the retry's look-up (in a thread)
+        # finds nothing while the first waits for its archive. With it, the retry waits.
+        for _ in range(400):
+            if pipeline.vault.looked_up >= 2:
+                break
+            await asyncio.sleep(0.005)
+        pipeline.release.set()
+        return pipeline.processed, list(await asyncio.gather(first, retry))
+
+    processed, replies = asyncio.run(run())
+    assert processed == 1
+    refused = [(mc.R_REPLYCODE, REFUSED.encode() + b"\0")]
+    assert [split(r) for r in replies] == [refused, refused]

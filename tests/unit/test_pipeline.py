@@ -379,3 +379,35 @@ def test_mail_forged_in_the_persons_name_is_quarantined_as_impersonation(
     # An offender's rule still decides first, and names the offender.
     pipeline.rules = RuleSet([OffenderRule(name="Ex", addresses=("sam@example.org",))])
     assert asyncio.run(pipeline.process(item(forged), actor)).verdict.offender == "Ex"
+
+
+def test_an_answering_actor_waits_for_one_thread_hop_after_the_commit(
+    tmp_path: Path, storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The linker's learning and the warning step run in one worker-thread call, in that
+    order, after the archive is durable: the milter's answer waits for one hop, not two."""
+    vault = Vault(tmp_path / "vault", storage, "t")
+    steps: list[str] = []
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", "?"))
+        return await to_thread(func, *args, **kwargs)
+
+    class Learning:
+        def learn(self, items: object, *, now: datetime) -> None:
+            steps.append("learn")
+
+    pipeline = Pipeline(
+        vault=vault,
+        rules=RULES,
+        clock=lambda: NOW,
+        after_block=lambda i, v: steps.append("warn"),
+        linker=Learning(),  # type: ignore[arg-type]
+    )
+    monkeypatch.setattr("guardmail.pipeline.asyncio.to_thread", counted)
+    raw = b"From: Stalker <stalker@example.net>\r\nSubject: hi\r\n\r\nbody"
+    outcome = asyncio.run(pipeline.process(item(raw), AnsweringActor()))
+    assert outcome.done == "answered" and steps == ["learn", "warn"]
+    assert hops == ["rest"]

@@ -288,8 +288,14 @@ class MilterSource:
             if pipeline.judge(item).action is Action.PASS:
                 action = Action.PASS
             else:
-                # One message at a time per tenant: the vault's HEAD temp file is named by
-                # process.
+                # One message at a time per tenant. Not for the vault's files (its temp names
+                # are per process and thread, and one committer writes HEAD): the journal
+                # look-up and the archive after it must not interleave with another attempt
+                # at the same bytes (a retry while the first is still in flight), or both
+                # would find no action and journal one each; and the tenant's alias linker
+                # learns in worker threads without a lock of its own (its index is built and
+                # added to there). A lock per content would let one tenant's different
+                # messages share a group commit; not before the linker is made safe for it.
                 async with self._locks.setdefault(name, asyncio.Lock()):
                     before = await self._handled_before(item, group)
                     if before is None:
