@@ -274,8 +274,9 @@ class SmtpFilterSource:
                 clean += rcpts
                 continue
             actor = _Act(self, message, routed, rcpts, refuse_all=refuse_all)
-            # One message at a time per tenant: Vault writes its HEAD through a temp file named
-            # by process ID only, so two threads archiving for one tenant would collide.
+            # One message at a time per tenant, as in the milter (milter.py says why): the
+            # journal look-up and the archive after it must not interleave with another
+            # attempt at the same bytes, and the tenant's alias linker learns unlocked.
             async with self._locks.setdefault(name, asyncio.Lock()):
                 handled = await self._handled_before(message, routed)
                 if handled is not None:
