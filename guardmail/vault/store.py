@@ -60,7 +60,7 @@ from guardmail.vault.blobwriter import BlobWriter
 from guardmail.vault.entries import Archive, Receipt, Record, Within, describe, digests
 from guardmail.vault.head import HEAD_FILE, HeadWitness
 from guardmail.vault.reads import VaultReads
-from guardmail.vault.signing import make_key, make_key_file
+from guardmail.vault.signing import KEY_FILE, make_key, make_key_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -77,6 +77,9 @@ class Vault(VaultReads, HeadWitness):
         self.storage = storage
         self.blobs = BlobStore(root / "blobs")
         self._key: Ed25519PrivateKey | None = None
+        # The key file as it was when found damaged (inode, size, mtime): noted once, not read
+        # and noted again at each append until the file changes (restored by the operator).
+        self._damaged: tuple[int, int, int] | None = None
 
     def put(
         self,
@@ -322,16 +325,25 @@ class Vault(VaultReads, HeadWitness):
     def _signing_key(self) -> Ed25519PrivateKey | None:
         """The tenant's key, loaded or made now if this vault has none yet; None if the file is
         not a key (noted). OSError if it cannot be made."""
-        if self._key is None:
+        if self._key is None and (self._damaged is None or self._damaged != self._key_stat()):
             try:
                 self._key = make_key(self.root)
             except StateError as exc:
                 self._key_damaged(exc)
         return self._key
 
+    def _key_stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.root / KEY_FILE).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _key_damaged(self, exc: StateError) -> None:
         # A damaged key must not stop archiving (items would wait in place for ever): the
-        # entries are journaled unsigned, and that is noted and reported.
+        # entries are journaled unsigned, and that is noted and reported, once for each state
+        # of the file (an append asks for the key twice: its blobs, then its tree head).
+        self._damaged = self._key_stat()
         self._note_tampering(f"{exc}; entries are journaled without a signed tree head")
 
     def _grow(self, tx: Transaction, now: datetime, appended: Sequence[JournalRow] = ()) -> None:

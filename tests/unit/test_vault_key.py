@@ -239,3 +239,23 @@ def test_two_makers_agree_on_one_key_and_a_vanished_one_is_named(
     monkeypatch.setattr(signing, "load_key", lambda root: None)  # removed right after
     with pytest.raises(StateError, match="vanished right after it was made"):
         make_key(tmp_path)
+
+
+def test_a_damaged_key_is_logged_once_until_the_file_changes(
+    vault: Vault, storage: SQLiteStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    vault.put(b"first", source_ref="new/1", metadata={}, now=NOW)
+    good = (vault.root / KEY_FILE).read_bytes()
+    (vault.root / KEY_FILE).write_bytes(b"not a key\n")
+    fresh = Vault(vault.root, storage, "jane")
+    with caplog.at_level("ERROR", logger="guardmail"):
+        fresh.put(b"second", source_ref="new/2", metadata={}, now=NOW)
+        fresh.put(b"third", source_ref="new/3", metadata={}, now=NOW)
+    assert caplog.text.count("vault.tampered") == 1  # the blobs and the head ask: one line
+    assert [h.tree_size for h in fresh.tree_heads()] == [1]
+    caplog.clear()
+    (vault.root / KEY_FILE).write_bytes(good)  # restored by the operator: signing resumes
+    with caplog.at_level("ERROR", logger="guardmail"):
+        fresh.put(b"fourth", source_ref="new/4", metadata={}, now=NOW)
+    assert "vault.tampered" not in caplog.text
+    assert [h.tree_size for h in fresh.tree_heads()] == [1, 4]
